@@ -1,0 +1,31 @@
+# One-command set-up: every target creates .venv if it is missing and installs
+# the package with what the target needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision are pinned to a pair that installs together (the
+# model-zoo tests need both); pip takes them from the local wheel store here.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m innsight.cli demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_forward.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,131 @@
+"""The converted graph: typed layers in topological order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from innsight._validation import describe
+from innsight.converter.names import Names
+from innsight.layers import Layer
+
+
+class ConvertedModel(nn.Module):
+    """A model as a graph of :class:`~innsight.layers.Layer` objects.
+
+    Layer ``i`` reads the outputs of the layers ``input_layers[i]`` (all
+    earlier in the list). ``input_nodes[k]`` is the ``Input`` layer that
+    receives model input ``k``; ``output_nodes[k]`` is the layer whose output
+    is model output ``k``. Shapes (``input_dim``, ``output_dim``) exclude the
+    batch axis and are channels first.
+
+    Calling the model with a tensor ``(batch, *input_dim[0])`` (or a list of
+    tensors, one per input) returns the output tensor (or a list, one per
+    output). Intermediate values are freed after their last use.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        layer_names: Sequence[str],
+        input_layers: Sequence[Sequence[int]],
+        input_nodes: Sequence[int],
+        output_nodes: Sequence[int],
+        input_names: list[Names],
+        output_names: list[Names],
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.layer_names = list(layer_names)
+        self.input_layers = [tuple(reads) for reads in input_layers]
+        self.input_nodes = list(input_nodes)
+        self.output_nodes = list(output_nodes)
+        self.input_names = input_names
+        self.output_names = output_names
+        self.output_layers = [
+            tuple(j for j, reads in enumerate(self.input_layers) if i in reads)
+            for i in range(len(self.layers))
+        ]
+        self._input_position = {node: k for k, node in enumerate(self.input_nodes)}
+        self._free_after = _last_uses(self.input_layers, keep=set(self.output_nodes))
+        # Follows .to(dtype) / .to(device) so inputs can be moved to match.
+        self.register_buffer("_dtype_marker", torch.zeros(()), persistent=False)
+
+    @property
+    def input_dim(self) -> list[tuple[int, ...]]:
+        return [self.layers[i].output_dim for i in self.input_nodes]
+
+    @property
+    def output_dim(self) -> list[tuple[int, ...]]:
+        return [self.layers[i].output_dim for i in self.output_nodes]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype_marker.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._dtype_marker.device
+
+    def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor | list[Tensor]:
+        """Outputs for ``x``: one tensor ``(batch, *output_dim[0])`` or a list per output."""
+        values = self._run(self.check_input(x), keep_all=False)
+        outputs = [values[i] for i in self.output_nodes]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def node_values(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
+        """The output of every layer for ``x``, in layer order (for backward walks)."""
+        return self._run(self.check_input(x), keep_all=True)
+
+    def _run(self, inputs: list[Tensor], keep_all: bool) -> list[Any]:
+        values: list[Any] = [None] * len(self.layers)
+        for i, (layer, reads) in enumerate(zip(self.layers, self.input_layers)):
+            if reads:
+                values[i] = layer(*(values[j] for j in reads))
+            else:
+                values[i] = layer(inputs[self._input_position[i]])
+            if not keep_all:
+                for j in self._free_after[i]:
+                    values[j] = None
+        return values
+
+    def check_input(self, x: Any) -> list[Tensor]:
+        """Check ``x`` against ``input_dim`` and move it to the model's dtype and device."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        dims = self.input_dim
+        if len(xs) != len(dims):
+            raise ValueError(
+                f"`x` must hold {len(dims)} tensor(s), one per input layer, got {len(xs)}."
+            )
+        batch = None
+        for k, (value, dim) in enumerate(zip(xs, dims)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"`x` must hold torch tensors, got {describe(value)} for input {k}.")
+            if tuple(value.shape[1:]) != dim or value.ndim != len(dim) + 1:
+                raise ValueError(
+                    f"`x` for input {k} has shape {tuple(value.shape)}, expected "
+                    f"(batch, {', '.join(map(str, dim))})."
+                )
+            if batch is not None and value.shape[0] != batch:
+                raise ValueError(
+                    f"`x` tensors must share the batch size; input 0 has {batch}, "
+                    f"input {k} has {value.shape[0]}."
+                )
+            batch = value.shape[0]
+        return [value.to(dtype=self.dtype, device=self.device) for value in xs]
+
+
+def _last_uses(input_layers: Sequence[tuple[int, ...]], keep: set[int]) -> list[list[int]]:
+    """For each layer, the nodes whose value is no longer needed once it has run."""
+    last_reader = {}
+    for i, reads in enumerate(input_layers):
+        for j in reads:
+            last_reader[j] = i
+    free_after: list[list[int]] = [[] for _ in input_layers]
+    for node, reader in last_reader.items():
+        if node not in keep:
+            free_after[reader].append(node)
+    return free_after

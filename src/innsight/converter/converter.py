@@ -1,0 +1,167 @@
+"""``Converter``: turns a model of any supported framework into a :class:`ConvertedModel`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from innsight._validation import as_dim_list, describe, resolve_dtype
+from innsight.converter.converted_model import ConvertedModel
+from innsight.converter.dict_format import build_model, model_to_dict
+from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.names import Names
+from innsight.converter.torch_fx import describe_torch, random_inputs
+
+#: Batch size of the dry run; differs from the tracing batch to expose batch-size
+#: assumptions baked into a model.
+DRY_RUN_BATCH = 3
+#: Largest allowed deviation of the dry run, relative to the output scale.
+DRY_RUN_TOLERANCE = 1e-4
+
+Describer = Callable[[Any, Any], tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]] | None]]
+
+
+def _describe_dict(model: dict[str, Any], input_dim: Any) -> tuple[dict[str, Any], None]:
+    if input_dim is not None and "input_dim" in model:
+        given = as_dim_list(input_dim, "input_dim")
+        described = as_dim_list(model["input_dim"], "model['input_dim']")
+        if given != described:
+            raise ValueError(
+                f"`input_dim` {[list(d) for d in given]} differs from the model dict's "
+                f"input_dim {[list(d) for d in described]}."
+            )
+    return model, None
+
+
+#: Front-ends: (does it take this model?, describe it as a model dict).
+FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
+    (lambda model: isinstance(model, nn.Module), describe_torch),
+    (lambda model: isinstance(model, dict), _describe_dict),
+]
+
+
+class Converter:
+    """Converts a model into one graph of typed layers that every method runs on.
+
+    Parameters
+    ----------
+    model
+        A torch ``nn.Module`` that ``torch.fx`` can trace, or a model dict
+        (the format of :mod:`innsight.converter.dict_format`, as returned by
+        :meth:`to_dict`).
+    input_dim
+        Shape of one sample without the batch axis, channels first (e.g.
+        ``[3, 32, 32]``), or a list of shapes for several inputs. Required for
+        torch models; checked against the model otherwise.
+    input_names, output_names
+        Labels per input/output layer and axis; default ``X1..`` (tabular),
+        ``C1../L1..`` (signals), ``C1../H1../W1..`` (images) and ``Y1..`` (outputs).
+    dtype
+        ``"float"`` or ``"double"``: the precision of the converted model.
+
+    Attributes
+    ----------
+    model : ConvertedModel
+        The converted graph; ``conv.model(x)`` reproduces the original output.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        input_dim: Any = None,
+        input_names: Any = None,
+        output_names: Any = None,
+        dtype: str = "float",
+    ) -> None:
+        torch_dtype = resolve_dtype(dtype)
+        describer = next((d for accepts, d in FRONTENDS if accepts(model)), None)
+        if describer is None:
+            raise TypeError(
+                f"`model` must be a torch nn.Module or a model dict, got {describe(model)} "
+                f"of type {type(model).__name__}."
+            )
+        description, run_original = describer(model, input_dim)
+        self.model: ConvertedModel = build_model(description, torch_dtype, input_names, output_names)
+        if run_original is not None:
+            _dry_run(self.model, model, run_original)
+
+    @property
+    def input_dim(self) -> list[tuple[int, ...]]:
+        """Shape of each input layer, without batch axis, channels first."""
+        return self.model.input_dim
+
+    @property
+    def output_dim(self) -> list[tuple[int, ...]]:
+        """Shape of each output layer, without batch axis."""
+        return self.model.output_dim
+
+    @property
+    def input_names(self) -> list[Names]:
+        """Per input layer, one list of labels per axis."""
+        return self.model.input_names
+
+    @property
+    def output_names(self) -> list[Names]:
+        """Per output layer, one list of labels per axis."""
+        return self.model.output_names
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model as a dict of plain lists and numbers; ``convert()`` takes it back."""
+        return model_to_dict(self.model)
+
+    def __repr__(self) -> str:
+        model = self.model
+        header = (
+            f"Converter: {len(model.layers)} layers, {len(model.input_nodes)} input(s) "
+            f"{[list(d) for d in model.input_dim]}, {len(model.output_nodes)} output(s) "
+            f"{[list(d) for d in model.output_dim]}, dtype {str(model.dtype).replace('torch.', '')}"
+        )
+        rows = [("#", "name", "type", "reads", "output shape")]
+        for i, (layer, name, reads) in enumerate(zip(model.layers, model.layer_names, model.input_layers)):
+            kind = layer.type_name + (f"({layer.act_name})" if hasattr(layer, "act_name") else "")
+            rows.append((str(i), name, kind, ",".join(map(str, reads)) or "-", str(list(layer.output_dim))))
+        widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        return "\n".join([header, *("  " + line for line in lines)])
+
+
+def convert(
+    model: Any,
+    input_dim: Any = None,
+    input_names: Any = None,
+    output_names: Any = None,
+    dtype: str = "float",
+) -> Converter:
+    """Convert ``model``; the same as ``Converter(model, ...)``."""
+    return Converter(model, input_dim, input_names, output_names, dtype)
+
+
+def _dry_run(
+    converted: ConvertedModel, original: Any, run_original: Callable[[list[Tensor]], list[Tensor]]
+) -> None:
+    """Compare the converted and the original output on random inputs."""
+    inputs = random_inputs(original, converted.input_dim, DRY_RUN_BATCH)
+    try:
+        expected = run_original(inputs)
+    except Exception as err:  # the user's model raised on a batch of another size
+        raise ConversionError(
+            f"The original model failed on a batch of {DRY_RUN_BATCH} random samples: {err}. "
+            "Models must accept any batch size."
+        ) from err
+    with torch.no_grad():
+        actual = converted(inputs)
+    actual = actual if isinstance(actual, list) else [actual]
+    for k, (a, e) in enumerate(zip(actual, expected)):
+        scale = max(1.0, e.abs().max().item())
+        error = (a.double().cpu() - e.double().cpu()).abs().max().item()
+        if tuple(a.shape) != tuple(e.shape) or not error <= DRY_RUN_TOLERANCE * scale:
+            raise ConversionError(
+                f"The converted model's output {k} differs from the original's on random "
+                f"inputs (shapes {list(a.shape)} vs {list(e.shape)}, max abs difference "
+                f"{error:.3g} at output scale {scale:.3g}). An operation behaves "
+                "differently than its conversion assumes (in-place updates of a tensor "
+                f"that is used again, for example). {DIRECT_METHODS_HINT}"
+            )

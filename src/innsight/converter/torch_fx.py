@@ -1,0 +1,322 @@
+"""PyTorch front-end: trace an ``nn.Module`` with ``torch.fx`` and describe it as a model dict.
+
+The module is traced symbolically, run once on random inputs to record the
+shape of every intermediate tensor, and each graph node is then mapped to
+layer entries by the op registry of :mod:`innsight.converter.torch_ops`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from innsight._validation import as_dim_list
+from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.torch_ops import (
+    FUNCTIONS,
+    FUNCTIONS_BY_NAME,
+    METHODS,
+    MODULES,
+    Handler,
+    Split,
+)
+
+#: Batch size of the random inputs that record shapes; the dry run uses another.
+TRACE_BATCH = 2
+
+
+def describe_torch(
+    model: nn.Module, input_dim: Any
+) -> tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]]]:
+    """The model dict of ``model`` and a function running the original on inputs."""
+    if input_dim is None:
+        raise ValueError(
+            "`input_dim` is required for a torch model: the shape of one sample without "
+            "the batch axis, channels first, e.g. input_dim=[3, 32, 32] (a list of such "
+            "shapes for several inputs)."
+        )
+    dims = as_dim_list(input_dim, "input_dim")
+    if model.training:
+        warnings.warn(
+            f"The model {type(model).__name__} is in training mode; it is converted with "
+            "eval semantics (dropout off, batch norm with its running statistics). Call "
+            "model.eval() before converting to silence this warning.",
+            UserWarning,
+            stacklevel=3,
+        )
+    with _eval_mode(model):
+        graph_module = _trace(model, len(dims))
+        examples = random_inputs(model, dims, TRACE_BATCH)
+        try:
+            with torch.no_grad():
+                _ShapeAndValueProp(graph_module).propagate(*examples)
+        except Exception as err:  # the user's model raised: report it with the shapes we used
+            raise ConversionError(
+                f"Running {type(model).__name__} on random inputs of shape(s) "
+                f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + `input_dim`) "
+                f"failed: {err}. Check `input_dim` (no batch axis, channels first)."
+            ) from err
+        description = _Translator(graph_module, dims).describe()
+
+    def run_original(inputs: list[Tensor]) -> list[Tensor]:
+        with _eval_mode(model), torch.no_grad():
+            return flatten_outputs(model(*inputs), "the model's output")
+
+    return description, run_original
+
+
+def random_inputs(model: nn.Module, dims: Sequence[tuple[int, ...]], batch: int) -> list[Tensor]:
+    """Standard normal inputs on the model's device and in its dtype, from a private seed."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    device = param.device if param is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(batch)
+    return [torch.randn(batch, *d, generator=generator, dtype=dtype).to(device) for d in dims]
+
+
+def flatten_outputs(output: Any, what: str) -> list[Tensor]:
+    """A tensor, or a tuple/list of tensors, as a list of tensors."""
+    outputs = list(output) if isinstance(output, (tuple, list)) else [output]
+    if not outputs or not all(isinstance(o, Tensor) for o in outputs):
+        raise ConversionError(
+            f"{what} must be a tensor or a tuple/list of tensors, got {type(output).__name__}."
+        )
+    return outputs
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, then the user's own train/eval flags back."""
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+
+
+def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
+    params = list(inspect.signature(model.forward).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < n_inputs or any(
+        p.default is p.empty for p in positional[n_inputs:]
+    ):
+        raise ValueError(
+            f"`input_dim` gives {n_inputs} input shape(s), but {type(model).__name__}.forward "
+            f"takes {len(positional)} input(s) ({', '.join(p.name for p in positional)})."
+        )
+    concrete = {p.name: p.default for p in positional[n_inputs:]}
+    try:
+        return fx.symbolic_trace(model, concrete_args=concrete or None)
+    except Exception as err:  # fx raises many kinds of errors for untraceable code
+        raise ConversionError(
+            f"torch.fx cannot trace {type(model).__name__}: {err}. Models whose forward "
+            f"branches on tensor values cannot be converted. {DIRECT_METHODS_HINT}"
+        ) from err
+
+
+class _ShapeAndValueProp(ShapeProp):
+    """Records tensor shapes (``meta["tensor_meta"]``) and non-tensor values such as
+    sizes (``meta["static_value"]``) that later index or scale tensors."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        if not isinstance(result, Tensor) and not (
+            isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)
+        ):
+            n.meta["static_value"] = result
+        return result
+
+
+class _Translator:
+    """Walks the traced graph and collects layer entries of the model dict.
+
+    Handlers (see :mod:`torch_ops`) call :meth:`emit` to add layers and the
+    helpers below to read shapes, constants and tensor arguments.
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -> None:
+        self.graph_module = graph_module
+        self.dims = dims
+        self.layers: list[dict[str, Any]] = []
+        self.layer_of_node: dict[fx.Node, int] = {}
+        self.splits: dict[fx.Node, Split] = {}
+
+    def describe(self) -> dict[str, Any]:
+        graph = self.graph_module.graph
+        output = next(n for n in graph.nodes if n.op == "output")
+        needed = _ancestors(output)
+        input_nodes = []
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                input_nodes.append(self.emit(node, "Input", []))
+                self.layer_of_node[node] = input_nodes[-1]
+            elif node in needed and node.op in ("call_module", "call_function", "call_method"):
+                self._translate(node)
+        results = _output_args(output)
+        results = list(results) if isinstance(results, (tuple, list)) else [results]
+        output_nodes = [self.layer(n) for n in results]
+        return {
+            "input_dim": [list(d) for d in self.dims],
+            "input_nodes": input_nodes,
+            "output_nodes": output_nodes,
+            "layers": self.layers,
+        }
+
+    def _translate(self, node: fx.Node) -> None:
+        meta = node.meta.get("tensor_meta")
+        if meta is None:
+            return  # a non-tensor value (a size, a flag): only shapes depend on it
+        handler = self._handler(node)
+        result = handler(self, node)
+        if isinstance(result, Split):
+            self.splits[node] = result
+        else:
+            self.layer_of_node[node] = result
+
+    def _handler(self, node: fx.Node) -> Handler:
+        if node.op == "call_module":
+            module = self.module(node)
+            handler = MODULES.get(type(module))
+            what = f"module {type(module).__module__}.{type(module).__name__}"
+        elif node.op == "call_function":
+            name = _qualified_name(node.target)
+            handler = FUNCTIONS.get(node.target) or FUNCTIONS_BY_NAME.get(name)
+            what = f"function {name}"
+        else:
+            handler = METHODS.get(node.target)
+            what = f"tensor method .{node.target}()"
+        if handler is None:
+            raise self.unsupported(node, what)
+        return handler
+
+    # ---- helpers for handlers -------------------------------------------------
+
+    def emit(
+        self, node: fx.Node, type_name: str, reads: Sequence[fx.Node | int], suffix: str = "",
+        **params: Any,
+    ) -> int:
+        """Add a layer entry for ``node`` reading ``reads`` (graph nodes or layer indices).
+
+        The layer is named after the module path (or the node) plus ``suffix``.
+        """
+        name = (node.target if node.op == "call_module" else node.name) + suffix
+        indices = [r if isinstance(r, int) else self.layer(r) for r in reads]
+        self.layers.append({"type": type_name, "name": name, "input_layers": indices, **params})
+        return len(self.layers) - 1
+
+    def layer(self, node: Any) -> int:
+        """The layer index holding the tensor value of ``node``."""
+        if isinstance(node, fx.Node) and node in self.layer_of_node:
+            return self.layer_of_node[node]
+        raise ConversionError(
+            f"{_where(node) if isinstance(node, fx.Node) else repr(node)} is used as a tensor "
+            "input but is not a tensor computed from the model inputs (constant tensors "
+            f"are only supported as factors or summands). {DIRECT_METHODS_HINT}"
+        )
+
+    def is_tensor(self, value: Any) -> bool:
+        return isinstance(value, fx.Node) and value in self.layer_of_node
+
+    def module(self, node: fx.Node) -> nn.Module:
+        return self.graph_module.get_submodule(node.target)
+
+    def shape(self, node: fx.Node) -> tuple[int, ...]:
+        """Shape of one sample of ``node``'s tensor (no batch axis)."""
+        meta = node.meta["tensor_meta"]
+        if len(meta.shape) == 0 or meta.shape[0] != TRACE_BATCH:
+            raise self.unsupported(node, f"an operation with output shape {list(meta.shape)}",
+                                   "It does not keep the batch axis first. ")
+        return tuple(meta.shape[1:])
+
+    def axis(self, node: fx.Node, dim: int) -> int:
+        """A torch dim of ``node``'s tensor (may be negative) as a sample axis (0 = channels)."""
+        ndim = len(node.meta["tensor_meta"].shape)
+        if not isinstance(dim, int) or not -ndim <= dim < ndim:
+            raise self.unsupported(node, f"dim={dim!r}", f"Expected an int in [{-ndim}, {ndim}). ")
+        dim = dim % ndim
+        if dim == 0:
+            raise self.unsupported(node, "an operation along the batch axis (dim 0)",
+                                   "Samples must be processed independently. ")
+        return dim - 1
+
+    def constant(self, value: Any) -> Any:
+        """A number, or a constant tensor (module attribute) shaped to broadcast with a sample.
+
+        Returns ``None`` if ``value`` is not a constant.
+        """
+        if isinstance(value, fx.Node) and "static_value" in value.meta:
+            value = value.meta["static_value"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, fx.Node) and value.op == "get_attr":
+            return _fetch_attr(self.graph_module, value.target).detach()
+        return None
+
+    def static(self, value: Any) -> Any:
+        """``value`` with every graph node in it replaced by its recorded non-tensor value."""
+
+        def resolve(node: fx.Node) -> Any:
+            if "static_value" not in node.meta:
+                raise self.unsupported(node, "using a tensor as an index or size")
+            return node.meta["static_value"]
+
+        return fx.node.map_arg(value, resolve)
+
+    def unsupported(self, node: fx.Node, what: str, reason: str = "") -> ConversionError:
+        return ConversionError(
+            f"{_where(node)}: {what} is not supported by the converter. {reason}"
+            f"{DIRECT_METHODS_HINT}"
+        )
+
+
+def _ancestors(output: fx.Node) -> set[fx.Node]:
+    """The nodes whose values reach the model output."""
+    seen: set[fx.Node] = set()
+    stack = [output]
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.all_input_nodes)
+    return seen
+
+
+def _output_args(output: fx.Node) -> Any:
+    value = output.args[0]
+    if isinstance(value, dict):
+        raise ConversionError(
+            "Models returning a dict are not supported; return a tensor or a tuple of tensors."
+        )
+    return value
+
+
+def _fetch_attr(root: nn.Module, target: str) -> Tensor:
+    value: Any = root
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _qualified_name(target: Any) -> str:
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__name__", repr(target))
+    return f"{module}.{name}" if module else name
+
+
+def _where(node: fx.Node) -> str:
+    """``node 'relu_1' in module 'layer1.0' (BasicBlock)`` for error messages."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, cls = list(stack.values())[-1]
+        cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+        return f"node '{node.name}' in module '{path}' ({cls_name.split('.')[-1]})"
+    return f"node '{node.name}'"

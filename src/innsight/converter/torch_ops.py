@@ -1,0 +1,568 @@
+"""The torch operations the converter understands, keyed by module type, function or method name.
+
+A handler receives the translator (see :mod:`innsight.converter.torch_fx`)
+and one traced node. It emits layer entries with ``t.emit`` and returns the
+index of the layer holding the node's value, or a :class:`Split` for
+``chunk``/``split``, whose pieces later ``getitem`` nodes slice out.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from innsight.converter.errors import ConversionError
+
+
+@dataclass(frozen=True)
+class Split:
+    """The pieces of ``chunk``/``split``: piece ``i`` spans ``bounds[i]`` on sample ``axis``."""
+
+    source: fx.Node
+    axis: int
+    bounds: tuple[tuple[int, int], ...]
+
+
+Handler = Callable[[Any, fx.Node], "int | Split"]
+MODULES: dict[type, Handler] = {}
+FUNCTIONS: dict[Callable[..., Any], Handler] = {}
+METHODS: dict[str, Handler] = {}
+#: Functions of other libraries that ``torch.fx.wrap`` keeps as graph leaves,
+#: by qualified name (so those libraries need not be imported here).
+FUNCTIONS_BY_NAME: dict[str, Handler] = {}
+
+
+def _register(table: dict, *keys: Any) -> Callable[[Handler], Handler]:
+    def add(handler: Handler) -> Handler:
+        for key in keys:
+            if key is not None:
+                table[key] = handler
+        return handler
+
+    return add
+
+
+_NO_DEFAULT = object()
+
+
+def arg(node: fx.Node, position: int | None, name: str, default: Any = _NO_DEFAULT) -> Any:
+    """Argument ``name`` of a call, given by position or keyword."""
+    if position is not None and len(node.args) > position:
+        return node.args[position]
+    if name in node.kwargs:
+        return node.kwargs[name]
+    if default is _NO_DEFAULT:
+        raise ConversionError(f"node '{node.name}' ({node.target}) misses its argument '{name}'.")
+    return default
+
+
+def _nn(*names: str) -> list[type]:
+    """The ``torch.nn`` classes of these names that this torch version has."""
+    return [getattr(nn, name) for name in names if hasattr(nn, name)]
+
+
+# ---- skipped operations: the node's value is its input's -----------------------
+
+
+def _alias(t: Any, node: fx.Node) -> int:
+    return t.layer(node.args[0])
+
+
+_register(MODULES, *_nn(
+    "Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
+    "FeatureAlphaDropout",
+))(_alias)
+_register(FUNCTIONS, torch.clone)(_alias)
+_register(METHODS, "contiguous", "clone")(_alias)
+
+
+def _random_in_training(position: int) -> Handler:
+    """Handler for dropout-like functions: skipped when called with ``training=False``."""
+
+    def handler(t: Any, node: fx.Node) -> int:
+        if arg(node, position, "training", True) is not False:
+            raise t.unsupported(node, f"{node.target.__name__} with training=True",
+                                "It stays random in eval mode; pass training=self.training. ")
+        return _alias(t, node)
+
+    return handler
+
+
+_register(FUNCTIONS, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+          F.feature_alpha_dropout)(_random_in_training(2))
+FUNCTIONS_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _random_in_training(3)
+
+
+# ---- weighted layers -----------------------------------------------------------
+
+
+@_register(MODULES, nn.Linear)
+def _linear(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    return t.emit(node, "Dense", [node.args[0]], weight=m.weight, bias=m.bias)
+
+
+@_register(FUNCTIONS, F.linear)
+def _functional_linear(t: Any, node: fx.Node) -> int:
+    weight = t.constant(arg(node, 1, "weight"))
+    bias = arg(node, 2, "bias", None)
+    bias = None if bias is None else t.constant(bias)
+    if not isinstance(weight, Tensor) or (bias is not None and not isinstance(bias, Tensor)):
+        raise t.unsupported(node, "F.linear with weights computed in forward")
+    return t.emit(node, "Dense", [node.args[0]], weight=weight, bias=bias)
+
+
+@_register(MODULES, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def _conv(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    n_axes = m.weight.ndim - 2
+    if m.padding == "valid":
+        pads = [[0, 0]] * n_axes
+    elif m.padding == "same":
+        totals = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
+        pads = [[total // 2, total - total // 2] for total in totals]
+    else:
+        pads = [[p, p] for p in m.padding]
+    source: fx.Node | int = node.args[0]
+    if m.padding_mode != "zeros":
+        source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=m.padding_mode)
+        pads = [[0, 0]] * n_axes
+    return t.emit(
+        node.name, f"Conv{n_axes}D", [source], weight=m.weight, bias=m.bias,
+        stride=list(m.stride), padding=pads, dilation=list(m.dilation), groups=m.groups,
+    )
+
+
+@_register(MODULES, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+def _batch_norm(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    if m.running_mean is None or m.running_var is None:
+        raise t.unsupported(
+            node, "batch norm without running statistics (track_running_stats=False)",
+            "It normalises each sample with the statistics of its batch mates. ",
+        )
+    return t.emit(
+        node.name, "BatchNorm", [node.args[0]], running_mean=m.running_mean,
+        running_var=m.running_var, weight=m.weight, bias=m.bias, eps=m.eps,
+    )
+
+
+# ---- pooling ---------------------------------------------------------------------
+
+
+def _n_spatial(t: Any, node: fx.Node) -> int:
+    return len(t.shape(node.args[0])) - 1
+
+
+def _max_pool(t: Any, node: fx.Node, kernel: Any, stride: Any, padding: Any,
+              dilation: Any, ceil_mode: Any, return_indices: Any) -> int:
+    if return_indices:
+        raise t.unsupported(node, "max pooling with return_indices=True")
+    return t.emit(
+        node.name, f"MaxPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
+        stride=stride or None, padding=padding, dilation=dilation, ceil_mode=bool(ceil_mode),
+    )
+
+
+def _avg_pool(t: Any, node: fx.Node, kernel: Any, stride: Any, padding: Any,
+              ceil_mode: Any, count_include_pad: Any, divisor_override: Any) -> int:
+    if divisor_override is not None:
+        raise t.unsupported(node, "average pooling with divisor_override")
+    return t.emit(
+        node.name, f"AvgPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
+        stride=stride or None, padding=padding, ceil_mode=bool(ceil_mode),
+        count_include_pad=bool(count_include_pad),
+    )
+
+
+@_register(MODULES, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+def _max_pool_module(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    return _max_pool(t, node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                     m.return_indices)
+
+
+@_register(FUNCTIONS, F.max_pool1d, F.max_pool2d, F.max_pool3d)
+def _max_pool_function(t: Any, node: fx.Node) -> int:
+    return _max_pool(
+        t, node, arg(node, 1, "kernel_size"), arg(node, 2, "stride", None),
+        arg(node, 3, "padding", 0), arg(node, 4, "dilation", 1),
+        arg(node, 5, "ceil_mode", False), arg(node, 6, "return_indices", False),
+    )
+
+
+@_register(MODULES, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+def _avg_pool_module(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    return _avg_pool(t, node, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                     m.count_include_pad, getattr(m, "divisor_override", None))
+
+
+@_register(FUNCTIONS, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
+def _avg_pool_function(t: Any, node: fx.Node) -> int:
+    return _avg_pool(
+        t, node, arg(node, 1, "kernel_size"), arg(node, 2, "stride", None),
+        arg(node, 3, "padding", 0), arg(node, 4, "ceil_mode", False),
+        arg(node, 5, "count_include_pad", True), arg(node, 6, "divisor_override", None),
+    )
+
+
+@_register(MODULES, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+           nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+@_register(FUNCTIONS, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+           F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)
+def _adaptive_pool(t: Any, node: fx.Node) -> int:
+    if node.op == "call_module":
+        m = t.module(node)
+        is_max, return_indices = "Max" in type(m).__name__, getattr(m, "return_indices", False)
+    else:
+        is_max = "max" in node.target.__name__
+        return_indices = arg(node, 2, "return_indices", False) if is_max else False
+    if return_indices:
+        raise t.unsupported(node, "adaptive max pooling with return_indices=True")
+    # The traced output shape resolves `None` entries of output_size.
+    output_size = list(t.shape(node)[1:])
+    kind = "Max" if is_max else "Avg"
+    return t.emit(node, f"Adaptive{kind}Pool{len(output_size)}D", [node.args[0]],
+                  output_size=output_size)
+
+
+# ---- activations -------------------------------------------------------------------
+
+
+def _activation(t: Any, node: fx.Node, act_name: str, **params: Any) -> int:
+    return t.emit(node, "Activation", [node.args[0]], act_name=act_name, **params)
+
+
+def _activation_module(act_name: str, *attributes: str) -> Handler:
+    """Handler for an activation module whose parameters are its attributes."""
+
+    def handler(t: Any, node: fx.Node) -> int:
+        m = t.module(node)
+        return _activation(t, node, act_name, **{a: getattr(m, a) for a in attributes})
+
+    return handler
+
+
+def _activation_call(act_name: str, **params: tuple[int | None, Any]) -> Handler:
+    """Handler for an activation function; ``params`` maps names to (position, default)."""
+
+    def handler(t: Any, node: fx.Node) -> int:
+        values = {name: arg(node, pos, name, default) for name, (pos, default) in params.items()}
+        return _activation(t, node, act_name, **values)
+
+    return handler
+
+
+for _module, _name, _attributes in [
+    (nn.ReLU, "relu", ()), (nn.ReLU6, "relu6", ()), (nn.SiLU, "silu", ()),
+    (nn.Sigmoid, "sigmoid", ()), (nn.Tanh, "tanh", ()), (nn.Hardswish, "hardswish", ()),
+    (nn.Hardsigmoid, "hardsigmoid", ()), (nn.LeakyReLU, "leaky_relu", ("negative_slope",)),
+    (nn.ELU, "elu", ("alpha",)), (nn.GELU, "gelu", ("approximate",)),
+    (nn.Softplus, "softplus", ("beta", "threshold")),
+    (nn.Hardtanh, "hardtanh", ("min_val", "max_val")),
+]:
+    MODULES[_module] = _activation_module(_name, *_attributes)
+
+for _functions, _name, _params in [
+    ((F.relu, torch.relu, F.relu_, torch.relu_), "relu", {}),
+    ((F.relu6,), "relu6", {}),
+    ((F.silu,), "silu", {}),
+    ((torch.sigmoid, F.sigmoid), "sigmoid", {}),
+    ((torch.tanh, F.tanh), "tanh", {}),
+    ((F.hardswish,), "hardswish", {}),
+    ((F.hardsigmoid,), "hardsigmoid", {}),
+    ((F.leaky_relu,), "leaky_relu", {"negative_slope": (1, 0.01)}),
+    ((F.elu,), "elu", {"alpha": (1, 1.0)}),
+    ((F.gelu,), "gelu", {"approximate": (None, "none")}),
+    ((F.softplus,), "softplus", {"beta": (1, 1.0), "threshold": (2, 20.0)}),
+    ((F.hardtanh,), "hardtanh", {"min_val": (1, -1.0), "max_val": (2, 1.0)}),
+]:
+    _register(FUNCTIONS, *_functions)(_activation_call(_name, **_params))
+
+for _method, _name in [("relu", "relu"), ("relu_", "relu"), ("sigmoid", "sigmoid"),
+                       ("sigmoid_", "sigmoid"), ("tanh", "tanh"), ("tanh_", "tanh")]:
+    METHODS[_method] = _activation_call(_name)
+
+
+@_register(MODULES, nn.Softmax, nn.Softmax2d)
+@_register(FUNCTIONS, F.softmax, torch.softmax)
+@_register(METHODS, "softmax")
+def _softmax(t: Any, node: fx.Node) -> int:
+    if node.op == "call_module":
+        m = t.module(node)
+        dim = -3 if isinstance(m, nn.Softmax2d) else m.dim
+    else:
+        dim = arg(node, 1, "dim", None)
+    if dim is None:
+        raise t.unsupported(node, "softmax without `dim`", "Give the axis explicitly. ")
+    return _activation(t, node, "softmax", axis=t.axis(node.args[0], dim))
+
+
+@_register(FUNCTIONS, torch.clamp, torch.clip)
+@_register(METHODS, "clamp", "clamp_", "clip", "clip_")
+def _clamp(t: Any, node: fx.Node) -> int:
+    low, high = arg(node, 1, "min", None), arg(node, 2, "max", None)
+    if low == 0 and high is None:
+        return _activation(t, node, "relu")
+    if low == 0 and high == 6:
+        return _activation(t, node, "relu6")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return _activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
+    raise t.unsupported(node, f"clamp(min={low!r}, max={high!r})",
+                        "Supported: two numbers, or min=0 alone (relu). ")
+
+
+# ---- elementwise arithmetic ------------------------------------------------------------
+
+
+def _sample_constant(t: Any, node: fx.Node, value: Any) -> Any:
+    """A constant tensor with a leading batch axis of size 1 loses that axis."""
+    if isinstance(value, Tensor) and value.ndim == len(node.meta["tensor_meta"].shape):
+        if value.shape[0] != 1:
+            raise t.unsupported(node, f"a constant operand of shape {list(value.shape)}",
+                                "Its first axis would pair entries with samples. ")
+        return value[0]
+    return value
+
+
+def _operands(t: Any, node: fx.Node) -> tuple[Any, Any]:
+    return node.args[0], arg(node, 1, "other")
+
+
+def _signed_sum(t: Any, node: fx.Node, a: Any, b: Any, sign: float) -> int:
+    """``a + sign * b`` for tensors or one constant."""
+    if t.is_tensor(a) and t.is_tensor(b):
+        if sign < 0:
+            b = t.emit(node, "Affine", [b], suffix="_neg", scale=-1.0)
+        return t.emit(node, "Add", [a, b])
+    const_a = _sample_constant(t, node, t.constant(a))
+    const_b = _sample_constant(t, node, t.constant(b))
+    if t.is_tensor(a) and const_b is not None:
+        return t.emit(node, "Affine", [a], shift=sign * const_b)
+    if t.is_tensor(b) and const_a is not None:
+        return t.emit(node, "Affine", [b], scale=sign, shift=const_a)
+    raise t.unsupported(node, "addition of these operands")
+
+
+@_register(FUNCTIONS, operator.add, operator.iadd, torch.add)
+@_register(METHODS, "add", "add_")
+def _add(t: Any, node: fx.Node) -> int:
+    if node.kwargs.get("alpha", 1) != 1:
+        raise t.unsupported(node, "torch.add with alpha != 1")
+    return _signed_sum(t, node, *_operands(t, node), sign=1.0)
+
+
+@_register(FUNCTIONS, operator.sub, operator.isub, torch.sub)
+@_register(METHODS, "sub", "sub_")
+def _sub(t: Any, node: fx.Node) -> int:
+    if node.kwargs.get("alpha", 1) != 1:
+        raise t.unsupported(node, "torch.sub with alpha != 1")
+    return _signed_sum(t, node, *_operands(t, node), sign=-1.0)
+
+
+@_register(FUNCTIONS, operator.mul, operator.imul, torch.mul)
+@_register(METHODS, "mul", "mul_")
+def _mul(t: Any, node: fx.Node) -> int:
+    a, b = _operands(t, node)
+    if t.is_tensor(a) and t.is_tensor(b):
+        return t.emit(node, "Multiply", [a, b])
+    tensor, const = (a, b) if t.is_tensor(a) else (b, a)
+    const = _sample_constant(t, node, t.constant(const))
+    if not t.is_tensor(tensor) or const is None:
+        raise t.unsupported(node, "multiplication of these operands")
+    return t.emit(node, "Affine", [tensor], scale=const)
+
+
+@_register(FUNCTIONS, operator.truediv, operator.itruediv, torch.div, torch.true_divide)
+@_register(METHODS, "div", "div_")
+def _div(t: Any, node: fx.Node) -> int:
+    a, b = _operands(t, node)
+    const = _sample_constant(t, node, t.constant(b))
+    if not t.is_tensor(a) or const is None or node.kwargs.get("rounding_mode") is not None:
+        raise t.unsupported(node, "division other than a tensor by a constant")
+    return t.emit(node, "Affine", [a], scale=1.0 / const)
+
+
+@_register(FUNCTIONS, operator.neg, torch.neg)
+@_register(METHODS, "neg")
+def _neg(t: Any, node: fx.Node) -> int:
+    return t.emit(node, "Affine", [node.args[0]], scale=-1.0)
+
+
+# ---- merging and reducing ----------------------------------------------------------------
+
+
+@_register(FUNCTIONS, torch.cat, torch.concat, getattr(torch, "concatenate", None))
+def _cat(t: Any, node: fx.Node) -> int:
+    tensors = list(node.args[0])
+    dim = arg(node, 1, "dim", node.kwargs.get("axis", 0))
+    if len(tensors) == 1:
+        return t.layer(tensors[0])
+    return t.emit(node, "Concatenate", tensors, axis=t.axis(node, dim))
+
+
+@_register(FUNCTIONS, torch.mean)
+@_register(METHODS, "mean")
+def _mean(t: Any, node: fx.Node) -> int:
+    dims = arg(node, 1, "dim", None)
+    if dims is None:
+        raise t.unsupported(node, "a mean over all axes", "It would average over the batch. ")
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    source = node.args[0]
+    return t.emit(node, "Mean", [source], axes=[t.axis(source, d) for d in dims],
+                  keepdims=bool(arg(node, 2, "keepdim", False)))
+
+
+# ---- padding ------------------------------------------------------------------------------
+
+
+def _pad(t: Any, node: fx.Node, torch_pad: Any, mode: str, value: Any) -> int:
+    pad = list(torch_pad)
+    pairs = [[pad[2 * i], pad[2 * i + 1]] for i in reversed(range(len(pad) // 2))]
+    if any(v < 0 for pair in pairs for v in pair):
+        raise t.unsupported(node, f"negative padding {pad} (cropping)")
+    return t.emit(node, "Padding", [node.args[0]], padding=pairs, mode=mode,
+                  value=float(value or 0.0))
+
+
+_PAD_MODULES = {
+    "constant": _nn("ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ConstantPad1d", "ConstantPad2d",
+                    "ConstantPad3d"),
+    "reflect": _nn("ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d"),
+    "replicate": _nn("ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d"),
+    "circular": _nn("CircularPad1d", "CircularPad2d", "CircularPad3d"),
+}
+
+
+def _pad_module(mode: str) -> Handler:
+    def handler(t: Any, node: fx.Node) -> int:
+        m = t.module(node)
+        return _pad(t, node, m.padding, mode, getattr(m, "value", 0.0))
+
+    return handler
+
+
+for _mode, _modules in _PAD_MODULES.items():
+    _register(MODULES, *_modules)(_pad_module(_mode))
+
+
+@_register(FUNCTIONS, F.pad)
+def _functional_pad(t: Any, node: fx.Node) -> int:
+    return _pad(t, node, arg(node, 1, "pad"), arg(node, 2, "mode", "constant"),
+                arg(node, 3, "value", None))
+
+
+# ---- shape-only operations ---------------------------------------------------------------
+
+
+@_register(MODULES, nn.Flatten, nn.Unflatten)
+@_register(FUNCTIONS, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
+           getattr(torch, "unflatten", None))
+@_register(METHODS, "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze",
+           "view_as", "reshape_as")
+def _reshape(t: Any, node: fx.Node) -> int:
+    source = node.args[0]
+    in_shape, out_shape = t.shape(source), t.shape(node)
+    if out_shape == in_shape:
+        return t.layer(source)
+    if out_shape == (math.prod(in_shape),):
+        return t.emit(node, "Flatten", [source])
+    return t.emit(node, "Reshape", [source], shape=list(out_shape))
+
+
+def _permutation(t: Any, node: fx.Node, perm: list[int]) -> int:
+    source = node.args[0]
+    ndim = len(t.shape(source)) + 1
+    perm = [p % ndim for p in perm]
+    if sorted(perm) != list(range(ndim)) or perm[0] != 0:
+        raise t.unsupported(node, f"the permutation {perm}",
+                            "It must keep the batch axis first. ")
+    if perm == list(range(ndim)):
+        return t.layer(source)
+    return t.emit(node, "Permute", [source], perm=[p - 1 for p in perm[1:]])
+
+
+@_register(FUNCTIONS, torch.permute)
+@_register(METHODS, "permute")
+def _permute(t: Any, node: fx.Node) -> int:
+    rest = node.args[1:]
+    dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+    return _permutation(t, node, list(dims or node.kwargs["dims"]))
+
+
+@_register(FUNCTIONS, torch.transpose, torch.swapaxes, torch.swapdims)
+@_register(METHODS, "transpose", "swapaxes", "swapdims")
+def _transpose(t: Any, node: fx.Node) -> int:
+    ndim = len(t.shape(node.args[0])) + 1
+    first, second = node.args[1] % ndim, node.args[2] % ndim
+    perm = list(range(ndim))
+    perm[first], perm[second] = perm[second], perm[first]
+    return _permutation(t, node, perm)
+
+
+@_register(FUNCTIONS, torch.chunk, torch.split)
+@_register(METHODS, "chunk", "split")
+def _split(t: Any, node: fx.Node) -> Split:
+    source = node.args[0]
+    axis = t.axis(source, arg(node, 2, "dim", 0))
+    sizes = [meta.shape[axis + 1] for meta in node.meta["tensor_meta"]]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return Split(source, axis, tuple((s, s + n) for s, n in zip(starts, sizes)))
+
+
+@_register(FUNCTIONS, operator.getitem)
+def _getitem(t: Any, node: fx.Node) -> int:
+    source, index = node.args
+    if isinstance(source, fx.Node) and source in t.splits:
+        split = t.splits[source]
+        ranges = [[0, size, 1] for size in t.shape(split.source)]
+        ranges[split.axis] = [*split.bounds[index], 1]
+        return t.emit(node, "Slice", [split.source], ranges=ranges)
+    if not t.is_tensor(source):
+        raise t.unsupported(node, "indexing into a value that is not a tensor")
+    return _index_tensor(t, node, source, t.static(index))
+
+
+def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any) -> int:
+    """``x[:, a:b, i, None, ...]``: a Slice, then a Reshape where axes vanish or appear."""
+    shape = t.shape(source)
+    entries = list(index) if isinstance(index, tuple) else [index]
+    if any(not isinstance(e, (slice, int, type(None), type(Ellipsis))) or isinstance(e, bool)
+           for e in entries):
+        raise t.unsupported(node, "indexing with tensors, lists or booleans (advanced indexing)")
+    if Ellipsis in entries:
+        at = entries.index(Ellipsis)
+        n_fill = len(shape) + 1 - sum(e is not None and e is not Ellipsis for e in entries)
+        entries[at:at + 1] = [slice(None)] * n_fill
+    if not entries or entries[0] != slice(None):
+        raise t.unsupported(node, f"the index {index!r}", "It selects along the batch axis. ")
+    ranges, reshaped = [], False
+    for entry in entries[1:]:
+        if entry is None:
+            reshaped = True
+            continue
+        size = shape[len(ranges)]
+        if isinstance(entry, int):
+            ranges.append([entry % size, entry % size + 1, 1])
+            reshaped = True
+        else:
+            start, stop, step = entry.indices(size)
+            if step < 1:
+                raise t.unsupported(node, f"the slice step {step}", "Steps must be positive. ")
+            ranges.append([start, max(start, stop), step])
+    ranges += [[0, size, 1] for size in shape[len(ranges):]]
+    result: fx.Node | int = source
+    if ranges != [[0, size, 1] for size in shape]:
+        result = t.emit(node, "Slice", [source], suffix="_slice" if reshaped else "",
+                        ranges=ranges)
+    if reshaped:
+        result = t.emit(node, "Reshape", [result], shape=list(t.shape(node)))
+    return result if isinstance(result, int) else t.layer(result)

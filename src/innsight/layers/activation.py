@@ -1,0 +1,95 @@
+"""Activation functions: elementwise nonlinearities and softmax."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from innsight.layers.base import Layer, tensor_dim
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """How to apply one named activation and which parameters it takes."""
+
+    fn: Callable[..., Tensor]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    elementwise: bool = True
+
+
+def _softmax(x: Tensor, axis: int) -> Tensor:
+    return torch.softmax(x, dim=tensor_dim(axis))
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+#: Activation name in the dict format -> how to compute it. ``axis`` counts
+#: sample axes (0 = channels), never the batch axis.
+ACTIVATIONS: dict[str, ActivationSpec] = {
+    "relu": ActivationSpec(F.relu),
+    "relu6": ActivationSpec(F.relu6),
+    "leaky_relu": ActivationSpec(F.leaky_relu, {"negative_slope": 0.01}),
+    "elu": ActivationSpec(F.elu, {"alpha": 1.0}),
+    "gelu": ActivationSpec(F.gelu, {"approximate": "none"}),
+    "silu": ActivationSpec(F.silu),
+    "softplus": ActivationSpec(F.softplus, {"beta": 1.0, "threshold": 20.0}),
+    "sigmoid": ActivationSpec(torch.sigmoid),
+    "tanh": ActivationSpec(torch.tanh),
+    "hardtanh": ActivationSpec(F.hardtanh, {"min_val": -1.0, "max_val": 1.0}),
+    "hardsigmoid": ActivationSpec(F.hardsigmoid),
+    "hardswish": ActivationSpec(F.hardswish),
+    "softmax": ActivationSpec(_softmax, {"axis": 0}, elementwise=False),
+    "identity": ActivationSpec(_identity),
+}
+
+
+class Activation(Layer):
+    """An activation function ``act_name`` applied to ``(batch, *dim)``, same shape out.
+
+    Parameters: ``act_name`` (a key of :data:`ACTIVATIONS`) and that
+    activation's own parameters, e.g. ``negative_slope`` for ``leaky_relu`` or
+    ``axis`` (a sample axis, 0 = channels) for ``softmax``.
+    """
+
+    type_names = ("Activation",)
+    required = ("act_name",)
+
+    @classmethod
+    def from_params(cls, type_name: str, params: Mapping[str, Any], where: str) -> Layer:
+        name = params.get("act_name")
+        if name not in ACTIVATIONS:
+            raise ValueError(
+                f"{where}: unknown `act_name` {name!r}; expected one of {sorted(ACTIVATIONS)}."
+            )
+        allowed = set(ACTIVATIONS[name].defaults) | {"act_name"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{where}: activation '{name}' has unknown entries {unknown}; "
+                f"it takes {sorted(ACTIVATIONS[name].defaults) or 'no parameters'}."
+            )
+        args = {**ACTIVATIONS[name].defaults, **params}
+        del args["act_name"]
+        return cls(type_name, name, args)
+
+    def __init__(self, type_name: str, act_name: str, args: Mapping[str, Any]) -> None:
+        super().__init__(type_name)
+        self.act_name = act_name
+        self.args = dict(args)
+        self.spec = ACTIVATIONS[act_name]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spec.fn(x, **self.args)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"act_name": self.act_name, **self.args}
+
+    def extra_repr(self) -> str:
+        return f"{self.act_name}" + "".join(f", {k}={v!r}" for k, v in self.args.items())

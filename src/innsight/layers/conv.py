@@ -1,0 +1,94 @@
+"""Convolutions over 1, 2 or 3 spatial axes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from innsight.layers.base import Layer, frozen_param, int_tuple
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def padding_pairs(value: Any, n_axes: int, name: str = "padding") -> tuple[tuple[int, int], ...]:
+    """An int, ``n_axes`` ints, or ``n_axes`` pairs ``[before, after]``, as pairs."""
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        if len(value) != n_axes or not all(len(p) == 2 for p in value):
+            raise ValueError(
+                f"`{name}` must hold one [before, after] pair per axis ({n_axes}), got {value!r}."
+            )
+        pairs = tuple(int_tuple(p, 2, name) for p in value)
+    else:
+        pairs = tuple((p, p) for p in int_tuple(value, n_axes, name))
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"`{name}` must not be negative, got {value!r}.")
+    return pairs
+
+
+def torch_pad_order(pairs: tuple[tuple[int, int], ...]) -> list[int]:
+    """``[[b1, a1], [b2, a2]]`` (first axis first) in ``F.pad`` order ``[b2, a2, b1, a1]``."""
+    return [v for pair in reversed(pairs) for v in pair]
+
+
+class Conv(Layer):
+    """Convolution ``(batch, C_in, *spatial) -> (batch, C_out, *spatial_out)``.
+
+    Parameters: ``weight`` ``(C_out, C_in / groups, *kernel)``, optional ``bias``
+    ``(C_out,)``, ``stride``, ``dilation``, ``groups`` and zero ``padding`` given
+    as one ``[before, after]`` pair per spatial axis (asymmetric allowed).
+    The type name (``Conv1D``/``Conv2D``/``Conv3D``) follows the kernel's rank.
+    """
+
+    type_names = ("Conv1D", "Conv2D", "Conv3D")
+    required = ("weight",)
+    optional = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+
+    def __init__(
+        self, type_name: str, weight: Any, bias: Any, stride: Any, padding: Any,
+        dilation: Any, groups: int,
+    ) -> None:
+        super().__init__(type_name)
+        n_axes = int(type_name[4])
+        self.weight = frozen_param(weight, "weight")
+        if self.weight.ndim != n_axes + 2:
+            raise ValueError(
+                f"`weight` must have shape (C_out, C_in / groups, {n_axes} kernel sizes), "
+                f"got {tuple(self.weight.shape)}."
+            )
+        self.bias = None if bias is None else frozen_param(bias, "bias")
+        if self.bias is not None and tuple(self.bias.shape) != (self.weight.shape[0],):
+            raise ValueError(
+                f"`bias` must have shape ({self.weight.shape[0]},), got {tuple(self.bias.shape)}."
+            )
+        self.stride = int_tuple(stride, n_axes, "stride")
+        self.dilation = int_tuple(dilation, n_axes, "dilation")
+        self.padding = padding_pairs(padding, n_axes)
+        self.groups = int(groups)
+        if self.groups < 1 or self.weight.shape[0] % self.groups:
+            raise ValueError(
+                f"`groups` must divide C_out = {self.weight.shape[0]}, got {groups!r}."
+            )
+        symmetric = all(before == after for before, after in self.padding)
+        # Symmetric padding goes to the convolution kernel itself (no copy of x).
+        self._conv_padding = tuple(before for before, _ in self.padding) if symmetric else 0
+        self._pre_pad = None if symmetric else torch_pad_order(self.padding)
+        self._conv = _CONV[n_axes]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._pre_pad is not None:
+            x = F.pad(x, self._pre_pad)
+        return self._conv(
+            x, self.weight, self.bias, self.stride, self._conv_padding, self.dilation, self.groups
+        )
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "weight": self.weight,
+            "bias": self.bias,
+            "stride": list(self.stride),
+            "padding": [list(pair) for pair in self.padding],
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+        }

@@ -1,0 +1,39 @@
+"""Fully connected layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from innsight.layers.base import Layer, frozen_param
+
+
+class Dense(Layer):
+    """``y = x W^T + b`` over the last axis: ``(batch, ..., in) -> (batch, ..., out)``.
+
+    Parameters: ``weight`` of shape ``(out, in)`` and an optional ``bias`` ``(out,)``.
+    """
+
+    type_names = ("Dense",)
+    required = ("weight",)
+    optional = {"bias": None}
+
+    def __init__(self, type_name: str, weight: Any, bias: Any) -> None:
+        super().__init__(type_name)
+        self.weight = frozen_param(weight, "weight")
+        if self.weight.ndim != 2:
+            raise ValueError(f"`weight` must have shape (out, in), got {tuple(self.weight.shape)}.")
+        self.bias = None if bias is None else frozen_param(bias, "bias")
+        if self.bias is not None and tuple(self.bias.shape) != (self.weight.shape[0],):
+            raise ValueError(
+                f"`bias` must have shape ({self.weight.shape[0]},) to match `weight`, "
+                f"got {tuple(self.bias.shape)}."
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"weight": self.weight, "bias": self.bias}

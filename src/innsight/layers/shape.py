@@ -1,0 +1,98 @@
+"""Shape-only operations: values move, none change.
+
+Flatten, reshape, permute and slicing only rearrange or select entries, so a
+rule-based backward pass moves values back to where they came from unchanged.
+Every axis named here is a sample axis (0 = channels), never the batch axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from innsight.layers.base import Layer
+
+
+class Flatten(Layer):
+    """``(batch, *dim) -> (batch, prod(dim))``."""
+
+    type_names = ("Flatten",)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+class Reshape(Layer):
+    """``(batch, *dim) -> (batch, *shape)`` keeping row-major order (``shape`` may hold one -1)."""
+
+    type_names = ("Reshape",)
+    required = ("shape",)
+
+    def __init__(self, type_name: str, shape: Any) -> None:
+        super().__init__(type_name)
+        self.shape = tuple(int(v) for v in shape)
+        if sum(v == -1 for v in self.shape) > 1 or any(v < -1 or v == 0 for v in self.shape):
+            raise ValueError(f"`shape` must hold positive sizes and at most one -1, got {shape!r}.")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"shape": list(self.shape)}
+
+
+class Permute(Layer):
+    """Reorders the sample axes: output axis ``i`` is input axis ``perm[i]``."""
+
+    type_names = ("Permute",)
+    required = ("perm",)
+
+    def __init__(self, type_name: str, perm: Any) -> None:
+        super().__init__(type_name)
+        self.perm = tuple(int(v) for v in perm)
+        if sorted(self.perm) != list(range(len(self.perm))):
+            raise ValueError(f"`perm` must be a permutation of 0..n-1, got {perm!r}.")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(self.perm) != x.ndim - 1:
+            raise ValueError(
+                f"`perm` {list(self.perm)} has {len(self.perm)} axes but the input has "
+                f"{x.ndim - 1} sample axes."
+            )
+        return x.permute(0, *(p + 1 for p in self.perm))
+
+    def get_params(self) -> dict[str, Any]:
+        return {"perm": list(self.perm)}
+
+
+class Slice(Layer):
+    """Selects ``start:stop:step`` along every sample axis (one triple per axis)."""
+
+    type_names = ("Slice",)
+    required = ("ranges",)
+
+    def __init__(self, type_name: str, ranges: Any) -> None:
+        super().__init__(type_name)
+        triples = []
+        for r in ranges:
+            start, stop, step = (int(v) for v in r)
+            if start < 0 or stop < start or step < 1:
+                raise ValueError(
+                    f"`ranges` must hold [start, stop, step] with 0 <= start <= stop and "
+                    f"step >= 1, got {list(r)!r}."
+                )
+            triples.append((start, stop, step))
+        self.ranges = tuple(triples)
+        self._index = (slice(None),) + tuple(slice(*r) for r in self.ranges)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(self.ranges) != x.ndim - 1:
+            raise ValueError(
+                f"`ranges` has {len(self.ranges)} axes but the input has {x.ndim - 1} sample axes."
+            )
+        return x[self._index]
+
+    def get_params(self) -> dict[str, Any]:
+        return {"ranges": [list(r) for r in self.ranges]}
+
