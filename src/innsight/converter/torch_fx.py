@@ -58,10 +58,11 @@ def describe_torch(
             with torch.no_grad():
                 _ShapeAndValueProp(graph_module).propagate(*examples)
         except Exception as err:  # the user's model raised: report it with the shapes we used
+            cause = err.__cause__ or err  # ShapeProp wraps the model's own error
             raise ConversionError(
                 f"Running {type(model).__name__} on random inputs of shape(s) "
                 f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + `input_dim`) "
-                f"failed: {err}. Check `input_dim` (no batch axis, channels first)."
+                f"failed: {cause}. Check `input_dim` (no batch axis, channels first)."
             ) from err
         description = _Translator(graph_module, dims).describe()
 

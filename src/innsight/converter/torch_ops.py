@@ -135,7 +135,7 @@ def _conv(t: Any, node: fx.Node) -> int:
         source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=m.padding_mode)
         pads = [[0, 0]] * n_axes
     return t.emit(
-        node.name, f"Conv{n_axes}D", [source], weight=m.weight, bias=m.bias,
+        node, f"Conv{n_axes}D", [source], weight=m.weight, bias=m.bias,
         stride=list(m.stride), padding=pads, dilation=list(m.dilation), groups=m.groups,
     )
 
@@ -149,7 +149,7 @@ def _batch_norm(t: Any, node: fx.Node) -> int:
             "It normalises each sample with the statistics of its batch mates. ",
         )
     return t.emit(
-        node.name, "BatchNorm", [node.args[0]], running_mean=m.running_mean,
+        node, "BatchNorm", [node.args[0]], running_mean=m.running_mean,
         running_var=m.running_var, weight=m.weight, bias=m.bias, eps=m.eps,
     )
 
@@ -166,7 +166,7 @@ def _max_pool(t: Any, node: fx.Node, kernel: Any, stride: Any, padding: Any,
     if return_indices:
         raise t.unsupported(node, "max pooling with return_indices=True")
     return t.emit(
-        node.name, f"MaxPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
+        node, f"MaxPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
         stride=stride or None, padding=padding, dilation=dilation, ceil_mode=bool(ceil_mode),
     )
 
@@ -176,7 +176,7 @@ def _avg_pool(t: Any, node: fx.Node, kernel: Any, stride: Any, padding: Any,
     if divisor_override is not None:
         raise t.unsupported(node, "average pooling with divisor_override")
     return t.emit(
-        node.name, f"AvgPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
+        node, f"AvgPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
         stride=stride or None, padding=padding, ceil_mode=bool(ceil_mode),
         count_include_pad=bool(count_include_pad),
     )
