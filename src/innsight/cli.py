@@ -1,0 +1,60 @@
+"""The ``innsight`` command line: ``innsight demo`` runs the quick-start example."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+import innsight as ins
+
+
+def _demo_model() -> nn.Module:
+    """A small residual CNN for 1x16x16 images with 3 classes (random weights)."""
+
+    class SmallResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+            self.pool = nn.MaxPool2d(2)
+            self.head = nn.Linear(8 * 8 * 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            x = torch.relu(x + self.block(x))
+            return self.head(torch.flatten(self.pool(x), 1)).softmax(dim=1)
+
+    torch.manual_seed(42)
+    return SmallResNet().eval()
+
+
+def demo() -> None:
+    """Convert a small residual CNN, print its graph and compare outputs on 4 samples."""
+    model = _demo_model()
+    conv = ins.convert(model, input_dim=[1, 16, 16], output_names=[["cat", "dog", "bird"]])
+    print(conv, end="\n\n")
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        original, converted = model(x), conv.model(x)
+    labels = conv.output_names[0][0]
+    print("sample  " + "  ".join(f"{label:>8}" for label in labels) + "   max |converted - original|")
+    for i in range(x.shape[0]):
+        diff = (converted[i] - original[i]).abs().max().item()
+        print(f"{i:>6}  " + "  ".join(f"{v:8.4f}" for v in converted[i].tolist()) + f"   {diff:.1e}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="innsight", description="Explain neural-network predictions.")
+    parser.add_argument("--version", action="version", version=f"innsight {ins.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help=demo.__doc__)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo()
+
+
+if __name__ == "__main__":
+    main()
