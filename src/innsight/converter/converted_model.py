@@ -72,24 +72,41 @@ class ConvertedModel(nn.Module):
 
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor | list[Tensor]:
         """Outputs for ``x``: one tensor ``(batch, *output_dim[0])`` or a list per output."""
-        values = self._run(self.check_input(x), keep_all=False)
-        outputs = [values[i] for i in self.output_nodes]
+        outputs = self.run_nodes(x, self.output_nodes)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def run_nodes(self, x: Tensor | Sequence[Tensor], nodes: Sequence[int]) -> list[Tensor]:
+        """The values of the layers ``nodes`` for ``x``; all other values are freed early."""
+        values = self._run(self.check_input(x), keep=set(nodes))
+        return [values[i] for i in nodes]
 
     def node_values(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """The output of every layer for ``x``, in layer order (for backward walks)."""
-        return self._run(self.check_input(x), keep_all=True)
+        return self._run(self.check_input(x), keep=None)
 
-    def _run(self, inputs: list[Tensor], keep_all: bool) -> list[Any]:
+    def explained_nodes(self, ignore_last_act: bool) -> list[int]:
+        """Per model output, the layer a method explains: with ``ignore_last_act``, the
+        input of an output layer that is an activation (the logits before a softmax)."""
+        if not ignore_last_act:
+            return list(self.output_nodes)
+        return [
+            self.input_layers[node][0] if self.layers[node].is_activation else node
+            for node in self.output_nodes
+        ]
+
+    def _run(self, inputs: list[Tensor], keep: set[int] | None) -> list[Any]:
+        """Every layer's value; with ``keep`` given, values are freed after their last
+        use unless they are model outputs or in ``keep``."""
         values: list[Any] = [None] * len(self.layers)
         for i, (layer, reads) in enumerate(zip(self.layers, self.input_layers)):
             if reads:
                 values[i] = layer(*(values[j] for j in reads))
             else:
                 values[i] = layer(inputs[self._input_position[i]])
-            if not keep_all:
+            if keep is not None:
                 for j in self._free_after[i]:
-                    values[j] = None
+                    if j not in keep:
+                        values[j] = None
         return values
 
     def check_input(self, x: Any) -> list[Tensor]:

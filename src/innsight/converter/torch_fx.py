@@ -51,7 +51,7 @@ def describe_torch(
             UserWarning,
             stacklevel=3,
         )
-    with _eval_mode(model):
+    with eval_mode(model):
         graph_module = _trace(model, len(dims))
         examples = random_inputs(model, dims, TRACE_BATCH)
         try:
@@ -67,7 +67,7 @@ def describe_torch(
         description = _Translator(graph_module, dims).describe()
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             return flatten_outputs(model(*inputs), "the model's output")
 
     return description, run_original
@@ -93,7 +93,7 @@ def flatten_outputs(output: Any, what: str) -> list[Tensor]:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode for the duration, then the user's own train/eval flags back."""
     flags = {module: module.training for module in model.modules()}
     model.eval()

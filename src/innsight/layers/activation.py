@@ -60,6 +60,7 @@ class Activation(Layer):
 
     type_names = ("Activation",)
     required = ("act_name",)
+    is_activation = True
 
     @classmethod
     def from_params(cls, type_name: str, params: Mapping[str, Any], where: str) -> Layer:

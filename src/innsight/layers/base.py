@@ -34,6 +34,8 @@ class Layer(nn.Module):
     n_inputs: ClassVar[int | None] = 1
     required: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[Mapping[str, Any]] = {}
+    #: Whether this layer is an activation (``ignore_last_act`` skips it at an output).
+    is_activation: ClassVar[bool] = False
 
     input_dim: list[tuple[int, ...]]
     output_dim: tuple[int, ...]

@@ -1,0 +1,21 @@
+"""Interpretation methods and the result object they return."""
+
+from innsight.methods.base import InterpretingMethod
+from innsight.methods.gradient import (
+    ExpectedGradient,
+    Gradient,
+    IntegratedGradient,
+    SmoothGrad,
+    run_expgrad,
+    run_grad,
+    run_intgrad,
+    run_smoothgrad,
+)
+from innsight.methods.result import Result
+from innsight.methods.torch_methods import torch_expgrad, torch_grad, torch_intgrad, torch_smoothgrad
+
+__all__ = [
+    "ExpectedGradient", "Gradient", "IntegratedGradient", "InterpretingMethod", "Result",
+    "SmoothGrad", "run_expgrad", "run_grad", "run_intgrad", "run_smoothgrad", "torch_expgrad",
+    "torch_grad", "torch_intgrad", "torch_smoothgrad",
+]

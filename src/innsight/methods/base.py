@@ -1,0 +1,218 @@
+"""``InterpretingMethod``: the shared arguments and set-up of every method.
+
+A method is constructed with a converter and data, runs at once, and *is*
+its :class:`~innsight.methods.result.Result`. Subclasses implement
+:meth:`InterpretingMethod._explain`.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from innsight._validation import describe, resolve_dtype
+from innsight.converter import ConvertedModel, Converter
+from innsight.methods.data import prepare_data
+from innsight.methods.engine import (
+    ModelFn,
+    Target,
+    default_batch_size,
+    evaluate,
+    target_values,
+)
+from innsight.methods.outputs import flat_labels, select_outputs
+from innsight.methods.result import Result
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a method's ``_explain`` works with, all checked and on one device and dtype."""
+
+    model: ConvertedModel
+    model_fn: ModelFn  # inputs -> the explained outputs (pre-activation if ignore_last_act)
+    data: list[Tensor]  # per input layer, (n_data, *dim), channels first
+    targets: list[Target]
+    batch_size: int
+    generator: torch.Generator
+    verbose: bool
+    channels_first: bool
+
+
+def is_interactive() -> bool:
+    """Whether a person watches: an interactive interpreter or a terminal."""
+    return hasattr(sys, "ps1") or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def check_positive_int(value: Any, arg_name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{arg_name}` must be a positive int, got {describe(value)}.")
+    return value
+
+
+def check_bool(value: Any, arg_name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{arg_name}` must be True or False, got {describe(value)}.")
+    return value
+
+
+def make_generator(seed: Any, device: torch.device) -> torch.Generator:
+    """A private random generator: seeded when ``seed`` is an int, else from entropy."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    elif isinstance(seed, int) and not isinstance(seed, bool):
+        generator.manual_seed(seed)
+    else:
+        raise TypeError(f"`seed` must be an int or None, got {describe(seed)}.")
+    return generator
+
+
+def resolve_device(device: Any, default: torch.device) -> torch.device:
+    if device is None:
+        return default
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"`device` must name a torch device such as 'cpu' or 'cuda', got {device!r}.") from err
+
+
+class InterpretingMethod(Result):
+    """Base of every method; see the shared parameters below.
+
+    Parameters
+    ----------
+    converter : Converter
+        The converted model.
+    data
+        A numpy array, torch tensor or pandas DataFrame ``(n_data, *input_dim)``
+        (a single sample may omit the batch axis), or a list of them, one per
+        input layer. DataFrame column names become the input names.
+    channels_first : bool
+        Whether ``data`` is channels first (torch) or channels last (Keras);
+        results come back in the same layout.
+    output_idx : int, list of int, or list of such per output layer
+        Output nodes (flat, 0-based) to explain; default the first 10 of the
+        first output layer.
+    output_label
+        Output nodes chosen by label instead, in the same forms.
+    ignore_last_act : bool
+        Explain the input of a final activation (e.g. the logits before softmax).
+    verbose : bool
+        Show a progress bar; default: when running interactively.
+    dtype : {"float", "double"}
+        Precision of the computation.
+    batch_size : int
+        Most rows (samples, noisy copies and path points together) sent through
+        the model at once; default from a memory budget.
+    seed : int
+        Makes stochastic methods reproducible.
+    device : str or torch.device
+        Where to compute, e.g. ``"cuda"``; default the model's device.
+    """
+
+    method_name = "InterpretingMethod"
+
+    def __init__(
+        self,
+        converter: Converter,
+        data: Any,
+        *,
+        channels_first: bool = True,
+        output_idx: Any = None,
+        output_label: Any = None,
+        ignore_last_act: bool = True,
+        verbose: bool | None = None,
+        dtype: str = "float",
+        batch_size: int | None = None,
+        seed: int | None = None,
+        device: Any = None,
+        **own_args: Any,
+    ) -> None:
+        if not isinstance(converter, Converter):
+            raise TypeError(
+                f"`converter` must be an innsight Converter (from ins.convert(model, ...)), "
+                f"got {describe(converter)}."
+            )
+        check_bool(channels_first, "channels_first")
+        check_bool(ignore_last_act, "ignore_last_act")
+        verbose = is_interactive() if verbose is None else check_bool(verbose, "verbose")
+        torch_dtype = resolve_dtype(dtype)
+        model = converter.model
+        torch_device = resolve_device(device, model.device)
+        if model.dtype != torch_dtype or model.device != torch_device:
+            model = copy.deepcopy(model).to(dtype=torch_dtype, device=torch_device)
+
+        tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype, torch_device)
+        selected = select_outputs(output_idx, output_label, model.output_dim, model.output_names)
+        targets = [Target(o, j) for o, indices in enumerate(selected) for j in indices]
+        if batch_size is None:
+            batch_size = default_batch_size(model.input_dim, len(targets), torch_dtype.itemsize)
+        check_positive_int(batch_size, "batch_size")
+        explained = model.explained_nodes(ignore_last_act)
+        setup = Setup(
+            model=model,
+            model_fn=lambda xs: model.run_nodes(xs, explained),
+            data=tensors,
+            targets=targets,
+            batch_size=batch_size,
+            generator=make_generator(seed, torch_device),
+            verbose=verbose,
+            channels_first=channels_first,
+        )
+        self.converter = converter
+        values, goal = self._explain(setup, **own_args)
+        preds = _predictions(model, tensors, targets, batch_size)
+        input_names = [
+            [cols] if cols is not None and len(names) == 1 else names
+            for cols, names in zip(columns, model.input_names)
+        ]
+        super().__init__(
+            method=self.method_name,
+            args=own_args,
+            values=split_by_output(values, selected),
+            output_idx=selected,
+            output_labels=[
+                [flat_labels(names)[j] for j in indices]
+                for names, indices in zip(model.output_names, selected)
+            ],
+            input_names=input_names,
+            channels_first=channels_first,
+            preds=_split_columns(preds, selected),
+            decomp_goal=None if goal is None else _split_columns(goal, selected),
+        )
+
+    def _explain(self, setup: Setup, **own_args: Any) -> tuple[list[Tensor], Tensor | None]:
+        """Values per input layer ``(n_data, *dim, n_targets)`` and the decomposition
+        goal ``(n_data, n_targets)`` (or ``None``)."""
+        raise NotImplementedError
+
+
+def _predictions(model: ConvertedModel, data: list[Tensor], targets: list[Target],
+                 batch_size: int) -> Tensor:
+    """The model's outputs (after every activation) at the targets, ``(n_data, n_targets)``."""
+    outputs = evaluate(lambda xs: model.run_nodes(xs, model.output_nodes), data, batch_size)
+    return target_values(outputs, targets)
+
+
+def _split_columns(values: Tensor, selected: list[list[int]]) -> list[Tensor | None]:
+    """``(n, n_targets)`` into one ``(n, n_selected[o])`` block per output layer."""
+    blocks, start = [], 0
+    for indices in selected:
+        blocks.append(values[:, start:start + len(indices)] if indices else None)
+        start += len(indices)
+    return blocks
+
+
+def split_by_output(values: list[Tensor], selected: list[list[int]]) -> list[list[Tensor] | None]:
+    """Per input layer ``(n, *dim, n_targets)`` into ``[output layer][input layer]`` blocks."""
+    result, start = [], 0
+    for indices in selected:
+        stop = start + len(indices)
+        result.append([v[..., start:stop] for v in values] if indices else None)
+        start = stop
+    return result

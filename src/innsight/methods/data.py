@@ -1,0 +1,104 @@
+"""Bringing user data into the channels-first tensors the graph runs on, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from innsight._validation import describe
+
+
+def is_array_like(value: Any) -> bool:
+    """A numpy array, torch tensor or pandas DataFrame/Series."""
+    return isinstance(value, (np.ndarray, Tensor)) or hasattr(value, "to_numpy")
+
+
+def to_channels_first(x: Tensor) -> Tensor:
+    """``(n, *spatial, C) -> (n, C, *spatial)``; tabular ``(n, p)`` stays as it is."""
+    return x.movedim(-1, 1) if x.ndim > 2 else x
+
+
+def to_user_layout(x: Tensor, channels_first: bool, extra_axes: int = 0) -> Tensor:
+    """Inverse of :func:`to_channels_first` for a tensor ``(n, C, *spatial, *extra)``."""
+    if channels_first or x.ndim - extra_axes <= 2:
+        return x
+    return x.movedim(1, x.ndim - 1 - extra_axes)
+
+
+def user_dim(dim: tuple[int, ...], channels_first: bool) -> tuple[int, ...]:
+    """A channels-first sample shape in the user's layout."""
+    return dim if channels_first or len(dim) < 2 else (*dim[1:], dim[0])
+
+
+def prepare_data(
+    data: Any,
+    dims: Sequence[tuple[int, ...]],
+    channels_first: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    arg_name: str = "data",
+) -> tuple[list[Tensor], list[list[str] | None]]:
+    """Check ``data`` and return one channels-first tensor ``(n, *dim)`` per input layer.
+
+    ``data`` is an array, tensor or DataFrame for one input layer, or a list
+    of them, one per input layer. A single sample may omit the batch axis.
+    Also returns the column names of DataFrames (``None`` for other data).
+    """
+    if isinstance(data, (list, tuple)) and data and all(is_array_like(d) for d in data):
+        parts = list(data)
+    else:
+        parts = [data]
+    if len(parts) != len(dims):
+        raise ValueError(
+            f"`{arg_name}` must hold {len(dims)} array(s), one per input layer, got {len(parts)}."
+        )
+    tensors, columns = [], []
+    for k, (part, dim) in enumerate(zip(parts, dims)):
+        where = arg_name if len(dims) == 1 else f"{arg_name}[{k}]"
+        columns.append(_column_names(part))
+        tensors.append(_to_tensor(part, dim, channels_first, dtype, device, where))
+    sizes = {x.shape[0] for x in tensors}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"`{arg_name}` arrays must share the number of samples, got {[x.shape[0] for x in tensors]}."
+        )
+    return tensors, columns
+
+
+def _column_names(part: Any) -> list[str] | None:
+    columns = getattr(part, "columns", None)
+    return None if columns is None else [str(c) for c in columns]
+
+
+def _to_tensor(
+    part: Any, dim: tuple[int, ...], channels_first: bool, dtype: torch.dtype,
+    device: torch.device, where: str,
+) -> Tensor:
+    if hasattr(part, "to_numpy"):
+        part = part.to_numpy()
+    try:
+        x = part.detach() if isinstance(part, Tensor) else torch.as_tensor(np.asarray(part))
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"`{where}` must be a numpy array, torch tensor or pandas DataFrame, "
+            f"got {describe(part)}."
+        ) from err
+    if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
+        raise TypeError(f"`{where}` must hold numbers, got dtype {x.dtype}.")
+    expected = user_dim(dim, channels_first)
+    if tuple(x.shape) == expected:
+        x = x.unsqueeze(0)  # one sample without the batch axis
+    if tuple(x.shape[1:]) != expected or x.shape[0] == 0:
+        layout = "channels first" if channels_first else "channels last"
+        raise ValueError(
+            f"`{where}` has shape {tuple(x.shape)}, expected (n, {', '.join(map(str, expected))}) "
+            f"({layout}; set `channels_first` to match your data)."
+        )
+    x = x.to(device=device, dtype=dtype)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"`{where}` contains NaN or infinite values.")
+    return x if channels_first else to_channels_first(x)

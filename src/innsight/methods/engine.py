@@ -1,0 +1,130 @@
+"""Augment, differentiate, reduce: the one loop behind every gradient-based method.
+
+Each of ``n_data`` samples gets ``n`` stacked copies (noisy inputs, path
+points, reference interpolations). The ``n_data * n`` rows are processed in
+chunks of at most ``batch_size`` rows: an *augmenter* makes a chunk's model
+inputs and per-row multipliers, one forward pass gives every selected output,
+one backward pass per output (graph retained) gives the gradients, and the
+products are summed into one result row per sample. Memory is bounded by
+``batch_size``, whatever ``n`` is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+#: ``model_fn(inputs) -> outputs``: one tensor ``(rows, *dim)`` per input layer in,
+#: one tensor ``(rows, *out_dim)`` per output layer out.
+ModelFn = Callable[[list[Tensor]], list[Tensor]]
+
+
+#: Memory one chunk may take by default (inputs, gradients, activations).
+DEFAULT_CHUNK_BYTES = 2**29
+#: Activation entries a network keeps per input entry, as an allowance (conv nets keep many).
+ACTIVATION_ALLOWANCE = 64
+
+
+def default_batch_size(dims: Sequence[tuple[int, ...]], n_targets: int, itemsize: int) -> int:
+    """Rows per chunk so that one chunk stays within :data:`DEFAULT_CHUNK_BYTES`."""
+    per_row = sum(math.prod(d) for d in dims) * itemsize * (ACTIVATION_ALLOWANCE + n_targets)
+    return max(1, DEFAULT_CHUNK_BYTES // per_row)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows ``start..stop`` of the stacked batch: which sample and which copy each row is."""
+
+    sample: Tensor  # (rows,) index of the data sample
+    copy: Tensor  # (rows,) index of the copy, 0..n-1
+    inputs: list[Tensor]  # per input layer, (rows, *dim): the sample of each row
+    generator: torch.Generator
+
+
+#: ``augment(chunk) -> (model inputs, multipliers)``: per input layer ``(rows, *dim)``;
+#: multipliers ``None`` keeps the plain gradient.
+Augmenter = Callable[[Chunk], tuple[list[Tensor], list[Tensor] | None]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One explained output node: flat index ``index`` of output layer ``layer``."""
+
+    layer: int
+    index: int
+
+
+def mean_gradients(
+    model_fn: ModelFn,
+    data: Sequence[Tensor],
+    targets: Sequence[Target],
+    augment: Augmenter,
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    verbose: bool = False,
+) -> list[Tensor]:
+    """Mean over each sample's ``n`` rows of ``grad(target) * multiplier``.
+
+    Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
+    """
+    n_data = data[0].shape[0]
+    n_rows = n_data * n
+    sums = [x.new_zeros(*x.shape, len(targets)) for x in data]
+    starts = range(0, n_rows, batch_size)
+    for start in tqdm(starts, disable=not verbose, desc="batches", leave=False):
+        rows = torch.arange(start, min(start + batch_size, n_rows), device=data[0].device)
+        sample = rows // n
+        chunk = Chunk(sample, rows % n, [x[sample] for x in data], generator)
+        inputs, multipliers = augment(chunk)
+        grads = gradients(model_fn, inputs, targets)
+        for k, grad in enumerate(grads):
+            if multipliers is not None:
+                grad = grad * multipliers[k].unsqueeze(-1)
+            sums[k].index_add_(0, sample, grad)
+    return [s / n for s in sums]
+
+
+def gradients(model_fn: ModelFn, inputs: Sequence[Tensor], targets: Sequence[Target]) -> list[Tensor]:
+    """Gradient of every target w.r.t. every input, from one forward pass.
+
+    Returns one tensor ``(rows, *dim, n_targets)`` per input layer. Rows are
+    independent samples, so the gradient of a target summed over rows gives
+    each row's own gradient.
+    """
+    xs = [x.detach().requires_grad_(True) for x in inputs]
+    with torch.enable_grad():
+        outputs = [out.flatten(1) for out in model_fn(xs)]
+        grads = [x.new_empty(*x.shape, len(targets)) for x in xs]
+        for t, target in enumerate(targets):
+            per_input = torch.autograd.grad(
+                outputs[target.layer][:, target.index].sum(),
+                xs,
+                retain_graph=t < len(targets) - 1,
+                allow_unused=True,
+            )
+            for k, grad in enumerate(per_input):
+                # An input that does not reach this output has a zero gradient.
+                grads[k][..., t] = 0.0 if grad is None else grad
+    return grads
+
+
+def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int) -> list[Tensor]:
+    """``model_fn`` on ``data`` in chunks of ``batch_size`` rows, without gradients."""
+    n_data = data[0].shape[0]
+    with torch.no_grad():
+        chunks = [
+            model_fn([x[start:start + batch_size] for x in data])
+            for start in range(0, n_data, batch_size)
+        ]
+    return [torch.cat(parts) for parts in zip(*chunks)]
+
+
+def target_values(outputs: Sequence[Tensor], targets: Sequence[Target]) -> Tensor:
+    """The selected output nodes of ``outputs`` (one tensor per output layer), ``(rows, n_targets)``."""
+    return torch.stack([outputs[t.layer].flatten(1)[:, t.index] for t in targets], dim=1)

@@ -1,0 +1,287 @@
+"""Gradient-based methods: Gradient, SmoothGrad, IntegratedGradient, ExpectedGradient.
+
+They differ only in how they stack copies of each sample (a *recipe*'s
+``augment``), what each copy's gradient is multiplied by, and what the
+values should sum to (``goal``); :func:`explain_gradients` runs any recipe.
+The same recipes serve the direct torch methods.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from innsight._validation import describe
+from innsight.methods.base import InterpretingMethod, Setup, check_bool, check_positive_int
+from innsight.methods.data import prepare_data
+from innsight.methods.engine import (
+    Chunk,
+    ModelFn,
+    Target,
+    evaluate,
+    mean_gradients,
+    target_values,
+)
+
+#: ``f(inputs) -> (rows, n_targets)``: the explained outputs, without gradients.
+TargetFn = Callable[[list[Tensor]], Tensor]
+
+
+class Recipe(Protocol):
+    """How one gradient method stacks, weights and averages gradients."""
+
+    n: int
+
+    def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]: ...
+
+    def goal(self, f: TargetFn, data: list[Tensor]) -> Tensor | None: ...
+
+
+def _per_row(values: Tensor, like: Tensor) -> Tensor:
+    """``(rows,)`` values shaped to broadcast against ``(rows, *dim)``."""
+    return values.view(-1, *[1] * (like.ndim - 1))
+
+
+@dataclass(frozen=True)
+class PlainGradient:
+    """The gradient at each sample (times the sample with ``times_input``)."""
+
+    times_input: bool
+    n: int = 1
+
+    def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
+        return chunk.inputs, chunk.inputs if self.times_input else None
+
+    def goal(self, f: TargetFn, data: list[Tensor]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class NoisyCopies:
+    """SmoothGrad: ``n`` copies ``x + e``, ``e ~ N(0, s^2)`` with ``s`` per sample and input layer."""
+
+    n: int
+    sigma: list[Tensor]  # per input layer, (n_data,)
+    times_input: bool
+
+    @classmethod
+    def build(cls, data: list[Tensor], n: Any, noise_level: Any, times_input: Any) -> NoisyCopies:
+        check_positive_int(n, "n")
+        check_bool(times_input, "times_input")
+        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not (
+            math.isfinite(noise_level) and noise_level >= 0
+        ):
+            raise ValueError(f"`noise_level` must be a finite number >= 0, got {describe(noise_level)}.")
+        sigma = []
+        for x in data:
+            flat = x.flatten(1)
+            spread = flat.amax(1) - flat.amin(1)
+            # A constant sample has no range: its noise scale is noise_level itself.
+            sigma.append(noise_level * torch.where(spread > 0, spread, torch.ones_like(spread)))
+        return cls(n, sigma, times_input)
+
+    def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
+        noisy = []
+        for x, sigma in zip(chunk.inputs, self.sigma):
+            noise = torch.randn(x.shape, generator=chunk.generator, device=x.device, dtype=x.dtype)
+            noisy.append(x + noise * _per_row(sigma[chunk.sample], x))
+        return noisy, noisy if self.times_input else None
+
+    def goal(self, f: TargetFn, data: list[Tensor]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class PathPoints:
+    """IntegratedGradient: right Riemann points ``x' + (k/n)(x - x')``, ``k = 1..n``."""
+
+    n: int
+    refs: list[Tensor]  # per input layer, (n_data, *dim) (possibly an expanded view)
+    times_input: bool
+
+    @classmethod
+    def build(cls, data: list[Tensor], x_ref: Any, n: Any, times_input: Any,
+              channels_first: bool) -> PathPoints:
+        check_positive_int(n, "n")
+        check_bool(times_input, "times_input")
+        return cls(n, _references(data, x_ref, channels_first), times_input)
+
+    def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
+        inputs, diffs = [], []
+        for x, ref in zip(chunk.inputs, self.refs):
+            start = ref[chunk.sample]
+            diff = x - start
+            alpha = (chunk.copy + 1).to(x.dtype) / self.n
+            inputs.append(start + _per_row(alpha, x) * diff)
+            diffs.append(diff)
+        return inputs, diffs if self.times_input else None
+
+    def goal(self, f: TargetFn, data: list[Tensor]) -> Tensor:
+        return f(data) - f(self.refs)
+
+
+@dataclass(frozen=True)
+class ReferenceDraws:
+    """ExpectedGradient: ``(x - r) * grad f(r + a(x - r))``, ``r`` from ``data_ref``, ``a ~ U(0,1)``."""
+
+    n: int
+    data_ref: list[Tensor]  # per input layer, (n_ref, *dim)
+
+    @classmethod
+    def build(cls, data: list[Tensor], data_ref: Any, n: Any, channels_first: bool) -> ReferenceDraws:
+        check_positive_int(n, "n")
+        if data_ref is None:
+            return cls(n, data)
+        dims = [tuple(x.shape[1:]) for x in data]
+        refs, _ = prepare_data(data_ref, dims, channels_first, data[0].dtype, data[0].device, "data_ref")
+        return cls(n, refs)
+
+    def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor]]:
+        rows, device = chunk.sample.shape[0], chunk.sample.device
+        draw = torch.randint(self.data_ref[0].shape[0], (rows,), generator=chunk.generator, device=device)
+        dtype = chunk.inputs[0].dtype
+        a = torch.rand(rows, generator=chunk.generator, device=device, dtype=dtype)
+        inputs, diffs = [], []
+        for x, refs in zip(chunk.inputs, self.data_ref):
+            ref = refs[draw]
+            diff = x - ref
+            inputs.append(ref + _per_row(a, x) * diff)
+            diffs.append(diff)
+        return inputs, diffs
+
+    def goal(self, f: TargetFn, data: list[Tensor]) -> Tensor:
+        return f(data) - f(self.data_ref).mean(0, keepdim=True)
+
+
+def _references(data: list[Tensor], x_ref: Any, channels_first: bool) -> list[Tensor]:
+    """``x_ref``: zeros by default, one sample, or one per data sample; expanded to the data."""
+    if x_ref is None:
+        return [torch.zeros_like(x) for x in data]
+    dims = [tuple(x.shape[1:]) for x in data]
+    refs, _ = prepare_data(x_ref, dims, channels_first, data[0].dtype, data[0].device, "x_ref")
+    n_data = data[0].shape[0]
+    if refs[0].shape[0] not in (1, n_data):
+        raise ValueError(
+            f"`x_ref` must hold one sample or one per data sample ({n_data}), got {refs[0].shape[0]}."
+        )
+    return [ref.expand_as(x) for ref, x in zip(refs, data)]
+
+
+def explain_gradients(
+    recipe: Recipe,
+    model_fn: ModelFn,
+    data: list[Tensor],
+    targets: list[Target],
+    batch_size: int,
+    generator: torch.Generator,
+    verbose: bool,
+) -> tuple[list[Tensor], Tensor | None]:
+    """Values per input layer ``(n_data, *dim, n_targets)`` and the goal ``(n_data, n_targets)``."""
+    values = mean_gradients(model_fn, data, targets, recipe.augment, recipe.n, batch_size,
+                            generator, verbose)
+
+    def f(inputs: list[Tensor]) -> Tensor:
+        return target_values(evaluate(model_fn, inputs, batch_size), targets)
+
+    return values, recipe.goal(f, data)
+
+
+def _run(setup: Setup, recipe: Recipe) -> tuple[list[Tensor], Tensor | None]:
+    return explain_gradients(recipe, setup.model_fn, setup.data, setup.targets,
+                             setup.batch_size, setup.generator, setup.verbose)
+
+
+class Gradient(InterpretingMethod):
+    """The gradient of each output node w.r.t. the input, ``d f(x) / d x``.
+
+    With ``times_input=True``, gradient times input (Shrikumar et al. 2016).
+    Further parameters: see :class:`InterpretingMethod`.
+    """
+
+    method_name = "Gradient"
+
+    def __init__(self, converter: Any, data: Any, *, times_input: bool = False, **shared: Any) -> None:
+        super().__init__(converter, data, times_input=times_input, **shared)
+
+    def _explain(self, setup: Setup, times_input: Any) -> tuple[list[Tensor], None]:
+        check_bool(times_input, "times_input")
+        return _run(setup, PlainGradient(times_input))
+
+
+class SmoothGrad(InterpretingMethod):
+    """Mean gradient over ``n`` noisy copies ``x + e``, ``e ~ N(0, s^2)`` (Smilkov et al. 2017).
+
+    ``s = noise_level * (max(x) - min(x))`` per sample (``noise_level`` where
+    the range is 0). ``times_input`` multiplies each gradient by its noisy
+    input before averaging. Further parameters: see :class:`InterpretingMethod`.
+    """
+
+    method_name = "SmoothGrad"
+
+    def __init__(self, converter: Any, data: Any, *, n: int = 50, noise_level: float = 0.1,
+                 times_input: bool = False, **shared: Any) -> None:
+        super().__init__(converter, data, n=n, noise_level=noise_level, times_input=times_input,
+                         **shared)
+
+    def _explain(self, setup: Setup, n: Any, noise_level: Any, times_input: Any) -> tuple[list[Tensor], None]:
+        return _run(setup, NoisyCopies.build(setup.data, n, noise_level, times_input))
+
+
+class IntegratedGradient(InterpretingMethod):
+    """``(x - x') * mean_{k=1..n} grad f(x' + (k/n)(x - x'))`` (Sundararajan et al. 2017).
+
+    ``x_ref`` defaults to zeros and may be one sample or one per data sample.
+    The values of a sample sum to about ``f(x) - f(x')`` (the decomposition
+    goal), closer as ``n`` grows. Further parameters: see :class:`InterpretingMethod`.
+    """
+
+    method_name = "IntegratedGradient"
+
+    def __init__(self, converter: Any, data: Any, *, x_ref: Any = None, n: int = 50,
+                 times_input: bool = True, **shared: Any) -> None:
+        super().__init__(converter, data, x_ref=x_ref, n=n, times_input=times_input, **shared)
+
+    def _explain(self, setup: Setup, x_ref: Any, n: Any, times_input: Any) -> tuple[list[Tensor], Tensor]:
+        return _run(setup, PathPoints.build(setup.data, x_ref, n, times_input, setup.channels_first))
+
+
+class ExpectedGradient(InterpretingMethod):
+    """Mean over ``n`` draws of ``(x - r) * grad f(r + a(x - r))`` (Erion et al. 2021).
+
+    ``r`` is drawn from ``data_ref`` (default: the data itself), ``a ~ U(0, 1)``.
+    The values sum to about ``f(x) - mean f(data_ref)``. Further parameters:
+    see :class:`InterpretingMethod`.
+    """
+
+    method_name = "ExpectedGradient"
+
+    def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, n: int = 50,
+                 **shared: Any) -> None:
+        super().__init__(converter, data, data_ref=data_ref, n=n, **shared)
+
+    def _explain(self, setup: Setup, data_ref: Any, n: Any) -> tuple[list[Tensor], Tensor]:
+        return _run(setup, ReferenceDraws.build(setup.data, data_ref, n, setup.channels_first))
+
+
+def run_grad(converter: Any, data: Any, **kwargs: Any) -> Gradient:
+    """Run :class:`Gradient`; the same arguments."""
+    return Gradient(converter, data, **kwargs)
+
+
+def run_smoothgrad(converter: Any, data: Any, **kwargs: Any) -> SmoothGrad:
+    """Run :class:`SmoothGrad`; the same arguments."""
+    return SmoothGrad(converter, data, **kwargs)
+
+
+def run_intgrad(converter: Any, data: Any, **kwargs: Any) -> IntegratedGradient:
+    """Run :class:`IntegratedGradient`; the same arguments."""
+    return IntegratedGradient(converter, data, **kwargs)
+
+
+def run_expgrad(converter: Any, data: Any, **kwargs: Any) -> ExpectedGradient:
+    """Run :class:`ExpectedGradient`; the same arguments."""
+    return ExpectedGradient(converter, data, **kwargs)

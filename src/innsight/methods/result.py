@@ -1,0 +1,115 @@
+"""The result every method returns: values per output and input layer, with predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from innsight import plotting
+from innsight._validation import describe
+from innsight.converter.names import Names
+from innsight.methods.data import to_user_layout
+from innsight.methods.dataframe import result_frame
+
+RESULT_TYPES = ("array", "data.frame", "torch_tensor")
+
+
+@dataclass
+class Result:
+    """Explanations of ``n_data`` samples for the selected output nodes.
+
+    ``values[o][k]`` is ``(n_data, *input_dim[k], n_selected[o])`` (channels
+    first) for output layer ``o`` and input layer ``k``; ``None`` for output
+    layers without selected nodes. ``preds[o]`` holds the model's outputs and
+    ``decomp_goal[o]`` (or ``None``) what the values of a sample should sum to,
+    both ``(n_data, n_selected[o])``.
+    """
+
+    method: str
+    args: dict[str, Any]
+    values: list[list[Tensor] | None]
+    output_idx: list[list[int]]
+    output_labels: list[list[str]]
+    input_names: list[Names]
+    channels_first: bool
+    preds: list[Tensor | None]
+    decomp_goal: list[Tensor | None] | None = None
+    decomp_sum: list[Tensor | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decomp_sum = [
+            None if layer is None else sum(v.flatten(1, -2).sum(1) for v in layer)
+            for layer in self.values
+        ]
+
+    def get_result(self, type: str = "array") -> Any:
+        """The values as ``"array"`` (numpy), ``"torch_tensor"`` or ``"data.frame"`` (pandas).
+
+        Arrays are ``(n_data, *input_dim, n_selected)`` in the layout of the data
+        (channels last when it was given so); for a model with several input or
+        output layers, a list over output layers (``None`` where nothing was
+        selected) of lists over input layers.
+        """
+        if type not in RESULT_TYPES:
+            raise ValueError(f"`type` must be one of {list(RESULT_TYPES)}, got {type!r}.")
+        if type == "data.frame":
+            return result_frame(self)
+        convert: Callable[[Tensor], Any] = (
+            (lambda t: t.detach().cpu().numpy()) if type == "array" else (lambda t: t.detach())
+        )
+        nested = [
+            None if layer is None
+            else [convert(to_user_layout(v, self.channels_first, extra_axes=1)) for v in layer]
+            for layer in self.values
+        ]
+        if len(nested) == 1 and len(nested[0]) == 1:
+            return nested[0][0]
+        return nested
+
+    def plot(self, data_idx: int = 0, output_idx: Any = None, output_label: Any = None,
+             aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = False,
+             show_preds: bool = True) -> Any:
+        """Plot one sample's explanation per selected output node (see :mod:`innsight.plotting`)."""
+        return plotting.plot(self, data_idx=data_idx, output_idx=output_idx,
+                             output_label=output_label, aggr_channels=aggr_channels,
+                             as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds)
+
+    def plot_global(self, output_idx: Any = None, output_label: Any = None,
+                    data_idx: Any = "all", aggr_channels: Any = "sum",
+                    preprocess_fun: Callable[[Any], Any] = abs, as_plotly: bool = False) -> Any:
+        """Plot the explanations summarised over samples (see :mod:`innsight.plotting`)."""
+        return plotting.plot_global(self, output_idx=output_idx, output_label=output_label,
+                                    data_idx=data_idx, aggr_channels=aggr_channels,
+                                    preprocess_fun=preprocess_fun, as_plotly=as_plotly)
+
+    def boxplot(self, *args: Any, **kwargs: Any) -> Any:
+        """Alias of :meth:`plot_global`."""
+        return self.plot_global(*args, **kwargs)
+
+    def __str__(self) -> str:
+        n_data = next(layer for layer in self.values if layer is not None)[0].shape[0]
+        args = ", ".join(
+            f"{k}={v!r}" if v is None or isinstance(v, (bool, int, float, str)) else f"{k}=<{describe(v)}>"
+            for k, v in self.args.items()
+        )
+        lines = [f"{self.method} result ({args})" if args else f"{self.method} result",
+                 f"  samples: {n_data}"]
+        for o, layer in enumerate(self.values):
+            if layer is None:
+                continue
+            labels = self.output_labels[o]
+            shown = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
+            lines.append(f"  output layer {o}: {len(labels)} node(s) [{shown}]")
+            for k, v in enumerate(layer):
+                shape = tuple(to_user_layout(v, self.channels_first, extra_axes=1).shape)
+                lines.append(f"    input layer {k}: values of shape {shape}")
+            if self.decomp_goal is not None and self.decomp_goal[o] is not None:
+                gap = (self.decomp_sum[o] - self.decomp_goal[o]).abs().mean().item()
+                lines.append(f"    mean |sum of values - decomposition goal|: {gap:.4g}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
