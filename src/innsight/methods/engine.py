@@ -12,7 +12,7 @@ products are summed into one result row per sample. Memory is bounded by
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,43 +75,42 @@ def mean_gradients(
     """
     n_data = data[0].shape[0]
     n_rows = n_data * n
-    sums = [x.new_zeros(*x.shape, len(targets)) for x in data]
+    # Target-major sums keep each target's accumulation contiguous.
+    sums = [x.new_zeros(len(targets), *x.shape) for x in data]
     starts = range(0, n_rows, batch_size)
     for start in tqdm(starts, disable=not verbose, desc="batches", leave=False):
         rows = torch.arange(start, min(start + batch_size, n_rows), device=data[0].device)
         sample = rows // n
         chunk = Chunk(sample, rows % n, [x[sample] for x in data], generator)
         inputs, multipliers = augment(chunk)
-        grads = gradients(model_fn, inputs, targets)
-        for k, grad in enumerate(grads):
-            if multipliers is not None:
-                grad = grad * multipliers[k].unsqueeze(-1)
-            sums[k].index_add_(0, sample, grad)
-    return [s / n for s in sums]
+        for t, grads in enumerate(gradients(model_fn, inputs, targets)):
+            for k, grad in enumerate(grads):
+                if grad is None:
+                    continue  # this input does not reach this output: its gradient is 0
+                if multipliers is not None:
+                    grad = grad * multipliers[k]
+                sums[k][t].index_add_(0, sample, grad)
+    return [s.movedim(0, -1) / n for s in sums]
 
 
-def gradients(model_fn: ModelFn, inputs: Sequence[Tensor], targets: Sequence[Target]) -> list[Tensor]:
-    """Gradient of every target w.r.t. every input, from one forward pass.
+def gradients(
+    model_fn: ModelFn, inputs: Sequence[Tensor], targets: Sequence[Target]
+) -> Iterator[tuple[Tensor | None, ...]]:
+    """Per target, its gradient w.r.t. every input ``(rows, *dim)``, from one forward pass.
 
-    Returns one tensor ``(rows, *dim, n_targets)`` per input layer. Rows are
-    independent samples, so the gradient of a target summed over rows gives
-    each row's own gradient.
+    Rows are independent samples, so the gradient of a target summed over rows
+    gives each row's own gradient. ``None`` marks an input the target does not reach.
     """
     xs = [x.detach().requires_grad_(True) for x in inputs]
     with torch.enable_grad():
         outputs = [out.flatten(1) for out in model_fn(xs)]
-        grads = [x.new_empty(*x.shape, len(targets)) for x in xs]
         for t, target in enumerate(targets):
-            per_input = torch.autograd.grad(
+            yield torch.autograd.grad(
                 outputs[target.layer][:, target.index].sum(),
                 xs,
                 retain_graph=t < len(targets) - 1,
                 allow_unused=True,
             )
-            for k, grad in enumerate(per_input):
-                # An input that does not reach this output has a zero gradient.
-                grads[k][..., t] = 0.0 if grad is None else grad
-    return grads
 
 
 def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int) -> list[Tensor]:

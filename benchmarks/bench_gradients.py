@@ -1,0 +1,116 @@
+"""Gradient methods against Captum and against the raw autograd floor, in one process.
+
+Usage: python benchmarks/bench_gradients.py [--repeats 5]
+
+Cases: (a) a small CNN on 32x32 images, batch 8, n=50, with 1 and 10
+explained outputs; (b) an iris-size MLP, 150 samples, 4 features, 3 outputs,
+n=50. The raw floor is one forward pass of the stacked batch (n copies of
+every sample) plus one backward pass per output, on the original model; a
+second floor row does the backward passes as one batched vector-Jacobian
+product (``is_grads_batched=True``) to show which of the two is faster here.
+Prints the median seconds of each and the ratios innsight / floor and
+Captum / innsight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+from torch import nn
+
+import innsight as ins
+
+N = 50
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10),
+    ).eval()
+
+
+def iris_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                         nn.Linear(16, 3)).eval()
+
+
+def raw_floor(model: nn.Module, x: torch.Tensor, n_outputs: int, batched: bool) -> None:
+    """One forward pass of ``n`` stacked copies, then the gradients of every output."""
+    stacked = x.repeat_interleave(N, dim=0).requires_grad_(True)
+    out = model(stacked)
+    if batched:
+        eye = torch.zeros(n_outputs, *out.shape)
+        eye[torch.arange(n_outputs), :, torch.arange(n_outputs)] = 1.0
+        torch.autograd.grad(out, stacked, eye, is_grads_batched=True)
+        return
+    for j in range(n_outputs):
+        torch.autograd.grad(out[:, j].sum(), stacked, retain_graph=j < n_outputs - 1)
+
+
+def captum_smoothgrad(model: nn.Module, x: torch.Tensor, n_outputs: int) -> None:
+    explainer = NoiseTunnel(Saliency(model))
+    for j in range(n_outputs):
+        explainer.attribute(x, nt_type="smoothgrad", nt_samples=N, stdevs=0.1, target=j, abs=False)
+
+
+def captum_intgrad(model: nn.Module, x: torch.Tensor, n_outputs: int) -> None:
+    explainer = IntegratedGradients(model)
+    for j in range(n_outputs):
+        explainer.attribute(x, baselines=torch.zeros_like(x), target=j, n_steps=N,
+                            method="riemann_right")
+
+
+def median_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function; rounds alternate between them so load hits all alike."""
+    times: dict[str, list[float]] = {label: [] for label in fns}
+    for round_ in range(repeats + 1):
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:  # round 0 warms up
+                times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+def run_case(name: str, model: nn.Module, x: torch.Tensor, n_outputs: int, repeats: int) -> None:
+    conv = ins.convert(model, input_dim=list(x.shape[1:]))
+    idx = list(range(n_outputs))
+    timings = {
+        "raw floor (backward per output)": lambda: raw_floor(model, x, n_outputs, batched=False),
+        "raw floor (batched VJP)": lambda: raw_floor(model, x, n_outputs, batched=True),
+        "innsight SmoothGrad": lambda: ins.run_smoothgrad(conv, x, n=N, output_idx=idx, verbose=False),
+        "Captum NoiseTunnel(Saliency)": lambda: captum_smoothgrad(model, x, n_outputs),
+        "innsight IntegratedGradient": lambda: ins.run_intgrad(conv, x, n=N, output_idx=idx, verbose=False),
+        "Captum IntegratedGradients": lambda: captum_intgrad(model, x, n_outputs),
+    }
+    seconds = median_times(timings, repeats)
+    floor = seconds["raw floor (backward per output)"]
+    print(f"\n{name}: {x.shape[0]} samples of {list(x.shape[1:])}, n={N}, {n_outputs} output(s)")
+    for label, value in seconds.items():
+        print(f"  {label:34s} {value * 1000:9.1f} ms   {value / floor:6.2f}x floor")
+    for ours, theirs in (("innsight SmoothGrad", "Captum NoiseTunnel(Saliency)"),
+                         ("innsight IntegratedGradient", "Captum IntegratedGradients")):
+        print(f"  {theirs} / {ours}: {seconds[theirs] / seconds[ours]:.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    cnn, images = small_cnn(), torch.randn(8, 3, 32, 32)
+    run_case("(a) small CNN", cnn, images, 1, args.repeats)
+    run_case("(a) small CNN", cnn, images, 10, args.repeats)
+    run_case("(b) iris MLP", iris_mlp(), torch.randn(150, 4), 3, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
