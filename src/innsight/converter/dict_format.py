@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from innsight._validation import as_dim_list, describe
@@ -52,19 +53,19 @@ def build_model(
         if key not in description:
             raise ValueError(f"Model dict misses the key '{key}'.")
     input_dim = as_dim_list(description["input_dim"], "input_dim")
-    entries, input_nodes, output_nodes = _graph_entries(description, len(input_dim))
+    entries, input_nodes, output_nodes, offset = _graph_entries(description, len(input_dim))
 
     layers: list[Layer] = []
     names: list[str] = []
     for i, entry in enumerate(entries):
-        name = str(entry.get("name", f"layer_{i}"))
-        where = f"layers[{i}] ('{name}')"
+        name = str(entry.get("name", f"layer_{i - offset}"))
+        where = f"layers[{i - offset}] ('{name}')"
         params = {k: v for k, v in entry.items() if k not in GRAPH_KEYS}
         layer_cls = LAYER_TYPES[entry["type"]]
         layers.append(layer_cls.from_params(entry["type"], params, where))
         names.append(name)
     reads = [tuple(entry["input_layers"]) for entry in entries]
-    _infer_shapes(layers, names, reads, input_nodes, input_dim, dtype)
+    _infer_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
 
     in_dims = [layers[i].output_dim for i in input_nodes]
     out_dims = [layers[i].output_dim for i in output_nodes]
@@ -117,15 +118,16 @@ def _plain(value: Any) -> Any:
 
 def _graph_entries(
     description: Mapping[str, Any], n_inputs: int
-) -> tuple[list[dict[str, Any]], list[int], list[int]]:
-    """Layer entries with ``input_layers`` filled in, and the input and output nodes."""
+) -> tuple[list[dict[str, Any]], list[int], list[int], int]:
+    """Layer entries with ``input_layers`` filled in, the input and output nodes, and
+    how many layers were put in front of the user's (1 for a plain chain's Input)."""
     raw = description["layers"]
     if not isinstance(raw, (list, tuple)) or not raw:
         raise ValueError(f"Model dict 'layers' must be a non-empty list, got {describe(raw)}.")
     for i, entry in enumerate(raw):
         if not isinstance(entry, Mapping):
             raise TypeError(f"layers[{i}] must be a dict, got {describe(entry)}.")
-        if entry.get("type") not in LAYER_TYPES:
+        if not isinstance(entry.get("type"), str) or entry["type"] not in LAYER_TYPES:
             raise ValueError(
                 f"layers[{i}] has unknown type {entry.get('type')!r}; "
                 f"known types: {sorted(LAYER_TYPES)}."
@@ -143,7 +145,7 @@ def _graph_entries(
         entries = [{"type": "Input", "name": "input"}] + entries
         for i, entry in enumerate(entries):
             entry["input_layers"] = [i - 1] if i else []
-        return entries, [0], [len(entries) - 1]
+        return entries, [0], [len(entries) - 1], 1
 
     for key in ("input_nodes", "output_nodes"):
         if key not in description:
@@ -182,19 +184,20 @@ def _graph_entries(
         )
     if not output_nodes:
         raise ValueError("'output_nodes' must name at least one layer.")
-    return entries, input_nodes, output_nodes
+    return entries, input_nodes, output_nodes, 0
 
 
 def _indices(value: Any, where: str, n_layers: int) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n_layers for v in value
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < n_layers
+        for v in value
     ):
         raise ValueError(
             f"{where} must be a list of layer indices in 0..{n_layers - 1}, got {describe(value)}."
         )
-    return list(value)
+    return [int(v) for v in value]
 
 
 def _infer_shapes(
@@ -204,8 +207,12 @@ def _infer_shapes(
     input_nodes: list[int],
     input_dim: list[tuple[int, ...]],
     dtype: torch.dtype,
+    offset: int,
 ) -> None:
-    """Set each layer's ``input_dim``/``output_dim`` by one forward pass on zeros."""
+    """Set each layer's ``input_dim``/``output_dim`` by one forward pass on zeros.
+
+    ``offset`` layers were put in front of the user's; messages count without them.
+    """
     values: list[torch.Tensor | None] = [None] * len(layers)
     for k, node in enumerate(input_nodes):
         values[node] = torch.zeros(1, *input_dim[k], dtype=dtype)
@@ -220,11 +227,11 @@ def _infer_shapes(
             out = layer.to(dtype)(*inputs)
         except (RuntimeError, ValueError, IndexError, TypeError) as err:
             raise ValueError(
-                f"layers[{i}] ('{names[i]}', type '{layer.type_name}') cannot take input "
-                f"shape(s) {[list(d) for d in layer.input_dim]} from layers {list(reads[i])}: {err}"
+                f"layers[{i - offset}] ('{names[i]}', type '{layer.type_name}') cannot take "
+                f"input shape(s) {[list(d) for d in layer.input_dim]}: {err}"
             ) from err
         if not isinstance(out, torch.Tensor) or out.shape[0] != 1:
-            raise ValueError(f"layers[{i}] ('{names[i]}') does not keep the batch axis.")
+            raise ValueError(f"layers[{i - offset}] ('{names[i]}') does not keep the batch axis.")
         layer.output_dim = tuple(out.shape[1:])
         values[i] = out
 

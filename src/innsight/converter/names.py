@@ -20,7 +20,7 @@ _AXIS_LETTERS = {1: ("X",), 2: ("C", "L"), 3: ("C", "H", "W"), 4: ("C", "D", "H"
 def default_names(dim: tuple[int, ...], output: bool = False) -> Names:
     """Labels ``X1..Xp`` (tabular), ``C/L`` (signals), ``C/H/W`` (images), outputs ``Y1..``."""
     letters = list(_AXIS_LETTERS.get(len(dim), [f"A{i + 1}_" for i in range(len(dim))]))
-    if output:
+    if output and letters:
         letters[0] = "Y"
     return [[f"{letter}{i + 1}" for i in range(size)] for letter, size in zip(letters, dim)]
 
@@ -34,6 +34,8 @@ def check_names(
     lists (one layer: one list per axis; several one-axis layers: one list per
     layer), or a list over layers of lists of label lists.
     """
+    if isinstance(names, str):
+        raise TypeError(f"`{arg_name}` must be a list of labels (one list per axis), got the string {names!r}.")
     nested = _to_lists(names, arg_name)
     depth = _depth(nested, arg_name)
     if depth > 3:

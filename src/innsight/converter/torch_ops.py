@@ -388,7 +388,9 @@ def _div(t: Any, node: fx.Node) -> int:
     const = _sample_constant(t, node, t.constant(b))
     if not t.is_tensor(a) or const is None or node.kwargs.get("rounding_mode") is not None:
         raise t.unsupported(node, "division other than a tensor by a constant")
-    return t.emit(node, "Affine", [a], scale=1.0 / const)
+    # The reciprocal in float64, so that dtype="double" loses nothing to a float32 constant.
+    reciprocal = 1.0 / (const.double() if isinstance(const, Tensor) else const)
+    return t.emit(node, "Affine", [a], scale=reciprocal)
 
 
 @_register(FUNCTIONS, operator.neg, torch.neg)

@@ -30,6 +30,15 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
+def _hardsigmoid(x: Tensor) -> Tensor:
+    # Closed form: torch's fused kernel differentiates with a float32 1/6 even in float64.
+    return (x / 6 + 0.5).clamp(0, 1)
+
+
+def _hardswish(x: Tensor) -> Tensor:
+    return x * _hardsigmoid(x)
+
+
 #: Activation name in the dict format -> how to compute it. ``axis`` counts
 #: sample axes (0 = channels), never the batch axis.
 ACTIVATIONS: dict[str, ActivationSpec] = {
@@ -43,8 +52,8 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "sigmoid": ActivationSpec(torch.sigmoid),
     "tanh": ActivationSpec(torch.tanh),
     "hardtanh": ActivationSpec(F.hardtanh, {"min_val": -1.0, "max_val": 1.0}),
-    "hardsigmoid": ActivationSpec(F.hardsigmoid),
-    "hardswish": ActivationSpec(F.hardswish),
+    "hardsigmoid": ActivationSpec(_hardsigmoid),
+    "hardswish": ActivationSpec(_hardswish),
     "softmax": ActivationSpec(_softmax, {"axis": 0}, elementwise=False),
     "identity": ActivationSpec(_identity),
 }
@@ -65,7 +74,7 @@ class Activation(Layer):
     @classmethod
     def from_params(cls, type_name: str, params: Mapping[str, Any], where: str) -> Layer:
         name = params.get("act_name")
-        if name not in ACTIVATIONS:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
             raise ValueError(
                 f"{where}: unknown `act_name` {name!r}; expected one of {sorted(ACTIVATIONS)}."
             )

@@ -42,6 +42,8 @@ class BatchNorm(Layer):
         if (self.running_var < 0).any():
             raise ValueError("`running_var` must not be negative.")
         self.eps = float(eps)
+        if not self.eps >= 0:
+            raise ValueError(f"`eps` must be >= 0, got {eps!r}.")
 
     def forward(self, x: Tensor) -> Tensor:
         return F.batch_norm(

@@ -105,6 +105,20 @@ def frozen_param(value: Any, name: str) -> nn.Parameter:
     return nn.Parameter(array.clone(), requires_grad=False)
 
 
+def as_int(value: Any, name: str) -> int:
+    """An int (numpy ints included); floats such as 1.5 or 2.0 are refused, never truncated."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(f"`{name}` must be an int, got {value!r}.")
+
+
+def as_ints(value: Any, name: str) -> tuple[int, ...]:
+    """A list or tuple of ints."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"`{name}` must be a list of ints, got {value!r}.")
+    return tuple(as_int(v, name) for v in value)
+
+
 def int_tuple(value: Any, length: int, name: str) -> tuple[int, ...]:
     """An int (repeated ``length`` times) or a sequence of ``length`` ints."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):

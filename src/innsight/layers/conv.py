@@ -7,7 +7,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from innsight.layers.base import Layer, frozen_param, int_tuple
+from innsight.layers.base import Layer, as_int, frozen_param, int_tuple
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -65,7 +65,7 @@ class Conv(Layer):
         self.stride = int_tuple(stride, n_axes, "stride")
         self.dilation = int_tuple(dilation, n_axes, "dilation")
         self.padding = padding_pairs(padding, n_axes)
-        self.groups = int(groups)
+        self.groups = as_int(groups, "groups")
         if self.groups < 1 or self.weight.shape[0] % self.groups:
             raise ValueError(
                 f"`groups` must divide C_out = {self.weight.shape[0]}, got {groups!r}."

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from innsight.layers.base import Layer, tensor_dim
+from innsight.layers.base import Layer, as_int, tensor_dim
 
 
 class Add(Layer):
@@ -32,7 +32,7 @@ class Concatenate(Layer):
 
     def __init__(self, type_name: str, axis: int) -> None:
         super().__init__(type_name)
-        self.axis = int(axis)
+        self.axis = as_int(axis, "axis")
 
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.cat(xs, dim=tensor_dim(self.axis))

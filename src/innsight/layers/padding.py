@@ -30,6 +30,8 @@ class Padding(Layer):
             raise ValueError(f"`mode` must be one of {list(PAD_MODES)}, got {mode!r}.")
         if not isinstance(padding, (list, tuple)) or not padding:
             raise ValueError(f"`padding` must be a list of [before, after] pairs, got {padding!r}.")
+        if mode != "constant" and value != 0:
+            raise ValueError(f"`value` fills constant padding only; mode {mode!r} takes none, got {value!r}.")
         self.padding = padding_pairs(padding, len(padding))
         self.mode = mode
         self.value = float(value)

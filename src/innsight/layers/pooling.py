@@ -19,29 +19,42 @@ def _n_axes(type_name: str) -> int:
     return int(type_name[-2])
 
 
-class MaxPool(Layer):
-    """Max pooling ``(batch, C, *spatial) -> (batch, C, *spatial_out)``, torch semantics.
+class _WindowPool(Layer):
+    """Shared set-up of pooling over fixed windows: ``kernel_size``, ``stride``
+    (default: the kernel size), symmetric ``padding`` per axis and ``ceil_mode``."""
 
-    Parameters: ``kernel_size``, ``stride`` (default: the kernel size),
-    symmetric ``padding`` per axis (padded with -inf), ``dilation`` and ``ceil_mode``.
-    """
-
-    type_names = ("MaxPool1D", "MaxPool2D", "MaxPool3D")
     required = ("kernel_size",)
-    optional = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
 
-    def __init__(
-        self, type_name: str, kernel_size: Any, stride: Any, padding: Any,
-        dilation: Any, ceil_mode: bool,
-    ) -> None:
+    def __init__(self, type_name: str, kernel_size: Any, stride: Any, padding: Any,
+                 ceil_mode: bool) -> None:
         super().__init__(type_name)
         n = _n_axes(type_name)
         self.kernel_size = int_tuple(kernel_size, n, "kernel_size")
         self.stride = self.kernel_size if stride is None else int_tuple(stride, n, "stride")
         self.padding = int_tuple(padding, n, "padding")
-        self.dilation = int_tuple(dilation, n, "dilation")
         self.ceil_mode = bool(ceil_mode)
-        self._pool = _MAX[n]
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "ceil_mode": self.ceil_mode,
+        }
+
+
+class MaxPool(_WindowPool):
+    """Max pooling ``(batch, C, *spatial) -> (batch, C, *spatial_out)``, torch semantics;
+    padding counts as -inf. Parameters: those of fixed-window pooling and ``dilation``."""
+
+    type_names = ("MaxPool1D", "MaxPool2D", "MaxPool3D")
+    optional = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
+
+    def __init__(self, type_name: str, kernel_size: Any, stride: Any, padding: Any,
+                 dilation: Any, ceil_mode: bool) -> None:
+        super().__init__(type_name, kernel_size, stride, padding, ceil_mode)
+        self.dilation = int_tuple(dilation, _n_axes(type_name), "dilation")
+        self._pool = _MAX[_n_axes(type_name)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self._pool(
@@ -49,39 +62,22 @@ class MaxPool(Layer):
         )
 
     def get_params(self) -> dict[str, Any]:
-        return {
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "dilation": list(self.dilation),
-            "ceil_mode": self.ceil_mode,
-        }
+        return {**super().get_params(), "dilation": list(self.dilation)}
 
 
-class AvgPool(Layer):
+class AvgPool(_WindowPool):
     """Average pooling ``(batch, C, *spatial) -> (batch, C, *spatial_out)``, torch semantics.
-
-    Parameters: ``kernel_size``, ``stride`` (default: the kernel size), symmetric
-    zero ``padding`` per axis, ``ceil_mode`` and ``count_include_pad`` (whether
-    padded zeros count in the window's divisor).
-    """
+    Parameters: those of fixed-window pooling and ``count_include_pad`` (whether
+    padded zeros count in a window's divisor)."""
 
     type_names = ("AvgPool1D", "AvgPool2D", "AvgPool3D")
-    required = ("kernel_size",)
     optional = {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True}
 
-    def __init__(
-        self, type_name: str, kernel_size: Any, stride: Any, padding: Any,
-        ceil_mode: bool, count_include_pad: bool,
-    ) -> None:
-        super().__init__(type_name)
-        n = _n_axes(type_name)
-        self.kernel_size = int_tuple(kernel_size, n, "kernel_size")
-        self.stride = self.kernel_size if stride is None else int_tuple(stride, n, "stride")
-        self.padding = int_tuple(padding, n, "padding")
-        self.ceil_mode = bool(ceil_mode)
+    def __init__(self, type_name: str, kernel_size: Any, stride: Any, padding: Any,
+                 ceil_mode: bool, count_include_pad: bool) -> None:
+        super().__init__(type_name, kernel_size, stride, padding, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
-        self._pool = _AVG[n]
+        self._pool = _AVG[_n_axes(type_name)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self._pool(
@@ -89,13 +85,7 @@ class AvgPool(Layer):
         )
 
     def get_params(self) -> dict[str, Any]:
-        return {
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "ceil_mode": self.ceil_mode,
-            "count_include_pad": self.count_include_pad,
-        }
+        return {**super().get_params(), "count_include_pad": self.count_include_pad}
 
 
 class AdaptivePool(Layer):

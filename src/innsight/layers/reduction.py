@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from innsight.layers.base import Layer, tensor_dim
+from innsight.layers.base import Layer, as_ints, tensor_dim
 
 
 class Mean(Layer):
@@ -19,7 +19,7 @@ class Mean(Layer):
 
     def __init__(self, type_name: str, axes: Any, keepdims: bool) -> None:
         super().__init__(type_name)
-        self.axes = tuple(int(a) for a in (axes if isinstance(axes, (list, tuple)) else [axes]))
+        self.axes = as_ints(axes if isinstance(axes, (list, tuple)) else [axes], "axes")
         if not self.axes:
             raise ValueError("`axes` must name at least one sample axis.")
         self.keepdims = bool(keepdims)

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from innsight.layers.base import Layer
+from innsight.layers.base import Layer, as_ints
 
 
 class Flatten(Layer):
@@ -31,7 +31,7 @@ class Reshape(Layer):
 
     def __init__(self, type_name: str, shape: Any) -> None:
         super().__init__(type_name)
-        self.shape = tuple(int(v) for v in shape)
+        self.shape = as_ints(shape, "shape")
         if sum(v == -1 for v in self.shape) > 1 or any(v < -1 or v == 0 for v in self.shape):
             raise ValueError(f"`shape` must hold positive sizes and at most one -1, got {shape!r}.")
 
@@ -50,7 +50,7 @@ class Permute(Layer):
 
     def __init__(self, type_name: str, perm: Any) -> None:
         super().__init__(type_name)
-        self.perm = tuple(int(v) for v in perm)
+        self.perm = as_ints(perm, "perm")
         if sorted(self.perm) != list(range(len(self.perm))):
             raise ValueError(f"`perm` must be a permutation of 0..n-1, got {perm!r}.")
 
@@ -75,21 +75,23 @@ class Slice(Layer):
     def __init__(self, type_name: str, ranges: Any) -> None:
         super().__init__(type_name)
         triples = []
-        for r in ranges:
-            start, stop, step = (int(v) for v in r)
-            if start < 0 or stop < start or step < 1:
+        for r in ranges if isinstance(ranges, (list, tuple)) else [ranges]:
+            triple = as_ints(r, "ranges")
+            if len(triple) != 3 or not (0 <= triple[0] < triple[1] and triple[2] >= 1):
                 raise ValueError(
-                    f"`ranges` must hold [start, stop, step] with 0 <= start <= stop and "
-                    f"step >= 1, got {list(r)!r}."
+                    f"`ranges` must hold [start, stop, step] with 0 <= start < stop and "
+                    f"step >= 1, got {r!r}."
                 )
-            triples.append((start, stop, step))
+            triples.append(triple)
         self.ranges = tuple(triples)
         self._index = (slice(None),) + tuple(slice(*r) for r in self.ranges)
 
     def forward(self, x: Tensor) -> Tensor:
-        if len(self.ranges) != x.ndim - 1:
+        sizes = x.shape[1:]
+        if len(self.ranges) != len(sizes) or any(r[1] > n for r, n in zip(self.ranges, sizes)):
             raise ValueError(
-                f"`ranges` has {len(self.ranges)} axes but the input has {x.ndim - 1} sample axes."
+                f"`ranges` {[list(r) for r in self.ranges]} do not fit the input's sample "
+                f"shape {list(sizes)} (one [start, stop, step] per axis, stop <= size)."
             )
         return x[self._index]
 

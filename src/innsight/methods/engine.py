@@ -103,7 +103,7 @@ def gradients(
     """
     xs = [x.detach().requires_grad_(True) for x in inputs]
     with torch.enable_grad():
-        outputs = [out.flatten(1) for out in model_fn(xs)]
+        outputs = [out.reshape(out.shape[0], -1) for out in model_fn(xs)]
         for t, target in enumerate(targets):
             yield torch.autograd.grad(
                 outputs[target.layer][:, target.index].sum(),
@@ -126,4 +126,4 @@ def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int) -> list
 
 def target_values(outputs: Sequence[Tensor], targets: Sequence[Target]) -> Tensor:
     """The selected output nodes of ``outputs`` (one tensor per output layer), ``(rows, n_targets)``."""
-    return torch.stack([outputs[t.layer].flatten(1)[:, t.index] for t in targets], dim=1)
+    return torch.stack([outputs[t.layer].reshape(len(outputs[t.layer]), -1)[:, t.index] for t in targets], dim=1)

@@ -15,7 +15,10 @@ DEFAULT_N_OUTPUTS = 10
 
 
 def flat_labels(names: Names) -> list[str]:
-    """Labels of the flattened nodes of one output layer (axis labels joined by ``_``)."""
+    """Labels of the flattened nodes of one output layer (axis labels joined by ``_``);
+    an output without axes (one value per sample) is ``Y1``."""
+    if not names:
+        return ["Y1"]
     return ["_".join(combo) for combo in itertools.product(*names)]
 
 
