@@ -26,6 +26,8 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_forward.py
+	$(BIN)/python benchmarks/bench_gradients.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

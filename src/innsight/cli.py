@@ -32,7 +32,8 @@ def _demo_model() -> nn.Module:
 
 
 def demo() -> None:
-    """Convert a small residual CNN, print its graph and compare outputs on 4 samples."""
+    """Convert a small residual CNN, check its outputs, and explain them with
+    IntegratedGradient and SmoothGrad."""
     model = _demo_model()
     conv = ins.convert(model, input_dim=[1, 16, 16], output_names=[["cat", "dog", "bird"]])
     print(conv, end="\n\n")
@@ -44,6 +45,16 @@ def demo() -> None:
     for i in range(x.shape[0]):
         diff = (converted[i] - original[i]).abs().max().item()
         print(f"{i:>6}  " + "  ".join(f"{v:8.4f}" for v in converted[i].tolist()) + f"   {diff:.1e}")
+
+    print()
+    intgrad = ins.run_intgrad(conv, x, n=64, verbose=False)
+    print(intgrad, end="\n\n")
+    frame = intgrad.get_result("data.frame")
+    top = frame[frame["data"] == 0].sort_values("value", key=abs, ascending=False).head(5)
+    print("sample 0, the five pixels with the largest contributions:")
+    print(top[["output_node", "feature", "feature_2", "value"]].to_string(index=False), end="\n\n")
+    smooth = ins.run_smoothgrad(conv, x, n=32, seed=0, verbose=False)
+    print(smooth)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
