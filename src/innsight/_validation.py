@@ -44,7 +44,7 @@ def as_dim(value: Any, arg_name: str) -> tuple[int, ...]:
         not isinstance(value, Sequence)
         or isinstance(value, str)
         or len(value) == 0
-        or not all(_is_int(v) and v > 0 for v in value)
+        or not all(is_int(v) and v > 0 for v in value)
     ):
         raise ValueError(
             f"`{arg_name}` must be a shape without the batch axis: a non-empty "
@@ -65,5 +65,16 @@ def as_dim_list(value: Any, arg_name: str) -> list[tuple[int, ...]]:
     return [as_dim(value, arg_name)]
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A Python or numpy real number, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def any_training(model: torch.nn.Module) -> bool:
+    """Whether the module or any of its submodules is in training mode."""
+    return any(module.training for module in model.modules())

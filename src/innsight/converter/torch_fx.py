@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from innsight._validation import as_dim_list
+from innsight._validation import any_training, as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.torch_ops import (
     FUNCTIONS,
@@ -43,7 +43,7 @@ def describe_torch(
             "shapes for several inputs)."
         )
     dims = as_dim_list(input_dim, "input_dim")
-    if model.training:
+    if any_training(model):
         warnings.warn(
             f"The model {type(model).__name__} is in training mode; it is converted with "
             "eval semantics (dropout off, batch norm with its running statistics). Call "

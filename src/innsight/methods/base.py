@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from innsight._validation import describe, resolve_dtype
+from innsight._validation import describe, is_int, resolve_dtype
 from innsight.converter import ConvertedModel, Converter
 from innsight.methods.data import prepare_data
 from innsight.methods.engine import (
@@ -49,9 +49,9 @@ def is_interactive() -> bool:
 
 
 def check_positive_int(value: Any, arg_name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"`{arg_name}` must be a positive int, got {describe(value)}.")
-    return value
+    return int(value)
 
 
 def check_bool(value: Any, arg_name: str) -> bool:
@@ -65,8 +65,8 @@ def make_generator(seed: Any, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
-    elif isinstance(seed, int) and not isinstance(seed, bool):
-        generator.manual_seed(seed)
+    elif is_int(seed):
+        generator.manual_seed(int(seed))
     else:
         raise TypeError(f"`seed` must be an int or None, got {describe(seed)}.")
     return generator
@@ -76,9 +76,14 @@ def resolve_device(device: Any, default: torch.device) -> torch.device:
     if device is None:
         return default
     try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"`device` must name a torch device such as 'cpu' or 'cuda', got {device!r}.") from err
+        resolved = torch.device(device)
+        torch.empty(0, device=resolved)  # fails where the device is not usable
+    except (RuntimeError, TypeError, AssertionError) as err:
+        raise ValueError(
+            f"`device` must name a usable torch device such as 'cpu' or 'cuda', got "
+            f"{device!r}: {err}"
+        ) from err
+    return resolved
 
 
 class InterpretingMethod(Result):
@@ -152,7 +157,7 @@ class InterpretingMethod(Result):
         targets = [Target(o, j) for o, indices in enumerate(selected) for j in indices]
         if batch_size is None:
             batch_size = default_batch_size(model.input_dim, len(targets), torch_dtype.itemsize)
-        check_positive_int(batch_size, "batch_size")
+        batch_size = check_positive_int(batch_size, "batch_size")
         explained = model.explained_nodes(ignore_last_act)
         setup = Setup(
             model=model,

@@ -81,7 +81,12 @@ def _to_tensor(
     if hasattr(part, "to_numpy"):
         part = part.to_numpy()
     try:
-        x = part.detach() if isinstance(part, Tensor) else torch.as_tensor(np.asarray(part))
+        if isinstance(part, Tensor):
+            x = part.detach()
+        else:
+            array = np.asarray(part)
+            # torch warns about read-only arrays (pandas' to_numpy); nothing here writes to them
+            x = torch.as_tensor(array if array.flags.writeable else array.copy())
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"`{where}` must be a numpy array, torch tensor or pandas DataFrame, "

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor
 
-from innsight._validation import describe
+from innsight._validation import describe, is_number
 from innsight.methods.base import InterpretingMethod, Setup, check_bool, check_positive_int
 from innsight.methods.data import prepare_data
 from innsight.methods.engine import (
@@ -70,12 +70,11 @@ class NoisyCopies:
 
     @classmethod
     def build(cls, data: list[Tensor], n: Any, noise_level: Any, times_input: Any) -> NoisyCopies:
-        check_positive_int(n, "n")
+        n = check_positive_int(n, "n")
         check_bool(times_input, "times_input")
-        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not (
-            math.isfinite(noise_level) and noise_level >= 0
-        ):
+        if not is_number(noise_level) or not (math.isfinite(noise_level) and noise_level >= 0):
             raise ValueError(f"`noise_level` must be a finite number >= 0, got {describe(noise_level)}.")
+        noise_level = float(noise_level)
         sigma = []
         for x in data:
             flat = x.flatten(1)
@@ -106,7 +105,7 @@ class PathPoints:
     @classmethod
     def build(cls, data: list[Tensor], x_ref: Any, n: Any, times_input: Any,
               channels_first: bool) -> PathPoints:
-        check_positive_int(n, "n")
+        n = check_positive_int(n, "n")
         check_bool(times_input, "times_input")
         return cls(n, _references(data, x_ref, channels_first), times_input)
 
@@ -133,7 +132,7 @@ class ReferenceDraws:
 
     @classmethod
     def build(cls, data: list[Tensor], data_ref: Any, n: Any, channels_first: bool) -> ReferenceDraws:
-        check_positive_int(n, "n")
+        n = check_positive_int(n, "n")
         if data_ref is None:
             return cls(n, data)
         dims = [tuple(x.shape[1:]) for x in data]

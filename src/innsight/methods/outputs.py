@@ -7,7 +7,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from innsight._validation import describe
+import numpy as np
+
+from innsight._validation import describe, is_int
 from innsight.converter.names import Names
 
 #: How many nodes of the first output layer are explained by default.
@@ -54,7 +56,7 @@ def select_outputs(
     elif output_idx is None:
         selected = [list(range(min(DEFAULT_N_OUTPUTS, sizes[0])))] + [[] for _ in sizes[1:]]
     else:
-        selected = _per_layer(output_idx, n_layers, int, "output_idx")
+        selected = [[int(i) for i in ids] for ids in _per_layer(output_idx, n_layers, int, "output_idx")]
         for layer, indices in enumerate(selected):
             bad = [i for i in indices if not 0 <= i < sizes[layer]]
             if bad:
@@ -65,7 +67,8 @@ def select_outputs(
     selected += [[] for _ in range(n_layers - len(selected))]
     for layer, indices in enumerate(selected):
         if len(set(indices)) != len(indices):
-            raise ValueError(f"Output layer {layer} has repeated output nodes: {indices}.")
+            arg_name = "output_idx" if output_label is None else "output_label"
+            raise ValueError(f"`{arg_name}` has repeated output nodes in output layer {layer}: {indices}.")
     if not any(selected):
         raise ValueError("`output_idx`/`output_label` select no output node.")
     return selected
@@ -75,8 +78,10 @@ def _per_layer(value: Any, n_layers: int, kind: type, arg_name: str) -> list[lis
     """Normalise one selection (a scalar, a list, or a list per layer) to lists per layer."""
 
     def is_scalar(v: Any) -> bool:
-        return isinstance(v, kind) and not isinstance(v, bool)
+        return is_int(v) if kind is int else isinstance(v, str)
 
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
     if is_scalar(value):
         return [[value]]
     if isinstance(value, (list, tuple)) and all(is_scalar(v) for v in value) and value:

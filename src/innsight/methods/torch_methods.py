@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from innsight._validation import describe, resolve_dtype
+from innsight._validation import any_training, describe, is_int, resolve_dtype
 from innsight.converter.names import default_names
 from innsight.converter.torch_fx import eval_mode, flatten_outputs
 from innsight.methods.base import check_bool, make_generator, split_by_output
@@ -56,7 +56,7 @@ def _direct(
     tensors = _as_tensors(data)
     dims = [tuple(x.shape[1:]) for x in tensors]
     tensors, _ = prepare_data(tensors, dims, True, torch_dtype, device)
-    if model.training:
+    if any_training(model):
         warnings.warn(f"{type(model).__name__} is in training mode; it is explained in eval mode.",
                       UserWarning, stacklevel=3)
 
@@ -64,7 +64,7 @@ def _direct(
         return flatten_outputs(model(*xs), "the model's output")[:1]
 
     with eval_mode(model):
-        out_size = evaluate(model_fn, [x[:1] for x in tensors], 1)[0].flatten(1).shape[1]
+        out_size = evaluate(model_fn, [x[:1] for x in tensors], 1)[0][0].numel()
         indices = _output_indices(output_idx, out_size)
         targets = [Target(0, j) for j in indices]
         batch_size = default_batch_size(dims, len(targets), torch_dtype.itemsize)
@@ -102,16 +102,13 @@ def _as_tensors(data: Any) -> list[Any]:
 def _output_indices(output_idx: Any, out_size: int) -> list[int]:
     if output_idx is None:
         return list(range(min(DEFAULT_N_OUTPUTS, out_size)))
-    indices = [output_idx] if isinstance(output_idx, int) else output_idx
-    if (
-        not isinstance(indices, (list, tuple)) or not indices
-        or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices)
-    ):
+    indices = [output_idx] if is_int(output_idx) else output_idx
+    if not isinstance(indices, (list, tuple)) or not indices or not all(is_int(i) for i in indices):
         raise TypeError(f"`output_idx` must be an int or a list of ints, got {describe(output_idx)}.")
     bad = [i for i in indices if not 0 <= i < out_size]
     if bad:
         raise ValueError(f"`output_idx` {bad} out of range for {out_size} output nodes.")
-    return list(indices)
+    return [int(i) for i in indices]
 
 
 def torch_grad(model: nn.Module, data: Any, output_idx: Any = None, times_input: bool = False,
