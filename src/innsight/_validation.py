@@ -38,8 +38,8 @@ def describe(value: Any) -> str:
 
 def as_dim(value: Any, arg_name: str) -> tuple[int, ...]:
     """Check one shape without batch axis: a non-empty sequence of positive ints."""
-    if isinstance(value, torch.Size):
-        value = tuple(value)
+    if isinstance(value, (torch.Size, np.ndarray)):
+        value = tuple(value.tolist() if isinstance(value, np.ndarray) else value)
     if (
         not isinstance(value, Sequence)
         or isinstance(value, str)

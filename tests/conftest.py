@@ -1,0 +1,335 @@
+"""Shared test helpers: small torch models and the check that a conversion
+reproduces the original model's output.
+
+Helpers are handed to tests as fixtures (not imported), so that other
+``conftest.py`` files in sub-folders cannot shadow them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import innsight as ins
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # Under pytest-xdist, share the cores between workers: with each worker's OpenMP
+    # using every core, spinning threads slowed this suite down twentyfold on 2 cores.
+    torch.set_num_threads(
+        max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    )
+
+#: Largest max-abs deviation from the original, relative to its output scale.
+FLOAT_TOL = 1e-5
+DOUBLE_TOL = 1e-10
+
+
+# ---- models --------------------------------------------------------------------------
+
+
+class Lambda(nn.Module):
+    """A module whose forward is ``fn(self, x)``; keyword arguments become attributes.
+
+    ``Lambda(lambda m, x: F.relu(m.fc(x)), fc=nn.Linear(3, 4))`` is traced by
+    torch.fx exactly like a hand-written module with that forward.
+    """
+
+    def __init__(self, fn: Callable[..., Any], **attributes: Any) -> None:
+        super().__init__()
+        self.fn = fn
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+    def forward(self, x: Tensor) -> Any:
+        return self.fn(self, x)
+
+
+class Lambda2(Lambda):
+    """Like :class:`Lambda` with two inputs: ``forward(a, b) = fn(self, a, b)``."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Any:  # type: ignore[override]
+        return self.fn(self, a, b)
+
+
+class MLP(nn.Module):
+    def __init__(self, n_in: int = 5, n_out: int = 3) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, 16)
+        self.act1 = nn.ReLU()
+        self.fc2 = nn.Linear(16, 8)
+        self.act2 = nn.Tanh()
+        self.fc3 = nn.Linear(8, n_out)
+        self.out = nn.Softmax(dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.fc3(self.act2(self.fc2(self.act1(self.fc1(x))))))
+
+
+class CNN1D(nn.Module):
+    """Input (2, 20)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(2, 4, 5, stride=1, padding=2)
+        self.act1 = nn.ReLU()
+        self.pool1 = nn.AvgPool1d(2)
+        self.conv2 = nn.Conv1d(4, 6, 3, dilation=2)
+        self.act2 = nn.LeakyReLU(0.1)
+        self.pool2 = nn.MaxPool1d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(6 * 3, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool1(self.act1(self.conv1(x)))
+        x = self.pool2(self.act2(self.conv2(x)))
+        return self.fc(self.flatten(x))
+
+
+class CNN2D(nn.Module):
+    """Input (3, 12, 12): conv, batch norm, relu, max pooling, dense."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.act1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, stride=2)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.act2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool1(self.act1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.act2(self.bn2(self.conv2(x))))
+        return self.fc(self.flatten(x))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                               nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResidualNet(nn.Module):
+    """Input (3, 16, 16): a stem and two residual blocks (identity and projection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block1 = ResidualBlock(8, 8, 1)
+        self.block2 = ResidualBlock(8, 12, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block2(self.block1(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class TwoInputNet(nn.Module):
+    """Inputs: an image (3, 10, 10) and a tabular vector (4,); output (2,)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.tab = nn.Sequential(nn.Linear(4, 6), nn.ReLU())
+        self.head = nn.Linear(4 * 4 * 4 + 6, 2)
+
+    def forward(self, image: Tensor, tabular: Tensor) -> Tensor:
+        a = torch.flatten(self.pool(F.relu(self.conv(image))), 1)
+        b = self.tab(tabular)
+        return self.head(torch.cat([a, b], dim=1))
+
+
+class TwoOutputNet(nn.Module):
+    """Input (6,); outputs (3,) (softmax) and (1,) (regression), as a tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 10), nn.ReLU())
+        self.cls = nn.Linear(10, 3)
+        self.reg = nn.Linear(10, 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.body(x)
+        return F.softmax(self.cls(h), dim=1), self.reg(h)
+
+
+def randomize_batch_norm(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Give every batch norm non-trivial running statistics and affine parameters,
+    so that eval-mode batch norm is not close to the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                n = module.num_features
+                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                if module.affine:
+                    module.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                    module.bias.copy_(0.2 * torch.randn(n, generator=generator))
+    return model
+
+
+def build(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """``factory()`` with seeded weights and random batch-norm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    return randomize_batch_norm(factory(), seed + 1).eval()
+
+
+# ---- comparisons ------------------------------------------------------------------------
+
+
+def as_list(output: Any) -> list[Tensor]:
+    return list(output) if isinstance(output, (list, tuple)) else [output]
+
+
+def random_inputs(dims: Sequence[Sequence[int]], batch: int, dtype: torch.dtype,
+                  seed: int = 123) -> list[Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, *d, generator=generator, dtype=torch.float64).to(dtype)
+            for d in dims]
+
+
+def dim_list(input_dim: Any) -> list[list[int]]:
+    """``[3, 8, 8]`` or ``[[3, 8, 8], [4]]`` as a list of shapes."""
+    return [list(d) for d in input_dim] if isinstance(input_dim[0], (list, tuple)) else [
+        list(input_dim)]
+
+
+def assert_outputs_match(actual: Any, expected: Any, rel_tol: float) -> None:
+    """Same number of outputs, same shapes and dtypes, and each output's max abs
+    difference at most ``rel_tol`` times the expected output's largest magnitude."""
+    actual, expected = as_list(actual), as_list(expected)
+    assert len(actual) == len(expected), f"{len(actual)} outputs, expected {len(expected)}"
+    for k, (a, e) in enumerate(zip(actual, expected)):
+        assert isinstance(a, Tensor), f"output {k} is a {type(a).__name__}"
+        assert a.shape == e.shape, f"output {k}: shape {tuple(a.shape)}, expected {tuple(e.shape)}"
+        assert a.dtype == e.dtype, f"output {k}: dtype {a.dtype}, expected {e.dtype}"
+        scale = e.abs().max().item()
+        assert scale > 0, f"output {k} of the original is all zeros: a degenerate test"
+        error = (a.detach() - e).abs().max().item()
+        assert error <= rel_tol * scale, (
+            f"output {k}: max abs difference {error:.3g} at output scale {scale:.3g} "
+            f"exceeds {rel_tol:g} relative"
+        )
+
+
+def check_conversion(model: nn.Module, input_dim: Any, batch: int = 3,
+                     **convert_kwargs: Any) -> ins.Converter:
+    """Convert ``model`` in float and in double precision; both converted models
+    must reproduce the original's forward (the double one against
+    ``copy.deepcopy(model).double()`` on float64 inputs). Returns the float converter."""
+    dims = dim_list(input_dim)
+    single = len(dims) == 1
+
+    conv = ins.convert(model, input_dim=input_dim, **convert_kwargs)
+    xs = random_inputs(dims, batch, torch.float32)
+    with torch.no_grad():
+        expected = model(*xs)
+        actual = conv.model(xs[0] if single else xs)
+    assert_outputs_match(actual, expected, FLOAT_TOL)
+
+    conv64 = ins.convert(model, input_dim=input_dim, dtype="double", **convert_kwargs)
+    assert conv64.model.dtype == torch.float64
+    reference = copy.deepcopy(model).double()
+    xs64 = random_inputs(dims, batch, torch.float64, seed=321)
+    with torch.no_grad():
+        expected = reference(*xs64)
+        actual = conv64.model(xs64[0] if single else xs64)
+    assert_outputs_match(actual, expected, DOUBLE_TOL)
+    return conv
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_seed() -> None:
+    """Seed torch's global RNG so that models built in a test are reproducible."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def assert_converts() -> Callable[..., ins.Converter]:
+    """:func:`check_conversion`: convert in float and double, compare with the original."""
+    return check_conversion
+
+
+@pytest.fixture
+def outputs_match() -> Callable[[Any, Any, float], None]:
+    """:func:`assert_outputs_match`."""
+    return assert_outputs_match
+
+
+@pytest.fixture
+def module_from() -> Callable[..., nn.Module]:
+    """``module_from(fn, **attributes)``: a one-input module with forward ``fn(self, x)``
+    (``module_from(fn, n_inputs=2, ...)`` for two inputs), in eval mode."""
+
+    def make(fn: Callable[..., Any], n_inputs: int = 1, **attributes: Any) -> nn.Module:
+        cls = Lambda2 if n_inputs == 2 else Lambda
+        return randomize_batch_norm(cls(fn, **attributes)).eval()
+
+    return make
+
+
+@pytest.fixture
+def mlp() -> nn.Module:
+    """Input (5,), output (3,)."""
+    return build(MLP)
+
+
+@pytest.fixture
+def cnn1d() -> nn.Module:
+    """Input (2, 20), output (2,)."""
+    return build(CNN1D)
+
+
+@pytest.fixture
+def cnn2d() -> nn.Module:
+    """Input (3, 12, 12), output (4,); convolution, batch norm, max pooling."""
+    return build(CNN2D)
+
+
+@pytest.fixture
+def residual_net() -> nn.Module:
+    """Input (3, 16, 16), output (5,)."""
+    return build(ResidualNet)
+
+
+@pytest.fixture
+def two_input_net() -> nn.Module:
+    """Inputs (3, 10, 10) and (4,), output (2,)."""
+    return build(TwoInputNet)
+
+
+@pytest.fixture
+def two_output_net() -> nn.Module:
+    """Input (6,), outputs (3,) and (1,)."""
+    return build(TwoOutputNet)

@@ -1,0 +1,282 @@
+"""Bad arguments and unsupported models are refused with errors that name the
+argument or the operation, where it sits and what to do instead."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import innsight as ins
+
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
+#: Every refusal of an operation points to the direct torch methods.
+WAY_OUT = "torch_grad"
+
+
+# ---- input_dim -----------------------------------------------------------------------------
+
+
+def test_missing_input_dim_for_torch_model(cnn2d):
+    with pytest.raises(ValueError, match="input_dim"):
+        ins.convert(cnn2d)
+
+
+def test_input_dim_of_wrong_rank_reports_input_dim(cnn2d):
+    with pytest.raises(ins.ConversionError, match="input_dim") as info:
+        ins.convert(cnn2d, input_dim=[3, 8])
+    assert "[2, 3, 8]" in str(info.value)  # the shape it tried, batch axis included
+
+
+def test_input_dim_with_wrong_channels_reports_input_dim(cnn2d):
+    with pytest.raises(ins.ConversionError, match="input_dim"):
+        ins.convert(cnn2d, input_dim=[12, 12, 3])  # channels last
+
+
+@pytest.mark.parametrize(
+    "input_dim",
+    [[[3, 10, 10]], [3, 10, 10], [[3, 10, 10], [4], [2]]],
+    ids=["one-of-two", "flat-one-shape", "three-of-two"],
+)
+def test_input_dim_count_must_match_model_inputs(two_input_net, input_dim):
+    with pytest.raises(ValueError, match=r"`input_dim` gives \d input shape") as info:
+        ins.convert(two_input_net, input_dim=input_dim)
+    assert "image, tabular" in str(info.value)  # names the forward's parameters
+
+
+@pytest.mark.parametrize(
+    "input_dim",
+    [[3, 12.5, 12], [3, -12, 12], [3, 0, 12], [3, "12", 12], [3, True, 12], [], "3x12x12",
+     [[3, 12, 12], [-4]], 12.0],
+    ids=["float", "negative", "zero", "str-entry", "bool", "empty", "str", "nested-negative",
+         "scalar-float"],
+)
+def test_input_dim_entries_must_be_positive_ints(cnn2d, input_dim):
+    with pytest.raises(ValueError, match="input_dim"):
+        ins.convert(cnn2d, input_dim=input_dim)
+
+
+# ---- model, dtype and names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["model.pt", 42, None, [nn.Linear(2, 2)], nn.Linear],
+                         ids=["str", "int", "none", "list-of-modules", "class"])
+def test_unsupported_model_type(model):
+    with pytest.raises(TypeError, match="`model`"):
+        ins.convert(model, input_dim=[2])
+
+
+@pytest.mark.parametrize("dtype", ["half", "float64", torch.float16, 64, None])
+def test_invalid_dtype(mlp, dtype):
+    with pytest.raises(ValueError, match="`dtype`"):
+        ins.convert(mlp, input_dim=[5], dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    ("argument", "names"),
+    [
+        ("input_names", ["a", "b", "c", "d"]),  # 5 features
+        ("input_names", [["a", "b", "c", "d", "e"], ["f"]]),  # one axis too many
+        ("output_names", ["y1", "y2"]),  # 3 outputs
+        ("output_names", [["y1", "y2", "y3"], ["z"]]),
+    ],
+    ids=["input-too-few", "input-extra-axis", "output-too-few", "output-extra-axis"],
+)
+def test_names_of_wrong_length(mlp, argument, names):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        ins.convert(mlp, input_dim=[5], **{argument: names})
+
+
+def test_names_for_wrong_number_of_layers(two_input_net):
+    image_names = [[f"c{i}" for i in range(3)], [f"h{i}" for i in range(10)],
+                   [f"w{i}" for i in range(10)]]
+    with pytest.raises(ValueError, match="`input_names`"):
+        ins.convert(two_input_net, input_dim=[[3, 10, 10], [4]], input_names=[image_names])
+
+
+def test_names_must_be_labels(mlp):
+    with pytest.raises(TypeError, match="`output_names`"):
+        ins.convert(mlp, input_dim=[5], output_names=[["a", None, "c"]])
+
+
+def test_unevenly_nested_names(mlp):
+    with pytest.raises(ValueError, match="`input_names`.*nested evenly"):
+        ins.convert(mlp, input_dim=[5], input_names=["a", ["b", "c"], "d", "e", "f"])
+
+
+# ---- calling the converted model --------------------------------------------------------------
+
+
+@pytest.fixture
+def converted_cnn(cnn2d):
+    return ins.convert(cnn2d, input_dim=[3, 12, 12]).model
+
+
+@pytest.fixture
+def converted_two_inputs(two_input_net):
+    return ins.convert(two_input_net, input_dim=[[3, 10, 10], [4]]).model
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 12), (2, 3, 12, 11), (3, 12, 12), (2, 1, 3, 12, 12)])
+def test_call_with_wrong_shape(converted_cnn, shape):
+    with pytest.raises(ValueError, match=r"`x`.*\(batch, 3, 12, 12\)"):
+        converted_cnn(torch.zeros(shape))
+
+
+def test_call_with_wrong_number_of_tensors(converted_cnn, converted_two_inputs):
+    x = torch.zeros(2, 3, 12, 12)
+    with pytest.raises(ValueError, match="`x` must hold 1 tensor"):
+        converted_cnn([x, x])
+    with pytest.raises(ValueError, match="`x` must hold 2 tensor"):
+        converted_two_inputs(torch.zeros(2, 3, 10, 10))
+    with pytest.raises(ValueError, match="`x` must hold 2 tensor"):
+        converted_two_inputs([torch.zeros(2, 3, 10, 10), torch.zeros(2, 4), torch.zeros(2, 4)])
+
+
+def test_call_with_tensors_in_wrong_order(converted_two_inputs):
+    with pytest.raises(ValueError, match=r"`x` for input 0.*\(batch, 3, 10, 10\)"):
+        converted_two_inputs([torch.zeros(2, 4), torch.zeros(2, 3, 10, 10)])
+
+
+@pytest.mark.parametrize("x", [np.zeros((2, 3, 12, 12), dtype=np.float32), [[0.0]], "x"],
+                         ids=["numpy", "nested-list", "str"])
+def test_call_with_non_tensor(converted_cnn, x):
+    with pytest.raises(TypeError, match="`x`"):
+        converted_cnn(x)
+
+
+def test_call_with_mismatched_batch_sizes(converted_two_inputs):
+    with pytest.raises(ValueError, match="`x`.*batch size"):
+        converted_two_inputs([torch.zeros(2, 3, 10, 10), torch.zeros(3, 4)])
+
+
+# ---- unsupported models and operations --------------------------------------------------------
+
+
+def assert_refused(model, input_dim, *names):
+    """The conversion raises ConversionError naming ``names`` and the way out."""
+    with pytest.raises(ins.ConversionError) as info:
+        ins.convert(model.eval(), input_dim=input_dim)
+    message = str(info.value)
+    for name in names:
+        assert name in message, message
+    return message
+
+
+def test_lstm_is_refused_by_name(module_from):
+    model = module_from(lambda m, x: m.fc(m.lstm(x)[0][:, -1]),
+                        lstm=nn.LSTM(4, 6, batch_first=True), fc=nn.Linear(6, 2))
+    message = assert_refused(model, [5, 4], "LSTM", WAY_OUT)
+    assert "'lstm'" in message  # where it sits
+
+
+def test_layer_norm_module_is_refused_by_name(module_from):
+    model = module_from(lambda m, x: m.norm(m.fc(x)), fc=nn.Linear(4, 6), norm=nn.LayerNorm(6))
+    assert_refused(model, [4], "LayerNorm", WAY_OUT)
+
+
+def test_expand_is_refused_by_name(module_from):
+    """The class-token pattern of vision transformers."""
+    model = module_from(
+        lambda m, x: torch.cat([m.token.expand(x.size(0), -1, -1), x], dim=1),
+        token=nn.Parameter(torch.zeros(1, 1, 4)),
+    )
+    assert_refused(model, [3, 4], "expand", WAY_OUT)
+
+
+def test_data_dependent_control_flow(module_from):
+    def forward(m, x):
+        if x.sum() > 0:
+            return m.fc(x)
+        return -m.fc(x)
+
+    message = assert_refused(module_from(forward, fc=nn.Linear(4, 2)), [4], WAY_OUT)
+    assert "trace" in message
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [lambda m, x: F.dropout(x, 0.5, training=True), lambda m, x: F.dropout(x, 0.5),
+     lambda m, x: F.dropout2d(x, 0.1, True)],
+    ids=["training=True", "default-training", "dropout2d-positional"],
+)
+def test_functional_dropout_in_training(module_from, fn):
+    assert_refused(module_from(fn), [3, 4, 4], "training=True", WAY_OUT)
+
+
+def test_dict_output_is_refused(module_from):
+    model = module_from(lambda m, x: {"logits": m.fc(x)}, fc=nn.Linear(4, 2))
+    assert_refused(model, [4], "dict")
+
+
+def test_nested_tuple_output_is_refused(module_from):
+    model = module_from(lambda m, x: ((m.fc(x), x), x), fc=nn.Linear(4, 2))
+    assert_refused(model, [4])
+
+
+@pytest.mark.parametrize(
+    ("fn", "input_dim", "names"),
+    [
+        (lambda m, x: x.sum(1), [4], ("sum",)),
+        (lambda m, x: torch.cumsum(x, 1), [4], ("cumsum",)),
+        (lambda m, x: x @ m.w, [4], ("matmul",)),
+        (lambda m, x: torch.clamp(x, min=m.low), [4], ("clamp",)),
+        (lambda m, x: x.mean(), [4], ("mean over all axes",)),
+        (lambda m, x: F.pad(x, (-1, 1)), [3, 4], ("negative padding",)),
+        (lambda m, x: torch.cat([x, x], 0), [4], ("batch axis",)),
+        (lambda m, x: x[0], [3, 4], ("batch axis",)),
+        (lambda m, x: x[1:], [4], ("batch axis",)),
+        (lambda m, x: x[:, [0, 2]], [4], ("advanced indexing",)),
+        (lambda m, x: x.transpose(0, 1), [4], ("batch axis",)),
+        (lambda m, x: torch.add(x, x, alpha=2), [4], ("alpha",)),
+        (lambda m, x: torch.sub(x, 1, alpha=2), [4], ("alpha",)),
+        (lambda m, x: 1 / x, [4], ("division",)),
+        (lambda m, x: x / x, [4], ("division",)),
+        (lambda m, x: torch.div(x, 2, rounding_mode="floor"), [4], ("division",)),
+        (lambda m, x: torch.cat([x, m.c], 1), [4], ("not a tensor computed from the model",)),
+        (lambda m, x: torch.flatten(x), [4], ("batch axis",)),
+        (lambda m, x: F.max_pool2d(x, 2, return_indices=True)[0], [3, 4, 4], ("max_pool2d",)),
+        (lambda m, x: F.avg_pool2d(x, 2, divisor_override=3), [3, 4, 4], ("divisor_override",)),
+        (lambda m, x: F.softmax(x, dim=0), [4], ("batch axis",)),
+        (lambda m, x: m.bn(x), [4], ("running statistics",)),
+    ],
+    ids=["sum", "cumsum", "matmul", "clamp-tensor-bound", "mean-all", "negative-pad",
+         "cat-batch", "index-batch", "slice-batch", "advanced-index", "transpose-batch",
+         "add-alpha", "sub-alpha", "constant-over-tensor", "tensor-over-tensor",
+         "floor-division", "constant-tensor-concatenated", "flatten-batch", "max-pool-indices",
+         "divisor-override", "softmax-batch", "batch-norm-batch-statistics"],
+)
+def test_unsupported_operation_is_refused_by_name(module_from, fn, input_dim, names):
+    model = module_from(fn, w=nn.Parameter(torch.randn(4, 2)), low=nn.Parameter(torch.zeros(4)),
+                        c=nn.Parameter(torch.zeros(2, 1)),
+                        bn=nn.BatchNorm1d(4, track_running_stats=False))
+    assert_refused(model, input_dim, *names, WAY_OUT)
+
+
+def test_softmax_without_dim_is_refused(module_from):
+    with pytest.warns(UserWarning, match="Implicit dimension"):  # torch's own, while tracing
+        assert_refused(module_from(lambda m, x: F.softmax(x)), [4], "softmax", "dim", WAY_OUT)
+
+
+def test_model_failing_on_another_batch_size(module_from):
+    """The trace uses one batch size, the dry run another: fixed batch sizes are caught."""
+    model = module_from(lambda m, x: x.view(2, 2, 2))
+    assert_refused(model, [4], "any batch size")
+
+
+def test_model_whose_output_shape_depends_on_batch_size(module_from):
+    """Shapes that only differ on the dry run's batch size are caught too."""
+    model = module_from(lambda m, x: x.view(2, -1))  # (3, 4) -> (2, 6) on the dry run
+    message = assert_refused(model, [4], "differs", WAY_OUT)
+    assert "[2, 6]" in message
+
+
+def test_in_place_update_of_reused_tensor_is_caught_by_dry_run(module_from):
+    def forward(m, x):
+        h = m.fc(x)
+        return h + h.relu_()  # relu_ also changes the first summand
+
+    assert_refused(module_from(forward, fc=nn.Linear(4, 4)), [4], "differs", WAY_OUT)

@@ -1,0 +1,138 @@
+"""Whole torch architectures: the converted model reproduces the original's output.
+
+The reference is always the original model's own forward pass, in float32
+(tolerance 1e-5 relative to the output scale) and, after
+``copy.deepcopy(model).double()``, in float64 (tolerance 1e-10).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import innsight as ins
+
+#: Architectures of the model zoo that convert; inputs 3 x 64 x 64.
+ZOO = [
+    "resnet18", "vgg11_bn", "mobilenet_v2", "densenet121", "squeezenet1_1",
+    "efficientnet_b0", "mnasnet0_5", "googlenet",
+    "mobilenet_v3_small", "shufflenet_v2_x0_5", "regnet_y_400mf", "resnext50_32x4d",
+]
+#: Architectures refused by name: (name, input size, what the error must name).
+ZOO_REFUSED = [
+    ("convnext_tiny", 64, ("layer_norm", "LayerNorm")),
+    ("vit_b_16", 224, ("expand",)),
+]
+
+
+def zoo_model(name: str) -> nn.Module:
+    """A torchvision model with random (seeded) weights and random batch-norm
+    statistics, in eval mode."""
+    torch.manual_seed(0)
+    kwargs = {"init_weights": True} if name == "googlenet" else {}
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "input_dim", "output_dims"),
+    [
+        ("mlp", [5], [(3,)]),
+        ("cnn1d", [2, 20], [(2,)]),
+        ("cnn2d", [3, 12, 12], [(4,)]),
+        ("residual_net", [3, 16, 16], [(5,)]),
+        ("two_input_net", [[3, 10, 10], [4]], [(2,)]),
+        ("two_output_net", [6], [(3,), (1,)]),
+    ],
+    ids=["mlp", "cnn1d", "cnn2d-batchnorm-maxpool", "residual", "two-inputs", "two-outputs"],
+)
+def test_architecture_matches_original(request, assert_converts, fixture, input_dim,
+                                       output_dims):
+    model = request.getfixturevalue(fixture)
+    conv = assert_converts(model, input_dim)
+    assert conv.output_dim == output_dims
+
+
+def test_sequential_model_matches_original(assert_converts, torch_seed):
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.3),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, 6), nn.Sigmoid(), nn.Linear(6, 2),
+    ).eval()
+    assert_converts(model, [1, 8, 8])
+
+
+def test_deep_residual_with_shared_inputs_matches_original(assert_converts, torch_seed):
+    """A value read by several later layers (dense-net style concatenation of all
+    earlier feature maps, plus a long skip connection)."""
+
+    class DenseStack(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(2 + 3 * i, 3, 3, padding=1) for i in range(3))
+            self.fc = nn.Linear(2 + 9, 3)
+
+        def forward(self, x):
+            features = [x]
+            for conv in self.convs:
+                features.append(torch.relu(conv(torch.cat(features, dim=1))))
+            pooled = torch.cat(features, dim=1).mean((2, 3))
+            return self.fc(pooled) + pooled[:, :3]
+
+    assert_converts(DenseStack().eval(), [2, 6, 6])
+
+
+def test_list_output_matches_original(assert_converts, torch_seed):
+    class ListOutput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return [self.fc(x), torch.tanh(x)]
+
+    conv = assert_converts(ListOutput().eval(), [4])
+    assert conv.output_dim == [(2,), (4,)]
+
+
+def test_scalar_output_per_sample_matches_original(assert_converts, torch_seed):
+    """A regression head returning shape (batch,): an output without sample axes."""
+
+    class Regression(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+
+        def forward(self, x):
+            return self.body(x).squeeze(-1)
+
+    conv = assert_converts(Regression().eval(), [4])
+    assert conv.output_dim == [()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_matches_original(assert_converts, name):
+    conv = assert_converts(zoo_model(name), [3, 64, 64], batch=2)
+    assert conv.output_dim == [(1000,)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "size", "missing"), ZOO_REFUSED,
+                         ids=[name for name, _, _ in ZOO_REFUSED])
+def test_zoo_model_refused_by_name(name, size, missing):
+    with pytest.raises(ins.ConversionError) as info:
+        ins.convert(zoo_model(name), input_dim=[3, size, size])
+    message = str(info.value)
+    assert any(op in message for op in missing), message
+    assert "torch_grad" in message

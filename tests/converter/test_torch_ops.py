@@ -1,0 +1,337 @@
+"""Functional, method and module forms of every supported torch operation.
+
+Each case is a small module whose forward uses one form; the converted model
+must reproduce the original module's output in float32 and float64 (see
+``check_conversion`` in ``tests/conftest.py``). Cases are grouped by family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGE = [3, 5, 6]
+SIGNAL = [4, 9]
+TABULAR = [6]
+
+
+def case(case_id: str, fn: Callable[..., Any], input_dim: Any, *,
+         marks: Any = (), **attributes: Callable[[], Any]) -> Any:
+    """One parametrized case: ``fn(self, x)`` (or ``fn(self, a, b)`` for two input
+    shapes) with attributes made by the given zero-argument factories."""
+    return pytest.param(fn, input_dim, attributes, id=case_id, marks=marks)
+
+
+def run_case(module_from, assert_converts, fn, input_dim, attributes):
+    torch.manual_seed(0)
+    n_inputs = 2 if isinstance(input_dim[0], list) else 1
+    model = module_from(fn, n_inputs=n_inputs, **{k: make() for k, make in attributes.items()})
+    return assert_converts(model, input_dim)
+
+
+def conv2d():
+    return nn.Conv2d(3, 4, 3, padding=1)
+
+
+ACTIVATIONS = [
+    case("F.relu", lambda m, x: F.relu(x), IMAGE),
+    case("torch.relu", lambda m, x: torch.relu(x), IMAGE),
+    case("x.relu()", lambda m, x: x.relu(), IMAGE),
+    case("F.relu-inplace", lambda m, x: F.relu(m.conv(x), inplace=True), IMAGE, conv=conv2d),
+    case("x.relu_()", lambda m, x: m.conv(x).relu_(), IMAGE, conv=conv2d),
+    case("F.relu6", lambda m, x: F.relu6(3 * x), IMAGE),
+    case("F.leaky_relu(x,0.2)", lambda m, x: F.leaky_relu(x, 0.2), IMAGE),
+    case("F.leaky_relu-default", lambda m, x: F.leaky_relu(x), IMAGE),
+    case("F.leaky_relu-kw", lambda m, x: F.leaky_relu(x, negative_slope=0.3), IMAGE),
+    case("F.gelu", lambda m, x: F.gelu(x), IMAGE),
+    case("F.gelu-tanh", lambda m, x: F.gelu(x, approximate="tanh"), IMAGE),
+    case("F.silu", lambda m, x: F.silu(x), IMAGE),
+    case("torch.sigmoid", lambda m, x: torch.sigmoid(x), IMAGE),
+    case("x.sigmoid()", lambda m, x: x.sigmoid(), IMAGE),
+    case("torch.tanh", lambda m, x: torch.tanh(x), IMAGE),
+    case("x.tanh()", lambda m, x: x.tanh(), IMAGE),
+    case("F.softplus", lambda m, x: F.softplus(x), IMAGE),
+    case("F.softplus-beta-threshold", lambda m, x: F.softplus(3 * x, beta=2, threshold=1.5),
+         IMAGE),
+    case("F.elu", lambda m, x: F.elu(x), IMAGE),
+    case("F.elu-alpha", lambda m, x: F.elu(x, alpha=0.4), IMAGE),
+    case("F.hardswish", lambda m, x: F.hardswish(2 * x), IMAGE),
+    case("F.hardsigmoid", lambda m, x: F.hardsigmoid(2 * x), IMAGE),
+    case("torch.clamp(x,0,6)", lambda m, x: torch.clamp(4 * x, 0, 6), IMAGE),
+    case("torch.clamp-min0", lambda m, x: torch.clamp(x, min=0), IMAGE),
+    case("x.clamp(-1,2)", lambda m, x: x.clamp(-1, 2), IMAGE),
+    case("F.softmax(x,dim=1)", lambda m, x: F.softmax(x, dim=1), IMAGE),
+    case("F.softmax-dim-1", lambda m, x: F.softmax(x, dim=-1), IMAGE),
+    case("torch.softmax", lambda m, x: torch.softmax(x, 2), IMAGE),
+    case("x.softmax()", lambda m, x: x.softmax(dim=1), TABULAR),
+    case("nn.ReLU6", lambda m, x: m.act(3 * x), IMAGE, act=nn.ReLU6),
+    case("nn.Hardswish", lambda m, x: m.act(2 * x), IMAGE, act=nn.Hardswish),
+    case("nn.Hardsigmoid", lambda m, x: m.act(2 * x), IMAGE, act=nn.Hardsigmoid),
+    case("nn.LeakyReLU(0.2)", lambda m, x: m.act(x), IMAGE, act=lambda: nn.LeakyReLU(0.2)),
+    case("nn.ELU(0.7)", lambda m, x: m.act(x), IMAGE, act=lambda: nn.ELU(0.7)),
+    case("nn.GELU(tanh)", lambda m, x: m.act(x), IMAGE, act=lambda: nn.GELU("tanh")),
+    case("nn.SiLU", lambda m, x: m.act(x), IMAGE, act=nn.SiLU),
+    case("nn.Softplus(2,1)", lambda m, x: m.act(2 * x), IMAGE, act=lambda: nn.Softplus(2, 1)),
+    case("nn.Hardtanh(-2,1)", lambda m, x: m.act(2 * x), IMAGE, act=lambda: nn.Hardtanh(-2, 1)),
+    case("nn.Softmax2d", lambda m, x: m.act(x), IMAGE, act=nn.Softmax2d),
+    case("nn.Softmax(-2)", lambda m, x: m.act(x), IMAGE, act=lambda: nn.Softmax(-2)),
+]
+
+
+def channel_shuffle(m, x):
+    b, c, h, w = x.size()
+    return x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+
+
+def glu(m, x):
+    a, b = torch.chunk(x, 2, dim=1)
+    return a * torch.sigmoid(b)
+
+
+def split_sizes(m, x):
+    a, b = torch.split(x, [1, 3], dim=1)
+    return torch.cat([b, F.relu(a)], dim=1)
+
+
+def chunk_three(m, x):
+    a, b, c = x.chunk(3, dim=-1)
+    return a + b - 2 * c
+
+
+def split_even(m, x):
+    pieces = x.split(2, dim=2)
+    return pieces[1] - pieces[0]
+
+
+SHAPES = [
+    case("torch.flatten(x,1)", lambda m, x: torch.flatten(x, 1), IMAGE),
+    case("x.view(x.size(0),-1)", lambda m, x: x.view(x.size(0), -1), IMAGE),
+    case("x.view(-1,...)", lambda m, x: x.view(-1, 5, 18), IMAGE),
+    case("x.reshape", lambda m, x: x.reshape(x.size(0), 6, -1), IMAGE),
+    case("torch.reshape", lambda m, x: torch.reshape(x, (-1, 10, 9)), IMAGE),
+    case("x.flatten(1)", lambda m, x: x.flatten(1), IMAGE),
+    case("x.flatten(2)", lambda m, x: x.flatten(2), IMAGE),
+    case("flatten-then-linear", lambda m, x: m.fc(x.flatten(1)), IMAGE,
+         fc=lambda: nn.Linear(90, 4)),
+    case("nn.Unflatten", lambda m, x: m.unflatten(x), TABULAR, unflatten=lambda: nn.Unflatten(1, (2, 3))),
+    case("x.permute(0,2,3,1)", lambda m, x: x.permute(0, 2, 3, 1), IMAGE),
+    case("torch.permute", lambda m, x: torch.permute(x, (0, 3, 1, 2)), IMAGE),
+    case("permute-then-linear", lambda m, x: m.fc(x.permute(0, 2, 3, 1)).flatten(1), IMAGE,
+         fc=lambda: nn.Linear(3, 2)),
+    case("x.transpose(1,2)", lambda m, x: x.transpose(1, 2), IMAGE),
+    case("torch.transpose(-1,-2)", lambda m, x: torch.transpose(x, -1, -2), SIGNAL),
+    case("torch.chunk(x,2,dim=1)", glu, [4, 3, 5]),
+    case("x.chunk(3,dim=-1)", chunk_three, [2, 6]),
+    case("torch.split(x,[1,3],dim=1)", split_sizes, [4, 5]),
+    case("x.split(2,dim=2)", split_even, [3, 4, 5]),
+    case("x[:,1:3]", lambda m, x: x[:, 1:3], IMAGE),
+    case("x[:,0]", lambda m, x: x[:, 0], IMAGE),
+    case("x[:,-1]", lambda m, x: x[:, -1], SIGNAL),
+    case("x[...,::2]", lambda m, x: x[..., ::2], IMAGE),
+    case("x[:,1:,::2,2]", lambda m, x: x[:, 1:, ::2, 2], IMAGE),
+    case("x[:,None]", lambda m, x: x[:, None], SIGNAL),
+    case("x.unsqueeze(1)", lambda m, x: x.unsqueeze(1), SIGNAL),
+    case("torch.unsqueeze(x,-1)", lambda m, x: torch.unsqueeze(x, -1), TABULAR),
+    case("x.squeeze(1)", lambda m, x: x.mean(dim=1, keepdim=True).squeeze(1), IMAGE),
+    case("channel-shuffle", channel_shuffle, [4, 3, 3]),
+    case("x.contiguous()", lambda m, x: x.transpose(1, 2).contiguous(), IMAGE),
+]
+
+
+def se_gate(m, x):
+    s = F.adaptive_avg_pool2d(x, 1).flatten(1)
+    s = torch.sigmoid(m.fc2(F.relu(m.fc1(s))))
+    return x * s.view(s.size(0), -1, 1, 1)
+
+
+ARITHMETIC = [
+    case("torch.cat([a,b],dim=1)", lambda m, a, b: torch.cat([a, b], dim=1), [[3], [4]]),
+    case("torch.cat-images", lambda m, a, b: torch.cat([a, b], dim=1), [[2, 4, 5], [3, 4, 5]]),
+    case("torch.cat-width", lambda m, a, b: torch.cat((a, b), -1), [[2, 4, 5], [2, 4, 3]]),
+    case("torch.cat-one-input", lambda m, x: torch.cat([m.c1(x), x, m.c2(x)], 1), IMAGE,
+         c1=conv2d, c2=lambda: nn.Conv2d(3, 2, 1)),
+    case("torch.concat", lambda m, a, b: torch.concat([b, a], dim=1), [[3], [4]]),
+    case("a+b", lambda m, a, b: a + b, [IMAGE, IMAGE]),
+    case("torch.add(a,b)", lambda m, a, b: torch.add(a, b), [IMAGE, IMAGE]),
+    case("a.add(b)", lambda m, a, b: a.add(b), [TABULAR, TABULAR]),
+    case("a-b", lambda m, a, b: a - b, [IMAGE, IMAGE]),
+    case("torch.sub(a,b)", lambda m, a, b: torch.sub(a, b), [TABULAR, TABULAR]),
+    case("a*b", lambda m, a, b: a * b, [IMAGE, IMAGE]),
+    case("x*x", lambda m, x: x * x, TABULAR),
+    case("x+x", lambda m, x: x + x, TABULAR),
+    case("x*0.5", lambda m, x: x * 0.5, IMAGE),
+    case("0.5*x", lambda m, x: 0.5 * x, IMAGE),
+    case("torch.mul(x,2)", lambda m, x: torch.mul(x, 2), IMAGE),
+    case("x/6", lambda m, x: x / 6, IMAGE),
+    case("torch.div(x,3)", lambda m, x: torch.div(x, 3), IMAGE),
+    case("x+3", lambda m, x: x + 3, IMAGE),
+    case("3+x", lambda m, x: 3 + x, IMAGE),
+    case("x-3", lambda m, x: x - 3, IMAGE),
+    case("3-x", lambda m, x: 3 - x, IMAGE),
+    case("-x", lambda m, x: -x, IMAGE),
+    case("torch.neg", lambda m, x: torch.neg(x), IMAGE),
+    case("x*self.gamma", lambda m, x: x * m.gamma, IMAGE,
+         gamma=lambda: nn.Parameter(torch.randn(3, 1, 1))),
+    case("self.gamma*x", lambda m, x: m.gamma * x, IMAGE,
+         gamma=lambda: nn.Parameter(torch.randn(3, 1, 1))),
+    case("x+self.beta", lambda m, x: x + m.beta, IMAGE,
+         beta=lambda: nn.Parameter(torch.randn(3, 1, 1))),
+    case("x-self.beta", lambda m, x: x - m.beta, IMAGE,
+         beta=lambda: nn.Parameter(torch.randn(3, 5, 6))),
+    case("x/self.scale", lambda m, x: x / m.scale, IMAGE,
+         scale=lambda: nn.Parameter(1 + torch.rand(3, 1, 1))),
+    case("a*b-SE-gate", se_gate, [4, 5, 6],
+         fc1=lambda: nn.Linear(4, 2), fc2=lambda: nn.Linear(2, 4)),
+    case("x*sigmoid(mean)", lambda m, x: x * torch.sigmoid(x.mean((2, 3), keepdim=True)),
+         IMAGE),
+    case("hardswish-by-hand", lambda m, x: x * F.relu6(x + 3) / 6, IMAGE),
+    case("residual-add", lambda m, x: F.relu(m.conv(x)) + x, IMAGE,
+         conv=lambda: nn.Conv2d(3, 3, 3, padding=1)),
+]
+
+POOLING = [
+    case("F.adaptive_avg_pool2d(x,1)", lambda m, x: F.adaptive_avg_pool2d(x, 1), [3, 7, 7]),
+    case("F.adaptive_avg_pool2d(x,(2,3))", lambda m, x: F.adaptive_avg_pool2d(x, (2, 3)),
+         [3, 7, 7]),
+    case("F.adaptive_max_pool2d", lambda m, x: F.adaptive_max_pool2d(x, 2), [3, 7, 7]),
+    case("F.adaptive_avg_pool1d", lambda m, x: F.adaptive_avg_pool1d(x, 4), SIGNAL),
+    case("nn.AdaptiveAvgPool2d((None,2))", lambda m, x: m.pool(x), [3, 7, 7],
+         pool=lambda: nn.AdaptiveAvgPool2d((None, 2))),
+    case("nn.AdaptiveMaxPool1d", lambda m, x: m.pool(x), SIGNAL,
+         pool=lambda: nn.AdaptiveMaxPool1d(3)),
+    case("F.avg_pool2d", lambda m, x: F.avg_pool2d(x, 2), [3, 7, 7]),
+    case("F.avg_pool2d-pad", lambda m, x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+         [3, 7, 7]),
+    case("F.avg_pool2d-ceil", lambda m, x: F.avg_pool2d(x, 2, ceil_mode=True), [3, 7, 7]),
+    case("nn.AvgPool2d-ceil-pad", lambda m, x: m.pool(x), [3, 7, 7],
+         pool=lambda: nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True)),
+    case("F.max_pool2d(x,3,2,1,ceil_mode=True)",
+         lambda m, x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), [3, 8, 8]),
+    case("F.max_pool2d-dilation", lambda m, x: F.max_pool2d(x, kernel_size=2, stride=1,
+                                                            dilation=2), [3, 7, 7]),
+    case("F.max_pool1d", lambda m, x: F.max_pool1d(x, 3, stride=2), SIGNAL),
+    case("F.avg_pool1d", lambda m, x: F.avg_pool1d(x, 2), SIGNAL),
+    case("nn.MaxPool3d", lambda m, x: m.pool(x), [2, 4, 4, 5], pool=lambda: nn.MaxPool3d(2)),
+    case("F.avg_pool3d", lambda m, x: F.avg_pool3d(x, 2), [2, 4, 4, 5]),
+    case("x.mean((2,3))", lambda m, x: x.mean((2, 3)), IMAGE),
+    case("x.mean(dim=1,keepdim=True)", lambda m, x: x.mean(dim=1, keepdim=True), IMAGE),
+    case("torch.mean(x,-1)", lambda m, x: torch.mean(x, -1), SIGNAL),
+]
+
+PADDING = [
+    case("F.pad-constant", lambda m, x: F.pad(x, (1, 2, 0, 3)), [2, 5, 6]),
+    case("F.pad-constant-value", lambda m, x: F.pad(x, (1, 2, 0, 3), value=0.5), [2, 5, 6]),
+    case("F.pad-reflect", lambda m, x: F.pad(x, (1, 2, 2, 0), mode="reflect"), [2, 5, 6]),
+    case("F.pad-replicate", lambda m, x: F.pad(x, (0, 3, 1, 2), mode="replicate"), [2, 5, 6]),
+    case("F.pad-circular", lambda m, x: F.pad(x, (2, 1, 1, 0), mode="circular"), [2, 5, 6]),
+    case("F.pad-last-axis-only", lambda m, x: F.pad(x, (0, 2), "constant", -1.0), [2, 5, 6]),
+    case("F.pad-1d-reflect", lambda m, x: F.pad(x, (3, 1), "reflect"), SIGNAL),
+    case("F.pad-1d-circular", lambda m, x: F.pad(x, (1, 2), "circular"), SIGNAL),
+    case("nn.ZeroPad2d", lambda m, x: m.pad(x), [2, 5, 6], pad=lambda: nn.ZeroPad2d((1, 0, 2, 1))),
+    case("nn.ConstantPad2d", lambda m, x: m.pad(x), [2, 5, 6],
+         pad=lambda: nn.ConstantPad2d(1, 0.25)),
+    case("nn.ReflectionPad1d", lambda m, x: m.pad(x), SIGNAL,
+         pad=lambda: nn.ReflectionPad1d((2, 1))),
+    case("nn.ReplicationPad2d", lambda m, x: m.pad(x), [2, 5, 6],
+         pad=lambda: nn.ReplicationPad2d((1, 2, 0, 1))),
+]
+
+CONVOLUTION = [
+    case("Conv2d-same-even-dilated", lambda m, x: m.conv(x), [3, 7, 8],
+         conv=lambda: nn.Conv2d(3, 4, 4, padding="same", dilation=2)),
+    case("Conv2d-same-even", lambda m, x: m.conv(x), [3, 7, 8],
+         conv=lambda: nn.Conv2d(3, 4, (2, 3), padding="same"),
+         # torch's own note that its kernel pads a copy of the input
+         marks=pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")),
+    case("Conv2d-valid-stride", lambda m, x: m.conv(x), [3, 7, 8],
+         conv=lambda: nn.Conv2d(3, 4, 3, stride=2, padding="valid")),
+    case("Conv2d-asymmetric-stride", lambda m, x: m.conv(x), [3, 7, 8],
+         conv=lambda: nn.Conv2d(3, 2, (3, 1), stride=(2, 1), padding=(0, 2), bias=False)),
+    case("Conv2d-reflect", lambda m, x: m.conv(x), [3, 7, 8],
+         conv=lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")),
+    case("Conv2d-replicate", lambda m, x: m.conv(x), [3, 7, 8],
+         conv=lambda: nn.Conv2d(3, 4, 3, padding=(2, 1), padding_mode="replicate")),
+    case("Conv2d-circular", lambda m, x: m.conv(x), [3, 7, 8],
+         conv=lambda: nn.Conv2d(3, 4, 3, padding=(1, 2), padding_mode="circular")),
+    case("Conv2d-depthwise", lambda m, x: m.conv(x), [4, 6, 6],
+         conv=lambda: nn.Conv2d(4, 8, 3, groups=4, padding=1)),
+    case("Conv1d-groups", lambda m, x: m.conv(x), SIGNAL,
+         conv=lambda: nn.Conv1d(4, 6, 3, groups=2)),
+    case("Conv1d-same-dilated", lambda m, x: m.conv(x), SIGNAL,
+         conv=lambda: nn.Conv1d(4, 3, 4, padding="same", dilation=3)),
+    case("Conv3d", lambda m, x: m.conv(x), [2, 4, 6, 6],
+         conv=lambda: nn.Conv3d(2, 3, 3, padding=1, stride=(1, 2, 2))),
+    case("BatchNorm1d-tabular", lambda m, x: m.bn(x), [5], bn=lambda: nn.BatchNorm1d(5)),
+    case("BatchNorm1d-signal", lambda m, x: m.bn(x), SIGNAL, bn=lambda: nn.BatchNorm1d(4)),
+    case("BatchNorm2d-no-affine", lambda m, x: m.bn(x), IMAGE,
+         bn=lambda: nn.BatchNorm2d(3, affine=False)),
+    case("BatchNorm3d", lambda m, x: m.bn(x), [2, 3, 4, 4], bn=lambda: nn.BatchNorm3d(2)),
+    case("F.linear", lambda m, x: F.linear(x, m.w, m.b), TABULAR,
+         w=lambda: nn.Parameter(torch.randn(3, 6)), b=lambda: nn.Parameter(torch.randn(3))),
+    case("F.linear-no-bias", lambda m, x: F.linear(x, m.w), TABULAR,
+         w=lambda: nn.Parameter(torch.randn(3, 6))),
+]
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), ACTIVATIONS)
+def test_activation_form(module_from, assert_converts, fn, input_dim, attributes):
+    run_case(module_from, assert_converts, fn, input_dim, attributes)
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), SHAPES)
+def test_shape_form(module_from, assert_converts, fn, input_dim, attributes):
+    run_case(module_from, assert_converts, fn, input_dim, attributes)
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), ARITHMETIC)
+def test_arithmetic_form(module_from, assert_converts, fn, input_dim, attributes):
+    run_case(module_from, assert_converts, fn, input_dim, attributes)
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), POOLING)
+def test_pooling_form(module_from, assert_converts, fn, input_dim, attributes):
+    run_case(module_from, assert_converts, fn, input_dim, attributes)
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), PADDING)
+def test_padding_form(module_from, assert_converts, fn, input_dim, attributes):
+    run_case(module_from, assert_converts, fn, input_dim, attributes)
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), CONVOLUTION)
+def test_weighted_layer_form(module_from, assert_converts, fn, input_dim, attributes):
+    run_case(module_from, assert_converts, fn, input_dim, attributes)
+
+
+SKIPPED = [
+    case("nn.Dropout", lambda m, x: m.fc2(m.drop(m.fc1(x))), TABULAR, drop=lambda: nn.Dropout(0.5)),
+    case("nn.Identity", lambda m, x: m.fc2(m.drop(m.fc1(x))), TABULAR, drop=nn.Identity),
+    case("nn.AlphaDropout", lambda m, x: m.fc2(m.drop(m.fc1(x))), TABULAR,
+         drop=lambda: nn.AlphaDropout(0.3)),
+    case("F.dropout(training=self.training)",
+         lambda m, x: m.fc2(F.dropout(m.fc1(x), 0.5, training=m.training)), TABULAR),
+    case("F.dropout(training=False)",
+         lambda m, x: m.fc2(F.dropout(m.fc1(x), p=0.2, training=False)), TABULAR),
+    case("x.clone()", lambda m, x: m.fc2(m.fc1(x).clone()), TABULAR),
+]
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), SKIPPED)
+def test_skipped_operation_leaves_no_layer(module_from, assert_converts, fn, input_dim,
+                                           attributes):
+    attributes = {"fc1": lambda: nn.Linear(6, 5), "fc2": lambda: nn.Linear(5, 2), **attributes}
+    conv = run_case(module_from, assert_converts, fn, input_dim, attributes)
+    assert [layer.type_name for layer in conv.model.layers] == ["Input", "Dense", "Dense"]
+
+
+def test_dropout2d_in_cnn_is_skipped(module_from, assert_converts):
+    torch.manual_seed(0)
+    model = module_from(lambda m, x: m.pool(m.drop(m.conv(x))).flatten(1), conv=conv2d(),
+                        drop=nn.Dropout2d(0.5), pool=nn.AdaptiveAvgPool2d(1))
+    conv = assert_converts(model, IMAGE)
+    assert "Dropout" not in repr(conv)
