@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from innsight._validation import describe, is_int, resolve_dtype
-from innsight.converter import ConvertedModel, Converter
+from innsight.converter import Converter
 from innsight.methods.data import prepare_data
 from innsight.methods.engine import (
     ModelFn,
@@ -33,10 +33,10 @@ from innsight.methods.result import Result
 class Setup:
     """What a method's ``_explain`` works with, all checked and on one device and dtype."""
 
-    model: ConvertedModel
     model_fn: ModelFn  # inputs -> the explained outputs (pre-activation if ignore_last_act)
     data: list[Tensor]  # per input layer, (n_data, *dim), channels first
     targets: list[Target]
+    f_data: Tensor  # the explained outputs at the data, (n_data, n_targets)
     batch_size: int
     generator: torch.Generator
     verbose: bool
@@ -156,14 +156,22 @@ class InterpretingMethod(Result):
         selected = select_outputs(output_idx, output_label, model.output_dim, model.output_names)
         targets = [Target(o, j) for o, indices in enumerate(selected) for j in indices]
         if batch_size is None:
-            batch_size = default_batch_size(model.input_dim, len(targets), torch_dtype.itemsize)
+            batch_size = default_batch_size(
+                model.input_dim, len(targets), torch_dtype.itemsize, torch_device
+            )
         batch_size = check_positive_int(batch_size, "batch_size")
         explained = model.explained_nodes(ignore_last_act)
+        # One pass at the data gives the explained outputs and the predictions.
+        n_out = len(explained)
+        at_data = evaluate(
+            lambda xs: model.run_nodes(xs, explained + model.output_nodes), tensors, batch_size
+        )
+        preds = target_values(at_data[n_out:], targets)
         setup = Setup(
-            model=model,
             model_fn=lambda xs: model.run_nodes(xs, explained),
             data=tensors,
             targets=targets,
+            f_data=target_values(at_data[:n_out], targets),
             batch_size=batch_size,
             generator=make_generator(seed, torch_device),
             verbose=verbose,
@@ -171,7 +179,6 @@ class InterpretingMethod(Result):
         )
         self.converter = converter
         values, goal = self._explain(setup, **own_args)
-        preds = _predictions(model, tensors, targets, batch_size)
         input_names = [
             [cols] if cols is not None and len(names) == 1 else names
             for cols, names in zip(columns, model.input_names)
@@ -195,13 +202,6 @@ class InterpretingMethod(Result):
         """Values per input layer ``(n_data, *dim, n_targets)`` and the decomposition
         goal ``(n_data, n_targets)`` (or ``None``)."""
         raise NotImplementedError
-
-
-def _predictions(model: ConvertedModel, data: list[Tensor], targets: list[Target],
-                 batch_size: int) -> Tensor:
-    """The model's outputs (after every activation) at the targets, ``(n_data, n_targets)``."""
-    outputs = evaluate(lambda xs: model.run_nodes(xs, model.output_nodes), data, batch_size)
-    return target_values(outputs, targets)
 
 
 def _split_columns(values: Tensor, selected: list[list[int]]) -> list[Tensor | None]:

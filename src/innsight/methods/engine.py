@@ -24,16 +24,19 @@ from tqdm.auto import tqdm
 ModelFn = Callable[[list[Tensor]], list[Tensor]]
 
 
-#: Memory one chunk may take by default (inputs, gradients, activations).
-DEFAULT_CHUNK_BYTES = 2**29
+#: Memory one chunk may take by default (inputs, gradients, activations), by device
+#: type. On CPUs, chunks that stay nearer the caches ran up to twice as fast as larger ones.
+CHUNK_BYTES = {"cpu": 2**27, "cuda": 2**30}
 #: Activation entries a network keeps per input entry, as an allowance (conv nets keep many).
 ACTIVATION_ALLOWANCE = 64
 
 
-def default_batch_size(dims: Sequence[tuple[int, ...]], n_targets: int, itemsize: int) -> int:
-    """Rows per chunk so that one chunk stays within :data:`DEFAULT_CHUNK_BYTES`."""
+def default_batch_size(
+    dims: Sequence[tuple[int, ...]], n_targets: int, itemsize: int, device: torch.device
+) -> int:
+    """Rows per chunk so that one chunk stays within the device's :data:`CHUNK_BYTES`."""
     per_row = sum(math.prod(d) for d in dims) * itemsize * (ACTIVATION_ALLOWANCE + n_targets)
-    return max(1, DEFAULT_CHUNK_BYTES // per_row)
+    return max(1, CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"]) // per_row)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from innsight.methods.engine import (
 
 #: ``f(inputs) -> (rows, n_targets)``: the explained outputs, without gradients.
 TargetFn = Callable[[list[Tensor]], Tensor]
+#: ``goal(f, f_data) -> (n_data, n_targets)`` or ``None``; ``f_data`` is ``f`` at the data.
 
 
 class Recipe(Protocol):
@@ -38,7 +39,7 @@ class Recipe(Protocol):
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]: ...
 
-    def goal(self, f: TargetFn, data: list[Tensor]) -> Tensor | None: ...
+    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor | None: ...
 
 
 def _per_row(values: Tensor, like: Tensor) -> Tensor:
@@ -56,7 +57,7 @@ class PlainGradient:
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
         return chunk.inputs, chunk.inputs if self.times_input else None
 
-    def goal(self, f: TargetFn, data: list[Tensor]) -> None:
+    def goal(self, f: TargetFn, f_data: Tensor) -> None:
         return None
 
 
@@ -87,10 +88,10 @@ class NoisyCopies:
         noisy = []
         for x, sigma in zip(chunk.inputs, self.sigma):
             noise = torch.randn(x.shape, generator=chunk.generator, device=x.device, dtype=x.dtype)
-            noisy.append(x + noise * _per_row(sigma[chunk.sample], x))
+            noisy.append(torch.addcmul(x, noise, _per_row(sigma[chunk.sample], x)))
         return noisy, noisy if self.times_input else None
 
-    def goal(self, f: TargetFn, data: list[Tensor]) -> None:
+    def goal(self, f: TargetFn, f_data: Tensor) -> None:
         return None
 
 
@@ -99,7 +100,7 @@ class PathPoints:
     """IntegratedGradient: right Riemann points ``x' + (k/n)(x - x')``, ``k = 1..n``."""
 
     n: int
-    refs: list[Tensor]  # per input layer, (n_data, *dim) (possibly an expanded view)
+    refs: list[Tensor]  # per input layer, (1 or n_data, *dim)
     times_input: bool
 
     @classmethod
@@ -112,15 +113,15 @@ class PathPoints:
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
         inputs, diffs = [], []
         for x, ref in zip(chunk.inputs, self.refs):
-            start = ref[chunk.sample]
+            start = ref[chunk.sample % ref.shape[0]]  # one shared reference, or one per sample
             diff = x - start
             alpha = (chunk.copy + 1).to(x.dtype) / self.n
-            inputs.append(start + _per_row(alpha, x) * diff)
+            inputs.append(torch.addcmul(start, _per_row(alpha, x), diff))
             diffs.append(diff)
         return inputs, diffs if self.times_input else None
 
-    def goal(self, f: TargetFn, data: list[Tensor]) -> Tensor:
-        return f(data) - f(self.refs)
+    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor:
+        return f_data - f(self.refs)
 
 
 @dataclass(frozen=True)
@@ -148,18 +149,18 @@ class ReferenceDraws:
         for x, refs in zip(chunk.inputs, self.data_ref):
             ref = refs[draw]
             diff = x - ref
-            inputs.append(ref + _per_row(a, x) * diff)
+            inputs.append(torch.addcmul(ref, _per_row(a, x), diff))
             diffs.append(diff)
         return inputs, diffs
 
-    def goal(self, f: TargetFn, data: list[Tensor]) -> Tensor:
-        return f(data) - f(self.data_ref).mean(0, keepdim=True)
+    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor:
+        return f_data - f(self.data_ref).mean(0, keepdim=True)
 
 
 def _references(data: list[Tensor], x_ref: Any, channels_first: bool) -> list[Tensor]:
-    """``x_ref``: zeros by default, one sample, or one per data sample; expanded to the data."""
+    """``x_ref``: zeros by default, one sample, or one per data sample."""
     if x_ref is None:
-        return [torch.zeros_like(x) for x in data]
+        return [x.new_zeros(1, *x.shape[1:]) for x in data]
     dims = [tuple(x.shape[1:]) for x in data]
     refs, _ = prepare_data(x_ref, dims, channels_first, data[0].dtype, data[0].device, "x_ref")
     n_data = data[0].shape[0]
@@ -167,7 +168,7 @@ def _references(data: list[Tensor], x_ref: Any, channels_first: bool) -> list[Te
         raise ValueError(
             f"`x_ref` must hold one sample or one per data sample ({n_data}), got {refs[0].shape[0]}."
         )
-    return [ref.expand_as(x) for ref, x in zip(refs, data)]
+    return refs
 
 
 def explain_gradients(
@@ -178,20 +179,24 @@ def explain_gradients(
     batch_size: int,
     generator: torch.Generator,
     verbose: bool,
+    f_data: Tensor,
 ) -> tuple[list[Tensor], Tensor | None]:
-    """Values per input layer ``(n_data, *dim, n_targets)`` and the goal ``(n_data, n_targets)``."""
+    """Values per input layer ``(n_data, *dim, n_targets)`` and the goal ``(n_data, n_targets)``.
+
+    ``f_data`` holds the explained outputs at the data, ``(n_data, n_targets)``.
+    """
     values = mean_gradients(model_fn, data, targets, recipe.augment, recipe.n, batch_size,
                             generator, verbose)
 
     def f(inputs: list[Tensor]) -> Tensor:
         return target_values(evaluate(model_fn, inputs, batch_size), targets)
 
-    return values, recipe.goal(f, data)
+    return values, recipe.goal(f, f_data)
 
 
 def _run(setup: Setup, recipe: Recipe) -> tuple[list[Tensor], Tensor | None]:
     return explain_gradients(recipe, setup.model_fn, setup.data, setup.targets,
-                             setup.batch_size, setup.generator, setup.verbose)
+                             setup.batch_size, setup.generator, setup.verbose, setup.f_data)
 
 
 class Gradient(InterpretingMethod):

@@ -67,11 +67,11 @@ def _direct(
         out_size = evaluate(model_fn, [x[:1] for x in tensors], 1)[0][0].numel()
         indices = _output_indices(output_idx, out_size)
         targets = [Target(0, j) for j in indices]
-        batch_size = default_batch_size(dims, len(targets), torch_dtype.itemsize)
+        batch_size = default_batch_size(dims, len(targets), torch_dtype.itemsize, device)
         recipe: Recipe = make_recipe(tensors)
-        values, goal = explain_gradients(recipe, model_fn, tensors, targets, batch_size,
-                                         make_generator(None, device), verbose=False)
         preds = target_values(evaluate(model_fn, tensors, batch_size), targets)
+        values, goal = explain_gradients(recipe, model_fn, tensors, targets, batch_size,
+                                         make_generator(None, device), False, preds)
     if not return_object:
         return values[0] if len(values) == 1 else values
     return Result(
