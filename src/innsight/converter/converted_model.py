@@ -51,6 +51,7 @@ class ConvertedModel(nn.Module):
         ]
         self._input_position = {node: k for k, node in enumerate(self.input_nodes)}
         self._free_after = _last_uses(self.input_layers, keep=set(self.output_nodes))
+        self._may_overwrite = [self._may_overwrite_first_input(i) for i in range(len(self.layers))]
         # Follows .to(dtype) / .to(device) so inputs can be moved to match.
         self.register_buffer("_dtype_marker", torch.zeros(()), persistent=False)
 
@@ -94,13 +95,34 @@ class ConvertedModel(nn.Module):
             for node in self.output_nodes
         ]
 
+    def _may_overwrite_first_input(self, i: int) -> bool:
+        """Whether layer ``i`` may write into the memory of the first value it reads:
+        it is that value's last reader, and the value is no output, no view (nor the
+        user's input) and has no view taken of it by another reader."""
+        reads = self.input_layers[i]
+        if not reads or not self.layers[i].can_overwrite:
+            return False
+        first = reads[0]
+        return (
+            first in self._free_after[i]
+            and reads.count(first) == 1
+            and not self.layers[first].returns_view
+            and not any(self.layers[k].returns_view for k in self.output_layers[first])
+        )
+
     def _run(self, inputs: list[Tensor], keep: set[int] | None) -> list[Any]:
         """Every layer's value; with ``keep`` given, values are freed after their last
-        use unless they are model outputs or in ``keep``."""
+        use unless they are model outputs or in ``keep``. Without autograd, layers
+        that may reuse a dead input's memory do (as in-place ops in torch models)."""
         values: list[Any] = [None] * len(self.layers)
+        overwrite = keep is not None and not torch.is_grad_enabled()
         for i, (layer, reads) in enumerate(zip(self.layers, self.input_layers)):
             if reads:
-                values[i] = layer(*(values[j] for j in reads))
+                args = [values[j] for j in reads]
+                if overwrite and self._may_overwrite[i] and reads[0] not in keep:
+                    values[i] = layer.forward_overwriting(*args)
+                else:
+                    values[i] = layer(*args)
             else:
                 values[i] = layer(inputs[self._input_position[i]])
             if keep is not None:

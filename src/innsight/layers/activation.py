@@ -20,6 +20,8 @@ class ActivationSpec:
     fn: Callable[..., Tensor]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     elementwise: bool = True
+    #: The same function writing into its input, where torch has one.
+    fn_: Callable[..., Tensor] | None = None
 
 
 def _softmax(x: Tensor, axis: int) -> Tensor:
@@ -42,16 +44,16 @@ def _hardswish(x: Tensor) -> Tensor:
 #: Activation name in the dict format -> how to compute it. ``axis`` counts
 #: sample axes (0 = channels), never the batch axis.
 ACTIVATIONS: dict[str, ActivationSpec] = {
-    "relu": ActivationSpec(F.relu),
-    "relu6": ActivationSpec(F.relu6),
-    "leaky_relu": ActivationSpec(F.leaky_relu, {"negative_slope": 0.01}),
-    "elu": ActivationSpec(F.elu, {"alpha": 1.0}),
+    "relu": ActivationSpec(F.relu, fn_=F.relu_),
+    "relu6": ActivationSpec(F.relu6, fn_=lambda x: F.hardtanh_(x, 0.0, 6.0)),
+    "leaky_relu": ActivationSpec(F.leaky_relu, {"negative_slope": 0.01}, fn_=F.leaky_relu_),
+    "elu": ActivationSpec(F.elu, {"alpha": 1.0}, fn_=F.elu_),
     "gelu": ActivationSpec(F.gelu, {"approximate": "none"}),
-    "silu": ActivationSpec(F.silu),
+    "silu": ActivationSpec(F.silu, fn_=lambda x: F.silu(x, inplace=True)),
     "softplus": ActivationSpec(F.softplus, {"beta": 1.0, "threshold": 20.0}),
-    "sigmoid": ActivationSpec(torch.sigmoid),
-    "tanh": ActivationSpec(torch.tanh),
-    "hardtanh": ActivationSpec(F.hardtanh, {"min_val": -1.0, "max_val": 1.0}),
+    "sigmoid": ActivationSpec(torch.sigmoid, fn_=torch.sigmoid_),
+    "tanh": ActivationSpec(torch.tanh, fn_=torch.tanh_),
+    "hardtanh": ActivationSpec(F.hardtanh, {"min_val": -1.0, "max_val": 1.0}, fn_=F.hardtanh_),
     "hardsigmoid": ActivationSpec(_hardsigmoid),
     "hardswish": ActivationSpec(_hardswish),
     "softmax": ActivationSpec(_softmax, {"axis": 0}, elementwise=False),
@@ -94,9 +96,16 @@ class Activation(Layer):
         self.act_name = act_name
         self.args = dict(args)
         self.spec = ACTIVATIONS[act_name]
+        self.can_overwrite = self.spec.fn_ is not None
+        self.returns_view = act_name == "identity"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.spec.fn(x, **self.args)
+
+    def forward_overwriting(self, x: Tensor) -> Tensor:
+        if self.spec.fn_ is None:
+            return self.forward(x)
+        return self.spec.fn_(x, **self.args)
 
     def get_params(self) -> dict[str, Any]:
         return {"act_name": self.act_name, **self.args}

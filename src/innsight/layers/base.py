@@ -36,6 +36,10 @@ class Layer(nn.Module):
     optional: ClassVar[Mapping[str, Any]] = {}
     #: Whether this layer is an activation (``ignore_last_act`` skips it at an output).
     is_activation: ClassVar[bool] = False
+    #: Whether the output may share memory with an input (views, identity).
+    returns_view: ClassVar[bool] = False
+    #: Whether :meth:`forward_overwriting` can reuse the first input's memory.
+    can_overwrite: ClassVar[bool] = False
 
     input_dim: list[tuple[int, ...]]
     output_dim: tuple[int, ...]
@@ -77,6 +81,11 @@ class Layer(nn.Module):
     def get_params(self) -> dict[str, Any]:
         """The parameters of this layer's dict entry (arrays as tensors)."""
         return {}
+
+    def forward_overwriting(self, *xs: Any) -> Any:
+        """``forward``, free to write the result into the first input (which the graph
+        no longer needs; only called without autograd). Same values as ``forward``."""
+        return self(*xs)
 
     def relevance(self, *args: Any, **kwargs: Any) -> Any:
         """LRP: redistribute upstream relevance onto this layer's inputs."""

@@ -15,6 +15,7 @@ class Input(Layer):
 
     type_names = ("Input",)
     n_inputs = 0
+    returns_view = True  # the user's own tensor
 
     def forward(self, x: Tensor) -> Tensor:
         return x

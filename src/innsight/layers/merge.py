@@ -15,11 +15,20 @@ class Add(Layer):
 
     type_names = ("Add",)
     n_inputs = None
+    can_overwrite = True
 
     def forward(self, *xs: Tensor) -> Tensor:
         out = xs[0] + xs[1]
         for x in xs[2:]:
             out = out + x
+        return out
+
+    def forward_overwriting(self, *xs: Tensor) -> Tensor:
+        if torch.broadcast_shapes(*(x.shape for x in xs)) != xs[0].shape:
+            return self.forward(*xs)  # the sum is larger than the first summand
+        out = xs[0]
+        for x in xs[1:]:
+            out = out.add_(x)
         return out
 
 

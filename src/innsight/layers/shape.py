@@ -18,6 +18,7 @@ class Flatten(Layer):
     """``(batch, *dim) -> (batch, prod(dim))``."""
 
     type_names = ("Flatten",)
+    returns_view = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(1)
@@ -27,6 +28,7 @@ class Reshape(Layer):
     """``(batch, *dim) -> (batch, *shape)`` keeping row-major order (``shape`` may hold one -1)."""
 
     type_names = ("Reshape",)
+    returns_view = True
     required = ("shape",)
 
     def __init__(self, type_name: str, shape: Any) -> None:
@@ -46,6 +48,7 @@ class Permute(Layer):
     """Reorders the sample axes: output axis ``i`` is input axis ``perm[i]``."""
 
     type_names = ("Permute",)
+    returns_view = True
     required = ("perm",)
 
     def __init__(self, type_name: str, perm: Any) -> None:
@@ -70,6 +73,7 @@ class Slice(Layer):
     """Selects ``start:stop:step`` along every sample axis (one triple per axis)."""
 
     type_names = ("Slice",)
+    returns_view = True
     required = ("ranges",)
 
     def __init__(self, type_name: str, ranges: Any) -> None:
