@@ -431,3 +431,33 @@ def test_several_inputs_smoothgrad_and_expgrad(multi_io, grad_ref, close):
         out, out_ref = model.heads(*xs), model.heads(*refs)
     for o, j in enumerate((0, 1)):
         close(res.decomp_goal[o], (out[o][:, j] - out_ref[o][:, j].mean()).unsqueeze(1), 1e-10)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("run", [ins.run_grad, ins.run_intgrad])
+def test_methods_work_where_the_caller_turned_autograd_off(context, run):
+    """Users often wrap evaluation code in no_grad/inference_mode; gradients must still flow."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    conv = ins.convert(model, input_dim=[4], dtype="double")
+    x = torch.randn(5, 4, dtype=torch.float64)
+    expected = run(conv, x, dtype="double", verbose=False).get_result()
+    with context():
+        actual = run(conv, x, dtype="double", verbose=False).get_result()
+    np.testing.assert_array_equal(actual, expected)
+    # and against autograd for the plain gradient
+    xr = x.clone().requires_grad_(True)
+    grad0 = torch.autograd.grad(model.double()(xr)[:, 0].sum(), xr)[0]
+    if run is ins.run_grad:
+        np.testing.assert_allclose(actual[..., 0], grad0.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_direct_methods_work_where_the_caller_turned_autograd_off(context):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    x = torch.randn(5, 4)
+    with context():
+        grads = ins.torch_grad(model, x)
+    expected = model[0].weight.detach().T.expand(5, 4, 3)
+    torch.testing.assert_close(grads, expected)

@@ -194,8 +194,8 @@ class InterpretingMethod(Result):
             ],
             input_names=input_names,
             channels_first=channels_first,
-            preds=_split_columns(preds, selected),
-            decomp_goal=None if goal is None else _split_columns(goal, selected),
+            preds=split_targets(preds, selected),
+            decomp_goal=None if goal is None else split_targets(goal, selected),
         )
 
     def _explain(self, setup: Setup, **own_args: Any) -> tuple[list[Tensor], Tensor | None]:
@@ -204,20 +204,20 @@ class InterpretingMethod(Result):
         raise NotImplementedError
 
 
-def _split_columns(values: Tensor, selected: list[list[int]]) -> list[Tensor | None]:
-    """``(n, n_targets)`` into one ``(n, n_selected[o])`` block per output layer."""
+def split_targets(tensor: Tensor, selected: list[list[int]]) -> list[Tensor | None]:
+    """Split the last axis (the targets) into one block per output layer; ``None``
+    for output layers without selected nodes."""
     blocks, start = [], 0
     for indices in selected:
-        blocks.append(values[:, start:start + len(indices)] if indices else None)
+        blocks.append(tensor[..., start:start + len(indices)] if indices else None)
         start += len(indices)
     return blocks
 
 
 def split_by_output(values: list[Tensor], selected: list[list[int]]) -> list[list[Tensor] | None]:
     """Per input layer ``(n, *dim, n_targets)`` into ``[output layer][input layer]`` blocks."""
-    result, start = [], 0
-    for indices in selected:
-        stop = start + len(indices)
-        result.append([v[..., start:stop] for v in values] if indices else None)
-        start = stop
-    return result
+    per_input = [split_targets(v, selected) for v in values]
+    return [
+        [blocks[o] for blocks in per_input] if indices else None
+        for o, indices in enumerate(selected)
+    ]

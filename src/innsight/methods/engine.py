@@ -104,16 +104,15 @@ def gradients(
     Rows are independent samples, so the gradient of a target summed over rows
     gives each row's own gradient. ``None`` marks an input the target does not reach.
     """
-    xs = [x.detach().requires_grad_(True) for x in inputs]
-    with torch.enable_grad():
+    # Graphs are recorded even where the caller turned autograd off.
+    with torch.inference_mode(False), torch.enable_grad():
+        xs = [(x.clone() if x.is_inference() else x.detach()).requires_grad_(True) for x in inputs]
         outputs = [out.reshape(out.shape[0], -1) for out in model_fn(xs)]
-        for t, target in enumerate(targets):
-            yield torch.autograd.grad(
-                outputs[target.layer][:, target.index].sum(),
-                xs,
-                retain_graph=t < len(targets) - 1,
-                allow_unused=True,
-            )
+        scalars = [outputs[t.layer][:, t.index].sum() for t in targets]
+    for t, scalar in enumerate(scalars):
+        yield torch.autograd.grad(
+            scalar, xs, retain_graph=t < len(targets) - 1, allow_unused=True
+        )
 
 
 def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int) -> list[Tensor]:
