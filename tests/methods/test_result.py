@@ -197,14 +197,3 @@ def test_print_several_layers(two_in_two_out, make_data):
     xs = [make_data(2, 2, 6, 6), make_data(2, 4)]
     text = str(ins.run_intgrad(conv, xs, n=2, output_idx=[None, [0]], verbose=False))
     assert "IntegratedGradient" in text
-
-
-@pytest.mark.parametrize("call", [
-    lambda res: res.plot(),
-    lambda res: res.plot(data_idx=1, as_plotly=True),
-    lambda res: res.plot_global(),
-    lambda res: res.boxplot(),
-])
-def test_plots_are_not_implemented_yet(tabular, call):
-    with pytest.raises(NotImplementedError, match="[Pp]lot"):
-        call(tabular[3])

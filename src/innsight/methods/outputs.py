@@ -43,7 +43,7 @@ def select_outputs(
         raise ValueError("Give either `output_idx` or `output_label`, not both.")
     if output_label is not None:
         labels = [flat_labels(names) for names in output_names]
-        per_layer = _per_layer(output_label, n_layers, str, "output_label")
+        per_layer = per_output_layer(output_label, n_layers, str, "output_label")
         selected = []
         for layer, wanted in enumerate(per_layer):
             unknown = [w for w in wanted if w not in labels[layer]]
@@ -56,7 +56,7 @@ def select_outputs(
     elif output_idx is None:
         selected = [list(range(min(DEFAULT_N_OUTPUTS, sizes[0])))] + [[] for _ in sizes[1:]]
     else:
-        selected = [[int(i) for i in ids] for ids in _per_layer(output_idx, n_layers, int, "output_idx")]
+        selected = [[int(i) for i in ids] for ids in per_output_layer(output_idx, n_layers, int, "output_idx")]
         for layer, indices in enumerate(selected):
             bad = [i for i in indices if not 0 <= i < sizes[layer]]
             if bad:
@@ -74,7 +74,7 @@ def select_outputs(
     return selected
 
 
-def _per_layer(value: Any, n_layers: int, kind: type, arg_name: str) -> list[list[Any]]:
+def per_output_layer(value: Any, n_layers: int, kind: type, arg_name: str) -> list[list[Any]]:
     """Normalise one selection (a scalar, a list, or a list per layer) to lists per layer."""
 
     def is_scalar(v: Any) -> bool:

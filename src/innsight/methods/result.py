@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,10 @@ class Result:
                                     preprocess_fun=preprocess_fun, as_plotly=as_plotly)
 
     def boxplot(self, *args: Any, **kwargs: Any) -> Any:
-        """Alias of :meth:`plot_global`."""
+        """Alias of :meth:`plot_global`; warns for image inputs (drawn as mean heatmaps)."""
+        if any(v.ndim == 5 for layer in self.values if layer is not None for v in layer):
+            warnings.warn("boxplot() of image inputs draws mean heatmaps, not box plots; "
+                          "call plot_global() to say so.", UserWarning, stacklevel=2)
         return self.plot_global(*args, **kwargs)
 
     def __str__(self) -> str:

@@ -1,25 +1,114 @@
 """Plots of results with plotnine (static) and plotly (interactive).
 
-The renderers arrive with the plotting issue ("Plotting: plotnine and plotly
-views of every result"); until then these entry points say so.
+Both functions return an object to keep editing and never open a window: a
+plotnine ``ggplot`` (one input and one output layer), a plotnine composition
+(several layers: input layers side by side, output layers stacked; save it
+with ``.save(path)``), or a plotly ``Figure`` with ``as_plotly=True`` (needs
+``pip install innsight[plotly]``).
+
+Tabular inputs are drawn as bars per feature (filled by sign), signals
+``(C, L)`` as lines along the signal, images ``(C, H, W)`` as heatmaps with a
+diverging fill centred on 0. Channels are aggregated by ``aggr_channels``:
+``"sum"``, ``"mean"``, ``"norm"`` (L2 norm over the channels), ``None``
+(signals only: one line per channel) or a callable called once per sample
+and output node with the array ``(C, *spatial)`` that returns ``spatial``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-_PENDING = (
-    "Plots are not implemented yet: they arrive with the plotting module "
-    "(issue 'Plotting: plotnine and plotly views of every result'). Use "
-    "result.get_result('data.frame') to plot the values yourself meanwhile."
+import numpy as np
+
+from innsight.plotting import plotnine_plots
+from innsight.plotting.selection import (
+    AggrChannels,
+    Panel,
+    global_panels,
+    local_panels,
+    value_label,
 )
 
+if TYPE_CHECKING:
+    from innsight.methods.result import Result
 
-def plot(result: Any, **kwargs: Any) -> Any:
-    """One sample's explanation per selected output node."""
-    raise NotImplementedError(_PENDING)
+__all__ = ["plot", "plot_global"]
 
 
-def plot_global(result: Any, **kwargs: Any) -> Any:
-    """Explanations summarised over samples."""
-    raise NotImplementedError(_PENDING)
+def _limits(panels: list[Panel], same_scale: bool) -> Callable[[Panel], tuple[float, float] | None]:
+    """Symmetric value limits shared by all panels when ``same_scale``, else none."""
+    if not same_scale:
+        return lambda panel: None
+    bound = max(float(np.nanmax(np.abs(p.frame["value"].to_numpy()))) for p in panels) or 1.0
+    return lambda panel: (-bound, bound)
+
+
+def _plotly() -> Any:
+    """The plotly renderer; an ImportError names the extra when plotly is missing."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError as error:
+        raise ImportError("Interactive plots (as_plotly=True) need plotly: "
+                          "pip install innsight[plotly]") from error
+    from innsight.plotting import plotly_plots
+    return plotly_plots
+
+
+def plot(result: Result, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
+         aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
+         show_preds: bool = True) -> Any:
+    """Plot the explanation of samples, one facet per sample and selected output node.
+
+    Parameters
+    ----------
+    result : Result
+        What a method returned.
+    data_idx : int or list of int
+        Samples to show (rows of facets).
+    output_idx, output_label : optional
+        Nodes among those the result was computed for (model node indices or
+        labels; see :func:`innsight.plotting.selection.select_outputs`). Default:
+        all computed nodes.
+    aggr_channels : {"sum", "mean", "norm"}, callable or None
+        Channel aggregation of signals and images (see the module docs).
+    as_plotly : bool
+        Return a plotly ``Figure`` instead of a plotnine object.
+    same_scale : bool
+        One symmetric value scale for all facets and input layers; otherwise
+        bars and lines get a free y scale per facet row and each input
+        layer's heatmap its own fill scale.
+    show_preds : bool
+        Annotate each facet with the prediction, the sum of the values and
+        the decomposition goal (where the method has one).
+
+    Returns
+    -------
+    plotnine.ggplot, plotnine composition or plotly.graph_objects.Figure
+    """
+    if not isinstance(same_scale, bool) or not isinstance(show_preds, bool) or not isinstance(as_plotly, bool):
+        raise TypeError("`same_scale`, `show_preds` and `as_plotly` must be bools, got "
+                        f"{same_scale!r}, {show_preds!r}, {as_plotly!r}.")
+    panels = local_panels(result, data_idx, output_idx, output_label, aggr_channels)
+    backend = _plotly() if as_plotly else plotnine_plots
+    return backend.plot_local(panels, value_label(result), result.method,
+                              _limits(panels, same_scale), show_preds)
+
+
+def plot_global(result: Result, output_idx: Any = None, output_label: Any = None,
+                data_idx: Any = "all", aggr_channels: AggrChannels = "sum",
+                preprocess_fun: Callable[[Any], Any] | None = abs, as_plotly: bool = False) -> Any:
+    """Plot the explanations summarised over samples, one facet per output node.
+
+    Tabular and signal inputs give box plots per feature (position) over the
+    samples; images the mean heatmap. ``preprocess_fun`` (default ``abs``) is
+    applied elementwise to the numpy values before the channels are aggregated
+    (so ``"sum"`` with ``abs`` sums magnitudes); ``None`` skips it.
+    ``data_idx`` is ``"all"``, an int or a list of ints. Other arguments as in
+    :func:`plot`.
+    """
+    if not isinstance(as_plotly, bool):
+        raise TypeError(f"`as_plotly` must be a bool, got {as_plotly!r}.")
+    panels = global_panels(result, output_idx, output_label, data_idx, aggr_channels, preprocess_fun)
+    backend = _plotly() if as_plotly else plotnine_plots
+    return backend.plot_global(panels, value_label(result), result.method)

@@ -1,0 +1,139 @@
+"""Interactive plots of panels with plotly (the ``plotly`` extra).
+
+One figure of subplots: a row per (output layer, sample), a column per
+(input layer, output node); the global plots have one row per output layer.
+Every trace carries hover text with the feature, the value and (local plots)
+the prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import plotly.graph_objects as go  # checked by innsight.plotting._plotly
+from plotly.subplots import make_subplots
+
+from innsight.plotting.plotnine_plots import MIDDLE, NEGATIVE, POSITIVE
+from innsight.plotting.selection import Panel
+
+COLORSCALE = [[0.0, NEGATIVE], [0.5, MIDDLE], [1.0, POSITIVE]]
+CELL_PX = 260
+
+
+def _grid(panels: list[Panel], per_sample: bool) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """Row of each (output layer, sample) and first column of each (input layer, output layer)."""
+    rows: dict[tuple[int, int], int] = {}
+    for p in panels:
+        for d in (p.data_ids if per_sample else [0]):
+            rows.setdefault((p.output_layer, d), len(rows) + 1)
+    width = max(len(p.node_labels) for p in panels)
+    inputs = sorted({p.input_layer for p in panels})
+    cols = {(p.input_layer, p.output_layer): 1 + inputs.index(p.input_layer) * width for p in panels}
+    return rows, cols
+
+
+def _hover(features: np.ndarray, values: np.ndarray, pred: float | None) -> np.ndarray:
+    text = np.char.add(np.char.add("feature: ", features.astype(str)),
+                       np.char.add("<br>value: ", np.char.mod("%.4g", values)))
+    return text if pred is None else np.char.add(text, f"<br>prediction: {pred:.4g}")
+
+
+def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str,
+            show_legend: set[str], box: bool) -> list[Any]:
+    """Traces of one facet; ``values`` is ``([C,] *spatial)`` (``(n, ...)`` for boxes)."""
+    x = np.asarray(panel.x_labels, dtype=object)
+    if panel.kind == "image":
+        # a template, not a string per cell: large heatmaps stay fast to build
+        template = "feature: %{y}, %{x}<br>value: %{z:.4g}" + (
+            "" if pred is None else f"<br>prediction: {pred:.4g}") + "<extra></extra>"
+        return [go.Heatmap(z=values, x=x, y=np.asarray(panel.y_labels, dtype=object),
+                           coloraxis=coloraxis, hovertemplate=template)]
+    channels = (panel.frame["channel"].cat.categories if panel.kind == "signal"
+                and panel.array.ndim == 4 else [None])
+    series = values if channels[0] is not None else values[None] if not box else values[:, None]
+    traces = []
+    for c, name in enumerate(channels):
+        v = series[c] if not box else series[:, c]
+        legend = name is not None and name not in show_legend
+        show_legend.add(name)
+        common = dict(name=name or panel.kind, legendgroup=name, showlegend=legend, hoverinfo="text")
+        if box:
+            xs = np.broadcast_to(x, v.shape)
+            traces.append(go.Box(x=xs.ravel(), y=v.ravel(), hovertext=_hover(xs.ravel(), v.ravel(), None),
+                                 boxpoints="outliers", **common))
+        elif panel.kind == "tabular":
+            traces.append(go.Bar(x=x, y=v, marker_color=np.where(v >= 0, POSITIVE, NEGATIVE),
+                                 hovertext=_hover(x, v, pred), **common))
+        else:
+            traces.append(go.Scatter(x=x, y=v, mode="lines", hovertext=_hover(x, v, pred), **common))
+    return traces
+
+
+def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
+            limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
+    rows, cols = _grid(panels, per_sample)
+    n_cols = max(cols.values()) + max(len(p.node_labels) for p in panels) - 1
+    several_in = len({p.input_layer for p in panels}) > 1
+    titles = [""] * (len(rows) * n_cols)
+    cells = []  # (panel, sample position, node position, row, col)
+    for p in panels:
+        for i, d in enumerate(p.data_ids if per_sample else [0]):
+            for j, node in enumerate(p.node_labels):
+                r, c = rows[(p.output_layer, d)], cols[(p.input_layer, p.output_layer)] + j
+                cells.append((p, i, j, r, c))
+                titles[(r - 1) * n_cols + c - 1] = " · ".join(
+                    ([f"input {p.input_layer}"] if several_in else []) + [node]
+                    + ([f"sample {d}"] if per_sample else []))
+    grid = make_subplots(rows=len(rows), cols=n_cols, subplot_titles=titles,
+                         horizontal_spacing=min(0.08, 0.3 / n_cols),
+                         vertical_spacing=min(0.08, 0.3 / len(rows)))
+    # the layout is edited as a dict and the figure built once: plotly re-validates
+    # the whole figure on every add_trace/add_annotation, quadratic in the facets
+    layout = grid.layout.to_plotly_json()
+    bound = limits(panels[0])
+    axes = {id(p): "coloraxis" if bound else f"coloraxis{n + 1 if n else ''}"
+            for n, p in enumerate(q for q in panels if q.kind == "image")}
+    legend: set[str] = set()
+    traces = []
+    for p, i, j, r, c in cells:
+        values = p.array[..., j] if not per_sample else p.array[i, ..., j]
+        if not per_sample and p.kind == "image":
+            values = values[0]
+        pred = float(p.facets["pred"].to_numpy().reshape(len(p.data_ids), -1)[i, j]) if per_sample else None
+        n = (r - 1) * n_cols + c
+        suffix = "" if n == 1 else str(n)
+        for trace in _traces(p, values, pred, axes.get(id(p), "coloraxis"), legend, box=not per_sample):
+            traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+        if p.kind == "image":
+            layout[f"yaxis{suffix}"]["autorange"] = "reversed"
+        elif bound is not None:
+            layout[f"yaxis{suffix}"]["range"] = list(bound)
+        if show_preds:
+            text = p.facets["text"].to_numpy().reshape(len(p.data_ids), -1)[i, j].replace("\n", "<br>")
+            layout.setdefault("annotations", []).append({
+                "text": text, "xref": f"x{suffix} domain", "yref": f"y{suffix} domain",
+                "x": 0.01, "y": 0.99, "showarrow": False, "xanchor": "left", "yanchor": "top",
+                "align": "left", "font": {"size": 9}, "bgcolor": "rgba(255,255,255,0.7)"})
+    for n, name in enumerate(dict.fromkeys(axes.values())):
+        layout[name] = {"colorscale": COLORSCALE, "cmid": None if bound else 0,
+                        "cmin": bound[0] if bound else None, "cmax": bound[1] if bound else None,
+                        "colorbar": {"title": {"text": value_name}, "x": 1.02 + 0.1 * n}}
+    for n in range(len(rows)):  # value title on the first column
+        layout[f"yaxis{'' if n == 0 else n * n_cols + 1}"]["title"] = {"text": value_name}
+    layout.update(title={"text": title}, height=120 + CELL_PX * len(rows),
+                  width=120 + CELL_PX * n_cols, template="plotly_white", bargap=0.15)
+    return go.Figure(data=traces, layout=layout)
+
+
+def plot_local(panels: list[Panel], value_name: str, method: str,
+               limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
+    """The plotly figure of :func:`innsight.plotting.plot`."""
+    return _figure(panels, method, value_name, True, limits, show_preds)
+
+
+def plot_global(panels: list[Panel], value_name: str, method: str) -> Any:
+    """The plotly figure of :func:`innsight.plotting.plot_global`."""
+    return _figure(panels, method, value_name, False, lambda p: None, False)

@@ -1,0 +1,168 @@
+"""Static plots of panels with plotnine: one ggplot per panel, composed into a grid.
+
+Panels of several input layers stand side by side (``|``), output layers are
+stacked (``/``); a single panel is a plain ``ggplot``. Nothing is drawn until
+the caller saves or shows the returned object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotnine as p9
+from plotnine.composition import Beside, Stack
+
+from innsight.plotting.selection import Panel
+
+#: Diverging colours: negative blue, zero white, positive red (ColorBrewer RdBu).
+NEGATIVE, MIDDLE, POSITIVE = "#2166ac", "#f7f7f7", "#b2182b"
+#: At most this many tick labels per axis (tabular bars are labelled one by one).
+TICKS = {"tabular": 30, "signal": 8, "image": 5}
+PANEL_INCHES = 2.2
+MAX_INCHES = 25.0  # plotnine refuses to save larger figures by default
+
+
+def _breaks(labels: list[str], max_ticks: int) -> tuple[list[int], list[str]]:
+    """At most ``max_ticks`` evenly spaced tick positions (1-based) and their labels."""
+    step = max(1, math.ceil(len(labels) / max_ticks))
+    positions = list(range(1, len(labels) + 1, step))
+    return positions, [labels[p - 1] for p in positions]
+
+
+def _x_scale(panel: Panel) -> p9.scale_x_continuous:
+    positions, labels = _breaks(panel.x_labels, TICKS[panel.kind])
+    expand = (0, 0) if panel.kind == "image" else None
+    return p9.scale_x_continuous(breaks=positions, labels=labels, expand=expand)
+
+
+def _y_image_scale(panel: Panel) -> p9.scale_y_continuous:
+    y_labels = panel.y_labels or []
+    n = len(y_labels)
+    positions, labels = _breaks(y_labels, TICKS["image"])
+    return p9.scale_y_continuous(breaks=[n + 1 - p for p in positions], labels=labels,
+                                 expand=(0, 0))
+
+
+def _fill_scale(name: str, limits: tuple[float, float] | None) -> p9.scale_fill_gradient2:
+    return p9.scale_fill_gradient2(low=NEGATIVE, mid=MIDDLE, high=POSITIVE, midpoint=0,
+                                   limits=limits, name=name)
+
+
+def _size(n_rows: int, n_cols: int) -> tuple[float, float]:
+    """Figure inches for a grid of facets (legend and labels included)."""
+    return (min(MAX_INCHES, 2.0 + PANEL_INCHES * n_cols),
+            min(MAX_INCHES, 1.2 + PANEL_INCHES * 0.9 * n_rows))
+
+
+def _theme(panel: Panel, n_rows: int, n_cols: int) -> p9.theme:
+    """Size by the number of facets; long or many x labels are turned."""
+    turn = len(panel.x_labels) > 4 and max(len(s) for s in panel.x_labels) > 3
+    return p9.theme_bw() + p9.theme(
+        figure_size=_size(n_rows, n_cols),
+        axis_text_x=p9.element_text(rotation=90 if turn else 0, size=7),
+        axis_text_y=p9.element_text(size=7),
+        strip_text=p9.element_text(size=8),
+        panel_grid_minor=p9.element_blank(),
+    )
+
+
+def _sample_label(value: str) -> str:
+    return "mean" if value == "-1" else f"sample {value}"
+
+
+def _facet(panel: Panel, free_y: bool, rows: bool = True) -> p9.facet_grid:
+    return p9.facet_grid("data ~ output_node" if rows else ". ~ output_node",
+                         scales="free_y" if free_y else "fixed",
+                         labeller=p9.labeller(rows=_sample_label))
+
+
+def _title(panel: Panel, several_in: bool, several_out: bool) -> str:
+    parts = ([f"output layer {panel.output_layer}"] if several_out else []) + \
+            ([f"input layer {panel.input_layer}"] if several_in else [])
+    return ", ".join(parts)
+
+
+def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
+           show_preds: bool) -> p9.ggplot:
+    """One sample's values per facet: bars (tabular), lines (signals), heatmap (images)."""
+    frame = panel.frame
+    if panel.kind == "image":
+        plot = (p9.ggplot(frame, p9.aes("x", "y", fill="value")) + p9.geom_raster()
+                + _fill_scale(value_name, limits) + _y_image_scale(panel)
+                + p9.labs(x="width", y="height"))
+    elif panel.kind == "signal":
+        kept = (frame["channel"] != "aggregated").any()
+        line = p9.geom_line() if kept else p9.geom_line(color=NEGATIVE)
+        plot = (p9.ggplot(frame, p9.aes("x", "value", color="channel", group="channel"))
+                + p9.geom_hline(yintercept=0, color="grey") + line
+                + p9.labs(x="signal position", y=value_name))
+    else:
+        frame = frame.assign(sign=pd.Categorical(np.where(frame["value"] >= 0, "positive", "negative"),
+                                                 categories=["positive", "negative"]))
+        plot = (p9.ggplot(frame, p9.aes("x", "value", fill="sign")) + p9.geom_col()
+                + p9.scale_fill_manual(values={"positive": POSITIVE, "negative": NEGATIVE})
+                + p9.labs(x="feature", y=value_name))
+    if panel.kind != "image":  # room at the top for the annotation
+        plot += p9.scale_y_continuous(limits=limits, expand=(0.05, 0, 0.3 if show_preds else 0.05, 0))
+    plot += _x_scale(panel)
+    plot += _facet(panel, free_y=limits is None and panel.kind != "image")
+    if show_preds:
+        # a leading space keeps the text clear of the panel edge, which clips the box
+        texts = panel.facets.assign(text=" " + panel.facets["text"].str.replace("\n", "\n "))
+        plot += p9.geom_label(texts, p9.aes(label="text"), x=-np.inf, y=np.inf, ha="left",
+                              va="top", size=5.5, alpha=0.7, inherit_aes=False,
+                              label_padding=0.1, label_size=0)
+    return plot + _theme(panel, len(panel.data_ids), len(panel.node_labels))
+
+
+def _global(panel: Panel, value_name: str, limits: tuple[float, float] | None,
+            show_preds: bool) -> p9.ggplot:
+    """Box plots per feature (tabular, signals) or the mean heatmap (images)."""
+    if panel.kind == "image":
+        return _local(panel, f"mean {value_name}", limits, show_preds=False)
+    kept = panel.kind == "signal" and (panel.frame["channel"] != "aggregated").any()
+    colour = {"color": "channel"} if kept else {}
+    keep = set(_breaks(panel.x_labels, TICKS[panel.kind])[0])
+    plot = (p9.ggplot(panel.frame, p9.aes("factor(x)", "value", **colour))
+            + p9.geom_boxplot(outlier_size=0.6)
+            + p9.scale_x_discrete(labels=lambda xs: [
+                panel.x_labels[int(float(x)) - 1] if int(float(x)) in keep else "" for x in xs])
+            + p9.labs(x="feature" if panel.kind == "tabular" else "signal position", y=value_name)
+            + _facet(panel, free_y=True, rows=False))
+    return plot + _theme(panel, 1, len(panel.node_labels))
+
+
+def _compose(panels: list[Panel], draw: Callable[[Panel], p9.ggplot], title: str) -> Any:
+    """One ggplot, or a composition: input layers beside, output layers stacked."""
+    several_in = len({p.input_layer for p in panels}) > 1
+    several_out = len({p.output_layer for p in panels}) > 1
+    rows: dict[int, list[p9.ggplot]] = {}
+    for panel in panels:
+        sub = _title(panel, several_in, several_out)
+        rows.setdefault(panel.output_layer, []).append(
+            draw(panel) + p9.ggtitle(f"{title}: {sub}" if sub else title))
+    if len(panels) == 1:
+        return rows[panels[0].output_layer][0]
+    composed_rows, width, height = [], 0.0, 0.0
+    for plots in rows.values():
+        sizes = [plot.theme.getp("figure_size") for plot in plots]
+        width, height = max(width, sum(w for w, _ in sizes)), height + max(h for _, h in sizes)
+        composed_rows.append(plots[0] if len(plots) == 1 else Beside(plots))
+    figure = composed_rows[0] if len(composed_rows) == 1 else Stack(composed_rows)
+    # the composition takes its size from its last plot's theme
+    return figure + p9.theme(figure_size=(min(MAX_INCHES, width), min(MAX_INCHES, height)))
+
+
+def plot_local(panels: list[Panel], value_name: str, method: str,
+               limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
+    """The plotnine figure of :func:`innsight.plotting.plot`."""
+    return _compose(panels, lambda p: _local(p, value_name, limits(p), show_preds), method)
+
+
+def plot_global(panels: list[Panel], value_name: str, method: str) -> Any:
+    """The plotnine figure of :func:`innsight.plotting.plot_global`."""
+    return _compose(panels, lambda p: _global(p, value_name, None, False), method)

@@ -1,0 +1,292 @@
+"""Which samples, output nodes and channels a plot shows, as tidy frames per panel.
+
+A *panel* is one (output layer, input layer) pair of a result. Both renderers
+(plotnine and plotly) draw the same panels, so every selection, check and
+channel aggregation happens here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from innsight._validation import describe, is_int
+from innsight.methods.outputs import per_output_layer
+
+if TYPE_CHECKING:
+    from innsight.methods.result import Result
+
+#: Input kinds by the rank of one sample (channels first).
+KINDS = {1: "tabular", 2: "signal", 3: "image"}
+
+#: Built-in channel aggregations: (n, C, ...) -> (n, ...).
+AGGREGATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sum": lambda a: a.sum(axis=1),
+    "mean": lambda a: a.mean(axis=1),
+    "norm": lambda a: np.sqrt((a**2).sum(axis=1)),
+}
+
+#: What the values of a method are called on axes and legends.
+VALUE_KINDS = {"Gradient": "gradient", "SmoothGrad": "gradient", "LRP": "relevance",
+               "DeepLift": "contribution", "DeepSHAP": "contribution",
+               "ConnectionWeights": "importance"}
+
+AggrChannels = str | Callable[[np.ndarray], np.ndarray] | None
+
+
+@dataclass
+class Panel:
+    """One output layer's nodes against one input layer, as a long frame.
+
+    ``frame`` has columns ``data`` (sample index), ``output_node`` (label),
+    ``x`` (1-based position along the last axis), ``y`` (images: 1-based row,
+    counted from the bottom), ``feature`` / ``feature_2`` / ``channel`` (labels)
+    and ``value``. ``facets`` has one row per (data, output_node) with ``pred``,
+    ``decomp_sum``, ``decomp_goal`` and the annotation ``text``. Global image
+    panels hold the mean over the samples as the one sample ``-1``.
+    """
+
+    output_layer: int
+    input_layer: int
+    kind: str
+    frame: pd.DataFrame
+    facets: pd.DataFrame
+    x_labels: list[str]
+    y_labels: list[str] | None
+    node_labels: list[str]
+    data_ids: list[int]
+    array: np.ndarray  # the values of ``frame`` as ``(n, [C,] *spatial, n_nodes)``
+
+
+def value_label(result: Result) -> str:
+    """The kind of a method's values, e.g. ``"gradient x input"`` (the title names the method)."""
+    kind = VALUE_KINDS.get(result.method, "attribution")
+    return kind + " x input" if kind == "gradient" and result.args.get("times_input") else kind
+
+
+# ---- argument checks --------------------------------------------------------------------
+
+
+def select_data(data_idx: Any, n_data: int, allow_all: bool = False) -> list[int]:
+    """Check ``data_idx`` (an int or a non-empty list of ints, or ``"all"``)."""
+    if allow_all and isinstance(data_idx, str) and data_idx == "all":
+        return list(range(n_data))
+    items = [data_idx] if is_int(data_idx) else data_idx
+    expected = "an int or a non-empty list of ints" + (' or "all"' if allow_all else "")
+    if (not isinstance(items, (Sequence, np.ndarray)) or isinstance(items, str)
+            or len(items) == 0 or not all(is_int(i) for i in items)):
+        raise TypeError(f"`data_idx` must be {expected}, got {describe(data_idx)}.")
+    bad = [int(i) for i in items if not 0 <= i < n_data]
+    if bad:
+        raise ValueError(f"`data_idx` must lie in [0, {n_data - 1}] (the result has "
+                         f"{n_data} samples), got {bad}.")
+    return [int(i) for i in items]
+
+
+def select_outputs(result: Result, output_idx: Any = None, output_label: Any = None) -> list[list[int]]:
+    """Positions among the result's computed nodes, per output layer.
+
+    ``output_idx`` holds model node indices (as in ``run_*``): an int, a list of
+    ints (first output layer) or a list of such per output layer.
+    ``output_label`` holds node labels: a label or a flat list is looked up in
+    every output layer, a nested list per output layer. Default: every
+    computed node. Nodes that were not computed raise a ``ValueError``.
+    """
+    n_layers = len(result.values)
+    if output_idx is not None and output_label is not None:
+        raise ValueError("Give either `output_idx` or `output_label`, not both; got "
+                         f"output_idx={describe(output_idx)}, output_label={describe(output_label)}.")
+    if output_idx is None and output_label is None:
+        return [list(range(len(labels))) if result.values[o] is not None else []
+                for o, labels in enumerate(result.output_labels)]
+    if output_idx is not None:
+        arg, known, wanted = "output_idx", result.output_idx, per_output_layer(output_idx, n_layers, int, "output_idx")
+    else:
+        arg, known, wanted = "output_label", result.output_labels, per_output_layer(output_label, n_layers, str, "output_label")
+        if isinstance(output_label, str) or all(isinstance(v, str) for v in output_label):
+            flat = wanted[0]
+            wanted = [[v for v in flat if v in labels] for labels in known]
+            missing = [v for v in flat if not any(v in labels for labels in known)]
+            if missing:
+                raise ValueError(f"`output_label` {missing} not among the computed nodes "
+                                 f"{[list(k) for k in known]} (per output layer).")
+    chosen = []
+    for o, nodes in enumerate(wanted):
+        computed = list(known[o]) if result.values[o] is not None else []
+        missing = [n for n in nodes if n not in computed]
+        if missing:
+            raise ValueError(f"`{arg}` asks for {missing} of output layer {o}, but only "
+                             f"{computed} were computed; rerun the method with these nodes.")
+        chosen.append([computed.index(n) for n in dict.fromkeys(nodes)])
+    chosen += [[] for _ in range(n_layers - len(chosen))]
+    if not any(chosen):
+        raise ValueError(f"`{arg}` selects no output node, got {describe(output_idx if output_label is None else output_label)}.")
+    return chosen
+
+
+def aggregate_channels(array: np.ndarray, aggr_channels: AggrChannels) -> np.ndarray:
+    """Aggregate axis 1 (channels) of ``(n, C, *spatial, n_nodes)``.
+
+    ``aggr_channels`` is ``"sum"``, ``"mean"``, ``"norm"`` (L2 norm over the
+    channels) or a callable called once per sample and node with the array
+    ``(C, *spatial)`` that returns ``spatial`` (e.g. ``lambda a: a.max(0)``).
+    """
+    if isinstance(aggr_channels, str) and aggr_channels in AGGREGATIONS:
+        return AGGREGATIONS[aggr_channels](array)
+    if not callable(aggr_channels) or isinstance(aggr_channels, str):
+        raise ValueError(f"`aggr_channels` must be one of {list(AGGREGATIONS)} or a callable "
+                         f"(C, ...) -> (...), got {describe(aggr_channels)}.")
+    moved = np.moveaxis(array, -1, 1)  # (n, nodes, C, *spatial)
+    spatial = array.shape[2:-1]
+    out = np.empty(moved.shape[:2] + spatial)
+    for i, j in np.ndindex(*moved.shape[:2]):
+        res = np.asarray(aggr_channels(moved[i, j]), dtype=float)
+        if res.shape != spatial:
+            raise ValueError(f"`aggr_channels` must return an array of shape {spatial} for "
+                             f"an input of shape {moved.shape[2:]}, got shape {res.shape}.")
+        out[i, j] = res
+    return np.moveaxis(out, 1, -1)
+
+
+# ---- frames -----------------------------------------------------------------------------
+
+
+def _labels(codes: np.ndarray, labels: Sequence[str]) -> Any:
+    """A categorical column of ``labels[codes]`` (object array where labels repeat)."""
+    try:
+        return pd.Categorical.from_codes(codes, categories=list(labels))
+    except ValueError:
+        return np.asarray(labels, dtype=object)[codes]
+
+
+def _long(array: np.ndarray, axes: list[tuple[str, str | None, Sequence[str]]],
+          data_ids: list[int], node_labels: list[str]) -> pd.DataFrame:
+    """One row per entry of ``(n, *axes, n_nodes)``; ``axes`` are (label column,
+    position column or None, labels)."""
+    index = np.indices(array.shape).reshape(array.ndim, -1)
+    columns: dict[str, Any] = {"data": np.asarray(data_ids)[index[0]],
+                               "output_node": _labels(index[-1], node_labels)}
+    for axis, (label_col, pos_col, labels) in enumerate(axes, start=1):
+        columns[label_col] = _labels(index[axis], labels)
+        if pos_col == "y":  # rows counted from the bottom so that row 1 is on top
+            columns["y"] = array.shape[axis] - index[axis]
+        elif pos_col is not None:
+            columns[pos_col] = index[axis] + 1
+    columns["value"] = array.ravel()
+    return pd.DataFrame(columns)
+
+
+def _axes(kind: str, names: list[list[str]], keep_channels: bool) -> list[tuple[str, str | None, Sequence[str]]]:
+    """The axis spec of :func:`_long` for a kind of input."""
+    if kind == "tabular":
+        return [("feature", "x", names[0])]
+    if kind == "signal":
+        return ([("channel", None, names[0])] if keep_channels else []) + [("feature", "x", names[1])]
+    return [("feature", "y", names[1]), ("feature_2", "x", names[2])]
+
+
+def _facets(result: Result, o: int, data_ids: list[int], nodes: list[int]) -> pd.DataFrame:
+    """Per (sample, node): prediction, sum of values, decomposition goal and their text."""
+    def pick(t: Any) -> np.ndarray:
+        if t is None:
+            return np.full((len(data_ids), len(nodes)), np.nan)
+        return t.detach().cpu().double().numpy()[np.ix_(data_ids, nodes)]
+    goals = None if result.decomp_goal is None else result.decomp_goal[o]
+    pred, dsum, goal = pick(result.preds[o]), pick(result.decomp_sum[o]), pick(goals)
+    labels = [result.output_labels[o][j] for j in nodes]
+    frame = pd.DataFrame({
+        "data": np.repeat(data_ids, len(nodes)),
+        "output_node": pd.Categorical(labels * len(data_ids), categories=labels),
+        "pred": pred.ravel(), "decomp_sum": dsum.ravel(), "decomp_goal": goal.ravel(),
+    })
+    frame["text"] = [f"pred: {p:.3g}\nsum: {s:.3g}" + ("" if np.isnan(g) else f"\ngoal: {g:.3g}")
+                     for p, s, g in zip(frame["pred"], frame["decomp_sum"], frame["decomp_goal"])]
+    return frame
+
+
+def _kind(values: Any, k: int) -> str:
+    rank = values.ndim - 2
+    if rank not in KINDS:
+        raise ValueError(f"Input layer {k} has samples of rank {rank}; plots support tabular "
+                         "(1), signal (2) and image (3) inputs. Use get_result() instead.")
+    return KINDS[rank]
+
+
+def _panels(result: Result, data_ids: list[int], chosen: list[list[int]],
+            transform: Callable[[np.ndarray, str], tuple[np.ndarray, bool]],
+            summarise: Callable[[np.ndarray, str], np.ndarray] | None = None) -> list[Panel]:
+    """Panels of the chosen nodes: ``transform(array, kind)`` gives the array to show
+    and whether it kept its channel axis; ``summarise`` (global image plots) reduces
+    the samples axis to one."""
+    panels = []
+    for o, nodes in enumerate(chosen):
+        if not nodes:
+            continue
+        node_labels = [result.output_labels[o][j] for j in nodes]
+        facets = _facets(result, o, data_ids, nodes)
+        for k, values in enumerate(result.values[o]):
+            kind = _kind(values, k)
+            array = values.detach().cpu().double().numpy()[data_ids][..., nodes]
+            shown, kept = transform(array, kind)
+            ids = data_ids
+            if summarise is not None and kind == "image":
+                shown, ids = summarise(shown, kind), [-1]
+            names = result.input_names[k]
+            frame = _long(shown, _axes(kind, names, kept), ids, node_labels)
+            if not kept and kind == "signal":
+                frame["channel"] = "aggregated"
+            panels.append(Panel(o, k, kind, frame, facets, list(names[-1]),
+                                list(names[1]) if kind == "image" else None, node_labels, ids, shown))
+    return panels
+
+
+def _keep_or_aggregate(aggr_channels: AggrChannels) -> Callable[[np.ndarray, str], tuple[np.ndarray, bool]]:
+    """Aggregate channels of signals and images; ``None`` keeps the channels of signals."""
+    def transform(array: np.ndarray, kind: str) -> tuple[np.ndarray, bool]:
+        if kind == "tabular":
+            return array, False
+        if aggr_channels is None:
+            if kind == "image":
+                raise ValueError("`aggr_channels` must be one of "
+                                 f"{list(AGGREGATIONS)} or a callable for image inputs, got None.")
+            return array, True
+        return aggregate_channels(array, aggr_channels), False
+    return transform
+
+
+def local_panels(result: Result, data_idx: Any, output_idx: Any, output_label: Any,
+                 aggr_channels: AggrChannels) -> list[Panel]:
+    """Panels of :func:`innsight.plotting.plot`."""
+    data_ids = select_data(data_idx, result.preds[_first(result)].shape[0])
+    chosen = select_outputs(result, output_idx, output_label)
+    return _panels(result, data_ids, chosen, _keep_or_aggregate(aggr_channels))
+
+
+def global_panels(result: Result, output_idx: Any, output_label: Any, data_idx: Any,
+                  aggr_channels: AggrChannels, preprocess_fun: Callable[[Any], Any] | None) -> list[Panel]:
+    """Panels of :func:`innsight.plotting.plot_global`: ``preprocess_fun`` is applied to
+    the values first (elementwise on a numpy array), then the channels are aggregated;
+    images are averaged over the samples."""
+    if preprocess_fun is not None and not callable(preprocess_fun):
+        raise TypeError(f"`preprocess_fun` must be a callable or None, got {describe(preprocess_fun)}.")
+    data_ids = select_data(data_idx, result.preds[_first(result)].shape[0], allow_all=True)
+    chosen = select_outputs(result, output_idx, output_label)
+    aggregate = _keep_or_aggregate(aggr_channels)
+
+    def transform(array: np.ndarray, kind: str) -> tuple[np.ndarray, bool]:
+        pre = array if preprocess_fun is None else np.asarray(preprocess_fun(array), dtype=float)
+        if pre.shape != array.shape:
+            raise ValueError(f"`preprocess_fun` must keep the shape {array.shape} of the "
+                             f"values, returned shape {pre.shape}.")
+        return aggregate(pre, kind)
+
+    return _panels(result, data_ids, chosen, transform,
+                   summarise=lambda a, kind: a.mean(axis=0, keepdims=True))
+
+
+def _first(result: Result) -> int:
+    return next(o for o, layer in enumerate(result.values) if layer is not None)

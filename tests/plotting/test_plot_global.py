@@ -1,0 +1,89 @@
+"""plot_global() and Result.boxplot(): summaries over samples against numpy."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import plotnine as p9
+import pytest
+from plotnine.composition import Compose
+
+from innsight.plotting import plot_global
+
+
+def f64(array: object) -> np.ndarray:
+    return np.asarray(array, dtype=np.float64)
+
+
+def check_boxes(frame, array: np.ndarray, data_ids: list[int], labels: list[str]) -> None:
+    """Box data: one row per (sample, position, node) equal to ``array (n, L, nodes)``."""
+    assert len(frame) == array[data_ids].size
+    node = np.array([labels.index(str(v)) for v in frame["output_node"]])
+    expected = array[frame["data"].to_numpy(), frame["x"].to_numpy() - 1, node]
+    np.testing.assert_allclose(frame["value"].to_numpy(), expected, rtol=1e-12, atol=1e-12)
+    assert sorted(set(frame["data"])) == sorted(data_ids)
+
+
+def test_tabular_boxes(tabular_result, tmp_path):
+    figure = plot_global(tabular_result)
+    check_boxes(figure.data, np.abs(f64(tabular_result.get_result())), list(range(5)), ["Y1", "Y2", "Y3"])
+    assert isinstance(figure.layers[0].geom, p9.geoms.geom_boxplot)
+    assert figure.facet.cols == ["output_node"]
+    figure.save(tmp_path / "boxes.png", verbose=False)
+    assert (tmp_path / "boxes.png").exists()
+    raw = plot_global(tabular_result, preprocess_fun=None, data_idx=[1, 4], output_idx=1)
+    check_boxes(raw.data, f64(tabular_result.get_result())[..., [1]], [1, 4], ["Y2"])
+
+
+def test_signal_boxes_aggregate_after_preprocess(signal_result, tmp_path):
+    array = f64(signal_result.get_result())
+    figure = plot_global(signal_result, preprocess_fun=np.square, aggr_channels="sum")
+    check_boxes(figure.data, (array**2).sum(1), list(range(4)), ["Y1", "Y2"])
+    figure.save(tmp_path / "signal_boxes.png", verbose=False)
+    assert (tmp_path / "signal_boxes.png").exists()
+    per_channel = plot_global(signal_result, aggr_channels=None)
+    assert set(per_channel.data["channel"]) == {"C1", "C2", "C3"}
+    assert len(per_channel.data) == array.size
+
+
+def test_image_mean_heatmap(image_result, tmp_path):
+    array = f64(image_result.get_result())  # (n, C, H, W, nodes)
+    figure = plot_global(image_result, data_idx=[0, 2], aggr_channels="mean")
+    expected = np.abs(array[[0, 2]]).mean(1).mean(0)  # (H, W, nodes)
+    frame = figure.data
+    node = np.array([["Y1", "Y2", "Y3"].index(str(v)) for v in frame["output_node"]])
+    np.testing.assert_allclose(frame["value"], expected[8 - frame["y"], frame["x"] - 1, node], rtol=1e-12)
+    assert len(frame) == 8 * 8 * 3 and isinstance(figure.layers[0].geom, p9.geoms.geom_raster)
+    figure.save(tmp_path / "mean.png", verbose=False)
+    assert (tmp_path / "mean.png").exists()
+
+
+def test_two_inputs_two_outputs(two_in_two_out_result, tmp_path):
+    figure = plot_global(two_in_two_out_result)
+    assert isinstance(figure, Compose)
+    figure.save(tmp_path / "global.png")
+    assert (tmp_path / "global.png").exists()
+
+
+def test_boxplot_alias_warns_for_images(image_result, tabular_result, two_in_two_out_result):
+    with pytest.warns(UserWarning, match="mean heatmaps"):
+        image_result.boxplot()
+    with pytest.warns(UserWarning, match="mean heatmaps"):
+        two_in_two_out_result.boxplot(output_idx=[[0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = tabular_result.boxplot(output_idx=0)
+    assert set(map(str, figure.data["output_node"])) == {"Y1"}
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"preprocess_fun": "abs"}, TypeError, "`preprocess_fun` must be a callable or None, got 'abs'"),
+    ({"preprocess_fun": lambda a: a.sum()}, ValueError, r"`preprocess_fun` must keep the shape \(5, 4, 3\)"),
+    ({"data_idx": "some"}, TypeError, "`data_idx` must be .* or \"all\", got 'some'"),
+    ({"data_idx": [9]}, ValueError, r"`data_idx` must lie in \[0, 4\]"),
+    ({"as_plotly": 1}, TypeError, "`as_plotly` must be a bool"),
+])
+def test_argument_errors(tabular_result, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot_global(tabular_result, **kwargs)
