@@ -34,6 +34,34 @@ DOUBLE_TOL = 1e-10
 # ---- models --------------------------------------------------------------------------
 
 
+class TwoInTwoOut(nn.Module):
+    """Inputs an image (2, 6, 6) and a vector (4,); outputs a softmax over 3 classes
+    and a linear regression head with 2 nodes, as a tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.tab = nn.Linear(4, 5)
+        self.cls = nn.Linear(3 * 4 * 4 + 5, 3)
+        self.reg = nn.Linear(3 * 4 * 4 + 5, 2)
+
+    def heads(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs before the final softmax: (logits, regression)."""
+        h = torch.cat([torch.flatten(F.relu(self.conv(a)), 1), torch.tanh(self.tab(b))], 1)
+        return self.cls(h), self.reg(h)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, reg = self.heads(a, b)
+        return F.softmax(logits, dim=1), reg
+
+
+@pytest.fixture
+def two_in_two_out() -> TwoInTwoOut:
+    """Inputs (2, 6, 6) and (4,); outputs softmax (3,) and regression (2,); eval mode."""
+    torch.manual_seed(5)
+    return TwoInTwoOut().eval()
+
+
 class Lambda(nn.Module):
     """A module whose forward is ``fn(self, x)``; keyword arguments become attributes.
 

@@ -49,27 +49,6 @@ class SoftmaxCNN(nn.Module):
         return F.softmax(self.logits(x), dim=1)
 
 
-class TwoInTwoOut(nn.Module):
-    """Inputs an image (2, 6, 6) and a vector (4,); outputs a softmax over 3 classes
-    and a linear regression head with 2 nodes, as a tuple."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(2, 3, 3)
-        self.tab = nn.Linear(4, 5)
-        self.cls = nn.Linear(3 * 4 * 4 + 5, 3)
-        self.reg = nn.Linear(3 * 4 * 4 + 5, 2)
-
-    def heads(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """The outputs before the final softmax: (logits, regression)."""
-        h = torch.cat([torch.flatten(F.relu(self.conv(a)), 1), torch.tanh(self.tab(b))], 1)
-        return self.cls(h), self.reg(h)
-
-    def forward(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        logits, reg = self.heads(a, b)
-        return F.softmax(logits, dim=1), reg
-
-
 def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = factory()
@@ -103,12 +82,6 @@ def softmax_cnn() -> SoftmaxCNN:
 def linear_model() -> nn.Linear:
     """``nn.Linear(6, 3)``: f(x) = W x + b, gradient W[j] everywhere."""
     return _seeded(lambda: nn.Linear(6, 3), seed=3)
-
-
-@pytest.fixture
-def two_in_two_out() -> TwoInTwoOut:
-    """Inputs (2, 6, 6) and (4,); outputs softmax (3,) and regression (2,)."""
-    return _seeded(TwoInTwoOut, seed=5)
 
 
 # ---- data -----------------------------------------------------------------------------

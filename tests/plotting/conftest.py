@@ -17,21 +17,6 @@ from torch import nn
 import innsight as ins
 
 
-class TwoInTwoOut(nn.Module):
-    """Inputs an image (2, 6, 6) and a vector (4,); outputs (3,) and (2,)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(2, 3, 3)
-        self.tab = nn.Linear(4, 5)
-        self.cls = nn.Linear(3 * 4 * 4 + 5, 3)
-        self.reg = nn.Linear(3 * 4 * 4 + 5, 2)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.cat([torch.flatten(torch.relu(self.conv(a)), 1), torch.tanh(self.tab(b))], 1)
-        return self.cls(h), self.reg(h)
-
-
 def _data(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(1))
 
@@ -57,8 +42,7 @@ def image_result() -> ins.methods.result.Result:
     return ins.run_intgrad(ins.convert(model, input_dim=[3, 8, 8]), _data(4, 3, 8, 8), n=5)
 
 
-@pytest.fixture(scope="module")
-def two_in_two_out_result() -> ins.methods.result.Result:
-    torch.manual_seed(0)
-    conv = ins.convert(TwoInTwoOut().eval(), input_dim=[[2, 6, 6], [4]])
+@pytest.fixture
+def two_in_two_out_result(two_in_two_out: torch.nn.Module) -> ins.methods.result.Result:
+    conv = ins.convert(two_in_two_out, input_dim=[[2, 6, 6], [4]])
     return ins.run_grad(conv, [_data(3, 2, 6, 6), _data(3, 4)], output_idx=[[0, 2], [1]])
