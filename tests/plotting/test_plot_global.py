@@ -87,3 +87,10 @@ def test_boxplot_alias_warns_for_images(image_result, tabular_result, two_in_two
 def test_argument_errors(tabular_result, kwargs, error, match):
     with pytest.raises(error, match=match):
         plot_global(tabular_result, **kwargs)
+
+
+@pytest.mark.parametrize(("preprocess_fun", "label"),
+                         [(abs, "|gradient|"), (np.square, "square(gradient)"), (None, "gradient")])
+def test_value_label_says_what_was_preprocessed(tabular_result, preprocess_fun, label):
+    assert tabular_result.method == "Gradient" and not tabular_result.args.get("times_input")
+    assert plot_global(tabular_result, preprocess_fun=preprocess_fun).labels.y == label

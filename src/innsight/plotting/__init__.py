@@ -110,5 +110,9 @@ def plot_global(result: Result, output_idx: Any = None, output_label: Any = None
     if not isinstance(as_plotly, bool):
         raise TypeError(f"`as_plotly` must be a bool, got {as_plotly!r}.")
     panels = global_panels(result, output_idx, output_label, data_idx, aggr_channels, preprocess_fun)
+    label = value_label(result)
+    if preprocess_fun is not None:  # say what was plotted: |gradient|, sqrt(gradient), ...
+        name = getattr(preprocess_fun, "__name__", "preprocessed")
+        label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"
     backend = _plotly() if as_plotly else plotnine_plots
-    return backend.plot_global(panels, value_label(result), result.method)
+    return backend.plot_global(panels, label, result.method)
