@@ -445,11 +445,17 @@ def test_methods_work_where_the_caller_turned_autograd_off(context, run):
     with context():
         actual = run(conv, x, dtype="double", verbose=False).get_result()
     np.testing.assert_array_equal(actual, expected)
-    # and against autograd for the plain gradient
-    xr = x.clone().requires_grad_(True)
-    grad0 = torch.autograd.grad(model.double()(xr)[:, 0].sum(), xr)[0]
-    if run is ins.run_grad:
-        np.testing.assert_allclose(actual[..., 0], grad0.numpy(), rtol=1e-12, atol=1e-14)
+    # and against plain autograd: the gradient, or IntegratedGradient's right Riemann
+    # sum (n=50 points k/50 * x from the zero baseline) times the input
+    model = model.double()
+    alphas = [1.0] if run is ins.run_grad else [k / 50 for k in range(1, 51)]
+    reference = torch.zeros_like(x)
+    for alpha in alphas:
+        xr = (alpha * x).requires_grad_(True)
+        reference += torch.autograd.grad(model(xr)[:, 0].sum(), xr)[0] / len(alphas)
+    if run is ins.run_intgrad:
+        reference *= x
+    np.testing.assert_allclose(actual[..., 0], reference.numpy(), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])

@@ -123,8 +123,7 @@ class Converter:
         )
         rows = [("#", "name", "type", "reads", "output shape")]
         for i, (layer, name, reads) in enumerate(zip(model.layers, model.layer_names, model.input_layers)):
-            kind = layer.type_name + (f"({layer.act_name})" if hasattr(layer, "act_name") else "")
-            rows.append((str(i), name, kind, ",".join(map(str, reads)) or "-", str(list(layer.output_dim))))
+            rows.append((str(i), name, layer.summary(), ",".join(map(str, reads)) or "-", str(list(layer.output_dim))))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         return "\n".join([header, *("  " + line for line in lines)])

@@ -19,7 +19,6 @@ class ActivationSpec:
 
     fn: Callable[..., Tensor]
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    elementwise: bool = True
     #: The same function writing into its input, where torch has one.
     fn_: Callable[..., Tensor] | None = None
 
@@ -56,7 +55,7 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "hardtanh": ActivationSpec(F.hardtanh, {"min_val": -1.0, "max_val": 1.0}, fn_=F.hardtanh_),
     "hardsigmoid": ActivationSpec(_hardsigmoid),
     "hardswish": ActivationSpec(_hardswish),
-    "softmax": ActivationSpec(_softmax, {"axis": 0}, elementwise=False),
+    "softmax": ActivationSpec(_softmax, {"axis": 0}),
     "identity": ActivationSpec(_identity),
 }
 
@@ -109,6 +108,9 @@ class Activation(Layer):
 
     def get_params(self) -> dict[str, Any]:
         return {"act_name": self.act_name, **self.args}
+
+    def summary(self) -> str:
+        return f"{self.type_name}({self.act_name})"
 
     def extra_repr(self) -> str:
         return f"{self.act_name}" + "".join(f", {k}={v!r}" for k, v in self.args.items())

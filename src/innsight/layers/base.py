@@ -82,6 +82,10 @@ class Layer(nn.Module):
         """The parameters of this layer's dict entry (arrays as tensors)."""
         return {}
 
+    def summary(self) -> str:
+        """A short description for model listings, e.g. ``Conv2D`` or ``Activation(relu)``."""
+        return self.type_name
+
     def forward_overwriting(self, *xs: Any) -> Any:
         """``forward``, free to write the result into the first input (which the graph
         no longer needs; only called without autograd). Same values as ``forward``."""
