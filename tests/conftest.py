@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision  # noqa: F401  (before any tensorflow import: the reverse order segfaults)
 from torch import Tensor, nn
 
 import innsight as ins
