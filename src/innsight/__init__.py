@@ -2,15 +2,23 @@
 
 from innsight.converter import ConversionError, ConvertedModel, Converter, convert
 from innsight.methods import (
+    LRP,
+    ConnectionWeights,
+    DeepLift,
+    DeepSHAP,
     ExpectedGradient,
     Gradient,
     IntegratedGradient,
     InterpretingMethod,
     Result,
     SmoothGrad,
+    run_cw,
+    run_deeplift,
+    run_deepshap,
     run_expgrad,
     run_grad,
     run_intgrad,
+    run_lrp,
     run_smoothgrad,
     torch_expgrad,
     torch_grad,
@@ -19,6 +27,8 @@ from innsight.methods import (
 )
 
 __all__ = [
+    "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
+    "run_lrp",
     "ConversionError", "ConvertedModel", "Converter", "ExpectedGradient", "Gradient",
     "IntegratedGradient", "InterpretingMethod", "Result", "SmoothGrad", "convert",
     "run_expgrad", "run_grad", "run_intgrad", "run_smoothgrad", "torch_expgrad", "torch_grad",

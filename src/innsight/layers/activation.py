@@ -11,6 +11,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, tensor_dim
+from innsight.layers.rules import (
+    DeepLiftRule,
+    LrpRule,
+    Multipliers,
+    Pair,
+    collapse,
+    derivative,
+    small,
+    vjp_at,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,13 @@ class Activation(Layer):
     Parameters: ``act_name`` (a key of :data:`ACTIVATIONS`) and that
     activation's own parameters, e.g. ``negative_slope`` for ``leaky_relu`` or
     ``axis`` (a sample axis, 0 = channels) for ``softmax``.
+
+    Rules: LRP and ConnectionWeights pass values through unchanged. DeepLift
+    uses ``dy / dx`` per entry (``rescale``; the derivative at the midpoint
+    ``(x + x_ref) / 2`` where ``|dx|`` is tiny) or Shrikumar et al.'s
+    ``reveal_cancel``, which treats the positive and negative parts of ``dx``
+    apart. Softmax, not elementwise, takes its gradient at the midpoint,
+    rescaled so that the contributions sum to ``dy``.
     """
 
     type_names = ("Activation",)
@@ -111,6 +128,59 @@ class Activation(Layer):
 
     def summary(self) -> str:
         return f"{self.type_name}({self.act_name})"
+
+    def _fn(self, x: Tensor) -> Tensor:
+        return self.spec.fn(x, **self.args)
+
+    def rule_support(self, method: str, rule: Any) -> str | None:
+        return None
+
+    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
+        return [r]
+
+    def weight_paths(self, m: Tensor) -> list[Tensor]:
+        return [m]
+
+    def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
+                     y_ref: Tensor, rule: DeepLiftRule,
+                     splits: list[Pair] | None) -> list[Multipliers]:
+        (x,), (x_ref,) = xs, refs
+        n = collapse(m, y - y_ref)
+        if self.act_name == "softmax":
+            return [self._rescaled_gradient(n, x, x_ref, y - y_ref)]
+        if rule.splits:
+            pos, neg = self._reveal_cancel(x_ref, splits[0], y, y_ref)
+            return [Pair(n * pos, n * neg)]
+        return [n * self._secant(x_ref, x - x_ref, y - y_ref)]
+
+    def _secant(self, start: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
+        """``dy / dx``, or the derivative at ``start + dx / 2`` where ``|dx|`` is tiny."""
+        tiny = dx.abs() <= small(dx.dtype)
+        slope = dy / torch.where(tiny, torch.ones_like(dx), dx)
+        if tiny.any():
+            slope = torch.where(tiny, derivative(self._fn, start + dx / 2), slope)
+        return slope
+
+    def _reveal_cancel(self, x_ref: Tensor, split: Pair, y: Tensor,
+                       y_ref: Tensor) -> tuple[Tensor, Tensor]:
+        """Multipliers of the positive and negative parts of ``dx``: each part's effect
+        averaged over adding it first and adding it after the other part."""
+        at_pos, at_neg = self._fn(x_ref + split.pos), self._fn(x_ref + split.neg)
+        dy_pos = ((at_pos - y_ref) + (y - at_neg)) / 2
+        dy_neg = ((at_neg - y_ref) + (y - at_pos)) / 2
+        return (self._secant(x_ref, split.pos, dy_pos), self._secant(x_ref, split.neg, dy_neg))
+
+    def _rescaled_gradient(self, n: Tensor, x: Tensor, x_ref: Tensor, dy: Tensor) -> Tensor:
+        """Softmax: the gradient at the midpoint, scaled per sample and target so that
+        the contributions ``dx * m`` sum to ``n * dy``."""
+        grad = vjp_at(self._fn, (x + x_ref) / 2, n)
+        dx = x - x_ref
+        wanted = (n * dy).flatten(2).sum(2)
+        got = (grad * dx).flatten(2).sum(2)
+        scale = torch.where(got.abs() > small(dx.dtype) * wanted.abs().clamp(min=1),
+                            wanted / torch.where(got == 0, torch.ones_like(got), got),
+                            torch.ones_like(got))
+        return grad * scale.view(*scale.shape, *[1] * (grad.ndim - 2))
 
     def extra_repr(self) -> str:
         return f"{self.act_name}" + "".join(f", {k}={v!r}" for k, v in self.args.items())

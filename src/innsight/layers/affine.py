@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, frozen_param
+from innsight.layers.rules import LinearMap
 
 
-class BatchNorm(Layer):
+class BatchNorm(LinearMap, Layer):
     """Batch normalisation with frozen statistics (eval semantics) over axis 0 (channels).
 
     ``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` for
@@ -19,6 +20,7 @@ class BatchNorm(Layer):
     """
 
     type_names = ("BatchNorm",)
+    shape_preserving = True
     required = ("running_mean", "running_var")
     optional = {"weight": None, "bias": None, "eps": 1e-5}
 
@@ -59,8 +61,28 @@ class BatchNorm(Layer):
             "eps": self.eps,
         }
 
+    # As a diagonal affine map y = x * scale + shift, per channel.
+    def _per_channel(self, v: Tensor) -> Tensor:
+        return v.view(-1, *[1] * (len(self.input_dim[0]) - 1))
 
-class Affine(Layer):
+    @property
+    def rule_weight(self) -> Tensor:
+        scale = torch.rsqrt(self.running_var + self.eps)
+        return scale if self.weight is None else scale * self.weight
+
+    @property
+    def rule_bias(self) -> Tensor:
+        shift = -self.running_mean * self.rule_weight
+        return self._per_channel(shift if self.bias is None else shift + self.bias)
+
+    def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
+        return x * self._per_channel(self.rule_weight if weight is None else weight)
+
+    def _map_t(self, s: Tensor, weight: Tensor | None) -> Tensor:
+        return self._map(s, weight)
+
+
+class Affine(LinearMap, Layer):
     """``y = x * scale + shift`` with constants broadcast against one sample.
 
     ``scale`` and ``shift`` are numbers or arrays whose shape broadcasts to the
@@ -69,6 +91,7 @@ class Affine(Layer):
     """
 
     type_names = ("Affine",)
+    shape_preserving = True
     optional = {"scale": 1.0, "shift": 0.0}
 
     def __init__(self, type_name: str, scale: Any, shift: Any) -> None:
@@ -81,3 +104,17 @@ class Affine(Layer):
 
     def get_params(self) -> dict[str, Any]:
         return {"scale": self.scale, "shift": self.shift}
+
+    @property
+    def rule_weight(self) -> Tensor:
+        return self.scale
+
+    @property
+    def rule_bias(self) -> Tensor:
+        return self.shift
+
+    def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
+        return x * (self.scale if weight is None else weight)
+
+    def _map_t(self, s: Tensor, weight: Tensor | None) -> Tensor:
+        return self._map(s, weight).sum_to_size(s.shape[0], *self.input_dim[0])

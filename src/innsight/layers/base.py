@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from innsight.layers.rules import RuleLayer
+
 #: Maps the ``type`` of a layer entry (e.g. ``"Conv2D"``) to its layer class.
 LAYER_TYPES: dict[str, type[Layer]] = {}
 
 
-class Layer(nn.Module):
+class Layer(RuleLayer, nn.Module):
     """One typed node of a converted graph.
 
     Subclasses declare the ``type`` names they are registered under
@@ -28,6 +30,9 @@ class Layer(nn.Module):
 
     The graph builder sets ``input_dim`` (one shape per read tensor) and
     ``output_dim``; shapes never include the batch axis and are channels first.
+    The rule-based backward passes (LRP, DeepLift, ConnectionWeights) are the
+    methods of :class:`~innsight.layers.rules.RuleLayer`; each family overrides
+    those it supports.
     """
 
     type_names: ClassVar[tuple[str, ...]] = ()
@@ -90,18 +95,6 @@ class Layer(nn.Module):
         """``forward``, free to write the result into the first input (which the graph
         no longer needs; only called without autograd). Same values as ``forward``."""
         return self(*xs)
-
-    def relevance(self, *args: Any, **kwargs: Any) -> Any:
-        """LRP: redistribute upstream relevance onto this layer's inputs."""
-        raise NotImplementedError(
-            f"Layer type '{self.type_name}' has no LRP rule yet."
-        )
-
-    def contribution(self, *args: Any, **kwargs: Any) -> Any:
-        """DeepLift: multipliers from this layer's output back to its inputs."""
-        raise NotImplementedError(
-            f"Layer type '{self.type_name}' has no DeepLift rule yet."
-        )
 
     def extra_repr(self) -> str:
         shapes = getattr(self, "output_dim", None)

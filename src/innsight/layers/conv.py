@@ -7,9 +7,15 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
+import torch
+
 from innsight.layers.base import Layer, as_int, frozen_param, int_tuple
+from innsight.layers.rules import LinearMap
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+#: The transposed convolutions (gradient w.r.t. the input), for the rule-based passes.
+_CONV_T = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input,
+           3: torch.nn.grad.conv3d_input}
 
 
 def padding_pairs(value: Any, n_axes: int, name: str = "padding") -> tuple[tuple[int, int], ...]:
@@ -32,7 +38,7 @@ def torch_pad_order(pairs: tuple[tuple[int, int], ...]) -> list[int]:
     return [v for pair in reversed(pairs) for v in pair]
 
 
-class Conv(Layer):
+class Conv(LinearMap, Layer):
     """Convolution ``(batch, C_in, *spatial) -> (batch, C_out, *spatial_out)``.
 
     Parameters: ``weight`` ``(C_out, C_in / groups, *kernel)``, optional ``bias``
@@ -75,13 +81,44 @@ class Conv(Layer):
         self._conv_padding = tuple(before for before, _ in self.padding) if symmetric else 0
         self._pre_pad = None if symmetric else torch_pad_order(self.padding)
         self._conv = _CONV[n_axes]
+        self._conv_t = _CONV_T[n_axes]
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._convolve(x, self.weight, self.bias)
+
+    def _convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self._pre_pad is not None:
             x = F.pad(x, self._pre_pad)
         return self._conv(
-            x, self.weight, self.bias, self.stride, self._conv_padding, self.dilation, self.groups
+            x, weight, bias, self.stride, self._conv_padding, self.dilation, self.groups
         )
+
+    @property
+    def rule_weight(self) -> Tensor:
+        return self.weight
+
+    @property
+    def rule_bias(self) -> Tensor | None:
+        if self.bias is None:
+            return None
+        return self.bias.view(-1, *[1] * len(self.stride))
+
+    def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
+        return self._convolve(x, self.weight if weight is None else weight, None)
+
+    def _map_t(self, s: Tensor, weight: Tensor | None) -> Tensor:
+        spatial = self.input_dim[0][1:]
+        if self._pre_pad is not None:
+            spatial = [n + before + after for n, (before, after) in zip(spatial, self.padding)]
+        grad = self._conv_t(
+            (s.shape[0], self.input_dim[0][0], *spatial), self.weight if weight is None else weight,
+            s.contiguous(), self.stride, self._conv_padding, self.dilation, self.groups,
+        )
+        if self._pre_pad is None:
+            return grad
+        crop = tuple(slice(before, before + n) for n, (before, _) in
+                     zip(self.input_dim[0][1:], self.padding))
+        return grad[(slice(None), slice(None), *crop)]
 
     def get_params(self) -> dict[str, Any]:
         return {

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, frozen_param
+from innsight.layers.rules import LinearMap
 
 
-class Dense(Layer):
+class Dense(LinearMap, Layer):
     """``y = x W^T + b`` over the last axis: ``(batch, ..., in) -> (batch, ..., out)``.
 
     Parameters: ``weight`` of shape ``(out, in)`` and an optional ``bias`` ``(out,)``.
@@ -37,3 +38,17 @@ class Dense(Layer):
 
     def get_params(self) -> dict[str, Any]:
         return {"weight": self.weight, "bias": self.bias}
+
+    @property
+    def rule_weight(self) -> Tensor:
+        return self.weight
+
+    @property
+    def rule_bias(self) -> Tensor | None:
+        return self.bias
+
+    def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
+        return F.linear(x, self.weight if weight is None else weight)
+
+    def _map_t(self, s: Tensor, weight: Tensor | None) -> Tensor:
+        return s @ (self.weight if weight is None else weight)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from innsight.layers.base import Layer
@@ -19,3 +21,6 @@ class Input(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         return x
+
+    def rule_support(self, method: str, rule: Any) -> str | None:
+        return None  # the walks end here

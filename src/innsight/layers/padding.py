@@ -9,15 +9,18 @@ from torch import Tensor
 
 from innsight.layers.base import Layer
 from innsight.layers.conv import padding_pairs, torch_pad_order
+from innsight.layers.rules import Mover
 
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
-class Padding(Layer):
+class Padding(Mover, Layer):
     """Pads the trailing sample axes: ``padding`` holds one ``[before, after]``
     pair per padded axis, for the last ``len(padding)`` axes in order.
 
     ``mode`` is one of :data:`PAD_MODES`; ``value`` fills constant padding.
+    Rule-based passes move values back from where they were copied; padded
+    constants receive nothing.
     """
 
     type_names = ("Padding",)
@@ -41,6 +44,11 @@ class Padding(Layer):
         if self.mode == "constant":
             return F.pad(x, self._torch_pad, value=self.value)
         return F.pad(x, self._torch_pad, mode=self.mode)
+
+    def _linear(self, x: Tensor) -> Tensor:
+        if self.mode == "constant":
+            return F.pad(x, self._torch_pad)  # the move without the constant fill
+        return self(x)
 
     def get_params(self) -> dict[str, Any]:
         return {

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, int_tuple
+from innsight.layers.rules import (
+    DeepLiftRule,
+    LinearMap,
+    LrpRule,
+    Multipliers,
+    Pair,
+    RuleLayer,
+    collapse,
+    divide,
+    small,
+    transpose_of,
+)
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -43,7 +56,69 @@ class _WindowPool(Layer):
         }
 
 
-class MaxPool(_WindowPool):
+class _MaxRules(RuleLayer):
+    """LRP and DeepLift through a maximum over windows.
+
+    With ``winner_takes_all``, each window sends everything to its arg-max
+    (accumulating where windows overlap); DeepLift's multiplier there is
+    ``dy / dx_argmax`` (the gradient where that difference vanishes). Without
+    it, a window spreads its value over its inputs in proportion to them (to
+    their differences for DeepLift), as an average pooling of the same windows
+    would. Subclasses give ``_with_indices(x)`` and ``_window_mean(x)``.
+    """
+
+    def _with_indices(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _window_mean(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _proportional_support(self) -> str | None:
+        return None
+
+    def rule_support(self, method: str, rule: Any) -> str | None:
+        if method == "cw":
+            return f"layer type '{self.type_name}' (max pooling) has no weights to follow"
+        if not rule.winner_takes_all:
+            return self._proportional_support()
+        return None
+
+    def _to_winners(self, values: Tensor, x: Tensor) -> Tensor:
+        """Scatter ``values (T, B, C, *out)`` onto each window's arg-max of ``x``."""
+        _, idx = self._with_indices(x)
+        n_targets, batch, channels = values.shape[:3]
+        out = values.new_zeros(n_targets, batch, channels, x[0, 0].numel())
+        index = idx.flatten(2).expand(n_targets, -1, -1, -1)
+        out.scatter_add_(3, index, values.flatten(3))
+        return out.view(n_targets, *x.shape)
+
+    def _spread(self, values: Tensor) -> Tensor:
+        (back,) = transpose_of(self._window_mean, values, self.input_dim)
+        return back
+
+    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
+        (x,) = xs
+        if rule.winner_takes_all:
+            return [self._to_winners(r, x)]
+        return [x * self._spread(divide(r, self._window_mean(x)))]
+
+    def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
+                     y_ref: Tensor, rule: DeepLiftRule,
+                     splits: list[Pair] | None) -> list[Multipliers]:
+        (x,), (x_ref,) = xs, refs
+        dy = y - y_ref
+        n = collapse(m, dy)
+        dx = x - x_ref
+        if not rule.winner_takes_all:
+            return [self._spread(divide(n * dy, self._window_mean(dx)))]
+        _, idx = self._with_indices(x)
+        dx_win = dx.flatten(2).gather(2, idx.flatten(2)).view_as(dy)
+        near_zero = dx_win.abs() <= small(dx.dtype)
+        ratio = torch.where(near_zero, torch.ones_like(dy), dy / torch.where(near_zero, 1.0, dx_win))
+        return [self._to_winners(n * ratio, x)]
+
+
+class MaxPool(_MaxRules, _WindowPool):
     """Max pooling ``(batch, C, *spatial) -> (batch, C, *spatial_out)``, torch semantics;
     padding counts as -inf. Parameters: those of fixed-window pooling and ``dilation``."""
 
@@ -64,8 +139,22 @@ class MaxPool(_WindowPool):
     def get_params(self) -> dict[str, Any]:
         return {**super().get_params(), "dilation": list(self.dilation)}
 
+    def _with_indices(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._pool(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                          self.ceil_mode, return_indices=True)
 
-class AvgPool(_WindowPool):
+    def _window_mean(self, x: Tensor) -> Tensor:
+        return _AVG[len(self.kernel_size)](x, self.kernel_size, self.stride, self.padding,
+                                          self.ceil_mode, True)
+
+    def _proportional_support(self) -> str | None:
+        if any(d != 1 for d in self.dilation):
+            return (f"layer type '{self.type_name}' with dilation {list(self.dilation)} "
+                    f"supports only winner_takes_all=True")
+        return None
+
+
+class AvgPool(LinearMap, _WindowPool):
     """Average pooling ``(batch, C, *spatial) -> (batch, C, *spatial_out)``, torch semantics.
     Parameters: those of fixed-window pooling and ``count_include_pad`` (whether
     padded zeros count in a window's divisor)."""
@@ -87,17 +176,17 @@ class AvgPool(_WindowPool):
     def get_params(self) -> dict[str, Any]:
         return {**super().get_params(), "count_include_pad": self.count_include_pad}
 
+    def _map(self, x: Tensor, weight: None) -> Tensor:
+        return self(x)
 
-class AdaptivePool(Layer):
-    """Adaptive average or max pooling to a fixed ``output_size`` per spatial axis.
+
+class _AdaptivePool(Layer):
+    """Adaptive pooling to a fixed ``output_size`` per spatial axis.
 
     ``(batch, C, *spatial) -> (batch, C, *output_size)``; global pooling is
     ``output_size = 1`` on every axis.
     """
 
-    type_names = tuple(
-        f"Adaptive{kind}Pool{n}D" for kind in ("Avg", "Max") for n in (1, 2, 3)
-    )
     required = ("output_size",)
 
     def __init__(self, type_name: str, output_size: Any) -> None:
@@ -106,10 +195,34 @@ class AdaptivePool(Layer):
         self.output_size = int_tuple(output_size, n, "output_size")
         if min(self.output_size) < 1:
             raise ValueError(f"`output_size` must be positive, got {output_size!r}.")
-        self._pool = (_ADAPTIVE_MAX if "Max" in type_name else _ADAPTIVE_AVG)[n]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._pool(x, self.output_size)
+        self._avg = _ADAPTIVE_AVG[n]
 
     def get_params(self) -> dict[str, Any]:
         return {"output_size": list(self.output_size)}
+
+
+class AdaptiveAvgPool(LinearMap, _AdaptivePool):
+    """Adaptive average pooling (see :class:`_AdaptivePool`)."""
+
+    type_names = tuple(f"AdaptiveAvgPool{n}D" for n in (1, 2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._avg(x, self.output_size)
+
+    def _map(self, x: Tensor, weight: None) -> Tensor:
+        return self(x)
+
+
+class AdaptiveMaxPool(_MaxRules, _AdaptivePool):
+    """Adaptive max pooling (see :class:`_AdaptivePool`)."""
+
+    type_names = tuple(f"AdaptiveMaxPool{n}D" for n in (1, 2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ADAPTIVE_MAX[len(self.output_size)](x, self.output_size)
+
+    def _with_indices(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return _ADAPTIVE_MAX[len(self.output_size)](x, self.output_size, return_indices=True)
+
+    def _window_mean(self, x: Tensor) -> Tensor:
+        return self._avg(x, self.output_size)

@@ -7,9 +7,10 @@ from typing import Any
 from torch import Tensor
 
 from innsight.layers.base import Layer, as_ints, tensor_dim
+from innsight.layers.rules import LinearMap
 
 
-class Mean(Layer):
+class Mean(LinearMap, Layer):
     """Mean over the sample axes ``axes`` (0 = channels); e.g. ``x.mean((2, 3))``
     in torch is ``axes=[1, 2]``: global average pooling of images."""
 
@@ -30,3 +31,6 @@ class Mean(Layer):
 
     def get_params(self) -> dict[str, Any]:
         return {"axes": list(self.axes), "keepdims": self.keepdims}
+
+    def _map(self, x: Tensor, weight: None) -> Tensor:
+        return self(x)

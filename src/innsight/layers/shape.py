@@ -1,7 +1,8 @@
 """Shape-only operations: values move, none change.
 
 Flatten, reshape, permute and slicing only rearrange or select entries, so a
-rule-based backward pass moves values back to where they came from unchanged.
+rule-based backward pass moves values back to where they came from unchanged
+(:class:`~innsight.layers.rules.Mover`).
 Every axis named here is a sample axis (0 = channels), never the batch axis.
 """
 
@@ -12,9 +13,10 @@ from typing import Any
 from torch import Tensor
 
 from innsight.layers.base import Layer, as_ints
+from innsight.layers.rules import Mover
 
 
-class Flatten(Layer):
+class Flatten(Mover, Layer):
     """``(batch, *dim) -> (batch, prod(dim))``."""
 
     type_names = ("Flatten",)
@@ -24,7 +26,7 @@ class Flatten(Layer):
         return x.flatten(1)
 
 
-class Reshape(Layer):
+class Reshape(Mover, Layer):
     """``(batch, *dim) -> (batch, *shape)`` keeping row-major order (``shape`` may hold one -1)."""
 
     type_names = ("Reshape",)
@@ -44,7 +46,7 @@ class Reshape(Layer):
         return {"shape": list(self.shape)}
 
 
-class Permute(Layer):
+class Permute(Mover, Layer):
     """Reorders the sample axes: output axis ``i`` is input axis ``perm[i]``."""
 
     type_names = ("Permute",)
@@ -69,7 +71,7 @@ class Permute(Layer):
         return {"perm": list(self.perm)}
 
 
-class Slice(Layer):
+class Slice(Mover, Layer):
     """Selects ``start:stop:step`` along every sample axis (one triple per axis)."""
 
     type_names = ("Slice",)
@@ -101,4 +103,3 @@ class Slice(Layer):
 
     def get_params(self) -> dict[str, Any]:
         return {"ranges": [list(r) for r in self.ranges]}
-

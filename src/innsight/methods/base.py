@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from innsight._validation import describe, is_int, resolve_dtype
-from innsight.converter import Converter
+from innsight.converter import ConvertedModel, Converter
 from innsight.methods.data import prepare_data
 from innsight.methods.engine import (
     ModelFn,
@@ -33,6 +33,8 @@ from innsight.methods.result import Result
 class Setup:
     """What a method's ``_explain`` works with, all checked and on one device and dtype."""
 
+    model: ConvertedModel  # on the method's dtype and device
+    explained: list[int]  # per output layer, the layer explained (see explained_nodes)
     model_fn: ModelFn  # inputs -> the explained outputs (pre-activation if ignore_last_act)
     data: list[Tensor]  # per input layer, (n_data, *dim), channels first
     targets: list[Target]
@@ -121,6 +123,8 @@ class InterpretingMethod(Result):
     """
 
     method_name = "InterpretingMethod"
+    #: Whether ``data=None`` is allowed (a global method); its predictions are then NaN.
+    data_optional = False
 
     def __init__(
         self,
@@ -152,6 +156,10 @@ class InterpretingMethod(Result):
         if model.dtype != torch_dtype or model.device != torch_device:
             model = copy.deepcopy(model).to(dtype=torch_dtype, device=torch_device)
 
+        without_data = data is None and self.data_optional
+        if without_data:
+            data = [torch.zeros(1, *(dim if channels_first or len(dim) < 2 else (*dim[1:], dim[0])))
+                    for dim in model.input_dim]  # shapes only
         tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype, torch_device)
         selected = select_outputs(output_idx, output_label, model.output_dim, model.output_names)
         targets = [Target(o, j) for o, indices in enumerate(selected) for j in indices]
@@ -167,7 +175,11 @@ class InterpretingMethod(Result):
             lambda xs: model.run_nodes(xs, explained + model.output_nodes), tensors, batch_size
         )
         preds = target_values(at_data[n_out:], targets)
+        if without_data:
+            preds = torch.full_like(preds, float("nan"))
         setup = Setup(
+            model=model,
+            explained=explained,
             model_fn=lambda xs: model.run_nodes(xs, explained),
             data=tensors,
             targets=targets,

@@ -108,7 +108,7 @@ class PathPoints:
               channels_first: bool) -> PathPoints:
         n = check_positive_int(n, "n")
         check_bool(times_input, "times_input")
-        return cls(n, _references(data, x_ref, channels_first), times_input)
+        return cls(n, reference_inputs(data, x_ref, channels_first), times_input)
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
         inputs, diffs = [], []
@@ -157,7 +157,7 @@ class ReferenceDraws:
         return f_data - f(self.data_ref).mean(0, keepdim=True)
 
 
-def _references(data: list[Tensor], x_ref: Any, channels_first: bool) -> list[Tensor]:
+def reference_inputs(data: list[Tensor], x_ref: Any, channels_first: bool) -> list[Tensor]:
     """``x_ref``: zeros by default, one sample, or one per data sample."""
     if x_ref is None:
         return [x.new_zeros(1, *x.shape[1:]) for x in data]

@@ -1,0 +1,66 @@
+"""ConnectionWeights (Olden et al. 2004): global importance from the weights alone.
+
+The importance of input ``i`` for output ``j`` is the sum over all paths from
+``i`` to ``j`` of the products of the weights along the path, i.e. the
+Jacobian of the network with every activation replaced by the identity and
+every bias by zero. A reverse walk computes it for every selected output at
+once. It is defined for graphs of layers with weights (dense, convolution,
+batch norm, average pooling, means), activations, sums, concatenations and
+shape-only layers; max pooling and elementwise products are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from innsight.methods.base import InterpretingMethod, Setup, check_bool
+from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
+
+
+def explain_connection_weights(setup: Setup, times_input: bool) -> list[Tensor]:
+    """Per input layer ``(1, *dim, n_targets)``, or ``(n_data, *dim, n_targets)`` with
+    ``times_input`` (the weights times each sample)."""
+    model, explained, targets = setup.model, setup.explained, setup.targets
+    check_rules(model, explained, "cw", lambda i: None)
+    like = setup.data[0]
+    ones = starts(model, explained, targets, 1, like, lambda t: 1.0)
+    paths = reverse_walk(model, explained, ones,
+                         lambda i, m: model.layers[i].weight_paths(m))
+    values = []
+    for x, w in zip(setup.data, paths):
+        w = x.new_zeros(len(targets), 1, *x.shape[1:]) if w is None else w
+        values.append((w * x if times_input else w).movedim(0, -1))
+    return values
+
+
+class ConnectionWeights(InterpretingMethod):
+    """Global importance: sums over all paths of the products of weights (Olden et al. 2004).
+
+    ``data`` is optional: without it (``data=None``) the result holds one row,
+    the global importance, and NaN predictions. With ``times_input=True`` the
+    importance is multiplied by each sample (a local variant), which needs data.
+    Further parameters: see :class:`InterpretingMethod`.
+    """
+
+    method_name = "ConnectionWeights"
+    data_optional = True
+
+    def __init__(self, converter: Any, data: Any = None, *, times_input: bool = False,
+                 **shared: Any) -> None:
+        check_bool(times_input, "times_input")
+        if times_input and data is None:
+            raise ValueError("`times_input=True` multiplies by the data: `data` is required, got None.")
+        super().__init__(converter, data, times_input=times_input, **shared)
+
+    def _explain(self, setup: Setup, times_input: bool) -> tuple[list[Tensor], None]:
+        values = explain_connection_weights(setup, times_input)
+        if not times_input:
+            values = [v.expand(setup.data[0].shape[0], *v.shape[1:]) for v in values]
+        return values, None
+
+
+def run_cw(converter: Any, data: Any = None, **args: Any) -> ConnectionWeights:
+    """Run :class:`ConnectionWeights`; the same arguments."""
+    return ConnectionWeights(converter, data, **args)

@@ -1,0 +1,188 @@
+"""DeepLift (Shrikumar et al. 2017) and DeepSHAP (Lundberg and Lee 2017).
+
+DeepLift explains the difference ``f(x) - f(x_ref)`` of each selected output
+node: one forward pass over the data and its references side by side gives
+every layer's value and reference value, and one reverse walk carries the
+multipliers of every output back to the input, each layer applying the
+``rescale`` or ``reveal_cancel`` rule (see the layer classes for their
+conventions). The contributions ``(x - x_ref) * multiplier`` sum to the
+difference exactly. DeepSHAP averages DeepLift over several references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from innsight._validation import describe
+from innsight.layers.rules import DEEPLIFT_RULES, DeepLiftRule, Pair, sign_split
+from innsight.methods.base import InterpretingMethod, Setup, check_bool, check_positive_int
+from innsight.methods.data import prepare_data
+from innsight.methods.engine import target_values
+from innsight.methods.gradient import reference_inputs
+from innsight.methods.reverse_walk import ancestors, check_rules, reverse_walk, starts
+
+#: ``refs(sample, copy) -> per input layer (rows, *dim)``: the reference of each row.
+RefsFn = Callable[[Tensor, Tensor], list[Tensor]]
+
+
+def _rule(rule_name: Any, winner_takes_all: Any) -> DeepLiftRule:
+    check_bool(winner_takes_all, "winner_takes_all")
+    if rule_name not in DEEPLIFT_RULES:
+        raise ValueError(
+            f"`rule_name` must be one of {list(DEEPLIFT_RULES)}, got {describe(rule_name)}."
+        )
+    return DeepLiftRule(rule_name, winner_takes_all)
+
+
+def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn,
+                     n_refs: int) -> tuple[list[Tensor], Tensor]:
+    """Contributions per input layer ``(n_data, *dim, n_targets)``, averaged over each
+    sample's ``n_refs`` references, and their goal ``mean f(x) - f(ref)``, ``(n_data, n_targets)``.
+
+    Rows (sample, reference) go through the model in chunks: each chunk's data and
+    references together make at most ``batch_size`` rows.
+    """
+    model, explained, targets = setup.model, setup.explained, setup.targets
+    check_rules(model, explained, "deeplift", lambda i: rule)
+    nodes = ancestors(model, explained)
+    n_data = setup.data[0].shape[0]
+    sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
+    goal = setup.data[0].new_zeros(n_data, len(targets))
+    n_rows, chunk = n_data * n_refs, max(1, setup.batch_size // 2)
+    for start in tqdm(range(0, n_rows, chunk), disable=not setup.verbose,
+                      desc="batches", leave=False):
+        rows = torch.arange(start, min(start + chunk, n_rows), device=goal.device)
+        sample, b = rows // n_refs, len(rows)
+        xs, x_refs = [x[sample] for x in setup.data], refs(sample, rows % n_refs)
+        with torch.no_grad():
+            both = model.node_values([torch.cat(pair) for pair in zip(xs, x_refs)])
+        at_x = [None if v is None else v[:b] for v in both]
+        at_ref = [None if v is None else v[b:] for v in both]
+        splits = _splits(model, nodes, at_x, at_ref) if rule.splits else None
+
+        def step(i: int, m: Any) -> list[Any]:
+            reads = model.input_layers[i]
+            return model.layers[i].contribution(
+                m, [at_x[j] for j in reads], [at_ref[j] for j in reads], at_x[i], at_ref[i],
+                rule, None if splits is None else [splits[j] for j in reads])
+
+        ones = starts(model, explained, targets, b, xs[0], lambda t: 1.0)
+        for k, m in enumerate(reverse_walk(model, explained, ones, step)):
+            if m is not None:
+                sums[k].index_add_(1, sample, _times_difference(m, xs[k] - x_refs[k]))
+        f_x = target_values([at_x[node] for node in explained], targets)
+        f_ref = target_values([at_ref[node] for node in explained], targets)
+        goal.index_add_(0, sample, f_x - f_ref)
+    return [s.movedim(0, -1) / n_refs for s in sums], goal / n_refs
+
+
+def _splits(model: Any, nodes: list[int], at_x: list[Any], at_ref: list[Any]) -> dict[int, Pair]:
+    """Reveal-cancel: every needed node's difference as positive and negative parts."""
+    splits: dict[int, Pair] = {}
+    for i in nodes:
+        reads, layer = model.input_layers[i], model.layers[i]
+        if reads and layer.splits_pairs:
+            splits[i] = layer.split_delta([splits[j] for j in reads], at_x[i], at_ref[i])
+        else:
+            splits[i] = sign_split(at_x[i] - at_ref[i])
+    return splits
+
+
+def _times_difference(m: Any, dx: Tensor) -> Tensor:
+    """Contributions ``(T, rows, *dim)`` of an input from its multipliers."""
+    if isinstance(m, Pair):
+        return m.pos * dx.clamp(min=0) + m.neg * dx.clamp(max=0)
+    return m * dx
+
+
+class DeepLift(InterpretingMethod):
+    """DeepLift: contributions of each input to ``f(x) - f(x_ref)`` (Shrikumar et al. 2017).
+
+    Parameters
+    ----------
+    x_ref
+        The reference input: zeros by default, one sample, or one per data sample.
+    rule_name : {"rescale", "reveal_cancel"}
+        How nonlinearities turn differences into multipliers; ``reveal_cancel``
+        treats the positive and negative parts of each difference apart.
+    winner_takes_all : bool
+        Max pooling credits each window's arg-max (True) or spreads the
+        window's difference in proportion to the input differences (False).
+
+    The contributions of a sample sum to ``f(x) - f(x_ref)`` (the decomposition
+    goal). Multipliers of a nonlinearity fall back to its derivative at the
+    midpoint where ``|x - x_ref|`` is tiny. Further parameters: see
+    :class:`InterpretingMethod`.
+    """
+
+    method_name = "DeepLift"
+
+    def __init__(self, converter: Any, data: Any, *, x_ref: Any = None,
+                 rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
+        super().__init__(converter, data, x_ref=x_ref, rule_name=rule_name,
+                         winner_takes_all=winner_takes_all, **shared)
+
+    def _explain(self, setup: Setup, x_ref: Any, rule_name: Any,
+                 winner_takes_all: Any) -> tuple[list[Tensor], Tensor]:
+        rule = _rule(rule_name, winner_takes_all)
+        refs = reference_inputs(setup.data, x_ref, setup.channels_first)
+        return explain_deeplift(
+            setup, rule, lambda sample, copy: [r[sample % r.shape[0]] for r in refs], 1)
+
+
+class DeepSHAP(InterpretingMethod):
+    """DeepSHAP: DeepLift averaged over reference samples (Lundberg and Lee 2017).
+
+    Parameters
+    ----------
+    data_ref
+        Reference samples (the background), in the layout of ``data``; default:
+        the data itself.
+    limit_ref : int
+        At most this many references are used, drawn without replacement (with
+        ``seed``) when ``data_ref`` holds more.
+    rule_name, winner_takes_all
+        As for :class:`DeepLift`.
+
+    The contributions of a sample sum to ``f(x) - mean f(ref)`` over the
+    references used. Further parameters: see :class:`InterpretingMethod`.
+    """
+
+    method_name = "DeepSHAP"
+
+    def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, limit_ref: int = 100,
+                 rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
+        super().__init__(converter, data, data_ref=data_ref, limit_ref=limit_ref,
+                         rule_name=rule_name, winner_takes_all=winner_takes_all, **shared)
+
+    def _explain(self, setup: Setup, data_ref: Any, limit_ref: Any, rule_name: Any,
+                 winner_takes_all: Any) -> tuple[list[Tensor], Tensor]:
+        rule = _rule(rule_name, winner_takes_all)
+        limit_ref = check_positive_int(limit_ref, "limit_ref")
+        if data_ref is None:
+            refs = setup.data
+        else:
+            dims = [tuple(x.shape[1:]) for x in setup.data]
+            refs, _ = prepare_data(data_ref, dims, setup.channels_first, setup.data[0].dtype,
+                                   setup.data[0].device, "data_ref")
+        if refs[0].shape[0] > limit_ref:
+            pick = torch.randperm(refs[0].shape[0], generator=setup.generator,
+                                  device=setup.generator.device)[:limit_ref].to(refs[0].device)
+            refs = [r[pick] for r in refs]
+        return explain_deeplift(setup, rule, lambda sample, copy: [r[copy] for r in refs],
+                                refs[0].shape[0])
+
+
+def run_deeplift(converter: Any, data: Any, **args: Any) -> DeepLift:
+    """Run :class:`DeepLift`; the same arguments."""
+    return DeepLift(converter, data, **args)
+
+
+def run_deepshap(converter: Any, data: Any, **args: Any) -> DeepSHAP:
+    """Run :class:`DeepSHAP`; the same arguments."""
+    return DeepSHAP(converter, data, **args)

@@ -1,0 +1,195 @@
+"""Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019).
+
+The relevance of each selected output node starts as its value (the
+pre-activation with ``ignore_last_act=True``) and is redistributed layer by
+layer back to the input; each layer applies its own rule (see
+:class:`~innsight.layers.rules.LinearMap` for the rules of layers with
+weights). Rules are chosen per layer type or per layer name, so composites
+such as ``z_box`` at the input, ``gamma`` in the middle and ``epsilon`` on
+top are one dict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from innsight._validation import describe, is_number
+from innsight.converter import ConvertedModel
+from innsight.layers import LAYER_TYPES
+from innsight.layers.rules import LRP_RULES, LrpRule
+from innsight.methods.base import InterpretingMethod, Setup, check_bool
+from innsight.methods.engine import target_values
+from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
+
+#: Layer types whose LRP rule can be chosen.
+RULE_TYPES = tuple(sorted(name for name, cls in LAYER_TYPES.items() if cls.takes_lrp_rule))
+
+
+def _check_param(rule: str, param: Any, where: str) -> Any:
+    """``param`` checked for ``rule`` (``None``: the rule's default)."""
+    if param is None:
+        if rule == "z_box":
+            raise ValueError(
+                f"The LRP rule 'z_box' needs `rule_param` = (low, high), the bounds of the "
+                f"input{where}; got None."
+            )
+        return LRP_RULES[rule]
+    if rule == "z_box":
+        if not isinstance(param, (tuple, list)) or len(param) != 2:
+            raise ValueError(
+                f"`rule_param`{where} for 'z_box' must be a pair (low, high) of numbers or "
+                f"arrays, got {describe(param)}."
+            )
+        low, high = (torch.as_tensor(np.asarray(v, dtype=float)) for v in param)
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low <= high).all()):
+            raise ValueError(f"`rule_param`{where} for 'z_box' must hold finite bounds low <= high.")
+        return (low, high)
+    if LRP_RULES[rule] is None:
+        raise ValueError(f"The LRP rule {rule!r} takes no `rule_param`{where}, got {describe(param)}.")
+    lowest = {"epsilon": 0.0, "alpha_beta": 1.0, "gamma": 0.0}[rule]
+    if not is_number(param) or not math.isfinite(param) or param < lowest:
+        raise ValueError(
+            f"`rule_param`{where} for {rule!r} must be a finite number >= {lowest}"
+            f"{' (alpha; beta = alpha - 1)' if rule == 'alpha_beta' else ''}, got {describe(param)}."
+        )
+    return float(param)
+
+
+def _check_keys(arg_name: str, value: Any, model: ConvertedModel) -> None:
+    if not isinstance(value, Mapping):
+        return
+    known = set(RULE_TYPES) | {
+        name for name, layer in zip(model.layer_names, model.layers) if layer.takes_lrp_rule
+    }
+    unknown = sorted(str(k) for k in value if k not in known)
+    if unknown:
+        raise ValueError(
+            f"`{arg_name}` has keys {unknown} that are neither a layer type taking an LRP "
+            f"rule {list(RULE_TYPES)} nor the name of such a layer in the model."
+        )
+
+
+def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
+                winner_takes_all: bool) -> list[LrpRule]:
+    """The rule of every layer: from ``rule_name``/``rule_param`` (one value, or dicts
+    keyed by layer name or layer type; a name wins over a type) for the layers that
+    take a rule, and ``winner_takes_all`` for max pooling."""
+    if not isinstance(rule_name, (str, Mapping)):
+        raise TypeError(f"`rule_name` must be a rule name or a dict, got {describe(rule_name)}.")
+    for arg_name, value in (("rule_name", rule_name), ("rule_param", rule_param)):
+        _check_keys(arg_name, value, model)
+    names = rule_name.values() if isinstance(rule_name, Mapping) else [rule_name]
+    for name in names:
+        if name not in LRP_RULES:
+            raise ValueError(f"Unknown LRP rule {name!r} in `rule_name`; expected one of {list(LRP_RULES)}.")
+
+    def pick(value: Any, layer_name: str, type_name: str, default: Any) -> tuple[Any, str]:
+        if not isinstance(value, Mapping):
+            return value, ""
+        for key in (layer_name, type_name):
+            if key in value:
+                return value[key], f"['{key}']"
+        return default, ""
+
+    rules = []
+    single_param_used = False
+    for name, layer in zip(model.layer_names, model.layers):
+        if not layer.takes_lrp_rule:
+            rules.append(LrpRule("none", None, winner_takes_all))
+            continue
+        rule, _ = pick(rule_name, name, layer.type_name, "simple")
+        param, where = pick(rule_param, name, layer.type_name, None)
+        if not isinstance(rule_param, Mapping) and rule_param is not None:
+            if LRP_RULES[rule] is None and rule != "z_box":
+                param = None  # one shared value serves the rules that take one
+            else:
+                single_param_used = True
+        rules.append(LrpRule(rule, _check_param(rule, param, where), winner_takes_all))
+    if rule_param is not None and not isinstance(rule_param, Mapping) and not single_param_used:
+        raise ValueError(
+            f"`rule_param` {describe(rule_param)} was given, but no layer's rule takes a "
+            f"parameter (rules taking one: epsilon, alpha_beta, gamma, z_box)."
+        )
+    return rules
+
+
+def explain_lrp(setup: Setup, rules: list[LrpRule]) -> list[Tensor]:
+    """Relevances per input layer ``(n_data, *dim, n_targets)``."""
+    model, explained, targets = setup.model, setup.explained, setup.targets
+    check_rules(model, explained, "lrp", lambda i: rules[i])
+    n_data = setup.data[0].shape[0]
+    sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
+    for start in tqdm(range(0, n_data, setup.batch_size), disable=not setup.verbose,
+                      desc="batches", leave=False):
+        xs = [x[start:start + setup.batch_size] for x in setup.data]
+        with torch.no_grad():
+            values = model.node_values(xs)
+        outputs = [values[node] for node in explained]
+        f = target_values(outputs, targets)
+
+        def step(i: int, r: Tensor) -> list[Tensor]:
+            reads = model.input_layers[i]
+            return model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
+
+        start_r = starts(model, explained, targets, len(xs[0]), xs[0], lambda t: f[:, t])
+        for k, r in enumerate(reverse_walk(model, explained, start_r, step)):
+            if r is not None:
+                sums[k][:, start:start + len(xs[0])] = r
+    return [s.movedim(0, -1) for s in sums]
+
+
+class LRP(InterpretingMethod):
+    """Layer-wise relevance propagation of each selected output's value to the input.
+
+    Parameters
+    ----------
+    rule_name : str or dict
+        ``"simple"`` (default), ``"epsilon"``, ``"alpha_beta"``, ``"pass"``,
+        ``"z_plus"``, ``"gamma"``, ``"w_square"``, ``"flat"`` or ``"z_box"``; or a
+        dict keyed by layer type (``"Dense"``, ``"Conv2D"``, ``"BatchNorm"``,
+        ``"AvgPool2D"``, ...) or by a layer's name in the converted model
+        (``conv.model.layer_names``); a name wins over a type, and layers not
+        named use ``"simple"``.
+    rule_param : number, tuple or dict
+        ``epsilon`` (default 0.01), ``alpha`` of ``alpha_beta`` (default 1,
+        ``beta = alpha - 1``), ``gamma`` (default 0.25) or ``(low, high)`` for
+        ``z_box``; one value for every layer whose rule takes one, or a dict
+        keyed like ``rule_name``.
+    winner_takes_all : bool
+        Max pooling sends relevance to each window's maximum (True) or spreads it
+        in proportion to the inputs (False).
+
+    Conventions: each summand of an ``add`` gets relevance in proportion to its
+    value; ``concatenate`` and shape-only layers move relevance back unchanged;
+    an elementwise product splits it equally between its factors; activations
+    pass it on unchanged; means and average pooling follow the rule of their
+    layer type like any layer with (positive, fixed) weights. The decomposition
+    goal stored on the result is the explained output value: relevance absorbed
+    by biases or stabilisers is what ``decomp_sum`` misses of it.
+    Further parameters: see :class:`InterpretingMethod`.
+    """
+
+    method_name = "LRP"
+
+    def __init__(self, converter: Any, data: Any, *, rule_name: Any = "simple",
+                 rule_param: Any = None, winner_takes_all: bool = True, **shared: Any) -> None:
+        super().__init__(converter, data, rule_name=rule_name, rule_param=rule_param,
+                         winner_takes_all=winner_takes_all, **shared)
+
+    def _explain(self, setup: Setup, rule_name: Any, rule_param: Any,
+                 winner_takes_all: Any) -> tuple[list[Tensor], Tensor]:
+        check_bool(winner_takes_all, "winner_takes_all")
+        rules = layer_rules(setup.model, rule_name, rule_param, winner_takes_all)
+        return explain_lrp(setup, rules), setup.f_data
+
+
+def run_lrp(converter: Any, data: Any, **args: Any) -> LRP:
+    """Run :class:`LRP`; the same arguments."""
+    return LRP(converter, data, **args)

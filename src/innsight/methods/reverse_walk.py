@@ -1,0 +1,91 @@
+"""The reverse walk behind the rule-based methods (LRP, DeepLift, ConnectionWeights).
+
+Upstream values start at the explained nodes with every selected output node
+in a leading axis, ``(n_targets, batch, *dim)``, and flow back through the
+layers in reverse topological order; each layer turns its upstream into one
+upstream per input (its ``relevance``, ``contribution`` or ``weight_paths``),
+and upstreams meeting at a node are summed. One walk explains every output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from innsight.converter import ConvertedModel
+from innsight.layers.rules import Pair, method_label
+from innsight.methods.engine import Target
+
+#: ``step(i, upstream) -> one upstream per input of layer i``.
+Step = Callable[[int, Any], Sequence[Any]]
+
+
+def ancestors(model: ConvertedModel, nodes: Sequence[int]) -> list[int]:
+    """The layers the values of ``nodes`` depend on (``nodes`` included), in order."""
+    seen = set(nodes)
+    stack = list(nodes)
+    while stack:
+        for j in model.input_layers[stack.pop()]:
+            if j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return sorted(seen)
+
+
+def check_rules(model: ConvertedModel, nodes: Sequence[int], method: str,
+                rules: Callable[[int], Any]) -> None:
+    """Refuse a model with a layer on the way back from ``nodes`` that has no rule."""
+    for i in ancestors(model, nodes):
+        reason = model.layers[i].rule_support(method, rules(i))
+        if reason is not None:
+            raise ValueError(
+                f"{method_label(method)} cannot explain this model: {reason} (layer "
+                f"{i}, '{model.layer_names[i]}'). Use a gradient-based method instead, e.g. "
+                f"Gradient or IntegratedGradient."
+            )
+
+
+def starts(model: ConvertedModel, explained: Sequence[int], targets: Sequence[Target],
+           batch: int, like: Tensor, value: Callable[[int], Tensor | float]) -> list[Tensor | None]:
+    """Per explained node, ``(n_targets, batch, *dim)`` holding ``value(t)`` (a number or
+    ``(batch,)`` values) at target ``t``'s node and zeros elsewhere; ``None`` for
+    output layers without targets."""
+    out: list[Tensor | None] = [None] * len(explained)
+    for t, target in enumerate(targets):
+        o = target.layer
+        if out[o] is None:
+            dim = model.layers[explained[o]].output_dim
+            out[o] = like.new_zeros(len(targets), batch, *dim)
+        out[o][t].view(batch, -1)[:, target.index] = value(t)
+    return out
+
+
+def _add(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if isinstance(a, Pair) != isinstance(b, Pair):
+        a = a if isinstance(a, Pair) else Pair(a, a)
+        b = b if isinstance(b, Pair) else Pair(b, b)
+    return a + b
+
+
+def reverse_walk(model: ConvertedModel, explained: Sequence[int],
+                 start: Sequence[Any], step: Step) -> list[Any]:
+    """Walk back from ``start[o]`` at ``explained[o]``; the upstream reaching each model
+    input (``None`` where no explained node depends on it)."""
+    upstream: list[Any] = [None] * len(model.layers)
+    for node, value in zip(explained, start):
+        if value is not None:
+            upstream[node] = _add(upstream[node], value)
+    with torch.no_grad():
+        for i in range(max(explained), -1, -1):
+            reads = model.input_layers[i]
+            if upstream[i] is None or not reads:
+                continue
+            value, upstream[i] = upstream[i], None
+            for j, back in zip(reads, step(i, value)):
+                upstream[j] = _add(upstream[j], back)
+    return [upstream[node] for node in model.input_nodes]
