@@ -33,9 +33,13 @@ TRACE_BATCH = 2
 
 
 def describe_torch(
-    model: nn.Module, input_dim: Any
+    model: nn.Module, input_dim: Any, graph_module: fx.GraphModule | None = None
 ) -> tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]]]:
-    """The model dict of ``model`` and a function running the original on inputs."""
+    """The model dict of ``model`` and a function running the original on inputs.
+
+    ``graph_module`` is a graph of ``model`` that a front-end built itself (ONNX
+    through onnx2torch); without it, ``model`` is traced with ``torch.fx``.
+    """
     if input_dim is None:
         raise ValueError(
             "`input_dim` is required for a torch model: the shape of one sample without "
@@ -52,7 +56,7 @@ def describe_torch(
             stacklevel=3,
         )
     with eval_mode(model):
-        graph_module = _trace(model, len(dims))
+        graph_module = _trace(model, len(dims)) if graph_module is None else graph_module
         examples = random_inputs(model, dims, TRACE_BATCH)
         try:
             with torch.no_grad():
@@ -75,7 +79,8 @@ def describe_torch(
 
 def random_inputs(model: nn.Module, dims: Sequence[tuple[int, ...]], batch: int) -> list[Tensor]:
     """Standard normal inputs on the model's device and in its dtype, from a private seed."""
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    params = model.parameters() if isinstance(model, nn.Module) else ()  # e.g. an ONNX model
+    param = next((p for p in params if p.is_floating_point()), None)
     dtype = param.dtype if param is not None else torch.get_default_dtype()
     device = param.device if param is not None else torch.device("cpu")
     generator = torch.Generator().manual_seed(batch)

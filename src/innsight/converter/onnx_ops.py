@@ -1,0 +1,331 @@
+"""onnx2torch's own module types, mapped to layers in the torch front-end's registry.
+
+onnx2torch turns most ONNX nodes into plain ``torch.nn`` modules (``Conv`` into
+``nn.Conv2d``, ``Gemm`` into ``nn.Linear``, ``Relu`` into ``nn.ReLU``, ...),
+which :mod:`innsight.converter.torch_ops` already knows. The rest become
+onnx2torch modules (``OnnxBinaryMathOperation``, ``OnnxReshape``,
+``OnnxPadDynamic``, ...); importing this module registers a handler for each
+of them in :data:`~innsight.converter.torch_ops.MODULES`, so that ONNX models
+go through the same translator as torch models. Importing it needs onnx2torch.
+
+Tensor arguments that do not depend on the model input (shapes, pads, axes,
+weights) arrive here as constants: the ONNX front-end folds them first.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from onnx2torch.node_converters import (
+    activations,
+    batch_norm,
+    binary_math_operations,
+    cast,
+    clip,
+    concat,
+    dropout,
+    flatten,
+    functions,
+    gemm,
+    global_average_pool,
+    identity,
+    matmul,
+    neg,
+    pad,
+    reduce,
+    reshape,
+    slice as onnx_slice,
+    split,
+    squeeze,
+    sum as onnx_sum,
+    transpose,
+    unsqueeze,
+)
+from torch import Tensor, fx
+
+from innsight.converter.torch_ops import FUNCTIONS, MODULES, Split, arg
+
+
+def _register(*types: type) -> Any:
+    def add(handler: Any) -> Any:
+        for cls in types:
+            MODULES[cls] = handler
+        return handler
+
+    return add
+
+
+def _constant(t: Any, node: fx.Node, value: Any, what: str) -> Tensor | float:
+    """A constant argument (folded tensor or number), or an error naming ``what``."""
+    const = t.constant(value)
+    if const is None:
+        raise t.unsupported(node, f"a {what} computed from the model input")
+    return const
+
+
+def _ints(value: Tensor | float) -> list[int]:
+    return [int(v) for v in torch.as_tensor(value).flatten().tolist()]
+
+
+# ---- skipped --------------------------------------------------------------------------
+
+
+@_register(identity.OnnxCopyIdentity, dropout.OnnxDropoutDynamic)
+def _alias(t: Any, node: fx.Node) -> int:
+    return t.layer(node.args[0])
+
+
+@_register(cast.OnnxCast)
+def _cast(t: Any, node: fx.Node) -> int:
+    if not t.module(node).torch_dtype.is_floating_point:
+        raise t.unsupported(node, f"a cast of the data to {t.module(node).torch_dtype}")
+    return _alias(t, node)
+
+
+# ---- weighted and arithmetic ----------------------------------------------------------------
+
+#: ONNX Add/Sub/Mul/Div as the torch functions whose handlers convert them.
+_BINARY = {
+    binary_math_operations._TORCH_FUNCTION_FROM_ONNX_TYPE[name]: torch_fn
+    for name, torch_fn in [("Add", torch.add), ("Sub", torch.sub), ("Mul", torch.mul),
+                           ("Div", torch.div)]
+}
+
+
+@_register(binary_math_operations.OnnxBinaryMathOperation)
+def _binary(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    if m.broadcast == 1 and m.axis is not None:
+        raise t.unsupported(node, "old-style broadcasting (broadcast=1 with an axis)")
+    return FUNCTIONS[_BINARY[m.math_op_function]](t, node)
+
+
+@_register(neg.OnnxNeg)
+def _neg(t: Any, node: fx.Node) -> int:
+    return t.emit(node, "Affine", [node.args[0]], scale=-1.0)
+
+
+@_register(onnx_sum.OnnxSum)
+def _sum(t: Any, node: fx.Node) -> int:
+    tensors = list(node.args)
+    return t.layer(tensors[0]) if len(tensors) == 1 else t.emit(node, "Add", tensors)
+
+
+@_register(gemm.OnnxGemm)
+def _gemm(t: Any, node: fx.Node) -> int:
+    """``alpha * a @ b + beta * c`` with constant ``b`` and ``c``: a dense layer."""
+    m = t.module(node)
+    b = _constant(t, node, node.args[1], "Gemm weight")
+    c = arg(node, 2, "input_c", None)
+    if m.trans_a or not isinstance(b, Tensor) or b.ndim != 2:
+        raise t.unsupported(node, "Gemm other than data @ constant matrix (transA=0)")
+    weight = (b if m.trans_b else b.T) * m.alpha
+    bias = None
+    if c is not None:
+        c = _constant(t, node, c, "Gemm bias")
+        bias = torch.as_tensor(c, dtype=weight.dtype) * m.beta
+        if bias.numel() == 1:
+            bias = bias.reshape(1).expand(weight.shape[0])
+        if bias.numel() != weight.shape[0]:
+            raise t.unsupported(node, f"a Gemm bias of shape {list(bias.shape)}")
+        bias = bias.reshape(-1)
+    return t.emit(node, "Dense", [node.args[0]], weight=weight, bias=bias)
+
+
+@_register(matmul.OnnxMatMul)
+def _matmul(t: Any, node: fx.Node) -> int:
+    """``x @ W`` with a constant matrix ``W`` (in, out): a dense layer without bias."""
+    x, w = node.args
+    weight = t.constant(w)
+    if not t.is_tensor(x) or not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise t.unsupported(node, "MatMul other than data @ constant matrix")
+    return t.emit(node, "Dense", [x], weight=weight.T)
+
+
+@_register(batch_norm.OnnxBatchNorm)
+def _batch_norm(t: Any, node: fx.Node) -> int:
+    x, *params = node.args
+    weight, bias, mean, var = (_constant(t, node, p, "batch norm parameter") for p in params)
+    return t.emit(node, "BatchNorm", [x], running_mean=mean, running_var=var, weight=weight,
+                  bias=bias, eps=t.module(node).epsilon)
+
+
+# ---- activations -------------------------------------------------------------------------------
+
+
+def _activation(t: Any, node: fx.Node, act_name: str, **params: Any) -> int:
+    return t.emit(node, "Activation", [node.args[0]], act_name=act_name, **params)
+
+
+@_register(functions.OnnxFunction)
+def _function(t: Any, node: fx.Node) -> int:
+    if t.module(node).function is not torch.tanh:
+        raise t.unsupported(node, f"the function {t.module(node).function.__name__}")
+    return _activation(t, node, "tanh")
+
+
+@_register(activations.OnnxHardSigmoid)
+def _hard_sigmoid(t: Any, node: fx.Node) -> int:
+    """``clip(alpha * x + beta, 0, 1)``; torch's hardsigmoid where alpha = 1/6, beta = 1/2."""
+    m = t.module(node)
+    if math.isclose(m.alpha, 1 / 6, rel_tol=1e-6) and m.beta == 0.5:
+        return _activation(t, node, "hardsigmoid")
+    scaled = t.emit(node, "Affine", [node.args[0]], suffix="_affine", scale=float(m.alpha),
+                    shift=float(m.beta))
+    return t.emit(node, "Activation", [scaled], act_name="hardtanh", min_val=0.0, max_val=1.0)
+
+
+@_register(activations.OnnxSoftmaxV1V11)
+def _softmax_v1(t: Any, node: fx.Node) -> int:
+    m, source = t.module(node), node.args[0]
+    ndim = len(t.shape(source)) + 1
+    if m.is_log or m.axis % ndim != ndim - 1:
+        raise t.unsupported(node, f"{'log-' if m.is_log else ''}softmax over the flattened "
+                            f"axes from {m.axis} on", "Supported: softmax over the last axis. ")
+    return _activation(t, node, "softmax", axis=t.axis(source, -1))
+
+
+@_register(clip.OnnxClip)
+def _clip(t: Any, node: fx.Node) -> int:
+    low, high = t.module(node).min_val, t.module(node).max_val
+    if low is not None and high is not None:
+        return _activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
+    if low == 0:
+        return _activation(t, node, "relu")
+    raise t.unsupported(node, f"Clip(min={low!r}, max={high!r})",
+                        "Supported: both bounds, or min=0 alone (relu). ")
+
+
+
+# ---- pooling and reduction -----------------------------------------------------------------------
+
+
+@_register(global_average_pool.OnnxGlobalAveragePool,
+           global_average_pool.OnnxGlobalAveragePoolWithKnownInputShape)
+def _global_average_pool(t: Any, node: fx.Node) -> int:
+    n = len(t.shape(node.args[0])) - 1
+    return t.emit(node, f"AdaptiveAvgPool{n}D", [node.args[0]], output_size=[1] * n)
+
+
+@_register(reduce.OnnxReduceStaticAxes, reduce.OnnxReduceSumStaticAxes)
+def _reduce(t: Any, node: fx.Node) -> int:
+    m, source = t.module(node), node.args[0]
+    op = getattr(m, "operation_type", "ReduceSum")
+    axes = m.axes if hasattr(m, "axes") else m._axes
+    keepdims = bool(m.keepdims if hasattr(m, "keepdims") else m._keepdims)
+    if op not in ("ReduceMean", "ReduceSum") or not axes:
+        raise t.unsupported(node, f"{op} over {'all axes' if not axes else f'axes {axes}'}",
+                            "Supported: ReduceMean and ReduceSum over given sample axes. ")
+    sample_axes = [t.axis(source, a) for a in axes]
+    if op == "ReduceMean":
+        return t.emit(node, "Mean", [source], axes=sample_axes, keepdims=keepdims)
+    mean = t.emit(node, "Mean", [source], suffix="_mean", axes=sample_axes, keepdims=keepdims)
+    count = math.prod(t.shape(source)[a] for a in sample_axes)
+    return t.emit(node, "Affine", [mean], scale=float(count))
+
+
+# ---- shape-only ------------------------------------------------------------------------------------
+
+
+_register(reshape.OnnxReshape, flatten.OnnxFlatten, squeeze.OnnxSqueezeStaticAxes,
+          squeeze.OnnxSqueezeDynamicAxes, unsqueeze.OnnxUnsqueezeStaticAxes,
+          unsqueeze.OnnxUnsqueezeDynamicAxes)(FUNCTIONS[torch.reshape])
+
+
+@_register(transpose.OnnxTranspose)
+def _transpose(t: Any, node: fx.Node) -> int:
+    source = node.args[0]
+    ndim = len(t.shape(source)) + 1
+    perm = t.module(node).perm
+    perm = list(range(ndim))[::-1] if perm is None else [p % ndim for p in perm]
+    if perm[0] != 0:
+        raise t.unsupported(node, f"the permutation {perm}", "It must keep the batch axis first. ")
+    if perm == list(range(ndim)):
+        return t.layer(source)
+    return t.emit(node, "Permute", [source], perm=[p - 1 for p in perm[1:]])
+
+
+@_register(concat.OnnxConcat)
+def _concat(t: Any, node: fx.Node) -> int:
+    tensors = list(node.args)
+    if len(tensors) == 1:
+        return t.layer(tensors[0])
+    return t.emit(node, "Concatenate", tensors, axis=t.axis(node, t.module(node).axis))
+
+
+@_register(split.OnnxSplit13, split.OnnxSplit)
+def _split(t: Any, node: fx.Node) -> Split:
+    source = node.args[0]
+    axis = t.axis(source, t.module(node).axis)
+    sizes = [meta.shape[axis + 1] for meta in node.meta["tensor_meta"]]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return Split(source, axis, tuple((s, s + n) for s, n in zip(starts, sizes)))
+
+
+@_register(onnx_slice.OnnxSlice)
+def _slice(t: Any, node: fx.Node) -> int:
+    source = node.args[0]
+    shape = t.shape(source)
+    ndim = len(shape) + 1
+    names = ["starts", "ends", "axes", "steps"]
+    given = {name: arg(node, i + 1, name, None) for i, name in enumerate(names)}
+    values = {name: None if v is None else _ints(_constant(t, node, v, f"slice {name}"))
+              for name, v in given.items()}
+    starts, ends = values["starts"], values["ends"]
+    axes = values["axes"] or list(range(len(starts)))
+    steps = values["steps"] or [1] * len(starts)
+    ranges = [[0, size, 1] for size in shape]
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis %= ndim
+        if step < 1:
+            raise t.unsupported(node, f"the slice step {step}", "Steps must be positive. ")
+        if axis == 0:
+            if start != 0 or end < 2**31 - 1:
+                raise t.unsupported(node, "slicing along the batch axis")
+            continue
+        start, stop, step = slice(start, end, step).indices(shape[axis - 1])
+        if stop <= start:
+            raise t.unsupported(node, f"an empty slice {start}:{end} on axis {axis}")
+        ranges[axis - 1] = [start, stop, step]
+    if ranges == [[0, size, 1] for size in shape]:
+        return t.layer(source)
+    return t.emit(node, "Slice", [source], ranges=ranges)
+
+
+# ---- padding ----------------------------------------------------------------------------------------
+
+
+def _padding(t: Any, node: fx.Node, pairs: list[list[int]], mode: str, value: float) -> int:
+    """Pad with one ``[before, after]`` pair per axis of the batched tensor, first axis first."""
+    if pairs and pairs[0] != [0, 0]:
+        raise t.unsupported(node, "padding along the batch axis")
+    pairs = pairs[1:]
+    while pairs and pairs[0] == [0, 0]:
+        pairs = pairs[1:]
+    if any(v < 0 for pair in pairs for v in pair):
+        raise t.unsupported(node, f"negative padding {pairs} (cropping)")
+    if not pairs:
+        return t.layer(node.args[0])
+    return t.emit(node, "Padding", [node.args[0]], padding=pairs, mode=mode,
+                  value=float(value) if mode == "constant" else 0.0)
+
+
+@_register(pad.OnnxPadStatic)
+def _pad_static(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    torch_pads = list(m.pads)  # F.pad order: last axis first
+    pairs = [[torch_pads[2 * i], torch_pads[2 * i + 1]] for i in reversed(range(len(torch_pads) // 2))]
+    ndim = len(t.shape(node.args[0])) + 1
+    pairs = [[0, 0]] * (ndim - len(pairs)) + pairs
+    return _padding(t, node, pairs, m.mode, m.constant_value)
+
+
+@_register(pad.OnnxPadDynamic)
+def _pad_dynamic(t: Any, node: fx.Node) -> int:
+    pads = _ints(_constant(t, node, node.args[1], "padding"))
+    value = arg(node, 2, "constant_value", None)
+    value = 0.0 if value is None else float(torch.as_tensor(_constant(t, node, value, "pad value")))
+    n = len(pads) // 2  # ONNX order: all begins, then all ends, first axis first
+    return _padding(t, node, [[pads[i], pads[n + i]] for i in range(n)], t.module(node).mode, value)

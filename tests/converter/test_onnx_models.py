@@ -1,0 +1,240 @@
+"""ONNX models exported with ``torch.onnx.export`` (opset 17, symbolic batch axis).
+
+References: onnxruntime running the exported file (forward; tolerance 1e-5
+relative to the output scale for small models, 1e-4 for the model zoo), and
+``torch.autograd`` on the original torch model (Gradient).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+import innsight as ins
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx2torch")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+FLOAT_TOL = 1e-5
+ZOO_TOL = 1e-4
+GRAD_TOL = 1e-4
+
+
+def export(model: nn.Module, dims: Sequence[Sequence[int]], path: Path,
+           dynamic_batch: bool = True, **kwargs: Any) -> Path:
+    """``torch.onnx.export`` with opset 17, inputs ``x0, x1, ..``, outputs ``y0, ..``."""
+    examples = tuple(torch.randn(2, *d) for d in dims)
+    with torch.no_grad():
+        out = model(*examples)
+    n_out = len(out) if isinstance(out, (tuple, list)) else 1
+    inputs, outputs = [f"x{k}" for k in range(len(dims))], [f"y{k}" for k in range(n_out)]
+    axes = {name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), examples, str(path), dynamo=False, opset_version=17,
+                          input_names=inputs, output_names=outputs,
+                          dynamic_axes=kwargs.pop("dynamic_axes", axes), **kwargs)
+    return path
+
+
+def run_onnxruntime(path: Path, xs: Sequence[Tensor]) -> list[np.ndarray]:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, {n: x.numpy() for n, x in zip(names, xs)})
+
+
+def assert_close(actual: Any, expected: Any, rel_tol: float) -> float:
+    """Max abs difference at most ``rel_tol`` times the largest expected magnitude."""
+    actual = np.asarray(actual.detach() if isinstance(actual, Tensor) else actual, dtype=np.float64)
+    expected = np.asarray(expected.detach() if isinstance(expected, Tensor) else expected,
+                          dtype=np.float64)
+    assert actual.shape == expected.shape
+    scale = np.abs(expected).max()
+    assert scale > 0, "degenerate reference: all zeros"
+    error = np.abs(actual - expected).max() / scale
+    assert error <= rel_tol, f"relative deviation {error:.3g} exceeds {rel_tol:g}"
+    return error
+
+
+def check_against_onnxruntime(path: Path, dims: Sequence[Sequence[int]], rel_tol: float = FLOAT_TOL,
+                              batch: int = 4, all_sources: bool = False,
+                              **convert_kwargs: Any) -> ins.Converter:
+    """Convert the file's ModelProto (and, with ``all_sources``, its path as Path and
+    str); each conversion reproduces onnxruntime."""
+    generator = torch.Generator().manual_seed(7)
+    xs = [torch.randn(batch, *d, generator=generator) for d in dims]
+    expected = run_onnxruntime(path, xs)
+    conv = None
+    sources = [path, str(path)] if all_sources else []
+    for source in [*sources, onnx.load(str(path))]:
+        conv = ins.convert(source, **convert_kwargs)
+        actual = conv.model(xs if len(xs) > 1 else xs[0])
+        actual = actual if isinstance(actual, list) else [actual]
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            assert_close(a, e, rel_tol)
+    return conv
+
+
+def autograd_gradient(model: nn.Module, x: Tensor, output_idx: list[int]) -> np.ndarray:
+    """``d model(x)[:, j] / dx`` for each j: ``(n, *input_dim, len(output_idx))``."""
+    x = x.clone().requires_grad_(True)
+    out = model(x)
+    grads = [torch.autograd.grad(out[:, j].sum(), x, retain_graph=True)[0] for j in output_idx]
+    return torch.stack(grads, dim=-1).numpy()
+
+
+# ---- models of the acceptance criteria ------------------------------------------------------------------
+
+
+class OnnxMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 8), nn.Tanh(),
+                                  nn.Linear(8, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softmax(self.body(x), dim=1)
+
+
+def zoo(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return model.eval()
+
+
+def test_mlp_matches_onnxruntime_and_autograd(tmp_path):
+    torch.manual_seed(0)
+    model = OnnxMLP().eval()
+    path = export(model, [[5]], tmp_path / "mlp.onnx")
+    conv = check_against_onnxruntime(path, [[5]], all_sources=True)
+    assert conv.input_dim == [(5,)] and conv.output_dim == [(3,)]
+    assert conv.model.layer_names[0] == "x0" and conv.model.layer_names[-1] == "y0"
+    x = torch.randn(6, 5)
+    res = ins.run_grad(conv, x, output_idx=[0, 1, 2], ignore_last_act=False)
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 1, 2]), GRAD_TOL)
+    # ignore_last_act explains the logits before the softmax
+    res = ins.run_grad(conv, x, output_idx=[0, 2])
+    assert_close(res.get_result(), autograd_gradient(model.body, x, [0, 2]), GRAD_TOL)
+
+
+def test_mlp_in_double_precision_matches_torch_in_double(tmp_path):
+    """The float32 weights are kept exactly; in float64 the converted ONNX model equals
+    the original torch model run in float64."""
+    torch.manual_seed(0)
+    model = OnnxMLP().eval()
+    path = export(model, [[5]], tmp_path / "mlp.onnx")
+    conv = ins.convert(path, dtype="double")
+    x = torch.randn(5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(x)
+    assert conv.model(x).dtype == torch.float64
+    assert_close(conv.model(x), expected, 1e-12)
+
+
+def test_conv1d_net_matches_onnxruntime_and_autograd(tmp_path, cnn1d):
+    path = export(cnn1d, [[2, 20]], tmp_path / "cnn1d.onnx")
+    conv = check_against_onnxruntime(path, [[2, 20]])
+    assert conv.input_dim == [(2, 20)]
+    x = torch.randn(3, 2, 20)
+    res = ins.run_grad(conv, x, output_idx=[0, 1])
+    assert_close(res.get_result(), autograd_gradient(cnn1d, x, [0, 1]), GRAD_TOL)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_zoo_model_matches_onnxruntime_and_autograd(tmp_path, name):
+    model = zoo(name)
+    path = export(model, [[3, 64, 64]], tmp_path / f"{name}.onnx")
+    conv = check_against_onnxruntime(path, [[3, 64, 64]], rel_tol=ZOO_TOL, batch=2)
+    assert conv.output_dim == [(10,)]
+    x = torch.randn(2, 3, 64, 64)
+    res = ins.run_grad(conv, x, output_idx=[0, 3])
+    # batch norm is folded into the convolutions by the exporter: float32 rounding
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 3]), GRAD_TOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["densenet121", "efficientnet_b0", "shufflenet_v2_x0_5",
+                                  "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf"])
+def test_more_zoo_models_match_onnxruntime(tmp_path, name):
+    path = export(zoo(name), [[3, 64, 64]], tmp_path / f"{name}.onnx")
+    check_against_onnxruntime(path, [[3, 64, 64]], rel_tol=ZOO_TOL, batch=2)
+
+
+# ---- graphs, layouts and operations -----------------------------------------------------------------
+
+
+def test_residual_net_with_batch_norm(tmp_path, residual_net):
+    path = export(residual_net, [[3, 16, 16]], tmp_path / "res.onnx")
+    check_against_onnxruntime(path, [[3, 16, 16]])
+
+
+def test_two_inputs_and_two_outputs(tmp_path, two_in_two_out):
+    dims = [[2, 6, 6], [4]]
+    path = export(two_in_two_out, dims, tmp_path / "two.onnx")
+    conv = check_against_onnxruntime(path, dims)
+    assert conv.input_dim == [(2, 6, 6), (4,)]
+    assert conv.output_dim == [(3,), (2,)]
+    names = conv.model.layer_names
+    assert [names[i] for i in conv.model.input_nodes] == ["x0", "x1"]
+    assert [names[i] for i in conv.model.output_nodes] == ["y0", "y1"]
+
+
+class ManyOps(nn.Module):
+    """Input (3, 8, 8): padding in three modes, chunk, slicing, permute, several
+    activations, constant arithmetic, reductions, and a view with a computed batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+        self.pad = nn.ZeroPad2d((1, 0, 2, 1))
+        self.conv2 = nn.Conv2d(4, 6, 3)
+        self.bn = nn.BatchNorm1d(9)
+        self.fc = nn.Linear(27, 5)
+        self.scale = nn.Parameter(torch.rand(1, 6, 1, 1) + 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.hardswish(self.conv(x))
+        x = F.pad(x, (0, 1, 1, 0), mode="replicate")
+        x = F.elu(self.conv2(self.pad(x))) * self.scale - 0.25  # (6, 10, 8)
+        a, b = x.chunk(2, dim=1)
+        sliced = x[:, 1:4, 2:, ::2].mean((2, 3))
+        x = torch.cat([torch.sigmoid(a) * b, F.hardsigmoid(b)], dim=1)
+        x = torch.cat([x.permute(0, 2, 3, 1).mean((1, 2)), sliced], dim=1)  # (9,)
+        x = torch.clamp(self.bn(x.unsqueeze(-1)).squeeze(-1), -1.5, 1.5) / 3.0
+        x = torch.cat([x, -x, torch.tanh(x)], dim=1)
+        y = F.leaky_relu(self.fc(x.view(x.size(0), -1)), 0.2)
+        return y + x.sum(1, keepdim=True)
+
+
+def test_many_operations(tmp_path):
+    torch.manual_seed(3)
+    model = ManyOps().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.2, 0.2)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    path = export(model, [[3, 8, 8]], tmp_path / "ops.onnx")
+    conv = check_against_onnxruntime(path, [[3, 8, 8]])
+    x = torch.randn(3, 3, 8, 8)
+    res = ins.run_grad(conv, x, output_idx=[0, 4], ignore_last_act=False)
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 4]), GRAD_TOL)
