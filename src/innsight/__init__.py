@@ -25,8 +25,10 @@ from innsight.methods import (
     torch_intgrad,
     torch_smoothgrad,
 )
+from innsight.methods.comparison import Comparison, compare_models
 
 __all__ = [
+    "Comparison", "compare_models",
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
     "ConversionError", "ConvertedModel", "Converter", "ExpectedGradient", "Gradient",
