@@ -1,0 +1,159 @@
+"""One architecture with identical weights in torch, ONNX (exported from torch),
+Keras and, for an MLP, scikit-learn: the converted models give the same outputs
+and the same Gradient, IntegratedGradient, LRP and DeepLift results.
+
+Each converted model is checked against its own framework by the conversion's
+dry run; here the frameworks are checked against each other, through
+``ins.compare_models``. In float64 the four conversions hold bit-identical
+weights, so values agree to rounding (1e-10 relative).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import innsight as ins
+
+TOL = 1e-10
+METHODS = [
+    ("Gradient", {}),
+    ("Gradient", {"ignore_last_act": False, "times_input": True}),
+    ("IntegratedGradient", {"n": 16}),
+    ("SmoothGrad", {"n": 8}),
+    ("LRP", {"rule_name": "epsilon"}),
+    ("LRP", {"rule_name": "alpha_beta", "rule_param": 2}),
+    ("DeepLift", {}),
+]
+
+
+def export_onnx(model: nn.Module, shape: list[int], path) -> str:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnx2torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, *shape),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return str(path)
+
+
+def keras_module():
+    # tests/conftest.py imports torchvision before this import of tensorflow
+    return pytest.importorskip("keras")
+
+
+def assert_all_agree(converters: dict[str, ins.Converter], x: torch.Tensor) -> None:
+    outputs = {name: conv.model(x).detach().numpy() for name, conv in converters.items()}
+    first = next(iter(outputs.values()))
+    for name, out in outputs.items():
+        np.testing.assert_allclose(out, first, rtol=0, atol=TOL * np.abs(first).max(), err_msg=name)
+    for method, args in METHODS:
+        cmp = ins.compare_models(converters, x, method, output_idx=[0, 1, 2], dtype="double", **args)
+        diffs = cmp.differences()
+        assert (diffs["max_rel_diff"] <= TOL).all(), f"{method} {args}:\n{diffs}"
+        assert (diffs["max_pred_diff"] <= TOL).all(), f"{method} {args}:\n{diffs}"
+        values = next(iter(cmp.get_result().values()))
+        assert np.abs(values).max() > 0, f"{method} gave only zeros: a degenerate test"
+
+
+# ---- an MLP: torch, ONNX, Keras, scikit-learn -----------------------------------------------------------
+
+
+@pytest.fixture
+def mlp() -> nn.Module:
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3),
+                         nn.Softmax(dim=1)).eval()
+
+
+def dense_weights(model: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(weight (out, in), bias) of each linear layer, as float64 numpy."""
+    return [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
+            for m in model if isinstance(m, nn.Linear)]
+
+
+def sklearn_mlp(model: nn.Module):
+    pytest.importorskip("sklearn")
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    clf = MLPClassifier(hidden_layer_sizes=(6, 5), activation="relu", max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(rng.normal(size=(30, 4)), np.arange(30) % 3)
+    weights = dense_weights(model)
+    clf.coefs_ = [w.T.copy() for w, _ in weights]
+    clf.intercepts_ = [b.copy() for _, b in weights]
+    return clf
+
+
+def keras_mlp(model: nn.Module):
+    keras = keras_module()
+    layers = keras.layers
+    net = keras.Sequential([keras.Input((4,)), layers.Dense(6, activation="relu"),
+                            layers.Dense(5, activation="relu"), layers.Dense(3, activation="softmax")])
+    net.set_weights([a for w, b in dense_weights(model) for a in (w.T, b)])
+    return net
+
+
+def test_mlp_in_four_frameworks_agrees(mlp, tmp_path):
+    converters = {
+        "torch": ins.convert(mlp, input_dim=[4], dtype="double"),
+        "onnx": ins.convert(export_onnx(mlp, [4], tmp_path / "mlp.onnx"), dtype="double"),
+        "sklearn": ins.convert(sklearn_mlp(mlp), dtype="double"),
+        "keras": ins.convert(keras_mlp(mlp), dtype="double"),
+    }
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert_all_agree(converters, x)
+
+
+# ---- a CNN: torch, ONNX, Keras (channels last, weights permuted) -------------------------------------------
+
+
+@pytest.fixture
+def cnn() -> nn.Module:
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(4, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, 3), nn.Softmax(dim=1)).eval()
+
+
+def keras_cnn(model: nn.Module):
+    keras = keras_module()
+    layers = keras.layers
+    net = keras.Sequential([
+        keras.Input((8, 8, 2)), layers.Conv2D(4, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2), layers.Conv2D(6, 3, activation="relu"),
+        layers.GlobalAveragePooling2D(), layers.Dense(3, activation="softmax"),
+    ])
+    weights = []
+    for m in model:
+        if isinstance(m, nn.Conv2d):  # (C_out, C_in, kh, kw) -> (kh, kw, C_in, C_out)
+            weights += [m.weight.detach().permute(2, 3, 1, 0).numpy(), m.bias.detach().numpy()]
+        elif isinstance(m, nn.Linear):
+            weights += [m.weight.detach().T.numpy(), m.bias.detach().numpy()]
+    net.set_weights(weights)
+    return net
+
+
+def test_cnn_in_three_frameworks_agrees(cnn, tmp_path):
+    converters = {
+        "torch": ins.convert(cnn, input_dim=[2, 8, 8], dtype="double"),
+        "onnx": ins.convert(export_onnx(cnn, [2, 8, 8], tmp_path / "cnn.onnx"), dtype="double"),
+        "keras": ins.convert(keras_cnn(cnn), dtype="double"),
+    }
+    assert converters["keras"].input_dim == [(2, 8, 8)]
+    x = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert_all_agree(converters, x)
+    # Keras users give channels-last data and get channels-last results back
+    res = ins.run_grad(converters["keras"], x.permute(0, 2, 3, 1).numpy(), channels_first=False,
+                       dtype="double")
+    expected = ins.run_grad(converters["torch"], x, dtype="double").get_result()
+    np.testing.assert_allclose(res.get_result(), np.moveaxis(expected, 1, 3), rtol=0,
+                               atol=TOL * np.abs(expected).max())
