@@ -89,6 +89,13 @@ def test_unsupported_argument_names_the_node(tmp_path):
     assert "op type Clip" in message and "/Clip" in message and "min=0.5" in message
 
 
+def test_prelu_with_a_slope_per_channel_is_refused(tmp_path):
+    model = nn.Sequential(nn.Conv1d(2, 3, 3), nn.PReLU(3), nn.Flatten(), nn.Linear(12, 2))
+    path = export(model, [2, 6], tmp_path / "prelu.onnx")
+    with pytest.raises(ins.ConversionError, match="op type PRelu.*3 slopes"):
+        ins.convert(path)
+
+
 # ---- files and model protos ------------------------------------------------------------------------------
 
 

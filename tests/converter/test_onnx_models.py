@@ -8,6 +8,7 @@ relative to the output scale for small models, 1e-4 for the model zoo), and
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,9 +41,10 @@ def export(model: nn.Module, dims: Sequence[Sequence[int]], path: Path,
     n_out = len(out) if isinstance(out, (tuple, list)) else 1
     inputs, outputs = [f"x{k}" for k in range(len(dims))], [f"y{k}" for k in range(n_out)]
     axes = {name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None
+    kwargs.setdefault("opset_version", 17)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), examples, str(path), dynamo=False, opset_version=17,
+        torch.onnx.export(model.eval(), examples, str(path), dynamo=False,
                           input_names=inputs, output_names=outputs,
                           dynamic_axes=kwargs.pop("dynamic_axes", axes), **kwargs)
     return path
@@ -130,6 +132,10 @@ def test_mlp_matches_onnxruntime_and_autograd(tmp_path):
     conv = check_against_onnxruntime(path, [[5]], all_sources=True)
     assert conv.input_dim == [(5,)] and conv.output_dim == [(3,)]
     assert conv.model.layer_names[0] == "x0" and conv.model.layer_names[-1] == "y0"
+    assert "/body/body.0/Gemm" in conv.model.layer_names  # the ONNX node names
+    again = ins.convert(json.loads(json.dumps(conv.to_dict())))
+    x = torch.randn(3, 5)
+    assert_close(again.model(x), conv.model(x), 1e-7)
     x = torch.randn(6, 5)
     res = ins.run_grad(conv, x, output_idx=[0, 1, 2], ignore_last_act=False)
     assert_close(res.get_result(), autograd_gradient(model, x, [0, 1, 2]), GRAD_TOL)
@@ -238,3 +244,23 @@ def test_many_operations(tmp_path):
     x = torch.randn(3, 3, 8, 8)
     res = ins.run_grad(conv, x, output_idx=[0, 4], ignore_last_act=False)
     assert_close(res.get_result(), autograd_gradient(model, x, [0, 4]), GRAD_TOL)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_older_opsets(tmp_path, opset):
+    """Squeeze/Unsqueeze with axes as attributes, Softmax over flattened axes, Pad with
+    pads as attributes, Split with split sizes as attributes (opset 11)."""
+    torch.manual_seed(3)
+    model = ManyOps().eval()
+    path = export(model, [[3, 8, 8]], tmp_path / "ops.onnx", opset_version=opset)
+    check_against_onnxruntime(path, [[3, 8, 8]])
+    path = export(OnnxMLP().eval(), [[5]], tmp_path / "mlp.onnx", opset_version=opset)
+    check_against_onnxruntime(path, [[5]])
+
+
+def test_prelu_with_one_slope_is_a_leaky_relu(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.PReLU(init=0.3), nn.Linear(5, 2)).eval()
+    path = export(model, [[4]], tmp_path / "prelu.onnx")
+    conv = check_against_onnxruntime(path, [[4]])
+    assert any(getattr(layer, "act_name", None) == "leaky_relu" for layer in conv.model.layers)

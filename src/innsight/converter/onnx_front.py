@@ -71,7 +71,8 @@ def _describe(
 
     _inline_sequentials(graph_module)
     _fold_constants(graph_module, dims)
-    _name_nodes_after_onnx(graph_module, working)
+    onnx_names = _name_nodes_after_onnx(graph_module, working)
+    _refuse_unknown_modules(graph_module)
     try:
         description, run_torch = describe_torch(graph_module, [list(d) for d in dims],
                                                 graph_module=graph_module)
@@ -83,8 +84,8 @@ def _describe(
                 "dynamic_axes={'x': {0: 'batch'}}))."
             ) from err
         raise
-    _name_inputs_and_outputs(description, [i.name for i in inputs],
-                             [o.name for o in proto.graph.output])
+    _name_layers(description, onnx_names, [i.name for i in inputs],
+                 [o.name for o in proto.graph.output])
     return description, _onnxruntime_runner(proto, inputs, batch_sizes) or run_torch
 
 
@@ -321,20 +322,28 @@ def _fold_constants(graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -
     graph_module.recompile()
 
 
-def _name_nodes_after_onnx(graph_module: fx.GraphModule, proto: Any) -> None:
-    """Let errors about a node name its ONNX op type and node name."""
+def _name_nodes_after_onnx(graph_module: fx.GraphModule, proto: Any) -> dict[str, str]:
+    """Let errors about a node name its ONNX op type and node name; returns the ONNX
+    node name of each module onnx2torch made (by its module path)."""
     from onnx2torch.onnx_graph import OnnxGraph
 
     onnx_nodes = OnnxGraph(proto.graph).nodes
+    counts: dict[str, int] = {}
+    for onnx_node in onnx_nodes.values():
+        counts[onnx_node.proto.name] = counts.get(onnx_node.proto.name, 0) + 1
+    names = {
+        target: onnx_node.proto.name if onnx_node.proto.name and counts[onnx_node.proto.name] == 1
+        else target
+        for target, onnx_node in onnx_nodes.items()
+    }
     for node in graph_module.graph.nodes:
         if node.op != "call_module":
             continue
         onnx_node = onnx_nodes.get(node.target.split(".")[0])
         if onnx_node is not None:
-            name = onnx_node.proto.name or onnx_node.unique_name
             node.meta["nn_module_stack"] = {
-                "onnx": (name, f"ONNX op type {onnx_node.operation_type}")}
-    _refuse_unknown_modules(graph_module)
+                "onnx": (names[onnx_node.unique_name], f"ONNX op type {onnx_node.operation_type}")}
+    return names
 
 
 def _refuse_unknown_modules(graph_module: fx.GraphModule) -> None:
@@ -351,10 +360,17 @@ def _refuse_unknown_modules(graph_module: fx.GraphModule) -> None:
             )
 
 
-def _name_inputs_and_outputs(description: dict[str, Any], input_names: list[str],
-                             output_names: list[str]) -> None:
-    """Input and output layers take the names of the ONNX graph's inputs and outputs."""
+def _name_layers(description: dict[str, Any], onnx_names: dict[str, str],
+                 input_names: list[str], output_names: list[str]) -> None:
+    """Layers take the names of the ONNX nodes they come from (a layer named after
+    module path ``p`` plus a suffix gets the ONNX name of ``p`` plus that suffix);
+    input and output layers take the names of the graph's inputs and outputs."""
     layers = description["layers"]
+    targets = sorted(onnx_names, key=len, reverse=True)  # longest module path first
+    for layer in layers:
+        target = next((t for t in targets if layer["name"].startswith(t)), None)
+        if target is not None:
+            layer["name"] = onnx_names[target] + layer["name"][len(target):]
     for node, name in zip(description["input_nodes"], input_names):
         layers[node]["name"] = name
     inputs = set(description["input_nodes"])

@@ -177,6 +177,16 @@ def _hard_sigmoid(t: Any, node: fx.Node) -> int:
     return t.emit(node, "Activation", [scaled], act_name="hardtanh", min_val=0.0, max_val=1.0)
 
 
+@_register(activations.OnnxPReLU)
+def _prelu(t: Any, node: fx.Node) -> int:
+    """PReLU with one slope for all channels: a leaky relu."""
+    slope = torch.as_tensor(_constant(t, node, node.args[1], "PReLU slope"))
+    if slope.numel() != 1:
+        raise t.unsupported(node, f"PReLU with {slope.numel()} slopes (one per channel)",
+                            "Supported: a single slope (a leaky relu). ")
+    return _activation(t, node, "leaky_relu", negative_slope=float(slope))
+
+
 @_register(activations.OnnxSoftmaxV1V11)
 def _softmax_v1(t: Any, node: fx.Node) -> int:
     m, source = t.module(node), node.args[0]
