@@ -206,3 +206,15 @@ def test_fixed_batch_larger_than_one_is_refused(tmp_path, cnn2d):
     path = export(cnn2d, [3, 12, 12], tmp_path / "fixed.onnx", dynamic_axes={})
     with pytest.raises(ins.ConversionError, match="fixed batch size 2"):
         ins.convert(path)
+
+
+def test_without_onnxruntime_the_dry_run_uses_onnx2torch(tmp_path, monkeypatch):
+    """onnxruntime is part of the extra, but conversion does not depend on it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    path = export(model, [4], tmp_path / "mlp.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    conv = ins.convert(path)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(conv.model(x), model(x), rtol=1e-5, atol=1e-6)

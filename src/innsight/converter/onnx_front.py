@@ -17,6 +17,7 @@ inputs and outputs. Errors about a node name its ONNX op type and node name.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Callable
@@ -69,13 +70,17 @@ def _describe(
     graph_module = _onnx_to_fx(onnx, onnx2torch, working)
     from innsight.converter import onnx_ops  # noqa: F401  (registers onnx2torch's modules)
 
+    # The original for the dry run: onnxruntime, or else onnx2torch's module as it came
+    # (the passes below bake the tracing batch size into shape arguments).
+    run_original = _onnxruntime_runner(proto, inputs, batch_sizes) or _torch_runner(
+        copy.deepcopy(graph_module))
     _inline_sequentials(graph_module)
     _fold_constants(graph_module, dims)
     onnx_names = _name_nodes_after_onnx(graph_module, working)
     _refuse_unknown_modules(graph_module)
     try:
-        description, run_torch = describe_torch(graph_module, [list(d) for d in dims],
-                                                graph_module=graph_module)
+        description, _ = describe_torch(graph_module, [list(d) for d in dims],
+                                        graph_module=graph_module)
     except ConversionError as err:
         if any(b is not None for b in batch_sizes):
             raise ConversionError(
@@ -86,7 +91,7 @@ def _describe(
         raise
     _name_layers(description, onnx_names, [i.name for i in inputs],
                  [o.name for o in proto.graph.output])
-    return description, _onnxruntime_runner(proto, inputs, batch_sizes) or run_torch
+    return description, run_original
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -279,18 +284,23 @@ def _inline_sequentials(graph_module: fx.GraphModule) -> None:
 
 class _Values(fx.Interpreter):
     """Runs the graph once and records each node's value and whether it depends on
-    the model inputs."""
+    the values of the model inputs (a ``Shape`` node reads their shapes only)."""
 
     def __init__(self, graph_module: fx.GraphModule) -> None:
         super().__init__(graph_module)
+        from onnx2torch.node_converters.shape import OnnxShape
+
+        self.shape_only = (OnnxShape,)
         self.values: dict[fx.Node, Any] = {}
         self.from_input: dict[fx.Node, bool] = {}
 
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
         self.values[n] = result
-        self.from_input[n] = n.op == "placeholder" or any(
-            self.from_input.get(a, False) for a in n.all_input_nodes)
+        reads_shape = n.op == "call_module" and isinstance(
+            self.module.get_submodule(n.target), self.shape_only)
+        self.from_input[n] = n.op == "placeholder" or (not reads_shape and any(
+            self.from_input.get(a, False) for a in n.all_input_nodes))
         return result
 
 
@@ -377,6 +387,15 @@ def _name_layers(description: dict[str, Any], onnx_names: dict[str, str],
     for node, name in zip(description["output_nodes"], output_names):
         if node not in inputs:
             layers[node]["name"] = name
+
+
+def _torch_runner(graph_module: fx.GraphModule) -> Callable[[list[Tensor]], list[Tensor]]:
+    def run(xs: list[Tensor]) -> list[Tensor]:
+        with torch.no_grad():
+            out = graph_module(*xs)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    return run
 
 
 # ---- the original, run by onnxruntime --------------------------------------------------------------
