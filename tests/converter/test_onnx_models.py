@@ -264,3 +264,25 @@ def test_prelu_with_one_slope_is_a_leaky_relu(tmp_path):
     path = export(model, [[4]], tmp_path / "prelu.onnx")
     conv = check_against_onnxruntime(path, [[4]])
     assert any(getattr(layer, "act_name", None) == "leaky_relu" for layer in conv.model.layers)
+
+
+def test_gather_with_constant_indices(tmp_path):
+    """``x[:, 1]`` and ``x[:, :, [0, 2, 4]]`` export as Gather with constant indices."""
+
+    class Picks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(3, 4, 3)
+            self.register_buffer("cols", torch.tensor([0, 2, 4]))
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))  # (4, 6)
+            return torch.cat([h[:, 1], h[:, :, -1], h.index_select(2, self.cols).flatten(1)], 1)
+
+    torch.manual_seed(0)
+    model = Picks().eval()
+    path = export(model, [[3, 8]], tmp_path / "gather.onnx")
+    conv = check_against_onnxruntime(path, [[3, 8]])
+    x = torch.randn(2, 3, 8)
+    res = ins.run_grad(conv, x, output_idx=[0, 7, 12])
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 7, 12]), GRAD_TOL)

@@ -28,6 +28,7 @@ from onnx2torch.node_converters import (
     dropout,
     flatten,
     functions,
+    gather,
     gemm,
     global_average_pool,
     identity,
@@ -302,6 +303,31 @@ def _slice(t: Any, node: fx.Node) -> int:
     if ranges == [[0, size, 1] for size in shape]:
         return t.layer(source)
     return t.emit(node, "Slice", [source], ranges=ranges)
+
+
+@_register(gather.OnnxGather)
+def _gather(t: Any, node: fx.Node) -> int:
+    """``x[:, ..., i]`` (one index: the axis goes) or ``x[:, ..., a:b:s]`` (indices evenly
+    spaced: the axis stays) with constant indices along a sample axis."""
+    source = node.args[0]
+    shape = t.shape(source)
+    axis = t.axis(source, t.module(node)._axis)
+    index = torch.as_tensor(_constant(t, node, node.args[1], "Gather index"))
+    if index.is_floating_point() or index.ndim > 1:
+        raise t.unsupported(node, f"Gather with indices of shape {list(index.shape)}",
+                            "Supported: one index or a 1-D list of evenly spaced ones. ")
+    positions = [int(i) % shape[axis] for i in index.flatten().tolist()]
+    step = positions[1] - positions[0] if len(positions) > 1 else 1
+    if step < 1 or positions != list(range(positions[0], positions[0] + step * len(positions), step)):
+        raise t.unsupported(node, f"Gather of the positions {positions}",
+                            "Supported: evenly spaced increasing positions. ")
+    ranges = [[0, size, 1] for size in shape]
+    ranges[axis] = [positions[0], positions[-1] + 1, step]
+    sliced = t.emit(node, "Slice", [source], suffix="_slice" if index.ndim == 0 else "",
+                    ranges=ranges)
+    if index.ndim == 0:  # the axis goes
+        return t.emit(node, "Reshape", [sliced], shape=list(t.shape(node)))
+    return sliced
 
 
 # ---- padding ----------------------------------------------------------------------------------------
