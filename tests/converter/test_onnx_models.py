@@ -299,3 +299,23 @@ def test_gather_with_constant_indices(tmp_path):
     x = torch.randn(2, 3, 8)
     res = ins.run_grad(conv, x, output_idx=[0, 7, 12])
     assert_close(res.get_result(), autograd_gradient(model, x, [0, 7, 12]), GRAD_TOL)
+
+
+def test_spelled_out_gelu_and_silu_become_activations(tmp_path):
+    """Before opset 20, ONNX writes GELU as Div/Erf/Add/Mul/Mul and SiLU as Sigmoid/Mul;
+    they become the same activation layers as in a torch model's conversion, so that
+    rule-based methods give the same results."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 5), nn.SiLU(),
+                          nn.Linear(5, 3)).eval()
+    path = export(model, [[4]], tmp_path / "acts.onnx")
+    conv = check_against_onnxruntime(path, [[4]])
+    acts = [layer.act_name for layer in conv.model.layers if layer.type_name == "Activation"]
+    assert acts == ["gelu", "silu"]
+    x = torch.randn(5, 4, dtype=torch.float64)
+    res = ins.run_grad(conv, x, output_idx=[0, 2], dtype="double")
+    assert_close(res.get_result(), autograd_gradient(model.double(), x, [0, 2]), 1e-7)
+    direct = ins.convert(model, input_dim=[4], dtype="double")
+    for name in ("LRP", "DeepLift"):
+        cmp = ins.compare_models({"torch": direct, "onnx": conv}, x, name, dtype="double")
+        assert (cmp.differences()["max_rel_diff"] < 1e-7).all()

@@ -5,9 +5,9 @@ Steps: load (``onnx.load``, from a path or a ``ModelProto``) and check the model
 with ``onnx.checker``; read ``input_dim`` from the graph inputs (the batch axis
 may be symbolic); turn constants into initializers (onnx2torch reads weights
 only from initializers); let onnx2torch build a ``torch.fx.GraphModule``;
-inline its ``nn.Sequential`` wrappers and fold every value that does not depend
-on the model input (shape arithmetic, constant pads and axes) into a constant;
-then translate that graph with :func:`~innsight.converter.torch_fx.describe_torch`,
+inline its ``nn.Sequential`` wrappers, fold every value that does not depend
+on the model input (shape arithmetic, constant pads and axes) into a constant,
+and fuse the spelled-out SiLU and GELU into their modules; then translate that graph with :func:`~innsight.converter.torch_fx.describe_torch`,
 whose registry knows onnx2torch's own modules (:mod:`innsight.converter.onnx_ops`).
 
 The conversion's dry run compares with onnxruntime (the ``onnx`` extra) running
@@ -68,7 +68,7 @@ def _describe(
     dims, batch_sizes = _input_dims(onnx, proto, inputs, input_dim)
     working = _working_copy(onnx, proto)
     graph_module = _onnx_to_fx(onnx, onnx2torch, working)
-    from innsight.converter import onnx_ops  # noqa: F401  (registers onnx2torch's modules)
+    from innsight.converter import onnx_ops  # registers onnx2torch's modules
 
     # The original for the dry run: onnxruntime, or else onnx2torch's module as it came
     # (the passes below bake the tracing batch size into shape arguments).
@@ -76,6 +76,7 @@ def _describe(
         copy.deepcopy(graph_module))
     _inline_sequentials(graph_module)
     _fold_constants(graph_module, dims)
+    onnx_ops.fuse_activations(graph_module)
     onnx_names = _name_nodes_after_onnx(graph_module, working)
     _refuse_unknown_modules(graph_module)
     try:

@@ -365,3 +365,94 @@ def _pad_dynamic(t: Any, node: fx.Node) -> int:
     value = 0.0 if value is None else float(torch.as_tensor(_constant(t, node, value, "pad value")))
     n = len(pads) // 2  # ONNX order: all begins, then all ends, first axis first
     return _padding(t, node, [[pads[i], pads[n + i]] for i in range(n)], t.module(node).mode, value)
+
+
+# ---- activations that ONNX (before opset 20) spells out ---------------------------------------------
+
+
+def fuse_activations(graph_module: fx.GraphModule) -> None:
+    """Replace the ONNX spellings of SiLU (``x * Sigmoid(x)``) and exact GELU
+    (``x * (Erf(x / sqrt 2) + 1) * 0.5``) by ``nn.SiLU``/``nn.GELU``, so that they
+    become the activation layers a torch model's SiLU and GELU become (rule-based
+    methods treat an activation differently from a product of two tensors).
+
+    Runs after constant folding (constants are attributes of the graph).
+    """
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        for module_type, match in ((torch.nn.SiLU, _silu_input), (torch.nn.GELU, _gelu_input)):
+            x = match(graph_module, node)
+            if x is None:
+                continue
+            target = f"{node.target}_{module_type.__name__.lower()}"
+            graph_module.add_submodule(target, module_type().eval())
+            with graph.inserting_before(node):
+                fused = graph.call_module(target, (x,))
+            fused.meta.update(node.meta)
+            node.replace_all_uses_with(fused)
+            break
+    graph.eliminate_dead_code()
+    graph_module.recompile()
+
+
+_ONNX_MATH = binary_math_operations._TORCH_FUNCTION_FROM_ONNX_TYPE
+
+
+def _operands(gm: fx.GraphModule, node: Any, op_type: str) -> tuple[Any, Any] | None:
+    """The two operands if ``node`` is the ONNX binary operation ``op_type``."""
+    if not isinstance(node, fx.Node) or node.op != "call_module" or len(node.args) != 2:
+        return None
+    module = gm.get_submodule(node.target)
+    if not isinstance(module, binary_math_operations.OnnxBinaryMathOperation):
+        return None
+    if module.math_op_function is not _ONNX_MATH[op_type] or module.broadcast == 1:
+        return None
+    return node.args[0], node.args[1]
+
+
+def _is_module(gm: fx.GraphModule, node: Any, cls: type) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_module"
+            and isinstance(gm.get_submodule(node.target), cls))
+
+
+def _scalar(gm: fx.GraphModule, node: Any) -> float | None:
+    """The value of a one-element constant attribute, else ``None``."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    value: Any = gm
+    for part in node.target.split("."):
+        value = getattr(value, part)
+    return float(value) if isinstance(value, Tensor) and value.numel() == 1 else None
+
+
+def _silu_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """``x`` of ``Mul(x, Sigmoid(x))`` (either order)."""
+    operands = _operands(gm, node, "Mul")
+    if operands is None:
+        return None
+    for x, gate in (operands, operands[::-1]):
+        if _is_module(gm, gate, torch.nn.Sigmoid) and gate.args[0] is x:
+            return x
+    return None
+
+
+def _gelu_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """``x`` of ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)`` (operands in either order)."""
+    outer = _operands(gm, node, "Mul")
+    if outer is None:
+        return None
+    for inner, half in (outer, outer[::-1]):
+        if _scalar(gm, half) != 0.5 or (product := _operands(gm, inner, "Mul")) is None:
+            continue
+        for x, shifted in (product, product[::-1]):
+            terms = _operands(gm, shifted, "Add")
+            if terms is None:
+                continue
+            for erf, one in (terms, terms[::-1]):
+                if _scalar(gm, one) != 1.0 or not _is_module(gm, erf, activations.OnnxErf):
+                    continue
+                scaled = _operands(gm, erf.args[0], "Div")
+                if scaled is not None and scaled[0] is x and math.isclose(
+                        _scalar(gm, scaled[1]) or 0.0, math.sqrt(2), rel_tol=1e-6):
+                    return x
+    return None
