@@ -218,3 +218,41 @@ def test_without_onnxruntime_the_dry_run_uses_onnx2torch(tmp_path, monkeypatch):
     x = torch.randn(3, 4)
     with torch.no_grad():
         torch.testing.assert_close(conv.model(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_batch_of_one_with_batch_in_a_reshape_is_refused(tmp_path):
+    """``x.view(1, -1)`` bakes the batch size into the graph."""
+
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(2, 3, 3)
+
+        def forward(self, x):
+            return self.conv(x).view(1, -1)
+
+    path = tmp_path / "fixed_view.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Fixed().eval(), (torch.randn(1, 2, 6),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(ins.ConversionError, match="Reshape.*batch axis"):
+        ins.convert(path)
+
+
+def test_fixed_batch_of_one_that_fails_on_other_batches_is_refused(tmp_path):
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(2, 3, 3)
+
+        def forward(self, x):
+            return self.conv(x).reshape(1, 12)
+
+    path = tmp_path / "fixed_reshape.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Fixed().eval(), (torch.randn(1, 2, 6),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(ins.ConversionError, match="fixed batch size 1.*symbolic batch axis"):
+        ins.convert(path)

@@ -75,21 +75,20 @@ def _describe(
     run_original = _onnxruntime_runner(proto, inputs, batch_sizes) or _torch_runner(
         copy.deepcopy(graph_module))
     _inline_sequentials(graph_module)
-    _fold_constants(graph_module, dims)
+    try:
+        _fold_constants(graph_module, dims)
+    except ConversionError as err:
+        if all(b is None for b in batch_sizes):
+            raise
+        raise ConversionError(
+            f"{err} The ONNX model has the fixed batch size 1 in its inputs and does not "
+            "work with others; export it with a symbolic batch axis (torch.onnx.export(..., "
+            "dynamic_axes={'x': {0: 'batch'}}))."
+        ) from err
     onnx_ops.fuse_activations(graph_module)
     onnx_names = _name_nodes_after_onnx(graph_module, working)
     _refuse_unknown_modules(graph_module)
-    try:
-        description, _ = describe_torch(graph_module, [list(d) for d in dims],
-                                        graph_module=graph_module)
-    except ConversionError as err:
-        if any(b is not None for b in batch_sizes):
-            raise ConversionError(
-                f"{err} The ONNX model has a fixed batch size {batch_sizes} in its inputs; "
-                "export it with a symbolic batch axis (torch.onnx.export(..., "
-                "dynamic_axes={'x': {0: 'batch'}}))."
-            ) from err
-        raise
+    description, _ = describe_torch(graph_module, [list(d) for d in dims], graph_module=graph_module)
     _name_layers(description, onnx_names, [i.name for i in inputs],
                  [o.name for o in proto.graph.output])
     return description, run_original
@@ -313,8 +312,14 @@ def _fold_constants(graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -
     of shape arguments are used later, so the batch size baked into them is harmless.
     """
     recorder = _Values(graph_module)
-    with torch.no_grad():
-        recorder.run(*random_inputs(graph_module, dims, TRACE_BATCH))
+    try:
+        with torch.no_grad():
+            recorder.run(*random_inputs(graph_module, dims, TRACE_BATCH))
+    except Exception as err:  # onnx2torch's modules raise what torch raises
+        raise ConversionError(
+            f"onnx2torch's torch module of the ONNX model fails on a batch of {TRACE_BATCH} "
+            f"random samples of shape(s) {[list(d) for d in dims]}: {err}"
+        ) from err
     graph = graph_module.graph
     count = 0
     for node in list(graph.nodes):
