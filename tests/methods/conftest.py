@@ -65,6 +65,13 @@ def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
 
 
 @pytest.fixture
+def seeded() -> Callable[..., nn.Module]:
+    """``seeded(factory, seed=0)``: a model from ``factory()`` with seeded weights and
+    non-trivial batch-norm statistics, in eval mode."""
+    return _seeded
+
+
+@pytest.fixture
 def softmax_mlp() -> nn.Sequential:
     """Input (5,), output a softmax over 3 classes; ``model[:-1]`` gives the logits."""
     return _seeded(lambda: nn.Sequential(

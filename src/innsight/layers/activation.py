@@ -18,7 +18,7 @@ from innsight.layers.rules import (
     Pair,
     collapse,
     derivative,
-    small,
+    negligible,
     vjp_at,
 )
 
@@ -154,8 +154,8 @@ class Activation(Layer):
         return [n * self._secant(x_ref, x - x_ref, y - y_ref)]
 
     def _secant(self, start: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
-        """``dy / dx``, or the derivative at ``start + dx / 2`` where ``|dx|`` is tiny."""
-        tiny = dx.abs() <= small(dx.dtype)
+        """``dy / dx``, or the derivative at ``start + dx / 2`` where ``dx`` is negligible."""
+        tiny = negligible(dx, start + dx, start)
         slope = dy / torch.where(tiny, torch.ones_like(dx), dx)
         if tiny.any():
             slope = torch.where(tiny, derivative(self._fn, start + dx / 2), slope)
@@ -177,8 +177,9 @@ class Activation(Layer):
         dx = x - x_ref
         wanted = (n * dy).flatten(2).sum(2)
         got = (grad * dx).flatten(2).sum(2)
-        scale = torch.where(got.abs() > small(dx.dtype) * wanted.abs().clamp(min=1),
-                            wanted / torch.where(got == 0, torch.ones_like(got), got),
+        size = (grad * dx).abs().flatten(2).sum(2)
+        usable = ~negligible(got, size, torch.zeros_like(size)) & (got != 0)
+        scale = torch.where(usable, wanted / torch.where(usable, got, torch.ones_like(got)),
                             torch.ones_like(got))
         return grad * scale.view(*scale.shape, *[1] * (grad.ndim - 2))
 

@@ -18,7 +18,7 @@ from innsight.layers.rules import (
     RuleLayer,
     collapse,
     divide,
-    small,
+    negligible,
     transpose_of,
 )
 
@@ -60,8 +60,10 @@ class _MaxRules(RuleLayer):
     """LRP and DeepLift through a maximum over windows.
 
     With ``winner_takes_all``, each window sends everything to its arg-max
-    (accumulating where windows overlap); DeepLift's multiplier there is
-    ``dy / dx_argmax`` (the gradient where that difference vanishes). Without
+    (accumulating where windows overlap). For DeepLift that is the arg-max of
+    ``x``, unless the window's maximum shrank below the reference's and that
+    position is no maximum of ``x_ref``: then the arg-max of ``x_ref`` (as
+    Captum does). The multiplier there, ``dy / dx``, lies in [0, 1]. Without
     it, a window spreads its value over its inputs in proportion to them (to
     their differences for DeepLift), as an average pooling of the same windows
     would. Subclasses give ``_with_indices(x)`` and ``_window_mean(x)``.
@@ -85,12 +87,16 @@ class _MaxRules(RuleLayer):
 
     def _to_winners(self, values: Tensor, x: Tensor) -> Tensor:
         """Scatter ``values (T, B, C, *out)`` onto each window's arg-max of ``x``."""
-        _, idx = self._with_indices(x)
+        return self._scatter(values, self._with_indices(x)[1].flatten(2), x.shape)
+
+    @staticmethod
+    def _scatter(values: Tensor, idx: Tensor, shape: torch.Size) -> Tensor:
+        """Add ``values (T, B, C, *out)`` at the flat spatial positions ``idx (B, C, n_out)``
+        of a ``(T, *shape)`` zero tensor (accumulating where windows overlap)."""
         n_targets, batch, channels = values.shape[:3]
-        out = values.new_zeros(n_targets, batch, channels, x[0, 0].numel())
-        index = idx.flatten(2).expand(n_targets, -1, -1, -1)
-        out.scatter_add_(3, index, values.flatten(3))
-        return out.view(n_targets, *x.shape)
+        out = values.new_zeros(n_targets, batch, channels, shape[2:].numel())
+        out.scatter_add_(3, idx.expand(n_targets, -1, -1, -1), values.flatten(3))
+        return out.view(n_targets, *shape)
 
     def _spread(self, values: Tensor) -> Tensor:
         (back,) = transpose_of(self._window_mean, values, self.input_dim)
@@ -111,11 +117,18 @@ class _MaxRules(RuleLayer):
         dx = x - x_ref
         if not rule.winner_takes_all:
             return [self._spread(divide(n * dy, self._window_mean(dx)))]
-        _, idx = self._with_indices(x)
-        dx_win = dx.flatten(2).gather(2, idx.flatten(2)).view_as(dy)
-        near_zero = dx_win.abs() <= small(dx.dtype)
+        # A window's difference goes to the arg-max of x, unless its maximum shrank and
+        # that position is no maximum of x_ref: then to the arg-max of x_ref. Either way
+        # 0 <= dy / dx <= 1 there, so nothing is lost.
+        idx_x = self._with_indices(x)[1].flatten(2)
+        ref_at_idx_x = x_ref.flatten(2).gather(2, idx_x).view_as(dy)
+        use_ref = ((dy < 0) & (ref_at_idx_x < y_ref)).flatten(2)
+        idx = torch.where(use_ref, self._with_indices(x_ref)[1].flatten(2), idx_x)
+        at_x, at_ref = x.flatten(2).gather(2, idx), x_ref.flatten(2).gather(2, idx)
+        dx_win = (at_x - at_ref).view_as(dy)
+        near_zero = negligible(dx_win, at_x.view_as(dy), at_ref.view_as(dy))
         ratio = torch.where(near_zero, torch.ones_like(dy), dy / torch.where(near_zero, 1.0, dx_win))
-        return [self._to_winners(n * ratio, x)]
+        return [self._scatter(n * ratio, idx, x.shape)]
 
 
 class MaxPool(_MaxRules, _WindowPool):

@@ -161,9 +161,10 @@ def derivative(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     return grad
 
 
-def small(dtype: torch.dtype) -> float:
-    """Differences below this count as zero for DeepLift's multipliers."""
-    return math.sqrt(torch.finfo(dtype).eps)
+def negligible(diff: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Where ``diff = a - b`` is lost in rounding (below ``sqrt(eps) * (|a| + |b|)``),
+    so that a quotient ``dy / diff`` would be noise; zero differences included."""
+    return diff.abs() <= math.sqrt(torch.finfo(diff.dtype).eps) * (a.abs() + b.abs())
 
 
 class RuleError(ValueError):

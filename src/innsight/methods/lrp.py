@@ -90,11 +90,11 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
         if name not in LRP_RULES:
             raise ValueError(f"Unknown LRP rule {name!r} in `rule_name`; expected one of {list(LRP_RULES)}.")
 
-    def pick(value: Any, layer_name: str, type_name: str, default: Any) -> tuple[Any, str]:
+    def pick(value: Any, layer_name: str, type_name: str | None, default: Any) -> tuple[Any, str]:
         if not isinstance(value, Mapping):
             return value, ""
         for key in (layer_name, type_name):
-            if key in value:
+            if key is not None and key in value:
                 return value[key], f"['{key}']"
         return default, ""
 
@@ -105,12 +105,13 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
             rules.append(LrpRule("none", None, winner_takes_all))
             continue
         rule, _ = pick(rule_name, name, layer.type_name, "simple")
-        param, where = pick(rule_param, name, layer.type_name, None)
-        if not isinstance(rule_param, Mapping) and rule_param is not None:
-            if LRP_RULES[rule] is None and rule != "z_box":
-                param = None  # one shared value serves the rules that take one
-            else:
-                single_param_used = True
+        takes_param = LRP_RULES[rule] is not None or rule == "z_box"
+        # A value for many layers (one value, or one per type) serves only the rules
+        # that take one; a value for this layer by name must fit its rule.
+        param, where = pick(rule_param, name, layer.type_name if takes_param else None, None)
+        if rule_param is not None and not isinstance(rule_param, Mapping):
+            single_param_used |= takes_param
+            param = rule_param if takes_param else None
         rules.append(LrpRule(rule, _check_param(rule, param, where), winner_takes_all))
     if rule_param is not None and not isinstance(rule_param, Mapping) and not single_param_used:
         raise ValueError(
