@@ -12,6 +12,7 @@ from innsight._validation import as_dim_list, describe, resolve_dtype
 from innsight.converter.converted_model import ConvertedModel
 from innsight.converter.dict_format import build_model, model_to_dict
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.keras_front import accepts_keras, describe_keras
 from innsight.converter.names import Names
 from innsight.converter.torch_fx import describe_torch, random_inputs
 
@@ -40,6 +41,7 @@ def _describe_dict(model: dict[str, Any], input_dim: Any) -> tuple[dict[str, Any
 
 #: Front-ends: (does it take this model?, describe it as a model dict).
 FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
+    (accepts_keras, describe_keras),  # first: a Keras model may be an nn.Module too
     (lambda model: isinstance(model, nn.Module), describe_torch),
     (lambda model: isinstance(model, dict), _describe_dict),
 ]
@@ -82,7 +84,9 @@ class Converter:
         describer = next((d for accepts, d in FRONTENDS if accepts(model)), None)
         if describer is None:
             raise TypeError(
-                f"`model` must be a torch nn.Module or a model dict, got {describe(model)} "
+                "`model` must be a torch nn.Module, a Keras 3 Sequential/Functional model "
+                "or a path to a '.keras' file, or a model dict, "
+                f"got {describe(model)} "
                 f"of type {type(model).__name__}."
             )
         description, run_original = describer(model, input_dim)

@@ -1,0 +1,420 @@
+"""Keras 3 front-end: describe a Sequential or Functional model as a model dict.
+
+Layout conventions (channels last outside, channels first inside)
+-----------------------------------------------------------------
+Keras tensors are channels last: a sample of shape ``(d1, ..., dk, C)``.
+The converted graph runs channels first, so every Keras tensor of rank 2 or
+more (without the batch axis) is held as ``(C, d1, ..., dk)``: its last axis
+moved to the front. Rank-1 tensors (tabular data, class scores) are held as
+they are. This applies to the model's inputs and outputs too:
+
+- ``conv.input_dim`` and ``conv.output_dim`` are channels first, e.g. a Keras
+  input ``(32, 32, 3)`` has ``input_dim`` ``(3, 32, 32)`` and a signal input
+  ``(100, 4)`` (length, channels) has ``(4, 100)``;
+- ``conv.model(x)`` takes and returns channels-first tensors (``np.moveaxis(x,
+  -1, 1)`` of the Keras data);
+- every method accepts ``channels_first=False`` to take the Keras layout
+  directly and then returns its results channels last.
+
+Weights are permuted once at conversion (convolution kernels
+``(*kernel, C_in, C_out)`` become ``(C_out, C_in, *kernel)``). Operations that
+depend on the axis order keep Keras' semantics: ``Flatten`` and ``Reshape``
+go through the channels-last order (a ``Permute`` layer in front), and the
+axis of ``Concatenate``, ``Softmax``, ``BatchNormalization`` and ``Dense`` on
+rank > 1 inputs is mapped onto the channels-first tensor. Layers with
+``data_format="channels_first"`` are wrapped in permutations to the same end.
+
+Names
+-----
+Layers of the converted graph carry the Keras layer names (``outer/inner``
+for layers of nested models; a shared layer's second call gets ``/call_1``,
+helper layers such as permutations a suffix). The ``Input`` layers carry the
+names of the Keras inputs, and the output layers those of the Keras layers
+that compute the outputs (see ``print(conv)``). Keras has no labels for the
+entries of a tensor, so ``conv.input_names`` and ``conv.output_names`` keep the
+default axis labels (``X1..``, ``C1../L1..``, ``C1../H1../W1..``, ``Y1..``)
+unless given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from innsight._validation import as_dim_list
+from innsight.converter.errors import ConversionError
+
+#: What to install when Keras is missing.
+INSTALL_HINT = "Install the Keras extra: pip install innsight[keras] (Keras 3 with TensorFlow)."
+#: Batch size of the check against the original model.
+CHECK_BATCH = 3
+
+
+def import_keras() -> Any:
+    """The ``keras`` module (Keras 3), or an ImportError naming the extra to install."""
+    try:
+        import keras
+    except ImportError as err:
+        raise ImportError(f"Converting a Keras model needs Keras 3. {INSTALL_HINT}") from err
+    if not str(getattr(keras, "__version__", "0")).startswith("3"):
+        raise ImportError(
+            f"Converting a Keras model needs Keras 3, found keras {keras.__version__}. {INSTALL_HINT}"
+        )
+    return keras
+
+
+def is_keras_model(model: Any) -> bool:
+    """A ``keras.Model`` instance (checked without importing Keras)."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    model_cls = getattr(keras, "Model", None) if keras is not None else None
+    return isinstance(model_cls, type) and isinstance(model, model_cls)
+
+
+def is_keras_file(model: Any) -> bool:
+    """A path (str or ``os.PathLike``) ending in ``.keras``."""
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    return isinstance(model, str) and model.lower().endswith(".keras")
+
+
+def accepts_keras(model: Any) -> bool:
+    """Whether the Keras front-end takes ``model``: a Keras model or a ``.keras`` path."""
+    return is_keras_model(model) or is_keras_file(model)
+
+
+def load_keras_file(path: Any) -> Any:
+    """Load a ``.keras`` file in Keras' safe mode (no arbitrary code is run)."""
+    keras = import_keras()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`model`: no Keras file at {path!r}.")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises several kinds of errors for bad files
+        raise ConversionError(
+            f"Keras could not load {path!r} in safe mode: {err}"
+        ) from err
+
+
+def describe_keras(model: Any, input_dim: Any) -> tuple[dict[str, Any], None]:
+    """The model dict of a Keras model (or ``.keras`` file).
+
+    The description is checked against the original right here: it is built
+    and compared with the Keras model on random inputs. (The
+    converter's own dry run calls torch-specific helpers, so this front-end
+    returns no ``run_original``.)
+    """
+    if is_keras_file(model):
+        model = load_keras_file(model)
+    keras = import_keras()
+    graph = _graph_of(keras, model)
+    input_shapes = _input_shapes(graph, input_dim)
+    translator = _Translator(keras)
+    description = translator.describe(graph, input_shapes)
+    _check_against_original(keras, model, graph, description)
+    return description, None
+
+
+# ---- the model's graph --------------------------------------------------------------
+
+
+def _graph_of(keras: Any, model: Any) -> Any:
+    """The Functional graph of a Sequential or Functional model."""
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise ConversionError(
+                f"The Sequential model '{model.name}' is not built: it does not know its input "
+                "shape. Start it with keras.Input(shape=...) or call model.build((None, *shape)) "
+                "before converting."
+            )
+        return graph
+    if not hasattr(model, "_nodes_by_depth") or not hasattr(model, "_inputs_struct"):
+        raise ConversionError(
+            f"The Keras model '{model.name}' ({type(model).__name__}) is a subclassed model "
+            "without a layer graph; only Sequential and Functional models can be converted. "
+            "Build it with the Functional API (keras.Model(inputs, outputs))."
+        )
+    return model
+
+
+def _input_shapes(graph: Any, input_dim: Any) -> list[tuple[int, ...]]:
+    """The Keras sample shape of each input; unknown sizes are taken from ``input_dim``."""
+    keras_shapes = [tuple(x.shape[1:]) for x in graph.inputs]
+    given = None if input_dim is None else as_dim_list(input_dim, "input_dim")
+    if given is not None and len(given) != len(keras_shapes):
+        raise ValueError(
+            f"`input_dim` gives {len(given)} shape(s), but the Keras model has "
+            f"{len(keras_shapes)} input(s) of shape(s) {[_show(s) for s in keras_shapes]}."
+        )
+    shapes = []
+    for k, shape in enumerate(keras_shapes):
+        if given is not None:
+            wanted = keras_layout(given[k])
+            if len(wanted) != len(shape) or any(
+                s is not None and s != w for s, w in zip(shape, wanted)
+            ):
+                raise ValueError(
+                    f"`input_dim` {list(given[k])} (channels first) does not fit the Keras "
+                    f"input {k} of shape {_show(shape)} (channels last, i.e. "
+                    f"{_show(channels_first(shape))} channels first)."
+                )
+            shapes.append(wanted)
+        elif any(s is None for s in shape):
+            raise ValueError(
+                f"The Keras input {k} has shape {_show(shape)} with unknown sizes; give "
+                "`input_dim` (channels first, e.g. "
+                f"{_show(channels_first(tuple(8 if s is None else s for s in shape)))})."
+            )
+        else:
+            shapes.append(tuple(int(s) for s in shape))
+    return shapes
+
+
+def _show(shape: Sequence[Any]) -> str:
+    return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
+
+
+# ---- layouts ----------------------------------------------------------------------
+
+
+def channels_first(shape: Sequence[Any]) -> tuple[Any, ...]:
+    """A Keras sample shape as held inside: the last axis first (rank >= 2)."""
+    shape = tuple(shape)
+    return shape if len(shape) < 2 else (shape[-1], *shape[:-1])
+
+
+def keras_layout(shape: Sequence[Any]) -> tuple[Any, ...]:
+    """Inverse of :func:`channels_first`."""
+    shape = tuple(shape)
+    return shape if len(shape) < 2 else (*shape[1:], shape[0])
+
+
+def internal_axis(axis: int, rank: int) -> int:
+    """Where Keras sample axis ``axis`` (0-based, no batch axis) sits inside."""
+    if rank < 2:
+        return axis
+    return 0 if axis == rank - 1 else axis + 1
+
+
+def sample_axis(axis: int, rank: int, what: str) -> int:
+    """A Keras tensor axis (batch axis 0, may be negative) as a sample axis."""
+    if not isinstance(axis, (int, np.integer)) or not -rank - 1 <= axis <= rank or axis == 0 \
+            or axis == -rank - 1:
+        raise ConversionError(
+            f"{what}: axis {axis!r} is not an axis of a sample of rank {rank} (the batch axis "
+            "0 is not supported)."
+        )
+    return int(axis) - 1 if axis > 0 else rank + int(axis)
+
+
+def to_internal_array(value: Any, rank: int) -> Any:
+    """A constant that broadcasts against a Keras sample of ``rank`` axes, laid out
+    to broadcast against the channels-first sample (a number stays a number)."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return float(array)
+    if array.ndim > rank:
+        array = array.reshape(array.shape[array.ndim - rank:])
+    array = array.reshape((1,) * (rank - array.ndim) + array.shape)
+    return np.moveaxis(array, -1, 0) if rank >= 2 else array
+
+
+# ---- translation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Value:
+    """A Keras tensor in the converted graph: the layer holding it (channels first)
+    and its Keras sample shape (channels last, no batch axis)."""
+
+    index: int
+    shape: tuple[int, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+Handler = Callable[["_Translator", Any, list[Value], list[tuple[int, ...]]], list[int]]
+
+
+class _Translator:
+    """Walks a Functional graph in Keras' own execution order and collects layer
+    entries. Handlers (see :mod:`innsight.converter.keras_ops`) call :meth:`emit`."""
+
+    def __init__(self, keras: Any) -> None:
+        from innsight.converter.keras_ops import handlers
+
+        self.keras = keras
+        self.handlers = handlers(keras)
+        self.layers: list[dict[str, Any]] = []
+        self.name = ""  # name of the Keras layer being translated
+        self.where = ""  # that layer as named in error messages
+
+    def describe(self, graph: Any, input_shapes: list[tuple[int, ...]]) -> dict[str, Any]:
+        inputs = []
+        for x, shape in zip(graph.inputs, input_shapes):
+            self.name = x._keras_history.operation.name if x._keras_history.operation else x.name
+            inputs.append(Value(self.emit("Input", []), shape))
+        outputs = self.walk(graph, inputs, prefix="")
+        return {
+            "input_dim": [list(channels_first(shape)) for shape in input_shapes],
+            "input_nodes": [v.index for v in inputs],
+            "output_nodes": [v.index for v in outputs],
+            "layers": self.layers,
+        }
+
+    def walk(self, graph: Any, inputs: list[Value], prefix: str) -> list[Value]:
+        """Translate the nodes of ``graph`` fed with ``inputs``; its output values."""
+        values = {id(x): v for x, v in zip(graph.inputs, inputs)}
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if node.operation is None or node.is_input:
+                    continue
+                xs = [values[id(x)] for x in node.input_tensors]
+                for x, v in zip(node.outputs, self.translate(node, xs, prefix)):
+                    values[id(x)] = v
+        return [values[id(x)] for x in graph.outputs]
+
+    def translate(self, node: Any, xs: list[Value], prefix: str) -> list[Value]:
+        op = node.operation
+        calls = op._inbound_nodes
+        call = next((k for k, n in enumerate(calls) if n is node), 0)
+        name = prefix + op.name + (f"/call_{call}" if call else "")
+        if isinstance(op, self.keras.Model):  # a nested model: inline its graph
+            return self.walk(_graph_of(self.keras, op), xs, prefix=name + "/")
+        self.name = name
+        self.where = f"layer '{name}' ({type(op).__name__})"
+        handler = self.handlers.get(type(op))
+        if handler is None:
+            raise self.unsupported(f"the Keras {'layer' if isinstance(op, self.keras.Layer) else 'operation'} "
+                                   f"{type(op).__name__}")
+        out_shapes = self.output_shapes(node, xs)
+        indices = handler(self, node, xs, out_shapes)
+        return [Value(i, s) for i, s in zip(indices, out_shapes)]
+
+    def output_shapes(self, node: Any, xs: list[Value]) -> list[tuple[int, ...]]:
+        """Keras sample shapes of the node's outputs for the concrete input shapes."""
+        static = [tuple(x.shape[1:]) for x in node.outputs]
+        if all(s is not None for shape in static for s in shape) and all(
+            tuple(x.shape[1:]) == v.shape for x, v in zip(node.input_tensors, xs)
+        ):
+            return [tuple(int(s) for s in shape) for shape in static]
+        concrete = {
+            id(x): self.keras.KerasTensor((1, *v.shape), dtype=x.dtype)
+            for x, v in zip(node.input_tensors, xs)
+        }
+        args, kwargs = node.arguments.fill_in(concrete)
+        try:
+            spec = node.operation.compute_output_spec(*args, **kwargs)
+        except Exception as err:  # Keras' shape inference failed for these shapes
+            raise ConversionError(
+                f"{self.where}: Keras cannot infer its output shape for input shape(s) "
+                f"{[list(v.shape) for v in xs]}: {err}"
+            ) from err
+        return [tuple(int(s) for s in x.shape[1:]) for x in self.keras.tree.flatten(spec)]
+
+    # ---- helpers for handlers ----------------------------------------------------
+
+    def emit(self, type_name: str, reads: Sequence[Value | int], suffix: str = "", **params: Any) -> int:
+        """Add a layer entry reading ``reads``; its name is the Keras layer's plus ``suffix``."""
+        indices = [r.index if isinstance(r, Value) else r for r in reads]
+        self.layers.append({"type": type_name, "name": self.name + suffix,
+                            "input_layers": indices, **params})
+        return len(self.layers) - 1
+
+    def permute(self, index: int, perm: Sequence[int], suffix: str) -> int:
+        """A Permute layer, or ``index`` itself for the identity."""
+        if list(perm) == list(range(len(perm))):
+            return index
+        return self.emit("Permute", [index], suffix, perm=list(perm))
+
+    def to_keras_layout(self, x: Value, suffix: str = "/to_channels_last") -> int:
+        """The tensor of ``x`` in Keras' axis order (channels last)."""
+        r = x.rank
+        return x.index if r < 2 else self.permute(x.index, [*range(1, r), 0], suffix)
+
+    def from_keras_layout(self, index: int, rank: int, suffix: str = "/to_channels_first") -> int:
+        """A tensor in Keras' axis order moved to the inside layout (channels first)."""
+        return index if rank < 2 else self.permute(index, [rank - 1, *range(rank - 1)], suffix)
+
+    def expand_rank(self, x: Value, rank: int) -> Value:
+        """``x`` with leading size-1 axes up to ``rank`` axes (as Keras broadcasts)."""
+        if x.rank >= rank:
+            return x
+        shape = (1,) * (rank - x.rank) + x.shape
+        source = self.to_keras_layout(x)
+        reshaped = self.emit("Reshape", [source], "/expand", shape=list(shape))
+        return Value(self.from_keras_layout(reshaped, rank), shape)
+
+    def unsupported(self, what: str, reason: str = "") -> ConversionError:
+        return ConversionError(
+            f"{self.where}: {what} is not supported by the converter. {reason}"
+            "Replace it by the supported layers listed in the innsight README (Keras "
+            "section), or explain the model with a model-agnostic method (LIME, SHAP)."
+        )
+
+
+# ---- checking against the original ---------------------------------------------------
+
+
+def _check_against_original(keras: Any, model: Any, graph: Any, description: dict[str, Any]) -> None:
+    """Build the description in the Keras model's precision (float64 if its inputs
+    are, else float32) and compare it with the Keras model on random inputs."""
+    from innsight.converter.converter import DRY_RUN_TOLERANCE
+    from innsight.converter.dict_format import build_model
+
+    dtype = torch.float64 if any(x.dtype == "float64" for x in graph.inputs) else torch.float32
+    converted = build_model(description, dtype)
+    generator = torch.Generator().manual_seed(CHECK_BATCH)
+    inputs = [torch.randn(CHECK_BATCH, *d, generator=generator, dtype=dtype)
+              for d in converted.input_dim]
+    keras_inputs = [
+        np.moveaxis(x.numpy(), 1, -1) if x.ndim > 2 else x.numpy() for x in inputs
+    ]
+    keras_inputs = [a.astype(x.dtype) for a, x in zip(keras_inputs, graph.inputs)]
+    try:
+        expected = run_keras(keras, model, graph, keras_inputs)
+    except Exception as err:  # the user's model raised on a batch of another size
+        raise ConversionError(
+            f"The Keras model failed on a batch of {CHECK_BATCH} random samples: {err}. "
+            "Models must accept any batch size."
+        ) from err
+    with torch.no_grad():
+        actual = converted(inputs)
+    actual = actual if isinstance(actual, list) else [actual]
+    for k, (a, e) in enumerate(zip(actual, expected)):
+        e = torch.as_tensor(np.moveaxis(e, -1, 1) if e.ndim > 2 else e, dtype=torch.float64)
+        same_shape = tuple(a.shape) == tuple(e.shape)
+        scale = max(1.0, e.abs().max().item())
+        error = (a.double() - e).abs().max().item() if same_shape else float("nan")
+        if not same_shape or not error <= DRY_RUN_TOLERANCE * scale:
+            raise ConversionError(
+                f"The converted model's output {k} differs from the Keras model's on random "
+                f"inputs (shapes {list(a.shape)} vs {list(e.shape)} channels first, max abs "
+                f"difference {error:.3g} at output scale {scale:.3g}). A layer behaves "
+                "differently than its conversion assumes; please report the model."
+            )
+
+
+def run_keras(keras: Any, model: Any, graph: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The Keras model's outputs (channels last, as numpy arrays) for ``inputs``."""
+    feed = inputs[0] if len(inputs) == 1 else keras.tree.pack_sequence_as(graph._inputs_struct, inputs)
+    outputs = model(feed, training=False)
+    return [to_numpy(o) for o in keras.tree.flatten(outputs)]
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A Keras variable or tensor (or a number or array) as a numpy array."""
+    if hasattr(value, "numpy"):  # variables and eager tensors
+        return np.asarray(value.numpy())
+    keras = import_keras()
+    return np.asarray(keras.ops.convert_to_numpy(value))

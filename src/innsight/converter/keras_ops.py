@@ -1,0 +1,632 @@
+"""The Keras layers and operations the converter understands, keyed by their class.
+
+A handler receives the translator (see :mod:`innsight.converter.keras_front`),
+the Keras graph node, the values it reads (:class:`Value`: layer index and
+Keras shape) and the Keras shapes of its outputs. It emits layer entries with
+``t.emit`` and returns, per output of the node, the index of the layer holding
+it in the channels-first layout.
+
+Handlers are registered under ``"module:Class"`` names and resolved against the
+installed Keras on first use, so this module imports no Keras itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from innsight.converter.keras_front import (
+    Handler,
+    Value,
+    internal_axis,
+    sample_axis,
+    to_internal_array,
+    to_numpy,
+)
+
+_REGISTRY: dict[str, Handler] = {}
+
+
+def _register(*names: str) -> Callable[[Handler], Handler]:
+    """Register a handler under class names; bare names mean ``keras.layers:Name``."""
+
+    def add(handler: Handler) -> Handler:
+        for name in names:
+            _REGISTRY[name if ":" in name else f"keras.layers:{name}"] = handler
+        return handler
+
+    return add
+
+
+@lru_cache(maxsize=4)
+def handlers(keras: Any) -> dict[type, Handler]:
+    """The registry resolved to the classes of the installed Keras (missing ones skipped)."""
+    resolved: dict[type, Handler] = {}
+    for name, handler in _REGISTRY.items():
+        module_name, class_name = name.split(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue  # not in this Keras version
+        resolved[cls] = handler
+    return resolved
+
+
+# ---- activation functions ---------------------------------------------------------
+
+#: SELU constants (Klambauer et al. 2017), as in Keras.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+Recipe = Callable[[Any, int, str], int]
+
+
+def _single(act_name: str, **params: Any) -> Recipe:
+    def recipe(t: Any, index: int, suffix: str) -> int:
+        return t.emit("Activation", [index], suffix, act_name=act_name, **params)
+
+    return recipe
+
+
+def _selu(t: Any, index: int, suffix: str) -> int:
+    elu = t.emit("Activation", [index], suffix + "/elu", act_name="elu", alpha=SELU_ALPHA)
+    return t.emit("Affine", [elu], suffix, scale=SELU_SCALE)
+
+
+def _log_sigmoid(t: Any, index: int, suffix: str) -> int:  # -softplus(-x)
+    neg = t.emit("Affine", [index], suffix + "/neg", scale=-1.0)
+    softplus = t.emit("Activation", [neg], suffix + "/softplus", act_name="softplus")
+    return t.emit("Affine", [softplus], suffix, scale=-1.0)
+
+
+def _tanh_shrink(t: Any, index: int, suffix: str) -> int:  # x - tanh(x)
+    tanh = t.emit("Activation", [index], suffix + "/tanh", act_name="tanh")
+    neg = t.emit("Affine", [tanh], suffix + "/neg", scale=-1.0)
+    return t.emit("Add", [index, neg], suffix)
+
+
+def _mish(t: Any, index: int, suffix: str) -> int:  # x * tanh(softplus(x))
+    softplus = t.emit("Activation", [index], suffix + "/softplus", act_name="softplus")
+    tanh = t.emit("Activation", [softplus], suffix + "/tanh", act_name="tanh")
+    return t.emit("Multiply", [index, tanh], suffix)
+
+
+#: Keras activation names -> how to build them. Softmax is over the last Keras
+#: axis, which is axis 0 (channels) inside.
+ACTIVATION_RECIPES: dict[str, Recipe | None] = {
+    "linear": None,  # the identity: no layer
+    "relu": _single("relu"),
+    "relu6": _single("relu6"),
+    "leaky_relu": _single("leaky_relu", negative_slope=0.2),  # Keras' default slope
+    "elu": _single("elu", alpha=1.0),
+    "selu": _selu,
+    "celu": _single("elu", alpha=1.0),  # celu with Keras' default alpha = 1 is elu
+    "gelu": _single("gelu", approximate="none"),  # Keras' default: the exact gelu
+    "silu": _single("silu"),
+    "swish": _single("silu"),
+    "softplus": _single("softplus"),
+    "sigmoid": _single("sigmoid"),
+    "tanh": _single("tanh"),
+    "hard_sigmoid": _single("hardsigmoid"),
+    "hard_silu": _single("hardswish"),
+    "hard_swish": _single("hardswish"),
+    "hard_tanh": _single("hardtanh"),
+    "log_sigmoid": _log_sigmoid,
+    "tanh_shrink": _tanh_shrink,
+    "mish": _mish,
+    "softmax": _single("softmax", axis=0),
+}
+#: Keras activations that no layer family expresses.
+REFUSED_ACTIVATIONS = (
+    "exponential", "softsign", "log_softmax", "glu", "hard_shrink", "soft_shrink",
+    "sparse_plus", "sparse_sigmoid", "sparsemax", "squareplus", "threshold",
+)
+
+
+@lru_cache(maxsize=4)
+def _activation_table(keras: Any) -> dict[Any, tuple[str, Recipe | None]]:
+    table = {}
+    for name, recipe in ACTIVATION_RECIPES.items():
+        fn = getattr(keras.activations, name, None)
+        if fn is not None:
+            table.setdefault(fn, (name, recipe))
+    return table
+
+
+def apply_activation(t: Any, index: int, fn: Any, suffix: str) -> int:
+    """``index`` followed by the Keras activation function ``fn``."""
+    if fn is None:
+        return index
+    entry = _activation_table(t.keras).get(fn)
+    if entry is None:
+        name = getattr(fn, "__name__", repr(fn))
+        reason = (
+            "No layer family expresses it. " if name in REFUSED_ACTIVATIONS
+            else "Only Keras' built-in activations (by name or keras.activations.*) convert. "
+        )
+        raise t.unsupported(f"the activation '{name}'", reason)
+    name, recipe = entry
+    return index if recipe is None else recipe(t, index, suffix)
+
+
+def _activation_suffix(op: Any) -> str:
+    return "/" + getattr(op.activation, "__name__", "activation")
+
+
+# ---- skipped at inference ------------------------------------------------------------
+
+
+@_register(
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
+    "GaussianNoise", "AlphaDropout",
+)
+def _skip_random(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    if node.arguments.kwargs.get("training") is True:  # given by the user (default False)
+        raise t.unsupported("a random layer called with training=True",
+                            "It stays random at inference. ")
+    return [xs[0].index]
+
+
+# Augmentation layers default to training=True in their signature; Keras turns them off
+# at inference (model(x, training=False)) all the same.
+@_register(
+    "ActivityRegularization", "Identity", "RandomFlip", "RandomRotation", "RandomTranslation",
+    "RandomZoom", "RandomContrast", "RandomBrightness",
+)
+def _skip(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    return [xs[0].index]
+
+
+# ---- weighted layers -------------------------------------------------------------------
+
+
+@_register("Dense")
+def _dense(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, xs[0]
+    bias = None if op.bias is None else to_numpy(op.bias)
+    # Dense acts on the last Keras axis, the channels axis 0 inside: move it last and back.
+    source = t.to_keras_layout(x, "/channels_last")
+    dense = t.emit("Dense", [source], weight=to_numpy(op.kernel).T, bias=bias)
+    out = t.from_keras_layout(dense, x.rank, "/channels_first")
+    return [apply_activation(t, out, op.activation, _activation_suffix(op))]
+
+
+def _spatial_sizes(shape: tuple[int, ...], data_format: str) -> tuple[int, ...]:
+    return shape[1:] if data_format == "channels_first" else shape[:-1]
+
+
+def _spatial_in(t: Any, x: Value, data_format: str) -> tuple[int, tuple[int, ...]]:
+    """The layer holding ``x`` as ``(C, *spatial)`` and its spatial sizes."""
+    if data_format == "channels_first":  # the Keras layout is (C, *spatial) already
+        return t.to_keras_layout(x, "/channels_first_data"), x.shape[1:]
+    return x.index, x.shape[:-1]
+
+
+def _spatial_out(t: Any, index: int, rank: int, data_format: str) -> int:
+    """A ``(C, *spatial)`` result back in the inside layout of its Keras tensor."""
+    if data_format == "channels_first":
+        return t.from_keras_layout(index, rank, "/channels_first_result")
+    return index
+
+
+def padding_pairs(mode: str, sizes: Sequence[int], kernel: Sequence[int],
+                  strides: Sequence[int], dilation: Sequence[int]) -> list[list[int]]:
+    """``[before, after]`` per spatial axis for Keras padding ``valid``/``same``/``causal``
+    (``same`` as in TensorFlow: the odd pixel goes after)."""
+    pairs = []
+    for n, k, s, d in zip(sizes, kernel, strides, dilation):
+        span = (k - 1) * d + 1
+        if mode == "valid":
+            pairs.append([0, 0])
+        elif mode == "same":
+            total = max((math.ceil(n / s) - 1) * s + span - n, 0)
+            pairs.append([total // 2, total - total // 2])
+        else:  # causal: everything before
+            pairs.append([span - 1, 0])
+    return pairs
+
+
+def _conv_common(t: Any, node: Any, x: Value, weight: np.ndarray, bias: Any, groups: int,
+                 suffix: str = "") -> tuple[int, Any]:
+    """Emit the convolution of ``node`` (kernel sizes from ``weight``)."""
+    op = node.operation
+    source, sizes = _spatial_in(t, x, op.data_format)
+    n = weight.ndim - 2
+    pads = padding_pairs(op.padding, sizes, weight.shape[2:], op.strides, op.dilation_rate)
+    conv = t.emit(
+        f"Conv{n}D", [source], suffix, weight=weight, bias=bias, stride=list(op.strides),
+        padding=pads, dilation=list(op.dilation_rate), groups=groups,
+    )
+    return conv, op
+
+
+def _finish_conv(t: Any, node: Any, conv: int, out_shape: tuple[int, ...]) -> list[int]:
+    op = node.operation
+    out = _spatial_out(t, conv, len(out_shape), op.data_format)
+    return [apply_activation(t, out, op.activation, _activation_suffix(op))]
+
+
+@_register("Conv1D", "Conv2D", "Conv3D")
+def _conv(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op = node.operation
+    kernel = to_numpy(op.kernel)  # (*kernel, C_in / groups, C_out)
+    n = kernel.ndim - 2
+    weight = np.transpose(kernel, (n + 1, n, *range(n)))
+    bias = None if op.bias is None else to_numpy(op.bias)
+    conv, _ = _conv_common(t, node, xs[0], weight, bias, op.groups)
+    return _finish_conv(t, node, conv, outs[0])
+
+
+def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras ``(*kernel, C_in, multiplier)`` as torch ``(C_in * multiplier, 1, *kernel)``;
+    output channel ``c * multiplier + m`` reads input channel ``c`` in both."""
+    n = kernel.ndim - 2
+    flat = kernel.reshape(*kernel.shape[:n], -1)
+    return np.transpose(flat, (n, *range(n)))[:, None]
+
+
+@_register("DepthwiseConv1D", "DepthwiseConv2D")
+def _depthwise(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op = node.operation
+    kernel = to_numpy(op.kernel)
+    bias = None if op.bias is None else to_numpy(op.bias)
+    conv, _ = _conv_common(t, node, xs[0], _depthwise_weight(kernel), bias, kernel.shape[-2])
+    return _finish_conv(t, node, conv, outs[0])
+
+
+@_register("SeparableConv1D", "SeparableConv2D")
+def _separable(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op = node.operation
+    depthwise = to_numpy(op.depthwise_kernel)
+    pointwise = to_numpy(op.pointwise_kernel)  # (*ones, C_in * multiplier, C_out)
+    n = pointwise.ndim - 2
+    conv, _ = _conv_common(t, node, xs[0], _depthwise_weight(depthwise), None,
+                           depthwise.shape[-2], "/depthwise")
+    bias = None if op.bias is None else to_numpy(op.bias)
+    point = t.emit(f"Conv{n}D", [conv], weight=np.transpose(pointwise, (n + 1, n, *range(n))),
+                   bias=bias)
+    return _finish_conv(t, node, point, outs[0])
+
+
+@_register("BatchNormalization")
+def _batch_norm(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, xs[0]
+    axes = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
+    if len(axes) != 1:
+        raise t.unsupported(f"batch normalisation over several axes {list(axes)}")
+    axis = internal_axis(sample_axis(axes[0], x.rank, t.where), x.rank)
+    mean, var = to_numpy(op.moving_mean), to_numpy(op.moving_variance)
+    gamma = to_numpy(op.gamma) if op.scale else None
+    beta = to_numpy(op.beta) if op.center else None
+    if axis == 0:
+        return [t.emit("BatchNorm", [x], running_mean=mean, running_var=var, weight=gamma,
+                       bias=beta, eps=float(op.epsilon))]
+    # Another axis than the channels: the same map as an affine layer along that axis.
+    scale = 1.0 / np.sqrt(var.astype(np.float64) + op.epsilon)
+    scale = scale if gamma is None else scale * gamma
+    shift = -mean * scale + (0.0 if beta is None else beta)
+    shape = [1] * x.rank
+    shape[axis] = -1
+    return [t.emit("Affine", [x], scale=scale.reshape(shape), shift=shift.reshape(shape))]
+
+
+# ---- pooling -------------------------------------------------------------------------------
+
+
+def _torch_pool_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """Output length of torch pooling (ceil mode drops a window starting in the padding)."""
+    span = n + 2 * p - k
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def _pool(kind: str) -> Handler:
+    def handler(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+        op = node.operation
+        source, sizes = _spatial_in(t, xs[0], op.data_format)
+        n = len(sizes)
+        pads = padding_pairs(op.padding, sizes, op.pool_size, op.strides, [1] * n)
+        # TensorFlow's 'same' puts the odd padding after; torch pads symmetrically and
+        # ceil mode adds the window that covers the end (ignoring what lies outside).
+        before = [p for p, _ in pads]
+        ceil = any(a != b for a, b in pads)
+        out_sizes = _spatial_sizes(outs[0], op.data_format)
+        expected = [_torch_pool_size(*v, ceil) for v in zip(sizes, op.pool_size, op.strides, before)]
+        if list(out_sizes) != expected or any(2 * p > k for p, k in zip(before, op.pool_size)):
+            raise t.unsupported(f"pooling with these sizes (input {list(sizes)}, pool "
+                                f"{list(op.pool_size)}, strides {list(op.strides)}, {op.padding!r})")
+        params: dict[str, Any] = dict(kernel_size=list(op.pool_size), stride=list(op.strides),
+                                      padding=before, ceil_mode=ceil)
+        if kind == "Avg":
+            params["count_include_pad"] = False  # TensorFlow averages over the real inputs
+        pool = t.emit(f"{kind}Pool{n}D", [source], **params)
+        return [_spatial_out(t, pool, len(outs[0]), op.data_format)]
+
+    return handler
+
+
+_register("MaxPooling1D", "MaxPooling2D", "MaxPooling3D")(_pool("Max"))
+_register("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")(_pool("Avg"))
+
+
+def _global_pool(kind: str) -> Handler:
+    def handler(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+        op = node.operation
+        source, sizes = _spatial_in(t, xs[0], op.data_format)
+        n = len(sizes)
+        pool = t.emit(f"Adaptive{kind}Pool{n}D", [source], output_size=[1] * n)
+        if op.keepdims:
+            return [_spatial_out(t, pool, len(outs[0]), op.data_format)]
+        return [t.emit("Flatten", [pool], "/flatten")]
+
+    return handler
+
+
+_register("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D")(_global_pool("Max"))
+_register("GlobalAveragePooling1D", "GlobalAveragePooling2D",
+          "GlobalAveragePooling3D")(_global_pool("Avg"))
+
+
+# ---- activations ----------------------------------------------------------------------------
+
+
+@_register("Activation")
+def _activation(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    return [apply_activation(t, xs[0].index, node.operation.activation, "")]
+
+
+@_register("ReLU")
+def _relu(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op = node.operation
+    slope = float(op.negative_slope or 0.0)
+    top = None if op.max_value is None else float(op.max_value)
+    if float(op.threshold or 0.0) != 0.0:
+        raise t.unsupported(
+            f"ReLU with threshold={op.threshold}",
+            "Its output jumps at the threshold, which no activation layer expresses. ",
+        )
+    if slope == 0.0 and top is None:
+        return [t.emit("Activation", [xs[0]], act_name="relu")]
+    if slope == 0.0 and top == 6.0:
+        return [t.emit("Activation", [xs[0]], act_name="relu6")]
+    if slope == 0.0:
+        return [t.emit("Activation", [xs[0]], act_name="hardtanh", min_val=0.0, max_val=top)]
+    leaky = t.emit("Activation", [xs[0]], "" if top is None else "/leaky",
+                   act_name="leaky_relu", negative_slope=slope)
+    if top is None:
+        return [leaky]
+    # min(leaky_relu(x), max_value) = max_value - relu(max_value - leaky_relu(x))
+    gap = t.emit("Affine", [leaky], "/gap", scale=-1.0, shift=top)
+    relu = t.emit("Activation", [gap], "/cap", act_name="relu")
+    return [t.emit("Affine", [relu], scale=-1.0, shift=top)]
+
+
+@_register("LeakyReLU")
+def _leaky_relu(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    slope = float(node.operation.negative_slope)
+    return [t.emit("Activation", [xs[0]], act_name="leaky_relu", negative_slope=slope)]
+
+
+@_register("ELU")
+def _elu(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    return [t.emit("Activation", [xs[0]], act_name="elu", alpha=float(node.operation.alpha))]
+
+
+@_register("Softmax")
+def _softmax(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, xs[0]
+    axes = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
+    if len(axes) != 1:
+        raise t.unsupported(f"softmax over several axes {list(axes)}")
+    axis = internal_axis(sample_axis(axes[0], x.rank, t.where), x.rank)
+    return [t.emit("Activation", [x], act_name="softmax", axis=axis)]
+
+
+# ---- merging ----------------------------------------------------------------------------------
+
+
+def _same_rank(t: Any, xs: list[Value], rank: int) -> list[Value]:
+    return [t.expand_rank(x, rank) for x in xs]
+
+
+@_register("Add")
+def _add(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    return [t.emit("Add", _same_rank(t, xs, len(outs[0])))]
+
+
+@_register("Subtract")
+def _subtract(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    a, b = _same_rank(t, xs, len(outs[0]))
+    neg = t.emit("Affine", [b], "/neg", scale=-1.0)
+    return [t.emit("Add", [a, neg])]
+
+
+@_register("Average")
+def _average(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    total = t.emit("Add", _same_rank(t, xs, len(outs[0])), "/sum")
+    return [t.emit("Affine", [total], scale=1.0 / len(xs))]
+
+
+@_register("Multiply")
+def _multiply(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    values = _same_rank(t, xs, len(outs[0]))
+    out = values[0].index
+    for k, x in enumerate(values[1:]):
+        out = t.emit("Multiply", [out, x], "" if k == len(values) - 2 else f"/{k}")
+    return [out]
+
+
+@_register("Concatenate")
+def _concatenate(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    rank = len(outs[0])
+    if any(x.rank != rank for x in xs):
+        raise t.unsupported(f"concatenating tensors of ranks {[x.rank for x in xs]}")
+    axis = internal_axis(sample_axis(node.operation.axis, rank, t.where), rank)
+    return [t.emit("Concatenate", xs, axis=axis)]
+
+
+# ---- shapes -------------------------------------------------------------------------------------
+
+
+def _keras_order_perm(order: Sequence[int], rank: int) -> list[int]:
+    """The Permute taking the inside layout to the Keras axes ``order``."""
+    return [internal_axis(a, rank) for a in order]
+
+
+@_register("Flatten")
+def _flatten(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    x = xs[0]
+    if x.rank < 2:
+        return [x.index]
+    order = list(range(x.rank))
+    if getattr(node.operation, "data_format", "channels_last") == "channels_first":
+        order = [*range(1, x.rank), 0]  # Keras moves axis 1 last before flattening
+    source = t.permute(x.index, _keras_order_perm(order, x.rank), "/keras_order")
+    return [t.emit("Flatten", [source])]
+
+
+@_register("Reshape")
+def _reshape(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    x, shape = xs[0], outs[0]
+    source = t.to_keras_layout(x, "/keras_order")
+    reshaped = t.emit("Reshape", [source], "" if len(shape) < 2 else "/reshape", shape=list(shape))
+    return [t.from_keras_layout(reshaped, len(shape), "")]
+
+
+@_register("Permute")
+def _permute(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    x = xs[0]
+    dims = [int(d) - 1 for d in node.operation.dims]  # Keras counts the batch axis
+    r = x.rank
+    keras_axis_of = [r - 1, *range(r - 1)]  # inside axis i holds Keras axis keras_axis_of[i]
+    perm = [internal_axis(dims[keras_axis_of[i]], r) for i in range(r)]
+    return [t.permute(x.index, perm, "")]
+
+
+def _pairs(value: Any, n: int) -> list[list[int]]:
+    """Keras padding/cropping (an int, n ints or n pairs) as n ``[before, after]`` pairs."""
+    if isinstance(value, (int, np.integer)):
+        return [[int(value)] * 2 for _ in range(n)]
+    value = list(value)
+    if n == 1 and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
+        return [[int(value[0]), int(value[1])]]
+    return [[int(v), int(v)] if isinstance(v, (int, np.integer)) else [int(v[0]), int(v[1])]
+            for v in value]
+
+
+@_register("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
+def _zero_padding(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op = node.operation
+    data_format = getattr(op, "data_format", "channels_last")
+    source, sizes = _spatial_in(t, xs[0], data_format)
+    padded = t.emit("Padding", [source], padding=_pairs(op.padding, len(sizes)))
+    return [_spatial_out(t, padded, len(outs[0]), data_format)]
+
+
+@_register("Cropping1D", "Cropping2D", "Cropping3D")
+def _cropping(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, xs[0]
+    data_format = getattr(op, "data_format", "channels_last")
+    source, sizes = _spatial_in(t, x, data_format)
+    channels = x.shape[0] if data_format == "channels_first" else x.shape[-1]
+    crops = _pairs(op.cropping, len(sizes))
+    ranges = [[0, channels, 1]] + [[b, n - a, 1] for n, (b, a) in zip(sizes, crops)]
+    cropped = t.emit("Slice", [source], ranges=ranges)
+    return [_spatial_out(t, cropped, len(outs[0]), data_format)]
+
+
+# ---- preprocessing and scaling ----------------------------------------------------------------
+
+
+def _constant(t: Any, value: Any) -> Any:
+    return value if isinstance(value, (int, float)) else to_numpy(value)
+
+
+@_register("Rescaling")
+def _rescaling(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, t.expand_rank(xs[0], len(outs[0]))
+    scale = to_internal_array(_constant(t, op.scale), x.rank)
+    shift = to_internal_array(_constant(t, op.offset), x.rank)
+    return [t.emit("Affine", [x], scale=scale, shift=shift)]
+
+
+@_register("Normalization")
+def _normalization(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, xs[0]
+    mean = to_numpy(op.mean).astype(np.float64)
+    std = np.maximum(np.sqrt(to_numpy(op.variance).astype(np.float64)), t.keras.config.epsilon())
+    mean, std = (a.reshape(a.shape[1:]) if a.ndim == x.rank + 1 else a for a in (mean, std))
+    if op.invert:  # mean + x * std
+        scale, shift = std, mean
+    else:  # (x - mean) / std
+        scale, shift = 1.0 / std, -mean / std
+    return [t.emit("Affine", [x], scale=to_internal_array(scale, x.rank),
+                   shift=to_internal_array(shift, x.rank))]
+
+
+@_register("keras.src.applications.inception_resnet_v2:CustomScaleLayer")
+def _custom_scale(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    a, b = xs  # inputs[0] + inputs[1] * scale
+    scaled = t.emit("Affine", [b], "/scale", scale=float(node.operation.scale))
+    return [t.emit("Add", [a, scaled])]
+
+
+# ---- arithmetic on Keras tensors (x + 3, x * 0.5, keras.ops.add(a, b), ...) --------------------
+
+
+def _operands(t: Any, node: Any, xs: list[Value], rank: int) -> list[Any]:
+    """The two operands of a binary op: Values (expanded to ``rank``) or constants."""
+    tensors = iter(xs)
+    operands = []
+    for arg in node.arguments.args[:2]:
+        if isinstance(arg, t.keras.KerasTensor):
+            operands.append(t.expand_rank(next(tensors), rank))
+        else:
+            operands.append(_constant(t, arg))
+    return operands
+
+
+def _arith(kind: str) -> Handler:
+    def handler(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+        rank = len(outs[0])
+        a, b = _operands(t, node, xs, rank)
+        if isinstance(a, Value) and isinstance(b, Value):
+            if kind == "add":
+                return [t.emit("Add", [a, b])]
+            if kind == "multiply":
+                return [t.emit("Multiply", [a, b])]
+            if kind == "subtract":
+                return [t.emit("Add", [a, t.emit("Affine", [b], "/neg", scale=-1.0)])]
+            raise t.unsupported("dividing a tensor by a tensor")
+        x, c, x_first = (a, b, True) if isinstance(a, Value) else (b, a, False)
+        c = np.asarray(c, dtype=np.float64)
+        if kind == "divide" and not x_first:
+            raise t.unsupported("dividing a constant by a tensor")
+        scale, shift = {
+            "add": (1.0, c),
+            "subtract": (1.0, -c) if x_first else (-1.0, c),
+            "multiply": (c, 0.0),
+            "divide": (1.0 / c, 0.0),
+        }[kind]
+        return [t.emit("Affine", [x], scale=to_internal_array(scale, rank),
+                       shift=to_internal_array(shift, rank))]
+
+    return handler
+
+
+_register("keras.src.ops.numpy:Add")(_arith("add"))
+_register("keras.src.ops.numpy:Subtract")(_arith("subtract"))
+_register("keras.src.ops.numpy:Multiply")(_arith("multiply"))
+_register("keras.src.ops.numpy:TrueDivide", "keras.src.ops.numpy:Divide")(_arith("divide"))
+
+
+@_register("keras.src.ops.numpy:Negative")
+def _negative(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    return [t.emit("Affine", [xs[0]], scale=-1.0)]

@@ -1,0 +1,196 @@
+"""Whole Keras models: the converted graph reproduces ``model(x)`` and its
+gradients reproduce ``tf.GradientTape``, in the Keras (channels-last) layout.
+
+Models are built in float64 (tolerance 1e-10 relative to the reference's
+scale) unless a test says otherwise; applications are built with
+``weights=None`` at 64 x 64 with random batch-norm statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from keras_reference import (
+    DOUBLE_TOL,
+    FLOAT_TOL,
+    channels_first,
+    float64,
+    keras,
+    keras_outputs,
+    max_rel_error,
+    randomize_batch_norm,
+    tape_gradients,
+)
+from torch import nn
+
+import innsight as ins
+
+layers = keras.layers
+
+
+def assert_matches_keras(model, xs, output_nodes, tol=DOUBLE_TOL, dtype="double",
+                         ignore_last_act=False, reference=None):
+    """Forward and Gradient of the conversion against Keras and tf.GradientTape.
+
+    ``output_nodes`` selects per output layer the nodes whose gradients are
+    compared; ``reference`` is the Keras model whose outputs the gradients are
+    taken of (default ``model``; the logits model when ``ignore_last_act``).
+    """
+    conv = ins.convert(model, dtype=dtype)
+    expected = keras_outputs(model, xs)
+    with torch.no_grad():
+        actual = conv.model([torch.as_tensor(channels_first(x)) for x in xs])
+    actual = actual if isinstance(actual, list) else [actual]
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert max_rel_error(a, channels_first(e)) < tol
+
+    res = ins.run_grad(conv, list(xs), channels_first=False, output_idx=output_nodes,
+                       ignore_last_act=ignore_last_act, dtype=dtype)
+    arrays = res.get_result("array")
+    for k, nodes in enumerate(output_nodes):
+        if not nodes:
+            continue
+        grads = tape_gradients(reference or model, xs, k, nodes)
+        per_input = arrays if len(model.inputs) == 1 and len(model.outputs) == 1 else arrays[k]
+        per_input = per_input if isinstance(per_input, list) else [per_input]
+        for got, want in zip(per_input, grads):
+            assert max_rel_error(got, want) < tol
+    return conv
+
+
+def test_mlp_with_softmax():
+    with float64():
+        x_in = keras.Input((6,), name="features")
+        h = layers.Dense(10, activation="relu")(x_in)
+        h = layers.Dense(8, activation="tanh")(h)
+        logits = layers.Dense(4, name="logits")(h)
+        probs = layers.Activation("softmax", name="probs")(logits)
+        model = keras.Model(x_in, probs)
+        seq = keras.Sequential([keras.Input((6,)), layers.Dense(10, activation="relu"),
+                                layers.Dense(4, activation="softmax")])
+    x = np.random.default_rng(0).standard_normal((5, 6))
+    conv = assert_matches_keras(model, [x], [[0, 1, 2, 3]])
+    assert conv.input_dim == [(6,)] and conv.output_dim == [(4,)]
+    assert conv.model.layer_names[0] == "features"
+    assert conv.model.layer_names[conv.model.output_nodes[0]] == "probs"
+    # ignore_last_act (the default) explains the logits before the softmax
+    assert_matches_keras(model, [x], [[0, 3]], ignore_last_act=True,
+                         reference=keras.Model(x_in, logits))
+    assert_matches_keras(seq, [x], [[1, 2]])
+
+
+def two_input_two_output_model():
+    image = keras.Input((10, 10, 3), name="image")
+    tabular = keras.Input((5,), name="tabular")
+    a = layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    a = layers.BatchNormalization()(a)
+    a = layers.MaxPooling2D(2)(a)
+    a = layers.Conv2D(6, 3, strides=2, padding="same")(a)
+    a = layers.AveragePooling2D(2, padding="same")(a)
+    a = layers.Flatten()(a)
+    b = layers.Dense(7, activation="elu")(tabular)
+    h = layers.Concatenate()([a, b])
+    h = layers.Dropout(0.3)(h)
+    cls = layers.Dense(3, activation="softmax", name="species")(h)
+    reg = layers.Dense(2, name="size")(h)
+    return keras.Model([image, tabular], [cls, reg])
+
+
+def test_functional_image_and_tabular_inputs_two_outputs():
+    with float64():
+        model = two_input_two_output_model()
+    randomize_batch_norm(model)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((3, 10, 10, 3)), rng.standard_normal((3, 5))]
+    conv = assert_matches_keras(model, xs, [[0, 1, 2], [0, 1]])
+    assert conv.input_dim == [(3, 10, 10), (5,)]
+    assert conv.output_dim == [(3,), (2,)]
+    assert [conv.model.layer_names[i] for i in conv.model.input_nodes] == ["image", "tabular"]
+    assert [conv.model.layer_names[i] for i in conv.model.output_nodes] == [
+        "species/softmax", "size"]
+    assert conv.input_names[0][0] == ["C1", "C2", "C3"]
+
+
+def test_conv1d_signals():
+    """(length, channels) signals; 'causal', dilation, strides, global pooling."""
+    with float64():
+        model = keras.Sequential([
+            keras.Input((40, 3)),
+            layers.Conv1D(5, 5, padding="causal", dilation_rate=2, activation="relu"),
+            layers.Conv1D(6, 3, strides=2, padding="same", activation="selu"),
+            layers.MaxPooling1D(3, strides=2, padding="same"),
+            layers.Conv1D(4, 3),
+            layers.GlobalAveragePooling1D(),
+            layers.Dense(2, activation="sigmoid"),
+        ])
+    x = np.random.default_rng(2).standard_normal((4, 40, 3))
+    conv = assert_matches_keras(model, [x], [[0, 1]])
+    assert conv.input_dim == [(3, 40)]
+    assert conv.input_names[0][1][:2] == ["L1", "L2"]
+
+
+@pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50", "DenseNet121"])
+def test_applications(name):
+    with float64():
+        model = getattr(keras.applications, name)(weights=None, input_shape=(64, 64, 3))
+    randomize_batch_norm(model)
+    x = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3))
+    assert_matches_keras(model, [x], [[0, 7]], tol=1e-8)
+
+
+def test_application_in_float32():
+    """The acceptance tolerance: float32 Keras model, float32 conversion."""
+    keras.utils.set_random_seed(4)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), alpha=0.35)
+    randomize_batch_norm(model)
+    x = np.random.default_rng(4).standard_normal((2, 64, 64, 3)).astype("float32")
+    conv = ins.convert(model)
+    expected = keras_outputs(model, [x])[0]
+    assert max_rel_error(conv.model(torch.as_tensor(channels_first(x))).detach(), expected) < FLOAT_TOL
+
+
+# ---- the same network in torch and in Keras ---------------------------------------------
+
+
+def test_same_network_in_torch_and_keras_gives_the_same_results():
+    """A small CNN with identical weights in both frameworks: identical converted
+    outputs and identical Gradient results (Keras' after moving the channels axis)."""
+    torch.manual_seed(0)
+    torch_model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 3, padding=1),
+        nn.Tanh(), nn.Flatten(), nn.Linear(5 * 5 * 5, 3), nn.Softmax(dim=1),
+    ).double().eval()
+    with float64():
+        keras_model = keras.Sequential([
+            keras.Input((12, 12, 3)), layers.Conv2D(4, 3, activation="relu"),
+            layers.MaxPooling2D(2), layers.Conv2D(5, 3, padding="same", activation="tanh"),
+            layers.Flatten(), layers.Dense(3, activation="softmax"),
+        ])
+    conv1, conv2, dense = torch_model[0], torch_model[3], torch_model[6]
+    kc1, kc2, kd = keras_model.layers[0], keras_model.layers[2], keras_model.layers[4]
+    for k_layer, t_layer in ((kc1, conv1), (kc2, conv2)):
+        k_layer.set_weights([t_layer.weight.detach().numpy().transpose(2, 3, 1, 0),
+                             t_layer.bias.detach().numpy()])
+    # torch flattens (C, H, W), Keras (H, W, C): reorder the dense inputs accordingly.
+    w = dense.weight.detach().numpy().reshape(3, 5, 5, 5).transpose(2, 3, 1, 0).reshape(-1, 3)
+    kd.set_weights([w, dense.bias.detach().numpy()])
+
+    from_torch = ins.convert(torch_model, input_dim=[3, 12, 12], dtype="double")
+    from_keras = ins.convert(keras_model, dtype="double")
+    x = np.random.default_rng(5).standard_normal((4, 3, 12, 12))
+    x_last = np.moveaxis(x, 1, -1)
+    with torch.no_grad():
+        out_torch = from_torch.model(torch.as_tensor(x))
+        out_keras = from_keras.model(torch.as_tensor(x))
+    assert max_rel_error(out_keras, out_torch.numpy()) < DOUBLE_TOL
+    assert max_rel_error(out_torch, keras_outputs(keras_model, [x_last])[0]) < DOUBLE_TOL
+
+    for ignore_last_act in (True, False):
+        g_torch = ins.run_grad(from_torch, x, ignore_last_act=ignore_last_act,
+                               dtype="double").get_result("array")
+        g_keras = ins.run_grad(from_keras, x_last, channels_first=False,
+                               ignore_last_act=ignore_last_act, dtype="double").get_result("array")
+        assert g_keras.shape == (4, 12, 12, 3, 3)
+        assert max_rel_error(np.moveaxis(g_keras, 3, 1), g_torch) < DOUBLE_TOL
