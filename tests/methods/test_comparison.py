@@ -143,3 +143,14 @@ def test_shapes_must_agree(pair, x):
     other = ins.convert(nn.Linear(5, 2).eval(), input_dim=[5])
     with pytest.raises(ValueError, match="share their input and output shapes"):
         ins.compare_models({"a": pair[0], "b": other}, x)
+
+
+def test_models_with_two_inputs_and_two_outputs(two_in_two_out):
+    convs = {name: ins.convert(two_in_two_out, input_dim=[[2, 6, 6], [4]]) for name in "ab"}
+    generator = torch.Generator().manual_seed(0)
+    data = [torch.randn(3, 2, 6, 6, generator=generator), torch.randn(3, 4, generator=generator)]
+    cmp = ins.compare_models(convs, data, "Gradient", output_idx=[[0], [1]])
+    assert (cmp.differences()["max_abs_diff"] == 0).all()
+    frame = cmp.get_result("data.frame")
+    assert set(frame["model_output"]) == {0, 1} and set(frame["model_input"]) == {0, 1}
+    cmp.plot(data_idx=1).draw()
