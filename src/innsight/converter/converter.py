@@ -14,6 +14,8 @@ from innsight.converter.dict_format import build_model, model_to_dict
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.keras_front import accepts_keras, describe_keras
 from innsight.converter.names import Names
+from innsight.converter.onnx_front import accepts_onnx, describe_onnx
+from innsight.converter.sklearn_front import accepts_sklearn, describe_sklearn
 from innsight.converter.torch_fx import describe_torch, random_inputs
 
 #: Batch size of the dry run; differs from the tracing batch to expose batch-size
@@ -44,6 +46,8 @@ FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
     (accepts_keras, describe_keras),  # first: a Keras model may be an nn.Module too
     (lambda model: isinstance(model, nn.Module), describe_torch),
     (lambda model: isinstance(model, dict), _describe_dict),
+    (accepts_onnx, describe_onnx),
+    (accepts_sklearn, describe_sklearn),
 ]
 
 
@@ -85,8 +89,9 @@ class Converter:
         if describer is None:
             raise TypeError(
                 "`model` must be a torch nn.Module, a Keras 3 Sequential/Functional model "
-                "or a path to a '.keras' file, or a model dict, "
-                f"got {describe(model)} "
+                "or a path to a '.keras' file, an onnx.ModelProto or a path to a "
+                "'.onnx' file, a fitted scikit-learn MLPClassifier/MLPRegressor, or a "
+                f"model dict, got {describe(model)} "
                 f"of type {type(model).__name__}."
             )
         description, run_original = describer(model, input_dim)
