@@ -154,3 +154,14 @@ def test_models_with_two_inputs_and_two_outputs(two_in_two_out):
     frame = cmp.get_result("data.frame")
     assert set(frame["model_output"]) == {0, 1} and set(frame["model_input"]) == {0, 1}
     cmp.plot(data_idx=1).draw()
+
+
+def test_plot_keeps_each_models_output_labels(pair, x):
+    a, _, _ = pair
+    named = ins.Converter(a.to_dict(), output_names=[["cat", "dog", "fish"]])
+    cmp = ins.compare_models({"torch": a, "sklearn": named}, x, "Gradient", output_idx=[0, 2])
+    figure = cmp.plot()
+    assert list(figure.data["output_node"].cat.categories) == [
+        "Y1 (torch)", "cat (sklearn)", "Y3 (torch)", "fish (sklearn)"]
+    assert not figure.data["output_node"].isna().any()
+    figure.draw()

@@ -236,7 +236,9 @@ class Comparison:
         merged = []
         for position, first in enumerate(next(iter(per_model.values()))):
             parts = {name: panels[position] for name, panels in per_model.items()}
-            labels = [f"{node} ({name})" for node in first.node_labels for name in parts]
+            # each model keeps its own labels (scikit-learn's classes, torch's Y1, ...)
+            labels = [f"{panel.node_labels[i]} ({name})"
+                      for i in range(len(first.node_labels)) for name, panel in parts.items()]
             frames, facets = [], []
             for name, panel in parts.items():
                 frames.append(_relabel(panel.frame, name, labels))
