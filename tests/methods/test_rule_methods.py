@@ -145,7 +145,8 @@ def test_deeplift_rescale_equals_captum(model_name, baseline, seeded, close, mak
     factory, dim = MODELS[model_name]
     model = seeded(factory, seed=4).double()
     x = make_data(3, *dim, seed=1)
-    x_ref = {"zeros": None, "one": make_data(1, *dim, seed=2), "per_sample": make_data(3, *dim, seed=3)}[baseline]
+    x_ref = {"zeros": None, "one": make_data(1, *dim, seed=2),
+             "per_sample": make_data(3, *dim, seed=3)}[baseline]
     result = ins.run_deeplift(_convert(model, dim), x, x_ref=x_ref, output_idx=[0, 1, 2, 3],
                               dtype="double")
     captum_ref = torch.zeros(1, *dim, dtype=D) if x_ref is None else x_ref
@@ -339,7 +340,8 @@ def test_lrp_max_pooling_conventions(winner_takes_all, close, make_data):
 
 @pytest.mark.parametrize("rule_name", ["rescale", "reveal_cancel"])
 @pytest.mark.parametrize("winner_takes_all", [True, False])
-def test_deeplift_sums_to_its_goal_on_every_layer_family(rule_name, winner_takes_all, seeded, close, make_data):
+def test_deeplift_sums_to_its_goal_on_every_layer_family(rule_name, winner_takes_all, seeded,
+                                                         close, make_data):
     model = seeded(AxiomNet, seed=5).double()
     conv = _convert(model, [3, 8, 8])
     x, x_ref = make_data(4, 3, 8, 8, seed=1), 0.3 * make_data(1, 3, 8, 8, seed=2)
@@ -374,7 +376,8 @@ def test_reveal_cancel_differs_from_rescale_where_terms_cancel(close):
     close(_values(reveal)[0, :, 0], torch.tensor([0.5, -0.5], dtype=D), 1e-12, "reveal_cancel")
 
 
-def test_deeplift_through_a_final_softmax_sums_to_the_probability_change(softmax_mlp, close, make_data):
+def test_deeplift_through_a_final_softmax_sums_to_the_probability_change(softmax_mlp, close,
+                                                                         make_data):
     model = softmax_mlp.double()
     x, x_ref = make_data(3, 5, seed=1), make_data(1, 5, seed=2)
     result = ins.run_deeplift(_convert(model, [5]), x, x_ref=x_ref, ignore_last_act=False,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-import torch
 
 from innsight.layers.base import Layer, as_int, frozen_param, int_tuple
 from innsight.layers.rules import LinearMap

@@ -11,8 +11,8 @@ from innsight.layers.base import Layer, as_int, tensor_dim
 from innsight.layers.rules import (
     DeepLiftRule,
     LrpRule,
-    Multipliers,
     Mover,
+    Multipliers,
     Pair,
     collapse,
     divide,

@@ -127,7 +127,8 @@ class _MaxRules(RuleLayer):
         at_x, at_ref = x.flatten(2).gather(2, idx), x_ref.flatten(2).gather(2, idx)
         dx_win = (at_x - at_ref).view_as(dy)
         near_zero = negligible(dx_win, at_x.view_as(dy), at_ref.view_as(dy))
-        ratio = torch.where(near_zero, torch.ones_like(dy), dy / torch.where(near_zero, 1.0, dx_win))
+        safe_dx = torch.where(near_zero, 1.0, dx_win)
+        ratio = torch.where(near_zero, torch.ones_like(dy), dy / safe_dx)
         return [self._scatter(n * ratio, idx, x.shape)]
 
 

@@ -338,8 +338,9 @@ class LinearMap(RuleLayer):
             s = divide(r, z)
             return [x * (self.lin_t(s, "w") + param * self.lin_t(s, "pos"))]
         if name in ("alpha_beta", "z_plus"):
-            return [self._alpha_beta(r, x, *((param, param - 1.0) if name == "alpha_beta" else (1.0, 0.0)),
-                                     with_bias=name == "alpha_beta")]
+            if name == "alpha_beta":
+                return [self._alpha_beta(r, x, param, param - 1.0, with_bias=True)]
+            return [self._alpha_beta(r, x, 1.0, 0.0, with_bias=False)]
         if name in ("w_square", "flat"):
             part = "square" if name == "w_square" else "ones"
             ones = x.new_ones(1, *x.shape[1:])
@@ -347,7 +348,8 @@ class LinearMap(RuleLayer):
         if name == "z_box":
             low, high = (torch.as_tensor(v, dtype=x.dtype, device=x.device).expand_as(x)
                          for v in param)
-            z = self.lin(x, "w") - _zero_if_none(self.lin(low, "pos")) - _zero_if_none(self.lin(high, "neg"))
+            z = (self.lin(x, "w") - _zero_if_none(self.lin(low, "pos"))
+                 - _zero_if_none(self.lin(high, "neg")))
             s = divide(r, z)
             return [x * self.lin_t(s, "w") - low * self.lin_t(s, "pos")
                     - high * _zero_if_none(self.lin_t(s, "neg"))]

@@ -15,7 +15,12 @@ from innsight.methods.gradient import (
 )
 from innsight.methods.lrp import LRP, run_lrp
 from innsight.methods.result import Result
-from innsight.methods.torch_methods import torch_expgrad, torch_grad, torch_intgrad, torch_smoothgrad
+from innsight.methods.torch_methods import (
+    torch_expgrad,
+    torch_grad,
+    torch_intgrad,
+    torch_smoothgrad,
+)
 
 __all__ = [
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",

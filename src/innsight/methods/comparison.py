@@ -84,8 +84,9 @@ def compare_models(
 
 def resolve_method(method: Any) -> type[InterpretingMethod]:
     """An :class:`InterpretingMethod` subclass, given as a class or by name."""
-    if isinstance(method, type) and issubclass(method, InterpretingMethod) and method is not InterpretingMethod:
-        return method
+    if isinstance(method, type) and issubclass(method, InterpretingMethod):
+        if method is not InterpretingMethod:
+            return method
     known = _method_classes()
     if isinstance(method, str) and method.lower() in known:
         return known[method.lower()]
@@ -114,7 +115,8 @@ def _named_converters(converters: Any) -> dict[str, Converter]:
         named = dict(converters)
         bad_names = [n for n in named if not isinstance(n, str)]
         if bad_names:
-            raise TypeError(f"`converters` must be keyed by model names (str), got keys {bad_names!r}.")
+            raise TypeError(
+                f"`converters` must be keyed by model names (str), got keys {bad_names!r}.")
     elif isinstance(converters, Sequence) and not isinstance(converters, str):
         named = {f"model_{i + 1}": conv for i, conv in enumerate(converters)}
     else:
@@ -123,11 +125,13 @@ def _named_converters(converters: Any) -> dict[str, Converter]:
             f"got {describe(converters)}."
         )
     if len(named) < 2:
-        raise ValueError(f"`converters` must hold at least two models to compare, got {len(named)}.")
+        raise ValueError(
+            f"`converters` must hold at least two models to compare, got {len(named)}.")
     wrong = {name: describe(c) for name, c in named.items() if not isinstance(c, Converter)}
     if wrong:
         raise TypeError(
-            f"`converters` must hold innsight Converters (from ins.convert(model, ...)), got {wrong}."
+            "`converters` must hold innsight Converters (from ins.convert(model, ...)), "
+            f"got {wrong}."
         )
     return named
 
@@ -172,7 +176,8 @@ class Comparison:
             raise ValueError(f"`type` must be one of {list(RESULT_TYPES)}, got {type!r}.")
         if type != "data.frame":
             return {name: res.get_result(type) for name, res in self.results.items()}
-        frames = [res.get_result("data.frame").assign(model=name) for name, res in self.results.items()]
+        frames = [res.get_result("data.frame").assign(model=name)
+                  for name, res in self.results.items()]
         frame = pd.concat(frames, ignore_index=True)
         frame["model"] = pd.Categorical(frame["model"], categories=self.models)
         return frame[["model", *[c for c in frame.columns if c != "model"]]]

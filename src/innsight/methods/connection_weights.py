@@ -51,7 +51,9 @@ class ConnectionWeights(InterpretingMethod):
                  **shared: Any) -> None:
         check_bool(times_input, "times_input")
         if times_input and data is None:
-            raise ValueError("`times_input=True` multiplies by the data: `data` is required, got None.")
+            raise ValueError(
+                "`times_input=True` multiplies by the data: `data` is required, got None."
+            )
         super().__init__(converter, data, times_input=times_input, **shared)
 
     def _explain(self, setup: Setup, times_input: bool) -> tuple[list[Tensor], None]:

@@ -49,15 +49,20 @@ def _check_param(rule: str, param: Any, where: str) -> Any:
             )
         low, high = (torch.as_tensor(np.asarray(v, dtype=float)) for v in param)
         if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low <= high).all()):
-            raise ValueError(f"`rule_param`{where} for 'z_box' must hold finite bounds low <= high.")
+            raise ValueError(
+                f"`rule_param`{where} for 'z_box' must hold finite bounds low <= high."
+            )
         return (low, high)
     if LRP_RULES[rule] is None:
-        raise ValueError(f"The LRP rule {rule!r} takes no `rule_param`{where}, got {describe(param)}.")
+        raise ValueError(
+            f"The LRP rule {rule!r} takes no `rule_param`{where}, got {describe(param)}."
+        )
     lowest = {"epsilon": 0.0, "alpha_beta": 1.0, "gamma": 0.0}[rule]
     if not is_number(param) or not math.isfinite(param) or param < lowest:
         raise ValueError(
             f"`rule_param`{where} for {rule!r} must be a finite number >= {lowest}"
-            f"{' (alpha; beta = alpha - 1)' if rule == 'alpha_beta' else ''}, got {describe(param)}."
+            f"{' (alpha; beta = alpha - 1)' if rule == 'alpha_beta' else ''}, "
+            f"got {describe(param)}."
         )
     return float(param)
 
@@ -88,7 +93,9 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
     names = rule_name.values() if isinstance(rule_name, Mapping) else [rule_name]
     for name in names:
         if name not in LRP_RULES:
-            raise ValueError(f"Unknown LRP rule {name!r} in `rule_name`; expected one of {list(LRP_RULES)}.")
+            raise ValueError(
+                f"Unknown LRP rule {name!r} in `rule_name`; expected one of {list(LRP_RULES)}."
+            )
 
     def pick(value: Any, layer_name: str, type_name: str | None, default: Any) -> tuple[Any, str]:
         if not isinstance(value, Mapping):
