@@ -7,7 +7,8 @@ may be symbolic); turn constants into initializers (onnx2torch reads weights
 only from initializers); let onnx2torch build a ``torch.fx.GraphModule``;
 inline its ``nn.Sequential`` wrappers, fold every value that does not depend
 on the model input (shape arithmetic, constant pads and axes) into a constant,
-and fuse the spelled-out SiLU and GELU into their modules; then translate that graph with :func:`~innsight.converter.torch_fx.describe_torch`,
+and fuse the spelled-out SiLU and GELU into their modules; then translate that
+graph with :func:`~innsight.converter.torch_fx.describe_torch`,
 whose registry knows onnx2torch's own modules (:mod:`innsight.converter.onnx_ops`).
 
 The conversion's dry run compares with onnxruntime (the ``onnx`` extra) running
@@ -88,13 +89,14 @@ def _describe(
     onnx_ops.fuse_activations(graph_module)
     onnx_names = _name_nodes_after_onnx(graph_module, working)
     _refuse_unknown_modules(graph_module)
-    description, _ = describe_torch(graph_module, [list(d) for d in dims], graph_module=graph_module)
+    description, _ = describe_torch(graph_module, [list(d) for d in dims],
+                                    graph_module=graph_module)
     _name_layers(description, onnx_names, [i.name for i in inputs],
                  [o.name for o in proto.graph.output])
     return description, run_original
 
 
-# ---- loading -------------------------------------------------------------------------------------
+# ---- loading ------------------------------------------------------------------------------------
 
 
 def _import() -> tuple[Any, Any]:
@@ -114,11 +116,13 @@ def _load(onnx: Any, model: Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():
-            raise FileNotFoundError(f"`model` names the ONNX file {str(path)!r}, which does not exist.")
+            raise FileNotFoundError(
+                f"`model` names the ONNX file {str(path)!r}, which does not exist.")
         try:
             model = onnx.load(os.fspath(path))
         except Exception as err:  # protobuf and onnx raise several kinds
-            raise ConversionError(f"`model` {str(path)!r} cannot be read as an ONNX model: {err}") from err
+            raise ConversionError(
+                f"`model` {str(path)!r} cannot be read as an ONNX model: {err}") from err
     try:
         onnx.checker.check_model(model)
     except Exception as err:  # onnx.checker.ValidationError and protobuf errors
@@ -187,6 +191,9 @@ def _shape_text(axes: list[int | None]) -> str:
     return "[" + ", ".join("?" if a is None else str(a) for a in axes) + "]"
 
 
+#: Attributes of ONNX ``Constant`` nodes that hold numbers, and their numpy types.
+_CONSTANT_ATTRIBUTES = {"value": None, "value_float": np.float32, "value_floats": np.float32,
+                        "value_int": np.int64, "value_ints": np.int64}
 #: ONNX element types of float tensors (FLOAT, FLOAT16, DOUBLE, BFLOAT16).
 _FLOAT_TYPES = (1, 10, 11, 16)
 
@@ -205,10 +212,10 @@ def _working_copy(onnx: Any, proto: Any) -> Any:
         tensor = None
         if node.op_type == "Constant" and not node.domain and len(node.attribute) == 1:
             attribute = node.attribute[0]
-            if attribute.name in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            if attribute.name in _CONSTANT_ATTRIBUTES:
                 value = onnx.helper.get_attribute_value(attribute)
                 tensor = (onnx.numpy_helper.to_array(value) if attribute.name == "value"
-                          else np.asarray(value, dtype=np.float32 if "float" in attribute.name else np.int64))
+                          else np.asarray(value, dtype=_CONSTANT_ATTRIBUTES[attribute.name]))
         elif node.op_type == "Identity" and not node.domain and node.input[0] in initializers:
             tensor = onnx.numpy_helper.to_array(initializers[node.input[0]])
         if tensor is None:
@@ -260,7 +267,7 @@ def _onnx2torch_error(onnx: Any, proto: Any, err: Exception) -> ConversionError:
     return ConversionError(f"onnx2torch cannot read the ONNX model: {err}. {ONNX_HINT}")
 
 
-# ---- passes over onnx2torch's graph ------------------------------------------------------------------
+# ---- passes over onnx2torch's graph -------------------------------------------------------------
 
 
 def _inline_sequentials(graph_module: fx.GraphModule) -> None:
@@ -324,7 +331,8 @@ def _fold_constants(graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -
     count = 0
     for node in list(graph.nodes):
         value = recorder.values.get(node)
-        if node.op not in ("call_module", "call_function", "call_method") or not isinstance(value, Tensor):
+        computed = node.op in ("call_module", "call_function", "call_method")
+        if not computed or not isinstance(value, Tensor):
             continue
         if recorder.from_input[node] and value.is_floating_point():
             continue
@@ -366,9 +374,9 @@ def _refuse_unknown_modules(graph_module: fx.GraphModule) -> None:
     from innsight.converter.torch_ops import MODULES
 
     for node in graph_module.graph.nodes:
-        if node.op == "call_module" and type(graph_module.get_submodule(node.target)) not in MODULES:
+        module = graph_module.get_submodule(node.target) if node.op == "call_module" else None
+        if module is not None and type(module) not in MODULES:
             name, op_type = node.meta.get("nn_module_stack", {}).get("onnx", (node.target, "?"))
-            module = graph_module.get_submodule(node.target)
             raise ConversionError(
                 f"ONNX node '{name}' ({op_type.replace('ONNX ', '')}) is not supported: "
                 f"onnx2torch reads it as {type(module).__name__}, which has no layer "
@@ -404,7 +412,7 @@ def _torch_runner(graph_module: fx.GraphModule) -> Callable[[list[Tensor]], list
     return run
 
 
-# ---- the original, run by onnxruntime --------------------------------------------------------------
+# ---- the original, run by onnxruntime -----------------------------------------------------------
 
 
 def _onnxruntime_runner(
@@ -434,7 +442,8 @@ def _onnxruntime_runner(
         arrays = [x.detach().cpu().numpy().astype(dtype) for x, dtype in zip(xs, dtypes)]
         rows = [slice(i, i + 1) for i in range(len(arrays[0]))] if one_by_one else [slice(None)]
         parts = [session.run(None, {n: a[r] for n, a in zip(names, arrays)}) for r in rows]
-        return [torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in range(len(parts[0]))]
+        return [torch.from_numpy(np.concatenate([part[k] for part in parts]))
+                for k in range(len(parts[0]))]
 
     return run
 

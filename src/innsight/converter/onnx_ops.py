@@ -70,7 +70,7 @@ def _ints(value: Tensor | float) -> list[int]:
     return [int(v) for v in torch.as_tensor(value).flatten().tolist()]
 
 
-# ---- skipped --------------------------------------------------------------------------
+# ---- skipped ------------------------------------------------------------------------------------
 
 
 @_register(identity.OnnxCopyIdentity, dropout.OnnxDropoutDynamic)
@@ -85,7 +85,7 @@ def _cast(t: Any, node: fx.Node) -> int:
     return _alias(t, node)
 
 
-# ---- weighted and arithmetic ----------------------------------------------------------------
+# ---- weighted and arithmetic --------------------------------------------------------------------
 
 #: ONNX Add/Sub/Mul/Div as the torch functions whose handlers convert them.
 _BINARY = {
@@ -153,7 +153,7 @@ def _batch_norm(t: Any, node: fx.Node) -> int:
                   bias=bias, eps=t.module(node).epsilon)
 
 
-# ---- activations -------------------------------------------------------------------------------
+# ---- activations --------------------------------------------------------------------------------
 
 
 def _activation(t: Any, node: fx.Node, act_name: str, **params: Any) -> int:
@@ -210,7 +210,7 @@ def _clip(t: Any, node: fx.Node) -> int:
 
 
 
-# ---- pooling and reduction -----------------------------------------------------------------------
+# ---- pooling and reduction ----------------------------------------------------------------------
 
 
 @_register(global_average_pool.OnnxGlobalAveragePool,
@@ -237,7 +237,7 @@ def _reduce(t: Any, node: fx.Node) -> int:
     return t.emit(node, "Affine", [mean], scale=float(count))
 
 
-# ---- shape-only ------------------------------------------------------------------------------------
+# ---- shape-only ---------------------------------------------------------------------------------
 
 
 _register(reshape.OnnxReshape, flatten.OnnxFlatten, squeeze.OnnxSqueezeStaticAxes,
@@ -318,7 +318,8 @@ def _gather(t: Any, node: fx.Node) -> int:
                             "Supported: one index or a 1-D list of evenly spaced ones. ")
     positions = [int(i) % shape[axis] for i in index.flatten().tolist()]
     step = positions[1] - positions[0] if len(positions) > 1 else 1
-    if step < 1 or positions != list(range(positions[0], positions[0] + step * len(positions), step)):
+    evenly = list(range(positions[0], positions[0] + step * len(positions), step))
+    if step < 1 or positions != evenly:
         raise t.unsupported(node, f"Gather of the positions {positions}",
                             "Supported: evenly spaced increasing positions. ")
     ranges = [[0, size, 1] for size in shape]
@@ -330,7 +331,7 @@ def _gather(t: Any, node: fx.Node) -> int:
     return sliced
 
 
-# ---- padding ----------------------------------------------------------------------------------------
+# ---- padding ------------------------------------------------------------------------------------
 
 
 def _padding(t: Any, node: fx.Node, pairs: list[list[int]], mode: str, value: float) -> int:
@@ -352,7 +353,8 @@ def _padding(t: Any, node: fx.Node, pairs: list[list[int]], mode: str, value: fl
 def _pad_static(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     torch_pads = list(m.pads)  # F.pad order: last axis first
-    pairs = [[torch_pads[2 * i], torch_pads[2 * i + 1]] for i in reversed(range(len(torch_pads) // 2))]
+    pairs = [[torch_pads[2 * i], torch_pads[2 * i + 1]]
+             for i in reversed(range(len(torch_pads) // 2))]
     ndim = len(t.shape(node.args[0])) + 1
     pairs = [[0, 0]] * (ndim - len(pairs)) + pairs
     return _padding(t, node, pairs, m.mode, m.constant_value)
@@ -367,7 +369,7 @@ def _pad_dynamic(t: Any, node: fx.Node) -> int:
     return _padding(t, node, [[pads[i], pads[n + i]] for i in range(n)], t.module(node).mode, value)
 
 
-# ---- activations that ONNX (before opset 20) spells out ---------------------------------------------
+# ---- activations that ONNX (before opset 20) spells out -----------------------------------------
 
 
 def fuse_activations(graph_module: fx.GraphModule) -> None:

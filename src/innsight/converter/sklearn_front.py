@@ -51,16 +51,18 @@ def describe_sklearn(
         from sklearn.exceptions import NotFittedError
         from sklearn.utils.validation import check_is_fitted
     except ImportError as err:  # the estimator came from elsewhere (a pickle)
-        raise ImportError(f"Converting scikit-learn models needs scikit-learn: {EXTRA_HINT} ({err}).") from err
+        raise ImportError(
+            f"Converting scikit-learn models needs scikit-learn: {EXTRA_HINT} ({err}).") from err
     name = type(model).__name__
     try:
         check_is_fitted(model, "coefs_")
     except NotFittedError as err:
-        raise ValueError(f"`model` ({name}) is not fitted; call model.fit(X, y) before converting.") from err
+        raise ValueError(
+            f"`model` ({name}) is not fitted; call model.fit(X, y) before converting.") from err
     n_features = int(model.n_features_in_)
     if input_dim is not None and as_dim_list(input_dim, "input_dim") != [(n_features,)]:
-        raise ValueError(f"`input_dim` must be [{n_features}] for this {name} (its n_features_in_), "
-                         f"got {input_dim!r}.")
+        raise ValueError(f"`input_dim` must be [{n_features}] for this {name} (its "
+                         f"n_features_in_), got {input_dim!r}.")
     if model.activation not in ACTIVATIONS or model.out_activation_ not in ACTIVATIONS:
         raise ValueError(f"`model` ({name}) uses the activation {model.activation!r} / output "
                          f"activation {model.out_activation_!r}; supported: {sorted(ACTIVATIONS)}.")
