@@ -407,7 +407,7 @@ def _check_against_original(keras: Any, model: Any, graph: Any, description: dic
 
 def run_keras(keras: Any, model: Any, graph: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """The Keras model's outputs (channels last, as numpy arrays) for ``inputs``."""
-    feed = inputs[0] if len(inputs) == 1 else keras.tree.pack_sequence_as(graph._inputs_struct, inputs)
+    feed = keras.tree.pack_sequence_as(graph._inputs_struct, inputs)
     outputs = model(feed, training=False)
     return [to_numpy(o) for o in keras.tree.flatten(outputs)]
 
