@@ -29,6 +29,39 @@ from innsight.methods.outputs import flat_labels, select_outputs
 from innsight.methods.result import Result
 
 
+class OutputsAtData:
+    """The explained outputs and the predictions at the data, each ``(n_data, n_targets)``.
+
+    Computed by one pass over the data on first use, unless a method that runs the
+    model over the data anyway (the rule-based ones) hands them over first.
+    """
+
+    def __init__(self, model: ConvertedModel, explained: list[int], data: list[Tensor],
+                 targets: list[Target], batch_size: int) -> None:
+        self._args = (model, explained, data, targets, batch_size)
+        self._values: tuple[Tensor, Tensor] | None = None
+
+    def provide(self, explained: Tensor, preds: Tensor) -> None:
+        self._values = (explained, preds)
+
+    def _get(self) -> tuple[Tensor, Tensor]:
+        if self._values is None:
+            model, explained, data, targets, batch_size = self._args
+            nodes = explained + model.output_nodes
+            at_data = evaluate(lambda xs: model.run_nodes(xs, nodes), data, batch_size)
+            self._values = (target_values(at_data[:len(explained)], targets),
+                            target_values(at_data[len(explained):], targets))
+        return self._values
+
+    @property
+    def explained(self) -> Tensor:
+        return self._get()[0]
+
+    @property
+    def preds(self) -> Tensor:
+        return self._get()[1]
+
+
 @dataclass(frozen=True)
 class Setup:
     """What a method's ``_explain`` works with, all checked and on one device and dtype."""
@@ -38,11 +71,16 @@ class Setup:
     model_fn: ModelFn  # inputs -> the explained outputs (pre-activation if ignore_last_act)
     data: list[Tensor]  # per input layer, (n_data, *dim), channels first
     targets: list[Target]
-    f_data: Tensor  # the explained outputs at the data, (n_data, n_targets)
+    at_data: OutputsAtData  # the explained outputs and predictions at the data
     batch_size: int
     generator: torch.Generator
     verbose: bool
     channels_first: bool
+
+    @property
+    def f_data(self) -> Tensor:
+        """The explained outputs at the data, ``(n_data, n_targets)``."""
+        return self.at_data.explained
 
 
 def is_interactive() -> bool:
@@ -169,21 +207,13 @@ class InterpretingMethod(Result):
             )
         batch_size = check_positive_int(batch_size, "batch_size")
         explained = model.explained_nodes(ignore_last_act)
-        # One pass at the data gives the explained outputs and the predictions.
-        n_out = len(explained)
-        at_data = evaluate(
-            lambda xs: model.run_nodes(xs, explained + model.output_nodes), tensors, batch_size
-        )
-        preds = target_values(at_data[n_out:], targets)
-        if without_data:
-            preds = torch.full_like(preds, float("nan"))
         setup = Setup(
             model=model,
             explained=explained,
             model_fn=lambda xs: model.run_nodes(xs, explained),
             data=tensors,
             targets=targets,
-            f_data=target_values(at_data[:n_out], targets),
+            at_data=OutputsAtData(model, explained, tensors, targets, batch_size),
             batch_size=batch_size,
             generator=make_generator(seed, torch_device),
             verbose=verbose,
@@ -191,6 +221,9 @@ class InterpretingMethod(Result):
         )
         self.converter = converter
         values, goal = self._explain(setup, **own_args)
+        preds = setup.at_data.preds
+        if without_data:
+            preds = torch.full_like(preds, float("nan"))
         input_names = [
             [cols] if cols is not None and len(names) == 1 else names
             for cols, names in zip(columns, model.input_names)

@@ -52,7 +52,7 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn,
     nodes = ancestors(model, explained)
     n_data = setup.data[0].shape[0]
     sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
-    goal = setup.data[0].new_zeros(n_data, len(targets))
+    goal, f_data, preds = (setup.data[0].new_zeros(n_data, len(targets)) for _ in range(3))
     n_rows, chunk = n_data * n_refs, max(1, setup.batch_size // 2)
     for start in tqdm(range(0, n_rows, chunk), disable=not setup.verbose,
                       desc="batches", leave=False):
@@ -78,6 +78,11 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn,
         f_x = target_values([at_x[node] for node in explained], targets)
         f_ref = target_values([at_ref[node] for node in explained], targets)
         goal.index_add_(0, sample, f_x - f_ref)
+        first = rows % n_refs == 0  # one row per sample passes on its outputs
+        f_data[sample[first]] = f_x[first]
+        preds[sample[first]] = target_values([at_x[node] for node in model.output_nodes],
+                                             targets)[first]
+    setup.at_data.provide(f_data, preds)
     return [s.movedim(0, -1) / n_refs for s in sums], goal / n_refs
 
 

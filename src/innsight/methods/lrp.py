@@ -134,13 +134,15 @@ def explain_lrp(setup: Setup, rules: list[LrpRule]) -> list[Tensor]:
     check_rules(model, explained, "lrp", lambda i: rules[i])
     n_data = setup.data[0].shape[0]
     sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
+    f_data, preds = (setup.data[0].new_zeros(n_data, len(targets)) for _ in range(2))
     for start in tqdm(range(0, n_data, setup.batch_size), disable=not setup.verbose,
                       desc="batches", leave=False):
         xs = [x[start:start + setup.batch_size] for x in setup.data]
+        rows = slice(start, start + len(xs[0]))
         with torch.no_grad():
             values = model.node_values(xs)
-        outputs = [values[node] for node in explained]
-        f = target_values(outputs, targets)
+        f = f_data[rows] = target_values([values[node] for node in explained], targets)
+        preds[rows] = target_values([values[node] for node in model.output_nodes], targets)
 
         def step(i: int, r: Tensor) -> list[Tensor]:
             reads = model.input_layers[i]
@@ -149,7 +151,8 @@ def explain_lrp(setup: Setup, rules: list[LrpRule]) -> list[Tensor]:
         start_r = starts(model, explained, targets, len(xs[0]), xs[0], lambda t: f[:, t])
         for k, r in enumerate(reverse_walk(model, explained, start_r, step)):
             if r is not None:
-                sums[k][:, start:start + len(xs[0])] = r
+                sums[k][:, rows] = r
+    setup.at_data.provide(f_data, preds)
     return [s.movedim(0, -1) for s in sums]
 
 
