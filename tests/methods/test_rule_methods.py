@@ -335,6 +335,23 @@ def test_lrp_max_pooling_conventions(winner_takes_all, close, make_data):
     close(_values(result)[..., 0], expected, 1e-12, "max pooling")
 
 
+def test_lrp_max_pooling_accumulates_where_windows_overlap(close, make_data):
+    """Overlapping windows that share their arg-max both send relevance there: with a
+    sum over the windows on top, each input gets the values of the windows it wins."""
+    model = nn.Sequential(nn.MaxPool1d(3, stride=1), nn.Flatten(), nn.Linear(4, 1, bias=False))
+    with torch.no_grad():
+        model[2].weight.fill_(1.0)
+    model = model.double().eval()
+    x = make_data(3, 1, 6, seed=8)
+    result = ins.run_lrp(_convert(model, [1, 6]), x, dtype="double")
+    windows = x[:, 0].unfold(1, 3, 1)  # (3, 4 windows, 3)
+    expected = torch.zeros(3, 6, dtype=D)
+    for w in range(4):
+        winner = w + windows[:, w].argmax(1)
+        expected[torch.arange(3), winner] += windows[:, w].amax(1)
+    close(_values(result)[:, 0, :, 0], expected, 1e-12, "accumulated relevance")
+
+
 # ---- axioms -----------------------------------------------------------------------------
 
 
