@@ -105,6 +105,9 @@ LAYER_CASES = {
     "relu-leaky-capped": lambda: sequential((8,), layers.ReLU(negative_slope=0.125, max_value=0.75)),
     "leaky-relu": lambda: sequential((8,), layers.LeakyReLU(negative_slope=0.25)),
     "elu": lambda: sequential((8,), layers.ELU(alpha=0.7)),
+    "prelu-per-channel": lambda: sequential((4, 5, 3), layers.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.RandomUniform(0.0, 0.5))),
+    "prelu-per-entry": lambda: sequential((4, 3), layers.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.0, 0.5))),
+    "prelu-one-slope": lambda: sequential((4, 5, 3), layers.PReLU(shared_axes=[1, 2, 3], alpha_initializer=keras.initializers.Constant(0.125))),
     "softmax-axis": lambda: sequential((4, 5, 3), layers.Softmax(axis=1)),
     "softmax-last": lambda: sequential((4, 3), layers.Softmax()),
     "zero-padding1d": lambda: sequential((6, 2), layers.ZeroPadding1D((1, 2))),
@@ -190,6 +193,11 @@ def merge_model(kind):
     if kind == "se-gate-rank1":  # (C,) reshaped like EfficientNet
         gate = layers.Dense(3, activation="sigmoid")(layers.GlobalAveragePooling2D()(a))
         return keras.Model(a, layers.Multiply()([a, layers.Reshape((1, 1, 3))(gate)]))
+    if kind == "activation-ops":  # keras.ops activations in a Functional graph
+        x = ops.relu(a) + ops.sigmoid(b) + ops.tanh(c) + ops.silu(a) + ops.relu6(b)
+        x = x + ops.leaky_relu(c, negative_slope=0.125) + ops.elu(a, alpha=0.5) + ops.selu(b)
+        x = x + ops.hard_sigmoid(c) + ops.hard_silu(a) + ops.softplus(b)
+        return keras.Model([a, b, c], ops.softmax(x, axis=1))
     if kind == "arithmetic":  # Keras ops on tensors, as in MobileNetV3's hard sigmoid
         x = layers.ReLU(6.0)(a + 3.0) * (1.0 / 6.0)
         y = 1.0 - b / 4.0 + ops.negative(c) - 2.0 * ops.add(b, c)
@@ -199,7 +207,7 @@ def merge_model(kind):
 
 @pytest.mark.parametrize("kind", ["add3", "subtract", "multiply", "average", "concat-axis1",
                                   "concat-axis2", "concat-channels", "se-gate",
-                                  "se-gate-rank1", "arithmetic"])
+                                  "se-gate-rank1", "activation-ops", "arithmetic"])
 def test_merging(kind):
     with float64():
         model = merge_model(kind)

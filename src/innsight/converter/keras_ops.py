@@ -630,3 +630,55 @@ _register("keras.src.ops.numpy:TrueDivide", "keras.src.ops.numpy:Divide")(_arith
 @_register("keras.src.ops.numpy:Negative")
 def _negative(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     return [t.emit("Affine", [xs[0]], scale=-1.0)]
+
+
+@_register("PReLU")
+def _prelu(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    x = xs[0]
+    alpha = to_numpy(node.operation.alpha).astype(np.float64)
+    if np.all(alpha == alpha.flat[0]):  # one slope: a leaky relu
+        return [t.emit("Activation", [x], act_name="leaky_relu",
+                       negative_slope=float(alpha.flat[0]))]
+    # relu(x) - alpha * relu(-x), alpha laid out like the channels-first sample
+    positive = t.emit("Activation", [x], "/positive", act_name="relu")
+    flipped = t.emit("Affine", [x], "/flip", scale=-1.0)
+    negative = t.emit("Activation", [flipped], "/negative", act_name="relu")
+    scaled = t.emit("Affine", [negative], "/slope", scale=to_internal_array(-alpha, x.rank))
+    return [t.emit("Add", [positive, scaled])]
+
+
+# ---- activation functions called as Keras ops (keras.ops.relu(x), ...) -------------------------
+
+
+def _op_activation(recipe_of: Callable[[Any], Recipe]) -> Handler:
+    def handler(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+        return [recipe_of(node.operation)(t, xs[0].index, "")]
+
+    return handler
+
+
+@_register("keras.src.ops.nn:Softmax")
+def _op_softmax(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    x, axis = xs[0], node.operation.axis
+    axis = -1 if axis is None else axis
+    if isinstance(axis, (list, tuple)):
+        raise t.unsupported(f"softmax over several axes {list(axis)}")
+    inside = internal_axis(sample_axis(axis, x.rank, t.where), x.rank)
+    return [t.emit("Activation", [x], act_name="softmax", axis=inside)]
+
+
+for _name, _recipe_of in {
+    "Relu": lambda op: ACTIVATION_RECIPES["relu"],
+    "Relu6": lambda op: ACTIVATION_RECIPES["relu6"],
+    "Sigmoid": lambda op: ACTIVATION_RECIPES["sigmoid"],
+    "Softplus": lambda op: ACTIVATION_RECIPES["softplus"],
+    "Silu": lambda op: ACTIVATION_RECIPES["silu"],
+    "HardSigmoid": lambda op: ACTIVATION_RECIPES["hard_sigmoid"],
+    "HardSilu": lambda op: ACTIVATION_RECIPES["hard_silu"],
+    "Selu": lambda op: ACTIVATION_RECIPES["selu"],
+    "LeakyRelu": lambda op: _single("leaky_relu", negative_slope=float(op.negative_slope)),
+    "Elu": lambda op: _single("elu", alpha=float(op.alpha)),
+    "Gelu": lambda op: _single("gelu", approximate="tanh" if op.approximate else "none"),
+}.items():
+    _register(f"keras.src.ops.nn:{_name}")(_op_activation(_recipe_of))
+_register("keras.src.ops.numpy:Tanh")(_op_activation(lambda op: ACTIVATION_RECIPES["tanh"]))
