@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -252,10 +252,9 @@ class Comparison:
             # (..., n_nodes) per model -> (..., n_nodes * n_models), node-major
             array = np.stack([p.array for p in parts.values()], axis=-1)
             array = array.reshape(*array.shape[:-2], n_nodes * n_models)
-            merged.append(Panel(first.output_layer, first.input_layer, first.kind,
-                                pd.concat(frames, ignore_index=True),
-                                pd.concat(facets, ignore_index=True), first.x_labels,
-                                first.y_labels, labels, first.data_ids, array))
+            merged.append(replace(first, frame=pd.concat(frames, ignore_index=True),
+                                  facets=pd.concat(facets, ignore_index=True),
+                                  node_labels=labels, array=array))
         return merged
 
     def _value_label(self) -> str:
