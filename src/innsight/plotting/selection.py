@@ -203,7 +203,9 @@ def _facets(result: Result, o: int, data_ids: list[int], nodes: list[int]) -> pd
         "output_node": pd.Categorical(labels * len(data_ids), categories=labels),
         "pred": pred.ravel(), "decomp_sum": dsum.ravel(), "decomp_goal": goal.ravel(),
     })
-    frame["text"] = [f"pred: {p:.3g}\nsum: {s:.3g}" + ("" if np.isnan(g) else f"\ngoal: {g:.3g}")
+    # Predictions are NaN for a global result computed without data (ConnectionWeights).
+    frame["text"] = ["\n".join(f"{name}: {v:.3g}" for name, v in
+                               (("pred", p), ("sum", s), ("goal", g)) if not np.isnan(v))
                      for p, s, g in zip(frame["pred"], frame["decomp_sum"], frame["decomp_goal"])]
     return frame
 
