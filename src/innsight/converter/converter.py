@@ -57,9 +57,11 @@ class Converter:
     Parameters
     ----------
     model
-        A torch ``nn.Module`` that ``torch.fx`` can trace, or a model dict
-        (the format of :mod:`innsight.converter.dict_format`, as returned by
-        :meth:`to_dict`).
+        A torch ``nn.Module`` that ``torch.fx`` can trace; a Keras 3 model or a
+        path to a ``.keras`` file (loaded in safe mode); an ``onnx.ModelProto``
+        or a path to a ``.onnx`` file; a fitted scikit-learn ``MLPClassifier``
+        or ``MLPRegressor``; or a model dict (the format of
+        :mod:`innsight.converter.dict_format`, as returned by :meth:`to_dict`).
     input_dim
         Shape of one sample without the batch axis, channels first (e.g.
         ``[3, 32, 32]``), or a list of shapes for several inputs. Required for
