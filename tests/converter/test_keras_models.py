@@ -148,7 +148,8 @@ def test_application_in_float32():
     x = np.random.default_rng(4).standard_normal((2, 64, 64, 3)).astype("float32")
     conv = ins.convert(model)
     expected = keras_outputs(model, [x])[0]
-    assert max_rel_error(conv.model(torch.as_tensor(channels_first(x))).detach(), expected) < FLOAT_TOL
+    actual = conv.model(torch.as_tensor(channels_first(x))).detach()
+    assert max_rel_error(actual, expected) < FLOAT_TOL
 
 
 # ---- the same network in torch and in Keras ---------------------------------------------

@@ -63,7 +63,8 @@ def import_keras() -> Any:
         raise ImportError(f"Converting a Keras model needs Keras 3. {INSTALL_HINT}") from err
     if not str(getattr(keras, "__version__", "0")).startswith("3"):
         raise ImportError(
-            f"Converting a Keras model needs Keras 3, found keras {keras.__version__}. {INSTALL_HINT}"
+            f"Converting a Keras model needs Keras 3, found keras {keras.__version__}. "
+            f"{INSTALL_HINT}"
         )
     return keras
 
@@ -295,8 +296,8 @@ class _Translator:
         self.where = f"layer '{name}' ({type(op).__name__})"
         handler = self.handlers.get(type(op))
         if handler is None:
-            raise self.unsupported(f"the Keras {'layer' if isinstance(op, self.keras.Layer) else 'operation'} "
-                                   f"{type(op).__name__}")
+            kind = "layer" if isinstance(op, self.keras.Layer) else "operation"
+            raise self.unsupported(f"the Keras {kind} {type(op).__name__}")
         out_shapes = self.output_shapes(node, xs)
         indices = handler(self, node, xs, out_shapes)
         return [Value(i, s) for i, s in zip(indices, out_shapes)]
@@ -324,7 +325,8 @@ class _Translator:
 
     # ---- helpers for handlers ----------------------------------------------------
 
-    def emit(self, type_name: str, reads: Sequence[Value | int], suffix: str = "", **params: Any) -> int:
+    def emit(self, type_name: str, reads: Sequence[Value | int], suffix: str = "",
+             **params: Any) -> int:
         """Add a layer entry reading ``reads``; its name is the Keras layer's plus ``suffix``."""
         indices = [r.index if isinstance(r, Value) else r for r in reads]
         self.layers.append({"type": type_name, "name": self.name + suffix,
@@ -366,7 +368,8 @@ class _Translator:
 # ---- checking against the original ---------------------------------------------------
 
 
-def _check_against_original(keras: Any, model: Any, graph: Any, description: dict[str, Any]) -> None:
+def _check_against_original(keras: Any, model: Any, graph: Any,
+                            description: dict[str, Any]) -> None:
     """Build the description in the Keras model's precision (float64 if its inputs
     are, else float32) and compare it with the Keras model on random inputs."""
     from innsight.converter.converter import DRY_RUN_TOLERANCE

@@ -338,10 +338,13 @@ def _pool(kind: str) -> Handler:
         before = [p for p, _ in pads]
         ceil = any(a != b for a, b in pads)
         out_sizes = _spatial_sizes(outs[0], op.data_format)
-        expected = [_torch_pool_size(*v, ceil) for v in zip(sizes, op.pool_size, op.strides, before)]
+        expected = [_torch_pool_size(*v, ceil)
+                    for v in zip(sizes, op.pool_size, op.strides, before)]
         if list(out_sizes) != expected or any(2 * p > k for p, k in zip(before, op.pool_size)):
-            raise t.unsupported(f"pooling with these sizes (input {list(sizes)}, pool "
-                                f"{list(op.pool_size)}, strides {list(op.strides)}, {op.padding!r})")
+            raise t.unsupported(
+                f"pooling with these sizes (input {list(sizes)}, pool {list(op.pool_size)}, "
+                f"strides {list(op.strides)}, {op.padding!r})"
+            )
         params: dict[str, Any] = dict(kernel_size=list(op.pool_size), stride=list(op.strides),
                                       padding=before, ceil_mode=ceil)
         if kind == "Avg":
