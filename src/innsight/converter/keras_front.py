@@ -108,8 +108,8 @@ def describe_keras(model: Any, input_dim: Any) -> tuple[dict[str, Any], None]:
     """The model dict of a Keras model (or ``.keras`` file).
 
     The description is checked against the original right here: it is built
-    and compared with the Keras model on random inputs. (The
-    converter's own dry run calls torch-specific helpers, so this front-end
+    and compared with the Keras model on random inputs. (The converter's own
+    dry run draws its inputs with a torch-specific helper, so this front-end
     returns no ``run_original``.)
     """
     if is_keras_file(model):
@@ -280,6 +280,8 @@ class _Translator:
             for node in graph._nodes_by_depth[depth]:
                 if node.operation is None or node.is_input:
                     continue
+                if any(id(x) not in values for x in node.input_tensors):
+                    continue  # not computable from these inputs (Keras skips it too)
                 xs = [values[id(x)] for x in node.input_tensors]
                 for x, v in zip(node.outputs, self.translate(node, xs, prefix)):
                     values[id(x)] = v
