@@ -100,19 +100,19 @@ def collapse(m: Multipliers, delta: Tensor) -> Tensor:
     return torch.where(delta > 0, m.pos, torch.where(delta < 0, m.neg, (m.pos + m.neg) / 2))
 
 
-def stabilize(z: Tensor, eps: float) -> Tensor:
-    """``z + eps * sign(z)`` with ``sign(0) = 1``; zeros stay zero when ``eps`` is 0
-    (they are divided out as 0 by :func:`divide`)."""
-    if eps == 0:
-        return z
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+def reciprocal(den: Tensor, eps: float = 0.0) -> Tensor:
+    """``1 / (den + eps * sign(den))`` with ``sign(0) = 1``, and ``0`` where that is 0
+    (nothing to redistribute). ``den`` holds forward values ``(batch, *dim)``: the
+    reciprocal is taken once and broadcast against upstream ``(n_targets, batch, *dim)``."""
+    if eps > 0:
+        return torch.where(den >= 0, den + eps, den - eps).reciprocal_()
+    zero = den == 0
+    return den.masked_fill(zero, 1).reciprocal_().masked_fill_(zero, 0)
 
 
 def divide(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` with ``0`` where ``den`` is ``0`` (nothing to redistribute)."""
-    zero = den == 0
-    return torch.where(zero, torch.zeros((), dtype=num.dtype, device=num.device),
-                       num / torch.where(zero, torch.ones_like(den), den))
+    """``num / den`` with ``0`` where ``den`` is ``0``; see :func:`reciprocal`."""
+    return num * reciprocal(den)
 
 
 def fold(t: Tensor) -> Tensor:
@@ -330,7 +330,7 @@ class LinearMap(RuleLayer):
         if name == "pass":
             return [r]
         if name in ("simple", "epsilon"):
-            s = divide(r, stabilize(y, param if name == "epsilon" else 0.0))
+            s = r * reciprocal(y, param if name == "epsilon" else 0.0)
             return [x * self.lin_t(s, "w")]
         if name == "gamma":
             z = self.lin(x, "w") + self.bias_part("w") + param * (

@@ -25,6 +25,9 @@ class Flatten(Mover, Layer):
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(1)
 
+    def _move_back(self, upstream: Tensor) -> list[Tensor]:
+        return [upstream.reshape(*upstream.shape[:2], *self.input_dim[0])]
+
 
 class Reshape(Mover, Layer):
     """``(batch, *dim) -> (batch, *shape)`` keeping row-major order (``shape`` may hold one -1)."""
@@ -41,6 +44,9 @@ class Reshape(Mover, Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], *self.shape)
+
+    def _move_back(self, upstream: Tensor) -> list[Tensor]:
+        return [upstream.reshape(*upstream.shape[:2], *self.input_dim[0])]
 
     def get_params(self) -> dict[str, Any]:
         return {"shape": list(self.shape)}
@@ -66,6 +72,10 @@ class Permute(Mover, Layer):
                 f"{x.ndim - 1} sample axes."
             )
         return x.permute(0, *(p + 1 for p in self.perm))
+
+    def _move_back(self, upstream: Tensor) -> list[Tensor]:
+        inverse = sorted(range(len(self.perm)), key=self.perm.__getitem__)
+        return [upstream.permute(0, 1, *(p + 2 for p in inverse))]
 
     def get_params(self) -> dict[str, Any]:
         return {"perm": list(self.perm)}
