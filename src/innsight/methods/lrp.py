@@ -184,6 +184,18 @@ class LRP(InterpretingMethod):
     layer type like any layer with (positive, fixed) weights. The decomposition
     goal stored on the result is the explained output value: relevance absorbed
     by biases or stabilisers is what ``decomp_sum`` misses of it.
+
+    Against Zennit (tested): ``epsilon``, ``alpha_beta`` (the bias joins the
+    positive or negative part by its sign), ``flat`` and ``z_box`` agree with
+    Zennit's rules of the same name; ``z_plus`` and ``w_square`` agree with
+    Zennit's ``ZPlus`` and ``WSquare`` with ``zero_params=["bias"]`` (Zennit keeps
+    the positive bias, or the squared bias, by default). ``gamma`` is
+    Montavon et al.'s ``w + gamma * w^+`` for every output; Zennit's ``Gamma``
+    also treats negative outputs apart. Zennit multiplies relevance by each
+    activation's gradient, which zeroes inactive units; here activations pass it
+    on unchanged. Both give the same result where relevance is proportional to
+    the input (every rule but ``w_square``, ``flat`` and ``z_box``, which are
+    meant for the first layer).
     Further parameters: see :class:`InterpretingMethod`.
     """
 
