@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # model-zoo tests need both); pip takes them from the local wheel store here.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/python -m innsight.cli demo
 
-test: $(VENV)/.installed
+# Headless Chromium for the test that opens plotly's HTML output
+# (tests/plotting/test_browser.py). Installed from Debian's packages when
+# missing and running as root; otherwise skipped here and that test fails
+# with a message saying how to install it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium not found and not root: tests/plotting/test_browser.py will fail"; fi; }
+
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(VENV)/.installed

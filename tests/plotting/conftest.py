@@ -42,6 +42,15 @@ def image_result() -> ins.methods.result.Result:
     return ins.run_intgrad(ins.convert(model, input_dim=[3, 8, 8]), _data(4, 3, 8, 8), n=5)
 
 
+@pytest.fixture(scope="module")
+def many_images() -> ins.methods.result.Result:
+    """20 samples x 3 nodes of 1 x 8 x 8 images: 60 facets, more than MAX_FACETS."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    data = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    return ins.run_grad(ins.convert(model, input_dim=[1, 8, 8]), data)
+
+
 @pytest.fixture
 def two_in_two_out_result(two_in_two_out: torch.nn.Module) -> ins.methods.result.Result:
     conv = ins.convert(two_in_two_out, input_dim=[[2, 6, 6], [4]])

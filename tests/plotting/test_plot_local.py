@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import plotnine as p9
 import pytest
 from plotnine.composition import Compose
 
 from innsight.plotting import plot
+from innsight.plotting.selection import MAX_FACETS
 
 
 def ggplots(figure: object) -> list[p9.ggplot]:
@@ -169,3 +172,29 @@ def test_result_plot_method_and_large_heatmap_ticks(image_result):
     assert sorted(set(map(str, figure.data["output_node"]))) == ["Y1", "Y2"]
     x_scale = figure.scales.get_scales("x")
     assert len(x_scale.breaks) <= 5 and x_scale.labels[0] == "W1"
+
+
+def test_many_image_facets_become_one_mosaic(many_images, tmp_path):
+    assert MAX_FACETS == 50
+    with pytest.warns(UserWarning, match="the 60 heatmaps are drawn as one mosaic"):
+        figure = plot(many_images, data_idx=list(range(20)))
+    array = f64(many_images.get_result())[:, 0]  # (20, 8, 8, 3)
+    frame = figure.data
+    assert len(frame) == 20 * 8 * 3 * 8
+    row, col = 20 * 8 - frame["y"].to_numpy(), frame["x"].to_numpy() - 1
+    np.testing.assert_allclose(frame["value"], array[row // 8, row % 8, col % 8, col // 8], rtol=1e-12)
+    x_scale, y_scale = figure.scales.get_scales("x"), figure.scales.get_scales("y")
+    assert list(x_scale.labels) == ["Y1", "Y2", "Y3"] and list(x_scale.breaks) == [4.5, 12.5, 20.5]
+    assert y_scale.labels[:2] == ["sample 0", "sample 1"] and y_scale.breaks[0] == 19 * 8 + 4.5
+    assert isinstance(figure.layers[0].geom, p9.geoms.geom_raster)
+    assert not any(isinstance(layer.geom, p9.geoms.geom_label) for layer in figure.layers)
+    save(figure, tmp_path / "mosaic.png")
+    with warnings.catch_warnings():  # 16 x 3 = 48 facets: drawn one by one, no warning
+        warnings.simplefilter("error")
+        facets = plot(many_images, data_idx=list(range(16)))
+    assert facets.facet.rows == ["data"] and len(facets.data) == 16 * 8 * 8 * 3
+
+
+def test_many_tabular_facets_warn(tabular_result):
+    with pytest.warns(UserWarning, match=r"draws 60 facets, which is slow"):
+        plot(tabular_result, data_idx=[0, 1, 2, 3, 4] * 4)

@@ -95,3 +95,19 @@ def test_missing_plotly_names_the_extra(tabular_result, monkeypatch):
     monkeypatch.delitem(sys.modules, "innsight.plotting.plotly_plots", raising=False)
     with pytest.raises(ImportError, match=r"pip install innsight\[plotly\]"):
         plot(tabular_result, as_plotly=True)
+
+
+def test_many_image_facets_one_mosaic_heatmap(many_images):
+    with pytest.warns(UserWarning, match="drawn as one mosaic"):
+        figure = plot(many_images, data_idx=list(range(20)), as_plotly=True)
+    array = f64(many_images.get_result())[:, 0]  # (20, 8, 8, 3)
+    assert len(figure.data) == 1
+    trace = figure.data[0]
+    z = np.asarray(trace.z)
+    assert z.shape == (20 * 8, 3 * 8)
+    np.testing.assert_allclose(z[8 * 5 + 2, 8 * 1 + 3], array[5, 2, 3, 1], rtol=1e-12)
+    np.testing.assert_allclose(z.reshape(20, 8, 3, 8).transpose(0, 1, 3, 2), array, rtol=1e-12)
+    assert trace.x[8 + 3] == "Y2 · W4" and trace.y[8 * 5 + 2] == "sample 5 · H3"
+    assert list(figure.layout.xaxis.ticktext) == ["Y1", "Y2", "Y3"]
+    assert figure.layout.yaxis.ticktext[:2] == ("sample 0", "sample 1")
+    assert figure.layout.height > 1000  # tiles stay about square

@@ -19,14 +19,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import warnings
+
 import numpy as np
 
 from innsight.plotting import plotnine_plots
 from innsight.plotting.selection import (
+    MAX_FACETS,
     AggrChannels,
     Panel,
     global_panels,
+    is_mosaic,
     local_panels,
+    n_facets,
     value_label,
 )
 
@@ -53,6 +58,25 @@ def _plotly() -> Any:
                           "pip install innsight[plotly]") from error
     from innsight.plotting import plotly_plots
     return plotly_plots
+
+
+def _warn_many_facets(panels: list[Panel]) -> None:
+    """Say when a panel has more than MAX_FACETS facets: images become one mosaic,
+    other kinds are slow to draw."""
+    for p in panels:
+        if n_facets(p) <= MAX_FACETS:
+            continue
+        what = (f"{len(p.data_ids)} samples x {len(p.node_labels)} output nodes "
+                f"(output layer {p.output_layer}, input layer {p.input_layer})")
+        if is_mosaic(p):
+            message = (f"plot() of {what}: the {n_facets(p)} heatmaps are drawn as one mosaic "
+                       "(rows: samples, columns: output nodes) without prediction boxes; select "
+                       f"at most {MAX_FACETS} with `data_idx`/`output_idx` for one facet each.")
+        else:
+            message = (f"plot() of {what} draws {n_facets(p)} facets, which is slow (about "
+                       f"{0.08 * n_facets(p):.0f} s as a PNG) and hard to read; select at most "
+                       f"{MAX_FACETS} with `data_idx`/`output_idx`.")
+        warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def plot(result: Result, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
@@ -90,6 +114,7 @@ def plot(result: Result, data_idx: Any = 0, output_idx: Any = None, output_label
         raise TypeError("`same_scale`, `show_preds` and `as_plotly` must be bools, got "
                         f"{same_scale!r}, {show_preds!r}, {as_plotly!r}.")
     panels = local_panels(result, data_idx, output_idx, output_label, aggr_channels)
+    _warn_many_facets(panels)
     backend = _plotly() if as_plotly else plotnine_plots
     return backend.plot_local(panels, value_label(result), result.method,
                               _limits(panels, same_scale), show_preds)

@@ -17,19 +17,55 @@ import plotly.graph_objects as go  # checked by innsight.plotting._plotly
 from plotly.subplots import make_subplots
 
 from innsight.plotting.plotnine_plots import MIDDLE, NEGATIVE, POSITIVE
-from innsight.plotting.selection import Panel
+from innsight.plotting.selection import Panel, is_mosaic, mosaic
 
 COLORSCALE = [[0.0, NEGATIVE], [0.5, MIDDLE], [1.0, POSITIVE]]
 CELL_PX = 260
+
+
+def _samples(panel: Panel, per_sample: bool) -> list[int]:
+    """Sample ids with a row of facets; a mosaic is one cell in the first sample's row."""
+    return panel.data_ids[:1] if is_mosaic(panel) else panel.data_ids if per_sample else [0]
+
+
+def _nodes(panel: Panel) -> list[str]:
+    """Output nodes with a column of facets; a mosaic is one cell."""
+    return ["samples x output nodes"] if is_mosaic(panel) else panel.node_labels
+
+
+def _mosaic_trace(panel: Panel, coloraxis: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """One heatmap of all samples and nodes (rows: samples, columns: nodes) and its x and
+    y axis settings; the hover names the sample, the node and the pixel."""
+    n, height, width, nodes = panel.array.shape
+    x = [f"{node} · {w}" for node in panel.node_labels for w in panel.x_labels]
+    y = [f"sample {d} · {h}" for d in panel.data_ids for h in panel.y_labels or []]
+    trace = go.Heatmap(z=mosaic(panel), x=x, y=y, coloraxis=coloraxis, xgap=0, ygap=0,
+                       hovertemplate="%{y}, %{x}<br>value: %{z:.4g}<extra></extra>")
+    step = max(1, -(-n // 25))
+    x_axis = {"tickvals": x[width // 2::width], "ticktext": panel.node_labels, "showgrid": False}
+    y_axis = {"tickvals": y[height // 2::height * step],
+              "ticktext": [f"sample {d}" for d in panel.data_ids[::step]],
+              "autorange": "reversed", "showgrid": False}
+    return trace, x_axis, y_axis
+
+
+def _separators(panel: Panel, suffix: str) -> list[dict[str, Any]]:
+    """Grey lines between a mosaic's tiles (positions on its category axes)."""
+    n, height, width, nodes = panel.array.shape
+    line = {"type": "line", "line": {"color": "#999999", "width": 1}, "layer": "above"}
+    return ([{**line, "xref": f"x{suffix}", "yref": f"y{suffix} domain", "x0": j * width - 0.5,
+              "x1": j * width - 0.5, "y0": 0, "y1": 1} for j in range(1, nodes)]
+            + [{**line, "yref": f"y{suffix}", "xref": f"x{suffix} domain", "y0": i * height - 0.5,
+                "y1": i * height - 0.5, "x0": 0, "x1": 1} for i in range(1, n)])
 
 
 def _grid(panels: list[Panel], per_sample: bool) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
     """Row of each (output layer, sample) and first column of each (input layer, output layer)."""
     rows: dict[tuple[int, int], int] = {}
     for p in panels:
-        for d in (p.data_ids if per_sample else [0]):
+        for d in _samples(p, per_sample):
             rows.setdefault((p.output_layer, d), len(rows) + 1)
-    width = max(len(p.node_labels) for p in panels)
+    width = max(len(_nodes(p)) for p in panels)
     inputs = sorted({p.input_layer for p in panels})
     cols = {(p.input_layer, p.output_layer): 1 + inputs.index(p.input_layer) * width for p in panels}
     return rows, cols
@@ -62,8 +98,9 @@ def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str
         common = dict(name=name or panel.kind, legendgroup=name, showlegend=legend, hoverinfo="text")
         if box:
             xs = np.broadcast_to(x, v.shape)
+            colour = {} if name is not None else {"marker_color": "#4d4d4d"}
             traces.append(go.Box(x=xs.ravel(), y=v.ravel(), hovertext=_hover(xs.ravel(), v.ravel(), None),
-                                 boxpoints="outliers", **common))
+                                 boxpoints="outliers", **colour, **common))
         elif panel.kind == "tabular":
             traces.append(go.Bar(x=x, y=v, marker_color=np.where(v >= 0, POSITIVE, NEGATIVE),
                                  hovertext=_hover(x, v, pred), **common))
@@ -75,18 +112,18 @@ def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str
 def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
     rows, cols = _grid(panels, per_sample)
-    n_cols = max(cols.values()) + max(len(p.node_labels) for p in panels) - 1
+    n_cols = max(cols.values()) + max(len(_nodes(p)) for p in panels) - 1
     several_in = len({p.input_layer for p in panels}) > 1
     titles = [""] * (len(rows) * n_cols)
     cells = []  # (panel, sample position, node position, row, col)
     for p in panels:
-        for i, d in enumerate(p.data_ids if per_sample else [0]):
-            for j, node in enumerate(p.node_labels):
+        for i, d in enumerate(_samples(p, per_sample)):
+            for j, node in enumerate(_nodes(p)):
                 r, c = rows[(p.output_layer, d)], cols[(p.input_layer, p.output_layer)] + j
                 cells.append((p, i, j, r, c))
                 titles[(r - 1) * n_cols + c - 1] = " · ".join(
                     ([f"input {p.input_layer}"] if several_in else []) + [node]
-                    + ([f"sample {d}"] if per_sample else []))
+                    + ([f"sample {d}"] if per_sample and not is_mosaic(p) else []))
     grid = make_subplots(rows=len(rows), cols=n_cols, subplot_titles=titles,
                          horizontal_spacing=min(0.08, 0.3 / n_cols),
                          vertical_spacing=min(0.08, 0.3 / len(rows)))
@@ -99,12 +136,19 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
     legend: set[str] = set()
     traces = []
     for p, i, j, r, c in cells:
+        n = (r - 1) * n_cols + c
+        suffix = "" if n == 1 else str(n)
+        if is_mosaic(p):
+            trace, x_axis, y_axis = _mosaic_trace(p, axes.get(id(p), "coloraxis"))
+            traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+            layout[f"xaxis{suffix}"].update(x_axis)
+            layout[f"yaxis{suffix}"].update(y_axis)
+            layout.setdefault("shapes", []).extend(_separators(p, suffix))
+            continue
         values = p.array[..., j] if not per_sample else p.array[i, ..., j]
         if not per_sample and p.kind == "image":
             values = values[0]
         pred = float(p.facets["pred"].to_numpy().reshape(len(p.data_ids), -1)[i, j]) if per_sample else None
-        n = (r - 1) * n_cols + c
-        suffix = "" if n == 1 else str(n)
         for trace in _traces(p, values, pred, axes.get(id(p), "coloraxis"), legend, box=not per_sample):
             traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
         if p.kind == "image":
@@ -117,13 +161,19 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
                 "text": text, "xref": f"x{suffix} domain", "yref": f"y{suffix} domain",
                 "x": 0.01, "y": 0.99, "showarrow": False, "xanchor": "left", "yanchor": "top",
                 "align": "left", "font": {"size": 9}, "bgcolor": "rgba(255,255,255,0.7)"})
-    for n, name in enumerate(dict.fromkeys(axes.values())):
+    owners = {name: p for p in panels for name in [axes.get(id(p))] if name}
+    for n, (name, p) in enumerate(owners.items()):
+        # several colour bars say whose scale they show
+        whose = "" if len(owners) == 1 else f"<br>out {p.output_layer}, in {p.input_layer}"
         layout[name] = {"colorscale": COLORSCALE, "cmid": None if bound else 0,
                         "cmin": bound[0] if bound else None, "cmax": bound[1] if bound else None,
-                        "colorbar": {"title": {"text": value_name}, "x": 1.02 + 0.1 * n}}
+                        "colorbar": {"title": {"text": value_name + whose}, "x": 1.02 + 0.12 * n}}
     for n in range(len(rows)):  # value title on the first column
         layout[f"yaxis{'' if n == 0 else n * n_cols + 1}"]["title"] = {"text": value_name}
-    layout.update(title={"text": title}, height=120 + CELL_PX * len(rows),
+    # a mosaic keeps its tiles about square: as tall as its samples need
+    tall = max([CELL_PX * len(p.data_ids) / len(p.node_labels) for p in panels if is_mosaic(p)],
+               default=0.0)
+    layout.update(title={"text": title}, height=120 + max(CELL_PX * len(rows), min(4000, int(tall))),
                   width=120 + CELL_PX * n_cols, template="plotly_white", bargap=0.15)
     return go.Figure(data=traces, layout=layout)
 

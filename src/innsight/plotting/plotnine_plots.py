@@ -16,7 +16,7 @@ import pandas as pd
 import plotnine as p9
 from plotnine.composition import Beside, Stack
 
-from innsight.plotting.selection import Panel
+from innsight.plotting.selection import Panel, is_mosaic, mosaic
 
 #: Diverging colours: negative blue, zero white, positive red (ColorBrewer RdBu).
 NEGATIVE, MIDDLE, POSITIVE = "#2166ac", "#f7f7f7", "#b2182b"
@@ -86,9 +86,37 @@ def _title(panel: Panel, several_in: bool, several_out: bool) -> str:
     return ", ".join(parts)
 
 
+def _mosaic(panel: Panel, value_name: str, limits: tuple[float, float] | None) -> p9.ggplot:
+    """All heatmaps of an image panel as one raster, samples down, output nodes across,
+    split by grey lines (one matplotlib image instead of hundreds of facets)."""
+    tiles = mosaic(panel)
+    n, height, width, nodes = panel.array.shape
+    rows, cols = np.indices(tiles.shape)
+    frame = pd.DataFrame({"x": cols.ravel() + 1, "y": tiles.shape[0] - rows.ravel(),
+                          "value": tiles.ravel()})
+    samples = [_sample_label(str(d)) for d in panel.data_ids]
+    y_pos, y_lab = _breaks(samples, 25)
+    tile = min(0.8, (MAX_INCHES - 1.5) / n, (MAX_INCHES - 2.5) / nodes)
+    return (p9.ggplot(frame, p9.aes("x", "y", fill="value")) + p9.geom_raster()
+            + p9.geom_vline(xintercept=[j * width + 0.5 for j in range(1, nodes)], color="#999999", size=0.3)
+            + p9.geom_hline(yintercept=[i * height + 0.5 for i in range(1, n)], color="#999999", size=0.3)
+            + _fill_scale(value_name, limits)
+            + p9.scale_x_continuous(breaks=[j * width + (width + 1) / 2 for j in range(nodes)],
+                                    labels=panel.node_labels, expand=(0, 0))
+            + p9.scale_y_continuous(breaks=[(n - p) * height + (height + 1) / 2 for p in y_pos],
+                                    labels=y_lab, expand=(0, 0))
+            + p9.coord_fixed() + p9.labs(x="output node", y="sample")
+            + p9.theme_bw() + p9.theme(
+                figure_size=(2.5 + tile * nodes, 1.5 + tile * n),
+                axis_text_x=p9.element_text(rotation=90 if nodes > 6 else 0, size=7),
+                axis_text_y=p9.element_text(size=7), panel_grid=p9.element_blank()))
+
+
 def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
            show_preds: bool) -> p9.ggplot:
     """One sample's values per facet: bars (tabular), lines (signals), heatmap (images)."""
+    if is_mosaic(panel):
+        return _mosaic(panel, value_name, limits)
     frame = panel.frame
     if panel.kind == "image":
         plot = (p9.ggplot(frame, p9.aes("x", "y", fill="value")) + p9.geom_raster()
