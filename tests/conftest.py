@@ -63,6 +63,32 @@ def two_in_two_out() -> TwoInTwoOut:
     return TwoInTwoOut().eval()
 
 
+def _zoo_model(name: str, **kwargs: Any) -> nn.Module:
+    """A torchvision model with seeded random weights and random batch-norm statistics
+    (so batch norm is no identity), in eval mode. ``kwargs`` go to the model builder."""
+    torch.manual_seed(0)
+    if name == "googlenet":
+        kwargs.setdefault("init_weights", True)
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture
+def zoo_model() -> Callable[..., nn.Module]:
+    """``zoo_model(name, **builder_kwargs)``: a torchvision model, seeded, random batch-norm
+    statistics, eval mode."""
+    return _zoo_model
+
+
 class Lambda(nn.Module):
     """A module whose forward is ``fn(self, x)``; keyword arguments become attributes.
 

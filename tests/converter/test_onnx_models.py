@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 import innsight as ins
@@ -110,21 +109,6 @@ class OnnxMLP(nn.Module):
         return F.softmax(self.body(x), dim=1)
 
 
-def zoo(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None, num_classes=10)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-    return model.eval()
-
-
 def test_mlp_matches_onnxruntime_and_autograd(tmp_path):
     torch.manual_seed(0)
     model = OnnxMLP().eval()
@@ -168,7 +152,7 @@ def test_conv1d_net_matches_onnxruntime_and_autograd(tmp_path, cnn1d):
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
-def test_zoo_model_matches_onnxruntime_and_autograd(tmp_path, name):
+def test_zoo_model_matches_onnxruntime_and_autograd(tmp_path, zoo_model, name):
     """The exporter folds batch norm into the convolutions (float32 rounding of the
     weights), which can flip a ReLU or a max-pooling winner for inputs near a tie:
     the folded file's gradient is checked against autograd on onnx2torch's module of
@@ -176,7 +160,7 @@ def test_zoo_model_matches_onnxruntime_and_autograd(tmp_path, name):
     on the original torch model."""
     import onnx2torch
 
-    model = zoo(name)
+    model = zoo_model(name, num_classes=10)
     path = export(model, [[3, 64, 64]], tmp_path / f"{name}.onnx")
     conv = check_against_onnxruntime(path, [[3, 64, 64]], rel_tol=ZOO_TOL, batch=2)
     assert conv.output_dim == [(10,)]
@@ -195,8 +179,8 @@ def test_zoo_model_matches_onnxruntime_and_autograd(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["densenet121", "efficientnet_b0", "shufflenet_v2_x0_5",
                                   "mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf"])
-def test_more_zoo_models_match_onnxruntime(tmp_path, name):
-    path = export(zoo(name), [[3, 64, 64]], tmp_path / f"{name}.onnx")
+def test_more_zoo_models_match_onnxruntime(tmp_path, zoo_model, name):
+    path = export(zoo_model(name, num_classes=10), [[3, 64, 64]], tmp_path / f"{name}.onnx")
     check_against_onnxruntime(path, [[3, 64, 64]], rel_tol=ZOO_TOL, batch=2)
 
 

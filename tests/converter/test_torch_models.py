@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 import innsight as ins
@@ -25,24 +24,6 @@ ZOO_REFUSED = [
     ("convnext_tiny", 64, ("layer_norm", "LayerNorm")),
     ("vit_b_16", 224, ("expand",)),
 ]
-
-
-def zoo_model(name: str) -> nn.Module:
-    """A torchvision model with random (seeded) weights and random batch-norm
-    statistics, in eval mode."""
-    torch.manual_seed(0)
-    kwargs = {"init_weights": True} if name == "googlenet" else {}
-    model = torchvision.models.get_model(name, weights=None, **kwargs)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-    return model.eval()
 
 
 @pytest.mark.parametrize(
@@ -122,7 +103,7 @@ def test_scalar_output_per_sample_matches_original(assert_converts, torch_seed):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_model_matches_original(assert_converts, name):
+def test_zoo_model_matches_original(assert_converts, zoo_model, name):
     conv = assert_converts(zoo_model(name), [3, 64, 64], batch=2)
     assert conv.output_dim == [(1000,)]
 
@@ -130,7 +111,7 @@ def test_zoo_model_matches_original(assert_converts, name):
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "size", "missing"), ZOO_REFUSED,
                          ids=[name for name, _, _ in ZOO_REFUSED])
-def test_zoo_model_refused_by_name(name, size, missing):
+def test_zoo_model_refused_by_name(zoo_model, name, size, missing):
     with pytest.raises(ins.ConversionError) as info:
         ins.convert(zoo_model(name), input_dim=[3, size, size])
     message = str(info.value)

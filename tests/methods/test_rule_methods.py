@@ -489,19 +489,21 @@ ZOO = ["resnet18", "vgg11_bn", "mobilenet_v2", "densenet121", "efficientnet_b0",
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_architectures_meet_the_deeplift_goal(name, close, make_data):
-    import torchvision
-
-    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None, **extra).eval()
+def test_zoo_architectures_meet_the_deeplift_goal(name, zoo_model, close, make_data):
+    model = zoo_model(name, **({"aux_logits": False} if name == "googlenet" else {}))
     conv = ins.convert(model, input_dim=[3, 32, 32], dtype="double")
     x, x_ref = make_data(1, 3, 32, 32, seed=1), 0.1 * make_data(1, 3, 32, 32, seed=2)
     for rule_name in ("rescale", "reveal_cancel"):
         result = ins.run_deeplift(conv, x, x_ref=x_ref, rule_name=rule_name,
                                   output_idx=[0, 7], dtype="double")
-        assert torch.isfinite(_values(result)).all()
-        close(result.decomp_sum[0], result.decomp_goal[0], 1e-5, f"{name} {rule_name}")
+        values = _values(result)
+        assert torch.isfinite(values).all()
+        # Some of these randomly initialised nets barely respond to the input: the goal
+        # f(x) - f(x_ref) is near 1e-13 while f(x) is near 0.2. Rounding of the outputs
+        # themselves (1e-16 relative) is then the floor of the gap.
+        goal, gap = result.decomp_goal[0], (result.decomp_sum[0] - result.decomp_goal[0]).abs()
+        floor = 1e-12 * result.preds[0].abs()
+        assert (gap <= 1e-6 * goal.abs() + floor).all(), f"{name} {rule_name}: {gap}, {goal}"
     lrp = ins.run_lrp(conv, x, rule_name="epsilon", output_idx=[0, 7], dtype="double")
     assert torch.isfinite(_values(lrp)).all()
 
