@@ -7,8 +7,11 @@ import warnings
 import numpy as np
 import plotnine as p9
 import pytest
+import torch
 from plotnine.composition import Compose
+from torch import nn
 
+import innsight as ins
 from innsight.plotting import plot_global
 
 
@@ -94,3 +97,44 @@ def test_argument_errors(tabular_result, kwargs, error, match):
 def test_value_label_says_what_was_preprocessed(tabular_result, preprocess_fun, label):
     assert tabular_result.method == "Gradient" and not tabular_result.args.get("times_input")
     assert plot_global(tabular_result, preprocess_fun=preprocess_fun).labels.y == label
+
+
+def test_connection_weights_without_data(tmp_path):
+    """A global result with one row and NaN predictions: no sample facets, bars, no pred."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    cw = ins.run_cw(ins.convert(model, input_dim=[4]))
+    array = f64(cw.get_result())  # (1, 4, 2)
+    local = cw.plot()
+    np.testing.assert_allclose(local.data["value"], array[0, local.data["x"] - 1,
+                               [int(str(v)[1:]) - 1 for v in local.data["output_node"]]], rtol=1e-12)
+    assert local.labels.y == "importance" and local.facet.rows == []
+    texts = local.layers[-1]._data["text"].tolist()
+    assert texts == [f" sum: {array[0, :, j].sum():.3g}" for j in range(2)]
+    local.save(tmp_path / "cw.png", verbose=False)
+    summary = plot_global(cw)
+    assert isinstance(summary.layers[0].geom, p9.geoms.geom_col)  # a box of one value is a line
+    check_boxes(summary.data, np.abs(array), [0], ["Y1", "Y2"])
+    assert summary.labels.y == "|importance|"
+    summary.save(tmp_path / "cw_global.png", verbose=False)
+    boxes = plot_global(cw, as_plotly=True)
+    assert [type(t).__name__ for t in boxes.data] == ["Bar", "Bar"]
+    np.testing.assert_allclose(boxes.data[1].y, np.abs(array[0, :, 1]), rtol=1e-12)
+    titles = [a.text for a in cw.plot(as_plotly=True).layout.annotations]
+    assert "Y1" in titles and not any("sample" in t or "pred" in t for t in titles)
+
+
+@pytest.mark.parametrize(("method", "kwargs", "label"), [
+    ("run_lrp", {}, "relevance"), ("run_deeplift", {}, "contribution"),
+    ("run_deepshap", {"data_ref": torch.zeros(3, 4)}, "contribution"),
+    ("run_cw", {"times_input": True}, "importance x input"),
+    ("run_intgrad", {"n": 4}, "attribution"), ("run_smoothgrad", {"n": 4}, "gradient"),
+])
+def test_value_names_per_method(method, kwargs, label):
+    torch.manual_seed(0)
+    conv = ins.convert(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval(), input_dim=[4])
+    result = getattr(ins, method)(conv, torch.randn(3, 4), **kwargs)
+    figure = plot_global(result, preprocess_fun=None)
+    assert result.plot(data_idx=2).labels.y == label and figure.labels.y == label
+    assert figure.layers[0].geom.__class__ is p9.geoms.geom_boxplot
+    assert result.plot(as_plotly=True).layout.yaxis.title.text == label

@@ -86,6 +86,11 @@ def test_two_inputs_two_outputs_local(two_in_two_out_result):
     kinds = [type(t).__name__ for t in figure.data]
     assert kinds.count("Heatmap") == kinds.count("Bar") == 6
     np.testing.assert_allclose(figure.data[-1].y, f64(arrays[1][1])[1, :, 0], rtol=1e-12)
+    titles = {a.text for a in figure.layout.annotations}  # panels name their layers
+    assert {"out 0 · in 0 · Y1 · sample 0", "out 1 · in 1 · Y2 · sample 1"} <= titles
+    bars = [t for t in figure.data if type(t).__name__ == "Bar"][0]
+    low, high = figure.layout.yaxis3.range  # headroom above the bars for the info box
+    assert high >= max(bars.y) + 0.3 * (max(max(bars.y), 0) - min(min(bars.y), 0))
 
 
 def test_missing_plotly_names_the_extra(tabular_result, monkeypatch):

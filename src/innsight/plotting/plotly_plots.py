@@ -96,7 +96,10 @@ def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str
         legend = name is not None and name not in show_legend
         show_legend.add(name)
         common = dict(name=name or panel.kind, legendgroup=name, showlegend=legend, hoverinfo="text")
-        if box:
+        if box and len(v) == 1:  # one sample (ConnectionWeights without data): bars
+            traces.append(go.Bar(x=x, y=v[0], hovertext=_hover(x, v[0], None),
+                                 **({} if name is not None else {"marker_color": "#4d4d4d"}), **common))
+        elif box:
             xs = np.broadcast_to(x, v.shape)
             colour = {} if name is not None else {"marker_color": "#4d4d4d"}
             traces.append(go.Box(x=xs.ravel(), y=v.ravel(), hovertext=_hover(xs.ravel(), v.ravel(), None),
@@ -114,6 +117,7 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
     rows, cols = _grid(panels, per_sample)
     n_cols = max(cols.values()) + max(len(_nodes(p)) for p in panels) - 1
     several_in = len({p.input_layer for p in panels}) > 1
+    several_out = len({p.output_layer for p in panels}) > 1
     titles = [""] * (len(rows) * n_cols)
     cells = []  # (panel, sample position, node position, row, col)
     for p in panels:
@@ -122,14 +126,17 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
                 r, c = rows[(p.output_layer, d)], cols[(p.input_layer, p.output_layer)] + j
                 cells.append((p, i, j, r, c))
                 titles[(r - 1) * n_cols + c - 1] = " · ".join(
-                    ([f"input {p.input_layer}"] if several_in else []) + [node]
-                    + ([f"sample {d}"] if per_sample and not is_mosaic(p) else []))
+                    ([f"out {p.output_layer}"] if several_out else [])
+                    + ([f"in {p.input_layer}"] if several_in else []) + [node]
+                    + ([f"sample {d}"] if per_sample and p.has_data and not is_mosaic(p) else []))
     grid = make_subplots(rows=len(rows), cols=n_cols, subplot_titles=titles,
                          horizontal_spacing=min(0.08, 0.3 / n_cols),
                          vertical_spacing=min(0.08, 0.3 / len(rows)))
     # the layout is edited as a dict and the figure built once: plotly re-validates
     # the whole figure on every add_trace/add_annotation, quadratic in the facets
     layout = grid.layout.to_plotly_json()
+    for note in layout.get("annotations", []):  # the subplot titles: smaller than the default 16
+        note["font"] = {"size": 12}
     bound = limits(panels[0])
     axes = {id(p): "coloraxis" if bound else f"coloraxis{n + 1 if n else ''}"
             for n, p in enumerate(q for q in panels if q.kind == "image")}
@@ -152,9 +159,14 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
         for trace in _traces(p, values, pred, axes.get(id(p), "coloraxis"), legend, box=not per_sample):
             traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
         if p.kind == "image":
-            layout[f"yaxis{suffix}"]["autorange"] = "reversed"
+            layout[f"yaxis{suffix}"].update(autorange="reversed", nticks=6)
+            layout[f"xaxis{suffix}"].update(nticks=6, tickangle=0)
         elif bound is not None:
             layout[f"yaxis{suffix}"]["range"] = list(bound)
+        elif show_preds and per_sample:  # headroom for the info box, as in plotnine
+            low, high = min(float(np.nanmin(values)), 0.0), max(float(np.nanmax(values)), 0.0)
+            span = (high - low) or 1.0
+            layout[f"yaxis{suffix}"]["range"] = [low - 0.05 * span, high + 0.35 * span]
         if show_preds:
             text = p.facets["text"].to_numpy().reshape(len(p.data_ids), -1)[i, j].replace("\n", "<br>")
             layout.setdefault("annotations", []).append({

@@ -54,14 +54,19 @@ def _fill_scale(name: str, limits: tuple[float, float] | None) -> p9.scale_fill_
 
 def _size(n_rows: int, n_cols: int) -> tuple[float, float]:
     """Figure inches for a grid of facets (legend and labels included)."""
-    return (min(MAX_INCHES, 2.0 + PANEL_INCHES * n_cols),
+    return (min(MAX_INCHES, 2.6 + PANEL_INCHES * n_cols),
             min(MAX_INCHES, 1.2 + PANEL_INCHES * 0.9 * n_rows))
 
 
 def _theme(panel: Panel, n_rows: int, n_cols: int) -> p9.theme:
     """Size by the number of facets; long or many x labels are turned."""
-    turn = len(panel.x_labels) > 4 and max(len(s) for s in panel.x_labels) > 3
-    return p9.theme_bw() + p9.theme(
+    # turn the x tick labels when those shown would not fit side by side (7 pt text:
+    # about 36 characters across a panel)
+    shown = _breaks(panel.x_labels, TICKS[panel.kind])[1]
+    turn = sum(len(s) + 1 for s in shown) > 36
+    # heatmaps keep the image's proportions
+    aspect = {"aspect_ratio": len(panel.y_labels or []) / len(panel.x_labels)} if panel.kind == "image" else {}
+    return p9.theme_bw() + p9.theme(**aspect,
         figure_size=_size(n_rows, n_cols),
         axis_text_x=p9.element_text(rotation=90 if turn else 0, size=7),
         axis_text_y=p9.element_text(size=7),
@@ -97,7 +102,8 @@ def _mosaic(panel: Panel, value_name: str, limits: tuple[float, float] | None) -
     samples = [_sample_label(str(d)) for d in panel.data_ids]
     y_pos, y_lab = _breaks(samples, 25)
     tile = min(0.8, (MAX_INCHES - 1.5) / n, (MAX_INCHES - 2.5) / nodes)
-    return (p9.ggplot(frame, p9.aes("x", "y", fill="value")) + p9.geom_raster()
+    return (p9.ggplot(frame, p9.aes("x", "y", fill="value"))
+            + p9.geom_raster(interpolation="antialiased")  # see _local
             + p9.geom_vline(xintercept=[j * width + 0.5 for j in range(1, nodes)], color="#999999", size=0.3)
             + p9.geom_hline(yintercept=[i * height + 0.5 for i in range(1, n)], color="#999999", size=0.3)
             + _fill_scale(value_name, limits)
@@ -119,7 +125,10 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
         return _mosaic(panel, value_name, limits)
     frame = panel.frame
     if panel.kind == "image":
-        plot = (p9.ggplot(frame, p9.aes("x", "y", fill="value")) + p9.geom_raster()
+        plot = (p9.ggplot(frame, p9.aes("x", "y", fill="value"))
+                # "antialiased": smoothed where a panel shrinks the image (224 x 224), exact
+                # cells where it enlarges it; "nearest" (the default) aliases when shrinking
+                + p9.geom_raster(interpolation="antialiased")
                 + _fill_scale(value_name, limits) + _y_image_scale(panel)
                 + p9.labs(x="width", y="height"))
     elif panel.kind == "signal":
@@ -137,7 +146,9 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
     if panel.kind != "image":  # room at the top for the annotation
         plot += p9.scale_y_continuous(limits=limits, expand=(0.05, 0, 0.3 if show_preds else 0.05, 0))
     plot += _x_scale(panel)
-    plot += _facet(panel, free_y=limits is None and panel.kind != "image")
+    plot += _facet(panel, free_y=limits is None and panel.kind != "image",
+                   # no row strip for a mean heatmap or a result without data
+                   rows=panel.data_ids != [-1] and (panel.has_data or len(panel.data_ids) > 1))
     if show_preds:
         # a leading space keeps the text clear of the panel edge, which clips the box
         texts = panel.facets.assign(text=" " + panel.facets["text"].str.replace("\n", "\n "))
@@ -156,7 +167,10 @@ def _global(panel: Panel, value_name: str, limits: tuple[float, float] | None,
     colour = {"color": "channel"} if kept else {}
     keep = set(_breaks(panel.x_labels, TICKS[panel.kind])[0])
     plot = (p9.ggplot(panel.frame, p9.aes("factor(x)", "value", **colour))
-            + p9.geom_boxplot(outlier_size=0.6)
+            # one sample (ConnectionWeights without data): its values, a box would be a line
+            + (p9.geom_boxplot(outlier_size=0.6) if len(panel.data_ids) > 1
+               else p9.geom_col(p9.aes(group=1 if not kept else "channel"), fill="#4d4d4d",
+                                position="dodge"))
             + p9.scale_x_discrete(labels=lambda xs: [
                 panel.x_labels[int(float(x)) - 1] if int(float(x)) in keep else "" for x in xs])
             + p9.labs(x="feature" if panel.kind == "tabular" else "signal position", y=value_name)

@@ -32,8 +32,9 @@ AGGREGATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 #: What the values of a method are called on axes and legends.
 VALUE_KINDS = {"Gradient": "gradient", "SmoothGrad": "gradient", "LRP": "relevance",
+               "IntegratedGradient": "attribution", "ExpectedGradient": "attribution",
                "DeepLift": "contribution", "DeepSHAP": "contribution",
-               "ConnectionWeights": "importance"}
+               "ConnectionWeights": "importance", "SHAP": "Shapley value", "LIME": "LIME weight"}
 
 AggrChannels = str | Callable[[np.ndarray], np.ndarray] | None
 
@@ -60,12 +61,14 @@ class Panel:
     node_labels: list[str]
     data_ids: list[int]
     array: np.ndarray  # the values of ``frame`` as ``(n, [C,] *spatial, n_nodes)``
+    has_data: bool = True  # False for a result computed without data (no predictions)
 
 
 def value_label(result: Result) -> str:
     """The kind of a method's values, e.g. ``"gradient x input"`` (the title names the method)."""
     kind = VALUE_KINDS.get(result.method, "attribution")
-    return kind + " x input" if kind == "gradient" and result.args.get("times_input") else kind
+    times = kind in ("gradient", "importance") and result.args.get("times_input")
+    return kind + " x input" if times else kind
 
 
 #: Most facets (samples x output nodes) one panel draws one by one. Each facet costs
@@ -266,7 +269,8 @@ def _panels(result: Result, data_ids: list[int], chosen: list[list[int]],
             if not kept and kind == "signal":
                 frame["channel"] = "aggregated"
             panels.append(Panel(o, k, kind, frame, facets, list(names[-1]),
-                                list(names[1]) if kind == "image" else None, node_labels, ids, shown))
+                                list(names[1]) if kind == "image" else None, node_labels, ids, shown,
+                                has_data=not facets["pred"].isna().all()))
     return panels
 
 

@@ -1,0 +1,175 @@
+"""Regenerate docs/gallery/: one PNG per kind of figure, with the default settings.
+
+    .venv/bin/python docs/make_gallery.py
+
+Small random models (fixed seeds), so the figures show the layout, labels and
+scales rather than meaningful explanations. The plotly figure is saved as HTML
+and photographed with headless Chromium (``make browser`` installs it); without
+Chromium that one picture is left out.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import plotnine as p9  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import innsight as ins  # noqa: E402
+
+OUT = Path(__file__).parent / "gallery"
+DPI = 100
+CAPTIONS: dict[str, str] = {}
+
+
+def data(*shape: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def smooth(*shape: int, seed: int = 1) -> torch.Tensor:
+    """Blurred noise: images with blobs rather than pixel noise (smaller PNGs too)."""
+    x = data(*shape, seed=seed)
+    for _ in range(3):
+        x = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    return x / x.std()
+
+
+def save(figure: object, name: str, caption: str, dpi: int = DPI) -> None:
+    path = OUT / f"{name}.png"
+    if isinstance(figure, p9.ggplot):
+        figure.save(path, dpi=dpi, verbose=False)
+    else:
+        figure.save(path, dpi=dpi)
+    CAPTIONS[path.name] = caption
+    print(f"{path.name}: {path.stat().st_size // 1024} KB")
+
+
+def screenshot(figure, name: str, caption: str) -> None:
+    browser = shutil.which("chromium")
+    if browser is None:
+        print(f"{name}: skipped, no chromium (run `make browser`)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "figure.html"
+        figure.write_html(page, include_plotlyjs=True)
+        path = OUT / f"{name}.png"
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                        f"--user-data-dir={tmp}/profile", "--virtual-time-budget=5000",
+                        f"--window-size={int(figure.layout.width)},{int(figure.layout.height)}",
+                        f"--screenshot={path}", page.as_uri()],
+                       check=True, capture_output=True, timeout=120)
+    CAPTIONS[path.name] = caption
+    print(f"{path.name}: {path.stat().st_size // 1024} KB")
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+
+    # tabular: LRP relevance per feature, two samples x three outputs
+    mlp = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    features = ["age", "income", "debt", "savings", "children", "tenure"]
+    tab = ins.convert(mlp, input_dim=[6], input_names=[features],
+                      output_names=[["low", "medium", "high"]])
+    lrp = ins.run_lrp(tab, data(40, 6), rule_name="epsilon")
+    save(lrp.plot(data_idx=[0, 1]), "tabular_local",
+         "Tabular, `plot()`: LRP relevance per feature, bars by sign, one facet per sample and output, info box with prediction and sum.")
+    save(lrp.plot_global(), "tabular_global",
+         "Tabular, `plot_global()`: box plots of |relevance| per feature over 40 samples.")
+
+    # signals: DeepLift contributions along a 1D signal, per channel
+    cnn1d = nn.Sequential(nn.Conv1d(3, 4, 5, padding=2), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 50, 2)).eval()
+    sig = ins.convert(cnn1d, input_dim=[3, 50])
+    deeplift = ins.run_deeplift(sig, data(30, 3, 50))
+    save(deeplift.plot(data_idx=[0, 1], aggr_channels=None), "signal_local",
+         "1D signal, `plot(aggr_channels=None)`: DeepLift contribution along the signal, one line per channel; the info box adds the decomposition goal.")
+    save(deeplift.plot_global(), "signal_global",
+         "1D signal, `plot_global()`: box plots of |contribution| (channels summed) per signal position.")
+
+    # images 28 x 28: integrated gradients, heatmaps centred on 0
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(4 * 14 * 14, 10)).eval()
+    img = ins.convert(cnn, input_dim=[1, 28, 28])
+    digits = smooth(100, 1, 28, 28)
+    intgrad = ins.run_intgrad(img, digits, n=20)  # times_input by default: smooth like the data
+    save(intgrad.plot(data_idx=[0, 1], output_idx=[0, 1, 2]), "image28_local",
+         "Image 28x28, `plot()`: integrated gradient heatmaps on a diverging scale centred on 0.")
+    save(intgrad.plot_global(), "image28_global",
+         "Image 28x28, `plot_global()`: mean |integrated gradient| over 100 samples per output.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the mosaic warning is the point here
+        save(intgrad.plot(data_idx=list(range(100))), "image28_mosaic",
+             "Image 28x28, `plot()` of 100 samples x 10 outputs: more than 50 facets become one mosaic (samples down, outputs across); saved at 60 dpi.", dpi=60)
+
+    # images 224 x 224 with three channels, summed
+    big = nn.Sequential(nn.Conv2d(3, 4, 7, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                        nn.Linear(64, 2)).eval()
+    large = ins.run_grad(ins.convert(big, input_dim=[3, 224, 224]), smooth(2, 3, 224, 224),
+                         times_input=True)
+    save(large.plot(data_idx=[0, 1]), "image224_local",
+         "Image 3x224x224, `plot()`: gradient x input summed over channels; at most five tick labels per axis.")
+
+    # two input layers (image and tabular), two output layers
+    two = TwoInTwoOut().eval()
+    both = ins.run_deepshap(ins.convert(two, input_dim=[[2, 10, 10], [4]]),
+                            [data(3, 2, 10, 10), data(3, 4)],
+                            data_ref=[data(8, 2, 10, 10, seed=2), data(8, 4, seed=2)],
+                            output_idx=[[0, 1], [0]])
+    save(both.plot(data_idx=0), "two_inputs_two_outputs",
+         "Two input layers (image, tabular) and two output layers, `plot()`: DeepSHAP panels composed, inputs side by side, outputs stacked.")
+    save(both.plot_global(), "two_inputs_two_outputs_global",
+         "The same model, `plot_global()`: mean heatmaps beside box plots.")
+
+    # ConnectionWeights without data: global by nature, no predictions
+    cw = ins.run_cw(tab)
+    save(cw.plot(), "connection_weights",
+         "ConnectionWeights without data, `plot()`: importance per feature; the info box shows only the sum (no prediction).")
+
+    # the comparison helper: one method on two converted models, side by side
+    other = ins.convert(tab.to_dict())
+    cmp = ins.compare_models({"torch": tab, "from dict": other}, data(5, 6), method="Gradient",
+                             output_idx=[0, 1])
+    save(cmp.plot(data_idx=0), "compare_models",
+         "`compare_models(...).plot()`: the same sample explained by two converted models, one facet per output and model on one scale.")
+
+    # plotly, photographed in headless Chromium
+    screenshot(both.plot(data_idx=[0, 1], as_plotly=True), "plotly_two_inputs",
+               "`plot(as_plotly=True)`: the plotly figure of the two-input model in headless Chromium (hover shows feature, value, prediction).")
+
+    lines = ["# Gallery", "",
+             "Every kind of figure with default settings, made by `docs/make_gallery.py`",
+             "(random small models with fixed seeds: the figures show layout and labels, not",
+             "meaningful explanations). Regenerate with `.venv/bin/python docs/make_gallery.py`.", ""]
+    lines += [f"- [`{name}`]({name}): {caption}" for name, caption in CAPTIONS.items()]
+    (OUT / "README.md").write_text("\n".join(lines) + "\n")
+
+
+class TwoInTwoOut(nn.Module):
+    """An image (2, 10, 10) and a vector (4,) in; class logits (3) and a regression (2) out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.tab = nn.Linear(4, 5)
+        self.cls = nn.Linear(3 * 8 * 8 + 5, 3)
+        self.reg = nn.Linear(3 * 8 * 8 + 5, 2)
+
+    def forward(self, image: torch.Tensor, vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        joint = torch.cat([torch.relu(self.conv(image)).flatten(1), torch.relu(self.tab(vector))], 1)
+        return self.cls(joint), self.reg(joint)
+
+
+if __name__ == "__main__":
+    main()
