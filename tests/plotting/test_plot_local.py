@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
 import plotnine as p9
 import pytest
+import torch
 from plotnine.composition import Compose
+from torch import nn
 
+import innsight as ins
 from innsight.plotting import plot
 from innsight.plotting.selection import MAX_FACETS
 
@@ -198,3 +202,22 @@ def test_many_image_facets_become_one_mosaic(many_images, tmp_path):
 def test_many_tabular_facets_warn(tabular_result):
     with pytest.warns(UserWarning, match=r"draws 60 facets, which is slow"):
         plot(tabular_result, data_idx=[0, 1, 2, 3, 4] * 4)
+
+
+def test_hundred_samples_by_ten_outputs_is_one_raster():
+    """Issue 7's size: 100 samples x 10 outputs of 28 x 28 images. One raster layer
+    instead of 1000 facets (docs/time_plots.py times the PNG: ~5-8 s on 2 cores)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 26 * 26, 10)).eval()
+    result = ins.run_grad(ins.convert(model, input_dim=[1, 28, 28]), torch.randn(100, 1, 28, 28),
+                          output_idx=list(range(10)))
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="1000 heatmaps are drawn as one mosaic"):
+        figure = plot(result, data_idx=list(range(100)))
+    assert time.perf_counter() - start < 5
+    assert figure.facet.__class__.__name__ == "facet_null" and len(figure.data) == 100 * 28 * 10 * 28
+    array = f64(result.get_result())[:, 0]  # (100, 28, 28, 10)
+    row, col = 100 * 28 - figure.data["y"].to_numpy(), figure.data["x"].to_numpy() - 1
+    np.testing.assert_allclose(figure.data["value"], array[row // 28, row % 28, col % 28, col // 28])
+    width, height = figure.theme.getp("figure_size")
+    assert height <= 25 and width < 10

@@ -103,7 +103,7 @@ def _mosaic(panel: Panel, value_name: str, limits: tuple[float, float] | None) -
     y_pos, y_lab = _breaks(samples, 25)
     tile = min(0.8, (MAX_INCHES - 1.5) / n, (MAX_INCHES - 2.5) / nodes)
     return (p9.ggplot(frame, p9.aes("x", "y", fill="value"))
-            + p9.geom_raster(interpolation="antialiased")  # see _local
+            + p9.geom_raster()
             + p9.geom_vline(xintercept=[j * width + 0.5 for j in range(1, nodes)], color="#999999", size=0.3)
             + p9.geom_hline(yintercept=[i * height + 0.5 for i in range(1, n)], color="#999999", size=0.3)
             + _fill_scale(value_name, limits)
@@ -126,9 +126,7 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
     frame = panel.frame
     if panel.kind == "image":
         plot = (p9.ggplot(frame, p9.aes("x", "y", fill="value"))
-                # "antialiased": smoothed where a panel shrinks the image (224 x 224), exact
-                # cells where it enlarges it; "nearest" (the default) aliases when shrinking
-                + p9.geom_raster(interpolation="antialiased")
+                + p9.geom_raster()
                 + _fill_scale(value_name, limits) + _y_image_scale(panel)
                 + p9.labs(x="width", y="height"))
     elif panel.kind == "signal":
