@@ -360,7 +360,7 @@ class LinearMap(RuleLayer):
         x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
         # Positive terms: x+ with W+, x- with W-; negative terms: x+ with W-, x- with W+.
         terms = {"pos": (("pos", x_pos), ("neg", x_neg)), "neg": (("neg", x_pos), ("pos", x_neg))}
-        out = 0
+        out = 0.0  # a tensor after the positive terms (alpha >= 1, and W+ is never zero)
         for sign, factor in (("pos", alpha), ("neg", -beta)):
             if factor == 0:
                 continue
@@ -372,8 +372,7 @@ class LinearMap(RuleLayer):
                 back = self.lin_t(s, part)
                 if back is not None:
                     out = out + factor * xp * back
-        return out if isinstance(out, Tensor) else torch.zeros_like(r[:, :1]).expand(
-            *r.shape[:2], *x.shape[1:])
+        return out
 
     # -- DeepLift ----------------------------------------------------------------
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
