@@ -70,16 +70,7 @@ def _zoo_model(name: str, **kwargs: Any) -> nn.Module:
     if name == "googlenet":
         kwargs.setdefault("init_weights", True)
     model = torchvision.models.get_model(name, weights=None, **kwargs)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-    return model.eval()
+    return randomize_batch_norm(model, seed=1, spread=0.5).eval()
 
 
 @pytest.fixture
@@ -235,19 +226,22 @@ class TwoOutputNet(nn.Module):
         return F.softmax(self.cls(h), dim=1), self.reg(h)
 
 
-def randomize_batch_norm(model: nn.Module, seed: int = 1) -> nn.Module:
+def randomize_batch_norm(model: nn.Module, seed: int = 1, spread: float = 1.0) -> nn.Module:
     """Give every batch norm non-trivial running statistics and affine parameters,
-    so that eval-mode batch norm is not close to the identity."""
+    so that eval-mode batch norm is not close to the identity: means and biases with
+    standard deviation ``0.2 * spread``, variances and weights uniform in
+    ``1 +- spread / 2`` (deep zoo models keep their scale with ``spread=0.5``)."""
     generator = torch.Generator().manual_seed(seed)
+    low = 1 - spread / 2
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
                 n = module.num_features
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                module.running_mean.copy_(0.2 * spread * torch.randn(n, generator=generator))
+                module.running_var.copy_(low + spread * torch.rand(n, generator=generator))
                 if module.affine:
-                    module.weight.copy_(0.5 + torch.rand(n, generator=generator))
-                    module.bias.copy_(0.2 * torch.randn(n, generator=generator))
+                    module.weight.copy_(low + spread * torch.rand(n, generator=generator))
+                    module.bias.copy_(0.2 * spread * torch.randn(n, generator=generator))
     return model
 
 
@@ -255,6 +249,13 @@ def build(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
     """``factory()`` with seeded weights and random batch-norm statistics, in eval mode."""
     torch.manual_seed(seed)
     return randomize_batch_norm(factory(), seed + 1).eval()
+
+
+@pytest.fixture
+def seeded() -> Callable[..., nn.Module]:
+    """``seeded(factory, seed=0)``: :func:`build`, a model from ``factory()`` with seeded
+    weights and random batch-norm statistics, in eval mode."""
+    return build
 
 
 # ---- comparisons ------------------------------------------------------------------------

@@ -49,46 +49,24 @@ class SoftmaxCNN(nn.Module):
         return F.softmax(self.logits(x), dim=1)
 
 
-def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = factory()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                module.weight.copy_(0.5 + torch.rand(n, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(n, generator=generator))
-    return model.eval()
-
-
 @pytest.fixture
-def seeded() -> Callable[..., nn.Module]:
-    """``seeded(factory, seed=0)``: a model from ``factory()`` with seeded weights and
-    non-trivial batch-norm statistics, in eval mode."""
-    return _seeded
-
-
-@pytest.fixture
-def softmax_mlp() -> nn.Sequential:
+def softmax_mlp(seeded: Callable[..., nn.Module]) -> nn.Sequential:
     """Input (5,), output a softmax over 3 classes; ``model[:-1]`` gives the logits."""
-    return _seeded(lambda: nn.Sequential(
+    return seeded(lambda: nn.Sequential(
         nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3), nn.Softmax(dim=1)
     ))
 
 
 @pytest.fixture
-def softmax_cnn() -> SoftmaxCNN:
+def softmax_cnn(seeded: Callable[..., nn.Module]) -> SoftmaxCNN:
     """Input (2, 8, 8), output a softmax over 3 classes; ``model.logits`` before it."""
-    return _seeded(SoftmaxCNN)
+    return seeded(SoftmaxCNN)
 
 
 @pytest.fixture
-def linear_model() -> nn.Linear:
+def linear_model(seeded: Callable[..., nn.Module]) -> nn.Linear:
     """``nn.Linear(6, 3)``: f(x) = W x + b, gradient W[j] everywhere."""
-    return _seeded(lambda: nn.Linear(6, 3), seed=3)
+    return seeded(lambda: nn.Linear(6, 3), seed=3)
 
 
 # ---- data -----------------------------------------------------------------------------

@@ -221,9 +221,10 @@ class InterpretingMethod(Result):
         )
         self.converter = converter
         values, goal = self._explain(setup, **own_args)
-        preds = setup.at_data.preds
-        if without_data:
-            preds = torch.full_like(preds, float("nan"))
+        if without_data:  # no data, no predictions: nothing is run for them
+            preds = tensors[0].new_full((1, len(targets)), float("nan"))
+        else:
+            preds = setup.at_data.preds
         input_names = [
             [cols] if cols is not None and len(names) == 1 else names
             for cols, names in zip(columns, model.input_names)
