@@ -97,6 +97,8 @@ def main() -> None:
          "Tabular, `plot()`: LRP relevance per feature, bars by sign, one facet per sample and output, info box with prediction and sum.")
     save(lrp.plot_global(), "tabular_global",
          "Tabular, `plot_global()`: box plots of |relevance| per feature over 40 samples.")
+    save(lrp.plot(data_idx=0, show_input=True), "tabular_input",
+         "Tabular, `plot(show_input=True)`: each feature's input value at the tip of its bar.")
 
     # signals: DeepLift contributions along a 1D signal, per channel
     cnn1d = nn.Sequential(nn.Conv1d(3, 4, 5, padding=2), nn.ReLU(), nn.Flatten(),
@@ -107,6 +109,8 @@ def main() -> None:
          "1D signal, `plot(aggr_channels=None)`: DeepLift contribution along the signal, one line per channel; the info box adds the decomposition goal.")
     save(deeplift.plot_global(), "signal_global",
          "1D signal, `plot_global()`: box plots of |contribution| (channels summed) per signal position.")
+    save(deeplift.plot(data_idx=[0, 1], output_idx=[0], show_input=True), "signal_input",
+         "1D signal, `plot(show_input=True)`: the input of each channel (line type) coloured by the contribution summed over channels.")
 
     # images 28 x 28: integrated gradients, heatmaps centred on 0
     cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
@@ -130,6 +134,8 @@ def main() -> None:
                          times_input=True)
     save(large.plot(data_idx=[0, 1]), "image224_local",
          "Image 3x224x224, `plot()`: gradient x input summed over channels; at most five tick labels per axis; saved at 80 dpi.", dpi=80)
+    save(large.plot(data_idx=[0, 1], show_input=True), "image224_input",
+         "Image 3x224x224, `plot(show_input=True)`: the input in grey (channel mean) under the heatmap, each value as opaque as its magnitude; saved at 80 dpi.", dpi=80)
 
     # two input layers (image and tabular), two output layers
     two = TwoInTwoOut().eval()
@@ -157,6 +163,9 @@ def main() -> None:
     # plotly, photographed in headless Chromium
     screenshot(both.plot(data_idx=[0, 1], as_plotly=True), "plotly_two_inputs",
                "`plot(as_plotly=True)`: the plotly figure of the two-input model in headless Chromium (hover shows feature, value, prediction).")
+    screenshot(intgrad.plot(data_idx=[0, 1], output_idx=[0, 1], as_plotly=True, show_input=True),
+               "plotly_image_input",
+               "`plot(as_plotly=True, show_input=True)`: plotly heatmaps over the grey input images (zero is transparent).")
 
     lines = ["# Gallery", "",
              "Every kind of figure with default settings, made by `docs/make_gallery.py`",

@@ -78,3 +78,16 @@ def is_number(value: Any) -> bool:
 def any_training(model: torch.nn.Module) -> bool:
     """Whether the module or any of its submodules is in training mode."""
     return any(module.training for module in model.modules())
+
+
+def check_bool(value: Any, arg_name: str) -> bool:
+    """``value`` if it is a bool; a TypeError naming ``arg_name`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{arg_name}` must be True or False, got {describe(value)}.")
+    return value
+
+
+def check_bools(**flags: Any) -> None:
+    """:func:`check_bool` for each keyword argument, named by its keyword."""
+    for name, flag in flags.items():
+        check_bool(flag, name)

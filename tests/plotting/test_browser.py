@@ -99,18 +99,33 @@ def colour_share(pixels: np.ndarray, colour: str) -> float:
 
 def test_plotly_html_renders_in_chromium(two_in_two_out_result, tabular_result, many_images, tmp_path):
     local = plot(two_in_two_out_result, data_idx=[0, 1], as_plotly=True)
+    overlay = plot(two_in_two_out_result, data_idx=[0, 1], as_plotly=True, show_input=True)
     boxes = plot_global(tabular_result, as_plotly=True)
     with pytest.warns(UserWarning, match="mosaic"):
         tiles = plot(many_images, data_idx=list(range(20)), output_idx=[0, 1, 2], as_plotly=True)
-    report, shot = open_in_chromium([local, boxes, tiles], tmp_path / "plots.html")
+    report, shot = open_in_chromium([local, overlay, boxes, tiles], tmp_path / "plots.html")
     assert report["errors"] == []
     # local: 2 samples x (2 + 1) nodes x 2 input layers, half heatmaps, half bars;
+    # overlay: the same with a grey input image under each heatmap;
     # boxes: one per output node; mosaic: one heatmap of 20 x 3 tiles
     assert report["plots"] == [{"data": 12, "drawn": 12, "heatmaps": 6},
+                               {"data": 18, "drawn": 18, "heatmaps": 12},
                                {"data": 3, "drawn": 3, "heatmaps": 0},
                                {"data": 1, "drawn": 1, "heatmaps": 1}]
-    assert [len(f.data) for f in (local, boxes, tiles)] == [12, 3, 1]
+    assert [len(f.data) for f in (local, overlay, boxes, tiles)] == [12, 18, 3, 1]
     pixels = matplotlib.image.imread(shot)[..., :3]
-    top = pixels[:int(local.layout.height)]  # the local figure, drawn first
+    first, second = int(local.layout.height), int(overlay.layout.height)
+    top = pixels[:first]  # the local figure, drawn first
     # the diverging colours of bars and heatmaps are on screen, not only in the DOM
     assert colour_share(top, "#b2182b") > 1e-3 and colour_share(top, "#2166ac") > 1e-3
+    # the input images show through the overlay's heatmaps as greys; the plain
+    # heatmaps have none (their middle is near white)
+    below = pixels[first + 20:first + second - 20]
+    assert grey_share(below) > 0.02 > 10 * grey_share(top)
+
+
+def grey_share(pixels: np.ndarray) -> float:
+    """Share of the pixels ``(h, w, 3)`` that are neutral mid greys (not white, not text)."""
+    level = pixels.mean(-1)
+    neutral = np.ptp(pixels, axis=-1) < 8 / 255
+    return float((neutral & (level > 0.15) & (level < 0.85)).mean())

@@ -85,7 +85,7 @@ def test_boxplot_alias_warns_for_images(image_result, tabular_result, two_in_two
     ({"preprocess_fun": lambda a: a.sum()}, ValueError, r"`preprocess_fun` must keep the shape \(5, 4, 3\)"),
     ({"data_idx": "some"}, TypeError, "`data_idx` must be .* or \"all\", got 'some'"),
     ({"data_idx": [9]}, ValueError, r"`data_idx` must lie in \[0, 4\]"),
-    ({"as_plotly": 1}, TypeError, "`as_plotly` must be a bool"),
+    ({"as_plotly": 1}, TypeError, "`as_plotly` must be True or False"),
 ])
 def test_argument_errors(tabular_result, kwargs, error, match):
     with pytest.raises(error, match=match):

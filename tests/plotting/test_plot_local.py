@@ -153,7 +153,7 @@ def test_output_label_searches_every_output_layer(two_in_two_out_result):
     ({"output_label": [["Y9"]]}, ValueError, r"`output_label` asks for \['Y9'\]"),
     ({"output_idx": 0, "output_label": "Y1"}, ValueError, "either `output_idx` or `output_label`"),
     ({"output_idx": [None]}, ValueError, "`output_idx` selects no output node"),
-    ({"same_scale": "yes"}, TypeError, "must be bools"),
+    ({"same_scale": "yes"}, TypeError, "`same_scale` must be True or False"),
 ])
 def test_argument_errors(tabular_result, kwargs, error, match):
     with pytest.raises(error, match=match):

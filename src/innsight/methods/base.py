@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from innsight._validation import describe, is_int, resolve_dtype
+from innsight._validation import check_bool, describe, is_int, resolve_dtype
 from innsight.converter import ConvertedModel, Converter
 from innsight.methods.data import prepare_data
 from innsight.methods.engine import (
@@ -92,12 +92,6 @@ def check_positive_int(value: Any, arg_name: str) -> int:
     if not is_int(value) or value < 1:
         raise ValueError(f"`{arg_name}` must be a positive int, got {describe(value)}.")
     return int(value)
-
-
-def check_bool(value: Any, arg_name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{arg_name}` must be True or False, got {describe(value)}.")
-    return value
 
 
 def make_generator(seed: Any, device: torch.device) -> torch.Generator:
@@ -242,6 +236,7 @@ class InterpretingMethod(Result):
             channels_first=channels_first,
             preds=split_targets(preds, selected),
             decomp_goal=None if goal is None else split_targets(goal, selected),
+            data=None if without_data else tensors,
         )
 
     def _explain(self, setup: Setup, **own_args: Any) -> tuple[list[Tensor], Tensor | None]:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from innsight import plotting
-from innsight._validation import describe
+from innsight._validation import check_bool, check_bools, describe
 from innsight.converter import Converter
 from innsight.methods.base import InterpretingMethod
 from innsight.methods.result import RESULT_TYPES, Result
@@ -201,7 +201,7 @@ class Comparison:
 
     def plot(self, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = True,
-             show_preds: bool = True) -> Any:
+             show_preds: bool = True, show_input: bool = False) -> Any:
         """Each model's explanation of the samples ``data_idx``, side by side: one facet
         column per output node and model (``"Y1 (torch)"``, ``"Y1 (onnx)"``, ...).
 
@@ -209,11 +209,10 @@ class Comparison:
         that the models' values are drawn on one scale. Returns a plotnine object
         or, with ``as_plotly=True``, a plotly ``Figure``.
         """
-        if not all(isinstance(v, bool) for v in (same_scale, show_preds, as_plotly)):
-            raise TypeError("`same_scale`, `show_preds` and `as_plotly` must be bools, got "
-                            f"{same_scale!r}, {show_preds!r}, {as_plotly!r}.")
+        check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
+                    show_input=show_input)
         panels = self._merged(lambda res: local_panels(res, data_idx, output_idx, output_label,
-                                                       aggr_channels))
+                                                       aggr_channels, show_input))
         bound = max(float(np.nanmax(np.abs(p.frame["value"].to_numpy()))) for p in panels) or 1.0
         limits = (lambda p: (-bound, bound)) if same_scale else (lambda p: None)
         return _renderer(as_plotly).plot_local(panels, self._value_label(), self._title(),
@@ -224,8 +223,7 @@ class Comparison:
                     preprocess_fun: Any = abs, as_plotly: bool = False) -> Any:
         """Each model's explanations summarised over samples (as :meth:`Result.plot_global`),
         side by side: one facet column per output node and model."""
-        if not isinstance(as_plotly, bool):
-            raise TypeError(f"`as_plotly` must be a bool, got {as_plotly!r}.")
+        check_bool(as_plotly, "as_plotly")
         panels = self._merged(lambda res: global_panels(res, output_idx, output_label, data_idx,
                                                         aggr_channels, preprocess_fun))
         label = self._value_label()

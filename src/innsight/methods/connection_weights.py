@@ -15,7 +15,8 @@ from typing import Any
 
 from torch import Tensor
 
-from innsight.methods.base import InterpretingMethod, Setup, check_bool
+from innsight._validation import check_bool
+from innsight.methods.base import InterpretingMethod, Setup
 from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
 
 

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from innsight._validation import describe
+from innsight._validation import check_bool, describe
 from innsight.layers.rules import DEEPLIFT_RULES, DeepLiftRule, Pair, sign_split
-from innsight.methods.base import InterpretingMethod, Setup, check_bool, check_positive_int
+from innsight.methods.base import InterpretingMethod, Setup, check_positive_int
 from innsight.methods.data import prepare_data
 from innsight.methods.engine import target_values
 from innsight.methods.gradient import reference_inputs

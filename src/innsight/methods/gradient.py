@@ -15,8 +15,8 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor
 
-from innsight._validation import describe, is_number
-from innsight.methods.base import InterpretingMethod, Setup, check_bool, check_positive_int
+from innsight._validation import check_bool, describe, is_number
+from innsight.methods.base import InterpretingMethod, Setup, check_positive_int
 from innsight.methods.data import prepare_data
 from innsight.methods.engine import (
     Chunk,

@@ -20,11 +20,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from innsight._validation import describe, is_number
+from innsight._validation import check_bool, describe, is_number
 from innsight.converter import ConvertedModel
 from innsight.layers import LAYER_TYPES
 from innsight.layers.rules import LRP_RULES, LrpRule
-from innsight.methods.base import InterpretingMethod, Setup, check_bool
+from innsight.methods.base import InterpretingMethod, Setup
 from innsight.methods.engine import target_values
 from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
 

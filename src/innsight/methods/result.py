@@ -26,7 +26,9 @@ class Result:
     first) for output layer ``o`` and input layer ``k``; ``None`` for output
     layers without selected nodes. ``preds[o]`` holds the model's outputs and
     ``decomp_goal[o]`` (or ``None``) what the values of a sample should sum to,
-    both ``(n_data, n_selected[o])``.
+    both ``(n_data, n_selected[o])``. ``data[k]`` is the explained input
+    ``(n_data, *input_dim[k])`` (channels first) that ``plot(show_input=True)``
+    draws under the values; ``None`` for a result computed without data.
     """
 
     method: str
@@ -38,6 +40,7 @@ class Result:
     channels_first: bool
     preds: list[Tensor | None]
     decomp_goal: list[Tensor | None] | None = None
+    data: list[Tensor] | None = None
     decomp_sum: list[Tensor | None] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,11 +75,12 @@ class Result:
 
     def plot(self, data_idx: int = 0, output_idx: Any = None, output_label: Any = None,
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = False,
-             show_preds: bool = True) -> Any:
-        """Plot one sample's explanation per selected output node (see :mod:`innsight.plotting`)."""
+             show_preds: bool = True, show_input: bool = False) -> Any:
+        """Plot one sample's explanation per selected output node (see :func:`innsight.plotting.plot`)."""
         return plotting.plot(self, data_idx=data_idx, output_idx=output_idx,
                              output_label=output_label, aggr_channels=aggr_channels,
-                             as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds)
+                             as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
+                             show_input=show_input)
 
     def plot_global(self, output_idx: Any = None, output_label: Any = None,
                     data_idx: Any = "all", aggr_channels: Any = "sum",

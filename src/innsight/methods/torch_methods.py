@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from innsight._validation import any_training, describe, is_int, resolve_dtype
+from innsight._validation import any_training, check_bool, describe, is_int, resolve_dtype
 from innsight.converter.names import default_names
 from innsight.converter.torch_fx import eval_mode, flatten_outputs
-from innsight.methods.base import check_bool, make_generator, split_by_output
+from innsight.methods.base import make_generator, split_by_output
 from innsight.methods.data import is_array_like, prepare_data
 from innsight.methods.engine import Target, default_batch_size, evaluate, target_values
 from innsight.methods.gradient import (
@@ -84,6 +84,7 @@ def _direct(
         channels_first=True,
         preds=[preds],
         decomp_goal=None if goal is None else [goal],
+        data=tensors,
     )
 
 

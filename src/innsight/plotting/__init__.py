@@ -30,6 +30,7 @@ import warnings
 
 import numpy as np
 
+from innsight._validation import check_bool, check_bools
 from innsight.plotting import plotnine_plots
 from innsight.plotting.selection import (
     MAX_FACETS,
@@ -88,7 +89,7 @@ def _warn_many_facets(panels: list[Panel]) -> None:
 
 def plot(result: Result, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
          aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
-         show_preds: bool = True) -> Any:
+         show_preds: bool = True, show_input: bool = False) -> Any:
     """Plot the explanation of samples, one facet per sample and selected output node.
 
     Parameters
@@ -112,15 +113,21 @@ def plot(result: Result, data_idx: Any = 0, output_idx: Any = None, output_label
     show_preds : bool
         Annotate each facet with the prediction, the sum of the values and
         the decomposition goal (where the method has one).
+    show_input : bool
+        Draw the values over the explained input: images as a grey picture
+        (channel mean, stretched per image) under the heatmap, each value as
+        opaque as its magnitude; signals as the input line of every channel,
+        coloured by the values (the y axis is then the input); tabular data
+        as each feature's input at the tip of its bar. Needs a result
+        computed with data.
 
     Returns
     -------
     plotnine.ggplot, plotnine composition or plotly.graph_objects.Figure
     """
-    if not isinstance(same_scale, bool) or not isinstance(show_preds, bool) or not isinstance(as_plotly, bool):
-        raise TypeError("`same_scale`, `show_preds` and `as_plotly` must be bools, got "
-                        f"{same_scale!r}, {show_preds!r}, {as_plotly!r}.")
-    panels = local_panels(result, data_idx, output_idx, output_label, aggr_channels)
+    check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
+                show_input=show_input)
+    panels = local_panels(result, data_idx, output_idx, output_label, aggr_channels, show_input)
     _warn_many_facets(panels)
     backend = _plotly() if as_plotly else plotnine_plots
     return backend.plot_local(panels, value_label(result), result.method,
@@ -139,8 +146,7 @@ def plot_global(result: Result, output_idx: Any = None, output_label: Any = None
     ``data_idx`` is ``"all"``, an int or a list of ints. Other arguments as in
     :func:`plot`.
     """
-    if not isinstance(as_plotly, bool):
-        raise TypeError(f"`as_plotly` must be a bool, got {as_plotly!r}.")
+    check_bool(as_plotly, "as_plotly")
     panels = global_panels(result, output_idx, output_label, data_idx, aggr_channels, preprocess_fun)
     label = value_label(result)
     if preprocess_fun is not None:  # say what was plotted: |gradient|, sqrt(gradient), ...

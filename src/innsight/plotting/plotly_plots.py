@@ -16,10 +16,16 @@ import numpy as np
 import plotly.graph_objects as go  # checked by innsight.plotting._plotly
 from plotly.subplots import make_subplots
 
-from innsight.plotting.plotnine_plots import MIDDLE, NEGATIVE, POSITIVE
+from innsight.plotting.plotnine_plots import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE
 from innsight.plotting.selection import Panel, is_mosaic, mosaic
 
 COLORSCALE = [[0.0, NEGATIVE], [0.5, MIDDLE], [1.0, POSITIVE]]
+#: Values over an input image: transparent at zero, up to OVERLAY_ALPHA at the ends.
+OVERLAY_COLORSCALE = [[0.0, f"rgba(33,102,172,{OVERLAY_ALPHA})"], [0.5, "rgba(247,247,247,0)"],
+                      [1.0, f"rgba(178,24,43,{OVERLAY_ALPHA})"]]
+#: Markers on an input signal: grey at zero so that they stay visible on white.
+LINE_COLORSCALE = [[0.0, NEGATIVE], [0.5, LINE_MIDDLE], [1.0, POSITIVE]]
+GREYS = [[0.0, "black"], [1.0, "white"]]
 CELL_PX = 260
 
 
@@ -33,20 +39,29 @@ def _nodes(panel: Panel) -> list[str]:
     return ["samples x output nodes"] if is_mosaic(panel) else panel.node_labels
 
 
-def _mosaic_trace(panel: Panel, coloraxis: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """One heatmap of all samples and nodes (rows: samples, columns: nodes) and its x and
-    y axis settings; the hover names the sample, the node and the pixel."""
+def _grey(z: np.ndarray, x: Any, y: Any) -> Any:
+    """An input image's grey levels ``z`` in [0, 1], drawn under its values."""
+    return go.Heatmap(z=z, x=x, y=y, colorscale=GREYS, zmin=0, zmax=1, showscale=False,
+                      hoverinfo="skip")
+
+
+def _mosaic_traces(panel: Panel, coloraxis: str) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """One heatmap of all samples and nodes (rows: samples, columns: nodes), over the
+    tiled input images where shown, and its x and y axis settings; the hover names the
+    sample, the node and the pixel."""
     n, height, width, nodes = panel.array.shape
     x = [f"{node} · {w}" for node in panel.node_labels for w in panel.x_labels]
     y = [f"sample {d} · {h}" for d in panel.data_ids for h in panel.y_labels or []]
-    trace = go.Heatmap(z=mosaic(panel), x=x, y=y, coloraxis=coloraxis, xgap=0, ygap=0,
-                       hovertemplate="%{y}, %{x}<br>value: %{z:.4g}<extra></extra>")
+    traces = [] if panel.inputs is None else [
+        _grey(mosaic(np.broadcast_to(panel.inputs[..., None], panel.array.shape)), x, y)]
+    traces.append(go.Heatmap(z=mosaic(panel.array), x=x, y=y, coloraxis=coloraxis, xgap=0, ygap=0,
+                             hovertemplate="%{y}, %{x}<br>value: %{z:.4g}<extra></extra>"))
     step = max(1, -(-n // 25))
     x_axis = {"tickvals": x[width // 2::width], "ticktext": panel.node_labels, "showgrid": False}
     y_axis = {"tickvals": y[height // 2::height * step],
               "ticktext": [f"sample {d}" for d in panel.data_ids[::step]],
               "autorange": "reversed", "showgrid": False}
-    return trace, x_axis, y_axis
+    return traces, x_axis, y_axis
 
 
 def _separators(panel: Panel, suffix: str) -> list[dict[str, Any]]:
@@ -57,6 +72,18 @@ def _separators(panel: Panel, suffix: str) -> list[dict[str, Any]]:
               "x1": j * width - 0.5, "y0": 0, "y1": 1} for j in range(1, nodes)]
             + [{**line, "yref": f"y{suffix}", "xref": f"x{suffix} domain", "y0": i * height - 0.5,
                 "y1": i * height - 0.5, "x0": 0, "x1": 1} for i in range(1, n)])
+
+
+def _coloured(panel: Panel) -> bool:
+    """Whether a panel's values are colours on a colour axis: heatmaps and input signals."""
+    return panel.kind == "image" or panel.kind == "signal" and panel.inputs is not None
+
+
+def _colorscale(panel: Panel) -> list[list[Any]]:
+    """The colour scale of a coloured panel (see :func:`_coloured`)."""
+    if panel.inputs is None:
+        return COLORSCALE
+    return OVERLAY_COLORSCALE if panel.kind == "image" else LINE_COLORSCALE
 
 
 def _grid(panels: list[Panel], per_sample: bool) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
@@ -71,22 +98,42 @@ def _grid(panels: list[Panel], per_sample: bool) -> tuple[dict[tuple[int, int], 
     return rows, cols
 
 
-def _hover(features: np.ndarray, values: np.ndarray, pred: float | None) -> np.ndarray:
+def _hover(features: np.ndarray, values: np.ndarray, pred: float | None,
+           inputs: np.ndarray | None = None) -> np.ndarray:
     text = np.char.add(np.char.add("feature: ", features.astype(str)),
                        np.char.add("<br>value: ", np.char.mod("%.4g", values)))
+    if inputs is not None:
+        text = np.char.add(text, np.char.add("<br>input: ", np.char.mod("%.4g", inputs)))
     return text if pred is None else np.char.add(text, f"<br>prediction: {pred:.4g}")
 
 
+def _input_lines(panel: Panel, values: np.ndarray, inputs: np.ndarray, pred: float | None,
+                 coloraxis: str) -> list[Any]:
+    """One facet of a signal drawn with its input: a grey line per input channel
+    ``inputs (C, L)`` with markers coloured by ``values`` (``(C, L)`` or ``(L,)``)."""
+    x = np.asarray(panel.x_labels, dtype=object)
+    colours = np.broadcast_to(values, inputs.shape)
+    return [go.Scatter(x=x, y=inputs[c], mode="lines+markers", name=name, showlegend=False,
+                       line={"color": "#bdbdbd", "width": 1},
+                       marker={"color": colours[c], "coloraxis": coloraxis, "size": 5},
+                       hoverinfo="text", hovertext=_hover(x, colours[c], pred, inputs[c]))
+            for c, name in enumerate(panel.channel_labels or [])]
+
+
 def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str,
-            show_legend: set[str], box: bool) -> list[Any]:
-    """Traces of one facet; ``values`` is ``([C,] *spatial)`` (``(n, ...)`` for boxes)."""
+            show_legend: set[str], box: bool, inputs: np.ndarray | None = None) -> list[Any]:
+    """Traces of one facet; ``values`` is ``([C,] *spatial)`` (``(n, ...)`` for boxes)
+    and ``inputs`` the sample's input as in :class:`Panel` (``plot(show_input=True)``)."""
     x = np.asarray(panel.x_labels, dtype=object)
     if panel.kind == "image":
+        y = np.asarray(panel.y_labels, dtype=object)
         # a template, not a string per cell: large heatmaps stay fast to build
         template = "feature: %{y}, %{x}<br>value: %{z:.4g}" + (
             "" if pred is None else f"<br>prediction: {pred:.4g}") + "<extra></extra>"
-        return [go.Heatmap(z=values, x=x, y=np.asarray(panel.y_labels, dtype=object),
-                           coloraxis=coloraxis, hovertemplate=template)]
+        return ([] if inputs is None else [_grey(inputs, x, y)]) + [
+            go.Heatmap(z=values, x=x, y=y, coloraxis=coloraxis, hovertemplate=template)]
+    if panel.kind == "signal" and inputs is not None:
+        return _input_lines(panel, values, inputs, pred, coloraxis)
     channels = (panel.frame["channel"].cat.categories if panel.kind == "signal"
                 and panel.array.ndim == 4 else [None])
     series = values if channels[0] is not None else values[None] if not box else values[:, None]
@@ -105,8 +152,11 @@ def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str
             traces.append(go.Box(x=xs.ravel(), y=v.ravel(), hovertext=_hover(xs.ravel(), v.ravel(), None),
                                  boxpoints="outliers", **colour, **common))
         elif panel.kind == "tabular":
+            shown = {} if inputs is None else {  # each feature's input at the tip of its bar
+                "text": [f"{u:.3g}" for u in inputs], "textposition": "outside",
+                "textfont": {"size": 9}, "cliponaxis": False}
             traces.append(go.Bar(x=x, y=v, marker_color=np.where(v >= 0, POSITIVE, NEGATIVE),
-                                 hovertext=_hover(x, v, pred), **common))
+                                 hovertext=_hover(x, v, pred, inputs), **shown, **common))
         else:
             traces.append(go.Scatter(x=x, y=v, mode="lines", hovertext=_hover(x, v, pred), **common))
     return traces
@@ -139,15 +189,15 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
         note["font"] = {"size": 12}
     bound = limits(panels[0])
     axes = {id(p): "coloraxis" if bound else f"coloraxis{n + 1 if n else ''}"
-            for n, p in enumerate(q for q in panels if q.kind == "image")}
+            for n, p in enumerate(q for q in panels if _coloured(q))}
     legend: set[str] = set()
     traces = []
     for p, i, j, r, c in cells:
         n = (r - 1) * n_cols + c
         suffix = "" if n == 1 else str(n)
         if is_mosaic(p):
-            trace, x_axis, y_axis = _mosaic_trace(p, axes.get(id(p), "coloraxis"))
-            traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+            mosaic_traces, x_axis, y_axis = _mosaic_traces(p, axes.get(id(p), "coloraxis"))
+            traces += [trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}") for trace in mosaic_traces]
             layout[f"xaxis{suffix}"].update(x_axis)
             layout[f"yaxis{suffix}"].update(y_axis)
             layout.setdefault("shapes", []).extend(_separators(p, suffix))
@@ -156,17 +206,23 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
         if not per_sample and p.kind == "image":
             values = values[0]
         pred = float(p.facets["pred"].to_numpy().reshape(len(p.data_ids), -1)[i, j]) if per_sample else None
-        for trace in _traces(p, values, pred, axes.get(id(p), "coloraxis"), legend, box=not per_sample):
+        inputs = p.inputs[i] if per_sample and p.inputs is not None else None
+        for trace in _traces(p, values, pred, axes.get(id(p), "coloraxis"), legend,
+                             box=not per_sample, inputs=inputs):
             traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+        input_line = p.kind == "signal" and inputs is not None
+        if input_line:  # the y axis is the input's; the values are colours
+            values = inputs
         if p.kind == "image":
             layout[f"yaxis{suffix}"].update(autorange="reversed", nticks=6)
             layout[f"xaxis{suffix}"].update(nticks=6, tickangle=0)
-        elif bound is not None:
+        elif bound is not None and not input_line:
             layout[f"yaxis{suffix}"]["range"] = list(bound)
         elif show_preds and per_sample:  # headroom for the info box, as in plotnine
             low, high = min(float(np.nanmin(values)), 0.0), max(float(np.nanmax(values)), 0.0)
             span = (high - low) or 1.0
-            layout[f"yaxis{suffix}"]["range"] = [low - 0.05 * span, high + 0.35 * span]
+            below = 0.15 if p.kind == "tabular" and inputs is not None else 0.05  # input texts
+            layout[f"yaxis{suffix}"]["range"] = [low - below * span, high + 0.35 * span]
         if show_preds:
             text = p.facets["text"].to_numpy().reshape(len(p.data_ids), -1)[i, j].replace("\n", "<br>")
             layout.setdefault("annotations", []).append({
@@ -177,11 +233,13 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
     for n, (name, p) in enumerate(owners.items()):
         # several colour bars say whose scale they show
         whose = "" if len(owners) == 1 else f"<br>out {p.output_layer}, in {p.input_layer}"
-        layout[name] = {"colorscale": COLORSCALE, "cmid": None if bound else 0,
+        layout[name] = {"colorscale": _colorscale(p), "cmid": None if bound else 0,
                         "cmin": bound[0] if bound else None, "cmax": bound[1] if bound else None,
                         "colorbar": {"title": {"text": value_name + whose}, "x": 1.02 + 0.12 * n}}
     for n in range(len(rows)):  # value title on the first column
-        layout[f"yaxis{'' if n == 0 else n * n_cols + 1}"]["title"] = {"text": value_name}
+        first = next(p for p, *_, r, c in cells if c == 1 and r == n + 1)
+        on_y = "input" if first.kind == "signal" and first.inputs is not None else value_name
+        layout[f"yaxis{'' if n == 0 else n * n_cols + 1}"]["title"] = {"text": on_y}
     # a mosaic keeps its tiles about square: as tall as its samples need
     tall = max([CELL_PX * len(p.data_ids) / len(p.node_labels) for p in panels if is_mosaic(p)],
                default=0.0)

@@ -16,10 +16,15 @@ import pandas as pd
 import plotnine as p9
 from plotnine.composition import Beside, Stack
 
-from innsight.plotting.selection import Panel, is_mosaic, mosaic
+from innsight.plotting.selection import Panel, input_frame, is_mosaic, mosaic
 
 #: Diverging colours: negative blue, zero white, positive red (ColorBrewer RdBu).
 NEGATIVE, MIDDLE, POSITIVE = "#2166ac", "#f7f7f7", "#b2182b"
+#: Zero on a line coloured by its values: grey, so that the line stays visible on white.
+LINE_MIDDLE = "#b0b0b0"
+#: Opacity of the largest value drawn over an input image; smaller values are more
+#: transparent (zero shows the image alone).
+OVERLAY_ALPHA = 0.8
 #: At most this many tick labels per axis (tabular bars are labelled one by one).
 TICKS = {"tabular": 30, "signal": 8, "image": 5}
 PANEL_INCHES = 2.2
@@ -72,6 +77,8 @@ def _theme(panel: Panel, n_rows: int, n_cols: int) -> p9.theme:
         axis_text_y=p9.element_text(size=7),
         strip_text=p9.element_text(size=8),
         panel_grid_minor=p9.element_blank(),
+        # grid lines would show through the light parts of an input image
+        **({"panel_grid_major": p9.element_blank()} if panel.kind == "image" else {}),
     )
 
 
@@ -91,22 +98,39 @@ def _title(panel: Panel, several_in: bool, several_out: bool) -> str:
     return ", ".join(parts)
 
 
+def _heat_layers(frame: pd.DataFrame, value_name: str, limits: tuple[float, float] | None) -> list[Any]:
+    """Raster layers of a frame with ``x``, ``y``, ``value`` and maybe ``input`` (grey
+    levels): the heatmap, or the grey image with the values over it, each value as
+    opaque as its magnitude (up to OVERLAY_ALPHA) against the largest one shown."""
+    if "input" not in frame:
+        return [p9.geom_raster(p9.aes(fill="value")), _fill_scale(value_name, limits)]
+    magnitude = np.abs(frame["value"].to_numpy())
+    bound = limits[1] if limits is not None else float(np.nanmax(magnitude, initial=0.0))
+    frame = frame.assign(shade=1.0 - frame["input"],
+                         opacity=OVERLAY_ALPHA * np.minimum(magnitude / (bound or 1.0), 1.0))
+    # black at opacity 1 - grey on the white panel draws the image in grey
+    return [p9.geom_raster(frame, p9.aes(alpha="shade"), fill="black"),
+            p9.geom_raster(frame, p9.aes(fill="value", alpha="opacity")),
+            p9.scale_alpha_identity(), _fill_scale(value_name, limits)]
+
+
 def _mosaic(panel: Panel, value_name: str, limits: tuple[float, float] | None) -> p9.ggplot:
     """All heatmaps of an image panel as one raster, samples down, output nodes across,
     split by grey lines (one matplotlib image instead of hundreds of facets)."""
-    tiles = mosaic(panel)
+    tiles = mosaic(panel.array)
     n, height, width, nodes = panel.array.shape
     rows, cols = np.indices(tiles.shape)
     frame = pd.DataFrame({"x": cols.ravel() + 1, "y": tiles.shape[0] - rows.ravel(),
                           "value": tiles.ravel()})
+    if panel.inputs is not None:
+        frame["input"] = mosaic(np.broadcast_to(panel.inputs[..., None], panel.array.shape)).ravel()
     samples = [_sample_label(str(d)) for d in panel.data_ids]
     y_pos, y_lab = _breaks(samples, 25)
     tile = min(0.8, (MAX_INCHES - 1.5) / n, (MAX_INCHES - 2.5) / nodes)
-    return (p9.ggplot(frame, p9.aes("x", "y", fill="value"))
-            + p9.geom_raster()
+    return (p9.ggplot(frame, p9.aes("x", "y"))
+            + _heat_layers(frame, value_name, limits)
             + p9.geom_vline(xintercept=[j * width + 0.5 for j in range(1, nodes)], color="#999999", size=0.3)
             + p9.geom_hline(yintercept=[i * height + 0.5 for i in range(1, n)], color="#999999", size=0.3)
-            + _fill_scale(value_name, limits)
             + p9.scale_x_continuous(breaks=[j * width + (width + 1) / 2 for j in range(nodes)],
                                     labels=panel.node_labels, expand=(0, 0))
             + p9.scale_y_continuous(breaks=[(n - p) * height + (height + 1) / 2 for p in y_pos],
@@ -123,12 +147,20 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
     """One sample's values per facet: bars (tabular), lines (signals), heatmap (images)."""
     if is_mosaic(panel):
         return _mosaic(panel, value_name, limits)
-    frame = panel.frame
+    frame = panel.frame if panel.inputs is None else input_frame(panel)
     if panel.kind == "image":
-        plot = (p9.ggplot(frame, p9.aes("x", "y", fill="value"))
-                + p9.geom_raster()
-                + _fill_scale(value_name, limits) + _y_image_scale(panel)
+        plot = (p9.ggplot(frame, p9.aes("x", "y"))
+                + _heat_layers(frame, value_name, limits) + _y_image_scale(panel)
                 + p9.labs(x="width", y="height"))
+    elif panel.kind == "signal" and panel.inputs is not None:
+        # the input signal of each channel, coloured by the values along it
+        channels = len(panel.channel_labels or [])
+        kinds = {"linetype": "channel"} if 1 < channels <= 4 else {}
+        plot = (p9.ggplot(frame, p9.aes("x", "input", color="value", group="channel", **kinds))
+                + p9.geom_line(size=0.8)
+                + p9.scale_color_gradient2(low=NEGATIVE, mid=LINE_MIDDLE, high=POSITIVE,
+                                           midpoint=0, limits=limits, name=value_name)
+                + p9.labs(x="signal position", y="input"))
     elif panel.kind == "signal":
         kept = (frame["channel"] != "aggregated").any()
         line = p9.geom_line() if kept else p9.geom_line(color=NEGATIVE)
@@ -141,10 +173,20 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
         plot = (p9.ggplot(frame, p9.aes("x", "value", fill="sign")) + p9.geom_col()
                 + p9.scale_fill_manual(values={"positive": POSITIVE, "negative": NEGATIVE})
                 + p9.labs(x="feature", y=value_name))
-    if panel.kind != "image":  # room at the top for the annotation
+        if panel.inputs is not None:  # each feature's input at the tip of its bar
+            texts = frame.assign(label=[f"{v:.3g}" for v in frame["input"]])
+            plot += [p9.geom_text(texts[side], p9.aes(label="label"), va=va, size=5, color="#4d4d4d")
+                     for side, va in ((texts["value"] >= 0, "bottom"), (texts["value"] < 0, "top"))]
+            plot += p9.labs(x="feature (number: its input)")
+    if panel.kind == "tabular" or panel.kind == "signal" and panel.inputs is None:
+        # room at the top for the annotation
         plot += p9.scale_y_continuous(limits=limits, expand=(0.05, 0, 0.3 if show_preds else 0.05, 0))
+    elif panel.kind == "signal":  # the y axis is the input's; the values are colours
+        plot += p9.scale_y_continuous(expand=(0.05, 0, 0.3 if show_preds else 0.05, 0))
     plot += _x_scale(panel)
-    plot += _facet(panel, free_y=limits is None and panel.kind != "image",
+    # inputs along a signal differ by sample, whatever the values' scale
+    coloured_line = panel.kind == "signal" and panel.inputs is not None
+    plot += _facet(panel, free_y=panel.kind != "image" and (limits is None or coloured_line),
                    # no row strip for a mean heatmap or a result without data
                    rows=panel.data_ids != [-1] and (panel.has_data or len(panel.data_ids) > 1))
     if show_preds:

@@ -62,6 +62,8 @@ class Panel:
     data_ids: list[int]
     array: np.ndarray  # the values of ``frame`` as ``(n, [C,] *spatial, n_nodes)``
     has_data: bool = True  # False for a result computed without data (no predictions)
+    inputs: np.ndarray | None = None
+    channel_labels: list[str] | None = None  # signals and images: the input's channels
 
 
 def value_label(result: Result) -> str:
@@ -88,11 +90,43 @@ def is_mosaic(panel: Panel) -> bool:
     return panel.kind == "image" and n_facets(panel) > MAX_FACETS
 
 
-def mosaic(panel: Panel) -> np.ndarray:
-    """An image panel's heatmaps tiled into one array ``(n * H, n_nodes * W)``: sample
+def mosaic(array: np.ndarray) -> np.ndarray:
+    """Heatmaps ``(n, H, W, n_nodes)`` tiled into one array ``(n * H, n_nodes * W)``: sample
     ``i``'s heatmap for node ``j`` fills rows ``i*H:(i+1)*H`` and columns ``j*W:(j+1)*W``."""
-    n, height, width, nodes = panel.array.shape
-    return panel.array.transpose(0, 1, 3, 2).reshape(n * height, nodes * width)
+    n, height, width, nodes = array.shape
+    return array.transpose(0, 1, 3, 2).reshape(n * height, nodes * width)
+
+
+def grey_levels(images: np.ndarray) -> np.ndarray:
+    """Images ``(n, C, H, W)`` as grey levels ``(n, H, W)`` in [0, 1]: the mean over
+    the channels, stretched per image from its minimum (black) to its maximum
+    (white); a constant image is mid grey."""
+    grey = images.mean(axis=1)
+    low = grey.min(axis=(1, 2), keepdims=True)
+    span = grey.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (grey - low) / np.where(span > 0, span, 1.0), 0.5)
+
+
+def input_frame(panel: Panel) -> pd.DataFrame:
+    """A local panel's frame with the column ``input``: the input under each value
+    (tabular), each pixel's grey level (images). For signals one row per (sample,
+    channel, position, output node): the input signal of every channel and the
+    value it is coloured by (that channel's, or the aggregated one)."""
+    assert panel.inputs is not None
+    if panel.kind != "signal":  # looked up by position: merged panels stack their frames
+        frame = panel.frame
+        rows = frame["data"].map({d: i for i, d in enumerate(panel.data_ids)}).to_numpy()
+        x = frame["x"].to_numpy() - 1
+        under = (panel.inputs[rows, x] if panel.kind == "tabular" else
+                 panel.inputs[rows, panel.inputs.shape[1] - frame["y"].to_numpy(), x])
+        return frame.assign(input=under)
+    n, channels, length = panel.inputs.shape
+    values = panel.array if panel.array.ndim == 4 else panel.array[:, None]
+    shape = (n, channels, length, len(panel.node_labels))
+    frame = _long(np.broadcast_to(values, shape), [("channel", None, panel.channel_labels),
+                                                  ("feature", "x", panel.x_labels)],
+                  panel.data_ids, panel.node_labels)
+    return frame.assign(input=np.broadcast_to(panel.inputs[..., None], shape).ravel())
 
 
 # ---- argument checks --------------------------------------------------------------------
@@ -247,10 +281,11 @@ def _kind(values: Any, k: int) -> str:
 
 def _panels(result: Result, data_ids: list[int], chosen: list[list[int]],
             transform: Callable[[np.ndarray, str], tuple[np.ndarray, bool]],
-            summarise: Callable[[np.ndarray, str], np.ndarray] | None = None) -> list[Panel]:
+            summarise: Callable[[np.ndarray, str], np.ndarray] | None = None,
+            show_input: bool = False) -> list[Panel]:
     """Panels of the chosen nodes: ``transform(array, kind)`` gives the array to show
     and whether it kept its channel axis; ``summarise`` (global image plots) reduces
-    the samples axis to one."""
+    the samples axis to one; ``show_input`` keeps the samples' inputs."""
     panels = []
     for o, nodes in enumerate(chosen):
         if not nodes:
@@ -268,9 +303,15 @@ def _panels(result: Result, data_ids: list[int], chosen: list[list[int]],
             frame = _long(shown, _axes(kind, names, kept), ids, node_labels)
             if not kept and kind == "signal":
                 frame["channel"] = "aggregated"
+            inputs = None
+            if show_input:
+                assert result.data is not None
+                inputs = result.data[k].detach().cpu().double().numpy()[data_ids]
+                inputs = grey_levels(inputs) if kind == "image" else inputs
             panels.append(Panel(o, k, kind, frame, facets, list(names[-1]),
                                 list(names[1]) if kind == "image" else None, node_labels, ids, shown,
-                                has_data=not facets["pred"].isna().all()))
+                                has_data=not facets["pred"].isna().all(), inputs=inputs,
+                                channel_labels=None if kind == "tabular" else list(names[0])))
     return panels
 
 
@@ -289,11 +330,15 @@ def _keep_or_aggregate(aggr_channels: AggrChannels) -> Callable[[np.ndarray, str
 
 
 def local_panels(result: Result, data_idx: Any, output_idx: Any, output_label: Any,
-                 aggr_channels: AggrChannels) -> list[Panel]:
-    """Panels of :func:`innsight.plotting.plot`."""
+                 aggr_channels: AggrChannels, show_input: bool = False) -> list[Panel]:
+    """Panels of :func:`innsight.plotting.plot`; ``show_input`` needs a result with data."""
+    if show_input and result.data is None:
+        raise ValueError(f"`show_input=True` needs the explained data, but this {result.method} "
+                         "result was computed without data; plot it with show_input=False.")
     data_ids = select_data(data_idx, result.preds[_first(result)].shape[0])
     chosen = select_outputs(result, output_idx, output_label)
-    return _panels(result, data_ids, chosen, _keep_or_aggregate(aggr_channels))
+    return _panels(result, data_ids, chosen, _keep_or_aggregate(aggr_channels),
+                   show_input=show_input)
 
 
 def global_panels(result: Result, output_idx: Any, output_label: Any, data_idx: Any,
