@@ -2,7 +2,9 @@
 
 from innsight.converter import ConversionError, ConvertedModel, Converter, convert
 from innsight.methods import (
+    LIME,
     LRP,
+    SHAP,
     ConnectionWeights,
     DeepLift,
     DeepSHAP,
@@ -18,7 +20,9 @@ from innsight.methods import (
     run_expgrad,
     run_grad,
     run_intgrad,
+    run_lime,
     run_lrp,
+    run_shap,
     run_smoothgrad,
     torch_expgrad,
     torch_grad,
@@ -28,6 +32,7 @@ from innsight.methods import (
 from innsight.methods.comparison import Comparison, compare_models
 
 __all__ = [
+    "LIME", "SHAP", "run_lime", "run_shap",
     "Comparison", "compare_models",
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",

@@ -1,5 +1,6 @@
 """Interpretation methods and the result object they return."""
 
+from innsight.methods.agnostic import LIME, SHAP, run_lime, run_shap
 from innsight.methods.base import InterpretingMethod
 from innsight.methods.connection_weights import ConnectionWeights, run_cw
 from innsight.methods.deeplift import DeepLift, DeepSHAP, run_deeplift, run_deepshap
@@ -23,6 +24,7 @@ from innsight.methods.torch_methods import (
 )
 
 __all__ = [
+    "LIME", "SHAP", "run_lime", "run_shap",
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
     "ExpectedGradient", "Gradient", "IntegratedGradient", "InterpretingMethod", "Result",

@@ -69,6 +69,14 @@ def prepare_data(
     return tensors, columns
 
 
+def prepare_like(value: Any, data: Sequence[Tensor], channels_first: bool, arg_name: str) -> list[Tensor]:
+    """Check ``value`` (references, backgrounds) as :func:`prepare_data` does, for the
+    input shapes, dtype and device of the prepared ``data``."""
+    dims = [tuple(x.shape[1:]) for x in data]
+    tensors, _ = prepare_data(value, dims, channels_first, data[0].dtype, data[0].device, arg_name)
+    return tensors
+
+
 def _column_names(part: Any) -> list[str] | None:
     columns = getattr(part, "columns", None)
     return None if columns is None else [str(c) for c in columns]

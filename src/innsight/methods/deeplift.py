@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from innsight._validation import check_bool, describe
 from innsight.layers.rules import DEEPLIFT_RULES, DeepLiftRule, Pair, sign_split
 from innsight.methods.base import InterpretingMethod, Setup, check_positive_int
-from innsight.methods.data import prepare_data
+from innsight.methods.data import prepare_like
 from innsight.methods.engine import target_values
 from innsight.methods.gradient import reference_inputs
 from innsight.methods.reverse_walk import ancestors, check_rules, reverse_walk, starts
@@ -172,9 +172,7 @@ class DeepSHAP(InterpretingMethod):
         if data_ref is None:
             refs = setup.data
         else:
-            dims = [tuple(x.shape[1:]) for x in setup.data]
-            refs, _ = prepare_data(data_ref, dims, setup.channels_first, setup.data[0].dtype,
-                                   setup.data[0].device, "data_ref")
+            refs = prepare_like(data_ref, setup.data, setup.channels_first, "data_ref")
         if refs[0].shape[0] > limit_ref:
             pick = torch.randperm(refs[0].shape[0], generator=setup.generator,
                                   device=setup.generator.device)[:limit_ref].to(refs[0].device)

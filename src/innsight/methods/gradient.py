@@ -17,7 +17,7 @@ from torch import Tensor
 
 from innsight._validation import check_bool, describe, is_number
 from innsight.methods.base import InterpretingMethod, Setup, check_positive_int
-from innsight.methods.data import prepare_data
+from innsight.methods.data import prepare_like
 from innsight.methods.engine import (
     Chunk,
     ModelFn,
@@ -136,9 +136,7 @@ class ReferenceDraws:
         n = check_positive_int(n, "n")
         if data_ref is None:
             return cls(n, data)
-        dims = [tuple(x.shape[1:]) for x in data]
-        refs, _ = prepare_data(data_ref, dims, channels_first, data[0].dtype, data[0].device, "data_ref")
-        return cls(n, refs)
+        return cls(n, prepare_like(data_ref, data, channels_first, "data_ref"))
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor]]:
         rows, device = chunk.sample.shape[0], chunk.sample.device
@@ -161,8 +159,7 @@ def reference_inputs(data: list[Tensor], x_ref: Any, channels_first: bool) -> li
     """``x_ref``: zeros by default, one sample, or one per data sample."""
     if x_ref is None:
         return [x.new_zeros(1, *x.shape[1:]) for x in data]
-    dims = [tuple(x.shape[1:]) for x in data]
-    refs, _ = prepare_data(x_ref, dims, channels_first, data[0].dtype, data[0].device, "x_ref")
+    refs = prepare_like(x_ref, data, channels_first, "x_ref")
     n_data = data[0].shape[0]
     if refs[0].shape[0] not in (1, n_data):
         raise ValueError(

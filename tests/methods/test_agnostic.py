@@ -1,0 +1,195 @@
+"""SHAP and LIME against closed forms and the definition of Shapley values.
+
+References: a linear model (values ``w * (x - ref)``), an additive model
+``sum_j g_j(x_j)`` (values ``g_j(x_j) - g_j(ref_j)``, exact for any coalition
+sample), and Shapley values enumerated over every coalition by definition.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import innsight as ins
+
+
+class Additive(nn.Module):
+    """``f(x) = sum_j g_j(x_j)`` with ``g_j(t) = a_j tanh(t) + b_j t^2`` per output, plus a bias."""
+
+    def __init__(self, p: int, outputs: int) -> None:
+        super().__init__()
+        self.out = nn.Linear(2 * p, outputs)  # weights [a | b]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([torch.tanh(x), x * x], dim=1))
+
+
+def g(model: Additive, x: torch.Tensor) -> np.ndarray:
+    """Each feature's term ``(n, p, outputs)``, in float64."""
+    weight, x = model.out.weight.detach().double(), x.double()
+    a, b = weight[:, :x.shape[1]], weight[:, x.shape[1]:]
+    return (torch.tanh(x)[..., None] * a.T + (x * x)[..., None] * b.T).numpy()
+
+
+def exact_shapley(f, x: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Shapley values of one sample ``x (p,)`` by definition, with the value of a
+    coalition S the mean over the references of f(x on S, ref elsewhere): ``(p, outputs)``."""
+    p = x.shape[0]
+
+    def value(coalition: tuple[int, ...]) -> np.ndarray:
+        rows = refs.copy()
+        rows[:, list(coalition)] = x[list(coalition)]
+        return f(rows).mean(axis=0)
+
+    phi = 0.0 * value(())[None].repeat(p, axis=0)
+    for j in range(p):
+        others = [i for i in range(p) if i != j]
+        for size in range(p):
+            weight = math.factorial(size) * math.factorial(p - size - 1) / math.factorial(p)
+            for coalition in itertools.combinations(others, size):
+                phi[j] += weight * (value(coalition + (j,)) - value(coalition))
+    return phi
+
+
+@pytest.fixture(scope="module")
+def additive():
+    torch.manual_seed(0)
+    model = Additive(6, 2).eval()
+    return model, ins.convert(model, input_dim=[6])
+
+
+def test_shap_of_a_linear_model_is_w_times_x_minus_mean_ref():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).eval()
+    x, refs = torch.randn(4, 5), torch.randn(7, 5)
+    result = ins.run_shap(ins.convert(model, input_dim=[5]), x, refs, n=14, dtype="double")
+    expected = (x.double() - refs.double().mean(0))[..., None] * model.weight.detach().double().T
+    np.testing.assert_allclose(result.get_result(), expected.numpy(), atol=1e-12)
+
+
+def test_shap_of_an_additive_model_is_exact(additive):
+    model, conv = additive
+    x, refs = torch.randn(5, 6), torch.randn(4, 6)
+    result = ins.run_shap(conv, x, refs, n=8, dtype="double")  # n = 2 x refs: each ref twice
+    expected = g(model, x) - g(model, refs).mean(axis=0)
+    np.testing.assert_allclose(result.get_result(), expected, atol=1e-12)
+
+
+def test_shap_sums_to_f_x_minus_mean_f_ref_and_approaches_exact_shapley():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.Tanh(),
+                          nn.Linear(6, 2)).eval().double()
+    conv = ins.convert(model, input_dim=[5])
+    x, refs = torch.randn(3, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    result = ins.run_shap(conv, x, refs, n=1200, dtype="double", seed=0)
+    values = result.get_result()
+
+    def f(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(rows)).numpy()
+
+    goal = f(x.numpy()) - f(refs.numpy()).mean(0)  # n is a multiple of 2 x 6 refs
+    np.testing.assert_allclose(values.sum(axis=1), goal, atol=1e-12)
+    np.testing.assert_allclose(result.decomp_goal[0].numpy(), goal, atol=1e-12)
+    for d in range(3):
+        exact = exact_shapley(f, x[d].numpy(), refs.numpy())
+        # a Monte Carlo estimate: 600 antithetic pairs leave about 1% of the scale
+        np.testing.assert_allclose(values[d], exact, atol=0.03 * np.abs(exact).max())
+
+
+def test_shap_is_reproducible_and_independent_of_batch_size():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    conv = ins.convert(model, input_dim=[6])
+    x, refs = torch.randn(3, 6), torch.randn(5, 6)
+    one = ins.run_shap(conv, x, refs, n=6, seed=3, dtype="double")
+    chunked = ins.run_shap(conv, x, refs, n=6, seed=3, dtype="double", batch_size=5)
+    np.testing.assert_allclose(one.get_result(), chunked.get_result(), atol=1e-12)
+
+
+def test_lime_of_a_linear_model_with_one_reference_is_w_times_x_minus_ref():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).eval()
+    x, ref = torch.randn(4, 5), torch.randn(1, 5)
+    result = ins.run_lime(ins.convert(model, input_dim=[5]), x, ref, n=100, alpha=0.0, dtype="double")
+    expected = (x.double() - ref.double())[..., None] * model.weight.detach().double().T
+    np.testing.assert_allclose(result.get_result(), expected.numpy(), atol=1e-10)
+    assert result.decomp_goal is None
+
+
+def test_lime_of_an_additive_model_is_exact(additive):
+    model, conv = additive
+    x, ref = torch.randn(5, 6), torch.randn(1, 6)
+    result = ins.run_lime(conv, x, ref, n=60, alpha=0.0, dtype="double", batch_size=70)
+    expected = g(model, x) - g(model, ref)
+    np.testing.assert_allclose(result.get_result(), expected, atol=1e-10)
+
+
+def test_lime_ridge_shrinks_and_the_kernel_weights_matter(additive):
+    model, conv = additive
+    x, ref = torch.randn(2, 6), torch.randn(1, 6)
+    exact = g(model, x) - g(model, ref)
+    strong = ins.run_lime(conv, x, ref, n=60, alpha=50.0, dtype="double", seed=0).get_result()
+    assert np.abs(strong).sum() < 0.8 * np.abs(exact).sum()
+
+
+def test_two_inputs_channels_last_and_selected_outputs(two_in_two_out):
+    """Image (2, 6, 6) given channels last and tabular (4,); the values of a sample sum
+    to f(x) - mean f(ref) of the explained node (pre-softmax with ignore_last_act)."""
+    conv = ins.convert(two_in_two_out, input_dim=[[2, 6, 6], [4]])
+    gen = torch.Generator().manual_seed(0)
+    data = [torch.randn(2, 6, 6, 2, generator=gen), torch.randn(2, 4, generator=gen)]
+    refs = [torch.randn(3, 6, 6, 2, generator=gen), torch.randn(3, 4, generator=gen)]
+    result = ins.run_shap(conv, data, refs, n=6, channels_first=False, output_idx=[[1], [0]],
+                          dtype="double")
+    values = result.get_result()
+    assert values[0][0].shape == (2, 6, 6, 2, 1) and values[1][1].shape == (2, 4, 1)
+    as_first = [torch.movedim(data[0], -1, 1).double(), data[1].double()]
+    refs_first = [torch.movedim(refs[0], -1, 1).double(), refs[1].double()]
+    model = two_in_two_out.double()
+    totals = [values[o][0].reshape(2, -1).sum(1) + values[o][1].reshape(2, -1).sum(1) for o in (0, 1)]
+    goals = [result.decomp_goal[o].numpy()[:, 0] for o in (0, 1)]
+    np.testing.assert_allclose(totals, goals, atol=1e-10)
+    # the regression output has no last activation: its goal is checked against the model
+    with torch.no_grad():
+        reg_x, reg_ref = model(*as_first)[1][:, 0], model(*refs_first)[1][:, 0]
+    np.testing.assert_allclose(goals[1], (reg_x - reg_ref.mean()).numpy(), atol=1e-10)
+    lime = ins.run_lime(conv, data, refs, n=50, channels_first=False, output_idx=[[1], [0]])
+    assert lime.get_result()[0][0].shape == (2, 6, 6, 2, 1)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"data_ref": None}, ValueError, "`data_ref` must hold reference samples"),
+    ({"data_ref": np.zeros((2, 4))}, ValueError, "data_ref"),
+    ({"n": 0}, ValueError, "`n` must be a positive int"),
+])
+def test_errors(additive, kwargs, error, match):
+    _, conv = additive
+    args = {"data_ref": np.zeros((2, 6)), **kwargs}
+    for method in (ins.run_shap, ins.run_lime):
+        with pytest.raises(error, match=match):
+            method(conv, np.zeros((1, 6)), **args)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"kernel_width": 0}, "`kernel_width` must be a positive number or None, got"),
+    ({"alpha": -1.0}, "`alpha` must be a number >= 0, got"),
+])
+def test_lime_argument_errors(additive, kwargs, match):
+    _, conv = additive
+    with pytest.raises(ValueError, match=match):
+        ins.run_lime(conv, np.zeros((1, 6)), np.zeros((2, 6)), **kwargs)
+
+
+def test_results_plot(additive):
+    _, conv = additive
+    x, refs = torch.randn(2, 6), torch.randn(3, 6)
+    shap = ins.run_shap(conv, x, refs, n=6)
+    lime = ins.run_lime(conv, x, refs, n=40)
+    assert shap.plot().labels.y == "Shapley value"
+    assert lime.plot(show_input=True).labels.y == "LIME weight"
