@@ -193,3 +193,111 @@ def test_results_plot(additive):
     lime = ins.run_lime(conv, x, refs, n=40)
     assert shap.plot().labels.y == "Shapley value"
     assert lime.plot(show_input=True).labels.y == "LIME weight"
+
+
+# ---- models that are no Converter: explained through their predictions ------------------
+
+
+def test_a_torch_module_directly_equals_its_conversion():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval().double()
+    x, refs = torch.randn(4, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    converted = ins.run_shap(ins.convert(model, input_dim=[5]), x, refs, n=12, seed=0, dtype="double")
+    direct = ins.run_shap(model, x, refs, n=12, seed=0, dtype="double")
+    np.testing.assert_allclose(direct.get_result(), converted.get_result(), atol=1e-12)
+    with torch.no_grad():
+        goal = model(x) - model(refs).mean(0)
+    np.testing.assert_allclose(direct.decomp_goal[0].numpy(), goal.numpy(), atol=1e-12)
+
+
+def test_scikit_learn_estimators():
+    from sklearn.linear_model import LinearRegression
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0])
+    linear = LinearRegression().fit(X, y)
+    result = ins.run_shap(linear, X[:3], X[:10], n=20, dtype="double")  # predict: (rows,)
+    expected = linear.coef_ * (X[:3] - X[:10].mean(0))
+    np.testing.assert_allclose(result.get_result()[..., 0], expected, atol=1e-10)
+
+    clf = MLPClassifier(hidden_layer_sizes=(6,), max_iter=2000, random_state=0).fit(X, y > 0)
+    shap = ins.run_shap(clf, X[:3], X[:8], n=16, dtype="double", output_names=["no", "yes"])
+    goal = clf.predict_proba(X[:3]) - clf.predict_proba(X[:8]).mean(0)  # predict_proba is used
+    np.testing.assert_allclose(shap.get_result().sum(axis=1), goal, atol=1e-10)
+    assert shap.output_labels == [["no", "yes"]]
+    lime = ins.run_lime(clf, X[:2], X[:1], n=200, alpha=0.0, dtype="double", output_label="yes",
+                        output_names=["no", "yes"])
+    assert lime.get_result().shape == (2, 4, 1)
+
+
+def test_a_keras_model_channels_last():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 4, 2)), keras.layers.Conv2D(3, 2, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    rng = np.random.default_rng(1)
+    x, refs = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(4, 5, 4, 2))
+    result = ins.run_shap(model, x, refs, n=8, channels_first=False, dtype="double")
+    assert result.get_result().shape == (2, 5, 4, 2, 2)
+    goal = np.asarray(model(x)) - np.asarray(model(refs)).mean(0)
+    np.testing.assert_allclose(result.get_result().reshape(2, -1, 2).sum(1), goal, atol=1e-5)
+
+
+def test_any_object_with_pred_fun_and_two_inputs(two_in_two_out):
+    rng = np.random.default_rng(2)
+    x, refs = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    squares = ins.run_shap("any model", x, refs, n=10, dtype="double",
+                           pred_fun=lambda model, rows: rows[:, :2] ** 2)
+    expected = np.zeros((3, 4, 2))
+    for j in range(2):
+        expected[:, j, j] = x[:, j] ** 2 - (refs[:, j] ** 2).mean()
+    np.testing.assert_allclose(squares.get_result(), expected, atol=1e-12)
+
+    model = two_in_two_out.double()
+    gen = torch.Generator().manual_seed(0)
+    data = [torch.randn(2, 2, 6, 6, generator=gen, dtype=torch.float64),
+            torch.randn(2, 4, generator=gen, dtype=torch.float64)]
+    refs2 = [torch.randn(3, 2, 6, 6, generator=gen, dtype=torch.float64),
+             torch.randn(3, 4, generator=gen, dtype=torch.float64)]
+    result = ins.run_shap(model, data, refs2, n=6, dtype="double",
+                          pred_fun=lambda m, xs: m(*xs)[1])  # the regression output
+    with torch.no_grad():
+        goal = model(*data)[1] - model(*refs2)[1].mean(0)
+    values = result.get_result()
+    total = values[0][0].reshape(2, -1, 2).sum(1) + values[0][1].sum(1)
+    np.testing.assert_allclose(total, goal.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize(("model", "kwargs", "error", "match"), [
+    ("a string", {}, TypeError, "pass `pred_fun\\(model, x\\)`"),
+    ("a string", {"pred_fun": 3}, TypeError, "`pred_fun` must be a callable"),
+    ("a string", {"pred_fun": lambda m, x: x[:1]}, ValueError, "one row of predictions per input row"),
+    ("a string", {"pred_fun": lambda m, x: (x, x)}, TypeError, "must return one array"),
+    ("a string", {"pred_fun": lambda m, x: np.array(["yes"] * len(x))}, TypeError,
+     "must return numeric predictions"),
+    ("converter", {"pred_fun": lambda m, x: x}, ValueError, "`pred_fun` and `output_names` are for models"),
+])
+def test_opaque_model_errors(additive, model, kwargs, error, match):
+    model = additive[1] if model == "converter" else model
+    with pytest.raises(error, match=match):
+        ins.run_shap(model, np.zeros((2, 6)), np.zeros((2, 6)), n=2, **kwargs)
+
+
+def test_a_torch_module_in_training_mode_is_explained_in_eval_mode():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.Linear(6, 1)).double().train()
+    x, refs = torch.randn(2, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="training mode; it is explained in eval mode"):
+        result = ins.run_shap(model, x, refs, n=6, dtype="double")
+    assert model.training  # the user's flags are restored
+    with torch.no_grad():
+        goal = model.eval()(x) - model(refs).mean(0)
+    np.testing.assert_allclose(result.get_result().sum(1), goal.numpy(), atol=1e-12)
+
+
+def test_an_unbatched_sample_for_an_opaque_model_is_refused():
+    with pytest.raises(ValueError, match="needs a batch axis"):
+        ins.run_shap("model", np.zeros(3), np.zeros((2, 3)), pred_fun=lambda m, x: x)

@@ -9,5 +9,6 @@ class ConversionError(ValueError):
 DIRECT_METHODS_HINT = (
     "To explain this model anyway, use the direct torch methods (ins.torch_grad, "
     "ins.torch_smoothgrad, ins.torch_intgrad, ins.torch_expgrad), which work on any "
-    "nn.Module without conversion."
+    "nn.Module without conversion, or the model-agnostic ins.run_shap / ins.run_lime on "
+    "the model itself."
 )

@@ -358,7 +358,8 @@ class _Translator:
         return ConversionError(
             f"{self.where}: {what} is not supported by the converter. {reason}"
             "Replace it by the supported layers listed in the innsight README (Keras "
-            "section), or explain the model with a model-agnostic method (LIME, SHAP)."
+            "section), or explain the model with a model-agnostic method on the model "
+            "itself (ins.run_shap, ins.run_lime)."
         )
 
 

@@ -17,9 +17,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from innsight._validation import describe, is_number
-from innsight.methods.base import InterpretingMethod, Setup, check_positive_int
+from innsight.converter import Converter
+from innsight.methods.base import InterpretingMethod, Setup, check_positive_int, resolve_device
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import evaluate, target_values
+from innsight.methods.opaque_model import OpaqueModel, PredFun
 
 
 def _flat(inputs: list[Tensor]) -> Tensor:
@@ -133,7 +135,47 @@ def explain_lime(setup: Setup, background: Tensor, n: int, kernel_width: float,
     return _unflat(torch.cat(weights_out), setup.data)
 
 
-class SHAP(InterpretingMethod):
+class AgnosticMethod(InterpretingMethod):
+    """Base of LIME and SHAP: ``model`` is a Converter, or any model explained through
+    ``pred_fun(model, x)`` (see :mod:`innsight.methods.opaque_model`).
+
+    Parameters
+    ----------
+    model
+        A :class:`~innsight.converter.Converter`, a torch ``nn.Module``, a Keras
+        model, a scikit-learn estimator (``predict_proba``, else ``predict``), or
+        any object together with ``pred_fun``.
+    pred_fun : callable, optional
+        ``pred_fun(model, x) -> (rows, n_out)`` predictions, ``x`` in the layout
+        of ``data`` (a list for several inputs). Not used with a Converter.
+    output_names : list of str, optional
+        Labels of the predictions of a model that is no Converter (default ``Y1..``).
+
+    A model that is no Converter is explained through its predictions as they
+    are: ``ignore_last_act`` does not apply to it (write ``pred_fun`` to return
+    logits where they are wanted), and its device is the CPU unless ``device``
+    says otherwise (a torch module's own device for torch modules).
+    """
+
+    def __init__(self, model: Any, data: Any, *, pred_fun: PredFun | None = None,
+                 output_names: Any = None, **args: Any) -> None:
+        self._pred_fun, self._output_names = pred_fun, output_names
+        if isinstance(model, Converter) and (pred_fun is not None or output_names is not None):
+            raise ValueError("`pred_fun` and `output_names` are for models that are no Converter; "
+                             "a Converter predicts with its graph and has its own output names.")
+        super().__init__(model, data, **args)
+
+    def _graph(self, converter: Any, data: Any, channels_first: bool, dtype: torch.dtype,
+               device: Any) -> Any:
+        if isinstance(converter, Converter):
+            return super()._graph(converter, data, channels_first, dtype, device)
+        param = next(converter.parameters(), None) if isinstance(converter, torch.nn.Module) else None
+        default = param.device if param is not None else torch.device("cpu")
+        return OpaqueModel(converter, self._pred_fun, data, channels_first, dtype,
+                           resolve_device(device, default), self._output_names)
+
+
+class SHAP(AgnosticMethod):
     """Shapley values by permutation sampling (Štrumbelj and Kononenko 2014).
 
     Parameters
@@ -147,21 +189,22 @@ class SHAP(InterpretingMethod):
 
     The values of a sample sum exactly to ``f(x) - mean f(ref)`` over the
     references used (all of ``data_ref`` equally often when ``n`` is a multiple
-    of twice its size). Further parameters: see :class:`InterpretingMethod`.
+    of twice its size). ``model``, ``pred_fun``, ``output_names``: see
+    :class:`AgnosticMethod`; further parameters: see :class:`InterpretingMethod`.
     """
 
     method_name = "SHAP"
 
-    def __init__(self, converter: Any, data: Any, data_ref: Any, *, n: int = 50,
+    def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 50,
                  **shared: Any) -> None:
-        super().__init__(converter, data, data_ref=data_ref, n=n, **shared)
+        super().__init__(model, data, data_ref=data_ref, n=n, **shared)
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any) -> tuple[list[Tensor], Tensor]:
         n = check_positive_int(n, "n")
         return explain_shap(setup, _background(setup, data_ref), n)
 
 
-class LIME(InterpretingMethod):
+class LIME(AgnosticMethod):
     """Local linear surrogates (Ribeiro et al. 2016) on presence indicators of the input entries.
 
     Parameters
@@ -181,14 +224,15 @@ class LIME(InterpretingMethod):
     The values are the surrogate's coefficients: how much the output changes when
     a feature takes the sample's value instead of the background's. For a linear
     model and one background row they are exactly ``w * (x - ref)``. LIME has no
-    decomposition goal. Further parameters: see :class:`InterpretingMethod`.
+    decomposition goal. ``model``, ``pred_fun``, ``output_names``: see
+    :class:`AgnosticMethod`; further parameters: see :class:`InterpretingMethod`.
     """
 
     method_name = "LIME"
 
-    def __init__(self, converter: Any, data: Any, data_ref: Any, *, n: int = 1000,
+    def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 1000,
                  kernel_width: float | None = None, alpha: float = 1e-6, **shared: Any) -> None:
-        super().__init__(converter, data, data_ref=data_ref, n=n, kernel_width=kernel_width,
+        super().__init__(model, data, data_ref=data_ref, n=n, kernel_width=kernel_width,
                          alpha=alpha, **shared)
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any, kernel_width: Any,
@@ -205,11 +249,11 @@ class LIME(InterpretingMethod):
                             float(alpha)), None
 
 
-def run_shap(converter: Any, data: Any, data_ref: Any, **args: Any) -> SHAP:
+def run_shap(model: Any, data: Any, data_ref: Any, **args: Any) -> SHAP:
     """Run :class:`SHAP`; the same arguments."""
-    return SHAP(converter, data, data_ref, **args)
+    return SHAP(model, data, data_ref, **args)
 
 
-def run_lime(converter: Any, data: Any, data_ref: Any, **args: Any) -> LIME:
+def run_lime(model: Any, data: Any, data_ref: Any, **args: Any) -> LIME:
     """Run :class:`LIME`; the same arguments."""
-    return LIME(converter, data, data_ref, **args)
+    return LIME(model, data, data_ref, **args)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from innsight._validation import check_bool, describe, is_int, resolve_dtype
 from innsight.converter import ConvertedModel, Converter
-from innsight.methods.data import prepare_data
+from innsight.methods.data import prepare_data, user_dim
 from innsight.methods.engine import (
     ModelFn,
     Target,
@@ -174,23 +174,16 @@ class InterpretingMethod(Result):
         device: Any = None,
         **own_args: Any,
     ) -> None:
-        if not isinstance(converter, Converter):
-            raise TypeError(
-                f"`converter` must be an innsight Converter (from ins.convert(model, ...)), "
-                f"got {describe(converter)}."
-            )
         check_bool(channels_first, "channels_first")
         check_bool(ignore_last_act, "ignore_last_act")
         verbose = is_interactive() if verbose is None else check_bool(verbose, "verbose")
         torch_dtype = resolve_dtype(dtype)
-        model = converter.model
-        torch_device = resolve_device(device, model.device)
-        if model.dtype != torch_dtype or model.device != torch_device:
-            model = copy.deepcopy(model).to(dtype=torch_dtype, device=torch_device)
+        model = self._graph(converter, data, channels_first, torch_dtype, device)
+        torch_device = model.device
 
         without_data = data is None and self.data_optional
         if without_data:
-            data = [torch.zeros(1, *(dim if channels_first or len(dim) < 2 else (*dim[1:], dim[0])))
+            data = [torch.zeros(1, *user_dim(dim, channels_first))
                     for dim in model.input_dim]  # shapes only
         tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype, torch_device)
         selected = select_outputs(output_idx, output_label, model.output_dim, model.output_names)
@@ -238,6 +231,20 @@ class InterpretingMethod(Result):
             decomp_goal=None if goal is None else split_targets(goal, selected),
             data=None if without_data else tensors,
         )
+
+    def _graph(self, converter: Any, data: Any, channels_first: bool, dtype: torch.dtype,
+               device: Any) -> ConvertedModel:
+        """The converted model on ``dtype`` and ``device`` (a copy where they differ)."""
+        if not isinstance(converter, Converter):
+            raise TypeError(
+                f"`converter` must be an innsight Converter (from ins.convert(model, ...)), "
+                f"got {describe(converter)}."
+            )
+        model = converter.model
+        torch_device = resolve_device(device, model.device)
+        if model.dtype != dtype or model.device != torch_device:
+            model = copy.deepcopy(model).to(dtype=dtype, device=torch_device)
+        return model
 
     def _explain(self, setup: Setup, **own_args: Any) -> tuple[list[Tensor], Tensor | None]:
         """Values per input layer ``(n_data, *dim, n_targets)`` and the decomposition

@@ -34,6 +34,11 @@ def user_dim(dim: tuple[int, ...], channels_first: bool) -> tuple[int, ...]:
     return dim if channels_first or len(dim) < 2 else (*dim[1:], dim[0])
 
 
+def channels_first_dim(dim: tuple[int, ...], channels_first: bool) -> tuple[int, ...]:
+    """A sample shape in the user's layout, channels first (inverse of :func:`user_dim`)."""
+    return tuple(dim) if channels_first or len(dim) < 2 else (dim[-1], *dim[:-1])
+
+
 def prepare_data(
     data: Any,
     dims: Sequence[tuple[int, ...]],
