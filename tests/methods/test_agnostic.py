@@ -301,3 +301,102 @@ def test_a_torch_module_in_training_mode_is_explained_in_eval_mode():
 def test_an_unbatched_sample_for_an_opaque_model_is_refused():
     with pytest.raises(ValueError, match="needs a batch axis"):
         ins.run_shap("model", np.zeros(3), np.zeros((2, 3)), pred_fun=lambda m, x: x)
+
+
+# ---- feature_groups: players made of several input entries -----------------------------
+
+
+def patch_ids(height: int, width: int, patch: int) -> np.ndarray:
+    """Ids of ``patch x patch`` squares of an ``(height, width)`` image."""
+    rows, cols = np.indices((height, width)) // patch
+    return rows * (width // patch) + cols
+
+
+def test_shap_of_patches_of_a_patch_additive_model_channels_last():
+    """``f(x) = sum over 2x2 patches P of tanh(sum_{i in P} w_i x_i)``: the value of a
+    patch is exactly ``h_P(x) - mean_ref h_P(ref)``, shared by its 2 * 2 * 3 entries."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 4, 3))
+    ids = patch_ids(4, 4, 2)
+
+    def per_patch(rows: np.ndarray) -> np.ndarray:  # (n, 4, 4, 3) -> (n, 4 patches)
+        weighted = (rows * w).sum(-1)
+        return np.tanh(np.stack([weighted[:, ids == q].sum(1) for q in range(4)], axis=1))
+
+    x, refs = rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(3, 4, 4, 3))
+    result = ins.run_shap("patch model", x, refs, n=6, channels_first=False, dtype="double",
+                          feature_groups=ids[..., None], pred_fun=lambda m, r: per_patch(r).sum(1))
+    values = result.get_result()[..., 0]  # (2, 4, 4, 3)
+    expected = per_patch(x) - per_patch(refs).mean(0)
+    for q in range(4):
+        inside = values[:, ids == q]  # (2, 4 pixels, 3 channels)
+        np.testing.assert_allclose(inside, np.broadcast_to(expected[:, q, None, None] / 12, inside.shape),
+                                   atol=1e-12)
+    np.testing.assert_allclose(values.reshape(2, -1).sum(1), result.decomp_goal[0][:, 0].numpy(),
+                               atol=1e-12)
+
+
+def test_groups_of_one_entry_each_change_nothing():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    conv = ins.convert(model, input_dim=[6])
+    x, refs = torch.randn(3, 6), torch.randn(4, 6)
+    plain = ins.run_shap(conv, x, refs, n=8, seed=1, dtype="double").get_result()
+    grouped = ins.run_shap(conv, x, refs, n=8, seed=1, dtype="double",
+                           feature_groups=np.arange(6) * 7).get_result()
+    np.testing.assert_allclose(grouped, plain, atol=1e-12)
+
+
+def test_lime_of_groups_across_two_inputs():
+    """A linear model of two inputs, one reference, groups spanning both inputs: a
+    group's coefficient is ``sum_{i in G} w_i (x_i - r_i)``, shared by its entries."""
+    rng = np.random.default_rng(1)
+    w_a, w_b = rng.normal(size=3), rng.normal(size=2)
+    groups = [np.array([0, 0, 1]), np.array([1, 2])]  # group 1 holds a[2] and b[0]
+    x = [rng.normal(size=(2, 3)), rng.normal(size=(2, 2))]
+    ref = [rng.normal(size=(1, 3)), rng.normal(size=(1, 2))]
+    result = ins.run_lime("linear", x, ref, n=30, alpha=0.0, dtype="double", feature_groups=groups,
+                          pred_fun=lambda m, r: r[0] @ w_a + r[1] @ w_b)
+    a, b = (v[..., 0] for v in result.get_result()[0])
+    terms_a, terms_b = (x[0] - ref[0]) * w_a, (x[1] - ref[1]) * w_b
+    group = [terms_a[:, :2].sum(1), terms_a[:, 2] + terms_b[:, 0], terms_b[:, 1]]
+    np.testing.assert_allclose(a, np.stack([group[0] / 2, group[0] / 2, group[1] / 2], 1), atol=1e-10)
+    np.testing.assert_allclose(b, np.stack([group[1] / 2, group[2]], 1), atol=1e-10)
+
+
+@pytest.mark.parametrize(("groups", "error", "match"), [
+    (np.zeros(6) + 0.5, TypeError, "`feature_groups` must hold integer group ids"),
+    (np.zeros(4, dtype=int), ValueError, "does not broadcast to a sample of shape \\(6,\\)"),
+])
+def test_feature_groups_errors(additive, groups, error, match):
+    _, conv = additive
+    with pytest.raises(error, match=match):
+        ins.run_shap(conv, np.zeros((1, 6)), np.zeros((2, 6)), feature_groups=groups)
+
+
+def test_feature_groups_of_two_inputs_need_one_array_each(two_in_two_out):
+    conv = ins.convert(two_in_two_out, input_dim=[[2, 6, 6], [4]])
+    data = [np.zeros((1, 2, 6, 6)), np.zeros((1, 4))]
+    with pytest.raises(ValueError, match="`feature_groups` must hold one array per input layer \\(2\\)"):
+        ins.run_lime(conv, data, data, feature_groups=np.zeros((6, 6), dtype=int))
+
+
+def test_patch_values_equal_captums_shapley_value_sampling_shared_by_the_patch():
+    """A CNN additive over 2x2 patches (a stride-2 conv, tanh, dense): Captum's
+    ShapleyValueSampling with the patches as feature mask and one baseline gives
+    each entry its patch's full value; innsight shares it among the 12 entries."""
+    from captum.attr import ShapleyValueSampling
+
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(3, 1, 2, stride=2), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(16, 2)).eval().double()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    ref = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    ids = patch_ids(8, 8, 2)
+    result = ins.run_shap(ins.convert(model, input_dim=[3, 8, 8]), x, ref, n=4, dtype="double",
+                          feature_groups=ids)
+    captum = ShapleyValueSampling(model)
+    for j in range(2):
+        theirs = captum.attribute(x, baselines=ref, target=j, n_samples=3,
+                                  feature_mask=torch.as_tensor(ids)[None, None])
+        np.testing.assert_allclose(result.get_result()[..., j] * 12, theirs.numpy(), atol=1e-10)

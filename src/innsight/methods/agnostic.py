@@ -1,17 +1,21 @@
 """Model-agnostic methods: SHAP (permutation sampling) and LIME (a local linear surrogate).
 
-Both only evaluate the model, never differentiate it. Their features are the
-entries of every input layer, ``p`` in all, flattened channels first; a feature
-is *present* with the sample's value or *absent* with a reference value taken
-from a row of ``data_ref`` (the background). Rows (sample x coalition) are
-stacked into chunks of at most ``batch_size``.
+Both only evaluate the model, never differentiate it. Their players are the
+entries of every input layer, ``p`` in all, flattened channels first, or groups
+of them (``feature_groups``, e.g. image patches); a player is *present* with the
+sample's values or *absent* with reference values taken from a row of
+``data_ref`` (the background). A group's value is shared equally by its
+entries, so that sums over entries stay sums over players. Rows (sample x
+coalition) are stacked into chunks of at most ``batch_size``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -19,7 +23,7 @@ from tqdm.auto import tqdm
 from innsight._validation import describe, is_number
 from innsight.converter import Converter
 from innsight.methods.base import InterpretingMethod, Setup, check_positive_int, resolve_device
-from innsight.methods.data import prepare_like
+from innsight.methods.data import prepare_like, to_channels_first, user_dim
 from innsight.methods.engine import evaluate, target_values
 from innsight.methods.opaque_model import OpaqueModel, PredFun
 
@@ -51,88 +55,148 @@ def _background(setup: Setup, data_ref: Any) -> Tensor:
     return _flat(prepare_like(data_ref, setup.data, setup.channels_first, "data_ref"))
 
 
-def explain_shap(setup: Setup, background: Tensor, n: int) -> tuple[list[Tensor], Tensor]:
+@dataclass(frozen=True)
+class Players:
+    """Groups of input entries that are present or absent together."""
+
+    group: Tensor  # (p,) the group of each flat input entry, 0..count-1
+    size: Tensor  # (count,) entries per group
+
+    @property
+    def count(self) -> int:
+        return self.size.shape[0]
+
+    def spread(self, per_group: Tensor) -> Tensor:
+        """Values ``(n, count, n_targets)`` shared equally by each group's entries:
+        ``(n, p, n_targets)``."""
+        return per_group[:, self.group] / self.size[self.group, None].to(per_group.dtype)
+
+
+def _players(setup: Setup, feature_groups: Any) -> Players:
+    """``feature_groups``: ``None`` (every input entry alone), or integer group ids
+    broadcastable to a sample of the input layer, in the layout of ``data`` (a list
+    with one per input layer for several); equal ids across layers form one group."""
+    device = setup.data[0].device
+    if feature_groups is None:
+        p = sum(math.prod(x.shape[1:]) for x in setup.data)
+        return Players(torch.arange(p, device=device), torch.ones(p, dtype=torch.long, device=device))
+    several = len(setup.data) > 1
+    if several and (not isinstance(feature_groups, (list, tuple)) or len(feature_groups) != len(setup.data)):
+        raise ValueError(f"`feature_groups` must hold one array per input layer ({len(setup.data)}), "
+                         f"got {describe(feature_groups)}.")
+    ids = []
+    for k, (groups, x) in enumerate(zip(feature_groups if several else [feature_groups], setup.data)):
+        where = f"`feature_groups[{k}]`" if several else "`feature_groups`"
+        array = np.asarray(groups.cpu() if isinstance(groups, Tensor) else groups)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"{where} must hold integer group ids, got {describe(groups)}.")
+        shape = user_dim(tuple(x.shape[1:]), setup.channels_first)
+        try:
+            array = np.broadcast_to(array, shape)
+        except ValueError as err:
+            raise ValueError(f"{where} of shape {array.shape} does not broadcast to a sample of "
+                             f"shape {shape} (the layout of `data`).") from err
+        sample = torch.as_tensor(array.copy(), device=device)[None]
+        ids.append((sample if setup.channels_first else to_channels_first(sample)).flatten())
+    _, group = torch.unique(torch.cat(ids), return_inverse=True)
+    return Players(group, torch.bincount(group))
+
+
+def explain_shap(setup: Setup, background: Tensor, n: int,
+                 players: Players) -> tuple[list[Tensor], Tensor]:
     """Shapley values by permutation sampling, ``(n_data, *dim, n_targets)`` per input
     layer, and their goal ``f(x) - mean f(ref)`` over the references used.
 
     Permutation ``k`` walks from reference ``ref(k)`` to the sample, switching
-    features to the sample's value in its order; each step's output change is
-    that feature's contribution, so every walk sums to ``f(x) - f(ref(k))``.
+    players to the sample's values in its order; each step's output change is
+    that player's contribution, so every walk sums to ``f(x) - f(ref(k))``.
     Odd permutations reverse the one before (antithetic pairs, which cancel
     much of the noise); a pair shares its reference. References cycle through
     a shuffled background, so ``n`` a multiple of twice its size uses every
-    reference equally often.
+    reference equally often. The walks' ends, ``f(ref)`` and ``f(x)``, are
+    evaluated once, so a walk costs ``g - 1`` model evaluations.
     """
     x = _flat(setup.data)
-    n_data, p = x.shape
+    n_data, g = x.shape[0], players.count
     device, generator = x.device, setup.generator
-    ranks = torch.empty(n, p, dtype=torch.long, device=device)  # ranks[k, j]: step of feature j
+    ranks = torch.empty(n, g, dtype=torch.long, device=device)  # ranks[k, j]: step of player j
     for k in range(0, n, 2):
-        ranks[k] = torch.randperm(p, generator=generator, device=generator.device).to(device)
+        ranks[k] = torch.randperm(g, generator=generator, device=generator.device).to(device)
         if k + 1 < n:
-            ranks[k + 1] = p - 1 - ranks[k]
-    order = ranks.argsort(dim=1)  # order[k, s]: the feature switched at step s + 1
+            ranks[k + 1] = g - 1 - ranks[k]
+    order = ranks.argsort(dim=1)  # order[k, s]: the player switched at step s + 1
     shuffled = torch.randperm(background.shape[0], generator=generator,
                               device=generator.device).to(device)
     ref_of = shuffled[(torch.arange(n, device=device) // 2) % background.shape[0]]
-
-    steps = p + 1  # rows per walk: the reference, then one more feature at a time
-    n_rows = n_data * n * steps
-    chunk = setup.batch_size
-    phi = x.new_zeros(n_data, p, len(setup.targets))
-    previous = None  # the output of the row before the chunk
-    for start in tqdm(range(0, n_rows, chunk), disable=not setup.verbose, desc="SHAP", leave=False):
-        row = torch.arange(start, min(start + chunk, n_rows), device=device)
-        sample, walk, step = row // (n * steps), (row // steps) % n, row % steps
-        present = ranks[walk] < step[:, None]
-        out = _outputs(setup, torch.where(present, x[sample], background[ref_of[walk]]))
-        before = out.roll(1, dims=0)
-        if previous is not None:
-            before[0] = previous
-        previous = out[-1]
-        moved = step > 0
-        feature = order[walk[moved], step[moved] - 1]
-        phi.index_put_((sample[moved], feature), out[moved] - before[moved], accumulate=True)
     f_refs = _outputs(setup, background[ref_of])  # (n, n_targets)
+
+    inner = g - 1  # steps strictly between the reference and the sample
+    n_walks = n_data * n
+    per_chunk = max(1, setup.batch_size // max(inner, 1))
+    phi = x.new_zeros(n_data, g, len(setup.targets))
+    for first in tqdm(range(0, n_walks, per_chunk), disable=not setup.verbose, desc="SHAP",
+                      leave=False):
+        walks = torch.arange(first, min(first + per_chunk, n_walks), device=device)
+        sample, walk = walks // n, walks % n
+        path = torch.cat([f_refs[walk, None], _walk_outputs(setup, x, background, players, ranks,
+                                                            ref_of, sample, walk, inner),
+                          setup.f_data[sample, None]], dim=1)  # (walks, g + 1, n_targets)
+        phi.index_put_((sample[:, None].expand(-1, g), order[walk]), path.diff(dim=1),
+                       accumulate=True)
     goal = setup.f_data - f_refs.mean(dim=0, keepdim=True)
-    return _unflat(phi / n, setup.data), goal
+    return _unflat(players.spread(phi / n), setup.data), goal
+
+
+def _walk_outputs(setup: Setup, x: Tensor, background: Tensor, players: Players, ranks: Tensor,
+                  ref_of: Tensor, sample: Tensor, walk: Tensor, inner: int) -> Tensor:
+    """The outputs ``(walks, inner, n_targets)`` at the inner steps ``1..inner`` of the
+    given walks, built and evaluated ``batch_size`` rows at a time."""
+    n_rows = len(walk) * inner
+    out = x.new_empty(len(walk), inner, len(setup.targets))
+    for start in range(0, n_rows, setup.batch_size):
+        row = torch.arange(start, min(start + setup.batch_size, n_rows), device=x.device)
+        w, step = row // inner, row % inner + 1
+        present = ranks[walk[w]][:, players.group] < step[:, None]  # (rows, p)
+        rows = torch.where(present, x[sample[w]], background[ref_of[walk[w]]])
+        out.view(n_rows, -1)[start:start + len(row)] = _outputs(setup, rows)
+    return out
 
 
 def explain_lime(setup: Setup, background: Tensor, n: int, kernel_width: float,
-                 alpha: float) -> list[Tensor]:
+                 alpha: float, players: Players) -> list[Tensor]:
     """LIME weights ``(n_data, *dim, n_targets)`` per input layer.
 
-    Per sample, ``n`` coalitions: the first has every feature present, the others
-    each feature present with probability 1/2; absent features take the values
+    Per sample, ``n`` coalitions: the first has every player present, the others
+    each player present with probability 1/2; absent players take the values
     of one background row drawn per coalition. A linear model with intercept is
     fitted to the outputs on the presence indicators by ridge regression
     (penalty ``alpha``, intercept free), each coalition weighted by
-    ``exp(-d^2 / kernel_width^2)`` with ``d^2`` its number of absent features.
+    ``exp(-d^2 / kernel_width^2)`` with ``d^2`` its number of absent players.
     """
     x = _flat(setup.data)
-    n_data, p = x.shape
+    n_data, p, g = x.shape[0], x.shape[1], players.count
     device, generator = x.device, setup.generator
     per_chunk = max(1, setup.batch_size // n)  # samples whose coalitions run together
     weights_out = []
-    penalty = math.sqrt(alpha) * torch.eye(p + 1, dtype=x.dtype, device=device)[1:]
+    penalty = math.sqrt(alpha) * torch.eye(g + 1, dtype=x.dtype, device=device)[1:]
     for start in tqdm(range(0, n_data, per_chunk), disable=not setup.verbose, desc="LIME",
                       leave=False):
         rows = min(per_chunk, n_data - start)
-        present = torch.rand(rows, n, p, generator=generator, device=generator.device).to(device) < 0.5
+        present = torch.rand(rows, n, g, generator=generator, device=generator.device).to(device) < 0.5
         present[:, 0] = True
         draw = torch.randint(background.shape[0], (rows, n), generator=generator,
                              device=generator.device).to(device)
-        inputs = torch.where(present, x[start:start + rows, None], background[draw])
+        inputs = torch.where(present[..., players.group], x[start:start + rows, None], background[draw])
         out = _outputs(setup, inputs.reshape(rows * n, p)).reshape(rows, n, -1)
         absent = (~present).sum(dim=2, dtype=x.dtype)  # (rows, n)
         root_w = torch.exp(-absent / kernel_width**2).sqrt()[..., None]
         design = torch.cat([torch.ones_like(absent)[..., None], present.to(x.dtype)], dim=2)
         # weighted least squares with ridge rows appended: [sqrt(w) A; sqrt(alpha) I'] b = [sqrt(w) y; 0]
-        lhs = torch.cat([root_w * design, penalty.expand(rows, p, p + 1)], dim=1)
-        rhs = torch.cat([root_w * out, out.new_zeros(rows, p, out.shape[2])], dim=1)
+        lhs = torch.cat([root_w * design, penalty.expand(rows, g, g + 1)], dim=1)
+        rhs = torch.cat([root_w * out, out.new_zeros(rows, g, out.shape[2])], dim=1)
         solution = torch.linalg.lstsq(lhs.cpu(), rhs.cpu()).solution.to(device)
-        weights_out.append(solution[:, 1:])  # drop the intercept: (rows, p, n_targets)
-    return _unflat(torch.cat(weights_out), setup.data)
+        weights_out.append(solution[:, 1:])  # drop the intercept: (rows, g, n_targets)
+    return _unflat(players.spread(torch.cat(weights_out)), setup.data)
 
 
 class AgnosticMethod(InterpretingMethod):
@@ -181,11 +245,16 @@ class SHAP(AgnosticMethod):
     Parameters
     ----------
     data_ref
-        The background, in the layout of ``data``: absent features take the
+        The background, in the layout of ``data``: absent players take the
         values of one of its rows.
     n : int
-        Permutations per sample; each costs ``p + 1`` model evaluations for ``p``
-        input entries. Pairs of a permutation and its reverse share a reference.
+        Permutations per sample; each costs ``g + 1`` model evaluations for ``g``
+        players. Pairs of a permutation and its reverse share a reference.
+    feature_groups : optional
+        Integer group ids broadcastable to one sample of ``data`` (its layout;
+        a list with one per input layer for several): entries with the same id
+        are one player, e.g. the patches of an image. Default: every input
+        entry is a player. A group's value is shared equally by its entries.
 
     The values of a sample sum exactly to ``f(x) - mean f(ref)`` over the
     references used (all of ``data_ref`` equally often when ``n`` is a multiple
@@ -196,12 +265,14 @@ class SHAP(AgnosticMethod):
     method_name = "SHAP"
 
     def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 50,
-                 **shared: Any) -> None:
-        super().__init__(model, data, data_ref=data_ref, n=n, **shared)
+                 feature_groups: Any = None, **shared: Any) -> None:
+        super().__init__(model, data, data_ref=data_ref, n=n, feature_groups=feature_groups,
+                         **shared)
 
-    def _explain(self, setup: Setup, data_ref: Any, n: Any) -> tuple[list[Tensor], Tensor]:
+    def _explain(self, setup: Setup, data_ref: Any, n: Any,
+                 feature_groups: Any) -> tuple[list[Tensor], Tensor]:
         n = check_positive_int(n, "n")
-        return explain_shap(setup, _background(setup, data_ref), n)
+        return explain_shap(setup, _background(setup, data_ref), n, _players(setup, feature_groups))
 
 
 class LIME(AgnosticMethod):
@@ -210,19 +281,21 @@ class LIME(AgnosticMethod):
     Parameters
     ----------
     data_ref
-        The background, in the layout of ``data``: absent features take the
+        The background, in the layout of ``data``: absent players take the
         values of one of its rows, drawn per coalition.
     n : int
         Coalitions (model evaluations) per sample; the first is the sample itself.
-        Use more than the number of input entries.
+        Use more than the number of players.
     kernel_width : float
         Width of the proximity kernel ``exp(-d^2 / kernel_width^2)``, ``d^2`` the
-        number of absent features; default ``0.75 * sqrt(p)``.
+        number of absent players; default ``0.75 * sqrt(g)`` for ``g`` players.
     alpha : float
         Ridge penalty of the surrogate's coefficients (not of its intercept).
+    feature_groups : optional
+        Players made of several input entries, as for :class:`SHAP`.
 
     The values are the surrogate's coefficients: how much the output changes when
-    a feature takes the sample's value instead of the background's. For a linear
+    a player takes the sample's values instead of the background's. For a linear
     model and one background row they are exactly ``w * (x - ref)``. LIME has no
     decomposition goal. ``model``, ``pred_fun``, ``output_names``: see
     :class:`AgnosticMethod`; further parameters: see :class:`InterpretingMethod`.
@@ -231,22 +304,23 @@ class LIME(AgnosticMethod):
     method_name = "LIME"
 
     def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 1000,
-                 kernel_width: float | None = None, alpha: float = 1e-6, **shared: Any) -> None:
+                 kernel_width: float | None = None, alpha: float = 1e-6,
+                 feature_groups: Any = None, **shared: Any) -> None:
         super().__init__(model, data, data_ref=data_ref, n=n, kernel_width=kernel_width,
-                         alpha=alpha, **shared)
+                         alpha=alpha, feature_groups=feature_groups, **shared)
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any, kernel_width: Any,
-                 alpha: Any) -> tuple[list[Tensor], None]:
+                 alpha: Any, feature_groups: Any) -> tuple[list[Tensor], None]:
         n = check_positive_int(n, "n")
-        p = sum(math.prod(x.shape[1:]) for x in setup.data)
+        players = _players(setup, feature_groups)
         if kernel_width is None:
-            kernel_width = 0.75 * math.sqrt(p)
+            kernel_width = 0.75 * math.sqrt(players.count)
         if not is_number(kernel_width) or not kernel_width > 0:
             raise ValueError(f"`kernel_width` must be a positive number or None, got {describe(kernel_width)}.")
         if not is_number(alpha) or not alpha >= 0:
             raise ValueError(f"`alpha` must be a number >= 0, got {describe(alpha)}.")
         return explain_lime(setup, _background(setup, data_ref), n, float(kernel_width),
-                            float(alpha)), None
+                            float(alpha), players), None
 
 
 def run_shap(model: Any, data: Any, data_ref: Any, **args: Any) -> SHAP:
