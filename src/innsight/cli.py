@@ -33,7 +33,7 @@ def _demo_model() -> nn.Module:
 
 def demo() -> None:
     """Convert a small residual CNN, check its outputs, and explain them with
-    IntegratedGradient, SmoothGrad, DeepLift and LRP."""
+    IntegratedGradient, SmoothGrad, DeepLift, LRP and SHAP."""
     model = _demo_model()
     conv = ins.convert(model, input_dim=[1, 16, 16], output_names=[["cat", "dog", "bird"]])
     print(conv, end="\n\n")
@@ -57,7 +57,12 @@ def demo() -> None:
     print(smooth, end="\n\n")
     # One reverse walk explains all three outputs; DeepLift meets its goal exactly.
     print(ins.run_deeplift(conv, x, verbose=False), end="\n\n")
-    print(ins.run_lrp(conv, x, rule_name="epsilon", verbose=False))
+    print(ins.run_lrp(conv, x, rule_name="epsilon", verbose=False), end="\n\n")
+    # Model-agnostic: 4x4 patches are the players; SHAP values sum to f(x) - mean f(ref).
+    rows, cols = torch.meshgrid(torch.arange(16) // 4, torch.arange(16) // 4, indexing="ij")
+    background = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    print(ins.run_shap(conv, x, background, n=16, feature_groups=rows * 4 + cols, seed=0,
+                       verbose=False))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
