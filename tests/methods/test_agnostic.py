@@ -400,3 +400,15 @@ def test_patch_values_equal_captums_shapley_value_sampling_shared_by_the_patch()
         theirs = captum.attribute(x, baselines=ref, target=j, n_samples=3,
                                   feature_mask=torch.as_tensor(ids)[None, None])
         np.testing.assert_allclose(result.get_result()[..., j] * 12, theirs.numpy(), atol=1e-10)
+
+
+def test_compare_models_runs_shap_with_the_same_draws_for_every_model():
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    conv = ins.convert(model, input_dim=[4])
+    comparison = ins.compare_models({"torch": conv, "dict": ins.convert(conv.to_dict())},
+                                    torch.randn(3, 4), method="shap", data_ref=torch.randn(5, 4), n=10)
+    assert comparison.method == "SHAP"
+    assert comparison.differences()["max_abs_diff"].tolist() == [0.0]  # same seed, same walks
+    with pytest.raises(ValueError, match="`method` must be an interpretation method"):
+        ins.compare_models([conv, conv], torch.randn(3, 4), method="AgnosticMethod")

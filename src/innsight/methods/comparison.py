@@ -98,15 +98,16 @@ def resolve_method(method: Any) -> type[InterpretingMethod]:
 
 
 def _method_classes() -> dict[str, type[InterpretingMethod]]:
-    """Every subclass of InterpretingMethod by lower-case class and method name."""
+    """Every method (a subclass of InterpretingMethod that names itself in ``method_name``;
+    shared bases do not) by lower-case class and method name."""
     found: dict[str, type[InterpretingMethod]] = {}
     stack = list(InterpretingMethod.__subclasses__())
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        if not cls.__name__.startswith("_"):
+        if "method_name" in vars(cls) and not cls.__name__.startswith("_"):
             found.setdefault(cls.__name__.lower(), cls)
-            found.setdefault(str(getattr(cls, "method_name", cls.__name__)).lower(), cls)
+            found.setdefault(cls.method_name.lower(), cls)
     return found
 
 
