@@ -343,6 +343,30 @@ def _batch_norm(id: str, shape: tuple[int, ...], affine: bool, eps: float | None
     return LayerCase(id, "BatchNorm", params, (shape,), ref)
 
 
+def _layer_norm(id: str, shape: tuple[int, ...], axes: list[int], affine: bool,
+                eps: float | None = None) -> LayerCase:
+    sizes = tuple(shape[a] for a in axes)
+    weight, bias = (0.5 + _RNG.random(sizes), _randn(*sizes)) if affine else (None, None)
+    params: dict[str, Any] = {"axes": axes}
+    if affine:
+        params.update(weight=weight, bias=bias)
+    if eps is not None:
+        params["eps"] = eps
+    eps_value = 1e-5 if eps is None else eps
+    dims = tuple(a + 1 for a in axes)
+    n = math.prod(sizes)
+    per_axis = [shape[a] if a in axes else 1 for a in range(len(shape))]
+
+    def ref(x: Tensor) -> Tensor:
+        centred = x - x.sum(dims, keepdim=True) / n
+        out = centred / torch.sqrt((centred * centred).sum(dims, keepdim=True) / n + eps_value)
+        if affine:
+            out = out * _t(weight).reshape(per_axis) + _t(bias).reshape(per_axis)
+        return out
+
+    return LayerCase(id, "LayerNorm", params, (shape,), ref)
+
+
 def _act(id: str, name: str, ref: Callable[[Tensor], Tensor], shape: tuple[int, ...] = (2, 3, 4),
          scale: float = 1.0, **params: Any) -> LayerCase:
     return LayerCase(id, "Activation", {"act_name": name, **params}, (shape,), ref, scale=scale)
@@ -414,6 +438,13 @@ CASES: list[LayerCase] = [
     _batch_norm("batchnorm_vector", (4,), affine=True, eps=None),
     _batch_norm("batchnorm_image", (3, 4, 5), affine=True, eps=1e-3),
     _batch_norm("batchnorm_signal_no_affine", (3, 6), affine=False, eps=None),
+    # layer normalisation
+    _layer_norm("layernorm_vector", (5,), [0], affine=True),
+    _layer_norm("layernorm_last_axis_of_signal", (3, 6), [1], affine=True, eps=1e-3),
+    _layer_norm("layernorm_image_channels", (3, 4, 5), [0], affine=True, eps=1e-6),
+    _layer_norm("layernorm_image_spatial_no_affine", (3, 4, 5), [1, 2], affine=False),
+    _layer_norm("layernorm_channels_and_width", (3, 4, 5), [0, 2], affine=True),
+    _layer_norm("layernorm_all_axes", (2, 3, 4), [0, 1, 2], affine=True, eps=0.5),
     # activations
     _act("relu", "relu", lambda x: torch.where(x > 0, x, torch.zeros_like(x))),
     _act("relu6", "relu6", lambda x: x.clamp(0, 6), scale=5.0),
@@ -766,6 +797,29 @@ LAYER_ERRORS = [
      _shape_error("Reshape", "[[2, 4]]")),
     ("mean_no_axes", {"type": "Mean", "axes": []}, [(3, 4)],
      _where("Mean") + r": `axes` must name at least one sample axis"),
+    # layer normalisation
+    ("layernorm_missing_axes", {"type": "LayerNorm", "eps": 1e-3}, [(3, 4)],
+     _where("LayerNorm") + r" misses \['axes'\]"),
+    ("layernorm_axes_unordered", {"type": "LayerNorm", "axes": [1, 0]}, [(3, 4)],
+     _where("LayerNorm") + r": `axes` must name distinct sample axes \(0 = channels\) in "
+     r"increasing order, got \[1, 0\]"),
+    ("layernorm_axes_repeated", {"type": "LayerNorm", "axes": [1, 1]}, [(3, 4)],
+     _where("LayerNorm") + r": `axes` must name distinct sample axes .*got \[1, 1\]"),
+    ("layernorm_axes_negative", {"type": "LayerNorm", "axes": [-1]}, [(3, 4)],
+     _where("LayerNorm") + r": `axes` must name distinct sample axes .*got \[-1\]"),
+    ("layernorm_axes_empty", {"type": "LayerNorm", "axes": []}, [(3, 4)],
+     _where("LayerNorm") + r": `axes` must name distinct sample axes .*got \[\]"),
+    ("layernorm_axes_beyond_rank", {"type": "LayerNorm", "axes": [2]}, [(3, 4)],
+     _shape_error("LayerNorm", "[[3, 4]]")
+     + r".*`axes` \[2\] do not fit the input's sample shape \[3, 4\]"),
+    ("layernorm_weight_shape", {"type": "LayerNorm", "axes": [1], "weight": np.ones(3)},
+     [(3, 4)], _shape_error("LayerNorm", "[[3, 4]]")
+     + r".*`weight` must have the sizes \(4,\) of the normalised axes \[1\], got \(3,\)"),
+    ("layernorm_bias_shape", {"type": "LayerNorm", "axes": [0, 1], "bias": np.ones(12)},
+     [(3, 4)], _shape_error("LayerNorm", "[[3, 4]]")
+     + r".*`bias` must have the sizes \(3, 4\) of the normalised axes \[0, 1\], got \(12,\)"),
+    ("layernorm_negative_eps", {"type": "LayerNorm", "axes": [0], "eps": -1e-5}, [(3,)],
+     _where("LayerNorm") + r": `eps` must be >= 0, got -1e-05"),
     # padding
     ("pad_unknown_mode", {"type": "Padding", "padding": [[1, 1]], "mode": "zeros"}, [(2, 4)],
      _where("Padding") + r": `mode` must be one of \['constant', 'reflect', 'replicate', "
@@ -797,6 +851,8 @@ LAYER_ERRORS = [
      _where("Affine") + r": `scale` contains NaN or infinite values"),
     ("inf_affine_shift", {"type": "Affine", "shift": [0.0, -np.inf]}, [(2,)],
      _where("Affine") + r": `shift` contains NaN or infinite values"),
+    ("nan_layernorm_bias", {"type": "LayerNorm", "axes": [0], "bias": [0.0, np.nan]}, [(2,)],
+     _where("LayerNorm") + r": `bias` contains NaN or infinite values"),
 ]
 
 
@@ -835,8 +891,9 @@ def test_bad_params_are_refused_when_building_a_layer_directly() -> None:
         ({"type": "Reshape", "shape": [2.5, 2]}, [(4,)], "shape"),
         ({"type": "Concatenate", "axis": 0.5}, [(2,), (3,)], "axis"),
         ({"type": "Mean", "axes": [0.5], "keepdims": True}, [(2, 3)], "axes"),
+        ({"type": "LayerNorm", "axes": [1.0]}, [(2, 3)], "axes"),
     ],
-    ids=["conv_groups", "reshape_shape", "concat_axis", "mean_axes"],
+    ids=["conv_groups", "reshape_shape", "concat_axis", "mean_axes", "layernorm_axes"],
 )
 def test_non_integer_int_params_are_refused(
     entry: dict[str, Any], shapes: list[tuple[int, ...]], name: str

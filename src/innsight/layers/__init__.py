@@ -10,6 +10,7 @@ from innsight.layers import (  # noqa: F401  (imported to register the layer typ
     dense,
     input,
     merge,
+    normalization,
     padding,
     pooling,
     reduction,
