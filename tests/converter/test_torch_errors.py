@@ -173,9 +173,22 @@ def test_lstm_is_refused_by_name(module_from):
     assert "'lstm'" in message  # where it sits
 
 
-def test_layer_norm_module_is_refused_by_name(module_from):
-    model = module_from(lambda m, x: m.norm(m.fc(x)), fc=nn.Linear(4, 6), norm=nn.LayerNorm(6))
-    assert_refused(model, [4], "LayerNorm", WAY_OUT)
+def test_group_norm_module_is_refused_by_name(module_from):
+    model = module_from(lambda m, x: m.norm(m.conv(x)), conv=nn.Conv2d(2, 4, 3),
+                        norm=nn.GroupNorm(2, 4))
+    assert_refused(model, [2, 6, 6], "GroupNorm", WAY_OUT)
+
+
+def test_layer_norm_with_weight_computed_in_forward_is_refused(module_from):
+    """A weight taken from the data (of the normalised size only at the tracing batch size)."""
+    model = module_from(lambda m, x: F.layer_norm(x, (2,), x[:, 0, 0]))
+    assert_refused(model, [3, 2], "layer_norm with a weight or bias computed in forward", WAY_OUT)
+
+
+def test_layer_norm_over_the_batch_axis_is_refused(module_from):
+    model = module_from(lambda m, x: F.layer_norm(x, x.shape))
+    assert_refused(model, [3, 4], "layer normalisation over the last 3 axes of a sample with 2",
+                   "Samples must be normalised apart", WAY_OUT)
 
 
 def test_expand_is_refused_by_name(module_from):

@@ -21,7 +21,6 @@ ZOO = [
 ]
 #: Architectures refused by name: (name, input size, what the error must name).
 ZOO_REFUSED = [
-    ("convnext_tiny", 64, ("layer_norm", "LayerNorm")),
     ("vit_b_16", 224, ("expand",)),
 ]
 
@@ -106,6 +105,24 @@ def test_scalar_output_per_sample_matches_original(assert_converts, torch_seed):
 def test_zoo_model_matches_original(assert_converts, zoo_model, name):
     conv = assert_converts(zoo_model(name), [3, 64, 64], batch=2)
     assert conv.output_dim == [(1000,)]
+
+
+@pytest.mark.slow
+def test_convnext_matches_original_and_its_gradient(assert_converts, zoo_model):
+    """Layer norm over the channels (torchvision's LayerNorm2d: permute, layer_norm, permute)
+    and over the last axis (nn.LayerNorm between the blocks' permutes), at 32 x 32; the
+    Gradient of the converted model against autograd on the original."""
+    model = zoo_model("convnext_tiny")
+    conv = assert_converts(model, [3, 32, 32], batch=2)
+    assert sum(layer.type_name == "LayerNorm" for layer in conv.model.layers) == 23
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    res = ins.run_grad(conv, x, output_idx=[0, 500])
+    x.requires_grad_(True)
+    out = model(x)
+    expected = torch.stack([torch.autograd.grad(out[:, j].sum(), x, retain_graph=True)[0]
+                            for j in (0, 500)], -1)
+    error = (res.get_result("torch_tensor") - expected).abs().max()
+    assert error <= 1e-5 * expected.abs().max()
 
 
 @pytest.mark.slow

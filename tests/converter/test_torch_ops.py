@@ -38,6 +38,15 @@ def conv2d():
     return nn.Conv2d(3, 4, 3, padding=1)
 
 
+def layer_norm(shape: Any, **kwargs: Any) -> nn.LayerNorm:
+    """``nn.LayerNorm`` with random weight and bias (fresh ones are ones and zeros)."""
+    norm = nn.LayerNorm(shape, **kwargs)
+    with torch.no_grad():
+        for param in norm.parameters():
+            param.copy_(torch.randn_like(param))
+    return norm
+
+
 ACTIVATIONS = [
     case("F.relu", lambda m, x: F.relu(x), IMAGE),
     case("torch.relu", lambda m, x: torch.relu(x), IMAGE),
@@ -271,6 +280,19 @@ CONVOLUTION = [
     case("BatchNorm2d-no-affine", lambda m, x: m.bn(x), IMAGE,
          bn=lambda: nn.BatchNorm2d(3, affine=False)),
     case("BatchNorm3d", lambda m, x: m.bn(x), [2, 3, 4, 4], bn=lambda: nn.BatchNorm3d(2)),
+    case("nn.LayerNorm-signal", lambda m, x: m.norm(x), SIGNAL, norm=lambda: layer_norm(9)),
+    case("nn.LayerNorm-two-axes", lambda m, x: m.norm(x), IMAGE,
+         norm=lambda: layer_norm([5, 6], eps=1e-3)),
+    case("nn.LayerNorm-no-affine", lambda m, x: m.norm(x), TABULAR,
+         norm=lambda: nn.LayerNorm(6, elementwise_affine=False)),
+    case("nn.LayerNorm-no-bias", lambda m, x: m.norm(m.fc(x)), TABULAR,
+         fc=lambda: nn.Linear(6, 4), norm=lambda: layer_norm(4, bias=False)),
+    case("F.layer_norm-channels-last", lambda m, x: F.layer_norm(
+        x.permute(0, 2, 3, 1), (3,), m.w, m.b, 1e-6).permute(0, 3, 1, 2), IMAGE,
+         w=lambda: nn.Parameter(torch.randn(3)), b=lambda: nn.Parameter(torch.randn(3))),
+    case("F.layer_norm-no-weight", lambda m, x: F.layer_norm(x, [9]), SIGNAL),
+    case("torch.layer_norm", lambda m, x: torch.layer_norm(x, [4, 9], m.w, None, 0.1), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(4, 9))),
     case("F.linear", lambda m, x: F.linear(x, m.w, m.b), TABULAR,
          w=lambda: nn.Parameter(torch.randn(3, 6)), b=lambda: nn.Parameter(torch.randn(3))),
     case("F.linear-no-bias", lambda m, x: F.linear(x, m.w), TABULAR,

@@ -154,6 +154,33 @@ def _batch_norm(t: Any, node: fx.Node) -> int:
     )
 
 
+def emit_layer_norm(t: Any, node: fx.Node, n_axes: int, weight: Any, bias: Any,
+                    eps: float) -> int:
+    """A LayerNorm over the last ``n_axes`` sample axes of the node's first argument."""
+    rank = len(t.shape(node.args[0]))
+    if not 0 < n_axes <= rank:
+        raise t.unsupported(node, f"layer normalisation over the last {n_axes} axes of a "
+                            f"sample with {rank}", "Samples must be normalised apart. ")
+    return t.emit(node, "LayerNorm", [node.args[0]], axes=list(range(rank - n_axes, rank)),
+                  weight=weight, bias=bias, eps=float(eps))
+
+
+@_register(MODULES, nn.LayerNorm)
+def _layer_norm(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    return emit_layer_norm(t, node, len(m.normalized_shape), m.weight, m.bias, m.eps)
+
+
+@_register(FUNCTIONS, F.layer_norm, torch.layer_norm)
+def _functional_layer_norm(t: Any, node: fx.Node) -> int:
+    shape = t.static(arg(node, 1, "normalized_shape"))
+    params = [arg(node, 2, "weight", None), arg(node, 3, "bias", None)]
+    weight, bias = (None if p is None else t.constant(p) for p in params)
+    if any(p is not None and not isinstance(c, Tensor) for p, c in zip(params, (weight, bias))):
+        raise t.unsupported(node, "layer_norm with a weight or bias computed in forward")
+    return emit_layer_norm(t, node, len(shape), weight, bias, arg(node, 4, "eps", 1e-5))
+
+
 # ---- pooling ---------------------------------------------------------------------
 
 
