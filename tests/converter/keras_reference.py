@@ -89,6 +89,18 @@ def randomize_batch_norm(model: Any, seed: int = 1) -> None:
                 layer.beta.assign(0.1 * rng.standard_normal(n))
 
 
+def randomize_scales(model: Any, seed: int = 2) -> None:
+    """Random scales and offsets in every LayerNormalization (fresh ones are ones and
+    zeros) and random gammas in ConvNeXt's LayerScale layers (fresh ones are 1e-6)."""
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.LayerNormalization):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+            layer.beta.assign(0.1 * rng.standard_normal(layer.beta.shape))
+        elif type(layer).__name__ == "LayerScale":
+            layer.gamma.assign(rng.uniform(0.1, 0.3, layer.gamma.shape))
+
+
 def _all_layers(model: Any) -> Iterator[Any]:
     for layer in model.layers:
         yield layer

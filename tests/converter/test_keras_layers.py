@@ -67,6 +67,9 @@ def sequential(input_shape, *stack):
 # ---- single layers ----------------------------------------------------------------------
 
 SLOPES = keras.initializers.RandomUniform(0.0, 0.5)
+#: Layer normalisation with random scales and offsets (fresh ones are ones and zeros).
+LN_INIT = {"gamma_initializer": keras.initializers.RandomUniform(0.5, 1.5),
+           "beta_initializer": keras.initializers.RandomNormal(stddev=0.5)}
 
 LAYER_CASES = {
     "conv2d-same-stride2-odd": lambda:
@@ -113,6 +116,20 @@ LAYER_CASES = {
     "batchnorm-other-axis": lambda: sequential((5, 4, 3), layers.BatchNormalization(axis=1)),
     "batchnorm-no-affine": lambda:
         sequential((6,), layers.BatchNormalization(center=False, scale=False)),
+    "layernorm-images": lambda:
+        sequential((4, 5, 3), layers.LayerNormalization(epsilon=0.01, **LN_INIT)),
+    "layernorm-signals": lambda: sequential((6, 3), layers.LayerNormalization(**LN_INIT)),
+    "layernorm-tabular": lambda:
+        sequential((6,), layers.Dense(4), layers.LayerNormalization(**LN_INIT)),
+    "layernorm-spatial-axes": lambda:
+        sequential((4, 5, 3), layers.LayerNormalization(axis=[1, 2], **LN_INIT)),
+    "layernorm-all-axes": lambda:
+        sequential((4, 5, 3), layers.LayerNormalization(axis=[1, 2, 3], **LN_INIT)),
+    # Keras sorts [1, -1] to [-1, 1]: gamma (3, 4) is reshaped to the sample's (4, 1, 3)
+    "layernorm-mixed-sign-axes": lambda:
+        sequential((4, 5, 3), layers.LayerNormalization(axis=[1, -1], **LN_INIT)),
+    "layernorm-no-affine": lambda:
+        sequential((4, 5, 3), layers.LayerNormalization(axis=-2, center=False, scale=False)),
     "dense-on-images": lambda: sequential((4, 5, 3), layers.Dense(2, activation="softmax")),
     "dense-on-signals": lambda: sequential((6, 3), layers.Dense(4, activation="relu")),
     "flatten": lambda: sequential((3, 4, 2), layers.Flatten()),
@@ -352,8 +369,8 @@ def test_keras_file_loads_in_safe_mode(tmp_path):
 
 
 def test_unsupported_layer_names_class_and_layer():
-    model = sequential((4, 3), layers.LayerNormalization(name="my_norm"), layers.Flatten())
-    with pytest.raises(ins.ConversionError, match=r"layer 'my_norm' \(LayerNormalization\)"):
+    model = sequential((4, 4), layers.GroupNormalization(2, name="my_norm"), layers.Flatten())
+    with pytest.raises(ins.ConversionError, match=r"layer 'my_norm' \(GroupNormalization\)"):
         ins.convert(model)
     x = keras.Input((4,))
     nested = keras.Model(x, layers.Lambda(lambda v: v * 2, name="twice")(x), name="inner")
@@ -392,6 +409,23 @@ def test_relu_threshold_is_refused():
     model = sequential((6,), layers.ReLU(threshold=0.5, name="thr"))
     with pytest.raises(ins.ConversionError, match=r"'thr' \(ReLU\).*threshold"):
         ins.convert(model)
+
+
+def test_layer_norm_over_the_batch_axis_is_refused():
+    model = sequential((4, 3), layers.LayerNormalization(axis=0, center=False, scale=False,
+                                                         name="batch_norm"))
+    with pytest.raises(ins.ConversionError,
+                       match=r"'batch_norm' \(LayerNormalization\): axis 0 .*batch axis"):
+        ins.convert(model)
+
+
+def test_layer_norm_with_rms_scaling_is_refused():
+    with pytest.warns(UserWarning, match="rms_scaling"):
+        norm = layers.LayerNormalization(rms_scaling=True, name="rms")
+    with pytest.raises(ins.ConversionError,
+                       match=r"'rms' \(LayerNormalization\): .*rms_scaling=True.*without "
+                             r"subtracting the mean"):
+        ins.convert(sequential((4, 3), norm))
 
 
 def test_dividing_by_a_tensor_is_refused():

@@ -20,6 +20,7 @@ from keras_reference import (
     keras_outputs,
     max_rel_error,
     randomize_batch_norm,
+    randomize_scales,
     tape_gradients,
 )
 from torch import nn
@@ -147,6 +148,22 @@ def test_application_in_float32():
     randomize_batch_norm(model)
     x = np.random.default_rng(4).standard_normal((2, 64, 64, 3)).astype("float32")
     conv = ins.convert(model)
+    expected = keras_outputs(model, [x])[0]
+    actual = conv.model(torch.as_tensor(channels_first(x))).detach()
+    assert max_rel_error(actual, expected) < FLOAT_TOL
+
+
+def test_convnext_in_float32():
+    """Layer normalisation over the channels and LayerScale (both with random scales) in
+    the ConvNeXt application at 32 x 32, against Keras in float32 (TensorFlow's float64
+    depthwise convolutions take seconds here)."""
+    keras.utils.set_random_seed(5)
+    model = keras.applications.ConvNeXtTiny(weights=None, input_shape=(32, 32, 3),
+                                            classifier_activation=None)
+    randomize_scales(model)
+    x = np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    conv = ins.convert(model)
+    assert sum(layer.type_name == "LayerNorm" for layer in conv.model.layers) == 23
     expected = keras_outputs(model, [x])[0]
     actual = conv.model(torch.as_tensor(channels_first(x))).detach()
     assert max_rel_error(actual, expected) < FLOAT_TOL

@@ -20,8 +20,9 @@ Weights are permuted once at conversion (convolution kernels
 ``(*kernel, C_in, C_out)`` become ``(C_out, C_in, *kernel)``). Operations that
 depend on the axis order keep Keras' semantics: ``Flatten`` and ``Reshape``
 go through the channels-last order (a ``Permute`` layer in front), and the
-axis of ``Concatenate``, ``Softmax``, ``BatchNormalization`` and ``Dense`` on
-rank > 1 inputs is mapped onto the channels-first tensor. Layers with
+axis of ``Concatenate``, ``Softmax``, ``BatchNormalization``,
+``LayerNormalization`` and ``Dense`` on rank > 1 inputs is mapped onto the
+channels-first tensor. Layers with
 ``data_format="channels_first"`` are wrapped in permutations to the same end.
 
 Names

@@ -315,6 +315,29 @@ def _batch_norm(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]])
     return [t.emit("Affine", [x], scale=scale.reshape(shape), shift=shift.reshape(shape))]
 
 
+@_register("LayerNormalization")
+def _layer_norm(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, xs[0]
+    if op.rms_scaling:
+        raise t.unsupported("LayerNormalization with rms_scaling=True",
+                            "It divides by the standard deviation without subtracting "
+                            "the mean, which no layer computes. ")
+    keras_axes = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
+    sample_axes = [sample_axis(a, x.rank, t.where) for a in keras_axes]
+    axes = sorted(internal_axis(a, x.rank) for a in sample_axes)
+    # Keras reshapes gamma and beta to broadcast against the sample, then so do we.
+    shape = [size if a in sample_axes else 1 for a, size in enumerate(x.shape)]
+
+    def param(value: Any) -> np.ndarray | None:
+        if value is None:
+            return None
+        inside = np.asarray(to_internal_array(to_numpy(value).reshape(shape), x.rank))
+        return inside.reshape([inside.shape[a] for a in axes])
+
+    return [t.emit("LayerNorm", [x], axes=axes, weight=param(op.gamma), bias=param(op.beta),
+                   eps=float(op.epsilon))]
+
+
 # ---- pooling -------------------------------------------------------------------------------
 
 
@@ -579,6 +602,13 @@ def _custom_scale(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]
     a, b = xs  # inputs[0] + inputs[1] * scale
     scaled = t.emit("Affine", [b], "/scale", scale=float(node.operation.scale))
     return [t.emit("Add", [a, scaled])]
+
+
+@_register("keras.src.applications.convnext:LayerScale")
+def _layer_scale(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    x = xs[0]  # x * gamma, gamma over the last Keras axis
+    gamma = to_internal_array(to_numpy(node.operation.gamma), x.rank)
+    return [t.emit("Affine", [x], scale=gamma)]
 
 
 # ---- arithmetic on Keras tensors (x + 3, x * 0.5, keras.ops.add(a, b), ...) --------------------
