@@ -67,10 +67,10 @@ def test_op_without_layer_is_named(tmp_path):
     assert "Exp" in message and "the_node" in message
 
 
-def test_layer_norm_is_named(tmp_path):
-    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2))
-    path = export(model, [4], tmp_path / "ln.onnx")
-    with pytest.raises(ins.ConversionError, match="LayerNormalization"):
+def test_group_norm_is_named(tmp_path):
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(16, 2))
+    path = export(model, [2, 6], tmp_path / "gn.onnx")
+    with pytest.raises(ins.ConversionError, match="InstanceNormalization"):
         ins.convert(path)
 
 

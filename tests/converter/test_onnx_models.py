@@ -243,6 +243,60 @@ def test_many_operations(tmp_path):
     assert_close(res.get_result(), autograd_gradient(model, x, [0, 4]), GRAD_TOL)
 
 
+class NormNet(nn.Module):
+    """Input (3, 6, 6): layer norm over the channels after moving them last (as in
+    torchvision's ConvNeXt), over a dense layer's outputs and over the two spatial axes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.channels = nn.LayerNorm(4, eps=1e-6)
+        self.fc = nn.Linear(4, 5)
+        self.last = nn.LayerNorm(5)
+        self.spatial = nn.LayerNorm([4, 4], elementwise_affine=False)
+        self.head = nn.Linear(5 * 4 * 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.last(self.fc(self.channels(self.conv(x).permute(0, 2, 3, 1))))
+        return self.head(F.gelu(self.spatial(h.permute(0, 3, 1, 2))).flatten(1))
+
+
+def test_layer_normalization_matches_onnxruntime_and_autograd(tmp_path):
+    torch.manual_seed(0)
+    model = NormNet().eval()
+    with torch.no_grad():
+        for norm in (model.channels, model.last):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_()
+    path = export(model, [[3, 6, 6]], tmp_path / "norm.onnx")
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("LayerNormalization") == 3
+    conv = check_against_onnxruntime(path, [[3, 6, 6]])
+    assert sum(layer.type_name == "LayerNorm" for layer in conv.model.layers) == 3
+    x = torch.randn(3, 3, 6, 6)
+    res = ins.run_grad(conv, x, output_idx=[0, 2])
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 2]), GRAD_TOL)
+
+
+def test_layer_normalization_with_a_computed_scale(tmp_path):
+    """A scale that is no initializer (here the output of an Identity): onnx2torch keeps
+    the node as its own module, whose scale and bias the front-end folds."""
+    rng = np.random.default_rng(0)
+    scale = onnx.numpy_helper.from_array(rng.uniform(0.5, 1.5, (3, 4)).astype(np.float32), "S")
+    bias = onnx.numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "B")
+    make = onnx.helper
+    nodes = [make.make_node("Identity", ["S"], ["scale"], name="copy"),
+             make.make_node("LayerNormalization", ["x", "scale", "B"], ["y"], name="norm",
+                            axis=-2, epsilon=1e-3)]
+    value = [make.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", 3, 4])
+             for name in ("x", "y")]
+    graph = make.make_graph(nodes, "g", value[:1], value[1:], [scale, bias])
+    path = tmp_path / "norm.onnx"
+    onnx.save(make.make_model(graph, opset_imports=[make.make_opsetid("", 17)]), str(path))
+    conv = check_against_onnxruntime(path, [[3, 4]])
+    (norm,) = [layer for layer in conv.model.layers if layer.type_name == "LayerNorm"]
+    assert norm.axes == (0, 1) and norm.eps == pytest.approx(1e-3)
+
+
 @pytest.mark.parametrize("opset", [11, 13])
 def test_older_opsets(tmp_path, opset):
     """Squeeze/Unsqueeze with axes as attributes, Softmax over flattened axes, Pad with

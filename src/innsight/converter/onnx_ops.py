@@ -32,6 +32,7 @@ from onnx2torch.node_converters import (
     gemm,
     global_average_pool,
     identity,
+    layer_norm,
     matmul,
     neg,
     pad,
@@ -46,7 +47,7 @@ from onnx2torch.node_converters import (
 )
 from torch import Tensor, fx
 
-from innsight.converter.torch_ops import FUNCTIONS, MODULES, Split, arg
+from innsight.converter.torch_ops import FUNCTIONS, MODULES, Split, arg, emit_layer_norm
 
 
 def _register(*types: type) -> Any:
@@ -151,6 +152,19 @@ def _batch_norm(t: Any, node: fx.Node) -> int:
     weight, bias, mean, var = (_constant(t, node, p, "batch norm parameter") for p in params)
     return t.emit(node, "BatchNorm", [x], running_mean=mean, running_var=var, weight=weight,
                   bias=bias, eps=t.module(node).epsilon)
+
+
+@_register(layer_norm.OnnxLayerNorm)
+def _layer_norm(t: Any, node: fx.Node) -> int:
+    """LayerNormalization over the axes from ``axis`` on, with a scale (and bias) that
+    onnx2torch found no initializer for: folded into constants here. (With initializers,
+    onnx2torch builds an ``nn.LayerNorm``.)"""
+    m, source = t.module(node), node.args[0]
+    first = t.axis(source, m.axis)
+    scale = _constant(t, node, node.args[1], "LayerNormalization scale")
+    bias = arg(node, 2, "bias", None)
+    bias = None if bias is None else _constant(t, node, bias, "LayerNormalization bias")
+    return emit_layer_norm(t, node, len(t.shape(source)) - first, scale, bias, m.epsilon)
 
 
 # ---- activations --------------------------------------------------------------------------------
