@@ -9,7 +9,8 @@ broadcast against them.
 Two mix-ins hold the shared math:
 
 - :class:`LinearMap` for layers that compute ``y = L_W(x) + b`` (dense,
-  convolution, batch norm, elementwise affine, average pooling, means): each
+  convolution, batch norm, elementwise affine, average pooling, means; layer
+  normalisation under LRP, its standard deviation held fixed): each
   LRP rule is written once in terms of the linear part with modified weights
   (``W``, its positive part, its negative part, ...) and its transpose;
 - :class:`Mover` for layers that only move values (flatten, reshape, permute,

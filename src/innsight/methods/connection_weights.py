@@ -6,7 +6,8 @@ Jacobian of the network with every activation replaced by the identity and
 every bias by zero. A reverse walk computes it for every selected output at
 once. It is defined for graphs of layers with weights (dense, convolution,
 batch norm, average pooling, means), activations, sums, concatenations and
-shape-only layers; max pooling and elementwise products are refused.
+shape-only layers; max pooling, elementwise products and layer normalisation
+(whose weights depend on each sample) are refused.
 """
 
 from __future__ import annotations

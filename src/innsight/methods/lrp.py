@@ -181,7 +181,10 @@ class LRP(InterpretingMethod):
     value; ``concatenate`` and shape-only layers move relevance back unchanged;
     an elementwise product splits it equally between its factors; activations
     pass it on unchanged; means and average pooling follow the rule of their
-    layer type like any layer with (positive, fixed) weights. The decomposition
+    layer type like any layer with (positive, fixed) weights; layer normalisation
+    follows the LN-rule (Ali et al. 2022): each sample's standard deviation ``sigma``
+    is held fixed, and the layer's rule (type ``"LayerNorm"``) acts on the linear map
+    ``y = weight * (x - mean(x)) / sigma + bias`` this leaves. The decomposition
     goal stored on the result is the explained output value: relevance absorbed
     by biases or stabilisers is what ``decomp_sum`` misses of it.
 
