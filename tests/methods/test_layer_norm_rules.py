@@ -67,20 +67,26 @@ def test_lrp_epsilon_equals_the_ln_rule_written_out(seeded, close, make_data):
           "LRP epsilon through LayerNorm")
 
 
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
 @pytest.mark.parametrize(("rule", "param"), RULES, ids=[r for r, _ in RULES])
-def test_every_lrp_rule_equals_a_dense_layer_holding_the_frozen_matrix(rule, param, close,
-                                                                       make_data):
+def test_every_lrp_rule_equals_a_dense_layer_holding_the_frozen_matrix(rule, param, affine,
+                                                                       close, make_data):
     """Per sample, LN is the dense layer ``W = diag(gamma / sigma) (I - 1/n)`` with bias
-    ``beta``; every rule gives what it gives for that dense layer."""
-    norm = _random_affine(nn.LayerNorm(5, eps=1e-3), seed=1).double().eval()
+    ``beta`` (``gamma = 1``, ``beta = 0`` without affine parameters); every rule gives
+    what it gives for that dense layer."""
+    norm = nn.LayerNorm(5, eps=1e-3, elementwise_affine=affine).double().eval()
+    if affine:
+        _random_affine(norm, seed=1)
     x = make_data(3, 5, seed=2)
+    gamma, beta = (norm.weight, norm.bias) if affine else (torch.ones_like(x[0]),
+                                                           torch.zeros_like(x[0]))
     got = _lrp(norm, x, rule, param, [0, 2, 4])
     for b in range(len(x)):
         sigma = torch.sqrt(x[b].var(unbiased=False) + norm.eps)
         dense = nn.Linear(5, 5).double().eval()
         with torch.no_grad():
-            dense.weight.copy_(norm.weight[:, None] / sigma * (torch.eye(5, dtype=x.dtype) - 1 / 5))
-            dense.bias.copy_(norm.bias)
+            dense.weight.copy_(gamma[:, None] / sigma * (torch.eye(5, dtype=x.dtype) - 1 / 5))
+            dense.bias.copy_(beta)
         close(got[b:b + 1], _lrp(dense, x[b:b + 1], rule, param, [0, 2, 4]), 1e-12,
               f"LRP {rule} through LayerNorm, sample {b}")
 

@@ -107,11 +107,11 @@ class LayerNorm(Layer):
 class FrozenLayerNorm(LinearMap):
     """A :class:`LayerNorm` with ``sigma`` held at its values for ``x (B, *dim)``: the
     linear map ``y_i = a_i (x_i - mean(x)) + bias_i`` with ``a = weight / sigma``
-    ``(B, *dim)``, different for each sample (the LN-rule of LRP).
+    (broadcastable to ``(B, *dim)``), different for each sample (the LN-rule of LRP).
 
     Its matrix over a group of ``n`` entries is ``a_i (delta_ij - 1/n)``: the
     diagonal ``a (1 - 1/n)`` and, off it, ``-a / n`` in row ``i``. The rule weight
-    stacks both, ``(2, B, *dim)``, so that every weight modification of the LRP rules
+    stacks both along a new first axis, so that every weight modification of the LRP rules
     (positive part, square, ones) acts on the matrix entry by entry.
     """
 
@@ -136,12 +136,12 @@ class FrozenLayerNorm(LinearMap):
     def rule_bias(self) -> Tensor | None:
         return self._bias
 
-    def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
-        diagonal, off = self._weight if weight is None else weight
+    def _map(self, x: Tensor, weight: Tensor) -> Tensor:
+        diagonal, off = weight
         return off * x.sum(self._dims, keepdim=True) + (diagonal - off) * x
 
-    def _map_t(self, s: Tensor, weight: Tensor | None) -> Tensor:
-        diagonal, off = self._weight if weight is None else weight
+    def _map_t(self, s: Tensor, weight: Tensor) -> Tensor:
+        diagonal, off = weight
         return (off * s).sum(self._dims, keepdim=True) + (diagonal - off) * s
 
     def lin_t(self, s: Tensor, part: str) -> Tensor:
