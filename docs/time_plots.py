@@ -47,6 +47,9 @@ def main() -> None:
               lambda f: f.save(png, dpi=100, verbose=False))
         timed("plotly, 100 x 10 (mosaic), HTML", lambda: result.plot(data_idx=everything, as_plotly=True),
               lambda f: f.write_html(html, include_plotlyjs=True))
+        timed("plotnine, 100 x 10 (mosaic) over the inputs, PNG",
+              lambda: result.plot(data_idx=everything, show_input=True),
+              lambda f: f.save(png, dpi=100, verbose=False))
         timed("plotnine, 5 x 10 = 50 facets, PNG at 100 dpi",
               lambda: result.plot(data_idx=list(range(5))), lambda f: f.save(png, dpi=100, verbose=False))
         timed("plotly, 5 x 10 = 50 facets, HTML",
