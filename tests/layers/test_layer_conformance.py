@@ -470,6 +470,15 @@ CASES: list[LayerCase] = [
     _act("softmax_axis0_3d", "softmax", _softmax(1), axis=0),
     _act("softmax_axis_last_3d", "softmax", _softmax(-1), axis=-1),
     _act("softmax_axis1_3d", "softmax", _softmax(2), axis=1),
+    _act("selu", "selu", lambda x: 1.0507009873554805 * torch.where(
+        x > 0, x, 1.6732632423543772 * (torch.exp(x) - 1))),
+    _act("celu_alpha", "celu", lambda x: torch.where(x > 0, x, 0.5 * (torch.exp(x / 0.5) - 1)),
+         alpha=0.5),
+    _act("mish", "mish", lambda x: x * torch.tanh(torch.log1p(torch.exp(x)))),
+    _act("softsign", "softsign", lambda x: x / (1 + x.abs())),
+    _act("logsigmoid", "logsigmoid", lambda x: -torch.log1p(torch.exp(-x))),
+    _act("tanhshrink", "tanhshrink", lambda x: x - (torch.exp(2 * x) - 1) / (torch.exp(2 * x) + 1)),
+    _act("exp", "exp", lambda x: torch.pow(math.e, x)),
     _act("identity", "identity", lambda x: x * 1),
     # shape-only
     LayerCase("flatten", "Flatten", {}, ((2, 3, 4),), lambda x: x.reshape(x.shape[0], 24)),
@@ -761,7 +770,7 @@ LAYER_ERRORS = [
      _shape_error("Dense", "[[4]]")),
     # activations
     ("unknown_act_name", {"type": "Activation", "act_name": "rleu"}, [(4,)],
-     re.escape("layers[1] ('probe'): unknown `act_name` 'rleu'; expected one of ['elu'")),
+     re.escape("layers[1] ('probe'): unknown `act_name` 'rleu'; expected one of ['celu', 'elu'")),
     ("missing_act_name", {"type": "Activation"}, [(4,)],
      re.escape("layers[1] ('probe'): unknown `act_name` None")),
     ("unknown_act_param", {"type": "Activation", "act_name": "relu", "negative_slope": 0.1},

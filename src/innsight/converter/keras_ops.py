@@ -59,10 +59,6 @@ def handlers(keras: Any) -> dict[type, Handler]:
 
 # ---- activation functions ---------------------------------------------------------
 
-#: SELU constants (Klambauer et al. 2017), as in Keras.
-SELU_ALPHA = 1.6732632423543772848170429916717
-SELU_SCALE = 1.0507009873554804934193349852946
-
 Recipe = Callable[[Any, int, str], int]
 
 
@@ -73,29 +69,6 @@ def _single(act_name: str, **params: Any) -> Recipe:
     return recipe
 
 
-def _selu(t: Any, index: int, suffix: str) -> int:
-    elu = t.emit("Activation", [index], suffix + "/elu", act_name="elu", alpha=SELU_ALPHA)
-    return t.emit("Affine", [elu], suffix, scale=SELU_SCALE)
-
-
-def _log_sigmoid(t: Any, index: int, suffix: str) -> int:  # -softplus(-x)
-    neg = t.emit("Affine", [index], suffix + "/neg", scale=-1.0)
-    softplus = t.emit("Activation", [neg], suffix + "/softplus", act_name="softplus")
-    return t.emit("Affine", [softplus], suffix, scale=-1.0)
-
-
-def _tanh_shrink(t: Any, index: int, suffix: str) -> int:  # x - tanh(x)
-    tanh = t.emit("Activation", [index], suffix + "/tanh", act_name="tanh")
-    neg = t.emit("Affine", [tanh], suffix + "/neg", scale=-1.0)
-    return t.emit("Add", [index, neg], suffix)
-
-
-def _mish(t: Any, index: int, suffix: str) -> int:  # x * tanh(softplus(x))
-    softplus = t.emit("Activation", [index], suffix + "/softplus", act_name="softplus")
-    tanh = t.emit("Activation", [softplus], suffix + "/tanh", act_name="tanh")
-    return t.emit("Multiply", [index, tanh], suffix)
-
-
 #: Keras activation names -> how to build them. Softmax is over the last Keras
 #: axis, which is axis 0 (channels) inside.
 ACTIVATION_RECIPES: dict[str, Recipe | None] = {
@@ -104,8 +77,8 @@ ACTIVATION_RECIPES: dict[str, Recipe | None] = {
     "relu6": _single("relu6"),
     "leaky_relu": _single("leaky_relu", negative_slope=0.2),  # Keras' default slope
     "elu": _single("elu", alpha=1.0),
-    "selu": _selu,
-    "celu": _single("elu", alpha=1.0),  # celu with Keras' default alpha = 1 is elu
+    "selu": _single("selu"),  # torch's constants are Keras' (Klambauer et al. 2017)
+    "celu": _single("celu", alpha=1.0),  # Keras' default alpha
     "gelu": _single("gelu", approximate="none"),  # Keras' default: the exact gelu
     "silu": _single("silu"),
     "swish": _single("silu"),
@@ -116,14 +89,16 @@ ACTIVATION_RECIPES: dict[str, Recipe | None] = {
     "hard_silu": _single("hardswish"),
     "hard_swish": _single("hardswish"),
     "hard_tanh": _single("hardtanh"),
-    "log_sigmoid": _log_sigmoid,
-    "tanh_shrink": _tanh_shrink,
-    "mish": _mish,
+    "log_sigmoid": _single("logsigmoid"),
+    "tanh_shrink": _single("tanhshrink"),
+    "mish": _single("mish"),
+    "softsign": _single("softsign"),
+    "exponential": _single("exp"),
     "softmax": _single("softmax", axis=0),
 }
 #: Keras activations that no layer family expresses.
 REFUSED_ACTIVATIONS = (
-    "exponential", "softsign", "log_softmax", "glu", "hard_shrink", "soft_shrink",
+    "log_softmax", "glu", "hard_shrink", "soft_shrink",
     "sparse_plus", "sparse_sigmoid", "sparsemax", "squareplus", "threshold",
 )
 

@@ -295,6 +295,9 @@ for _module, _name, _attributes in [
     (nn.ELU, "elu", ("alpha",)), (nn.GELU, "gelu", ("approximate",)),
     (nn.Softplus, "softplus", ("beta", "threshold")),
     (nn.Hardtanh, "hardtanh", ("min_val", "max_val")),
+    (nn.SELU, "selu", ()), (nn.CELU, "celu", ("alpha",)), (nn.Mish, "mish", ()),
+    (nn.Softsign, "softsign", ()), (nn.LogSigmoid, "logsigmoid", ()),
+    (nn.Tanhshrink, "tanhshrink", ()),
 ]:
     MODULES[_module] = _activation_module(_name, *_attributes)
 
@@ -311,11 +314,19 @@ for _functions, _name, _params in [
     ((F.gelu,), "gelu", {"approximate": (None, "none")}),
     ((F.softplus,), "softplus", {"beta": (1, 1.0), "threshold": (2, 20.0)}),
     ((F.hardtanh,), "hardtanh", {"min_val": (1, -1.0), "max_val": (2, 1.0)}),
+    ((F.selu, torch.selu), "selu", {}),
+    ((F.celu, torch.celu), "celu", {"alpha": (1, 1.0)}),
+    ((F.mish,), "mish", {}),
+    ((F.softsign,), "softsign", {}),
+    ((F.logsigmoid,), "logsigmoid", {}),
+    ((F.tanhshrink,), "tanhshrink", {}),
+    ((torch.exp,), "exp", {}),
 ]:
     _register(FUNCTIONS, *_functions)(_activation_call(_name, **_params))
 
 for _method, _name in [("relu", "relu"), ("relu_", "relu"), ("sigmoid", "sigmoid"),
-                       ("sigmoid_", "sigmoid"), ("tanh", "tanh"), ("tanh_", "tanh")]:
+                       ("sigmoid_", "sigmoid"), ("tanh", "tanh"), ("tanh_", "tanh"),
+                       ("exp", "exp"), ("exp_", "exp")]:
     METHODS[_method] = _activation_call(_name)
 
 

@@ -65,6 +65,13 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "hardtanh": ActivationSpec(F.hardtanh, {"min_val": -1.0, "max_val": 1.0}, fn_=F.hardtanh_),
     "hardsigmoid": ActivationSpec(_hardsigmoid),
     "hardswish": ActivationSpec(_hardswish),
+    "selu": ActivationSpec(F.selu),
+    "celu": ActivationSpec(F.celu, {"alpha": 1.0}),
+    "mish": ActivationSpec(F.mish),
+    "softsign": ActivationSpec(F.softsign),
+    "logsigmoid": ActivationSpec(F.logsigmoid),
+    "tanhshrink": ActivationSpec(F.tanhshrink),
+    "exp": ActivationSpec(torch.exp, fn_=torch.exp_),
     "softmax": ActivationSpec(_softmax, {"axis": 0}),
     "identity": ActivationSpec(_identity),
 }
