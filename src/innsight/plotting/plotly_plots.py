@@ -19,10 +19,17 @@ from plotly.subplots import make_subplots
 from innsight.plotting.plotnine_plots import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE
 from innsight.plotting.selection import Panel, is_mosaic, mosaic
 
+
+def _rgba(colour: str, alpha: float) -> str:
+    """``"#rrggbb"`` with opacity ``alpha`` as plotly's ``"rgba(r,g,b,a)"``."""
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
 COLORSCALE = [[0.0, NEGATIVE], [0.5, MIDDLE], [1.0, POSITIVE]]
 #: Values over an input image: transparent at zero, up to OVERLAY_ALPHA at the ends.
-OVERLAY_COLORSCALE = [[0.0, f"rgba(33,102,172,{OVERLAY_ALPHA})"], [0.5, "rgba(247,247,247,0)"],
-                      [1.0, f"rgba(178,24,43,{OVERLAY_ALPHA})"]]
+OVERLAY_COLORSCALE = [[0.0, _rgba(NEGATIVE, OVERLAY_ALPHA)], [0.5, _rgba(MIDDLE, 0)],
+                      [1.0, _rgba(POSITIVE, OVERLAY_ALPHA)]]
 #: Markers on an input signal: grey at zero so that they stay visible on white.
 LINE_COLORSCALE = [[0.0, NEGATIVE], [0.5, LINE_MIDDLE], [1.0, POSITIVE]]
 GREYS = [[0.0, "black"], [1.0, "white"]]
