@@ -848,6 +848,8 @@ LAYER_ERRORS = [
      _shape_error("MatMul", "[[2, 3], [2, 3]]", 2) + r".*\(\.\.\., n, k\) and \(\.\.\., k, m\)"),
     ("matmul_vectors", {"type": "MatMul"}, [(3,), (3,)],
      _shape_error("MatMul", "[[3], [3]]", 2) + r".*got \[3\] and \[3\]"),
+    ("matmul_ranks", {"type": "MatMul"}, [(2, 3), (1, 3, 2)],
+     _shape_error("MatMul", "[[2, 3], [1, 3, 2]]", 2) + r".*of the same rank"),
     ("matmul_lrp_constant", {"type": "MatMul", "lrp_constant": 2}, [(2, 3), (3, 2)],
      _where("MatMul", 2) + r": `lrp_constant` must be 0, 1 or None, got 2"),
     # NaN and infinite weights

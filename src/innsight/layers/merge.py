@@ -120,8 +120,8 @@ class Multiply(Layer):
 
 class MatMul(Layer):
     """Batched matrix product of two tensors, ``a @ b`` over their last two sample axes:
-    ``(batch, ..., n, k)`` and ``(batch, ..., k, m)`` give ``(batch, ..., n, m)``; the
-    leading sample axes broadcast as in ``torch.matmul``.
+    ``(batch, ..., n, k)`` and ``(batch, ..., k, m)`` give ``(batch, ..., n, m)``; both
+    have the same number of sample axes, and the leading ones broadcast.
 
     ``lrp_constant`` (``0``, ``1`` or ``None``) names the operand that LRP holds fixed.
     With it, the product is a linear map of the other operand (its matrix, the fixed
@@ -147,9 +147,10 @@ class MatMul(Layer):
         self.lrp_constant = lrp_constant
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        if a.ndim < 3 or b.ndim < 3 or a.shape[-1] != b.shape[-2]:
+        if a.ndim < 3 or b.ndim != a.ndim or a.shape[-1] != b.shape[-2]:
             raise ValueError(
-                f"MatMul needs two sample shapes (..., n, k) and (..., k, m), got "
+                f"MatMul needs two sample shapes (..., n, k) and (..., k, m) of the same "
+                f"rank, got "
                 f"{list(a.shape[1:])} and {list(b.shape[1:])}."
             )
         return torch.matmul(a, b)
