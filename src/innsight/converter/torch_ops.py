@@ -120,7 +120,8 @@ FUNCTIONS_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _random
 # ---- weighted layers -----------------------------------------------------------
 
 
-@_register(MODULES, nn.Linear)
+@_register(MODULES, nn.Linear,
+           getattr(nn.modules.linear, "NonDynamicallyQuantizableLinear", None))  # attention's
 def _linear(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return t.emit(node, "Dense", [node.args[0]], weight=m.weight, bias=m.bias)
@@ -212,7 +213,15 @@ def _matmul(t: Any, node: fx.Node) -> int:
         raise t.unsupported(node, "a matrix product of vectors or of operands of different "
                             "rank", "Both operands need the same number (>= 2) of sample "
                             "axes: (..., n, k) @ (..., k, m). ")
-    return t.emit(node, "MatMul", [a, b])
+    # Attention written out, softmax(...) @ v: the weights stay fixed under LRP (AH-rule).
+    fixed = next((i for i, x in enumerate((a, b)) if _is_softmax(t, x)), None)
+    return t.emit(node, "MatMul", [a, b], lrp_constant=fixed)
+
+
+def _is_softmax(t: Any, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(t.module(node), nn.Softmax)
+    return node.target in (F.softmax, torch.softmax, "softmax")
 
 
 def emit_attention(t: Any, node: fx.Node, q: Any, k: Any, v: Any, scale: float,

@@ -10,7 +10,7 @@ from torch import Tensor
 from innsight.layers.base import Layer, as_int, tensor_dim
 from innsight.layers.rules import (
     DeepLiftRule,
-    LinearMap,
+    FrozenMap,
     LrpRule,
     Mover,
     Multipliers,
@@ -128,10 +128,11 @@ class MatMul(Layer):
     operand, differs per sample) and the selected LRP rule redistributes all relevance
     through that map; the fixed operand gets none. This is the AH-rule of Ali et al.
     2022 ("XAI for Transformers: Better Explanations through Conservative Propagation")
-    when the fixed operand is the attention weights (the softmax output), which the
-    converter sets for attention. Without it, each operand gets half of the relevance
-    through the map with the other operand fixed (``a * b`` of :class:`Multiply` as a
-    1x1 case). DeepLift uses the exact split ``d(ab) = da ((b + b')/2) + ((a + a')/2) db``
+    when the fixed operand is the attention weights (the softmax output); the torch
+    front-end sets it for attention modules and for any product with a softmax.
+    Without it, each operand gets half of the relevance through the map with the other
+    operand fixed (``a * b`` of :class:`Multiply` as a 1x1 case). DeepLift uses the
+    exact split ``d(ab) = da ((b + b')/2) + ((a + a')/2) db``
     whatever ``lrp_constant``. ConnectionWeights is not defined for it.
     """
 
@@ -150,8 +151,7 @@ class MatMul(Layer):
         if a.ndim < 3 or b.ndim != a.ndim or a.shape[-1] != b.shape[-2]:
             raise ValueError(
                 f"MatMul needs two sample shapes (..., n, k) and (..., k, m) of the same "
-                f"rank, got "
-                f"{list(a.shape[1:])} and {list(b.shape[1:])}."
+                f"rank, got {list(a.shape[1:])} and {list(b.shape[1:])}."
             )
         return torch.matmul(a, b)
 
@@ -189,7 +189,7 @@ class MatMul(Layer):
                 sum_to(((a + a_ref) / 2).mT @ n, b.shape)]
 
 
-class FrozenMatMul(LinearMap):
+class FrozenMatMul(FrozenMap):
     """A :class:`MatMul` with one operand held at its values ``fixed (B, ..., ., .)``:
     the linear map ``x -> x @ fixed`` (``side=0``, ``x`` varies) or ``x -> fixed @ x``
     (``side=1``), different for each sample. The fixed operand is the rule weight, so
@@ -213,7 +213,3 @@ class FrozenMatMul(LinearMap):
         back = s @ weight.mT if self._side == 0 else weight.mT @ s
         # Sums over the leading sample axes along which x was broadcast.
         return back.sum_to_size(*s.shape[:s.ndim - self._out_rank], *self.input_dim[0])
-
-    def lin_t(self, s: Tensor, part: str) -> Tensor:
-        # The weights differ per sample: s keeps its (T, B) axes to broadcast against them.
-        return self._map_t(s, self._part(part))
