@@ -204,7 +204,8 @@ def _functional_layer_norm(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, torch.matmul, torch.bmm, operator.matmul)
 @_register(METHODS, "matmul", "bmm")
-def _matmul(t: Any, node: fx.Node) -> int:
+def matrix_product(t: Any, node: fx.Node) -> int:
+    """``a @ b`` of two tensors computed from the inputs (also ONNX's MatMul)."""
     a, b = node.args[0], arg(node, 1, "other", None) or arg(node, 1, "mat2")
     if not (t.is_tensor(a) and t.is_tensor(b)):
         raise t.unsupported(node, "a matrix product with a constant",
@@ -214,14 +215,9 @@ def _matmul(t: Any, node: fx.Node) -> int:
                             "rank", "Both operands need the same number (>= 2) of sample "
                             "axes: (..., n, k) @ (..., k, m). ")
     # Attention written out, softmax(...) @ v: the weights stay fixed under LRP (AH-rule).
-    fixed = next((i for i, x in enumerate((a, b)) if _is_softmax(t, x)), None)
+    fixed = next((i for i, x in enumerate((a, b))
+                  if t.layers[t.layer(x)].get("act_name") == "softmax"), None)
     return t.emit(node, "MatMul", [a, b], lrp_constant=fixed)
-
-
-def _is_softmax(t: Any, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(t.module(node), nn.Softmax)
-    return node.target in (F.softmax, torch.softmax, "softmax")
 
 
 def emit_attention(t: Any, node: fx.Node, q: Any, k: Any, v: Any, scale: float,
