@@ -308,6 +308,8 @@ def token() -> nn.Parameter:
 ATTENTION = [
     case("nn.MultiheadAttention", lambda m, x: m.mha(x, x, x, need_weights=False)[0], [5, 8],
          mha=lambda: nn.MultiheadAttention(8, 2, batch_first=True)),
+    case("nn.MultiheadAttention-positional", lambda m, x: m.mha(x, x, x, None, False)[0],
+         [5, 8], mha=lambda: nn.MultiheadAttention(8, 4, batch_first=True)),
     case("nn.MultiheadAttention-cross-kdim", lambda m, a, b: m.mha(a, b, b)[0], [[4, 8], [6, 5]],
          mha=lambda: nn.MultiheadAttention(8, 2, kdim=5, vdim=5, bias=False, batch_first=True)),
     case("F.scaled_dot_product_attention",

@@ -150,3 +150,10 @@ def test_connection_weights_refuse_a_product_of_activations(seeded):
     message = str(info.value)
     assert "ConnectionWeights cannot explain this model" in message
     assert "layer type 'MatMul' (a product of two tensors) has no weights to follow" in message
+
+
+def test_lrp_pass_is_refused_by_a_matrix_product(seeded, make_data):
+    conv = ins.convert(seeded(Product), input_dim=[3, 4])
+    with pytest.raises(ValueError, match="rule 'pass' only moves relevance through "
+                                         "shape-preserving layers, not layer type 'MatMul'"):
+        ins.run_lrp(conv, make_data(2, 3, 4, dtype=torch.float32), rule_name={"MatMul": "pass"})

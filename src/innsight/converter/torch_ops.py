@@ -257,9 +257,9 @@ def _multihead_attention(t: Any, node: fx.Node) -> Outputs:
     """``nn.MultiheadAttention(batch_first=True)`` without masks or added key/value biases,
     as dense projections per head, :func:`emit_attention` and the output projection."""
     m = t.module(node)
-    masks = [arg(node, i, name, None) for i, name in ((4, "key_padding_mask"), (6, "attn_mask"))]
+    masks = [arg(node, i, name, None) for i, name in ((3, "key_padding_mask"), (5, "attn_mask"))]
     if not m.batch_first or m.bias_k is not None or m.add_zero_attn or any(
-            mask is not None for mask in masks) or arg(node, 8, "is_causal", False):
+            mask is not None for mask in masks) or arg(node, 7, "is_causal", False):
         raise t.unsupported(
             node, "nn.MultiheadAttention with batch_first=False, add_bias_kv, add_zero_attn, "
             "a mask or is_causal", "Self- and cross-attention without those convert. ")

@@ -166,7 +166,8 @@ class MatMul(Layer):
         if method == "cw":
             return "layer type 'MatMul' (a product of two tensors) has no weights to follow"
         if method == "lrp" and rule.name == "pass":
-            return "the LRP rule 'pass' only moves relevance through shape-preserving layers"
+            return (f"the LRP rule 'pass' only moves relevance through shape-preserving "
+                    f"layers, not layer type '{self.type_name}'")
         return None
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
