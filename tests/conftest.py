@@ -80,6 +80,22 @@ def zoo_model() -> Callable[..., nn.Module]:
     return _zoo_model
 
 
+@pytest.fixture
+def small_vit() -> nn.Module:
+    """torchvision's VisionTransformer on 3 x 32 x 32 images: 8 x 8 patches (17 tokens
+    with the class token), 2 encoder blocks with 2 heads, width 16, 5 classes; every
+    parameter (class token, positional embedding and the zero-initialised head
+    included) drawn from N(0, 0.3^2); eval mode."""
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=5)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.3)
+    return model.eval()
+
+
 class Lambda(nn.Module):
     """A module whose forward is ``fn(self, x)``; keyword arguments become attributes.
 

@@ -277,6 +277,32 @@ def test_layer_normalization_matches_onnxruntime_and_autograd(tmp_path):
     assert_close(res.get_result(), autograd_gradient(model, x, [0, 2]), GRAD_TOL)
 
 
+class AttentionNet(nn.Module):
+    """Input 3 tokens of width 4: attention written out (MatMul of two activations,
+    Softmax, MatMul) and a dense head (2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+        self.head = nn.Linear(9, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) / 2, -1)
+        return self.head((weights @ self.v(x)).flatten(1))
+
+
+def test_attention_matches_onnxruntime_and_autograd(tmp_path):
+    torch.manual_seed(0)
+    model = AttentionNet().eval()
+    path = export(model, [[3, 4]], tmp_path / "attention.onnx")
+    conv = check_against_onnxruntime(path, [[3, 4]])
+    products = [layer for layer in conv.model.layers if layer.type_name == "MatMul"]
+    assert [layer.lrp_constant for layer in products] == [None, 0]  # AH-rule on the weights
+    x = torch.randn(3, 3, 4)
+    res = ins.run_grad(conv, x, output_idx=[0, 1])
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 1]), GRAD_TOL)
+
+
 def test_layer_normalization_with_a_computed_scale(tmp_path):
     """A scale that is no initializer (here the output of an Identity): onnx2torch keeps
     the node as its own module, whose scale and bias the front-end folds."""

@@ -191,13 +191,33 @@ def test_layer_norm_over_the_batch_axis_is_refused(module_from):
                    "Samples must be normalised apart", WAY_OUT)
 
 
-def test_expand_is_refused_by_name(module_from):
-    """The class-token pattern of vision transformers."""
-    model = module_from(
-        lambda m, x: torch.cat([m.token.expand(x.size(0), -1, -1), x], dim=1),
-        token=nn.Parameter(torch.zeros(1, 1, 4)),
-    )
-    assert_refused(model, [3, 4], "expand", WAY_OUT)
+def test_expanding_a_computed_tensor_is_refused_by_name(module_from):
+    """Only constants (class tokens) expand to the batch."""
+    model = module_from(lambda m, x: x.unsqueeze(1).expand(-1, 3, -1))
+    assert_refused(model, [4], "expand", "expanding a tensor computed from the inputs", WAY_OUT)
+
+
+@pytest.mark.parametrize(
+    ("fn", "input_dim", "names"),
+    [
+        (lambda m, x: m.mha(x, x, x, attn_mask=torch.zeros(3, 3))[0], [3, 4], ("mask",)),
+        (lambda m, x: m.mha(x, x, x, None, False, torch.zeros(3, 3))[0], [3, 4], ("mask",)),
+        (lambda m, x: m.mha(x, x, x)[1], [3, 4], ("element 1", "attention output")),
+        (lambda m, x: m.seq_first(x, x, x)[0], [3, 4], ("batch_first=False",)),
+        (lambda m, x: F.scaled_dot_product_attention(x, x, x, is_causal=True), [3, 4],
+         ("is_causal",)),
+        # Samples of rank 1 would make torch attend over (or multiply along) the batch.
+        (lambda m, x: F.scaled_dot_product_attention(x, x, x), [4], ("rank >= 2",)),
+        (lambda m, x: x @ x, [2], ("matrix product of vectors",)),
+        (lambda m, x: x @ x.unsqueeze(1).transpose(2, 3), [3, 4], ("different rank",)),
+    ],
+    ids=["mha-mask", "mha-positional-mask", "mha-weights", "mha-sequence-first", "sdpa-causal", "sdpa-vectors",
+         "matmul-vectors", "matmul-ranks"],
+)
+def test_unsupported_attention_is_refused_by_name(module_from, fn, input_dim, names):
+    model = module_from(fn, mha=nn.MultiheadAttention(4, 2, batch_first=True),
+                        seq_first=nn.MultiheadAttention(4, 2))
+    assert_refused(model, input_dim, *names, WAY_OUT)
 
 
 def test_data_dependent_control_flow(module_from):
@@ -249,7 +269,7 @@ def test_nested_tuple_output_is_refused(module_from):
         (lambda m, x: 1 / x, [4], ("division",)),
         (lambda m, x: x / x, [4], ("division",)),
         (lambda m, x: torch.div(x, 2, rounding_mode="floor"), [4], ("division",)),
-        (lambda m, x: torch.cat([x, m.c], 1), [4], ("not a tensor computed from the model",)),
+        (lambda m, x: torch.cat([x, m.c], 1), [4], ("nor a constant expanded to the batch",)),
         (lambda m, x: torch.flatten(x), [4], ("batch axis",)),
         (lambda m, x: F.max_pool2d(x, 2, return_indices=True)[0], [3, 4, 4], ("max_pool2d",)),
         (lambda m, x: F.avg_pool2d(x, 2, divisor_override=3), [3, 4, 4], ("divisor_override",)),

@@ -21,7 +21,7 @@ ZOO = [
 ]
 #: Architectures refused by name: (name, input size, what the error must name).
 ZOO_REFUSED = [
-    ("vit_b_16", 224, ("expand",)),
+    ("swin_t", 224, ("_get_relative_position_bias",)),
 ]
 
 
@@ -123,6 +123,35 @@ def test_convnext_matches_original_and_its_gradient(assert_converts, zoo_model):
                             for j in (0, 500)], -1)
     error = (res.get_result("torch_tensor") - expected).abs().max()
     assert error <= 1e-5 * expected.abs().max()
+
+
+def test_vision_transformer_matches_original_and_its_gradient(assert_converts, small_vit):
+    """The class token (a constant expanded to the batch and concatenated), the positional
+    embedding, nn.MultiheadAttention and layer norms; the Gradient of the converted model
+    (float64) against autograd on the original."""
+    conv = assert_converts(small_vit, [3, 32, 32], batch=2)
+    assert [layer.type_name for layer in conv.model.layers].count("MatMul") == 4
+    model = small_vit.double()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    res = ins.run_grad(ins.convert(model, input_dim=[3, 32, 32], dtype="double"), x,
+                       dtype="double")
+    x.requires_grad_(True)
+    out = model(x)
+    expected = torch.stack([torch.autograd.grad(out[:, j].sum(), x, retain_graph=True)[0]
+                            for j in range(5)], -1)
+    error = (res.get_result("torch_tensor") - expected).abs().max()
+    assert error <= 1e-12 * expected.abs().max()
+
+
+@pytest.mark.slow
+def test_vit_b_16_matches_original(assert_converts, zoo_model):
+    """torchvision's vit_b_16 (12 blocks of 12 heads, width 768) built for 32 x 32 images;
+    its zero-initialised head is drawn at random."""
+    model = zoo_model("vit_b_16", image_size=32)
+    nn.init.normal_(model.heads.head.weight, std=0.02)
+    conv = assert_converts(model, [3, 32, 32], batch=2)
+    assert conv.output_dim == [(1000,)]
 
 
 @pytest.mark.slow

@@ -317,6 +317,41 @@ CONVOLUTION = [
 ]
 
 
+def token() -> nn.Parameter:
+    """A class token: one token of width 4, with the batch axis of size 1."""
+    return nn.Parameter(torch.randn(1, 1, 4))
+
+
+ATTENTION = [
+    case("nn.MultiheadAttention", lambda m, x: m.mha(x, x, x, need_weights=False)[0], [5, 8],
+         mha=lambda: nn.MultiheadAttention(8, 2, batch_first=True)),
+    case("nn.MultiheadAttention-positional", lambda m, x: m.mha(x, x, x, None, False)[0],
+         [5, 8], mha=lambda: nn.MultiheadAttention(8, 4, batch_first=True)),
+    case("nn.MultiheadAttention-cross-kdim", lambda m, a, b: m.mha(a, b, b)[0], [[4, 8], [6, 5]],
+         mha=lambda: nn.MultiheadAttention(8, 2, kdim=5, vdim=5, bias=False, batch_first=True)),
+    case("F.scaled_dot_product_attention",
+         lambda m, x: F.scaled_dot_product_attention(x, m.k(x), m.v(x)), [2, 5, 4],
+         k=lambda: nn.Linear(4, 4), v=lambda: nn.Linear(4, 3)),
+    case("F.scaled_dot_product_attention-scale",
+         lambda m, a, b: F.scaled_dot_product_attention(a, b, b, scale=0.3), [[5, 4], [3, 4]]),
+    case("a@b", lambda m, a, b: a @ b, [[2, 3, 4], [2, 4, 5]]),
+    case("torch.matmul-broadcast", lambda m, a, b: torch.matmul(a, b), [[1, 3, 4], [2, 4, 5]]),
+    case("torch.bmm", lambda m, a, b: torch.bmm(a, b), [[3, 4], [4, 2]]),
+    case("x.matmul(x.mT)", lambda m, x: x.matmul(x.transpose(1, 2)), [3, 4]),
+    case("cat-class-token", lambda m, x: torch.cat([m.t.expand(x.shape[0], -1, -1), x], 1),
+         [3, 4], t=token),
+    case("cat-token-last-and-between",
+         lambda m, x: torch.cat([x, m.t.expand(x.size(0), -1, -1), 2 * x,
+                                 m.t.expand(x.size(0), 2, -1)], 1), [3, 4], t=token),
+    case("x+token.expand", lambda m, x: x + m.t.expand(x.shape[0], 3, -1), [3, 4], t=token),
+]
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes"), ATTENTION)
+def test_attention_form(module_from, assert_converts, fn, input_dim, attributes):
+    run_case(module_from, assert_converts, fn, input_dim, attributes)
+
+
 @pytest.mark.parametrize(("fn", "input_dim", "attributes"), ACTIVATIONS)
 def test_activation_form(module_from, assert_converts, fn, input_dim, attributes):
     run_case(module_from, assert_converts, fn, input_dim, attributes)

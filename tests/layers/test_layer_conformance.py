@@ -522,6 +522,12 @@ CASES: list[LayerCase] = [
     LayerCase("concat_vectors", "Concatenate", {}, ((4,), (3,)), lambda a, b: torch.cat([a, b], 1)),
     LayerCase("multiply_same", "Multiply", {}, ((3, 4), (3, 4)), lambda a, b: a * b),
     LayerCase("multiply_se_gate", "Multiply", {}, (_SE_GATE, (3, 4, 5)), lambda a, b: a * b),
+    LayerCase("matmul_heads", "MatMul", {}, ((2, 3, 4), (2, 4, 5)),
+              lambda a, b: torch.einsum("bhik,bhkj->bhij", a, b)),
+    LayerCase("matmul_lrp_constant", "MatMul", {"lrp_constant": 0}, ((3, 4), (4, 2)),
+              lambda a, b: torch.einsum("bik,bkj->bij", a, b)),
+    LayerCase("matmul_broadcast", "MatMul", {"lrp_constant": 1}, ((1, 3, 4), (2, 4, 5)),
+              lambda a, b: torch.einsum("bik,bhkj->bhij", a[:, 0], b)),
     # reductions
     LayerCase("mean_spatial", "Mean", {"axes": [1, 2]}, ((3, 4, 5),),
               lambda x: x.sum((2, 3)) / 20),
@@ -677,8 +683,8 @@ _W24 = np.ones((2, 4))
 _W_CONV = np.ones((4, 3, 3, 3))
 
 
-def _where(type_name: str) -> str:
-    return re.escape(f"layers[1] ('probe') of type '{type_name}'")
+def _where(type_name: str, index: int = 1) -> str:
+    return re.escape(f"layers[{index}] ('probe') of type '{type_name}'")
 
 
 def _shape_error(type_name: str, shapes: str, index: int = 1) -> str:
@@ -847,6 +853,14 @@ LAYER_ERRORS = [
      _shape_error("Concatenate", "[[2, 3], [2, 4]]", 2)),
     ("multiply_incompatible", {"type": "Multiply"}, [(2, 3), (3, 2)],
      _shape_error("Multiply", "[[2, 3], [3, 2]]", 2)),
+    ("matmul_inner_sizes", {"type": "MatMul"}, [(2, 3), (2, 3)],
+     _shape_error("MatMul", "[[2, 3], [2, 3]]", 2) + r".*\(\.\.\., n, k\) and \(\.\.\., k, m\)"),
+    ("matmul_vectors", {"type": "MatMul"}, [(3,), (3,)],
+     _shape_error("MatMul", "[[3], [3]]", 2) + r".*got \[3\] and \[3\]"),
+    ("matmul_ranks", {"type": "MatMul"}, [(2, 3), (1, 3, 2)],
+     _shape_error("MatMul", "[[2, 3], [1, 3, 2]]", 2) + r".*of the same rank"),
+    ("matmul_lrp_constant", {"type": "MatMul", "lrp_constant": 2}, [(2, 3), (3, 2)],
+     _where("MatMul", 2) + r": `lrp_constant` must be 0, 1 or None, got 2"),
     # NaN and infinite weights
     ("nan_weight", {"type": "Dense", "weight": _NAN_W}, [(4,)],
      _where("Dense") + r": `weight` contains NaN or infinite values"),

@@ -47,7 +47,14 @@ from onnx2torch.node_converters import (
 )
 from torch import Tensor, fx
 
-from innsight.converter.torch_ops import FUNCTIONS, MODULES, Split, arg, emit_layer_norm
+from innsight.converter.torch_ops import (
+    FUNCTIONS,
+    MODULES,
+    Split,
+    arg,
+    emit_layer_norm,
+    matrix_product,
+)
 
 
 def _register(*types: type) -> Any:
@@ -138,8 +145,11 @@ def _gemm(t: Any, node: fx.Node) -> int:
 
 @_register(matmul.OnnxMatMul)
 def _matmul(t: Any, node: fx.Node) -> int:
-    """``x @ W`` with a constant matrix ``W`` (in, out): a dense layer without bias."""
+    """``x @ W`` with a constant matrix ``W`` (in, out): a dense layer without bias;
+    a product of two tensors as in the torch front-end."""
     x, w = node.args
+    if t.is_tensor(x) and t.is_tensor(w):
+        return matrix_product(t, node)
     weight = t.constant(w)
     if not t.is_tensor(x) or not isinstance(weight, Tensor) or weight.ndim != 2:
         raise t.unsupported(node, "MatMul other than data @ constant matrix")

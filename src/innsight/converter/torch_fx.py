@@ -24,7 +24,9 @@ from innsight.converter.torch_ops import (
     FUNCTIONS_BY_NAME,
     METHODS,
     MODULES,
+    BatchConstant,
     Handler,
+    Outputs,
     Split,
 )
 
@@ -155,6 +157,8 @@ class _Translator:
         self.layers: list[dict[str, Any]] = []
         self.layer_of_node: dict[fx.Node, int] = {}
         self.splits: dict[fx.Node, Split] = {}
+        self.outputs: dict[fx.Node, Outputs] = {}
+        self.batch_constants: dict[fx.Node, Tensor] = {}
 
     def describe(self) -> dict[str, Any]:
         graph = self.graph_module.graph
@@ -185,6 +189,10 @@ class _Translator:
         result = handler(self, node)
         if isinstance(result, Split):
             self.splits[node] = result
+        elif isinstance(result, Outputs):
+            self.outputs[node] = result
+        elif isinstance(result, BatchConstant):
+            self.batch_constants[node] = result.value
         else:
             self.layer_of_node[node] = result
 
@@ -255,10 +263,13 @@ class _Translator:
         return dim - 1
 
     def constant(self, value: Any) -> Any:
-        """A number, or a constant tensor (module attribute) shaped to broadcast with a sample.
+        """A number, or a constant tensor (module attribute, or one expanded to the batch)
+        shaped to broadcast with a sample.
 
         Returns ``None`` if ``value`` is not a constant.
         """
+        if isinstance(value, fx.Node) and value in self.batch_constants:
+            return self.batch_constants[value]
         if isinstance(value, fx.Node) and "static_value" in value.meta:
             value = value.meta["static_value"]
         if isinstance(value, (int, float)) and not isinstance(value, bool):

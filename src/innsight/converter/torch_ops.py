@@ -2,8 +2,10 @@
 
 A handler receives the translator (see :mod:`innsight.converter.torch_fx`)
 and one traced node. It emits layer entries with ``t.emit`` and returns the
-index of the layer holding the node's value, or a :class:`Split` for
-``chunk``/``split``, whose pieces later ``getitem`` nodes slice out.
+index of the layer holding the node's value, a :class:`Split` for
+``chunk``/``split`` or an :class:`Outputs` for a tuple, whose pieces later
+``getitem`` nodes take, or a :class:`BatchConstant` for a constant expanded to the
+batch, which later additions and concatenations take as a constant.
 """
 
 from __future__ import annotations
@@ -30,7 +32,22 @@ class Split:
     bounds: tuple[tuple[int, int], ...]
 
 
-Handler = Callable[[Any, fx.Node], "int | Split"]
+@dataclass(frozen=True)
+class Outputs:
+    """The tensors of a node returning a tuple (``nn.MultiheadAttention``): the layer
+    holding element ``i``, or ``None`` where that element is not converted."""
+
+    layers: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class BatchConstant:
+    """A constant expanded to the batch (a class token): ``value`` is one sample's."""
+
+    value: Tensor
+
+
+Handler = Callable[[Any, fx.Node], "int | Split | Outputs | BatchConstant"]
 MODULES: dict[type, Handler] = {}
 FUNCTIONS: dict[Callable[..., Any], Handler] = {}
 METHODS: dict[str, Handler] = {}
@@ -103,7 +120,8 @@ FUNCTIONS_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _random
 # ---- weighted layers -----------------------------------------------------------
 
 
-@_register(MODULES, nn.Linear)
+@_register(MODULES, nn.Linear,
+           getattr(nn.modules.linear, "NonDynamicallyQuantizableLinear", None))  # attention's
 def _linear(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return t.emit(node, "Dense", [node.args[0]], weight=m.weight, bias=m.bias)
@@ -179,6 +197,92 @@ def _functional_layer_norm(t: Any, node: fx.Node) -> int:
     if any(p is not None and not isinstance(c, Tensor) for p, c in zip(params, (weight, bias))):
         raise t.unsupported(node, "layer_norm with a weight or bias computed in forward")
     return emit_layer_norm(t, node, len(shape), weight, bias, arg(node, 4, "eps", 1e-5))
+
+
+# ---- attention ------------------------------------------------------------------
+
+
+@_register(FUNCTIONS, torch.matmul, torch.bmm, operator.matmul)
+@_register(METHODS, "matmul", "bmm")
+def matrix_product(t: Any, node: fx.Node) -> int:
+    """``a @ b`` of two tensors computed from the inputs (also ONNX's MatMul)."""
+    a, b = node.args[0], arg(node, 1, "other", None) or arg(node, 1, "mat2")
+    if not (t.is_tensor(a) and t.is_tensor(b)):
+        raise t.unsupported(node, "a matrix product with a constant",
+                            "Only products of two tensors computed from the inputs convert. ")
+    if len(t.shape(a)) < 2 or len(t.shape(b)) != len(t.shape(a)):
+        raise t.unsupported(node, "a matrix product of vectors or of operands of different "
+                            "rank", "Both operands need the same number (>= 2) of sample "
+                            "axes: (..., n, k) @ (..., k, m). ")
+    # Attention written out, softmax(...) @ v: the weights stay fixed under LRP (AH-rule).
+    fixed = next((i for i, x in enumerate((a, b))
+                  if t.layers[t.layer(x)].get("act_name") == "softmax"), None)
+    return t.emit(node, "MatMul", [a, b], lrp_constant=fixed)
+
+
+def emit_attention(t: Any, node: fx.Node, q: Any, k: Any, v: Any, scale: float,
+                   rank: int) -> int:
+    """``softmax(scale * q @ k^T) @ v`` over the last two sample axes of ``q (..., L, E)``,
+    ``k (..., S, E)`` and ``v (..., S, Ev)`` (``rank`` sample axes each), with the
+    attention weights held fixed under LRP (the AH-rule)."""
+    swap = [*range(rank - 2), rank - 1, rank - 2]
+    k_t = t.emit(node, "Permute", [k], suffix="_key_t", perm=swap)
+    q = t.emit(node, "Affine", [q], suffix="_scale", scale=float(scale))
+    scores = t.emit(node, "MatMul", [q, k_t], suffix="_scores")
+    weights = t.emit(node, "Activation", [scores], suffix="_weights", act_name="softmax",
+                     axis=rank - 1)
+    return t.emit(node, "MatMul", [weights, v], lrp_constant=0)
+
+
+@_register(FUNCTIONS, F.scaled_dot_product_attention)
+def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
+    q, k, v = (arg(node, i, name) for i, name in enumerate(("query", "key", "value")))
+    unsupported = {"attn_mask": (3, None), "dropout_p": (4, 0.0), "is_causal": (5, False),
+                   "enable_gqa": (7, False)}
+    for name, (position, default) in unsupported.items():
+        if arg(node, position, name, default) != default:
+            raise t.unsupported(node, f"scaled_dot_product_attention with {name} given",
+                                "Masks, dropout and grouped queries do not convert. ")
+    scale = arg(node, 6, "scale", None)
+    rank = len(t.shape(q))
+    if rank < 2 or len(t.shape(k)) != rank or len(t.shape(v)) != rank:
+        raise t.unsupported(node, "scaled_dot_product_attention on these shapes",
+                            "query, key and value need the same rank >= 2 per sample. ")
+    return emit_attention(t, node, q, k, v,
+                          1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank)
+
+
+@_register(MODULES, nn.MultiheadAttention)
+def _multihead_attention(t: Any, node: fx.Node) -> Outputs:
+    """``nn.MultiheadAttention(batch_first=True)`` without masks or added key/value biases,
+    as dense projections per head, :func:`emit_attention` and the output projection."""
+    m = t.module(node)
+    masks = [arg(node, i, name, None) for i, name in ((3, "key_padding_mask"), (5, "attn_mask"))]
+    if not m.batch_first or m.bias_k is not None or m.add_zero_attn or any(
+            mask is not None for mask in masks) or arg(node, 7, "is_causal", False):
+        raise t.unsupported(
+            node, "nn.MultiheadAttention with batch_first=False, add_bias_kv, add_zero_attn, "
+            "a mask or is_causal", "Self- and cross-attention without those convert. ")
+    inputs = [arg(node, i, name) for i, name in enumerate(("query", "key", "value"))]
+    if m._qkv_same_embed_dim:
+        weights = m.in_proj_weight.chunk(3)
+    else:
+        weights = (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)
+    biases = (None,) * 3 if m.in_proj_bias is None else m.in_proj_bias.chunk(3)
+    heads = []
+    for name, x, weight, bias in zip("qkv", inputs, weights, biases):
+        length = t.shape(x)[0]
+        projected = t.emit(node, "Dense", [x], suffix=f"_{name}", weight=weight, bias=bias)
+        split = t.emit(node, "Reshape", [projected], suffix=f"_{name}_heads",
+                       shape=[length, m.num_heads, m.head_dim])
+        heads.append(t.emit(node, "Permute", [split], suffix=f"_{name}_t", perm=[1, 0, 2]))
+    attended = emit_attention(t, node, *heads, 1 / math.sqrt(m.head_dim), rank=3)
+    merged = t.emit(node, "Permute", [attended], suffix="_merge", perm=[1, 0, 2])
+    joined = t.emit(node, "Reshape", [merged], suffix="_join",
+                    shape=[t.shape(inputs[0])[0], m.embed_dim])
+    out = t.emit(node, "Dense", [joined], suffix="_out", weight=m.out_proj.weight,
+                 bias=m.out_proj.bias)
+    return Outputs((out, None))
 
 
 # ---- pooling ---------------------------------------------------------------------
@@ -442,11 +546,55 @@ def _neg(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, torch.cat, torch.concat, getattr(torch, "concatenate", None))
 def _cat(t: Any, node: fx.Node) -> int:
-    tensors = list(node.args[0])
-    dim = arg(node, 1, "dim", node.kwargs.get("axis", 0))
-    if len(tensors) == 1:
-        return t.layer(tensors[0])
-    return t.emit(node, "Concatenate", tensors, axis=t.axis(node, dim))
+    parts = list(node.args[0])
+    axis = t.axis(node, arg(node, 1, "dim", node.kwargs.get("axis", 0)))
+    if len(parts) == 1:
+        return t.layer(parts[0])
+    if all(t.is_tensor(p) for p in parts):
+        return t.emit(node, "Concatenate", parts, axis=axis)
+    return _cat_with_constants(t, node, parts, axis)
+
+
+def _cat_with_constants(t: Any, node: fx.Node, parts: list[Any], axis: int) -> int:
+    """A concatenation of tensors and batch constants (``cat([cls_token.expand(n, -1, -1),
+    x])``): each run of constants becomes zero padding of the next tensor (of the last
+    one, after it), then one ``Affine`` adds the constants where the zeros are."""
+    if not all(t.is_tensor(p) or p in t.batch_constants for p in parts):
+        raise t.unsupported(node, "concatenation with a value that is neither a tensor "
+                            "computed from the inputs nor a constant expanded to the batch")
+    tensors = [i for i, p in enumerate(parts) if t.is_tensor(p)]
+    if not tensors:
+        raise t.unsupported(node, "a concatenation of constants only")
+    pads = {i: [0, 0] for i in tensors}
+    for i, p in enumerate(parts):
+        if not t.is_tensor(p):
+            later = [k for k in tensors if k > i]
+            owner, side = (later[0], 0) if later else (tensors[-1], 1)
+            pads[owner][side] += t.shape(p)[axis]
+    padded = []
+    for i in tensors:
+        padded.append(parts[i])
+        if pads[i] != [0, 0]:
+            rank = len(t.shape(parts[i]))
+            padding = [pads[i]] + [[0, 0]] * (rank - axis - 1)
+            padded[-1] = t.emit(node, "Padding", [parts[i]], suffix=f"_pad{i}",
+                                padding=padding, mode="constant", value=0.0)
+    joined = padded[0] if len(padded) == 1 else t.emit(node, "Concatenate", padded,
+                                                       suffix="_cat", axis=axis)
+    shift = torch.cat([t.batch_constants[p] if p in t.batch_constants
+                       else torch.zeros(t.shape(p)) for p in parts], dim=axis)
+    return t.emit(node, "Affine", [joined], shift=shift)
+
+
+@_register(METHODS, "expand")
+def _expand(t: Any, node: fx.Node) -> BatchConstant:
+    source = node.args[0]
+    const = t.constant(source)
+    if not isinstance(const, Tensor):
+        raise t.unsupported(node, "expanding a tensor computed from the inputs",
+                            "Only constants (e.g. a class token) expand to the batch. ")
+    value = _sample_constant(t, node, const)
+    return BatchConstant(value.expand(t.shape(node)).clone())
 
 
 @_register(FUNCTIONS, torch.mean)
@@ -566,6 +714,12 @@ def _getitem(t: Any, node: fx.Node) -> int:
         ranges = [[0, size, 1] for size in t.shape(split.source)]
         ranges[split.axis] = [*split.bounds[index], 1]
         return t.emit(node, "Slice", [split.source], ranges=ranges)
+    if isinstance(source, fx.Node) and source in t.outputs:
+        layer = t.outputs[source].layers[index]
+        if layer is None:
+            raise t.unsupported(node, f"element {index} of the output of node '{source.name}'",
+                                "Only the attention output (element 0) converts. ")
+        return layer
     if not t.is_tensor(source):
         raise t.unsupported(node, "indexing into a value that is not a tensor")
     return _index_tensor(t, node, source, t.static(index))

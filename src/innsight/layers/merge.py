@@ -1,4 +1,4 @@
-"""Layers that combine several tensors: sum, concatenation, elementwise product."""
+"""Layers that combine several tensors: sum, concatenation, elementwise and matrix products."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import Tensor
 from innsight.layers.base import Layer, as_int, tensor_dim
 from innsight.layers.rules import (
     DeepLiftRule,
+    FrozenMap,
     LrpRule,
     Mover,
     Multipliers,
@@ -115,3 +116,101 @@ class Multiply(Layer):
         n = collapse(m, y - y_ref)
         (a, b), (a_ref, b_ref) = xs, refs
         return [sum_to(n * ((b + b_ref) / 2), a.shape), sum_to(n * ((a + a_ref) / 2), b.shape)]
+
+
+class MatMul(Layer):
+    """Batched matrix product of two tensors, ``a @ b`` over their last two sample axes:
+    ``(batch, ..., n, k)`` and ``(batch, ..., k, m)`` give ``(batch, ..., n, m)``; both
+    have the same number of sample axes, and the leading ones broadcast.
+
+    ``lrp_constant`` (``0``, ``1`` or ``None``) names the operand that LRP holds fixed.
+    With it, the product is a linear map of the other operand (its matrix, the fixed
+    operand, differs per sample) and the selected LRP rule redistributes all relevance
+    through that map; the fixed operand gets none. This is the AH-rule of Ali et al.
+    2022 ("XAI for Transformers: Better Explanations through Conservative Propagation")
+    when the fixed operand is the attention weights (the softmax output); the torch
+    front-end sets it for attention modules and for any product with a softmax.
+    Without it, each operand gets half of the relevance through the map with the other
+    operand fixed (``a * b`` of :class:`Multiply` as a 1x1 case). DeepLift uses the
+    exact split ``d(ab) = da ((b + b')/2) + ((a + a')/2) db``
+    whatever ``lrp_constant``. ConnectionWeights is not defined for it.
+    """
+
+    type_names = ("MatMul",)
+    n_inputs = 2
+    optional = {"lrp_constant": None}
+    takes_lrp_rule = True
+
+    def __init__(self, type_name: str, lrp_constant: Any) -> None:
+        super().__init__(type_name)
+        if lrp_constant not in (None, 0, 1) or isinstance(lrp_constant, bool):
+            raise ValueError(f"`lrp_constant` must be 0, 1 or None, got {lrp_constant!r}.")
+        self.lrp_constant = lrp_constant
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        if a.ndim < 3 or b.ndim != a.ndim or a.shape[-1] != b.shape[-2]:
+            raise ValueError(
+                f"MatMul needs two sample shapes (..., n, k) and (..., k, m) of the same "
+                f"rank, got {list(a.shape[1:])} and {list(b.shape[1:])}."
+            )
+        return torch.matmul(a, b)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"lrp_constant": self.lrp_constant}
+
+    def summary(self) -> str:
+        return self.type_name if self.lrp_constant is None else (
+            f"{self.type_name}(LRP: input {self.lrp_constant} fixed)")
+
+    def rule_support(self, method: str, rule: Any) -> str | None:
+        if method == "cw":
+            return "layer type 'MatMul' (a product of two tensors) has no weights to follow"
+        if method == "lrp" and rule.name == "pass":
+            return (f"the LRP rule 'pass' only moves relevance through shape-preserving "
+                    f"layers, not layer type '{self.type_name}'")
+        return None
+
+    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
+        out = []
+        for side, x in enumerate(xs):
+            if side == self.lrp_constant:
+                out.append(r.new_zeros(r.shape[0], *x.shape))
+                continue
+            share = r if self.lrp_constant is not None else r / 2
+            fixed = FrozenMatMul(self, xs[1 - side], side)
+            out.append(fixed.relevance(share, [x], y, rule)[0])
+        return out
+
+    def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
+                     y_ref: Tensor, rule: DeepLiftRule,
+                     splits: list[Pair] | None) -> list[Multipliers]:
+        n = collapse(m, y - y_ref)
+        (a, b), (a_ref, b_ref) = xs, refs
+        return [sum_to(n @ ((b + b_ref) / 2).mT, a.shape),
+                sum_to(((a + a_ref) / 2).mT @ n, b.shape)]
+
+
+class FrozenMatMul(FrozenMap):
+    """A :class:`MatMul` with one operand held at its values ``fixed (B, ..., ., .)``:
+    the linear map ``x -> x @ fixed`` (``side=0``, ``x`` varies) or ``x -> fixed @ x``
+    (``side=1``), different for each sample. The fixed operand is the rule weight, so
+    that the LRP rules' weight modifications act on it entry by entry."""
+
+    def __init__(self, layer: MatMul, fixed: Tensor, side: int) -> None:
+        self.type_name = layer.type_name
+        self.input_dim = [layer.input_dim[side]]
+        self._out_rank = len(layer.output_dim)
+        self._fixed = fixed
+        self._side = side
+
+    @property
+    def rule_weight(self) -> Tensor:
+        return self._fixed
+
+    def _map(self, x: Tensor, weight: Tensor) -> Tensor:
+        return x @ weight if self._side == 0 else weight @ x
+
+    def _map_t(self, s: Tensor, weight: Tensor) -> Tensor:
+        back = s @ weight.mT if self._side == 0 else weight.mT @ s
+        # Sums over the leading sample axes along which x was broadcast.
+        return back.sum_to_size(*s.shape[:s.ndim - self._out_rank], *self.input_dim[0])

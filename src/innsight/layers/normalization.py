@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, as_ints, frozen_param
-from innsight.layers.rules import LinearMap, LrpRule, method_label
+from innsight.layers.rules import FrozenMap, LrpRule, method_label
 
 
 class LayerNorm(Layer):
@@ -104,7 +104,7 @@ class LayerNorm(Layer):
         return FrozenLayerNorm(self, xs[0]).relevance(r, xs, y, rule)
 
 
-class FrozenLayerNorm(LinearMap):
+class FrozenLayerNorm(FrozenMap):
     """A :class:`LayerNorm` with ``sigma`` held at its values for ``x (B, *dim)``: the
     linear map ``y_i = a_i (x_i - mean(x)) + bias_i`` with ``a = weight / sigma``
     (broadcastable to ``(B, *dim)``), different for each sample (the LN-rule of LRP).
@@ -143,7 +143,3 @@ class FrozenLayerNorm(LinearMap):
     def _map_t(self, s: Tensor, weight: Tensor) -> Tensor:
         diagonal, off = weight
         return (off * s).sum(self._dims, keepdim=True) + (diagonal - off) * s
-
-    def lin_t(self, s: Tensor, part: str) -> Tensor:
-        # The weights differ per sample: s keeps its (T, B) axes to broadcast against them.
-        return self._map_t(s, self._part(part))

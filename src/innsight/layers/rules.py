@@ -10,7 +10,8 @@ Two mix-ins hold the shared math:
 
 - :class:`LinearMap` for layers that compute ``y = L_W(x) + b`` (dense,
   convolution, batch norm, elementwise affine, average pooling, means; layer
-  normalisation under LRP, its standard deviation held fixed): each
+  normalisation under LRP, its standard deviation held fixed, and a matrix product
+  with one operand held fixed, both per sample as a :class:`FrozenMap`): each
   LRP rule is written once in terms of the linear part with modified weights
   (``W``, its positive part, its negative part, ...) and its transpose;
 - :class:`Mover` for layers that only move values (flatten, reshape, permute,
@@ -396,6 +397,16 @@ class LinearMap(RuleLayer):
     # -- ConnectionWeights ---------------------------------------------------------
     def weight_paths(self, m: Tensor) -> list[Tensor]:
         return [self.lin_t(m, "w")]
+
+
+class FrozenMap(LinearMap):
+    """A layer with a factor held at its values for one batch ``(B, ...)`` (layer norm's
+    standard deviation, an operand of a matrix product): a linear map whose weights
+    differ per sample, so that upstream values keep their ``(T, B)`` axes to broadcast
+    against them."""
+
+    def lin_t(self, s: Tensor, part: str) -> Tensor:
+        return self._map_t(s, self._part(part))
 
 
 def _zero_if_none(t: Tensor | None) -> Tensor | float:
