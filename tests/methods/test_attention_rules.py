@@ -3,8 +3,9 @@
 LRP follows the AH-rule (Ali et al. 2022): the attention weights (the softmax output)
 are held fixed, so relevance flows through the values only, as through a linear map.
 References: that rule written out by hand for one head, conservation without biases
-(a vision transformer, a plain product of two activations), and for DeepLift the
-axiom that contributions sum to ``f(x) - f(x_ref)``.
+(a vision transformer, a plain product of two activations), and for DeepLift and
+DeepSHAP the axiom that contributions sum to ``f(x) - f(x_ref)`` of the original model
+(a plain product, one head, a whole vision transformer).
 """
 
 from __future__ import annotations
@@ -141,6 +142,26 @@ def test_deeplift_through_a_product_of_activations_sums_to_the_difference(
     with torch.no_grad():
         goal = model(x) - model(x_ref)
     close(sums, goal, 1e-10, f"DeepLift {rule} completeness")
+
+
+@pytest.mark.parametrize("rule", ["rescale", "reveal_cancel"])
+def test_deeplift_and_deepshap_through_a_vision_transformer_sum_to_the_difference(
+        rule, small_vit, close, make_data):
+    """Layer norms, attention, gelu and the class token: contributions sum exactly to the
+    difference of the original model's outputs."""
+    model = small_vit.double()
+    conv = _convert(model, [3, 32, 32])
+    x, refs = make_data(2, 3, 32, 32, seed=11), make_data(3, 3, 32, 32, seed=12)
+    deeplift = ins.run_deeplift(conv, x, x_ref=refs[:1], rule_name=rule, output_idx=[0, 4],
+                                dtype="double")
+    deepshap = ins.run_deepshap(conv, x, data_ref=refs, rule_name=rule, output_idx=[0, 4],
+                                dtype="double")
+    with torch.no_grad():
+        f_x, f_refs = model(x)[:, [0, 4]], model(refs)[:, [0, 4]]
+    close(deeplift.get_result("torch_tensor").flatten(1, -2).sum(1), f_x - f_refs[:1], 1e-10,
+          f"DeepLift {rule} through a vision transformer")
+    close(deepshap.get_result("torch_tensor").flatten(1, -2).sum(1), f_x - f_refs.mean(0), 1e-10,
+          f"DeepSHAP {rule} through a vision transformer")
 
 
 def test_connection_weights_refuse_a_product_of_activations(seeded):

@@ -3,8 +3,10 @@
 LRP uses the LN-rule (Ali et al. 2022): the standard deviation of each sample is held
 fixed, which makes the layer the linear map ``y = gamma * (x - mean(x)) / sigma + beta``.
 References: that rule written out by hand, a dense layer holding the same matrix
-(whose rules are tested against Zennit), and conservation without biases. DeepLift,
-DeepSHAP and ConnectionWeights refuse the layer by name.
+(whose rules are tested against Zennit), and conservation without biases. DeepLift
+follows the layer's primitive operations: its contributions sum exactly to
+``f(x) - f(x_ref)``, and as ``x_ref`` approaches ``x`` they approach autograd's
+gradient times ``x - x_ref``. ConnectionWeights refuses the layer by name.
 """
 
 from __future__ import annotations
@@ -146,21 +148,62 @@ def test_lrp_without_biases_conserves_relevance(rule, seeded, close, make_data):
     close(result.decomp_sum[0], result.decomp_goal[0], 1e-10, f"LRP {rule} conservation")
 
 
-@pytest.mark.parametrize(("run", "method", "reason"), [
-    (lambda c, x: ins.run_deeplift(c, x), "DeepLift",
-     "its standard deviation differs between x and x_ref"),
-    (lambda c, x: ins.run_deepshap(c, x, data_ref=x), "DeepLift",
-     "its standard deviation differs between x and x_ref"),
-    (lambda c, x: ins.run_cw(c), "ConnectionWeights",
-     "its weights depend on each sample's standard deviation"),
-], ids=["DeepLift", "DeepSHAP", "ConnectionWeights"])
-def test_deeplift_deepshap_and_connection_weights_refuse_layer_norm(run, method, reason,
-                                                                    seeded, make_data):
+def _ln_mlp(seeded: Any) -> nn.Module:
+    model = seeded(lambda: nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(),
+                                         nn.Linear(6, 3)), seed=12).double()
+    _random_affine(model[1], seed=13)
+    return model
+
+
+@pytest.mark.parametrize("rule", ["rescale", "reveal_cancel"])
+def test_deeplift_sums_to_the_difference_of_the_original_outputs(rule, seeded, close, make_data):
+    model = _ln_mlp(seeded)
+    x, x_ref = make_data(5, 4, seed=14), make_data(1, 4, seed=15)
+    result = ins.run_deeplift(ins.convert(model, input_dim=[4], dtype="double"), x, x_ref=x_ref,
+                              rule_name=rule, output_idx=[0, 1, 2], dtype="double")
+    with torch.no_grad():
+        goal = model(x) - model(x_ref)
+    close(result.get_result("torch_tensor").sum(1), goal, 1e-12, f"DeepLift {rule} through LayerNorm")
+
+
+def test_deeplift_multipliers_approach_the_gradient_as_the_reference_approaches_x(
+        seeded, close, make_data):
+    model = _ln_mlp(seeded)
+    x, step = make_data(4, 4, seed=16), 1e-7 * make_data(4, 4, seed=17)
+    conv = ins.convert(model, input_dim=[4], dtype="double")
+    contributions = ins.run_deeplift(conv, x, x_ref=x - step, output_idx=[0, 2],
+                                     dtype="double").get_result("torch_tensor")
+    xg = x.clone().requires_grad_(True)
+    grads = [torch.autograd.grad(model(xg)[:, k].sum(), xg)[0] for k in (0, 2)]
+    close(contributions / step[..., None], torch.stack(grads, -1), 1e-6,
+          "DeepLift multipliers at x_ref -> x")
+
+
+def test_deepshap_through_a_convnext_block_and_the_channel_axis(seeded, close, make_data):
+    model = seeded(ConvNeXtBlock, seed=18).double()
+    _random_affine(model.norm, seed=19)
+    x, refs = make_data(3, 4, 5, 5, seed=20), make_data(4, 4, 5, 5, seed=21)
+    result = ins.run_deepshap(ins.convert(model, input_dim=[4, 5, 5], dtype="double"), x,
+                              data_ref=refs, output_idx=[0, 1, 2], dtype="double")
+    with torch.no_grad():
+        goal = model(x) - model(refs).mean(0)
+    close(result.get_result("torch_tensor").flatten(1, -2).sum(1), goal, 1e-12,
+          "DeepSHAP through a ConvNeXt block")
+    y = make_data(2, 3, 2, 4, seed=22)
+    direct, permuted = (ins.run_deeplift(ins.convert(_channels_norm(first), dtype="double"), y,
+                                         output_idx=[0, 5, 23], dtype="double")
+                        for first in (True, False))
+    close(direct.get_result("torch_tensor"), permuted.get_result("torch_tensor"), 1e-12,
+          "DeepLift through LayerNorm over the channels")
+
+
+def test_connection_weights_refuse_layer_norm(seeded, make_data):
     model = seeded(lambda: nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 3)))
     conv = ins.convert(model, input_dim=[4])
     with pytest.raises(ValueError) as info:
-        run(conv, make_data(2, 4, dtype=torch.float32))
+        ins.run_cw(conv)
     message = str(info.value)
-    assert f"{method} cannot explain this model" in message
-    assert f"layer type 'LayerNorm' has no {method} rule ({reason}" in message
+    assert "ConnectionWeights cannot explain this model" in message
+    assert ("layer type 'LayerNorm' has no ConnectionWeights rule (its weights depend on each "
+            "sample's standard deviation") in message
     assert "'1'" in message  # the layer's name: the module path in the Sequential

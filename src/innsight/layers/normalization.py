@@ -10,7 +10,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, as_ints, frozen_param
-from innsight.layers.rules import FrozenMap, LrpRule, method_label
+from innsight.layers.rules import (
+    DeepLiftRule,
+    FrozenMap,
+    LrpRule,
+    Multipliers,
+    Pair,
+    collapse,
+    divide,
+    method_label,
+    negligible,
+)
 
 
 class LayerNorm(Layer):
@@ -30,9 +40,12 @@ class LayerNorm(Layer):
     ``y_i = sum_j weight_i / sigma * (delta_ij - 1/n) x_j + bias_i`` over each group of
     ``n`` entries; the selected LRP rule then redistributes through that map like
     through a dense layer (``simple`` is the LN-rule itself; without bias it conserves
-    relevance). DeepLift and ConnectionWeights have no rule: ``sigma`` differs between
-    ``x`` and its reference, so the frozen map would not sum to ``f(x) - f(x_ref)``, and
-    the map's weights depend on the data.
+    relevance). DeepLift follows the layer's primitive operations, each with its exact
+    rule: centring ``c = x - mean(x)`` (linear), the variance ``v = mean(c^2)`` (``c^2 -
+    c'^2 = (c + c')(c - c')``), ``s = (v + eps)^(-1/2)`` (its secant, the derivative at
+    the midpoint where ``|v - v'|`` is negligible) and the product ``c * s`` (the split
+    ``((s + s')/2) dc + ((c + c')/2) ds``); so its contributions sum exactly to
+    ``y - y_ref``. ConnectionWeights has no rule: the map's weights depend on the data.
     """
 
     type_names = ("LayerNorm",)
@@ -91,17 +104,37 @@ class LayerNorm(Layer):
         return v.view(shape)
 
     def rule_support(self, method: str, rule: Any) -> str | None:
-        if method == "lrp":
+        if method != "cw":
             return None
-        reason = {
-            "deeplift": "its standard deviation differs between x and x_ref, so no linear "
-                        "map with a fixed one sums to f(x) - f(x_ref)",
-            "cw": "its weights depend on each sample's standard deviation",
-        }[method]
-        return f"layer type '{self.type_name}' has no {method_label(method)} rule ({reason})"
+        return (f"layer type '{self.type_name}' has no {method_label(method)} rule (its "
+                "weights depend on each sample's standard deviation)")
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         return FrozenLayerNorm(self, xs[0]).relevance(r, xs, y, rule)
+
+    def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
+                     y_ref: Tensor, rule: DeepLiftRule,
+                     splits: list[Pair] | None) -> list[Multipliers]:
+        # Upstream values are (T, B, *dim): the normalised axes one further right.
+        axes = tuple(d + 1 for d in self._dims)
+        m_z = collapse(m, y - y_ref)
+        if self.weight is not None:
+            m_z = m_z * self.broadcast(self.weight)
+        (x,), (x_ref,) = xs, refs
+        n = math.prod(x.shape[d] for d in self._dims)
+        c = x - x.mean(self._dims, keepdim=True)
+        c_ref = x_ref - x_ref.mean(self._dims, keepdim=True)
+        v = (c * c).mean(self._dims, keepdim=True)
+        v_ref = (c_ref * c_ref).mean(self._dims, keepdim=True)
+        s, s_ref = (v + self.eps).rsqrt(), (v_ref + self.eps).rsqrt()
+        dv = v - v_ref
+        # ds / dv: the secant, or the derivative at the midpoint where dv is rounding noise
+        slope = torch.where(negligible(dv, v, v_ref), -0.5 * ((v + v_ref) / 2 + self.eps) ** -1.5,
+                            divide(s - s_ref, dv))
+        c_mid = (c + c_ref) / 2
+        m_s = (m_z * c_mid).sum(axes, keepdim=True)
+        m_c = m_z * ((s + s_ref) / 2) + m_s * slope * (2 * c_mid / n)
+        return [m_c - m_c.mean(axes, keepdim=True)]  # centring is its own transpose
 
 
 class FrozenLayerNorm(FrozenMap):
