@@ -194,6 +194,7 @@ LAYER_CASES = {
     "attention-value-dim-output-shape": lambda:
         attention((5, 6), (7, 3), value_dim=3, output_shape=5, use_bias=False),
     "attention-over-image-positions": lambda: attention((3, 4, 6), output_shape=(2, 5)),
+    "attention-gated": lambda: attention((5, 6), (7, 3), use_gate=True, value_dim=3),
 }
 
 
@@ -454,7 +455,6 @@ def test_layer_norm_with_rms_scaling_is_refused():
     ({"call": {"use_causal_mask": True}}, "a call with use_causal_mask"),
     ({"call": {"return_attention_scores": True}}, "a call with return_attention_scores"),
     ({"call": {"training": True}, "dropout": 0.5}, "dropout called with training=True"),
-    ({"use_gate": True}, "attention with use_gate=True"),
     ({"sliding_window": 2}, "attention with sliding_window=2"),
     ({"attention_axes": 2, "shape": (3, 5, 6)}, r"attention with attention_axes=\(2,\)"),
 ])

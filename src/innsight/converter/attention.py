@@ -35,7 +35,8 @@ def emit_attention(emit: Emit, q: Any, k: Any, v: Any, scale: float, rank: int,
 
 def emit_multi_head_attention(emit: Emit, inputs: Sequence[Any], lengths: Sequence[int],
                               projections: Sequence[tuple[Any, Any]], output: tuple[Any, Any],
-                              num_heads: int, scale: float) -> int:
+                              num_heads: int, scale: float,
+                              gate: tuple[Any, Any] | None = None) -> int:
     """Multi-head attention of token-major query, key and value ``inputs``
     (``(lengths[i], width_i)`` each) as layers; the result is ``(lengths[0], out)``.
 
@@ -43,6 +44,8 @@ def emit_multi_head_attention(emit: Emit, inputs: Sequence[Any], lengths: Sequen
     bias or None)`` whose rows are head-major (row ``h * head_dim + d``); ``output``
     the output projection ``(weight (out, num_heads * value_head_dim), bias or None)``
     reading the heads joined in the same order. Query and key share ``head_dim``.
+    A ``gate`` (a dense map of the query like the value's projection) multiplies the
+    joined heads by its sigmoid before the output projection.
     """
     heads = []
     for name, x, length, (weight, bias) in zip("qkv", inputs, lengths, projections):
@@ -54,4 +57,8 @@ def emit_multi_head_attention(emit: Emit, inputs: Sequence[Any], lengths: Sequen
     merged = emit("Permute", [attended], "merge", perm=[1, 0, 2])
     weight, bias = output
     joined = emit("Reshape", [merged], "join", shape=[lengths[0], weight.shape[1]])
+    if gate is not None:
+        opened = emit("Dense", [inputs[0]], "gate", weight=gate[0], bias=gate[1])
+        opened = emit("Activation", [opened], "gate_sigmoid", act_name="sigmoid")
+        joined = emit("Multiply", [joined, opened], "gated")
     return emit("Dense", [joined], "out", weight=weight, bias=bias)

@@ -340,8 +340,8 @@ def _einsum_kernel(t: Any, dense: Any, rows: int) -> tuple[np.ndarray, np.ndarra
 @_register("MultiHeadAttention")
 def _multi_head_attention(t: Any, node: Any, xs: list[Value],
                           outs: list[tuple[int, ...]]) -> list[int]:
-    """Self- or cross-attention without masks, attention over all axes but the last
-    (Keras' default), as :func:`~innsight.converter.attention.emit_multi_head_attention`
+    """Self- or cross-attention (gated or not) without masks, attention over all axes
+    but the last (Keras' default), as :func:`~innsight.converter.attention.emit_multi_head_attention`
     on token-major tensors: each input ``(..., C)`` (held ``(C, ...)``) becomes
     ``(tokens, C)``, the result ``(tokens, out)`` goes back to ``(..., *output_shape)``."""
     op = node.operation
@@ -360,17 +360,16 @@ def _multi_head_attention(t: Any, node: Any, xs: list[Value],
               values[id(call.arguments["value"] if key is None else key)],
               values[id(call.arguments["value"])]]
     rank = inputs[0].rank
-    options = {"use_gate": getattr(op, "_use_gate", False),  # newer Keras versions only
-               "sliding_window": getattr(op, "_sliding_window", None),
+    options = {"sliding_window": getattr(op, "_sliding_window", None),  # newer Keras only
                "attention_axes": tuple(op.attention_axes)}
-    defaults = {"use_gate": False, "sliding_window": None, "attention_axes": tuple(range(1, rank))}
+    defaults = {"sliding_window": None, "attention_axes": tuple(range(1, rank))}
     refused = [f"{name}={value!r}" for name, value in options.items() if value != defaults[name]]
     if refused or any(x.rank != rank for x in inputs):
         raise t.unsupported(
             f"attention with {', '.join(refused) or 'inputs of different ranks'}",
             f"Attention over all axes but the last (attention_axes={defaults['attention_axes']} "
-            "here) of query, key and value of the same rank converts, without a gate or a "
-            "sliding window. ")
+            "here) of query, key and value of the same rank converts, without a sliding "
+            "window. ")
     tokens: dict[int, int] = {}  # one token-major copy per distinct input
     for name, x in zip(("query", "key", "value"), inputs):
         if x.index not in tokens:
@@ -387,6 +386,7 @@ def _multi_head_attention(t: Any, node: Any, xs: list[Value],
             type_name, reads, part and f"/{part}", **params),
         [tokens[x.index] for x in inputs], lengths, [_einsum_kernel(t, d, 1) for d in dense],
         output, op.num_heads, 1 / math.sqrt(op.key_dim),
+        _einsum_kernel(t, op._gate_dense, 1) if getattr(op, "_use_gate", False) else None,
     )
     shape = outs[0]
     if tuple(shape) != (lengths[0], output[0].shape[0]):  # several axes of tokens or outputs
