@@ -64,6 +64,22 @@ def sequential(input_shape, *stack):
     return keras.Sequential([keras.Input(input_shape), *stack])
 
 
+def attention(query_shape, value_shape=None, key_shape=None, name="mha", call=None, **options):
+    """``MultiHeadAttention(num_heads=2, key_dim=4)`` with random biases: self-attention,
+    or cross-attention reading value (and key) inputs of their own; ``call`` holds
+    further arguments of the call, e.g. inputs to use as masks (``{"name": shape}``)."""
+    query = keras.Input(query_shape)
+    inputs = [query] + [keras.Input(s) for s in (value_shape, key_shape) if s is not None]
+    extra = {k: keras.Input(v) if isinstance(v, tuple) else v for k, v in (call or {}).items()}
+    inputs += [v for v in extra.values() if isinstance(v, keras.KerasTensor)]
+    layer = layers.MultiHeadAttention(
+        2, 4, name=name, bias_initializer=keras.initializers.RandomNormal(stddev=0.5), **options)
+    if key_shape is not None:
+        extra["key"] = inputs[2]
+    out = layer(query, inputs[1] if value_shape is not None else query, **extra)
+    return keras.Model(inputs if len(inputs) > 1 else query, out)
+
+
 # ---- single layers ----------------------------------------------------------------------
 
 SLOPES = keras.initializers.RandomUniform(0.0, 0.5)
@@ -173,6 +189,12 @@ LAYER_CASES = {
         sequential((5, 5, 3), layers.SpatialDropout2D(0.5), layers.Conv2D(2, 3)),
     "random-flip": lambda:
         sequential((5, 5, 3), layers.RandomFlip(), layers.RandomRotation(0.2), layers.Conv2D(2, 3)),
+    "attention-self": lambda: attention((5, 6), dropout=0.3),
+    "attention-cross-key": lambda: attention((5, 6), (7, 3), (7, 2)),
+    "attention-value-dim-output-shape": lambda:
+        attention((5, 6), (7, 3), value_dim=3, output_shape=5, use_bias=False),
+    "attention-over-image-positions": lambda: attention((3, 4, 6), output_shape=(2, 5)),
+    "attention-gated": lambda: attention((5, 6), (7, 3), use_gate=True, value_dim=3),
 }
 
 
@@ -426,6 +448,26 @@ def test_layer_norm_with_rms_scaling_is_refused():
                        match=r"'rms' \(LayerNormalization\): .*rms_scaling=True.*without "
                              r"subtracting the mean"):
         ins.convert(sequential((4, 3), norm))
+
+
+@pytest.mark.parametrize("options, what", [
+    ({"call": {"attention_mask": (5, 5)}}, "a call with attention_mask"),
+    ({"call": {"use_causal_mask": True}}, "a call with use_causal_mask"),
+    ({"call": {"return_attention_scores": True}}, "a call with return_attention_scores"),
+    ({"call": {"training": True}, "dropout": 0.5}, "dropout called with training=True"),
+    ({"sliding_window": 2}, "attention with sliding_window=2"),
+    ({"attention_axes": 2, "shape": (3, 5, 6)}, r"attention with attention_axes=\(2,\)"),
+])
+def test_attention_options_are_refused(options, what):
+    model = attention(options.pop("shape", (5, 6)), **options)
+    with pytest.raises(ins.ConversionError, match=r"layer 'mha' \(MultiHeadAttention\): " + what):
+        ins.convert(model)
+
+
+def test_standalone_einsum_dense_is_refused():
+    model = sequential((5, 6), layers.EinsumDense("abc,cd->abd", (None, 4), name="proj"))
+    with pytest.raises(ins.ConversionError, match=r"layer 'proj' \(EinsumDense\)"):
+        ins.convert(model)
 
 
 def test_dividing_by_a_tensor_is_refused():

@@ -212,3 +212,111 @@ def test_same_network_in_torch_and_keras_gives_the_same_results():
                                ignore_last_act=ignore_last_act, dtype="double").get_result("array")
         assert g_keras.shape == (4, 12, 12, 3, 3)
         assert max_rel_error(np.moveaxis(g_keras, 3, 1), g_torch) < DOUBLE_TOL
+
+
+# ---- a transformer encoder block -------------------------------------------------------------
+
+
+def keras_encoder():
+    """Tokens (5, 6) -> Dense -> self-attention (2 heads of 4) -> Add -> LayerNormalization
+    -> feed-forward -> Add -> LayerNormalization -> mean over tokens -> Dense(3)."""
+    x = keras.Input((5, 6), name="tokens")
+    h = layers.Dense(8, name="embed")(x)
+    a = layers.MultiHeadAttention(2, 4, name="attention")(h, h)
+    h = layers.LayerNormalization(epsilon=1e-5, name="norm1")(layers.Add()([h, a]))
+    f = layers.Dense(8, name="ff2")(layers.Dense(16, activation="relu", name="ff1")(h))
+    h = layers.LayerNormalization(epsilon=1e-5, name="norm2")(layers.Add()([h, f]))
+    return keras.Model(x, layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(h)))
+
+
+class TorchEncoder(nn.Module):
+    """:func:`keras_encoder` in torch (``nn.MultiheadAttention(batch_first=True)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(8), nn.LayerNorm(8)
+        self.ff1, self.ff2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = self.norm1(h + self.attention(h, h, h, need_weights=False)[0])
+        h = self.norm2(h + self.ff2(torch.relu(self.ff1(h))))
+        return self.head(h.mean(1))
+
+
+def copy_encoder_weights(source: TorchEncoder, target) -> None:
+    """The torch weights into the Keras encoder: dense kernels transposed, attention
+    projections ``(out, in)`` with head-major rows as kernels ``(in, heads, key_dim)``
+    and the output projection as ``(heads, key_dim, out)``."""
+    def array(p):
+        return p.detach().double().numpy()
+
+    for name in ("embed", "ff1", "ff2", "head"):
+        m = getattr(source, name)
+        target.get_layer(name).set_weights([array(m.weight).T, array(m.bias)])
+    for name in ("norm1", "norm2"):
+        m = getattr(source, name)
+        target.get_layer(name).set_weights([array(m.weight), array(m.bias)])
+    attn, mha = source.attention, target.get_layer("attention")
+    weights, biases = attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)
+    for dense, weight, bias in zip((mha.query_dense, mha.key_dense, mha.value_dense),
+                                   weights, biases):
+        dense.kernel.assign(array(weight).T.reshape(8, 2, 4))
+        dense.bias.assign(array(bias).reshape(2, 4))
+    mha.output_dense.kernel.assign(array(attn.out_proj.weight).T.reshape(2, 4, 8))
+    mha.output_dense.bias.assign(array(attn.out_proj.bias))
+
+
+@pytest.fixture
+def encoders():
+    """The encoder in torch (random layer norms and attention biases) and in Keras with
+    the same weights, both in float64."""
+    torch.manual_seed(6)
+    torch_model = TorchEncoder().double().eval()
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            if p.ndim == 1:  # biases and layer-norm offsets (zeros when fresh)
+                p.copy_(0.5 * torch.randn_like(p))
+        for norm in (torch_model.norm1, torch_model.norm2):
+            norm.weight.uniform_(0.5, 1.5)
+    with float64():
+        keras_model = keras_encoder()
+    copy_encoder_weights(torch_model, keras_model)
+    return torch_model, keras_model
+
+
+def test_keras_encoder_matches_keras_and_gradient_tape(encoders):
+    _, model = encoders
+    x = np.random.default_rng(6).standard_normal((4, 5, 6))
+    conv = assert_matches_keras(model, [x], [[0, 1, 2]])
+    assert conv.input_dim == [(6, 5)]
+    products = [layer for layer in conv.model.layers if layer.type_name == "MatMul"]
+    # q k^T varies in both operands; the attention weights (softmax output) times the
+    # values holds the weights fixed under LRP (the AH-rule)
+    assert [layer.lrp_constant for layer in products] == [None, 0]
+    lrp = ins.run_lrp(conv, x, channels_first=False, rule_name="epsilon", dtype="double")
+    values = lrp.get_result("array")
+    assert values.shape == (4, 5, 6, 3) and np.isfinite(values).all() and np.abs(values).max() > 0
+
+
+def test_same_encoder_in_torch_and_keras_gives_the_same_results(encoders):
+    """Both front-ends write attention out as the same layers: equal outputs, Gradient
+    and LRP (Keras' data is (tokens, width) as torch's, held (width, tokens) inside)."""
+    torch_model, keras_model = encoders
+    from_torch = ins.convert(torch_model, input_dim=[5, 6], dtype="double")
+    from_keras = ins.convert(keras_model, dtype="double")
+    x = np.random.default_rng(7).standard_normal((4, 5, 6))
+    with torch.no_grad():
+        out_torch = from_torch.model(torch.as_tensor(x))
+        out_keras = from_keras.model(torch.as_tensor(channels_first(x)))
+    assert max_rel_error(out_keras, out_torch.numpy()) < 1e-8
+    for method, args in (("run_grad", {}), ("run_lrp", {"rule_name": "epsilon"})):
+        got_torch = getattr(ins, method)(from_torch, x, dtype="double", **args)
+        got_keras = getattr(ins, method)(from_keras, x, channels_first=False, dtype="double",
+                                         **args)
+        expected = got_torch.get_result("array")
+        assert np.abs(expected).max() > 0
+        assert max_rel_error(got_keras.get_result("array"), expected) < 1e-8

@@ -22,7 +22,8 @@ depend on the axis order keep Keras' semantics: ``Flatten`` and ``Reshape``
 go through the channels-last order (a ``Permute`` layer in front), and the
 axis of ``Concatenate``, ``Softmax``, ``BatchNormalization``,
 ``LayerNormalization`` and ``Dense`` on rank > 1 inputs is mapped onto the
-channels-first tensor. Layers with
+channels-first tensor. ``MultiHeadAttention`` works on token-major copies
+``(tokens, width)`` of its inputs and moves its result back. Layers with
 ``data_format="channels_first"`` are wrapped in permutations to the same end.
 
 Names

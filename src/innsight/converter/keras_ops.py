@@ -13,6 +13,7 @@ installed Keras on first use, so this module imports no Keras itself.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from innsight.converter.attention import emit_multi_head_attention
 from innsight.converter.keras_front import (
     Handler,
     Value,
@@ -311,6 +313,85 @@ def _layer_norm(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]])
 
     return [t.emit("LayerNorm", [x], axes=axes, weight=param(op.gamma), bias=param(op.beta),
                    eps=float(op.epsilon))]
+
+
+# ---- attention -----------------------------------------------------------------------------
+
+#: Arguments of ``MultiHeadAttention.call`` that do not convert, with their defaults.
+_ATTENTION_DEFAULTS = {
+    "query_mask": None, "value_mask": None, "key_mask": None, "attention_mask": None,
+    "use_causal_mask": False, "return_attention_scores": False,
+}
+
+
+def _einsum_kernel(t: Any, dense: Any, rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """An ``EinsumDense`` sub-layer of attention as a Dense ``(weight (out, in), bias)``:
+    its kernel, ``(width, heads, dim)`` for a projection (``rows=1``) or ``(heads, dim,
+    *output_shape)`` for the output (``rows=2``), flattened row-major to ``(in, out)``
+    with the first ``rows`` axes as inputs, and transposed; its bias flattened."""
+    mode = getattr(dense, "quantization_mode", None)
+    if mode is not None:
+        raise t.unsupported(f"a quantized ({mode}) attention projection")
+    kernel = to_numpy(dense.kernel)
+    weight = kernel.reshape(int(np.prod(kernel.shape[:rows])), -1).T
+    return weight, None if dense.bias is None else to_numpy(dense.bias).reshape(-1)
+
+
+@_register("MultiHeadAttention")
+def _multi_head_attention(t: Any, node: Any, xs: list[Value],
+                          outs: list[tuple[int, ...]]) -> list[int]:
+    """Self- or cross-attention (gated or not) without masks, attention over all axes
+    but the last (Keras' default), as :func:`~innsight.converter.attention.emit_multi_head_attention`
+    on token-major tensors: each input ``(..., C)`` (held ``(C, ...)``) becomes
+    ``(tokens, C)``, the result ``(tokens, out)`` goes back to ``(..., *output_shape)``."""
+    op = node.operation
+    call = inspect.signature(op.call).bind(*node.arguments.args, **node.arguments.kwargs)
+    given = [name for name, value in call.arguments.items()
+             if name in _ATTENTION_DEFAULTS and value is not _ATTENTION_DEFAULTS[name]]
+    if given:
+        raise t.unsupported(f"a call with {', '.join(given)}",
+                            "Only attention without masks, returning its output alone, "
+                            "converts. ")
+    if call.arguments.get("training") is True and op.dropout > 0:
+        raise t.unsupported("dropout called with training=True", "It stays random at inference. ")
+    values = dict(zip(map(id, node.input_tensors), xs))
+    key = call.arguments.get("key")
+    inputs = [values[id(call.arguments["query"])],
+              values[id(call.arguments["value"] if key is None else key)],
+              values[id(call.arguments["value"])]]
+    rank = inputs[0].rank
+    options = {"sliding_window": getattr(op, "_sliding_window", None),  # newer Keras only
+               "attention_axes": tuple(op.attention_axes)}
+    defaults = {"sliding_window": None, "attention_axes": tuple(range(1, rank))}
+    refused = [f"{name}={value!r}" for name, value in options.items() if value != defaults[name]]
+    if refused or any(x.rank != rank for x in inputs):
+        raise t.unsupported(
+            f"attention with {', '.join(refused) or 'inputs of different ranks'}",
+            f"Attention over all axes but the last (attention_axes={defaults['attention_axes']} "
+            "here) of query, key and value of the same rank converts, without a sliding "
+            "window. ")
+    tokens: dict[int, int] = {}  # one token-major copy per distinct input
+    for name, x in zip(("query", "key", "value"), inputs):
+        if x.index not in tokens:
+            index = t.to_keras_layout(x, f"/{name}_tokens")
+            if rank > 2:
+                index = t.emit("Reshape", [index], f"/{name}_flat",
+                               shape=[math.prod(x.shape[:-1]), x.shape[-1]])
+            tokens[x.index] = index
+    dense = (op.query_dense, op.key_dense, op.value_dense)
+    output = _einsum_kernel(t, op.output_dense, 2)
+    lengths = [math.prod(x.shape[:-1]) for x in inputs]
+    out = emit_multi_head_attention(
+        lambda type_name, reads, part, **params: t.emit(
+            type_name, reads, part and f"/{part}", **params),
+        [tokens[x.index] for x in inputs], lengths, [_einsum_kernel(t, d, 1) for d in dense],
+        output, op.num_heads, 1 / math.sqrt(op.key_dim),
+        _einsum_kernel(t, op._gate_dense, 1) if getattr(op, "_use_gate", False) else None,
+    )
+    shape = outs[0]
+    if tuple(shape) != (lengths[0], output[0].shape[0]):  # several axes of tokens or outputs
+        out = t.emit("Reshape", [out], "/unflat", shape=list(shape))
+    return [t.from_keras_layout(out, len(shape), "")]
 
 
 # ---- pooling -------------------------------------------------------------------------------

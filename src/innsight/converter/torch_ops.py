@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from innsight.converter.attention import Emit, emit_attention, emit_multi_head_attention
 from innsight.converter.errors import ConversionError
 
 
@@ -220,18 +221,14 @@ def matrix_product(t: Any, node: fx.Node) -> int:
     return t.emit(node, "MatMul", [a, b], lrp_constant=fixed)
 
 
-def emit_attention(t: Any, node: fx.Node, q: Any, k: Any, v: Any, scale: float,
-                   rank: int) -> int:
-    """``softmax(scale * q @ k^T) @ v`` over the last two sample axes of ``q (..., L, E)``,
-    ``k (..., S, E)`` and ``v (..., S, Ev)`` (``rank`` sample axes each), with the
-    attention weights held fixed under LRP (the AH-rule)."""
-    swap = [*range(rank - 2), rank - 1, rank - 2]
-    k_t = t.emit(node, "Permute", [k], suffix="_key_t", perm=swap)
-    q = t.emit(node, "Affine", [q], suffix="_scale", scale=float(scale))
-    scores = t.emit(node, "MatMul", [q, k_t], suffix="_scores")
-    weights = t.emit(node, "Activation", [scores], suffix="_weights", act_name="softmax",
-                     axis=rank - 1)
-    return t.emit(node, "MatMul", [weights, v], lrp_constant=0)
+def _emitter(t: Any, node: fx.Node) -> Emit:
+    """The :data:`~innsight.converter.attention.Emit` of ``node``: parts become suffixes
+    ``_part`` of its name."""
+
+    def emit(type_name: str, reads: list[Any], part: str, **params: Any) -> int:
+        return t.emit(node, type_name, reads, suffix=part and f"_{part}", **params)
+
+    return emit
 
 
 @_register(FUNCTIONS, F.scaled_dot_product_attention)
@@ -248,14 +245,14 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     if rank < 2 or len(t.shape(k)) != rank or len(t.shape(v)) != rank:
         raise t.unsupported(node, "scaled_dot_product_attention on these shapes",
                             "query, key and value need the same rank >= 2 per sample. ")
-    return emit_attention(t, node, q, k, v,
+    return emit_attention(_emitter(t, node), q, k, v,
                           1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank)
 
 
 @_register(MODULES, nn.MultiheadAttention)
 def _multihead_attention(t: Any, node: fx.Node) -> Outputs:
     """``nn.MultiheadAttention(batch_first=True)`` without masks or added key/value biases,
-    as dense projections per head, :func:`emit_attention` and the output projection."""
+    as :func:`~innsight.converter.attention.emit_multi_head_attention`."""
     m = t.module(node)
     masks = [arg(node, i, name, None) for i, name in ((3, "key_padding_mask"), (5, "attn_mask"))]
     if not m.batch_first or m.bias_k is not None or m.add_zero_attn or any(
@@ -269,19 +266,9 @@ def _multihead_attention(t: Any, node: fx.Node) -> Outputs:
     else:
         weights = (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)
     biases = (None,) * 3 if m.in_proj_bias is None else m.in_proj_bias.chunk(3)
-    heads = []
-    for name, x, weight, bias in zip("qkv", inputs, weights, biases):
-        length = t.shape(x)[0]
-        projected = t.emit(node, "Dense", [x], suffix=f"_{name}", weight=weight, bias=bias)
-        split = t.emit(node, "Reshape", [projected], suffix=f"_{name}_heads",
-                       shape=[length, m.num_heads, m.head_dim])
-        heads.append(t.emit(node, "Permute", [split], suffix=f"_{name}_t", perm=[1, 0, 2]))
-    attended = emit_attention(t, node, *heads, 1 / math.sqrt(m.head_dim), rank=3)
-    merged = t.emit(node, "Permute", [attended], suffix="_merge", perm=[1, 0, 2])
-    joined = t.emit(node, "Reshape", [merged], suffix="_join",
-                    shape=[t.shape(inputs[0])[0], m.embed_dim])
-    out = t.emit(node, "Dense", [joined], suffix="_out", weight=m.out_proj.weight,
-                 bias=m.out_proj.bias)
+    out = emit_multi_head_attention(
+        _emitter(t, node), inputs, [t.shape(x)[0] for x in inputs], list(zip(weights, biases)),
+        (m.out_proj.weight, m.out_proj.bias), m.num_heads, 1 / math.sqrt(m.head_dim))
     return Outputs((out, None))
 
 
