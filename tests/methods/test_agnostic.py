@@ -130,7 +130,7 @@ def test_lime_of_an_additive_model_is_exact(additive):
     np.testing.assert_allclose(result.get_result(), expected, atol=1e-10)
 
 
-def test_lime_ridge_shrinks_and_the_kernel_weights_matter(additive):
+def test_lime_ridge_penalty_shrinks_the_weights(additive):
     model, conv = additive
     x, ref = torch.randn(2, 6), torch.randn(1, 6)
     exact = g(model, x) - g(model, ref)

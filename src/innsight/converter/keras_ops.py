@@ -270,13 +270,19 @@ def _separable(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) 
     return _finish_conv(t, node, point, outs[0])
 
 
+def _one_internal_axis(t: Any, keras_axis: Any, rank: int, what: str) -> int:
+    """A layer's Keras ``axis`` (an int or a one-element list) as an internal sample
+    axis; several axes are refused naming ``what``."""
+    axes = keras_axis if isinstance(keras_axis, (list, tuple)) else [keras_axis]
+    if len(axes) != 1:
+        raise t.unsupported(f"{what} over several axes {list(axes)}")
+    return internal_axis(sample_axis(axes[0], rank, t.where), rank)
+
+
 @_register("BatchNormalization")
 def _batch_norm(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     op, x = node.operation, xs[0]
-    axes = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
-    if len(axes) != 1:
-        raise t.unsupported(f"batch normalisation over several axes {list(axes)}")
-    axis = internal_axis(sample_axis(axes[0], x.rank, t.where), x.rank)
+    axis = _one_internal_axis(t, op.axis, x.rank, "batch normalisation")
     mean, var = to_numpy(op.moving_mean), to_numpy(op.moving_variance)
     gamma = to_numpy(op.gamma) if op.scale else None
     beta = to_numpy(op.beta) if op.center else None
@@ -503,11 +509,8 @@ def _elu(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> lis
 
 @_register("Softmax")
 def _softmax(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
-    op, x = node.operation, xs[0]
-    axes = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
-    if len(axes) != 1:
-        raise t.unsupported(f"softmax over several axes {list(axes)}")
-    axis = internal_axis(sample_axis(axes[0], x.rank, t.where), x.rank)
+    x = xs[0]
+    axis = _one_internal_axis(t, node.operation.axis, x.rank, "softmax")
     return [t.emit("Activation", [x], act_name="softmax", axis=axis)]
 
 

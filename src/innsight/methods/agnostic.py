@@ -119,11 +119,11 @@ def explain_shap(setup: Setup, background: Tensor, n: int,
     x = _flat(setup.data)
     n_data, g = x.shape[0], players.count
     device, generator = x.device, setup.generator
-    ranks = torch.empty(n, g, dtype=torch.long, device=device)  # ranks[k, j]: step of player j
-    for k in range(0, n, 2):
-        ranks[k] = torch.randperm(g, generator=generator, device=generator.device).to(device)
-        if k + 1 < n:
-            ranks[k + 1] = g - 1 - ranks[k]
+    # ranks[k, j]: the step of player j in walk k; uniform random permutations (the
+    # argsort of uniform draws), each odd one the reverse of the one before
+    pairs = torch.rand(-(-n // 2), g, generator=generator, device=generator.device)
+    forward = pairs.to(device).argsort(dim=1).argsort(dim=1)
+    ranks = torch.stack([forward, g - 1 - forward], dim=1).flatten(0, 1)[:n]
     order = ranks.argsort(dim=1)  # order[k, s]: the player switched at step s + 1
     shuffled = torch.randperm(background.shape[0], generator=generator,
                               device=generator.device).to(device)
