@@ -263,6 +263,7 @@ class SHAP(AgnosticMethod):
     """
 
     method_name = "SHAP"
+    value_name = "Shapley value"
 
     def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 50,
                  feature_groups: Any = None, **shared: Any) -> None:
@@ -302,6 +303,7 @@ class LIME(AgnosticMethod):
     """
 
     method_name = "LIME"
+    value_name = "LIME weight"
 
     def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 1000,
                  kernel_width: float | None = None, alpha: float = 1e-6,

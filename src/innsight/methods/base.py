@@ -120,6 +120,11 @@ def resolve_device(device: Any, default: torch.device) -> torch.device:
     return resolved
 
 
+#: Every method class by its ``method_name``; a subclass that sets ``method_name``
+#: registers itself (and joins the method conformance suite).
+METHODS: dict[str, type[InterpretingMethod]] = {}
+
+
 class InterpretingMethod(Result):
     """Base of every method; see the shared parameters below.
 
@@ -155,8 +160,15 @@ class InterpretingMethod(Result):
     """
 
     method_name = "InterpretingMethod"
+    #: What the values are called on plot axes and legends ("gradient", "relevance", ...).
+    value_name = "attribution"
     #: Whether ``data=None`` is allowed (a global method); its predictions are then NaN.
     data_optional = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "method_name" in vars(cls):  # shared bases (no name of their own) are no methods
+            METHODS[cls.method_name] = cls
 
     def __init__(
         self,
@@ -218,6 +230,7 @@ class InterpretingMethod(Result):
         ]
         super().__init__(
             method=self.method_name,
+            value_name=self.value_name,
             args=own_args,
             values=split_by_output(values, selected),
             output_idx=selected,

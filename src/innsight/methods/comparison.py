@@ -23,7 +23,7 @@ import torch
 from innsight import plotting
 from innsight._validation import check_bool, check_bools, describe
 from innsight.converter import Converter
-from innsight.methods.base import InterpretingMethod
+from innsight.methods.base import METHODS, InterpretingMethod
 from innsight.methods.result import RESULT_TYPES, Result
 from innsight.plotting.selection import Panel, global_panels, local_panels, value_label
 
@@ -52,7 +52,8 @@ def compare_models(
     method : str or InterpretingMethod subclass
         A method class (``ins.Gradient``, ``ins.LRP``, ...) or its name
         (``"Gradient"``, ``"IntegratedGradient"``, ``"LRP"``, ...; case does not
-        matter). Any subclass of :class:`InterpretingMethod` works.
+        matter). Any subclass of :class:`InterpretingMethod` that sets its own
+        ``method_name`` works (it is registered in ``METHODS``).
     **method_args
         The method's own and shared arguments (``output_idx``, ``n``,
         ``rule_name``, ``dtype``, ...), passed to every model alike. ``seed``
@@ -83,32 +84,19 @@ def compare_models(
 
 
 def resolve_method(method: Any) -> type[InterpretingMethod]:
-    """An :class:`InterpretingMethod` subclass, given as a class or by name."""
-    if isinstance(method, type) and issubclass(method, InterpretingMethod):
-        if method is not InterpretingMethod:
-            return method
-    known = _method_classes()
+    """A registered method class (see :data:`~innsight.methods.base.METHODS`), given as
+    the class or by its class or method name (case does not matter)."""
+    if isinstance(method, type) and method in METHODS.values():
+        return method
+    known = {name.lower(): cls for cls in METHODS.values()
+             for name in (cls.__name__, cls.method_name)}
     if isinstance(method, str) and method.lower() in known:
         return known[method.lower()]
-    names = sorted({cls.__name__ for cls in known.values()})
+    names = sorted(cls.__name__ for cls in METHODS.values())
     raise ValueError(
         f"`method` must be an interpretation method class or the name of one of {names}, "
         f"got {describe(method)}."
     )
-
-
-def _method_classes() -> dict[str, type[InterpretingMethod]]:
-    """Every method (a subclass of InterpretingMethod that names itself in ``method_name``;
-    shared bases do not) by lower-case class and method name."""
-    found: dict[str, type[InterpretingMethod]] = {}
-    stack = list(InterpretingMethod.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if "method_name" in vars(cls) and not cls.__name__.startswith("_"):
-            found.setdefault(cls.__name__.lower(), cls)
-            found.setdefault(cls.method_name.lower(), cls)
-    return found
 
 
 def _named_converters(converters: Any) -> dict[str, Converter]:

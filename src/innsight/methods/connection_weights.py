@@ -47,6 +47,7 @@ class ConnectionWeights(InterpretingMethod):
     """
 
     method_name = "ConnectionWeights"
+    value_name = "importance"
     data_optional = True
 
     def __init__(self, converter: Any, data: Any = None, *, times_input: bool = False,

@@ -126,6 +126,7 @@ class DeepLift(InterpretingMethod):
     """
 
     method_name = "DeepLift"
+    value_name = "contribution"
 
     def __init__(self, converter: Any, data: Any, *, x_ref: Any = None,
                  rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
@@ -159,6 +160,7 @@ class DeepSHAP(InterpretingMethod):
     """
 
     method_name = "DeepSHAP"
+    value_name = "contribution"
 
     def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, limit_ref: int = 100,
                  rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:

@@ -204,6 +204,7 @@ class Gradient(InterpretingMethod):
     """
 
     method_name = "Gradient"
+    value_name = "gradient"
 
     def __init__(self, converter: Any, data: Any, *, times_input: bool = False, **shared: Any) -> None:
         super().__init__(converter, data, times_input=times_input, **shared)
@@ -222,6 +223,7 @@ class SmoothGrad(InterpretingMethod):
     """
 
     method_name = "SmoothGrad"
+    value_name = "gradient"
 
     def __init__(self, converter: Any, data: Any, *, n: int = 50, noise_level: float = 0.1,
                  times_input: bool = False, **shared: Any) -> None:
@@ -241,6 +243,7 @@ class IntegratedGradient(InterpretingMethod):
     """
 
     method_name = "IntegratedGradient"
+    value_name = "attribution"
 
     def __init__(self, converter: Any, data: Any, *, x_ref: Any = None, n: int = 50,
                  times_input: bool = True, **shared: Any) -> None:
@@ -259,6 +262,7 @@ class ExpectedGradient(InterpretingMethod):
     """
 
     method_name = "ExpectedGradient"
+    value_name = "attribution"
 
     def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, n: int = 50,
                  **shared: Any) -> None:

@@ -203,6 +203,7 @@ class LRP(InterpretingMethod):
     """
 
     method_name = "LRP"
+    value_name = "relevance"
 
     def __init__(self, converter: Any, data: Any, *, rule_name: Any = "simple",
                  rule_param: Any = None, winner_takes_all: bool = True, **shared: Any) -> None:

@@ -32,6 +32,7 @@ class Result:
     """
 
     method: str
+    value_name: str  # what the values are called: "gradient", "relevance", ...
     args: dict[str, Any]
     values: list[list[Tensor] | None]
     output_idx: list[list[int]]

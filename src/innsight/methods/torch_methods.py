@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from innsight._validation import any_training, check_bool, describe, is_int, resolve_dtype
 from innsight.converter.names import default_names
 from innsight.converter.torch_fx import eval_mode, flatten_outputs
-from innsight.methods.base import make_generator, split_by_output
+from innsight.methods.base import METHODS, make_generator, split_by_output
 from innsight.methods.data import is_array_like, prepare_data
 from innsight.methods.engine import Target, default_batch_size, evaluate, target_values
 from innsight.methods.gradient import (
@@ -76,6 +76,7 @@ def _direct(
         return values[0] if len(values) == 1 else values
     return Result(
         method=method,
+        value_name=METHODS[method].value_name,
         args=args,
         values=split_by_output(values, [indices]),
         output_idx=[indices],

@@ -30,12 +30,6 @@ AGGREGATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "norm": lambda a: np.sqrt((a**2).sum(axis=1)),
 }
 
-#: What the values of a method are called on axes and legends.
-VALUE_KINDS = {"Gradient": "gradient", "SmoothGrad": "gradient", "LRP": "relevance",
-               "IntegratedGradient": "attribution", "ExpectedGradient": "attribution",
-               "DeepLift": "contribution", "DeepSHAP": "contribution",
-               "ConnectionWeights": "importance", "SHAP": "Shapley value", "LIME": "LIME weight"}
-
 AggrChannels = str | Callable[[np.ndarray], np.ndarray] | None
 
 
@@ -68,7 +62,7 @@ class Panel:
 
 def value_label(result: Result) -> str:
     """The kind of a method's values, e.g. ``"gradient x input"`` (the title names the method)."""
-    kind = VALUE_KINDS.get(result.method, "attribution")
+    kind = result.value_name
     times = kind in ("gradient", "importance") and result.args.get("times_input")
     return kind + " x input" if times else kind
 
