@@ -75,11 +75,6 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def any_training(model: torch.nn.Module) -> bool:
-    """Whether the module or any of its submodules is in training mode."""
-    return any(module.training for module in model.modules())
-
-
 def check_bool(value: Any, arg_name: str) -> bool:
     """``value`` if it is a bool; a TypeError naming ``arg_name`` otherwise."""
     if not isinstance(value, bool):

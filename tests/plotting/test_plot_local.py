@@ -134,9 +134,28 @@ def test_two_inputs_two_outputs_compose(two_in_two_out_result, tmp_path):
     assert [set(map(str, g.data["output_node"])) for g in ggplots(one_output)] == [{"Y2"}, {"Y2"}]
 
 
-def test_output_label_searches_every_output_layer(two_in_two_out_result):
-    plots = ggplots(plot(two_in_two_out_result, output_label=["Y3", "Y2"]))
-    assert [sorted(set(map(str, g.data["output_node"]))) for g in plots] == [["Y3"], ["Y3"], ["Y2"], ["Y2"]]
+def _shown_nodes(figure) -> list[list[str]]:
+    return [sorted(set(map(str, g.data["output_node"]))) for g in ggplots(figure)]
+
+
+def test_output_label_means_what_it_means_in_run(two_in_two_out_result):
+    # a flat list selects in the first output layer (as in run_*); a list per output
+    # layer reaches the others
+    assert _shown_nodes(plot(two_in_two_out_result, output_label=["Y3"])) == [["Y3"], ["Y3"]]
+    assert _shown_nodes(plot(two_in_two_out_result, output_label=[["Y3"], ["Y2"]])) == [
+        ["Y3"], ["Y3"], ["Y2"], ["Y2"]]
+    with pytest.raises(ValueError, match=r"`output_label` \['Y2'\] not found in output layer 0"):
+        plot(two_in_two_out_result, output_label=["Y3", "Y2"])
+
+
+@pytest.mark.parametrize("kwargs", [{"output_idx": [2, 2]}, {"output_label": ["Y3", "Y3"]}])
+def test_repeated_nodes_are_refused_as_in_run(two_in_two_out, two_in_two_out_result, kwargs):
+    match = r"has repeated output nodes in output layer 0"
+    with pytest.raises(ValueError, match=match):
+        plot(two_in_two_out_result, **kwargs)
+    conv = ins.convert(two_in_two_out, input_dim=[[2, 6, 6], [4]])
+    with pytest.raises(ValueError, match=match):
+        ins.run_grad(conv, [torch.zeros(1, 2, 6, 6), torch.zeros(1, 4)], **kwargs)
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
@@ -145,12 +164,12 @@ def test_output_label_searches_every_output_layer(two_in_two_out_result):
     ({"data_idx": "all"}, TypeError, "`data_idx` must be an int or a non-empty list of ints, got 'all'"),
     ({"data_idx": []}, TypeError, "`data_idx`"),
     ({"data_idx": 1.0}, TypeError, "`data_idx`"),
-    ({"output_idx": 7}, ValueError, r"`output_idx` asks for \[7\] of output layer 0, but only \[0, 1, 2\]"),
+    ({"output_idx": 7}, ValueError, r"`output_idx` \[7\] not found in output layer 0: only \[0, 1, 2\] were computed"),
     ({"output_idx": [[0], [1]]}, ValueError, "`output_idx` has 2 entries per output layer but the model has 1"),
     ({"output_idx": "Y1"}, TypeError, "`output_idx` must be an int, a list of them"),
     ({"output_idx": [[0, "a"]]}, TypeError, "`output_idx` must be an int, a list of them"),
-    ({"output_label": "Y9"}, ValueError, r"`output_label` \['Y9'\] not among the computed nodes"),
-    ({"output_label": [["Y9"]]}, ValueError, r"`output_label` asks for \['Y9'\]"),
+    ({"output_label": "Y9"}, ValueError, r"`output_label` \['Y9'\] not found in output layer 0"),
+    ({"output_label": [["Y9"]]}, ValueError, r"`output_label` \['Y9'\] not found in output layer 0"),
     ({"output_idx": 0, "output_label": "Y1"}, ValueError, "either `output_idx` or `output_label`"),
     ({"output_idx": [None]}, ValueError, "`output_idx` selects no output node"),
     ({"same_scale": "yes"}, TypeError, "`same_scale` must be True or False"),

@@ -10,14 +10,14 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from innsight._validation import any_training, as_dim_list
+from innsight._torch_modules import any_training, eval_mode, output_list
+from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.torch_ops import (
     FUNCTIONS,
@@ -74,7 +74,10 @@ def describe_torch(
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
         with eval_mode(model), torch.no_grad():
-            return flatten_outputs(model(*inputs), "the model's output")
+            try:
+                return output_list(model(*inputs), "the model's output")
+            except TypeError as err:
+                raise ConversionError(str(err)) from err
 
     return description, run_original
 
@@ -87,28 +90,6 @@ def random_inputs(model: nn.Module, dims: Sequence[tuple[int, ...]], batch: int)
     device = param.device if param is not None else torch.device("cpu")
     generator = torch.Generator().manual_seed(batch)
     return [torch.randn(batch, *d, generator=generator, dtype=dtype).to(device) for d in dims]
-
-
-def flatten_outputs(output: Any, what: str) -> list[Tensor]:
-    """A tensor, or a tuple/list of tensors, as a list of tensors."""
-    outputs = list(output) if isinstance(output, (tuple, list)) else [output]
-    if not outputs or not all(isinstance(o, Tensor) for o in outputs):
-        raise ConversionError(
-            f"{what} must be a tensor or a tuple/list of tensors, got {type(output).__name__}."
-        )
-    return outputs
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration, then the user's own train/eval flags back."""
-    flags = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
 
 
 def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:

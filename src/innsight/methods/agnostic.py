@@ -18,17 +18,22 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from innsight._validation import describe, is_number
 from innsight.converter import Converter
-from innsight.methods.base import InterpretingMethod, Setup, check_positive_int, resolve_device
+from innsight.methods.base import (
+    Explanation,
+    InterpretingMethod,
+    Setup,
+    check_positive_int,
+    resolve_device,
+)
 from innsight.methods.data import prepare_like, to_channels_first, user_dim
-from innsight.methods.engine import evaluate, target_values
+from innsight.methods.engine import row_chunks
 from innsight.methods.opaque_model import OpaqueModel, PredFun
 
 
-def _flat(inputs: list[Tensor]) -> Tensor:
+def as_features(inputs: list[Tensor]) -> Tensor:
     """Input layers ``(n, *dim_k)`` as one feature matrix ``(n, p)``."""
     return torch.cat([x.flatten(1) for x in inputs], dim=1)
 
@@ -43,8 +48,7 @@ def _unflat(features: Tensor, like: list[Tensor]) -> list[Tensor]:
 
 def _outputs(setup: Setup, rows: Tensor) -> Tensor:
     """The explained outputs ``(rows, n_targets)`` at feature rows ``(rows, p)``."""
-    outputs = evaluate(setup.model_fn, _unflat(rows, setup.data), setup.batch_size)
-    return target_values(outputs, setup.targets)
+    return setup.outputs_at(_unflat(rows, setup.data))
 
 
 def _background(setup: Setup, data_ref: Any) -> Tensor:
@@ -52,7 +56,7 @@ def _background(setup: Setup, data_ref: Any) -> Tensor:
     if data_ref is None:
         raise ValueError("`data_ref` must hold reference samples (the background that replaces "
                          "absent features), in the layout of `data`; got None.")
-    return _flat(prepare_like(data_ref, setup.data, setup.channels_first, "data_ref"))
+    return as_features(prepare_like(data_ref, setup.data, setup.channels_first, "data_ref"))
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,7 @@ def _players(setup: Setup, feature_groups: Any) -> Players:
     return Players(group, torch.bincount(group))
 
 
-def explain_shap(setup: Setup, background: Tensor, n: int,
-                 players: Players) -> tuple[list[Tensor], Tensor]:
+def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> Explanation:
     """Shapley values by permutation sampling, ``(n_data, *dim, n_targets)`` per input
     layer, and their goal ``f(x) - mean f(ref)`` over the references used.
 
@@ -116,7 +119,7 @@ def explain_shap(setup: Setup, background: Tensor, n: int,
     reference equally often. The walks' ends, ``f(ref)`` and ``f(x)``, are
     evaluated once, so a walk costs ``g - 1`` model evaluations.
     """
-    x = _flat(setup.data)
+    x = as_features(setup.data)
     n_data, g = x.shape[0], players.count
     device, generator = x.device, setup.generator
     # ranks[k, j]: the step of player j in walk k; uniform random permutations (the
@@ -129,22 +132,22 @@ def explain_shap(setup: Setup, background: Tensor, n: int,
                               device=generator.device).to(device)
     ref_of = shuffled[(torch.arange(n, device=device) // 2) % background.shape[0]]
     f_refs = _outputs(setup, background[ref_of])  # (n, n_targets)
+    at_data = setup.outputs_at_data()
 
     inner = g - 1  # steps strictly between the reference and the sample
     n_walks = n_data * n
     per_chunk = max(1, setup.batch_size // max(inner, 1))
     phi = x.new_zeros(n_data, g, len(setup.targets))
-    for first in tqdm(range(0, n_walks, per_chunk), disable=not setup.verbose, desc="SHAP",
-                      leave=False):
-        walks = torch.arange(first, min(first + per_chunk, n_walks), device=device)
+    for rows in row_chunks(n_walks, per_chunk, setup.verbose, "SHAP"):
+        walks = torch.arange(rows.start, rows.stop, device=device)
         sample, walk = walks // n, walks % n
         path = torch.cat([f_refs[walk, None], _walk_outputs(setup, x, background, players, ranks,
                                                             ref_of, sample, walk, inner),
-                          setup.f_data[sample, None]], dim=1)  # (walks, g + 1, n_targets)
+                          at_data.explained[sample, None]], dim=1)  # (walks, g + 1, n_targets)
         phi.index_put_((sample[:, None].expand(-1, g), order[walk]), path.diff(dim=1),
                        accumulate=True)
-    goal = setup.f_data - f_refs.mean(dim=0, keepdim=True)
-    return _unflat(players.spread(phi / n), setup.data), goal
+    goal = at_data.explained - f_refs.mean(dim=0, keepdim=True)
+    return Explanation(_unflat(players.spread(phi / n), setup.data), goal, at_data)
 
 
 def _walk_outputs(setup: Setup, x: Tensor, background: Tensor, players: Players, ranks: Tensor,
@@ -153,12 +156,12 @@ def _walk_outputs(setup: Setup, x: Tensor, background: Tensor, players: Players,
     given walks, built and evaluated ``batch_size`` rows at a time."""
     n_rows = len(walk) * inner
     out = x.new_empty(len(walk), inner, len(setup.targets))
-    for start in range(0, n_rows, setup.batch_size):
-        row = torch.arange(start, min(start + setup.batch_size, n_rows), device=x.device)
+    for rows in row_chunks(n_rows, setup.batch_size):
+        row = torch.arange(rows.start, rows.stop, device=x.device)
         w, step = row // inner, row % inner + 1
         present = ranks[walk[w]][:, players.group] < step[:, None]  # (rows, p)
-        rows = torch.where(present, x[sample[w]], background[ref_of[walk[w]]])
-        out.view(n_rows, -1)[start:start + len(row)] = _outputs(setup, rows)
+        inputs = torch.where(present, x[sample[w]], background[ref_of[walk[w]]])
+        out.view(n_rows, -1)[rows] = _outputs(setup, inputs)
     return out
 
 
@@ -173,20 +176,19 @@ def explain_lime(setup: Setup, background: Tensor, n: int, kernel_width: float,
     (penalty ``alpha``, intercept free), each coalition weighted by
     ``exp(-d^2 / kernel_width^2)`` with ``d^2`` its number of absent players.
     """
-    x = _flat(setup.data)
+    x = as_features(setup.data)
     n_data, p, g = x.shape[0], x.shape[1], players.count
     device, generator = x.device, setup.generator
     per_chunk = max(1, setup.batch_size // n)  # samples whose coalitions run together
     weights_out = []
     penalty = math.sqrt(alpha) * torch.eye(g + 1, dtype=x.dtype, device=device)[1:]
-    for start in tqdm(range(0, n_data, per_chunk), disable=not setup.verbose, desc="LIME",
-                      leave=False):
-        rows = min(per_chunk, n_data - start)
+    for samples in row_chunks(n_data, per_chunk, setup.verbose, "LIME"):
+        rows = samples.stop - samples.start
         present = torch.rand(rows, n, g, generator=generator, device=generator.device).to(device) < 0.5
         present[:, 0] = True
         draw = torch.randint(background.shape[0], (rows, n), generator=generator,
                              device=generator.device).to(device)
-        inputs = torch.where(present[..., players.group], x[start:start + rows, None], background[draw])
+        inputs = torch.where(present[..., players.group], x[samples, None], background[draw])
         out = _outputs(setup, inputs.reshape(rows * n, p)).reshape(rows, n, -1)
         absent = (~present).sum(dim=2, dtype=x.dtype)  # (rows, n)
         root_w = torch.exp(-absent / kernel_width**2).sqrt()[..., None]
@@ -229,10 +231,10 @@ class AgnosticMethod(InterpretingMethod):
                              "a Converter predicts with its graph and has its own output names.")
         super().__init__(model, data, **args)
 
-    def _graph(self, converter: Any, data: Any, channels_first: bool, dtype: torch.dtype,
+    def _model(self, converter: Any, data: Any, channels_first: bool, dtype: torch.dtype,
                device: Any) -> Any:
         if isinstance(converter, Converter):
-            return super()._graph(converter, data, channels_first, dtype, device)
+            return super()._model(converter, data, channels_first, dtype, device)
         param = next(converter.parameters(), None) if isinstance(converter, torch.nn.Module) else None
         default = param.device if param is not None else torch.device("cpu")
         return OpaqueModel(converter, self._pred_fun, data, channels_first, dtype,
@@ -270,8 +272,7 @@ class SHAP(AgnosticMethod):
         super().__init__(model, data, data_ref=data_ref, n=n, feature_groups=feature_groups,
                          **shared)
 
-    def _explain(self, setup: Setup, data_ref: Any, n: Any,
-                 feature_groups: Any) -> tuple[list[Tensor], Tensor]:
+    def _explain(self, setup: Setup, data_ref: Any, n: Any, feature_groups: Any) -> Explanation:
         n = check_positive_int(n, "n")
         return explain_shap(setup, _background(setup, data_ref), n, _players(setup, feature_groups))
 
@@ -312,7 +313,7 @@ class LIME(AgnosticMethod):
                          alpha=alpha, feature_groups=feature_groups, **shared)
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any, kernel_width: Any,
-                 alpha: Any, feature_groups: Any) -> tuple[list[Tensor], None]:
+                 alpha: Any, feature_groups: Any) -> Explanation:
         n = check_positive_int(n, "n")
         players = _players(setup, feature_groups)
         if kernel_width is None:
@@ -321,8 +322,8 @@ class LIME(AgnosticMethod):
             raise ValueError(f"`kernel_width` must be a positive number or None, got {describe(kernel_width)}.")
         if not is_number(alpha) or not alpha >= 0:
             raise ValueError(f"`alpha` must be a number >= 0, got {describe(alpha)}.")
-        return explain_lime(setup, _background(setup, data_ref), n, float(kernel_width),
-                            float(alpha), players), None
+        return Explanation(explain_lime(setup, _background(setup, data_ref), n,
+                                        float(kernel_width), float(alpha), players))
 
 
 def run_shap(model: Any, data: Any, data_ref: Any, **args: Any) -> SHAP:

@@ -1,8 +1,13 @@
-"""``InterpretingMethod``: the shared arguments and set-up of every method.
+"""``InterpretingMethod``: the shared arguments and the run of every method.
 
-A method is constructed with a converter and data, runs at once, and *is*
-its :class:`~innsight.methods.result.Result`. Subclasses implement
-:meth:`InterpretingMethod._explain`.
+A method is constructed with a model and data, runs at once, and *is* its
+:class:`~innsight.methods.result.Result`. The run is explicit: the shared
+arguments are checked, model and data brought onto one dtype and device, the
+output nodes chosen (a :class:`~innsight.outputs.OutputSelection`), and the
+subclass's :meth:`InterpretingMethod._explain` returns an :class:`Explanation`:
+the values, their goal, and the outputs at the data where it computed them in
+passing. Whatever model the method gets, it works through the interface of
+:mod:`innsight.methods.model_interface`.
 """
 
 from __future__ import annotations
@@ -16,71 +21,67 @@ import torch
 from torch import Tensor
 
 from innsight._validation import check_bool, describe, is_int, resolve_dtype
-from innsight.converter import ConvertedModel, Converter
+from innsight.converter import Converter
 from innsight.methods.data import prepare_data, user_dim
-from innsight.methods.engine import (
-    ModelFn,
-    Target,
-    default_batch_size,
-    evaluate,
-    target_values,
-)
-from innsight.methods.outputs import flat_labels, select_outputs
+from innsight.methods.engine import default_batch_size, evaluate, target_values
+from innsight.methods.model_interface import ExplainableModel, TorchModule
 from innsight.methods.result import Result
+from innsight.outputs import DEFAULT_N_OUTPUTS, OutputSelection, Target
 
 
+@dataclass(frozen=True)
 class OutputsAtData:
-    """The explained outputs and the predictions at the data, each ``(n_data, n_targets)``.
+    """The explained outputs and the model's predictions at the data, each
+    ``(n_data, n_targets)``."""
 
-    Computed by one pass over the data on first use, unless a method that runs the
-    model over the data anyway (the rule-based ones) hands them over first.
-    """
+    explained: Tensor
+    preds: Tensor
 
-    def __init__(self, model: ConvertedModel, explained: list[int], data: list[Tensor],
-                 targets: list[Target], batch_size: int) -> None:
-        self._args = (model, explained, data, targets, batch_size)
-        self._values: tuple[Tensor, Tensor] | None = None
 
-    def provide(self, explained: Tensor, preds: Tensor) -> None:
-        self._values = (explained, preds)
+@dataclass(frozen=True)
+class Explanation:
+    """What ``_explain`` computed: values per input layer ``(n_data, *dim, n_targets)``,
+    the decomposition goal ``(n_data, n_targets)`` (``None``: the method has none), and
+    the outputs at the data when the method ran the model on the data anyway (``None``:
+    one more pass over the data computes them)."""
 
-    def _get(self) -> tuple[Tensor, Tensor]:
-        if self._values is None:
-            model, explained, data, targets, batch_size = self._args
-            nodes = explained + model.output_nodes
-            at_data = evaluate(lambda xs: model.run_nodes(xs, nodes), data, batch_size)
-            self._values = (target_values(at_data[:len(explained)], targets),
-                            target_values(at_data[len(explained):], targets))
-        return self._values
-
-    @property
-    def explained(self) -> Tensor:
-        return self._get()[0]
-
-    @property
-    def preds(self) -> Tensor:
-        return self._get()[1]
+    values: list[Tensor]
+    goal: Tensor | None = None
+    at_data: OutputsAtData | None = None
 
 
 @dataclass(frozen=True)
 class Setup:
     """What a method's ``_explain`` works with, all checked and on one device and dtype."""
 
-    model: ConvertedModel  # on the method's dtype and device
-    explained: list[int]  # per output layer, the layer explained (see explained_nodes)
-    model_fn: ModelFn  # inputs -> the explained outputs (pre-activation if ignore_last_act)
+    model: ExplainableModel  # on the method's dtype and device
+    explained: list[int]  # per output layer, the node explained (see explained_nodes)
     data: list[Tensor]  # per input layer, (n_data, *dim), channels first
-    targets: list[Target]
-    at_data: OutputsAtData  # the explained outputs and predictions at the data
+    selection: OutputSelection
     batch_size: int
     generator: torch.Generator
     verbose: bool
     channels_first: bool
 
     @property
-    def f_data(self) -> Tensor:
-        """The explained outputs at the data, ``(n_data, n_targets)``."""
-        return self.at_data.explained
+    def targets(self) -> list[Target]:
+        return self.selection.targets
+
+    def model_fn(self, inputs: list[Tensor]) -> list[Tensor]:
+        """The explained outputs (pre-activation with ``ignore_last_act``), one tensor
+        ``(rows, *out_dim)`` per output layer, for ``inputs`` ``(rows, *dim)`` per input layer."""
+        return self.model.run_nodes(inputs, self.explained)
+
+    def outputs_at(self, inputs: list[Tensor]) -> Tensor:
+        """The explained output nodes ``(rows, n_targets)`` at ``inputs``, without gradients."""
+        return target_values(evaluate(self.model_fn, inputs, self.batch_size), self.targets)
+
+    def outputs_at_data(self) -> OutputsAtData:
+        """The explained outputs and predictions at the data, from one pass."""
+        nodes = self.explained + self.model.output_nodes
+        at_data = evaluate(lambda xs: self.model.run_nodes(xs, nodes), self.data, self.batch_size)
+        return OutputsAtData(target_values(at_data[:len(self.explained)], self.targets),
+                             target_values(at_data[len(self.explained):], self.targets))
 
 
 def is_interactive() -> bool:
@@ -164,6 +165,9 @@ class InterpretingMethod(Result):
     value_name = "attribution"
     #: Whether ``data=None`` is allowed (a global method); its predictions are then NaN.
     data_optional = False
+    #: Whether the method walks the converted graph's layers (rule-based methods), so
+    #: that it cannot explain a raw torch module.
+    needs_graph = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -190,64 +194,62 @@ class InterpretingMethod(Result):
         check_bool(ignore_last_act, "ignore_last_act")
         verbose = is_interactive() if verbose is None else check_bool(verbose, "verbose")
         torch_dtype = resolve_dtype(dtype)
-        model = self._graph(converter, data, channels_first, torch_dtype, device)
+        model = self._model(converter, data, channels_first, torch_dtype, device)
         torch_device = model.device
 
         without_data = data is None and self.data_optional
         if without_data:
             data = [torch.zeros(1, *user_dim(dim, channels_first))
                     for dim in model.input_dim]  # shapes only
-        tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype, torch_device)
-        selected = select_outputs(output_idx, output_label, model.output_dim, model.output_names)
-        targets = [Target(o, j) for o, indices in enumerate(selected) for j in indices]
+        tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype,
+                                        torch_device)
+        selection = OutputSelection.whole_model(model.output_names).choose(
+            output_idx, output_label, default=DEFAULT_N_OUTPUTS)
         if batch_size is None:
             batch_size = default_batch_size(
-                model.input_dim, len(targets), torch_dtype.itemsize, torch_device
+                model.input_dim, len(selection.targets), torch_dtype.itemsize, torch_device
             )
-        batch_size = check_positive_int(batch_size, "batch_size")
-        explained = model.explained_nodes(ignore_last_act)
         setup = Setup(
             model=model,
-            explained=explained,
-            model_fn=lambda xs: model.run_nodes(xs, explained),
+            explained=model.explained_nodes(ignore_last_act),
             data=tensors,
-            targets=targets,
-            at_data=OutputsAtData(model, explained, tensors, targets, batch_size),
-            batch_size=batch_size,
+            selection=selection,
+            batch_size=check_positive_int(batch_size, "batch_size"),
             generator=make_generator(seed, torch_device),
             verbose=verbose,
             channels_first=channels_first,
         )
         self.converter = converter
-        values, goal = self._explain(setup, **own_args)
+        explanation = self._explain(setup, **own_args)
         if without_data:  # no data, no predictions: nothing is run for them
-            preds = tensors[0].new_full((1, len(targets)), float("nan"))
+            preds = tensors[0].new_full((1, len(selection.targets)), float("nan"))
         else:
-            preds = setup.at_data.preds
+            preds = (explanation.at_data or setup.outputs_at_data()).preds
         input_names = [
             [cols] if cols is not None and len(names) == 1 else names
             for cols, names in zip(columns, model.input_names)
         ]
+        goal = explanation.goal
         super().__init__(
             method=self.method_name,
             value_name=self.value_name,
             args=own_args,
-            values=split_by_output(values, selected),
-            output_idx=selected,
-            output_labels=[
-                [flat_labels(names)[j] for j in indices]
-                for names, indices in zip(model.output_names, selected)
-            ],
+            values=split_by_output(explanation.values, selection),
+            output_idx=selection.indices,
+            output_labels=selection.labels,
             input_names=input_names,
             channels_first=channels_first,
-            preds=split_targets(preds, selected),
-            decomp_goal=None if goal is None else split_targets(goal, selected),
+            preds=selection.split(preds),
+            decomp_goal=None if goal is None else selection.split(goal),
             data=None if without_data else tensors,
         )
 
-    def _graph(self, converter: Any, data: Any, channels_first: bool, dtype: torch.dtype,
-               device: Any) -> ConvertedModel:
-        """The converted model on ``dtype`` and ``device`` (a copy where they differ)."""
+    def _model(self, converter: Any, data: Any, channels_first: bool, dtype: torch.dtype,
+               device: Any) -> ExplainableModel:
+        """The model to explain on ``dtype`` and ``device``: a converted model (a copy
+        where they differ), or a raw torch module (the direct ``torch_*`` methods)."""
+        if isinstance(converter, TorchModule) and not self.needs_graph:
+            return converter  # built by the torch_* function on this dtype
         if not isinstance(converter, Converter):
             raise TypeError(
                 f"`converter` must be an innsight Converter (from ins.convert(model, ...)), "
@@ -259,26 +261,15 @@ class InterpretingMethod(Result):
             model = copy.deepcopy(model).to(dtype=dtype, device=torch_device)
         return model
 
-    def _explain(self, setup: Setup, **own_args: Any) -> tuple[list[Tensor], Tensor | None]:
-        """Values per input layer ``(n_data, *dim, n_targets)`` and the decomposition
-        goal ``(n_data, n_targets)`` (or ``None``)."""
+    def _explain(self, setup: Setup, **own_args: Any) -> Explanation:
+        """The values, their goal and (where computed in passing) the outputs at the data."""
         raise NotImplementedError
 
 
-def split_targets(tensor: Tensor, selected: list[list[int]]) -> list[Tensor | None]:
-    """Split the last axis (the targets) into one block per output layer; ``None``
-    for output layers without selected nodes."""
-    blocks, start = [], 0
-    for indices in selected:
-        blocks.append(tensor[..., start:start + len(indices)] if indices else None)
-        start += len(indices)
-    return blocks
-
-
-def split_by_output(values: list[Tensor], selected: list[list[int]]) -> list[list[Tensor] | None]:
+def split_by_output(values: list[Tensor], selection: OutputSelection) -> list[list[Tensor] | None]:
     """Per input layer ``(n, *dim, n_targets)`` into ``[output layer][input layer]`` blocks."""
-    per_input = [split_targets(v, selected) for v in values]
+    per_input = [selection.split(v) for v in values]
     return [
         [blocks[o] for blocks in per_input] if indices else None
-        for o, indices in enumerate(selected)
+        for o, indices in enumerate(selection.indices)
     ]

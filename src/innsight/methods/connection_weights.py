@@ -17,7 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from innsight._validation import check_bool
-from innsight.methods.base import InterpretingMethod, Setup
+from innsight.methods.base import Explanation, InterpretingMethod, Setup
 from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
 
 
@@ -48,6 +48,7 @@ class ConnectionWeights(InterpretingMethod):
 
     method_name = "ConnectionWeights"
     value_name = "importance"
+    needs_graph = True
     data_optional = True
 
     def __init__(self, converter: Any, data: Any = None, *, times_input: bool = False,
@@ -59,11 +60,11 @@ class ConnectionWeights(InterpretingMethod):
             )
         super().__init__(converter, data, times_input=times_input, **shared)
 
-    def _explain(self, setup: Setup, times_input: bool) -> tuple[list[Tensor], None]:
+    def _explain(self, setup: Setup, times_input: bool) -> Explanation:
         values = explain_connection_weights(setup, times_input)
         if not times_input:
             values = [v.expand(setup.data[0].shape[0], *v.shape[1:]) for v in values]
-        return values, None
+        return Explanation(values)
 
 
 def run_cw(converter: Any, data: Any = None, **args: Any) -> ConnectionWeights:

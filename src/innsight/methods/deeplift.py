@@ -16,15 +16,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from innsight._validation import check_bool, describe
 from innsight.layers.rules import DEEPLIFT_RULES, DeepLiftRule, Pair, sign_split
-from innsight.methods.base import InterpretingMethod, Setup, check_positive_int
+from innsight.methods.base import Explanation, InterpretingMethod, Setup, check_positive_int
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import target_values
 from innsight.methods.gradient import reference_inputs
-from innsight.methods.reverse_walk import ancestors, check_rules, reverse_walk, starts
+from innsight.methods.reverse_walk import ChunkWalk, ancestors, check_rules, explain_by_walk
 
 #: ``refs(sample, copy) -> per input layer (rows, *dim)``: the reference of each row.
 RefsFn = Callable[[Tensor, Tensor], list[Tensor]]
@@ -39,26 +38,20 @@ def _rule(rule_name: Any, winner_takes_all: Any) -> DeepLiftRule:
     return DeepLiftRule(rule_name, winner_takes_all)
 
 
-def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn,
-                     n_refs: int) -> tuple[list[Tensor], Tensor]:
+def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int) -> Explanation:
     """Contributions per input layer ``(n_data, *dim, n_targets)``, averaged over each
-    sample's ``n_refs`` references, and their goal ``mean f(x) - f(ref)``, ``(n_data, n_targets)``.
+    sample's ``n_refs`` references, and their goal ``mean f(x) - f(ref)``.
 
     Rows (sample, reference) go through the model in chunks: each chunk's data and
     references together make at most ``batch_size`` rows.
     """
-    model, explained, targets = setup.model, setup.explained, setup.targets
+    model, explained = setup.model, setup.explained
     check_rules(model, explained, "deeplift", lambda i: rule)
     nodes = ancestors(model, explained)
-    n_data = setup.data[0].shape[0]
-    sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
-    goal, f_data, preds = (setup.data[0].new_zeros(n_data, len(targets)) for _ in range(3))
-    n_rows, chunk = n_data * n_refs, max(1, setup.batch_size // 2)
-    for start in tqdm(range(0, n_rows, chunk), disable=not setup.verbose,
-                      desc="batches", leave=False):
-        rows = torch.arange(start, min(start + chunk, n_rows), device=goal.device)
-        sample, b = rows // n_refs, len(rows)
-        xs, x_refs = [x[sample] for x in setup.data], refs(sample, rows % n_refs)
+
+    def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
+        b = len(sample)
+        xs, x_refs = [x[sample] for x in setup.data], refs(sample, copy)
         with torch.no_grad():
             both = model.node_values([torch.cat(pair) for pair in zip(xs, x_refs)])
         at_x = [None if v is None else v[:b] for v in both]
@@ -71,19 +64,12 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn,
                 m, [at_x[j] for j in reads], [at_ref[j] for j in reads], at_x[i], at_ref[i],
                 rule, None if splits is None else [splits[j] for j in reads])
 
-        ones = starts(model, explained, targets, b, xs[0], lambda t: 1.0)
-        for k, m in enumerate(reverse_walk(model, explained, ones, step)):
-            if m is not None:
-                sums[k].index_add_(1, sample, _times_difference(m, xs[k] - x_refs[k]))
-        f_x = target_values([at_x[node] for node in explained], targets)
-        f_ref = target_values([at_ref[node] for node in explained], targets)
-        goal.index_add_(0, sample, f_x - f_ref)
-        first = rows % n_refs == 0  # one row per sample passes on its outputs
-        f_data[sample[first]] = f_x[first]
-        preds[sample[first]] = target_values([at_x[node] for node in model.output_nodes],
-                                             targets)[first]
-    setup.at_data.provide(f_data, preds)
-    return [s.movedim(0, -1) / n_refs for s in sums], goal / n_refs
+        goal = (target_values([at_x[node] for node in explained], setup.targets)
+                - target_values([at_ref[node] for node in explained], setup.targets))
+        return ChunkWalk(at_x, lambda t: 1.0, step,
+                         lambda k, m: _times_difference(m, xs[k] - x_refs[k]), goal)
+
+    return explain_by_walk(setup, n_refs, max(1, setup.batch_size // 2), walk_chunk)
 
 
 def _splits(model: Any, nodes: list[int], at_x: list[Any], at_ref: list[Any]) -> dict[int, Pair]:
@@ -127,6 +113,7 @@ class DeepLift(InterpretingMethod):
 
     method_name = "DeepLift"
     value_name = "contribution"
+    needs_graph = True
 
     def __init__(self, converter: Any, data: Any, *, x_ref: Any = None,
                  rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
@@ -134,7 +121,7 @@ class DeepLift(InterpretingMethod):
                          winner_takes_all=winner_takes_all, **shared)
 
     def _explain(self, setup: Setup, x_ref: Any, rule_name: Any,
-                 winner_takes_all: Any) -> tuple[list[Tensor], Tensor]:
+                 winner_takes_all: Any) -> Explanation:
         rule = _rule(rule_name, winner_takes_all)
         refs = reference_inputs(setup.data, x_ref, setup.channels_first)
         return explain_deeplift(
@@ -161,6 +148,7 @@ class DeepSHAP(InterpretingMethod):
 
     method_name = "DeepSHAP"
     value_name = "contribution"
+    needs_graph = True
 
     def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, limit_ref: int = 100,
                  rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
@@ -168,7 +156,7 @@ class DeepSHAP(InterpretingMethod):
                          rule_name=rule_name, winner_takes_all=winner_takes_all, **shared)
 
     def _explain(self, setup: Setup, data_ref: Any, limit_ref: Any, rule_name: Any,
-                 winner_takes_all: Any) -> tuple[list[Tensor], Tensor]:
+                 winner_takes_all: Any) -> Explanation:
         rule = _rule(rule_name, winner_takes_all)
         limit_ref = check_positive_int(limit_ref, "limit_ref")
         if data_ref is None:

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from innsight.outputs import Target
+
 #: ``model_fn(inputs) -> outputs``: one tensor ``(rows, *dim)`` per input layer in,
 #: one tensor ``(rows, *out_dim)`` per output layer out.
 ModelFn = Callable[[list[Tensor]], list[Tensor]]
@@ -54,12 +56,12 @@ class Chunk:
 Augmenter = Callable[[Chunk], tuple[list[Tensor], list[Tensor] | None]]
 
 
-@dataclass(frozen=True)
-class Target:
-    """One explained output node: flat index ``index`` of output layer ``layer``."""
-
-    layer: int
-    index: int
+def row_chunks(n_rows: int, size: int, verbose: bool = False,
+               desc: str = "batches") -> Iterator[slice]:
+    """Rows ``0..n_rows`` in consecutive slices of at most ``size``, behind one tqdm bar
+    (shown when ``verbose``)."""
+    for start in tqdm(range(0, n_rows, size), disable=not verbose, desc=desc, leave=False):
+        yield slice(start, min(start + size, n_rows))
 
 
 def mean_gradients(
@@ -80,9 +82,8 @@ def mean_gradients(
     n_rows = n_data * n
     # Target-major sums keep each target's accumulation contiguous.
     sums = [x.new_zeros(len(targets), *x.shape) for x in data]
-    starts = range(0, n_rows, batch_size)
-    for start in tqdm(starts, disable=not verbose, desc="batches", leave=False):
-        rows = torch.arange(start, min(start + batch_size, n_rows), device=data[0].device)
+    for chunk_rows in row_chunks(n_rows, batch_size, verbose):
+        rows = torch.arange(chunk_rows.start, chunk_rows.stop, device=data[0].device)
         sample = rows // n
         chunk = Chunk(sample, rows % n, [x[sample] for x in data], generator)
         inputs, multipliers = augment(chunk)
@@ -119,10 +120,7 @@ def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int) -> list
     """``model_fn`` on ``data`` in chunks of ``batch_size`` rows, without gradients."""
     n_data = data[0].shape[0]
     with torch.no_grad():
-        chunks = [
-            model_fn([x[start:start + batch_size] for x in data])
-            for start in range(0, n_data, batch_size)
-        ]
+        chunks = [model_fn([x[rows] for x in data]) for rows in row_chunks(n_data, batch_size)]
     return [torch.cat(parts) for parts in zip(*chunks)]
 
 

@@ -3,39 +3,34 @@
 They differ only in how they stack copies of each sample (a *recipe*'s
 ``augment``), what each copy's gradient is multiplied by, and what the
 values should sum to (``goal``); :func:`explain_gradients` runs any recipe.
-The same recipes serve the direct torch methods.
+The direct torch methods run these classes on a raw module.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from innsight._validation import check_bool, describe, is_number
-from innsight.methods.base import InterpretingMethod, Setup, check_positive_int
+from innsight.methods.base import Explanation, InterpretingMethod, Setup, check_positive_int
 from innsight.methods.data import prepare_like
-from innsight.methods.engine import (
-    Chunk,
-    ModelFn,
-    Target,
-    evaluate,
-    mean_gradients,
-    target_values,
-)
+from innsight.methods.engine import Chunk, mean_gradients
 
 #: ``f(inputs) -> (rows, n_targets)``: the explained outputs, without gradients.
 TargetFn = Callable[[list[Tensor]], Tensor]
-#: ``goal(f, f_data) -> (n_data, n_targets)`` or ``None``; ``f_data`` is ``f`` at the data.
 
 
-class Recipe(Protocol):
-    """How one gradient method stacks, weights and averages gradients."""
+class GradientRecipe(Protocol):
+    """How one gradient method stacks, weights and averages gradients; ``goal(f, f_data)``
+    is what the values of each sample should sum to (``(n_data, n_targets)``) from the
+    outputs ``f_data`` at the data, where ``has_goal``."""
 
     n: int
+    has_goal: ClassVar[bool]
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]: ...
 
@@ -51,19 +46,20 @@ def _per_row(values: Tensor, like: Tensor) -> Tensor:
 class PlainGradient:
     """The gradient at each sample (times the sample with ``times_input``)."""
 
+    has_goal: ClassVar[bool] = False
+
     times_input: bool
     n: int = 1
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
         return chunk.inputs, chunk.inputs if self.times_input else None
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> None:
-        return None
-
 
 @dataclass(frozen=True)
 class NoisyCopies:
     """SmoothGrad: ``n`` copies ``x + e``, ``e ~ N(0, s^2)`` with ``s`` per sample and input layer."""
+
+    has_goal: ClassVar[bool] = False
 
     n: int
     sigma: list[Tensor]  # per input layer, (n_data,)
@@ -91,13 +87,12 @@ class NoisyCopies:
             noisy.append(torch.addcmul(x, noise, _per_row(sigma[chunk.sample], x)))
         return noisy, noisy if self.times_input else None
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> None:
-        return None
-
 
 @dataclass(frozen=True)
 class PathPoints:
     """IntegratedGradient: right Riemann points ``x' + (k/n)(x - x')``, ``k = 1..n``."""
+
+    has_goal: ClassVar[bool] = True
 
     n: int
     refs: list[Tensor]  # per input layer, (1 or n_data, *dim)
@@ -127,6 +122,8 @@ class PathPoints:
 @dataclass(frozen=True)
 class ReferenceDraws:
     """ExpectedGradient: ``(x - r) * grad f(r + a(x - r))``, ``r`` from ``data_ref``, ``a ~ U(0,1)``."""
+
+    has_goal: ClassVar[bool] = True
 
     n: int
     data_ref: list[Tensor]  # per input layer, (n_ref, *dim)
@@ -168,32 +165,14 @@ def reference_inputs(data: list[Tensor], x_ref: Any, channels_first: bool) -> li
     return refs
 
 
-def explain_gradients(
-    recipe: Recipe,
-    model_fn: ModelFn,
-    data: list[Tensor],
-    targets: list[Target],
-    batch_size: int,
-    generator: torch.Generator,
-    verbose: bool,
-    f_data: Tensor,
-) -> tuple[list[Tensor], Tensor | None]:
-    """Values per input layer ``(n_data, *dim, n_targets)`` and the goal ``(n_data, n_targets)``.
-
-    ``f_data`` holds the explained outputs at the data, ``(n_data, n_targets)``.
-    """
-    values = mean_gradients(model_fn, data, targets, recipe.augment, recipe.n, batch_size,
-                            generator, verbose)
-
-    def f(inputs: list[Tensor]) -> Tensor:
-        return target_values(evaluate(model_fn, inputs, batch_size), targets)
-
-    return values, recipe.goal(f, f_data)
-
-
-def _run(setup: Setup, recipe: Recipe) -> tuple[list[Tensor], Tensor | None]:
-    return explain_gradients(recipe, setup.model_fn, setup.data, setup.targets,
-                             setup.batch_size, setup.generator, setup.verbose, setup.f_data)
+def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
+    """The mean gradients of ``recipe`` over the data of ``setup``, with their goal."""
+    values = mean_gradients(setup.model_fn, setup.data, setup.targets, recipe.augment, recipe.n,
+                            setup.batch_size, setup.generator, setup.verbose)
+    if not recipe.has_goal:
+        return Explanation(values)
+    at_data = setup.outputs_at_data()
+    return Explanation(values, recipe.goal(setup.outputs_at, at_data.explained), at_data)
 
 
 class Gradient(InterpretingMethod):
@@ -209,9 +188,9 @@ class Gradient(InterpretingMethod):
     def __init__(self, converter: Any, data: Any, *, times_input: bool = False, **shared: Any) -> None:
         super().__init__(converter, data, times_input=times_input, **shared)
 
-    def _explain(self, setup: Setup, times_input: Any) -> tuple[list[Tensor], None]:
+    def _explain(self, setup: Setup, times_input: Any) -> Explanation:
         check_bool(times_input, "times_input")
-        return _run(setup, PlainGradient(times_input))
+        return explain_gradients(PlainGradient(times_input), setup)
 
 
 class SmoothGrad(InterpretingMethod):
@@ -230,8 +209,8 @@ class SmoothGrad(InterpretingMethod):
         super().__init__(converter, data, n=n, noise_level=noise_level, times_input=times_input,
                          **shared)
 
-    def _explain(self, setup: Setup, n: Any, noise_level: Any, times_input: Any) -> tuple[list[Tensor], None]:
-        return _run(setup, NoisyCopies.build(setup.data, n, noise_level, times_input))
+    def _explain(self, setup: Setup, n: Any, noise_level: Any, times_input: Any) -> Explanation:
+        return explain_gradients(NoisyCopies.build(setup.data, n, noise_level, times_input), setup)
 
 
 class IntegratedGradient(InterpretingMethod):
@@ -249,8 +228,9 @@ class IntegratedGradient(InterpretingMethod):
                  times_input: bool = True, **shared: Any) -> None:
         super().__init__(converter, data, x_ref=x_ref, n=n, times_input=times_input, **shared)
 
-    def _explain(self, setup: Setup, x_ref: Any, n: Any, times_input: Any) -> tuple[list[Tensor], Tensor]:
-        return _run(setup, PathPoints.build(setup.data, x_ref, n, times_input, setup.channels_first))
+    def _explain(self, setup: Setup, x_ref: Any, n: Any, times_input: Any) -> Explanation:
+        recipe = PathPoints.build(setup.data, x_ref, n, times_input, setup.channels_first)
+        return explain_gradients(recipe, setup)
 
 
 class ExpectedGradient(InterpretingMethod):
@@ -268,8 +248,9 @@ class ExpectedGradient(InterpretingMethod):
                  **shared: Any) -> None:
         super().__init__(converter, data, data_ref=data_ref, n=n, **shared)
 
-    def _explain(self, setup: Setup, data_ref: Any, n: Any) -> tuple[list[Tensor], Tensor]:
-        return _run(setup, ReferenceDraws.build(setup.data, data_ref, n, setup.channels_first))
+    def _explain(self, setup: Setup, data_ref: Any, n: Any) -> Explanation:
+        recipe = ReferenceDraws.build(setup.data, data_ref, n, setup.channels_first)
+        return explain_gradients(recipe, setup)
 
 
 def run_grad(converter: Any, data: Any, **kwargs: Any) -> Gradient:

@@ -18,15 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from innsight._validation import check_bool, describe, is_number
 from innsight.converter import ConvertedModel
 from innsight.layers import LAYER_TYPES
 from innsight.layers.rules import LRP_RULES, LrpRule
-from innsight.methods.base import InterpretingMethod, Setup
+from innsight.methods.base import Explanation, InterpretingMethod, Setup
 from innsight.methods.engine import target_values
-from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
+from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_walk
 
 #: Layer types whose LRP rule can be chosen.
 RULE_TYPES = tuple(sorted(name for name, cls in LAYER_TYPES.items() if cls.takes_lrp_rule))
@@ -128,32 +127,24 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
     return rules
 
 
-def explain_lrp(setup: Setup, rules: list[LrpRule]) -> list[Tensor]:
-    """Relevances per input layer ``(n_data, *dim, n_targets)``."""
-    model, explained, targets = setup.model, setup.explained, setup.targets
-    check_rules(model, explained, "lrp", lambda i: rules[i])
-    n_data = setup.data[0].shape[0]
-    sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
-    f_data, preds = (setup.data[0].new_zeros(n_data, len(targets)) for _ in range(2))
-    for start in tqdm(range(0, n_data, setup.batch_size), disable=not setup.verbose,
-                      desc="batches", leave=False):
-        xs = [x[start:start + setup.batch_size] for x in setup.data]
-        rows = slice(start, start + len(xs[0]))
+def explain_lrp(setup: Setup, rules: list[LrpRule]) -> Explanation:
+    """Relevances per input layer ``(n_data, *dim, n_targets)``; their goal is the
+    explained output value."""
+    model = setup.model
+    check_rules(model, setup.explained, "lrp", lambda i: rules[i])
+
+    def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
         with torch.no_grad():
-            values = model.node_values(xs)
-        f = f_data[rows] = target_values([values[node] for node in explained], targets)
-        preds[rows] = target_values([values[node] for node in model.output_nodes], targets)
+            values = model.node_values([x[sample] for x in setup.data])
+        f = target_values([values[node] for node in setup.explained], setup.targets)
 
         def step(i: int, r: Tensor) -> list[Tensor]:
             reads = model.input_layers[i]
             return model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
 
-        start_r = starts(model, explained, targets, len(xs[0]), xs[0], lambda t: f[:, t])
-        for k, r in enumerate(reverse_walk(model, explained, start_r, step)):
-            if r is not None:
-                sums[k][:, rows] = r
-    setup.at_data.provide(f_data, preds)
-    return [s.movedim(0, -1) for s in sums]
+        return ChunkWalk(values, lambda t: f[:, t], step, lambda k, r: r, f)
+
+    return explain_by_walk(setup, 1, setup.batch_size, walk_chunk)
 
 
 class LRP(InterpretingMethod):
@@ -204,6 +195,7 @@ class LRP(InterpretingMethod):
 
     method_name = "LRP"
     value_name = "relevance"
+    needs_graph = True
 
     def __init__(self, converter: Any, data: Any, *, rule_name: Any = "simple",
                  rule_param: Any = None, winner_takes_all: bool = True, **shared: Any) -> None:
@@ -211,10 +203,10 @@ class LRP(InterpretingMethod):
                          winner_takes_all=winner_takes_all, **shared)
 
     def _explain(self, setup: Setup, rule_name: Any, rule_param: Any,
-                 winner_takes_all: Any) -> tuple[list[Tensor], Tensor]:
+                 winner_takes_all: Any) -> Explanation:
         check_bool(winner_takes_all, "winner_takes_all")
         rules = layer_rules(setup.model, rule_name, rule_param, winner_takes_all)
-        return explain_lrp(setup, rules), setup.f_data
+        return explain_lrp(setup, rules)
 
 
 def run_lrp(converter: Any, data: Any, **args: Any) -> LRP:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from innsight._validation import any_training, describe
+from innsight._torch_modules import any_training, eval_mode
+from innsight._validation import describe
 from innsight.converter.names import Names, check_names, default_names
-from innsight.converter.torch_fx import eval_mode
 from innsight.methods.data import channels_first_dim, is_array_like, to_user_layout
 
 PredFun = Callable[[Any, Any], Any]

@@ -5,11 +5,14 @@ in a leading axis, ``(n_targets, batch, *dim)``, and flow back through the
 layers in reverse topological order; each layer turns its upstream into one
 upstream per input (its ``relevance``, ``contribution`` or ``weight_paths``),
 and upstreams meeting at a node are summed. One walk explains every output.
+:func:`explain_by_walk` is the skeleton LRP and DeepLift share: chunks of rows
+(sample, copy), a forward pass, one walk per chunk, values summed per sample.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,7 +20,9 @@ from torch import Tensor
 
 from innsight.converter import ConvertedModel
 from innsight.layers.rules import Pair, method_label
-from innsight.methods.engine import Target
+from innsight.methods.base import Explanation, OutputsAtData, Setup
+from innsight.methods.engine import row_chunks, target_values
+from innsight.outputs import Target
 
 #: ``step(i, upstream) -> one upstream per input of layer i``.
 Step = Callable[[int, Any], Sequence[Any]]
@@ -89,3 +94,50 @@ def reverse_walk(model: ConvertedModel, explained: Sequence[int],
             for j, back in zip(reads, step(i, value)):
                 upstream[j] = _add(upstream[j], back)
     return [upstream[node] for node in model.input_nodes]
+
+
+@dataclass(frozen=True)
+class ChunkWalk:
+    """One chunk of rows of a rule-based method, after its forward pass.
+
+    ``values`` holds every node's value at the rows' data ``(rows, *dim)``;
+    ``start(t)`` the upstream at target ``t``'s node (a number or ``(rows,)``);
+    ``step`` a layer's backward; ``finish(k, upstream)`` turns the upstream reaching
+    input layer ``k`` into values ``(n_targets, rows, *dim_k)``; ``goal`` is what the
+    rows' values should sum to, ``(rows, n_targets)``.
+    """
+
+    values: list[Tensor]
+    start: Callable[[int], Tensor | float]
+    step: Step
+    finish: Callable[[int, Any], Tensor]
+    goal: Tensor
+
+
+def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
+                    walk_chunk: Callable[[Tensor, Tensor], ChunkWalk]) -> Explanation:
+    """Values per input layer ``(n_data, *dim, n_targets)``, averaged over each sample's
+    ``n_copies`` rows (e.g. DeepSHAP's references), their goal, and the outputs at the data.
+
+    Rows ``(sample, copy)`` go through ``walk_chunk(sample, copy)`` in chunks of at most
+    ``chunk_rows`` rows, and back through one reverse walk per chunk.
+    """
+    model, explained, targets = setup.model, setup.explained, setup.targets
+    n_data = setup.data[0].shape[0]
+    sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
+    goal, f_data, preds = (setup.data[0].new_zeros(n_data, len(targets)) for _ in range(3))
+    for rows in row_chunks(n_data * n_copies, chunk_rows, setup.verbose):
+        row = torch.arange(rows.start, rows.stop, device=goal.device)
+        sample, copy = row // n_copies, row % n_copies
+        walk = walk_chunk(sample, copy)
+        start = starts(model, explained, targets, len(row), goal, walk.start)
+        for k, upstream in enumerate(reverse_walk(model, explained, start, walk.step)):
+            if upstream is not None:
+                sums[k].index_add_(1, sample, walk.finish(k, upstream))
+        goal.index_add_(0, sample, walk.goal)
+        first = copy == 0  # one row per sample passes on its outputs
+        f_data[sample[first]] = target_values([walk.values[i] for i in explained], targets)[first]
+        preds[sample[first]] = target_values([walk.values[i] for i in model.output_nodes],
+                                             targets)[first]
+    return Explanation([s.movedim(0, -1) / n_copies for s in sums], goal / n_copies,
+                       OutputsAtData(f_data, preds))

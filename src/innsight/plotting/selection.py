@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from innsight._validation import describe, is_int
-from innsight.methods.outputs import per_output_layer
+from innsight.outputs import OutputSelection
 
 if TYPE_CHECKING:
     from innsight.methods.result import Result
@@ -145,42 +145,13 @@ def select_data(data_idx: Any, n_data: int, allow_all: bool = False) -> list[int
 def select_outputs(result: Result, output_idx: Any = None, output_label: Any = None) -> list[list[int]]:
     """Positions among the result's computed nodes, per output layer.
 
-    ``output_idx`` holds model node indices (as in ``run_*``): an int, a list of
-    ints (first output layer) or a list of such per output layer.
-    ``output_label`` holds node labels: a label or a flat list is looked up in
-    every output layer, a nested list per output layer. Default: every
-    computed node. Nodes that were not computed raise a ``ValueError``.
+    ``output_idx`` (model node indices) and ``output_label`` (node labels) mean
+    what they mean in ``run_*`` (see :mod:`innsight.outputs`): one value or a flat
+    list selects in the first output layer, a nested list per output layer.
+    Default: every computed node. Nodes that were not computed raise a ``ValueError``.
     """
-    n_layers = len(result.values)
-    if output_idx is not None and output_label is not None:
-        raise ValueError("Give either `output_idx` or `output_label`, not both; got "
-                         f"output_idx={describe(output_idx)}, output_label={describe(output_label)}.")
-    if output_idx is None and output_label is None:
-        return [list(range(len(labels))) if result.values[o] is not None else []
-                for o, labels in enumerate(result.output_labels)]
-    if output_idx is not None:
-        arg, known, wanted = "output_idx", result.output_idx, per_output_layer(output_idx, n_layers, int, "output_idx")
-    else:
-        arg, known, wanted = "output_label", result.output_labels, per_output_layer(output_label, n_layers, str, "output_label")
-        if isinstance(output_label, str) or all(isinstance(v, str) for v in output_label):
-            flat = wanted[0]
-            wanted = [[v for v in flat if v in labels] for labels in known]
-            missing = [v for v in flat if not any(v in labels for labels in known)]
-            if missing:
-                raise ValueError(f"`output_label` {missing} not among the computed nodes "
-                                 f"{[list(k) for k in known]} (per output layer).")
-    chosen = []
-    for o, nodes in enumerate(wanted):
-        computed = list(known[o]) if result.values[o] is not None else []
-        missing = [n for n in nodes if n not in computed]
-        if missing:
-            raise ValueError(f"`{arg}` asks for {missing} of output layer {o}, but only "
-                             f"{computed} were computed; rerun the method with these nodes.")
-        chosen.append([computed.index(n) for n in dict.fromkeys(nodes)])
-    chosen += [[] for _ in range(n_layers - len(chosen))]
-    if not any(chosen):
-        raise ValueError(f"`{arg}` selects no output node, got {describe(output_idx if output_label is None else output_label)}.")
-    return chosen
+    computed = OutputSelection(result.output_idx, result.output_labels, computed=True)
+    return computed.positions_in(computed.choose(output_idx, output_label))
 
 
 def aggregate_channels(array: np.ndarray, aggr_channels: AggrChannels) -> np.ndarray:
