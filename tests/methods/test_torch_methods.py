@@ -244,3 +244,70 @@ def test_direct_methods_explain_a_one_dimensional_output(make_data, close):
 def test_bad_arguments_are_refused(softmax_mlp, make_data, call, error, match):
     with pytest.raises(error, match=match):
         call(softmax_mlp, make_data(3, 5))
+
+
+# ---- one path with the converter-based methods (issue 12, item 4) -----------------------
+
+
+@pytest.mark.parametrize(("fn", "kwargs"), [
+    (ins.torch_smoothgrad, {"n": 6}),
+    (ins.torch_expgrad, {"n": 6}),
+])
+def test_stochastic_direct_methods_are_reproducible_with_a_seed(softmax_cnn, make_data, fn,
+                                                                kwargs):
+    x = make_data(3, 2, 8, 8)
+    first, again = fn(softmax_cnn, x, seed=7, **kwargs), fn(softmax_cnn, x, seed=7, **kwargs)
+    other = fn(softmax_cnn, x, seed=8, **kwargs)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize(("fn", "kwargs"), [
+    (ins.torch_grad, {}),
+    (ins.torch_intgrad, {"n": 5}),
+])
+def test_direct_methods_do_not_depend_on_batch_size(softmax_cnn, make_data, close, fn, kwargs):
+    x = make_data(4, 2, 8, 8, dtype=torch.float64)
+    whole = fn(softmax_cnn, x, dtype="double", **kwargs)
+    for batch_size in (1, 3):
+        close(fn(softmax_cnn, x, dtype="double", batch_size=batch_size, **kwargs), whole, 1e-12)
+
+
+def test_direct_methods_equal_the_method_on_the_converted_model(softmax_cnn, make_data, close):
+    """Same class, same selection, same chunking: the raw module and its conversion
+    (softmax kept: ignore_last_act does not apply to a raw module) agree."""
+    x = make_data(3, 2, 8, 8, dtype=torch.float64)
+    conv = ins.convert(softmax_cnn, input_dim=[2, 8, 8])
+    for direct, method, kwargs in [
+        (ins.torch_grad, ins.run_grad, {"times_input": True}),
+        (ins.torch_smoothgrad, ins.run_smoothgrad, {"n": 4, "seed": 3}),
+        (ins.torch_intgrad, ins.run_intgrad, {"n": 6}),
+        (ins.torch_expgrad, ins.run_expgrad, {"n": 4, "seed": 3}),
+    ]:
+        res = direct(softmax_cnn, x, output_idx=[2, 0], dtype="double", return_object=True,
+                     **kwargs)
+        ref = method(conv, x, output_idx=[2, 0], dtype="double", ignore_last_act=False, **kwargs)
+        assert type(res) is type(ref) and res.output_labels == ref.output_labels == [["Y3", "Y1"]]
+        close(res.get_result("torch_tensor"), ref.get_result("torch_tensor"), 1e-10)
+        close(res.preds[0], ref.preds[0], 1e-12)
+
+
+def test_output_idx_reaches_every_output_of_the_module(two_in_two_out, make_data, grad_ref,
+                                                       close):
+    """``output_idx`` per output layer means what it means in ``run_*``: here node 1 of
+    the module's second output."""
+    xs = [make_data(2, 2, 6, 6, dtype=torch.float64), make_data(2, 4, dtype=torch.float64)]
+    values = ins.torch_grad(two_in_two_out, xs, output_idx=[None, [1]], dtype="double")
+    model = copy.deepcopy(two_in_two_out).double()
+    for v, e in zip(values, grad_ref(model, xs, [1], output=1)):
+        close(v, e, 1e-12)
+    both = ins.torch_grad(two_in_two_out, xs, output_idx=[[0], [1]], dtype="double")
+    assert both[1] is not None and len(both) == 2  # [output][input] when several outputs
+
+
+def test_rule_based_methods_refuse_a_raw_module(softmax_mlp, make_data):
+    from innsight.methods.model_interface import TorchModule
+
+    x = make_data(2, 5)
+    with pytest.raises(TypeError, match="`converter` must be an innsight Converter"):
+        ins.LRP(TorchModule(softmax_mlp, x, torch.float32), x)
