@@ -166,6 +166,30 @@ def test_deeplift_sums_to_the_difference_of_the_original_outputs(rule, seeded, c
     close(result.get_result("torch_tensor").sum(1), goal, 1e-12, f"DeepLift {rule} through LayerNorm")
 
 
+@pytest.mark.parametrize("eps", [1e-12, 1e-5])
+@pytest.mark.parametrize(("dtype", "rel_tol"), [("float", 1e-4), ("double", 1e-12)])
+@pytest.mark.parametrize("rule", ["rescale", "reveal_cancel"])
+def test_deeplift_stays_bounded_when_the_reference_has_no_variance(rule, dtype, rel_tol, eps,
+                                                                   seeded, make_data):
+    """A zero reference and no bias before the norm (a transformer's zero embedding
+    baseline): the norm's input is constant at the reference, its inverse standard
+    deviation there is 1/sqrt(eps). Contributions still sum to the goal and stay of the
+    size of the outputs (the symmetric product split gave ~1e5 that cancelled)."""
+    model = seeded(lambda: nn.Sequential(nn.Linear(4, 8, bias=False), nn.LayerNorm(8, eps=eps),
+                                         nn.Linear(8, 2)), seed=21)
+    x = make_data(6, 4, seed=22, dtype=torch.float32)
+    conv = ins.convert(model, input_dim=[4])
+    result = ins.run_deeplift(conv, x, rule_name=rule, dtype=dtype)
+    values = result.get_result("torch_tensor").double()
+    reference = model.double() if dtype == "double" else model
+    with torch.no_grad():
+        xr = x.to(next(reference.parameters()).dtype)
+        goal = (reference(xr) - reference(torch.zeros_like(xr))).double()
+    scale = goal.abs().max()
+    assert values.abs().max() <= 10 * scale
+    assert ((values.sum(1) - goal).abs() <= rel_tol * scale).all()
+
+
 def test_deeplift_multipliers_approach_the_gradient_as_the_reference_approaches_x(
         seeded, close, make_data):
     model = _ln_mlp(seeded)

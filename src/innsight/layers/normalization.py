@@ -43,9 +43,14 @@ class LayerNorm(Layer):
     relevance). DeepLift follows the layer's primitive operations, each with its exact
     rule: centring ``c = x - mean(x)`` (linear), the variance ``v = mean(c^2)`` (``c^2 -
     c'^2 = (c + c')(c - c')``), ``s = (v + eps)^(-1/2)`` (its secant, the derivative at
-    the midpoint where ``|v - v'|`` is negligible) and the product ``c * s`` (the split
-    ``((s + s')/2) dc + ((c + c')/2) ds``); so its contributions sum exactly to
-    ``y - y_ref``. ConnectionWeights has no rule: the map's weights depend on the data.
+    the midpoint where ``|v - v'|`` is negligible) and the product ``c * s`` (the exact
+    split ``s_held dc + c_other ds`` with ``s`` held at the side, ``x`` or ``x_ref``, with
+    the larger standard deviation: ``(s, c')`` where ``s <= s'``, else ``(s', c)``; the
+    symmetric split ``((s + s')/2) dc + ((c + c')/2) ds`` would give contributions that
+    grow without bound, and cancel, where the reference has no variance, such as a zero
+    reference without a bias before the norm); so its contributions sum exactly to
+    ``y - y_ref``, stay of the size of the normalised values, and approach the gradient
+    as ``x_ref -> x``. ConnectionWeights has no rule: the map's weights depend on the data.
     """
 
     type_names = ("LayerNorm",)
@@ -131,9 +136,13 @@ class LayerNorm(Layer):
         # ds / dv: the secant, or the derivative at the midpoint where dv is rounding noise
         slope = torch.where(negligible(dv, v, v_ref), -0.5 * ((v + v_ref) / 2 + self.eps) ** -1.5,
                             divide(s - s_ref, dv))
-        c_mid = (c + c_ref) / 2
-        m_s = (m_z * c_mid).sum(axes, keepdim=True)
-        m_c = m_z * ((s + s_ref) / 2) + m_s * slope * (2 * c_mid / n)
+        # c s - c' s' = (c - c') s_held + c_other (s - s'), s held at the side with the
+        # larger standard deviation (the smaller s); the symmetric split would weight dc
+        # by (s + s') / 2, unbounded where a reference such as zeros has no variance
+        x_first = s <= s_ref
+        s_held, c_other = torch.where(x_first, s, s_ref), torch.where(x_first, c_ref, c)
+        m_s = (m_z * c_other).sum(axes, keepdim=True)
+        m_c = m_z * s_held + m_s * slope * (c + c_ref) / n
         return [m_c - m_c.mean(axes, keepdim=True)]  # centring is its own transpose
 
 
