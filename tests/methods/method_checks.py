@@ -98,13 +98,13 @@ def _one_or_list(xs: list[Tensor]) -> Tensor | list[Tensor]:
 
 @dataclass(frozen=True)
 class Explainer:
-    """One method bound to its test arguments and a problem.
+    """One method bound to its test arguments.
 
-    ``call(data, background, outputs, **shared)`` runs the method and returns its
-    result object: ``data`` and ``background`` in the user's layout (a tensor, or a
-    list for several input layers), ``outputs`` per output layer. ``first_output_only``
-    marks methods that explain the model's first output alone (the direct torch
-    methods).
+    ``call(problem, data, outputs, **args)`` runs the method on the problem's model
+    and returns its result object: ``data`` in the user's layout (a tensor, or a list
+    for several input layers), ``outputs`` per output layer, ``args`` its own and
+    shared arguments. ``first_output_only`` marks methods that explain the model's
+    first output alone (the direct torch methods).
     """
 
     name: str
@@ -130,24 +130,25 @@ class Explainer:
         background = _one_or_list(to_layout(problem.background, channels_first))
         args = {k: background if isinstance(v, Background) else v
                 for k, v in self.case.args.items()}
-        return self.call(_one_or_list(to_layout(data, channels_first)),
+        return self.call(problem, _one_or_list(to_layout(data, channels_first)),
                          self.selection(problem.outputs if outputs is None else outputs),
                          **args, **shared)
 
 
-def method_explainer(cls: type, problem: Problem, case: Case) -> Explainer:
-    """An :class:`~innsight.methods.base.InterpretingMethod` subclass on the problem's converter."""
+def method_explainer(cls: type, case: Case) -> Explainer:
+    """An :class:`~innsight.methods.base.InterpretingMethod` subclass, run on the
+    problem's converter."""
 
-    def call(data: Any, outputs: list[list[int]], **kwargs: Any) -> Any:
+    def call(problem: Problem, data: Any, outputs: list[list[int]], **kwargs: Any) -> Any:
         return cls(problem.converter, data, output_idx=outputs, verbose=False, **kwargs)
 
     return Explainer(cls.method_name, call, case)
 
 
-def torch_explainer(fn: Callable[..., Any], problem: Problem, case: Case) -> Explainer:
-    """A direct torch method (``ins.torch_grad`` ...) on the problem's original model."""
+def torch_explainer(fn: Callable[..., Any], case: Case) -> Explainer:
+    """A direct torch method (``ins.torch_grad`` ...), run on the problem's original model."""
 
-    def call(data: Any, outputs: list[list[int]], **kwargs: Any) -> Any:
+    def call(problem: Problem, data: Any, outputs: list[list[int]], **kwargs: Any) -> Any:
         return fn(problem.model, data, output_idx=outputs[0], return_object=True, **kwargs)
 
     return Explainer(fn.__name__, call, case, first_output_only=True)
@@ -345,11 +346,9 @@ CHECKS: list[Callable[[Explainer, Problem], None]] = [
 
 
 def keywords_used(check: Callable[..., None], case: Case) -> set[str]:
-    """The shared arguments ``check`` passes for a method with test arguments ``case``
-    (beside ``output_idx`` and ``dtype``)."""
+    """Which of ``seed`` and ``batch_size`` ``check`` passes to a method with test
+    arguments ``case``."""
     used = {"seed"} if check is check_seed or case.stochastic else set()
     if check is check_batch_size or (check is check_output_subset and CHUNKS in case.redraws):
         used.add("batch_size")
-    if check is check_channels_last:
-        used.add("channels_first")
     return used

@@ -23,8 +23,10 @@ from method_checks import (
     CHUNKS,
     DTYPE,
     Case,
+    Explainer,
     Problem,
     check_batch_mates,
+    check_batch_size,
     keywords_used,
     method_explainer,
     torch_explainer,
@@ -47,10 +49,10 @@ TORCH_METHODS: dict[str, Callable[..., Any]] = {
 #: default arguments, declared deterministic.
 CASES: dict[str, Case] = {
     # noise drawn per chunk of noisy copies, in the computation's dtype
-    "SmoothGrad": Case({"n": 32}, stochastic=True, redraws=frozenset({CHUNKS, DTYPE})),
+    "SmoothGrad": Case({"n": 128}, stochastic=True, redraws=frozenset({CHUNKS, DTYPE})),
     "IntegratedGradient": Case({"n": 6}),
     # references and interpolation points drawn per chunk, in the computation's dtype
-    "ExpectedGradient": Case({"data_ref": BACKGROUND, "n": 32}, stochastic=True,
+    "ExpectedGradient": Case({"data_ref": BACKGROUND, "n": 128}, stochastic=True,
                              redraws=frozenset({CHUNKS, DTYPE})),
     # limit_ref below the background's 6 rows, so that DeepSHAP draws its references
     # (once, before any chunking)
@@ -60,9 +62,9 @@ CASES: dict[str, Case] = {
                  redraws=frozenset({CHUNKS})),
     # permutations and references drawn once, shared by every sample
     "SHAP": Case({"data_ref": BACKGROUND, "n": 2}, stochastic=True),
-    "torch_smoothgrad": Case({"n": 32}, stochastic=True, redraws=frozenset({CHUNKS, DTYPE})),
+    "torch_smoothgrad": Case({"n": 128}, stochastic=True, redraws=frozenset({CHUNKS, DTYPE})),
     "torch_intgrad": Case({"n": 6}),
-    "torch_expgrad": Case({"data_ref": BACKGROUND, "n": 32}, stochastic=True,
+    "torch_expgrad": Case({"data_ref": BACKGROUND, "n": 128}, stochastic=True,
                           redraws=frozenset({CHUNKS, DTYPE})),
 }
 
@@ -122,25 +124,34 @@ class ImageAndVector(nn.Module):
         return F.softmax(logits, dim=1), regression
 
 
-def _normal(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-    return torch.randn(shape, generator=generator)
+#: Per problem: the model, its input shapes, every output node per output layer, and a
+#: subset of them (in another order where there are several).
+PROBLEM_SPECS: dict[str, tuple[type[nn.Module], list[tuple[int, ...]], list[list[int]],
+                               list[list[int]]]] = {
+    "residual_cnn": (ResidualCNN, [(2, 4, 4)], [[0, 1, 2]], [[0, 2]]),
+    "two_in_two_out": (ImageAndVector, [(2, 4, 4), (3,)], [[0, 1, 2], [0, 1]], [[2, 0], [1]]),
+}
+PROBLEMS = list(PROBLEM_SPECS)
 
 
-def _problem(name: str, model: nn.Module, dims: list[tuple[int, ...]], outputs: list[list[int]],
-             subset: list[list[int]]) -> Problem:
+def _problem(name: str) -> Problem:
     """Seeded weights; batch-norm statistics from one calibration batch (N(1, 2^2) data),
     so batch norm is no identity; 3 samples to explain and 6 background rows."""
-    generator = torch.Generator().manual_seed(len(name))
+    factory, dims, outputs, subset = PROBLEM_SPECS[name]
+    generator = torch.Generator().manual_seed(0)
+
+    def normal(*shape: int) -> Tensor:
+        return torch.randn(shape, generator=generator)
+
+    model = factory()
     with torch.no_grad():
         for param in model.parameters():
-            param.copy_(0.5 * _normal(param.shape, generator))
-        model.train()(*[1 + 2 * _normal((16, *d), generator) for d in dims])
+            param.copy_(0.5 * normal(*param.shape))
+        model.train()(*[1 + 2 * normal(16, *d) for d in dims])
     model.eval()
     converter = ins.convert(model, input_dim=[list(d) for d in dims])
-    return Problem(name, model, converter,
-                   data=[_normal((3, *d), generator) for d in dims],
-                   background=[_normal((6, *d), generator) for d in dims],
-                   outputs=outputs, subset=subset)
+    return Problem(name, model, converter, data=[normal(3, *d) for d in dims],
+                   background=[normal(6, *d) for d in dims], outputs=outputs, subset=subset)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -155,33 +166,26 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def problems() -> dict[str, Problem]:
-    """A residual CNN with batch norm (one input, one output) and a model with two
-    inputs and two outputs."""
-    return {
-        "residual_cnn": _problem("residual_cnn", ResidualCNN(), [(2, 4, 4)], [[0, 1, 2]],
-                                 [[0, 2]]),
-        "two_in_two_out": _problem("two_in_two_out", ImageAndVector(), [(2, 4, 4), (3,)],
-                                   [[0, 1, 2], [0, 1]], [[2, 0], [1]]),
-    }
+    """Every problem of :data:`PROBLEM_SPECS`, by name."""
+    return {name: _problem(name) for name in PROBLEMS}
 
 
 # ---- the suite -----------------------------------------------------------------------
 
 
-def _run_check(check: Callable[..., None], name: str, explainer: Any, problem: Problem) -> None:
-    reason = NOT_APPLICABLE.get((name, check.__name__))
+def _run_check(check: Callable[..., None], explainer: Explainer, problem: Problem) -> None:
+    reason = NOT_APPLICABLE.get((explainer.name, check.__name__))
     if reason is not None:
         pytest.skip(reason)
     check(explainer, problem)
 
 
-@pytest.mark.parametrize("problem_name", ["residual_cnn", "two_in_two_out"])
+@pytest.mark.parametrize("problem_name", PROBLEMS)
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_conforms(problems, name, check, problem_name):
-    problem = problems[problem_name]
-    _run_check(check, name, method_explainer(METHODS[name], problem, CASES.get(name, Case())),
-               problem)
+    explainer = method_explainer(METHODS[name], CASES.get(name, Case()))
+    _run_check(check, explainer, problems[problem_name])
 
 
 def _torch_params() -> Iterator[Any]:
@@ -190,19 +194,17 @@ def _torch_params() -> Iterator[Any]:
     for name, fn in TORCH_METHODS.items():
         accepted = inspect.signature(fn).parameters
         for check in CHECKS:
-            missing = keywords_used(check, CASES.get(name, Case())) - set(accepted) - {
-                "channels_first"}
+            missing = keywords_used(check, CASES.get(name, Case())) - set(accepted)
             marks = [pytest.mark.xfail(reason="torch_* gain batch_size/seed in issue 12 item 4",
                                        raises=TypeError, strict=True)] if missing else []
             yield pytest.param(name, check, id=f"{name}-{check.__name__}", marks=marks)
 
 
-@pytest.mark.parametrize("problem_name", ["residual_cnn", "two_in_two_out"])
+@pytest.mark.parametrize("problem_name", PROBLEMS)
 @pytest.mark.parametrize(("name", "check"), list(_torch_params()))
 def test_torch_method_conforms(problems, name, check, problem_name):
-    problem = problems[problem_name]
-    _run_check(check, name, torch_explainer(TORCH_METHODS[name], problem,
-                                            CASES.get(name, Case())), problem)
+    explainer = torch_explainer(TORCH_METHODS[name], CASES.get(name, Case()))
+    _run_check(check, explainer, problems[problem_name])
 
 
 # ---- the suite's own guarantees --------------------------------------------------------
@@ -231,7 +233,7 @@ def restore_methods() -> Iterator[None]:
     METHODS.update(before)
 
 
-@pytest.mark.parametrize("problem_name", ["residual_cnn", "two_in_two_out"])
+@pytest.mark.parametrize("problem_name", PROBLEMS)
 def test_a_made_up_method_runs_through_the_suite(problems, restore_methods, grad_ref, close,
                                                  problem_name):
     """A new subclass registers itself by its ``method_name`` and, without an entry in
@@ -246,7 +248,7 @@ def test_a_made_up_method_runs_through_the_suite(problems, restore_methods, grad
     assert METHODS["InputTimesGradient"] is InputTimesGradient
     assert "InputTimesGradient" not in CASES
     problem = problems[problem_name]
-    explainer = method_explainer(METHODS["InputTimesGradient"], problem, Case())
+    explainer = method_explainer(METHODS["InputTimesGradient"], Case())
     for check in CHECKS:
         check(explainer, problem)
     # and it is what it says: the gradient of the logits times the input, by autograd
@@ -271,4 +273,23 @@ def test_the_suite_catches_a_method_that_depends_on_batch_mates(problems, restor
 
     problem = problems["residual_cnn"]
     with pytest.raises(AssertionError, match="batch mates"):
-        check_batch_mates(method_explainer(BatchScaledGradient, problem, Case()), problem)
+        check_batch_mates(method_explainer(BatchScaledGradient, Case()), problem)
+
+
+def test_the_suite_catches_a_stochastic_method_that_depends_on_batch_size(problems,
+                                                                         restore_methods):
+    """Comparing in distribution still has teeth: a SmoothGrad whose noise grows when
+    ``batch_size`` is given fails the batch_size check."""
+
+    class DriftingSmoothGrad(ins.SmoothGrad):
+        method_name = "DriftingSmoothGrad"
+
+        def __init__(self, converter: Any, data: Any, *, batch_size: Any = None,
+                     **shared: Any) -> None:
+            super().__init__(converter, data, noise_level=0.1 if batch_size is None else 0.3,
+                             batch_size=batch_size, **shared)
+
+    problem = problems["residual_cnn"]
+    explainer = method_explainer(DriftingSmoothGrad, CASES["SmoothGrad"])
+    with pytest.raises(AssertionError, match="batch_size=1: difference"):
+        check_batch_size(explainer, problem)
