@@ -103,18 +103,12 @@ class Explainer:
     ``call(problem, data, outputs, **args)`` runs the method on the problem's model
     and returns its result object: ``data`` in the user's layout (a tensor, or a list
     for several input layers), ``outputs`` per output layer, ``args`` its own and
-    shared arguments. ``first_output_only`` marks methods that explain the model's
-    first output alone (the direct torch methods).
+    shared arguments.
     """
 
     name: str
     call: Callable[..., Any]
     case: Case
-    first_output_only: bool = False
-
-    def selection(self, outputs: list[list[int]]) -> list[list[int]]:
-        """The part of ``outputs`` this method explains."""
-        return outputs[:1] if self.first_output_only else outputs
 
     def __call__(self, problem: Problem, data: list[Tensor] | None = None,
                  outputs: list[list[int]] | None = None, channels_first: bool = True,
@@ -131,7 +125,7 @@ class Explainer:
         args = {k: background if isinstance(v, Background) else v
                 for k, v in self.case.args.items()}
         return self.call(problem, _one_or_list(to_layout(data, channels_first)),
-                         self.selection(problem.outputs if outputs is None else outputs),
+                         problem.outputs if outputs is None else outputs,
                          **args, **shared)
 
 
@@ -149,9 +143,9 @@ def torch_explainer(fn: Callable[..., Any], case: Case) -> Explainer:
     """A direct torch method (``ins.torch_grad`` ...), run on the problem's original model."""
 
     def call(problem: Problem, data: Any, outputs: list[list[int]], **kwargs: Any) -> Any:
-        return fn(problem.model, data, output_idx=outputs[0], return_object=True, **kwargs)
+        return fn(problem.model, data, output_idx=outputs, return_object=True, **kwargs)
 
-    return Explainer(fn.__name__, call, case, first_output_only=True)
+    return Explainer(fn.__name__, call, case)
 
 
 # ---- reading and comparing results ---------------------------------------------------
@@ -234,7 +228,7 @@ def check_output_shapes(explainer: Explainer, problem: Problem) -> None:
     """Values ``(n_data, *input_dim, n_selected)`` per output and input layer, finite and
     in the computation's dtype; predictions ``(n_data, n_selected)`` equal the original
     model's outputs; the decomposition goal (where there is one) matches the sum's shape."""
-    selection = explainer.selection(problem.subset)
+    selection = problem.subset
     result = explainer(problem, outputs=problem.subset)
     got = values(result)
     assert len(got) == len(selection), f"{len(got)} output layers, expected {len(selection)}"
@@ -300,9 +294,9 @@ def check_output_subset(explainer: Explainer, problem: Problem) -> None:
     fixed = {"batch_size": 5} if CHUNKS in explainer.case.redraws else {}
     every = explainer(problem, outputs=problem.outputs, **fixed)
     part = explainer(problem, outputs=problem.subset, **fixed)
-    full = explainer.selection(problem.outputs)
+    full = problem.outputs
     columns = [[full[o].index(j) for j in idx]
-               for o, idx in enumerate(explainer.selection(problem.subset))]
+               for o, idx in enumerate(problem.subset)]
     for o, cols in enumerate(columns):
         assert_close(values(part)[o], [a[..., cols] for a in values(every)[o]],
                      f"values of output layer {o}")
@@ -344,11 +338,3 @@ CHECKS: list[Callable[[Explainer, Problem], None]] = [
     check_dtype,
 ]
 
-
-def keywords_used(check: Callable[..., None], case: Case) -> set[str]:
-    """Which of ``seed`` and ``batch_size`` ``check`` passes to a method with test
-    arguments ``case``."""
-    used = {"seed"} if check is check_seed or case.stochastic else set()
-    if check is check_batch_size or (check is check_output_subset and CHUNKS in case.redraws):
-        used.add("batch_size")
-    return used

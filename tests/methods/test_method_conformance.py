@@ -10,7 +10,6 @@ in ``NOT_APPLICABLE`` with the reason, reported as a skip.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,7 +26,6 @@ from method_checks import (
     Problem,
     check_batch_mates,
     check_batch_size,
-    keywords_used,
     method_explainer,
     torch_explainer,
     values,
@@ -188,20 +186,9 @@ def test_method_conforms(problems, name, check, problem_name):
     _run_check(check, explainer, problems[problem_name])
 
 
-def _torch_params() -> Iterator[Any]:
-    """(name, check) for every direct torch method and check; ``xfail`` where the check
-    passes a keyword the function does not take yet."""
-    for name, fn in TORCH_METHODS.items():
-        accepted = inspect.signature(fn).parameters
-        for check in CHECKS:
-            missing = keywords_used(check, CASES.get(name, Case())) - set(accepted)
-            marks = [pytest.mark.xfail(reason="torch_* gain batch_size/seed in issue 12 item 4",
-                                       raises=TypeError, strict=True)] if missing else []
-            yield pytest.param(name, check, id=f"{name}-{check.__name__}", marks=marks)
-
-
 @pytest.mark.parametrize("problem_name", PROBLEMS)
-@pytest.mark.parametrize(("name", "check"), list(_torch_params()))
+@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
+@pytest.mark.parametrize("name", sorted(TORCH_METHODS))
 def test_torch_method_conforms(problems, name, check, problem_name):
     explainer = torch_explainer(TORCH_METHODS[name], CASES.get(name, Case()))
     _run_check(check, explainer, problems[problem_name])
