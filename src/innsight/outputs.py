@@ -151,7 +151,7 @@ def per_output_layer(value: Any, n_layers: int, arg_name: str) -> list[list[Any]
                 f"{n_layers} output layer(s)."
             )
         return [[] if v is None else [v] if is_scalar(v) else list(v) for v in value]
-    kind = "an int" if arg_name == "output_idx" else "a label"
+    kind = "an int" if arg_name == "output_idx" else "a label (a str)"
     raise TypeError(
         f"`{arg_name}` must be {kind}, a list of them (first output layer), or one such "
         f"list (or None) per output layer; got {describe(value)}."

@@ -467,3 +467,34 @@ def test_direct_methods_work_where_the_caller_turned_autograd_off(context):
         grads = ins.torch_grad(model, x)
     expected = model[0].weight.detach().T.expand(5, 4, 3)
     torch.testing.assert_close(grads, expected)
+
+
+# ---- run_* functions and arguments ------------------------------------------------------
+
+RUNNERS = {"run_grad": ins.Gradient, "run_smoothgrad": ins.SmoothGrad,
+           "run_intgrad": ins.IntegratedGradient, "run_expgrad": ins.ExpectedGradient,
+           "run_deeplift": ins.DeepLift, "run_deepshap": ins.DeepSHAP, "run_lrp": ins.LRP,
+           "run_cw": ins.ConnectionWeights, "run_lime": ins.LIME, "run_shap": ins.SHAP}
+
+
+@pytest.mark.parametrize("name", list(RUNNERS))
+def test_run_functions_carry_their_class_signature_and_docs(name):
+    """``help(ins.run_grad)`` shows every argument: the class's own, then the shared ones."""
+    import inspect
+
+    run, cls = getattr(ins, name), RUNNERS[name]
+    params = inspect.signature(run).parameters
+    own = [p for p in inspect.signature(cls.__init__).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    shared = [p for p in inspect.signature(ins.InterpretingMethod.__init__).parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert all(params[p.name].default == p.default for p in own + shared)
+    assert run.__name__ == name and inspect.getdoc(cls) in run.__doc__
+
+
+def test_an_unknown_argument_is_refused_with_the_valid_ones(multi_io):
+    _, conv, xs = multi_io
+    with pytest.raises(TypeError, match=r"SmoothGrad got unexpected argument\(s\) \['n_samples'\]; "
+                                        r"its own arguments are \['n', 'noise_level', 'times_input'\]"
+                                        r" and the shared ones \['channels_first'"):
+        ins.run_smoothgrad(conv, xs, n_samples=4)

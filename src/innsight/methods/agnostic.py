@@ -24,6 +24,7 @@ from innsight.converter import Converter
 from innsight.methods.base import (
     Explanation,
     InterpretingMethod,
+    runner,
     Setup,
     check_positive_int,
     resolve_device,
@@ -326,11 +327,5 @@ class LIME(AgnosticMethod):
                                         float(kernel_width), float(alpha), players))
 
 
-def run_shap(model: Any, data: Any, data_ref: Any, **args: Any) -> SHAP:
-    """Run :class:`SHAP`; the same arguments."""
-    return SHAP(model, data, data_ref, **args)
-
-
-def run_lime(model: Any, data: Any, data_ref: Any, **args: Any) -> LIME:
-    """Run :class:`LIME`; the same arguments."""
-    return LIME(model, data, data_ref, **args)
+run_shap = runner(SHAP, "run_shap")
+run_lime = runner(LIME, "run_lime")

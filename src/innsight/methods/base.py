@@ -13,9 +13,11 @@ passing. Whatever model the method gets, it works through the interface of
 from __future__ import annotations
 
 import copy
+import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -190,6 +192,7 @@ class InterpretingMethod(Result):
         device: Any = None,
         **own_args: Any,
     ) -> None:
+        self._check_own_args(own_args)
         check_bool(channels_first, "channels_first")
         check_bool(ignore_last_act, "ignore_last_act")
         verbose = is_interactive() if verbose is None else check_bool(verbose, "verbose")
@@ -244,6 +247,18 @@ class InterpretingMethod(Result):
             data=None if without_data else tensors,
         )
 
+    def _check_own_args(self, own_args: dict[str, Any]) -> None:
+        """Refuse keywords that are neither shared nor this method's own, by name."""
+        own = [name for name in inspect.signature(self._explain).parameters if name != "setup"]
+        unknown = sorted(set(own_args) - set(own))
+        if unknown:
+            shared = [p.name for p in inspect.signature(InterpretingMethod.__init__).parameters
+                      .values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+            raise TypeError(
+                f"{type(self).__name__} got unexpected argument(s) {unknown}; its own "
+                f"arguments are {own} and the shared ones {shared}."
+            )
+
     def _model(self, converter: Any, data: Any, channels_first: bool, dtype: torch.dtype,
                device: Any) -> ExplainableModel:
         """The model to explain on ``dtype`` and ``device``: a converted model (a copy
@@ -273,3 +288,37 @@ def split_by_output(values: list[Tensor], selection: OutputSelection) -> list[li
         [blocks[o] for blocks in per_input] if indices else None
         for o, indices in enumerate(selection.indices)
     ]
+
+
+M = TypeVar("M", bound=InterpretingMethod)
+
+
+def runner(cls: type[M], name: str) -> Callable[..., M]:
+    """The ``run_*`` function ``name`` of a method class: it takes the class's arguments
+    (its signature and docs are the class's) and returns the method's result."""
+
+    def run(*args: Any, **kwargs: Any) -> M:
+        return cls(*args, **kwargs)
+
+    run.__name__ = run.__qualname__ = name
+    run.__module__ = cls.__module__
+    run.__doc__ = (f"Run :class:`{cls.__name__}` and return its result (the method object).\n\n"
+                   f"{inspect.getdoc(cls)}")
+    run.__signature__ = method_signature(cls)  # type: ignore[attr-defined]
+    return run
+
+
+def method_signature(cls: type[InterpretingMethod]) -> inspect.Signature:
+    """The whole signature of a method class: its positional arguments, then its own and
+    every base's keyword arguments down to the shared ones of :class:`InterpretingMethod`."""
+    inits = [vars(klass)["__init__"] for klass in
+             cls.__mro__[:cls.__mro__.index(InterpretingMethod) + 1] if "__init__" in vars(klass)]
+    positional = [param for param in list(inspect.signature(inits[0]).parameters.values())[1:]
+                  if param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    keywords: dict[str, inspect.Parameter] = {}
+    for init in inits:
+        for param in inspect.signature(init).parameters.values():
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                keywords.setdefault(param.name, param)
+    return inspect.Signature([*positional, *keywords.values()],
+                             return_annotation=cls.__name__)

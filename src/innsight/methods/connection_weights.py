@@ -17,7 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from innsight._validation import check_bool
-from innsight.methods.base import Explanation, InterpretingMethod, Setup
+from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
 from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
 
 
@@ -67,6 +67,4 @@ class ConnectionWeights(InterpretingMethod):
         return Explanation(values)
 
 
-def run_cw(converter: Any, data: Any = None, **args: Any) -> ConnectionWeights:
-    """Run :class:`ConnectionWeights`; the same arguments."""
-    return ConnectionWeights(converter, data, **args)
+run_cw = runner(ConnectionWeights, "run_cw")

@@ -19,7 +19,13 @@ from torch import Tensor
 
 from innsight._validation import check_bool, describe
 from innsight.layers.rules import DEEPLIFT_RULES, DeepLiftRule, Pair, sign_split
-from innsight.methods.base import Explanation, InterpretingMethod, Setup, check_positive_int
+from innsight.methods.base import (
+    Explanation,
+    InterpretingMethod,
+    Setup,
+    check_positive_int,
+    runner,
+)
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import target_values
 from innsight.methods.gradient import reference_inputs
@@ -171,11 +177,5 @@ class DeepSHAP(InterpretingMethod):
                                 refs[0].shape[0])
 
 
-def run_deeplift(converter: Any, data: Any, **args: Any) -> DeepLift:
-    """Run :class:`DeepLift`; the same arguments."""
-    return DeepLift(converter, data, **args)
-
-
-def run_deepshap(converter: Any, data: Any, **args: Any) -> DeepSHAP:
-    """Run :class:`DeepSHAP`; the same arguments."""
-    return DeepSHAP(converter, data, **args)
+run_deeplift = runner(DeepLift, "run_deeplift")
+run_deepshap = runner(DeepSHAP, "run_deepshap")

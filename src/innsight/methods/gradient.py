@@ -16,7 +16,13 @@ import torch
 from torch import Tensor
 
 from innsight._validation import check_bool, describe, is_number
-from innsight.methods.base import Explanation, InterpretingMethod, Setup, check_positive_int
+from innsight.methods.base import (
+    Explanation,
+    InterpretingMethod,
+    Setup,
+    check_positive_int,
+    runner,
+)
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import Chunk, mean_gradients
 
@@ -253,21 +259,7 @@ class ExpectedGradient(InterpretingMethod):
         return explain_gradients(recipe, setup)
 
 
-def run_grad(converter: Any, data: Any, **kwargs: Any) -> Gradient:
-    """Run :class:`Gradient`; the same arguments."""
-    return Gradient(converter, data, **kwargs)
-
-
-def run_smoothgrad(converter: Any, data: Any, **kwargs: Any) -> SmoothGrad:
-    """Run :class:`SmoothGrad`; the same arguments."""
-    return SmoothGrad(converter, data, **kwargs)
-
-
-def run_intgrad(converter: Any, data: Any, **kwargs: Any) -> IntegratedGradient:
-    """Run :class:`IntegratedGradient`; the same arguments."""
-    return IntegratedGradient(converter, data, **kwargs)
-
-
-def run_expgrad(converter: Any, data: Any, **kwargs: Any) -> ExpectedGradient:
-    """Run :class:`ExpectedGradient`; the same arguments."""
-    return ExpectedGradient(converter, data, **kwargs)
+run_grad = runner(Gradient, "run_grad")
+run_smoothgrad = runner(SmoothGrad, "run_smoothgrad")
+run_intgrad = runner(IntegratedGradient, "run_intgrad")
+run_expgrad = runner(ExpectedGradient, "run_expgrad")

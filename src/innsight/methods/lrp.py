@@ -23,7 +23,7 @@ from innsight._validation import check_bool, describe, is_number
 from innsight.converter import ConvertedModel
 from innsight.layers import LAYER_TYPES
 from innsight.layers.rules import LRP_RULES, LrpRule
-from innsight.methods.base import Explanation, InterpretingMethod, Setup
+from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
 from innsight.methods.engine import target_values
 from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_walk
 
@@ -209,6 +209,4 @@ class LRP(InterpretingMethod):
         return explain_lrp(setup, rules)
 
 
-def run_lrp(converter: Any, data: Any, **args: Any) -> LRP:
-    """Run :class:`LRP`; the same arguments."""
-    return LRP(converter, data, **args)
+run_lrp = runner(LRP, "run_lrp")
