@@ -9,7 +9,6 @@ from typing import Any
 
 from torch import Tensor
 
-from innsight import plotting
 from innsight._validation import describe
 from innsight.converter.names import Names
 from innsight.methods.data import to_user_layout
@@ -78,6 +77,8 @@ class Result:
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = False,
              show_preds: bool = True, show_input: bool = False) -> Any:
         """Plot one sample's explanation per selected output node (see :func:`innsight.plotting.plot`)."""
+        from innsight import plotting  # on first use: import innsight loads no plotting library
+
         return plotting.plot(self, data_idx=data_idx, output_idx=output_idx,
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
@@ -87,6 +88,8 @@ class Result:
                     data_idx: Any = "all", aggr_channels: Any = "sum",
                     preprocess_fun: Callable[[Any], Any] = abs, as_plotly: bool = False) -> Any:
         """Plot the explanations summarised over samples (see :mod:`innsight.plotting`)."""
+        from innsight import plotting  # on first use: import innsight loads no plotting library
+
         return plotting.plot_global(self, output_idx=output_idx, output_label=output_label,
                                     data_idx=data_idx, aggr_channels=aggr_channels,
                                     preprocess_fun=preprocess_fun, as_plotly=as_plotly)
