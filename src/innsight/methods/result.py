@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import torch
 from torch import Tensor
 
 from innsight._validation import describe
@@ -28,6 +31,12 @@ class Result:
     both ``(n_data, n_selected[o])``. ``data[k]`` is the explained input
     ``(n_data, *input_dim[k])`` (channels first) that ``plot(show_input=True)``
     draws under the values; ``None`` for a result computed without data.
+
+    Two results are equal (``==``) when they are of the same class and agree in
+    every field: method, arguments, selected outputs, labels, names, layout, and
+    tensors of equal shape, dtype and values (exactly; NaN equals NaN, so that a
+    result without data equals itself). The converter a method ran on is not
+    compared. Results are mutable and compared by value, so they are unhashable.
     """
 
     method: str
@@ -48,6 +57,14 @@ class Result:
             None if layer is None else sum(v.flatten(1, -2).sum(1) for v in layer)
             for layer in self.values
         ]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        return type(self) is type(other) and all(
+            _same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable
 
     def get_result(self, type: str = "array") -> Any:
         """The values as ``"array"`` (numpy), ``"torch_tensor"`` or ``"data.frame"`` (pandas).
@@ -125,3 +142,35 @@ class Result:
 
     __repr__ = __str__
 
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Value equality of fields and arguments that never raises: tensors and arrays
+    by shape, dtype and exact values (NaN equal to NaN), containers item by item,
+    anything else by ``==`` (unequal where that gives no single truth value)."""
+    if a is b:
+        return True
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and _same_values(a, b.to(a.device)))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if isinstance(a, (pd.DataFrame, pd.Series)):
+        return type(a) is type(b) and a.equals(b)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):  # no single truth value
+        return False
+
+
+def _same_values(a: Tensor, b: Tensor) -> bool:
+    """Exact equality of two tensors of one shape, dtype and device; NaN equals NaN."""
+    if torch.equal(a, b):
+        return True
+    return bool(a.is_floating_point() or a.is_complex()) and bool(
+        ((a == b) | (a.isnan() & b.isnan())).all())
