@@ -16,11 +16,16 @@ from innsight.plotting import plot, plot_global
 
 
 @pytest.fixture(scope="module")
-def tabular_pair() -> dict[str, ins.Result]:
-    """Gradient and LRP of one MLP (4 -> 3) for the same 3 samples and output nodes 0, 2."""
+def mlp_conv() -> ins.Converter:
     torch.manual_seed(0)
-    conv = ins.convert(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).eval(),
+    return ins.convert(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).eval(),
                        input_dim=[4])
+
+
+@pytest.fixture(scope="module")
+def tabular_pair(mlp_conv) -> dict[str, ins.Result]:
+    """Gradient and LRP of one MLP (4 -> 3) for the same 3 samples and output nodes 0, 2."""
+    conv = mlp_conv
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
     return {"grad": ins.run_grad(conv, x, output_idx=[0, 2]),
             "lrp": ins.run_lrp(conv, x, output_idx=[0, 2])}
@@ -96,3 +101,15 @@ def test_results_must_be_alike(tabular_pair, tabular_result, image_result):
     # the same model, other output nodes: 2 against 3 columns of values
     with pytest.raises(ValueError, match=r"as many selected output nodes .* shape \(1, 4, 2\)"):
         plot_global({"grad": grad, "all": tabular_result}, data_idx=0)
+
+
+def test_show_input_needs_the_same_data(tabular_pair, mlp_conv):
+    figure = plot(tabular_pair, data_idx=[0, 1], show_input=True)
+    x = tabular_pair["grad"].data[0].double().numpy()
+    expected = x[figure.data["data"], figure.data["x"] - 1]
+    np.testing.assert_allclose(figure.data["input"], expected)  # the same data under both
+    other = ins.run_grad(mlp_conv, torch.zeros(3, 4), output_idx=[0, 2])
+    with pytest.raises(ValueError, match=r"show_input=True.* \['zeros'\] explain other data than "
+                                         "'grad'"):
+        plot({"grad": tabular_pair["grad"], "zeros": other}, show_input=True)
+    plot({"grad": tabular_pair["grad"], "zeros": other})  # without inputs: fine

@@ -37,12 +37,15 @@ def merge_panels(per_result: dict[str, list[Panel]]) -> list[Panel]:
     Raises
     ------
     ValueError
-        Where the results' panels differ in number, layers, kind, samples or shape.
+        Where the results' panels differ in number, layers, kind, samples or shape,
+        or carry inputs (``show_input``) that differ: a merged panel draws one input
+        under every result's values.
     """
     _check_alike(per_result)
     merged = []
     for position, first in enumerate(next(iter(per_result.values()))):
         parts = {name: panels[position] for name, panels in per_result.items()}
+        _check_same_inputs(parts)
         labels = [f"{panel.node_labels[i]} ({name})"
                   for i in range(len(first.node_labels)) for name, panel in parts.items()]
         frames = [_relabel(panel.frame, name, labels) for name, panel in parts.items()]
@@ -72,6 +75,17 @@ def _check_alike(per_result: dict[str, list[Panel]]) -> None:
         raise ValueError("`result` must hold results of the same input and output shapes "
                          "with as many selected output nodes each to be drawn side by side, "
                          f"got {listing}.")
+
+
+def _check_same_inputs(parts: dict[str, Panel]) -> None:
+    first = next(iter(parts.values())).inputs
+    if first is None:
+        return
+    differ = [name for name, panel in parts.items() if not np.array_equal(panel.inputs, first)]
+    if differ:
+        raise ValueError(f"`show_input=True` draws one input under all results, but {differ} "
+                         f"explain other data than {next(iter(parts))!r}; plot them with "
+                         "show_input=False or one by one.")
 
 
 def _relabel(frame: pd.DataFrame, name: str, labels: list[str]) -> pd.DataFrame:
