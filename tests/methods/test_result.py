@@ -254,6 +254,32 @@ def test_results_differ_in_any_field(tabular):
         assert other != res and res != other
 
 
+FRAME = pd.DataFrame({"a": [1.0, np.nan], "b": [3.0, 4.0]})
+
+
+@pytest.mark.parametrize(("first", "second", "equal"), [
+    (torch.tensor([1.0, np.nan]), torch.tensor([1.0, np.nan]), True),
+    (torch.tensor([1, 2]), torch.tensor([1, 3]), False),                 # integers
+    (torch.zeros(2), np.zeros(2, dtype=np.float32), False),             # tensor vs array
+    (np.array([1.0, np.nan]), np.array([1.0, np.nan]), True),
+    (np.zeros(2), np.zeros(2, dtype=np.float32), False),                # dtype
+    (np.zeros(2), np.zeros((1, 2)), False),                             # shape
+    (FRAME, FRAME.copy(), True),
+    (FRAME, FRAME.assign(b=[3.0, 5.0]), False),
+    (FRAME, FRAME.to_numpy(), False),
+    ([0.0, 1.0], FRAME, False),                                         # == gives no truth value
+    ({"Dense": 0.1}, {"Dense": 0.1}, True),
+    ({"Dense": 0.1}, {"Conv2d": 0.1}, False),
+    ((1, 2), [1, 2], False),
+    (abs, abs, True),
+], ids=lambda v: type(v).__name__)
+def test_arguments_compare_by_value(tabular, first, second, equal):
+    res = tabular[-1]
+    a, b = copy.deepcopy(res), copy.deepcopy(res)
+    a.args, b.args = {"x_ref": first}, {"x_ref": second}
+    assert (a == b) is equal and (b == a) is equal
+
+
 def test_equality_with_other_objects_and_hashing(tabular):
     res = tabular[-1]
     assert res != 3 and res != "Gradient" and res != res.values

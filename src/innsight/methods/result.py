@@ -143,7 +143,6 @@ class Result:
     __repr__ = __str__
 
 
-
 def _same(a: Any, b: Any) -> bool:
     """Value equality of fields and arguments that never raises: tensors and arrays
     by shape, dtype and exact values (NaN equal to NaN), containers item by item,
@@ -172,5 +171,5 @@ def _same_values(a: Tensor, b: Tensor) -> bool:
     """Exact equality of two tensors of one shape, dtype and device; NaN equals NaN."""
     if torch.equal(a, b):
         return True
-    return bool(a.is_floating_point() or a.is_complex()) and bool(
+    return (a.is_floating_point() or a.is_complex()) and bool(
         ((a == b) | (a.isnan() & b.isnan())).all())
