@@ -102,6 +102,18 @@ def test_plot_draws_models_side_by_side(pair, x):
     assert isinstance(cmp.plot_global(), p9.ggplot)
 
 
+def test_plot_names_the_models_and_warns_of_many_facets(pair, x):
+    a, b, _ = pair
+    cmp = ins.compare_models({"torch": a, "onnx": b}, x, "Gradient")
+    figure = cmp.plot(data_idx=[0, 1])
+    assert figure.labels.title == "Gradient: torch, onnx" and figure.labels.y == "gradient"
+    bound = max(np.abs(values[[0, 1]]).max() for values in cmp.get_result().values())
+    np.testing.assert_allclose(figure.scales.get_scales("y").limits, (-bound, bound), rtol=1e-6)
+    # 9 samples x 3 nodes x 2 models: 54 facets in one panel, more than MAX_FACETS (50)
+    with pytest.warns(UserWarning, match=r"9 samples x 6 output nodes .* draws 54 facets"):
+        cmp.plot(data_idx=[0, 1, 2] * 3)
+
+
 def test_plotly_figure(pair, x):
     pytest.importorskip("plotly")
     a, b, _ = pair

@@ -9,6 +9,8 @@ through the documented default labels (``X1..``, ``C1..``/``H1..``/``W1..``,
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -197,3 +199,100 @@ def test_print_several_layers(two_in_two_out, make_data):
     xs = [make_data(2, 2, 6, 6), make_data(2, 4)]
     text = str(ins.run_intgrad(conv, xs, n=2, output_idx=[None, [0]], verbose=False))
     assert "IntegratedGradient" in text
+
+
+# ---- equality -------------------------------------------------------------------------------
+# Axioms of a value equality: reflexive and symmetric, equal for the same computation run
+# twice, unequal as soon as one field differs; never raising on tensors.
+
+
+@pytest.mark.parametrize(("method", "kwargs"), [
+    (ins.run_grad, {"times_input": True}),
+    (ins.run_intgrad, {"n": 3, "x_ref": torch.full((1, 5), 0.5)}),   # a tensor among the args
+    (ins.run_lrp, {"rule_name": {"Dense": "epsilon"}, "rule_param": {"Dense": 0.1}}),
+    (ins.run_deeplift, {"x_ref": np.zeros((1, 5), dtype=np.float32)}),   # a numpy argument
+    (ins.run_lime, {"data_ref": pd.DataFrame(np.eye(5, dtype=np.float32)), "n": 20, "seed": 1}),
+    (ins.run_cw, {}),
+], ids=["Gradient", "IntegratedGradient", "LRP", "DeepLift", "LIME", "ConnectionWeights"])
+def test_results_of_one_computation_are_equal(softmax_mlp, make_data, method, kwargs):
+    conv = ins.convert(softmax_mlp, input_dim=[5])
+    x = None if method is ins.run_cw else make_data(3, 5, dtype=torch.float32)
+    first = method(conv, x, verbose=False, **kwargs)
+    again = method(conv, x, verbose=False, **kwargs)
+    assert first == first and first == again and again == first and not first != again
+    if method is ins.run_cw:  # no data: the predictions are NaN, and NaN equals NaN here
+        assert torch.isnan(first.preds[0]).all()
+
+
+def test_results_differ_in_any_field(tabular):
+    _, conv, x, res = tabular
+
+    def changed(**fields) -> ins.Result:
+        other = copy.deepcopy(res)
+        for name, value in fields.items():
+            setattr(other, name, value)
+        return other
+
+    value = res.values[0][0]
+    bumped = value.clone()
+    bumped[0, 0, 0] = torch.nextafter(bumped[0, 0, 0], torch.tensor(np.inf))  # one ulp
+    assert changed() == res
+    unequal = [
+        changed(values=[[bumped]]),
+        changed(values=[[value.double()]]),        # same numbers, other dtype
+        changed(values=[[value[:, :, :1]]]),        # other shape
+        changed(preds=[None]),
+        changed(args={"times_input": True}),
+        changed(output_labels=[["Y1", "Y4"]]),
+        changed(channels_first=False),
+        changed(data=None),
+        ins.run_grad(conv, x, output_idx=[0, 1], verbose=False),
+        ins.run_grad(conv, x + 1, output_idx=[0, 2], verbose=False),
+        ins.run_smoothgrad(conv, x, output_idx=[0, 2], verbose=False, n=2),  # another class
+    ]
+    for other in unequal:
+        assert other != res and res != other
+
+
+FRAME = pd.DataFrame({"a": [1.0, np.nan], "b": [3.0, 4.0]})
+
+
+@pytest.mark.parametrize(("first", "second", "equal"), [
+    (torch.tensor([1.0, np.nan]), torch.tensor([1.0, np.nan]), True),
+    (torch.tensor([1, 2]), torch.tensor([1, 3]), False),                 # integers
+    (torch.zeros(2), np.zeros(2, dtype=np.float32), False),             # tensor vs array
+    (np.array([1.0, np.nan]), np.array([1.0, np.nan]), True),
+    (np.zeros(2), np.zeros(2, dtype=np.float32), False),                # dtype
+    (np.zeros(2), np.zeros((1, 2)), False),                             # shape
+    (FRAME, FRAME.copy(), True),
+    (FRAME, FRAME.assign(b=[3.0, 5.0]), False),
+    (FRAME, FRAME.to_numpy(), False),
+    ([0.0, 1.0], FRAME, False),                                         # == gives no truth value
+    ({"Dense": 0.1}, {"Dense": 0.1}, True),
+    ({"Dense": 0.1}, {"Conv2d": 0.1}, False),
+    ((1, 2), [1, 2], False),
+    (abs, abs, True),
+], ids=lambda v: type(v).__name__)
+def test_arguments_compare_by_value(tabular, first, second, equal):
+    res = tabular[-1]
+    a, b = copy.deepcopy(res), copy.deepcopy(res)
+    a.args, b.args = {"x_ref": first}, {"x_ref": second}
+    assert (a == b) is equal and (b == a) is equal
+
+
+def test_equality_with_other_objects_and_hashing(tabular):
+    res = tabular[-1]
+    assert res != 3 and res != "Gradient" and res != res.values
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(res)
+
+
+def test_a_plain_result_and_comparisons_compare_by_value(softmax_mlp, make_data):
+    x, logits = make_data(3, 5, dtype=torch.float32), softmax_mlp[:-1].eval()
+    plain = ins.torch_grad(logits, x, return_object=True)
+    assert plain == ins.torch_grad(logits, x, return_object=True)
+    assert plain != ins.torch_grad(logits, 2 * x, return_object=True)
+    convs = [ins.convert(softmax_mlp, input_dim=[5]) for _ in range(2)]
+    cmp = ins.compare_models(convs, x, "Gradient", output_idx=[0])
+    assert cmp == ins.compare_models(convs, x, "Gradient", output_idx=[0])
+    assert cmp != ins.compare_models(convs, x, "Gradient", output_idx=[1])

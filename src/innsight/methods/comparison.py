@@ -6,26 +6,25 @@ gets the same data, the same method arguments and the same random seed, so
 stochastic methods draw the same noise; the result holds each model's
 :class:`~innsight.methods.result.Result`, a long data frame with a ``model``
 column, the pairwise largest differences, and plots that draw the models'
-explanations next to each other with the shared plotting module.
+explanations next to each other (:mod:`innsight.plotting` draws a dict of named
+results side by side).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from innsight import plotting
-from innsight._validation import check_bool, check_bools, describe
+from innsight._validation import describe
 from innsight.converter import Converter
 from innsight.methods.base import METHODS, InterpretingMethod
 from innsight.methods.result import RESULT_TYPES, Result
-from innsight.plotting.selection import Panel, global_panels, local_panels, value_label
 
 #: The seed every model gets unless the caller passes one (same noise for all).
 DEFAULT_SEED = 0
@@ -178,8 +177,9 @@ class Comparison:
         (``max_pred_diff``)."""
         rows = []
         for a, b in itertools.combinations(self.models, 2):
-            values_a, values_b = _flat(self.results[a].values), _flat(self.results[b].values)
-            preds_a, preds_b = _flat(self.results[a].preds), _flat(self.results[b].preds)
+            values_a = _ravel_nested(self.results[a].values)
+            values_b = _ravel_nested(self.results[b].values)
+            preds_a, preds_b = _ravel_nested(self.results[a].preds), _ravel_nested(self.results[b].preds)
             diff = float(np.abs(values_a - values_b).max(initial=0.0))
             scale = float(max(np.abs(values_a).max(initial=0.0), np.abs(values_b).max(initial=0.0)))
             rows.append({"model_a": a, "model_b": b, "max_abs_diff": diff,
@@ -198,57 +198,24 @@ class Comparison:
         that the models' values are drawn on one scale. Returns a plotnine object
         or, with ``as_plotly=True``, a plotly ``Figure``.
         """
-        check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
-                    show_input=show_input)
-        panels = self._merged(lambda res: local_panels(res, data_idx, output_idx, output_label,
-                                                       aggr_channels, show_input))
-        bound = max(float(np.nanmax(np.abs(p.frame["value"].to_numpy()))) for p in panels) or 1.0
-        limits = (lambda p: (-bound, bound)) if same_scale else (lambda p: None)
-        return _renderer(as_plotly).plot_local(panels, self._value_label(), self._title(),
-                                               limits, show_preds)
+        from innsight import plotting  # on first use: import innsight loads no plotting library
+
+        return plotting.plot(self.results, data_idx=data_idx, output_idx=output_idx,
+                             output_label=output_label, aggr_channels=aggr_channels,
+                             as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
+                             show_input=show_input)
 
     def plot_global(self, output_idx: Any = None, output_label: Any = None,
                     data_idx: Any = "all", aggr_channels: Any = "sum",
                     preprocess_fun: Any = abs, as_plotly: bool = False) -> Any:
         """Each model's explanations summarised over samples (as :meth:`Result.plot_global`),
         side by side: one facet column per output node and model."""
-        check_bool(as_plotly, "as_plotly")
-        panels = self._merged(lambda res: global_panels(res, output_idx, output_label, data_idx,
-                                                        aggr_channels, preprocess_fun))
-        label = self._value_label()
-        if preprocess_fun is not None:
-            name = getattr(preprocess_fun, "__name__", "preprocessed")
-            label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"
-        return _renderer(as_plotly).plot_global(panels, label, self._title())
+        from innsight import plotting  # on first use: import innsight loads no plotting library
 
-    def _merged(self, make_panels: Any) -> list[Panel]:
-        """The panels of every model, merged per (output layer, input layer): the node
-        labels become ``"<node> (<model>)"``, ordered node by node, model by model."""
-        per_model = {name: make_panels(res) for name, res in self.results.items()}
-        merged = []
-        for position, first in enumerate(next(iter(per_model.values()))):
-            parts = {name: panels[position] for name, panels in per_model.items()}
-            # each model keeps its own labels (scikit-learn's classes, torch's Y1, ...)
-            labels = [f"{panel.node_labels[i]} ({name})"
-                      for i in range(len(first.node_labels)) for name, panel in parts.items()]
-            frames, facets = [], []
-            for name, panel in parts.items():
-                frames.append(_relabel(panel.frame, name, labels))
-                facets.append(_relabel(panel.facets, name, labels))
-            n_models, n_nodes = len(parts), len(first.node_labels)
-            # (..., n_nodes) per model -> (..., n_nodes * n_models), node-major
-            array = np.stack([p.array for p in parts.values()], axis=-1)
-            array = array.reshape(*array.shape[:-2], n_nodes * n_models)
-            merged.append(replace(first, frame=pd.concat(frames, ignore_index=True),
-                                  facets=pd.concat(facets, ignore_index=True),
-                                  node_labels=labels, array=array))
-        return merged
-
-    def _value_label(self) -> str:
-        return value_label(next(iter(self.results.values())))
-
-    def _title(self) -> str:
-        return f"{self.method}: {', '.join(self.models)}"
+        return plotting.plot_global(self.results, output_idx=output_idx,
+                                    output_label=output_label, data_idx=data_idx,
+                                    aggr_channels=aggr_channels, preprocess_fun=preprocess_fun,
+                                    as_plotly=as_plotly)
 
     def __str__(self) -> str:
         lines = [f"{self.method} on {len(self.results)} models: {', '.join(self.models)}"]
@@ -261,30 +228,13 @@ class Comparison:
     __repr__ = __str__
 
 
-def _relabel(frame: pd.DataFrame, model: str, labels: list[str]) -> pd.DataFrame:
-    """``frame`` with ``output_node`` as ``"<node> (<model>)"`` from the combined labels."""
-    nodes = frame["output_node"].astype(str) + f" ({model})"
-    return frame.assign(output_node=pd.Categorical(nodes, categories=labels))
-
-
-def _flat(nested: Any) -> np.ndarray:
-    """Every tensor in nested lists as one float64 vector (``None`` entries skipped)."""
+def _ravel_nested(nested: Any) -> np.ndarray:
+    """Every tensor in nested lists, raveled and concatenated into one float64 vector
+    (``None`` entries skipped)."""
     if nested is None:
         return np.zeros(0)
     if isinstance(nested, torch.Tensor):
         return nested.detach().cpu().double().numpy().ravel()
-    parts = [_flat(item) for item in nested]
+    parts = [_ravel_nested(item) for item in nested]
     return np.concatenate(parts) if parts else np.zeros(0)
 
-
-def _renderer(as_plotly: bool) -> Any:
-    if not as_plotly:
-        return plotting.plotnine_plots
-    try:
-        import plotly  # noqa: F401
-    except ImportError as error:
-        raise ImportError("Interactive plots (as_plotly=True) need plotly: "
-                          "pip install innsight[plotly]") from error
-    from innsight.plotting import plotly_plots
-
-    return plotly_plots

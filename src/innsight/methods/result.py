@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import torch
 from torch import Tensor
 
-from innsight import plotting
 from innsight._validation import describe
 from innsight.converter.names import Names
 from innsight.methods.data import to_user_layout
@@ -29,6 +31,12 @@ class Result:
     both ``(n_data, n_selected[o])``. ``data[k]`` is the explained input
     ``(n_data, *input_dim[k])`` (channels first) that ``plot(show_input=True)``
     draws under the values; ``None`` for a result computed without data.
+
+    Two results are equal (``==``) when they are of the same class and agree in
+    every field: method, arguments, selected outputs, labels, names, layout, and
+    tensors of equal shape, dtype and values (exactly; NaN equals NaN, so that a
+    result without data equals itself). The converter a method ran on is not
+    compared. Results are mutable and compared by value, so they are unhashable.
     """
 
     method: str
@@ -49,6 +57,14 @@ class Result:
             None if layer is None else sum(v.flatten(1, -2).sum(1) for v in layer)
             for layer in self.values
         ]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        return type(self) is type(other) and all(
+            _same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable
 
     def get_result(self, type: str = "array") -> Any:
         """The values as ``"array"`` (numpy), ``"torch_tensor"`` or ``"data.frame"`` (pandas).
@@ -78,6 +94,8 @@ class Result:
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = False,
              show_preds: bool = True, show_input: bool = False) -> Any:
         """Plot one sample's explanation per selected output node (see :func:`innsight.plotting.plot`)."""
+        from innsight import plotting  # on first use: import innsight loads no plotting library
+
         return plotting.plot(self, data_idx=data_idx, output_idx=output_idx,
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
@@ -87,6 +105,8 @@ class Result:
                     data_idx: Any = "all", aggr_channels: Any = "sum",
                     preprocess_fun: Callable[[Any], Any] = abs, as_plotly: bool = False) -> Any:
         """Plot the explanations summarised over samples (see :mod:`innsight.plotting`)."""
+        from innsight import plotting  # on first use: import innsight loads no plotting library
+
         return plotting.plot_global(self, output_idx=output_idx, output_label=output_label,
                                     data_idx=data_idx, aggr_channels=aggr_channels,
                                     preprocess_fun=preprocess_fun, as_plotly=as_plotly)
@@ -122,3 +142,34 @@ class Result:
 
     __repr__ = __str__
 
+
+def _same(a: Any, b: Any) -> bool:
+    """Value equality of fields and arguments that never raises: tensors and arrays
+    by shape, dtype and exact values (NaN equal to NaN), containers item by item,
+    anything else by ``==`` (unequal where that gives no single truth value)."""
+    if a is b:
+        return True
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and _same_values(a, b.to(a.device)))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if isinstance(a, (pd.DataFrame, pd.Series)):
+        return type(a) is type(b) and a.equals(b)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):  # no single truth value
+        return False
+
+
+def _same_values(a: Tensor, b: Tensor) -> bool:
+    """Exact equality of two tensors of one shape, dtype and device; NaN equals NaN."""
+    if torch.equal(a, b):
+        return True
+    return (a.is_floating_point() or a.is_complex()) and bool(
+        ((a == b) | (a.isnan() & b.isnan())).all())

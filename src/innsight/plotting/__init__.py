@@ -19,19 +19,27 @@ output nodes would take 80 s as a PNG and be unreadable. A panel with more than
 down and output nodes across, without the info boxes (about 5-8 s as a PNG on
 two cores; the plotly mosaic is one heatmap trace), and ``plot()`` warns and
 suggests ``data_idx``/``output_idx``; bars and lines keep their facets and warn.
+
+Several results side by side: both functions also take a dict of names to
+results (what :class:`innsight.Comparison` draws); their panels are merged into
+one facet column per output node and result (see :mod:`innsight.plotting.merge`).
+
+The renderers (and with them plotnine, matplotlib and plotly) are imported on the
+first plot, so that ``import innsight`` stays light.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
 import warnings
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from innsight._validation import check_bool, check_bools
-from innsight.plotting import plotnine_plots
+from innsight._validation import check_bool, check_bools, describe
+from innsight.methods.result import Result
+from innsight.plotting.merge import merge_panels
 from innsight.plotting.selection import (
     MAX_FACETS,
     AggrChannels,
@@ -43,10 +51,10 @@ from innsight.plotting.selection import (
     value_label,
 )
 
-if TYPE_CHECKING:
-    from innsight.methods.result import Result
-
 __all__ = ["plot", "plot_global"]
+
+#: What the plot functions draw: one result, or several named ones side by side.
+Results = Result | Mapping[str, Result]
 
 
 def _limits(panels: list[Panel], same_scale: bool) -> Callable[[Panel], tuple[float, float] | None]:
@@ -57,8 +65,13 @@ def _limits(panels: list[Panel], same_scale: bool) -> Callable[[Panel], tuple[fl
     return lambda panel: (-bound, bound)
 
 
-def _plotly() -> Any:
-    """The plotly renderer; an ImportError names the extra when plotly is missing."""
+def _renderer(as_plotly: bool) -> ModuleType:
+    """The plotnine renderer, or the plotly one; imported on first use so that
+    ``import innsight`` loads neither. An ImportError names the extra when plotly
+    is missing."""
+    if not as_plotly:
+        from innsight.plotting import plotnine_plots
+        return plotnine_plots
     try:
         import plotly  # noqa: F401
     except ImportError as error:
@@ -66,6 +79,33 @@ def _plotly() -> Any:
                           "pip install innsight[plotly]") from error
     from innsight.plotting import plotly_plots
     return plotly_plots
+
+
+def _named(result: Any) -> dict[str, Result]:
+    """A mapping of names to results, checked."""
+    if not isinstance(result, Mapping):
+        raise TypeError("`result` must be a Result (what a method returns) or a dict of "
+                        f"names to Results, got {describe(result)}.")
+    if not result:
+        raise ValueError("`result` must hold at least one named Result, got an empty "
+                         f"{type(result).__name__}.")
+    wrong = {name: describe(res) for name, res in result.items()
+             if not isinstance(name, str) or not isinstance(res, Result)}
+    if wrong:
+        raise TypeError(f"`result` must map names (str) to Results, got {wrong}.")
+    return dict(result)
+
+
+def _panels(result: Results, make_panels: Callable[[Result], list[Panel]]) -> tuple[list[Panel], str, str]:
+    """The panels to draw, the value label and the title. Several named results are
+    merged (see :mod:`innsight.plotting.merge`) and named in the title."""
+    if isinstance(result, Result):
+        return make_panels(result), value_label(result), result.method
+    named = _named(result)
+    panels = merge_panels({name: make_panels(res) for name, res in named.items()})
+    methods = dict.fromkeys(res.method for res in named.values())
+    labels = dict.fromkeys(value_label(res) for res in named.values())
+    return panels, " / ".join(labels), f"{', '.join(methods)}: {', '.join(named)}"
 
 
 def _warn_many_facets(panels: list[Panel]) -> None:
@@ -87,15 +127,19 @@ def _warn_many_facets(panels: list[Panel]) -> None:
         warnings.warn(message, UserWarning, stacklevel=4)
 
 
-def plot(result: Result, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
+def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
          aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
          show_preds: bool = True, show_input: bool = False) -> Any:
     """Plot the explanation of samples, one facet per sample and selected output node.
 
     Parameters
     ----------
-    result : Result
-        What a method returned.
+    result : Result or dict of str to Result
+        What a method returned; or several results by name (e.g. one method on
+        several models, see :func:`innsight.compare_models`), drawn side by side:
+        one facet column per output node and result, ``"Y1 (torch)"``,
+        ``"Y1 (onnx)"``, ... They must have the same shapes and as many
+        selected output nodes each.
     data_idx : int or list of int
         Samples to show (rows of facets).
     output_idx, output_label : optional
@@ -127,14 +171,14 @@ def plot(result: Result, data_idx: Any = 0, output_idx: Any = None, output_label
     """
     check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
                 show_input=show_input)
-    panels = local_panels(result, data_idx, output_idx, output_label, aggr_channels, show_input)
+    panels, label, title = _panels(result, lambda res: local_panels(
+        res, data_idx, output_idx, output_label, aggr_channels, show_input))
     _warn_many_facets(panels)
-    backend = _plotly() if as_plotly else plotnine_plots
-    return backend.plot_local(panels, value_label(result), result.method,
-                              _limits(panels, same_scale), show_preds)
+    return _renderer(as_plotly).plot_local(panels, label, title, _limits(panels, same_scale),
+                                           show_preds)
 
 
-def plot_global(result: Result, output_idx: Any = None, output_label: Any = None,
+def plot_global(result: Results, output_idx: Any = None, output_label: Any = None,
                 data_idx: Any = "all", aggr_channels: AggrChannels = "sum",
                 preprocess_fun: Callable[[Any], Any] | None = abs, as_plotly: bool = False) -> Any:
     """Plot the explanations summarised over samples, one facet per output node.
@@ -144,13 +188,12 @@ def plot_global(result: Result, output_idx: Any = None, output_label: Any = None
     applied elementwise to the numpy values before the channels are aggregated
     (so ``"sum"`` with ``abs`` sums magnitudes); ``None`` skips it.
     ``data_idx`` is ``"all"``, an int or a list of ints. Other arguments as in
-    :func:`plot`.
+    :func:`plot` (several named results are drawn side by side).
     """
     check_bool(as_plotly, "as_plotly")
-    panels = global_panels(result, output_idx, output_label, data_idx, aggr_channels, preprocess_fun)
-    label = value_label(result)
+    panels, label, title = _panels(result, lambda res: global_panels(
+        res, output_idx, output_label, data_idx, aggr_channels, preprocess_fun))
     if preprocess_fun is not None:  # say what was plotted: |gradient|, sqrt(gradient), ...
         name = getattr(preprocess_fun, "__name__", "preprocessed")
         label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"
-    backend = _plotly() if as_plotly else plotnine_plots
-    return backend.plot_global(panels, label, result.method)
+    return _renderer(as_plotly).plot_global(panels, label, title)

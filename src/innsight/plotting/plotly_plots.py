@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-import plotly.graph_objects as go  # checked by innsight.plotting._plotly
+import plotly.graph_objects as go  # checked by innsight.plotting._renderer
 from plotly.subplots import make_subplots
 
 from innsight.plotting.plotnine_plots import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE

@@ -1,0 +1,14 @@
+"""``import innsight`` stays light: the plotting libraries load on the first plot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_import_loads_no_plotting_library():
+    code = ("import sys, innsight; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'plotnine', 'plotly', 'matplotlib'}))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]"
