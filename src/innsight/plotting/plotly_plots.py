@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go  # checked by innsight.plotting._renderer
 from plotly.subplots import make_subplots
 
-from innsight.plotting.plotnine_plots import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE
+from innsight.plotting.colours import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE
 from innsight.plotting.selection import Panel, is_mosaic, mosaic
 
 

@@ -16,15 +16,9 @@ import pandas as pd
 import plotnine as p9
 from plotnine.composition import Beside, Stack
 
+from innsight.plotting.colours import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE
 from innsight.plotting.selection import Panel, input_frame, is_mosaic, mosaic
 
-#: Diverging colours: negative blue, zero white, positive red (ColorBrewer RdBu).
-NEGATIVE, MIDDLE, POSITIVE = "#2166ac", "#f7f7f7", "#b2182b"
-#: Zero on a line coloured by its values: grey, so that the line stays visible on white.
-LINE_MIDDLE = "#b0b0b0"
-#: Opacity of the largest value drawn over an input image; smaller values are more
-#: transparent (zero shows the image alone).
-OVERLAY_ALPHA = 0.8
 #: At most this many tick labels per axis (tabular bars are labelled one by one).
 TICKS = {"tabular": 30, "signal": 8, "image": 5}
 PANEL_INCHES = 2.2
