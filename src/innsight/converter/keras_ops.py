@@ -1,10 +1,11 @@
 """The Keras layers and operations the converter understands, keyed by their class.
 
 A handler receives the translator (see :mod:`innsight.converter.keras_front`),
-the Keras graph node, the values it reads (:class:`Value`: layer index and
-Keras shape) and the Keras shapes of its outputs. It emits layer entries with
-``t.emit`` and returns, per output of the node, the index of the layer holding
-it in the channels-first layout.
+the Keras graph node, the values it reads
+(:class:`~innsight.converter.keras_tensors.Value`: layer index and Keras shape)
+and the Keras shapes of its outputs. It emits layer entries with ``t.emit``
+and returns, per output of the node, the index of the layer holding it in the
+channels-first layout.
 
 Handlers are registered under ``"module:Class"`` names and resolved against the
 installed Keras on first use, so this module imports no Keras itself.
@@ -22,14 +23,16 @@ from typing import Any
 import numpy as np
 
 from innsight.converter.attention import emit_multi_head_attention
-from innsight.converter.keras_front import (
-    Handler,
+from innsight.converter.keras_tensors import (
     Value,
     internal_axis,
     sample_axis,
     to_internal_array,
     to_numpy,
 )
+
+#: ``handler(translator, node, xs, out_shapes) -> indices`` (see the module's docstring).
+Handler = Callable[[Any, Any, list[Value], list[tuple[int, ...]]], list[int]]
 
 _REGISTRY: dict[str, Handler] = {}
 
