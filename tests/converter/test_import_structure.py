@@ -121,7 +121,7 @@ def test_no_import_cycle_inside_innsight() -> None:
     assert "innsight.converter.keras_front" in graph  # the walk found the modules
     found = cycles(graph)
     described = [
-        " -> ".join(c) + "; edges: "
+        ", ".join(c) + "; edges: "
         + ", ".join(f"{a} -> {b}" for a in c for b in sorted(graph[a]) if b in c)
         for c in found
     ]
