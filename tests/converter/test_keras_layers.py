@@ -24,7 +24,7 @@ from keras_reference import (
 )
 
 import innsight as ins
-from innsight.converter.keras_ops import ACTIVATION_RECIPES, REFUSED_ACTIVATIONS
+from innsight.converter.keras_ops import ACTIVATION_BUILDERS, REFUSED_ACTIVATIONS
 
 layers = keras.layers
 ops = keras.ops
@@ -224,7 +224,7 @@ def test_normalization_adapted():
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in ACTIVATION_RECIPES if n != "gelu"] + ["gelu"]
+    "name", [n for n in ACTIVATION_BUILDERS if n != "gelu"] + ["gelu"]
 )
 def test_activation_strings(name):
     with float64():
@@ -500,7 +500,7 @@ def test_other_objects_name_keras_in_the_type_error():
 
 
 def test_missing_keras_names_the_extra(monkeypatch):
-    from innsight.converter.keras_front import import_keras
+    from innsight.converter.keras_tensors import import_keras
 
     monkeypatch.setitem(sys.modules, "keras", None)
     with pytest.raises(ImportError, match=r"pip install innsight\[keras\]"):

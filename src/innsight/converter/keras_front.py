@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,24 +50,14 @@ from torch import Tensor
 
 from innsight._validation import as_dim_list
 from innsight.converter.errors import ConversionError
-
-#: What to install when Keras is missing.
-INSTALL_HINT = "Install the Keras extra: pip install innsight[keras] (Keras 3 with TensorFlow)."
-
-
-def import_keras() -> Any:
-    """The ``keras`` module (Keras 3), or an ImportError naming the extra to install."""
-    try:
-        import keras
-    except ImportError as err:
-        raise ImportError(f"Converting a Keras model needs Keras 3. {INSTALL_HINT}") from err
-    if not str(getattr(keras, "__version__", "0")).startswith("3"):
-        raise ImportError(
-            f"Converting a Keras model needs Keras 3, found keras {keras.__version__}. "
-            f"{INSTALL_HINT}"
-        )
-    return keras
-
+from innsight.converter.keras_ops import handlers
+from innsight.converter.keras_tensors import (
+    Value,
+    channels_first,
+    import_keras,
+    keras_layout,
+    to_numpy,
+)
 
 def is_keras_model(model: Any) -> bool:
     """A ``keras.Model`` instance (checked without importing Keras)."""
@@ -180,68 +169,7 @@ def _show(shape: Sequence[Any]) -> str:
     return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
 
 
-# ---- layouts ----------------------------------------------------------------------
-
-
-def channels_first(shape: Sequence[Any]) -> tuple[Any, ...]:
-    """A Keras sample shape as held inside: the last axis first (rank >= 2)."""
-    shape = tuple(shape)
-    return shape if len(shape) < 2 else (shape[-1], *shape[:-1])
-
-
-def keras_layout(shape: Sequence[Any]) -> tuple[Any, ...]:
-    """Inverse of :func:`channels_first`."""
-    shape = tuple(shape)
-    return shape if len(shape) < 2 else (*shape[1:], shape[0])
-
-
-def internal_axis(axis: int, rank: int) -> int:
-    """Where Keras sample axis ``axis`` (0-based, no batch axis) sits inside."""
-    if rank < 2:
-        return axis
-    return 0 if axis == rank - 1 else axis + 1
-
-
-def sample_axis(axis: int, rank: int, what: str) -> int:
-    """A Keras tensor axis (batch axis 0, may be negative) as a sample axis."""
-    if not isinstance(axis, (int, np.integer)) or not -rank - 1 <= axis <= rank or axis == 0 \
-            or axis == -rank - 1:
-        raise ConversionError(
-            f"{what}: axis {axis!r} is not an axis of a sample of rank {rank} (the batch axis "
-            "0 is not supported)."
-        )
-    return int(axis) - 1 if axis > 0 else rank + int(axis)
-
-
-def to_internal_array(value: Any, rank: int) -> Any:
-    """A constant that broadcasts against a Keras sample of ``rank`` axes, laid out
-    to broadcast against the channels-first sample (a number stays a number)."""
-    array = np.asarray(value)
-    if array.ndim == 0:
-        return float(array)
-    if array.ndim > rank:
-        array = array.reshape(array.shape[array.ndim - rank:])
-    array = array.reshape((1,) * (rank - array.ndim) + array.shape)
-    return np.moveaxis(array, -1, 0) if rank >= 2 else array
-
-
 # ---- translation -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Value:
-    """A Keras tensor in the converted graph: the layer holding it (channels first)
-    and its Keras sample shape (channels last, no batch axis)."""
-
-    index: int
-    shape: tuple[int, ...]
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-
-Handler = Callable[["_Translator", Any, list[Value], list[tuple[int, ...]]], list[int]]
 
 
 class _Translator:
@@ -249,8 +177,6 @@ class _Translator:
     entries. Handlers (see :mod:`innsight.converter.keras_ops`) call :meth:`emit`."""
 
     def __init__(self, keras: Any) -> None:
-        from innsight.converter.keras_ops import handlers
-
         self.keras = keras
         self.handlers = handlers(keras)
         self.layers: list[dict[str, Any]] = []
@@ -388,11 +314,3 @@ def run_keras(keras: Any, model: Any, graph: Any, inputs: list[np.ndarray]) -> l
     feed = keras.tree.pack_sequence_as(graph._inputs_struct, inputs)
     outputs = model(feed, training=False)
     return [to_numpy(o) for o in keras.tree.flatten(outputs)]
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """A Keras variable or tensor (or a number or array) as a numpy array."""
-    if hasattr(value, "numpy"):  # variables and eager tensors
-        return np.asarray(value.numpy())
-    keras = import_keras()
-    return np.asarray(keras.ops.convert_to_numpy(value))

@@ -1,10 +1,11 @@
 """The Keras layers and operations the converter understands, keyed by their class.
 
 A handler receives the translator (see :mod:`innsight.converter.keras_front`),
-the Keras graph node, the values it reads (:class:`Value`: layer index and
-Keras shape) and the Keras shapes of its outputs. It emits layer entries with
-``t.emit`` and returns, per output of the node, the index of the layer holding
-it in the channels-first layout.
+the Keras graph node, the values it reads
+(:class:`~innsight.converter.keras_tensors.Value`: layer index and Keras shape)
+and the Keras shapes of its outputs. It emits layer entries with ``t.emit``
+and returns, per output of the node, the index of the layer holding it in the
+channels-first layout.
 
 Handlers are registered under ``"module:Class"`` names and resolved against the
 installed Keras on first use, so this module imports no Keras itself.
@@ -22,14 +23,16 @@ from typing import Any
 import numpy as np
 
 from innsight.converter.attention import emit_multi_head_attention
-from innsight.converter.keras_front import (
-    Handler,
+from innsight.converter.keras_tensors import (
     Value,
     internal_axis,
     sample_axis,
     to_internal_array,
     to_numpy,
 )
+
+#: ``handler(translator, node, xs, out_shapes) -> indices`` (see the module's docstring).
+Handler = Callable[[Any, Any, list[Value], list[tuple[int, ...]]], list[int]]
 
 _REGISTRY: dict[str, Handler] = {}
 
@@ -61,42 +64,46 @@ def handlers(keras: Any) -> dict[type, Handler]:
 
 # ---- activation functions ---------------------------------------------------------
 
-Recipe = Callable[[Any, int, str], int]
+#: ``build(translator, index, suffix) -> index``: emits the layers of an activation
+#: function applied to the layer ``index`` and returns the last one.
+ActivationBuilder = Callable[[Any, int, str], int]
 
 
-def _single(act_name: str, **params: Any) -> Recipe:
-    def recipe(t: Any, index: int, suffix: str) -> int:
+def _one_activation(act_name: str, **params: Any) -> ActivationBuilder:
+    """Builds one Activation layer ``act_name`` with ``params``."""
+
+    def emit_one(t: Any, index: int, suffix: str) -> int:
         return t.emit("Activation", [index], suffix, act_name=act_name, **params)
 
-    return recipe
+    return emit_one
 
 
 #: Keras activation names -> how to build them. Softmax is over the last Keras
 #: axis, which is axis 0 (channels) inside.
-ACTIVATION_RECIPES: dict[str, Recipe | None] = {
+ACTIVATION_BUILDERS: dict[str, ActivationBuilder | None] = {
     "linear": None,  # the identity: no layer
-    "relu": _single("relu"),
-    "relu6": _single("relu6"),
-    "leaky_relu": _single("leaky_relu", negative_slope=0.2),  # Keras' default slope
-    "elu": _single("elu", alpha=1.0),
-    "selu": _single("selu"),  # torch's constants are Keras' (Klambauer et al. 2017)
-    "celu": _single("celu", alpha=1.0),  # Keras' default alpha
-    "gelu": _single("gelu", approximate="none"),  # Keras' default: the exact gelu
-    "silu": _single("silu"),
-    "swish": _single("silu"),
-    "softplus": _single("softplus"),
-    "sigmoid": _single("sigmoid"),
-    "tanh": _single("tanh"),
-    "hard_sigmoid": _single("hardsigmoid"),
-    "hard_silu": _single("hardswish"),
-    "hard_swish": _single("hardswish"),
-    "hard_tanh": _single("hardtanh"),
-    "log_sigmoid": _single("logsigmoid"),
-    "tanh_shrink": _single("tanhshrink"),
-    "mish": _single("mish"),
-    "softsign": _single("softsign"),
-    "exponential": _single("exp"),
-    "softmax": _single("softmax", axis=0),
+    "relu": _one_activation("relu"),
+    "relu6": _one_activation("relu6"),
+    "leaky_relu": _one_activation("leaky_relu", negative_slope=0.2),  # Keras' default slope
+    "elu": _one_activation("elu", alpha=1.0),
+    "selu": _one_activation("selu"),  # torch's constants are Keras' (Klambauer et al. 2017)
+    "celu": _one_activation("celu", alpha=1.0),  # Keras' default alpha
+    "gelu": _one_activation("gelu", approximate="none"),  # Keras' default: the exact gelu
+    "silu": _one_activation("silu"),
+    "swish": _one_activation("silu"),
+    "softplus": _one_activation("softplus"),
+    "sigmoid": _one_activation("sigmoid"),
+    "tanh": _one_activation("tanh"),
+    "hard_sigmoid": _one_activation("hardsigmoid"),
+    "hard_silu": _one_activation("hardswish"),
+    "hard_swish": _one_activation("hardswish"),
+    "hard_tanh": _one_activation("hardtanh"),
+    "log_sigmoid": _one_activation("logsigmoid"),
+    "tanh_shrink": _one_activation("tanhshrink"),
+    "mish": _one_activation("mish"),
+    "softsign": _one_activation("softsign"),
+    "exponential": _one_activation("exp"),
+    "softmax": _one_activation("softmax", axis=0),
 }
 #: Keras activations that no layer family expresses.
 REFUSED_ACTIVATIONS = (
@@ -106,12 +113,12 @@ REFUSED_ACTIVATIONS = (
 
 
 @lru_cache(maxsize=4)
-def _activation_table(keras: Any) -> dict[Any, tuple[str, Recipe | None]]:
+def _activation_table(keras: Any) -> dict[Any, tuple[str, ActivationBuilder | None]]:
     table = {}
-    for name, recipe in ACTIVATION_RECIPES.items():
+    for name, build in ACTIVATION_BUILDERS.items():
         fn = getattr(keras.activations, name, None)
         if fn is not None:
-            table.setdefault(fn, (name, recipe))
+            table.setdefault(fn, (name, build))
     return table
 
 
@@ -127,8 +134,8 @@ def apply_activation(t: Any, index: int, fn: Any, suffix: str) -> int:
             else "Only Keras' built-in activations (by name or keras.activations.*) convert. "
         )
         raise t.unsupported(f"the activation '{name}'", reason)
-    name, recipe = entry
-    return index if recipe is None else recipe(t, index, suffix)
+    name, build = entry
+    return index if build is None else build(t, index, suffix)
 
 
 def _activation_suffix(op: Any) -> str:
@@ -162,13 +169,17 @@ def _skip(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> li
 # ---- weighted layers -------------------------------------------------------------------
 
 
+def _bias(op: Any) -> np.ndarray | None:
+    """The bias of a weighted Keras layer, or ``None`` where it has none."""
+    return None if op.bias is None else to_numpy(op.bias)
+
+
 @_register("Dense")
 def _dense(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     op, x = node.operation, xs[0]
-    bias = None if op.bias is None else to_numpy(op.bias)
     # Dense acts on the last Keras axis, the channels axis 0 inside: move it last and back.
     source = t.to_keras_layout(x, "/channels_last")
-    dense = t.emit("Dense", [source], weight=to_numpy(op.kernel).T, bias=bias)
+    dense = t.emit("Dense", [source], weight=to_numpy(op.kernel).T, bias=_bias(op))
     out = t.from_keras_layout(dense, x.rank, "/channels_first")
     return [apply_activation(t, out, op.activation, _activation_suffix(op))]
 
@@ -191,8 +202,8 @@ def _spatial_out(t: Any, index: int, rank: int, data_format: str) -> int:
     return index
 
 
-def padding_pairs(mode: str, sizes: Sequence[int], kernel: Sequence[int],
-                  strides: Sequence[int], dilation: Sequence[int]) -> list[list[int]]:
+def explicit_padding(mode: str, sizes: Sequence[int], kernel: Sequence[int],
+                     strides: Sequence[int], dilation: Sequence[int]) -> list[list[int]]:
     """``[before, after]`` per spatial axis for Keras padding ``valid``/``same``/``causal``
     (``same`` as in TensorFlow: the odd pixel goes after)."""
     pairs = []
@@ -208,35 +219,40 @@ def padding_pairs(mode: str, sizes: Sequence[int], kernel: Sequence[int],
     return pairs
 
 
+def _conv_weight(kernel: np.ndarray) -> np.ndarray:
+    """A Keras kernel ``(*kernel, C_in, C_out)`` as a torch weight ``(C_out, C_in, *kernel)``."""
+    n = kernel.ndim - 2
+    return np.transpose(kernel, (n + 1, n, *range(n)))
+
+
 def _conv_common(t: Any, node: Any, x: Value, weight: np.ndarray, bias: Any, groups: int,
-                 suffix: str = "") -> tuple[int, Any]:
+                 suffix: str = "") -> int:
     """Emit the convolution of ``node`` (kernel sizes from ``weight``)."""
     op = node.operation
     source, sizes = _spatial_in(t, x, op.data_format)
     n = weight.ndim - 2
-    pads = padding_pairs(op.padding, sizes, weight.shape[2:], op.strides, op.dilation_rate)
+    pads = explicit_padding(op.padding, sizes, weight.shape[2:], op.strides, op.dilation_rate)
     conv = t.emit(
         f"Conv{n}D", [source], suffix, weight=weight, bias=bias, stride=list(op.strides),
         padding=pads, dilation=list(op.dilation_rate), groups=groups,
     )
-    return conv, op
+    return conv
 
 
-def _finish_conv(t: Any, node: Any, conv: int, out_shape: tuple[int, ...]) -> list[int]:
+def _finish_conv(t: Any, node: Any, conv: int, rank: int) -> list[int]:
+    """The convolution ``conv`` of a tensor of ``rank`` axes back in the inside layout,
+    followed by the layer's activation."""
     op = node.operation
-    out = _spatial_out(t, conv, len(out_shape), op.data_format)
+    out = _spatial_out(t, conv, rank, op.data_format)
     return [apply_activation(t, out, op.activation, _activation_suffix(op))]
 
 
 @_register("Conv1D", "Conv2D", "Conv3D")
 def _conv(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     op = node.operation
-    kernel = to_numpy(op.kernel)  # (*kernel, C_in / groups, C_out)
-    n = kernel.ndim - 2
-    weight = np.transpose(kernel, (n + 1, n, *range(n)))
-    bias = None if op.bias is None else to_numpy(op.bias)
-    conv, _ = _conv_common(t, node, xs[0], weight, bias, op.groups)
-    return _finish_conv(t, node, conv, outs[0])
+    weight = _conv_weight(to_numpy(op.kernel))  # Keras: (*kernel, C_in / groups, C_out)
+    conv = _conv_common(t, node, xs[0], weight, _bias(op), op.groups)
+    return _finish_conv(t, node, conv, xs[0].rank)
 
 
 def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
@@ -251,9 +267,8 @@ def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
 def _depthwise(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     op = node.operation
     kernel = to_numpy(op.kernel)
-    bias = None if op.bias is None else to_numpy(op.bias)
-    conv, _ = _conv_common(t, node, xs[0], _depthwise_weight(kernel), bias, kernel.shape[-2])
-    return _finish_conv(t, node, conv, outs[0])
+    conv = _conv_common(t, node, xs[0], _depthwise_weight(kernel), _bias(op), kernel.shape[-2])
+    return _finish_conv(t, node, conv, xs[0].rank)
 
 
 @_register("SeparableConv1D", "SeparableConv2D")
@@ -261,13 +276,11 @@ def _separable(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) 
     op = node.operation
     depthwise = to_numpy(op.depthwise_kernel)
     pointwise = to_numpy(op.pointwise_kernel)  # (*ones, C_in * multiplier, C_out)
-    n = pointwise.ndim - 2
-    conv, _ = _conv_common(t, node, xs[0], _depthwise_weight(depthwise), None,
-                           depthwise.shape[-2], "/depthwise")
-    bias = None if op.bias is None else to_numpy(op.bias)
-    point = t.emit(f"Conv{n}D", [conv], weight=np.transpose(pointwise, (n + 1, n, *range(n))),
-                   bias=bias)
-    return _finish_conv(t, node, point, outs[0])
+    conv = _conv_common(t, node, xs[0], _depthwise_weight(depthwise), None,
+                        depthwise.shape[-2], "/depthwise")
+    point = t.emit(f"Conv{pointwise.ndim - 2}D", [conv], weight=_conv_weight(pointwise),
+                   bias=_bias(op))
+    return _finish_conv(t, node, point, xs[0].rank)
 
 
 def _one_internal_axis(t: Any, keras_axis: Any, rank: int, what: str) -> int:
@@ -417,7 +430,7 @@ def _pool(kind: str) -> Handler:
         op = node.operation
         source, sizes = _spatial_in(t, xs[0], op.data_format)
         n = len(sizes)
-        pads = padding_pairs(op.padding, sizes, op.pool_size, op.strides, [1] * n)
+        pads = explicit_padding(op.padding, sizes, op.pool_size, op.strides, [1] * n)
         # TensorFlow's 'same' puts the odd padding after; torch pads symmetrically and
         # ceil mode adds the window that covers the end (ignoring what lies outside).
         before = [p for p, _ in pads]
@@ -435,7 +448,7 @@ def _pool(kind: str) -> Handler:
         if kind == "Avg":
             params["count_include_pad"] = False  # TensorFlow averages over the real inputs
         pool = t.emit(f"{kind}Pool{n}D", [source], **params)
-        return [_spatial_out(t, pool, len(outs[0]), op.data_format)]
+        return [_spatial_out(t, pool, xs[0].rank, op.data_format)]
 
     return handler
 
@@ -451,7 +464,7 @@ def _global_pool(kind: str) -> Handler:
         n = len(sizes)
         pool = t.emit(f"Adaptive{kind}Pool{n}D", [source], output_size=[1] * n)
         if op.keepdims:
-            return [_spatial_out(t, pool, len(outs[0]), op.data_format)]
+            return [_spatial_out(t, pool, xs[0].rank, op.data_format)]
         return [t.emit("Flatten", [pool], "/flatten")]
 
     return handler
@@ -466,7 +479,7 @@ _register("GlobalAveragePooling1D", "GlobalAveragePooling2D",
 
 
 @_register("Activation")
-def _activation(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+def _activation_layer(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     return [apply_activation(t, xs[0].index, node.operation.activation, "")]
 
 
@@ -507,11 +520,16 @@ def _elu(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> lis
     return [t.emit("Activation", [xs[0]], act_name="elu", alpha=float(node.operation.alpha))]
 
 
+def _softmax_over(t: Any, x: Value, keras_axis: Any) -> int:
+    """``x`` followed by a softmax over the Keras ``keras_axis`` (an int or a one-element
+    list; several axes are refused)."""
+    axis = _one_internal_axis(t, keras_axis, x.rank, "softmax")
+    return t.emit("Activation", [x], act_name="softmax", axis=axis)
+
+
 @_register("Softmax")
-def _softmax(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
-    x = xs[0]
-    axis = _one_internal_axis(t, node.operation.axis, x.rank, "softmax")
-    return [t.emit("Activation", [x], act_name="softmax", axis=axis)]
+def _softmax_layer(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    return [_softmax_over(t, xs[0], node.operation.axis)]
 
 
 # ---- merging ----------------------------------------------------------------------------------
@@ -522,12 +540,12 @@ def _same_rank(t: Any, xs: list[Value], rank: int) -> list[Value]:
 
 
 @_register("Add")
-def _add(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+def _add_layer(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     return [t.emit("Add", _same_rank(t, xs, len(outs[0])))]
 
 
 @_register("Subtract")
-def _subtract(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+def _subtract_layer(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     a, b = _same_rank(t, xs, len(outs[0]))
     neg = t.emit("Affine", [b], "/neg", scale=-1.0)
     return [t.emit("Add", [a, neg])]
@@ -540,7 +558,7 @@ def _average(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) ->
 
 
 @_register("Multiply")
-def _multiply(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+def _multiply_layer(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     values = _same_rank(t, xs, len(outs[0]))
     out = values[0].index
     for k, x in enumerate(values[1:]):
@@ -550,7 +568,7 @@ def _multiply(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -
 
 @_register("Concatenate")
 def _concatenate(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
-    rank = len(outs[0])
+    rank = xs[0].rank
     if any(x.rank != rank for x in xs):
         raise t.unsupported(f"concatenating tensors of ranks {[x.rank for x in xs]}")
     axis = internal_axis(sample_axis(node.operation.axis, rank, t.where), rank)
@@ -612,7 +630,7 @@ def _zero_padding(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]
     data_format = getattr(op, "data_format", "channels_last")
     source, sizes = _spatial_in(t, xs[0], data_format)
     padded = t.emit("Padding", [source], padding=_pairs(op.padding, len(sizes)))
-    return [_spatial_out(t, padded, len(outs[0]), data_format)]
+    return [_spatial_out(t, padded, xs[0].rank, data_format)]
 
 
 @_register("Cropping1D", "Cropping2D", "Cropping3D")
@@ -624,21 +642,22 @@ def _cropping(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -
     crops = _pairs(op.cropping, len(sizes))
     ranges = [[0, channels, 1]] + [[b, n - a, 1] for n, (b, a) in zip(sizes, crops)]
     cropped = t.emit("Slice", [source], ranges=ranges)
-    return [_spatial_out(t, cropped, len(outs[0]), data_format)]
+    return [_spatial_out(t, cropped, x.rank, data_format)]
 
 
 # ---- preprocessing and scaling ----------------------------------------------------------------
 
 
-def _constant(t: Any, value: Any) -> Any:
+def _keras_constant(value: Any) -> Any:
+    """A number as it is; a Keras variable or tensor, or an array, as a numpy array."""
     return value if isinstance(value, (int, float)) else to_numpy(value)
 
 
 @_register("Rescaling")
 def _rescaling(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     op, x = node.operation, t.expand_rank(xs[0], len(outs[0]))
-    scale = to_internal_array(_constant(t, op.scale), x.rank)
-    shift = to_internal_array(_constant(t, op.offset), x.rank)
+    scale = to_internal_array(_keras_constant(op.scale), x.rank)
+    shift = to_internal_array(_keras_constant(op.offset), x.rank)
     return [t.emit("Affine", [x], scale=scale, shift=shift)]
 
 
@@ -681,7 +700,7 @@ def _operands(t: Any, node: Any, xs: list[Value], rank: int) -> list[Any]:
         if isinstance(arg, t.keras.KerasTensor):
             operands.append(t.expand_rank(next(tensors), rank))
         else:
-            operands.append(_constant(t, arg))
+            operands.append(_keras_constant(arg))
     return operands
 
 
@@ -742,35 +761,31 @@ def _prelu(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> l
 # ---- activation functions called as Keras ops (keras.ops.relu(x), ...) -------------------------
 
 
-def _op_activation(recipe_of: Callable[[Any], Recipe]) -> Handler:
+def _op_activation(builder_of: Callable[[Any], ActivationBuilder]) -> Handler:
     def handler(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
-        return [recipe_of(node.operation)(t, xs[0].index, "")]
+        return [builder_of(node.operation)(t, xs[0].index, "")]
 
     return handler
 
 
 @_register("keras.src.ops.nn:Softmax")
 def _op_softmax(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
-    x, axis = xs[0], node.operation.axis
-    axis = -1 if axis is None else axis
-    if isinstance(axis, (list, tuple)):
-        raise t.unsupported(f"softmax over several axes {list(axis)}")
-    inside = internal_axis(sample_axis(axis, x.rank, t.where), x.rank)
-    return [t.emit("Activation", [x], act_name="softmax", axis=inside)]
+    axis = node.operation.axis
+    return [_softmax_over(t, xs[0], -1 if axis is None else axis)]
 
 
-for _name, _recipe_of in {
-    "Relu": lambda op: ACTIVATION_RECIPES["relu"],
-    "Relu6": lambda op: ACTIVATION_RECIPES["relu6"],
-    "Sigmoid": lambda op: ACTIVATION_RECIPES["sigmoid"],
-    "Softplus": lambda op: ACTIVATION_RECIPES["softplus"],
-    "Silu": lambda op: ACTIVATION_RECIPES["silu"],
-    "HardSigmoid": lambda op: ACTIVATION_RECIPES["hard_sigmoid"],
-    "HardSilu": lambda op: ACTIVATION_RECIPES["hard_silu"],
-    "Selu": lambda op: ACTIVATION_RECIPES["selu"],
-    "LeakyRelu": lambda op: _single("leaky_relu", negative_slope=float(op.negative_slope)),
-    "Elu": lambda op: _single("elu", alpha=float(op.alpha)),
-    "Gelu": lambda op: _single("gelu", approximate="tanh" if op.approximate else "none"),
+for _name, _builder_of in {
+    "Relu": lambda op: ACTIVATION_BUILDERS["relu"],
+    "Relu6": lambda op: ACTIVATION_BUILDERS["relu6"],
+    "Sigmoid": lambda op: ACTIVATION_BUILDERS["sigmoid"],
+    "Softplus": lambda op: ACTIVATION_BUILDERS["softplus"],
+    "Silu": lambda op: ACTIVATION_BUILDERS["silu"],
+    "HardSigmoid": lambda op: ACTIVATION_BUILDERS["hard_sigmoid"],
+    "HardSilu": lambda op: ACTIVATION_BUILDERS["hard_silu"],
+    "Selu": lambda op: ACTIVATION_BUILDERS["selu"],
+    "LeakyRelu": lambda op: _one_activation("leaky_relu", negative_slope=float(op.negative_slope)),
+    "Elu": lambda op: _one_activation("elu", alpha=float(op.alpha)),
+    "Gelu": lambda op: _one_activation("gelu", approximate="tanh" if op.approximate else "none"),
 }.items():
-    _register(f"keras.src.ops.nn:{_name}")(_op_activation(_recipe_of))
-_register("keras.src.ops.numpy:Tanh")(_op_activation(lambda op: ACTIVATION_RECIPES["tanh"]))
+    _register(f"keras.src.ops.nn:{_name}")(_op_activation(_builder_of))
+_register("keras.src.ops.numpy:Tanh")(_op_activation(lambda op: ACTIVATION_BUILDERS["tanh"]))

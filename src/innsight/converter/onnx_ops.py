@@ -51,7 +51,9 @@ from innsight.converter.torch_ops import (
     FUNCTIONS,
     MODULES,
     Split,
+    alias_input,
     arg,
+    emit_activation,
     emit_layer_norm,
     matrix_product,
 )
@@ -66,7 +68,7 @@ def _register(*types: type) -> Any:
     return add
 
 
-def _constant(t: Any, node: fx.Node, value: Any, what: str) -> Tensor | float:
+def _constant_arg(t: Any, node: fx.Node, value: Any, what: str) -> Tensor | float:
     """A constant argument (folded tensor or number), or an error naming ``what``."""
     const = t.constant(value)
     if const is None:
@@ -81,16 +83,14 @@ def _ints(value: Tensor | float) -> list[int]:
 # ---- skipped ------------------------------------------------------------------------------------
 
 
-@_register(identity.OnnxCopyIdentity, dropout.OnnxDropoutDynamic)
-def _alias(t: Any, node: fx.Node) -> int:
-    return t.layer(node.args[0])
+_register(identity.OnnxCopyIdentity, dropout.OnnxDropoutDynamic)(alias_input)
 
 
 @_register(cast.OnnxCast)
 def _cast(t: Any, node: fx.Node) -> int:
     if not t.module(node).torch_dtype.is_floating_point:
         raise t.unsupported(node, f"a cast of the data to {t.module(node).torch_dtype}")
-    return _alias(t, node)
+    return alias_input(t, node)
 
 
 # ---- weighted and arithmetic --------------------------------------------------------------------
@@ -111,9 +111,7 @@ def _binary(t: Any, node: fx.Node) -> int:
     return FUNCTIONS[_BINARY[m.math_op_function]](t, node)
 
 
-@_register(neg.OnnxNeg)
-def _neg(t: Any, node: fx.Node) -> int:
-    return t.emit(node, "Affine", [node.args[0]], scale=-1.0)
+_register(neg.OnnxNeg)(FUNCTIONS[torch.neg])
 
 
 @_register(onnx_sum.OnnxSum)
@@ -126,14 +124,14 @@ def _sum(t: Any, node: fx.Node) -> int:
 def _gemm(t: Any, node: fx.Node) -> int:
     """``alpha * a @ b + beta * c`` with constant ``b`` and ``c``: a dense layer."""
     m = t.module(node)
-    b = _constant(t, node, node.args[1], "Gemm weight")
+    b = _constant_arg(t, node, node.args[1], "Gemm weight")
     c = arg(node, 2, "input_c", None)
     if m.trans_a or not isinstance(b, Tensor) or b.ndim != 2:
         raise t.unsupported(node, "Gemm other than data @ constant matrix (transA=0)")
     weight = (b if m.trans_b else b.T) * m.alpha
     bias = None
     if c is not None:
-        c = _constant(t, node, c, "Gemm bias")
+        c = _constant_arg(t, node, c, "Gemm bias")
         bias = torch.as_tensor(c, dtype=weight.dtype) * m.beta
         if bias.numel() == 1:
             bias = bias.reshape(1).expand(weight.shape[0])
@@ -159,7 +157,7 @@ def _matmul(t: Any, node: fx.Node) -> int:
 @_register(batch_norm.OnnxBatchNorm)
 def _batch_norm(t: Any, node: fx.Node) -> int:
     x, *params = node.args
-    weight, bias, mean, var = (_constant(t, node, p, "batch norm parameter") for p in params)
+    weight, bias, mean, var = (_constant_arg(t, node, p, "batch norm parameter") for p in params)
     return t.emit(node, "BatchNorm", [x], running_mean=mean, running_var=var, weight=weight,
                   bias=bias, eps=t.module(node).epsilon)
 
@@ -171,24 +169,20 @@ def _layer_norm(t: Any, node: fx.Node) -> int:
     onnx2torch builds an ``nn.LayerNorm``.)"""
     m, source = t.module(node), node.args[0]
     first = t.axis(source, m.axis)
-    scale = _constant(t, node, node.args[1], "LayerNormalization scale")
+    scale = _constant_arg(t, node, node.args[1], "LayerNormalization scale")
     bias = arg(node, 2, "bias", None)
-    bias = None if bias is None else _constant(t, node, bias, "LayerNormalization bias")
+    bias = None if bias is None else _constant_arg(t, node, bias, "LayerNormalization bias")
     return emit_layer_norm(t, node, len(t.shape(source)) - first, scale, bias, m.epsilon)
 
 
 # ---- activations --------------------------------------------------------------------------------
 
 
-def _activation(t: Any, node: fx.Node, act_name: str, **params: Any) -> int:
-    return t.emit(node, "Activation", [node.args[0]], act_name=act_name, **params)
-
-
 @_register(functions.OnnxFunction)
 def _function(t: Any, node: fx.Node) -> int:
     if t.module(node).function is not torch.tanh:
         raise t.unsupported(node, f"the function {t.module(node).function.__name__}")
-    return _activation(t, node, "tanh")
+    return emit_activation(t, node, "tanh")
 
 
 @_register(activations.OnnxHardSigmoid)
@@ -196,7 +190,7 @@ def _hard_sigmoid(t: Any, node: fx.Node) -> int:
     """``clip(alpha * x + beta, 0, 1)``; torch's hardsigmoid where alpha = 1/6, beta = 1/2."""
     m = t.module(node)
     if math.isclose(m.alpha, 1 / 6, rel_tol=1e-6) and m.beta == 0.5:
-        return _activation(t, node, "hardsigmoid")
+        return emit_activation(t, node, "hardsigmoid")
     scaled = t.emit(node, "Affine", [node.args[0]], suffix="_affine", scale=float(m.alpha),
                     shift=float(m.beta))
     return t.emit(node, "Activation", [scaled], act_name="hardtanh", min_val=0.0, max_val=1.0)
@@ -205,11 +199,11 @@ def _hard_sigmoid(t: Any, node: fx.Node) -> int:
 @_register(activations.OnnxPReLU)
 def _prelu(t: Any, node: fx.Node) -> int:
     """PReLU with one slope for all channels: a leaky relu."""
-    slope = torch.as_tensor(_constant(t, node, node.args[1], "PReLU slope"))
+    slope = torch.as_tensor(_constant_arg(t, node, node.args[1], "PReLU slope"))
     if slope.numel() != 1:
         raise t.unsupported(node, f"PReLU with {slope.numel()} slopes (one per channel)",
                             "Supported: a single slope (a leaky relu). ")
-    return _activation(t, node, "leaky_relu", negative_slope=float(slope))
+    return emit_activation(t, node, "leaky_relu", negative_slope=float(slope))
 
 
 @_register(activations.OnnxSoftmaxV1V11)
@@ -219,16 +213,16 @@ def _softmax_v1(t: Any, node: fx.Node) -> int:
     if m.is_log or m.axis % ndim != ndim - 1:
         raise t.unsupported(node, f"{'log-' if m.is_log else ''}softmax over the flattened "
                             f"axes from {m.axis} on", "Supported: softmax over the last axis. ")
-    return _activation(t, node, "softmax", axis=t.axis(source, -1))
+    return emit_activation(t, node, "softmax", axis=t.axis(source, -1))
 
 
 @_register(clip.OnnxClip)
 def _clip(t: Any, node: fx.Node) -> int:
     low, high = t.module(node).min_val, t.module(node).max_val
     if low is not None and high is not None:
-        return _activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
+        return emit_activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
     if low == 0:
-        return _activation(t, node, "relu")
+        return emit_activation(t, node, "relu")
     raise t.unsupported(node, f"Clip(min={low!r}, max={high!r})",
                         "Supported: both bounds, or min=0 alone (relu). ")
 
@@ -306,7 +300,7 @@ def _slice(t: Any, node: fx.Node) -> int:
     ndim = len(shape) + 1
     names = ["starts", "ends", "axes", "steps"]
     given = {name: arg(node, i + 1, name, None) for i, name in enumerate(names)}
-    values = {name: None if v is None else _ints(_constant(t, node, v, f"slice {name}"))
+    values = {name: None if v is None else _ints(_constant_arg(t, node, v, f"slice {name}"))
               for name, v in given.items()}
     starts, ends = values["starts"], values["ends"]
     axes = values["axes"] or list(range(len(starts)))
@@ -336,7 +330,7 @@ def _gather(t: Any, node: fx.Node) -> int:
     source = node.args[0]
     shape = t.shape(source)
     axis = t.axis(source, t.module(node)._axis)
-    index = torch.as_tensor(_constant(t, node, node.args[1], "Gather index"))
+    index = torch.as_tensor(_constant_arg(t, node, node.args[1], "Gather index"))
     if index.is_floating_point() or index.ndim > 1:
         raise t.unsupported(node, f"Gather with indices of shape {list(index.shape)}",
                             "Supported: one index or a 1-D list of evenly spaced ones. ")
@@ -386,9 +380,10 @@ def _pad_static(t: Any, node: fx.Node) -> int:
 
 @_register(pad.OnnxPadDynamic)
 def _pad_dynamic(t: Any, node: fx.Node) -> int:
-    pads = _ints(_constant(t, node, node.args[1], "padding"))
+    pads = _ints(_constant_arg(t, node, node.args[1], "padding"))
     value = arg(node, 2, "constant_value", None)
-    value = 0.0 if value is None else float(torch.as_tensor(_constant(t, node, value, "pad value")))
+    fill = 0.0 if value is None else _constant_arg(t, node, value, "pad value")
+    value = float(torch.as_tensor(fill))
     n = len(pads) // 2  # ONNX order: all begins, then all ends, first axis first
     return _padding(t, node, [[pads[i], pads[n + i]] for i in range(n)], t.module(node).mode, value)
 
@@ -424,7 +419,7 @@ def fuse_activations(graph_module: fx.GraphModule) -> None:
 _ONNX_MATH = binary_math_operations._TORCH_FUNCTION_FROM_ONNX_TYPE
 
 
-def _operands(gm: fx.GraphModule, node: Any, op_type: str) -> tuple[Any, Any] | None:
+def _match_binary(gm: fx.GraphModule, node: Any, op_type: str) -> tuple[Any, Any] | None:
     """The two operands if ``node`` is the ONNX binary operation ``op_type``."""
     if not isinstance(node, fx.Node) or node.op != "call_module" or len(node.args) != 2:
         return None
@@ -453,7 +448,7 @@ def _scalar(gm: fx.GraphModule, node: Any) -> float | None:
 
 def _silu_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     """``x`` of ``Mul(x, Sigmoid(x))`` (either order)."""
-    operands = _operands(gm, node, "Mul")
+    operands = _match_binary(gm, node, "Mul")
     if operands is None:
         return None
     for x, gate in (operands, operands[::-1]):
@@ -464,20 +459,20 @@ def _silu_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
 
 def _gelu_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     """``x`` of ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)`` (operands in either order)."""
-    outer = _operands(gm, node, "Mul")
+    outer = _match_binary(gm, node, "Mul")
     if outer is None:
         return None
     for inner, half in (outer, outer[::-1]):
-        if _scalar(gm, half) != 0.5 or (product := _operands(gm, inner, "Mul")) is None:
+        if _scalar(gm, half) != 0.5 or (product := _match_binary(gm, inner, "Mul")) is None:
             continue
         for x, shifted in (product, product[::-1]):
-            terms = _operands(gm, shifted, "Add")
+            terms = _match_binary(gm, shifted, "Add")
             if terms is None:
                 continue
             for erf, one in (terms, terms[::-1]):
                 if _scalar(gm, one) != 1.0 or not _is_module(gm, erf, activations.OnnxErf):
                     continue
-                scaled = _operands(gm, erf.args[0], "Div")
+                scaled = _match_binary(gm, erf.args[0], "Div")
                 if scaled is not None and scaled[0] is x and math.isclose(
                         _scalar(gm, scaled[1]) or 0.0, math.sqrt(2), rel_tol=1e-6):
                     return x

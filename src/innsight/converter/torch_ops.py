@@ -89,16 +89,17 @@ def _nn(*names: str) -> list[type]:
 # ---- skipped operations: the node's value is its input's -----------------------
 
 
-def _alias(t: Any, node: fx.Node) -> int:
+def alias_input(t: Any, node: fx.Node) -> int:
+    """Handler of a skipped operation: the layer holding its first argument."""
     return t.layer(node.args[0])
 
 
 _register(MODULES, *_nn(
     "Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
     "FeatureAlphaDropout",
-))(_alias)
-_register(FUNCTIONS, torch.clone)(_alias)
-_register(METHODS, "contiguous", "clone")(_alias)
+))(alias_input)
+_register(FUNCTIONS, torch.clone)(alias_input)
+_register(METHODS, "contiguous", "clone")(alias_input)
 
 
 def _random_in_training(position: int) -> Handler:
@@ -108,7 +109,7 @@ def _random_in_training(position: int) -> Handler:
         if arg(node, position, "training", True) is not False:
             raise t.unsupported(node, f"{node.target.__name__} with training=True",
                                 "It stays random in eval mode; pass training=self.training. ")
-        return _alias(t, node)
+        return alias_input(t, node)
 
     return handler
 
@@ -123,7 +124,7 @@ FUNCTIONS_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _random
 
 @_register(MODULES, nn.Linear,
            getattr(nn.modules.linear, "NonDynamicallyQuantizableLinear", None))  # attention's
-def _linear(t: Any, node: fx.Node) -> int:
+def _linear_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return t.emit(node, "Dense", [node.args[0]], weight=m.weight, bias=m.bias)
 
@@ -355,7 +356,8 @@ def _adaptive_pool(t: Any, node: fx.Node) -> int:
 # ---- activations -------------------------------------------------------------------
 
 
-def _activation(t: Any, node: fx.Node, act_name: str, **params: Any) -> int:
+def emit_activation(t: Any, node: fx.Node, act_name: str, **params: Any) -> int:
+    """An Activation layer ``act_name`` (with ``params``) of the node's first argument."""
     return t.emit(node, "Activation", [node.args[0]], act_name=act_name, **params)
 
 
@@ -364,7 +366,7 @@ def _activation_module(act_name: str, *attributes: str) -> Handler:
 
     def handler(t: Any, node: fx.Node) -> int:
         m = t.module(node)
-        return _activation(t, node, act_name, **{a: getattr(m, a) for a in attributes})
+        return emit_activation(t, node, act_name, **{a: getattr(m, a) for a in attributes})
 
     return handler
 
@@ -374,7 +376,7 @@ def _activation_call(act_name: str, **params: tuple[int | None, Any]) -> Handler
 
     def handler(t: Any, node: fx.Node) -> int:
         values = {name: arg(node, pos, name, default) for name, (pos, default) in params.items()}
-        return _activation(t, node, act_name, **values)
+        return emit_activation(t, node, act_name, **values)
 
     return handler
 
@@ -424,7 +426,7 @@ for _method, _name in [("relu", "relu"), ("relu_", "relu"), ("sigmoid", "sigmoid
 @_register(MODULES, nn.Softmax, nn.Softmax2d)
 @_register(FUNCTIONS, F.softmax, torch.softmax)
 @_register(METHODS, "softmax")
-def _softmax(t: Any, node: fx.Node) -> int:
+def _softmax_op(t: Any, node: fx.Node) -> int:
     if node.op == "call_module":
         m = t.module(node)
         dim = -3 if isinstance(m, nn.Softmax2d) else m.dim
@@ -432,7 +434,7 @@ def _softmax(t: Any, node: fx.Node) -> int:
         dim = arg(node, 1, "dim", None)
     if dim is None:
         raise t.unsupported(node, "softmax without `dim`", "Give the axis explicitly. ")
-    return _activation(t, node, "softmax", axis=t.axis(node.args[0], dim))
+    return emit_activation(t, node, "softmax", axis=t.axis(node.args[0], dim))
 
 
 @_register(FUNCTIONS, torch.clamp, torch.clip)
@@ -440,11 +442,11 @@ def _softmax(t: Any, node: fx.Node) -> int:
 def _clamp(t: Any, node: fx.Node) -> int:
     low, high = arg(node, 1, "min", None), arg(node, 2, "max", None)
     if low == 0 and high is None:
-        return _activation(t, node, "relu")
+        return emit_activation(t, node, "relu")
     if low == 0 and high == 6:
-        return _activation(t, node, "relu6")
+        return emit_activation(t, node, "relu6")
     if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-        return _activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
+        return emit_activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
     raise t.unsupported(node, f"clamp(min={low!r}, max={high!r})",
                         "Supported: two numbers, or min=0 alone (relu). ")
 
@@ -481,20 +483,25 @@ def _signed_sum(t: Any, node: fx.Node, a: Any, b: Any, sign: float) -> int:
     raise t.unsupported(node, "addition of these operands")
 
 
-@_register(FUNCTIONS, operator.add, operator.iadd, torch.add)
-@_register(METHODS, "add", "add_")
-def _add(t: Any, node: fx.Node) -> int:
-    if node.kwargs.get("alpha", 1) != 1:
-        raise t.unsupported(node, "torch.add with alpha != 1")
-    return _signed_sum(t, node, *_operands(t, node), sign=1.0)
+def _signed_sum_op(name: str, sign: float) -> Handler:
+    """Handler of ``torch.add`` (``sign`` 1) or ``torch.sub`` (``sign`` -1), as operators,
+    functions and methods."""
+
+    def handler(t: Any, node: fx.Node) -> int:
+        if node.kwargs.get("alpha", 1) != 1:
+            raise t.unsupported(node, f"torch.{name} with alpha != 1")
+        return _signed_sum(t, node, *_operands(t, node), sign=sign)
+
+    return handler
 
 
-@_register(FUNCTIONS, operator.sub, operator.isub, torch.sub)
-@_register(METHODS, "sub", "sub_")
-def _sub(t: Any, node: fx.Node) -> int:
-    if node.kwargs.get("alpha", 1) != 1:
-        raise t.unsupported(node, "torch.sub with alpha != 1")
-    return _signed_sum(t, node, *_operands(t, node), sign=-1.0)
+for _name, _functions, _sign in [
+    ("add", (operator.add, operator.iadd, torch.add), 1.0),
+    ("sub", (operator.sub, operator.isub, torch.sub), -1.0),
+]:
+    _handler = _signed_sum_op(_name, _sign)
+    _register(FUNCTIONS, *_functions)(_handler)
+    _register(METHODS, _name, f"{_name}_")(_handler)
 
 
 @_register(FUNCTIONS, operator.mul, operator.imul, torch.mul)
