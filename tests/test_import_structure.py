@@ -23,6 +23,14 @@ import innsight
 
 PACKAGE_DIR = Path(innsight.__file__).parent
 
+#: Function-level imports of our own modules kept on purpose, each with its reason: they
+#: run on first use only and are left out of the structure (every other one counts).
+DEFERRED = {
+    ("innsight.methods.result", "innsight.plotting"):
+        "Result.plot* load plotting (and plotnine or plotly) on first use, so that "
+        "`import innsight` loads no plotting library (tests/test_import.py)",
+}
+
 
 def module_files(package_dir: Path) -> dict[str, Path]:
     """Dotted module name -> file, for every module of the package at ``package_dir``."""
@@ -118,6 +126,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle_inside_innsight() -> None:
     graph = import_graph(PACKAGE_DIR)
+    for source, target in DEFERRED:
+        assert target in graph[source], f"DEFERRED lists {source} -> {target}, which is gone"
+        graph[source].discard(target)
     assert "innsight.converter.keras_front" in graph  # the walk found the modules
     found = cycles(graph)
     described = [
