@@ -185,6 +185,18 @@ def test_layer_norm_with_weight_computed_in_forward_is_refused(module_from):
     assert_refused(model, [3, 2], "layer_norm with a weight or bias computed in forward", WAY_OUT)
 
 
+@pytest.mark.parametrize(("fn", "names"), [
+    (lambda m, x: F.batch_norm(x, m.bn.running_mean, m.bn.running_var, training=True),
+     ["batch norm with training=True", "batch mates"]),
+    # parameters of the size of the tracing batch (2), taken from the data
+    (lambda m, x: F.batch_norm(x, m.bn.running_mean, m.bn.running_var, x[:, 0, 0, 0]),
+     ["batch norm with `weight` computed in forward"]),
+    (lambda m, x: F.conv2d(x, x[:, :, :2, :2]), ["a convolution with `weight` computed in forward"]),
+], ids=["training", "weight-from-data", "conv-weight-from-data"])
+def test_functional_norm_and_conv_refusals_name_the_reason(module_from, fn, names):
+    assert_refused(module_from(fn, bn=nn.BatchNorm2d(2)), [2, 4, 4], *names, WAY_OUT)
+
+
 def test_layer_norm_over_the_batch_axis_is_refused(module_from):
     model = module_from(lambda m, x: F.layer_norm(x, x.shape))
     assert_refused(model, [3, 4], "layer normalisation over the last 3 axes of a sample with 2",

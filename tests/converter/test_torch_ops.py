@@ -314,7 +314,39 @@ CONVOLUTION = [
          w=lambda: nn.Parameter(torch.randn(3, 6)), b=lambda: nn.Parameter(torch.randn(3))),
     case("F.linear-no-bias", lambda m, x: F.linear(x, m.w), TABULAR,
          w=lambda: nn.Parameter(torch.randn(3, 6))),
+    case("F.conv2d", lambda m, x: F.conv2d(x, m.w, m.b, 2, 1), [3, 7, 8],
+         w=lambda: nn.Parameter(torch.randn(4, 3, 3, 3)), b=lambda: nn.Parameter(torch.randn(4))),
+    case("F.conv2d-kw-groups-dilation", lambda m, x: F.conv2d(
+        x, m.w, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2), [4, 7, 8],
+         w=lambda: nn.Parameter(torch.randn(6, 2, 3, 3))),
+    case("F.conv2d-same", lambda m, x: F.conv2d(x, m.w, padding="same", dilation=2), [3, 7, 8],
+         w=lambda: nn.Parameter(torch.randn(2, 3, 3, 3))),
+    case("torch.conv1d-valid", lambda m, x: torch.conv1d(x, m.w, m.b, padding="valid"), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(3, 4, 2)), b=lambda: nn.Parameter(torch.randn(3))),
+    case("F.conv3d", lambda m, x: F.conv3d(x, m.w, None, 1, (0, 1, 1)), [2, 4, 6, 6],
+         w=lambda: nn.Parameter(torch.randn(3, 2, 2, 3, 3))),
+    case("F.batch_norm", lambda m, x: F.batch_norm(x, m.bn.running_mean, m.bn.running_var,
+                                                   m.bn.weight, m.bn.bias, False, 0.1, 1e-3),
+         IMAGE, bn=lambda: nn.BatchNorm2d(3)),
+    case("F.batch_norm-no-affine-kw", lambda m, x: F.batch_norm(
+        x, m.bn.running_mean, m.bn.running_var, training=m.training, eps=m.bn.eps), SIGNAL,
+         bn=lambda: nn.BatchNorm1d(4)),
+    case("torch.batch_norm", lambda m, x: torch.batch_norm(
+        x, m.bn.weight, m.bn.bias, m.bn.running_mean, m.bn.running_var, False, 0.1, 1e-4, False),
+         IMAGE, bn=lambda: nn.BatchNorm2d(3)),
+    case("BatchNorm2d-subclass-calling-F.batch_norm", lambda m, x: m.bn(x), IMAGE,
+         bn=lambda: ActBatchNorm(3)),
 ]
+
+
+class ActBatchNorm(nn.BatchNorm2d):
+    """timm's ``BatchNormAct2d`` pattern: a batch-norm subclass that calls ``F.batch_norm``
+    itself and applies an activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           self.training, self.momentum or 0.0, self.eps)
+        return F.relu(out)
 
 
 def token() -> nn.Parameter:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,39 +139,110 @@ def _functional_linear(t: Any, node: fx.Node) -> int:
     return t.emit(node, "Dense", [node.args[0]], weight=weight, bias=bias)
 
 
-@_register(MODULES, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def _conv(t: Any, node: fx.Node) -> int:
-    m = t.module(node)
-    n_axes = m.weight.ndim - 2
-    if m.padding == "valid":
-        pads = [[0, 0]] * n_axes
-    elif m.padding == "same":
-        totals = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
-        pads = [[total // 2, total - total // 2] for total in totals]
-    else:
-        pads = [[p, p] for p in m.padding]
+def _conv_padding(padding: Any, kernel: Sequence[int], dilation: Sequence[int]) -> list[list[int]]:
+    """Torch's convolution ``padding`` (``"valid"``, ``"same"``, an int or one per axis)
+    as ``[before, after]`` per spatial axis."""
+    if padding == "valid":
+        return [[0, 0] for _ in kernel]
+    if padding == "same":
+        totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        return [[total // 2, total - total // 2] for total in totals]
+    return [[p, p] for p in _per_axis(padding, len(kernel))]
+
+
+def _per_axis(value: Any, n_axes: int) -> list[int]:
+    """An int for every spatial axis, or one per axis, as a list of ``n_axes`` ints."""
+    return [value] * n_axes if isinstance(value, int) else list(value)
+
+
+def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride: Any,
+              padding: Any, dilation: Any, groups: int, padding_mode: str = "zeros") -> int:
+    """A convolution of the node's first argument; ``stride``, ``padding`` and
+    ``dilation`` as torch takes them (an int or one per spatial axis)."""
+    n_axes = weight.ndim - 2
+    dilation = _per_axis(dilation, n_axes)
+    pads = _conv_padding(padding, weight.shape[2:], dilation)
     source: fx.Node | int = node.args[0]
-    if m.padding_mode != "zeros":
-        source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=m.padding_mode)
+    if padding_mode != "zeros":
+        source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=padding_mode)
         pads = [[0, 0]] * n_axes
     return t.emit(
-        node, f"Conv{n_axes}D", [source], weight=m.weight, bias=m.bias,
-        stride=list(m.stride), padding=pads, dilation=list(m.dilation), groups=m.groups,
+        node, f"Conv{n_axes}D", [source], weight=weight, bias=bias,
+        stride=_per_axis(stride, n_axes), padding=pads, dilation=dilation, groups=groups,
     )
 
 
-@_register(MODULES, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-def _batch_norm(t: Any, node: fx.Node) -> int:
+@_register(MODULES, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def _conv_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
-    if m.running_mean is None or m.running_var is None:
+    return emit_conv(t, node, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups,
+                     m.padding_mode)
+
+
+def _parameters(t: Any, node: fx.Node, what: str, *args: tuple[int, str, bool]) -> list[Any]:
+    """Constant tensor arguments ``(position, name, required)`` of a call (``None`` for
+    optional ones not given); refused where one is computed in forward."""
+    values = []
+    for position, name, required in args:
+        given = arg(node, position, name) if required else arg(node, position, name, None)
+        value = None if given is None else t.constant(given)
+        if given is not None and not isinstance(value, Tensor):
+            raise t.unsupported(node, f"{what} with `{name}` computed in forward")
+        values.append(value)
+    return values
+
+
+@_register(FUNCTIONS, F.conv1d, F.conv2d, F.conv3d)
+def _functional_conv(t: Any, node: fx.Node) -> int:
+    """``F.conv2d(x, weight, bias, stride, padding, dilation, groups)`` (also the
+    ``aten.conv*d`` of an exported graph, whose arguments are the same)."""
+    weight, bias = _parameters(t, node, "a convolution", (1, "weight", True), (2, "bias", False))
+    options = [t.static(arg(node, position, name, default)) for position, name, default in
+               ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1), (6, "groups", 1))]
+    return emit_conv(t, node, weight, bias, *options)
+
+
+def emit_batch_norm(t: Any, node: fx.Node, running_mean: Tensor | None,
+                    running_var: Tensor | None, weight: Tensor | None, bias: Tensor | None,
+                    eps: float) -> int:
+    """Batch norm of the node's first argument over its channels, with running statistics."""
+    if running_mean is None or running_var is None:
         raise t.unsupported(
             node, "batch norm without running statistics (track_running_stats=False)",
             "It normalises each sample with the statistics of its batch mates. ",
         )
-    return t.emit(
-        node, "BatchNorm", [node.args[0]], running_mean=m.running_mean,
-        running_var=m.running_var, weight=m.weight, bias=m.bias, eps=m.eps,
-    )
+    return t.emit(node, "BatchNorm", [node.args[0]], running_mean=running_mean,
+                  running_var=running_var, weight=weight, bias=bias, eps=float(eps))
+
+
+@_register(MODULES, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+def _batch_norm_module(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    return emit_batch_norm(t, node, m.running_mean, m.running_var, m.weight, m.bias, m.eps)
+
+
+def _functional_batch_norm(positions: dict[str, int]) -> Handler:
+    """Handler of a batch-norm function with its arguments at ``positions`` (``F.batch_norm``
+    and ``torch.batch_norm`` order them differently); refused in training mode."""
+
+    def handler(t: Any, node: fx.Node) -> int:
+        if t.static(arg(node, positions["training"], "training", False)) is not False:
+            raise t.unsupported(node, "batch norm with training=True",
+                                "It normalises each sample with the statistics of its batch "
+                                "mates; pass training=False (or self.training in eval mode). ")
+        names = ("running_mean", "running_var", "weight", "bias")
+        mean, var, weight, bias = _parameters(
+            t, node, "batch norm", *((positions[name], name, False) for name in names))
+        eps = t.static(arg(node, positions["eps"], "eps", 1e-5))
+        return emit_batch_norm(t, node, mean, var, weight, bias, eps)
+
+    return handler
+
+
+_register(FUNCTIONS, F.batch_norm)(_functional_batch_norm(
+    {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4, "training": 5, "eps": 7}))
+_register(FUNCTIONS, torch.batch_norm)(_functional_batch_norm(
+    {"weight": 1, "bias": 2, "running_mean": 3, "running_var": 4, "training": 5, "eps": 7}))
 
 
 def emit_layer_norm(t: Any, node: fx.Node, n_axes: int, weight: Any, bias: Any,
