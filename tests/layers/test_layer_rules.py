@@ -303,10 +303,8 @@ def test_deeplift_contributions_sum_to_each_output_difference(
 def _jacobian_rows(layer: Layer, xs: list[Tensor]) -> list[Tensor]:
     """Per input, ``(n_out, B, *in)``: the gradient of output node ``t`` of each sample."""
     xs = [x.clone().requires_grad_(True) for x in xs]
-    y = layer(*xs).flatten(1)
-    rows = [torch.autograd.grad(y[:, t].sum(), xs, retain_graph=True) for t in
-            range(y.shape[1])]
-    return [torch.stack([row[k] for row in rows]) for k in range(len(xs))]
+    y = layer(*xs)
+    return list(torch.autograd.grad(y, xs, _one_hot(y.shape), is_grads_batched=True))
 
 
 def _as_one_multiplier(m: Any, dx: Tensor) -> Tensor:

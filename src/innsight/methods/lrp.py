@@ -129,6 +129,8 @@ class LRP(InterpretingMethod):
     Parameters
     ----------
     rule_name : str or dict
+        A name in :data:`~innsight.layers.lrp_rules.LRP_RULES`, where each rule
+        is one class with its formula (:mod:`innsight.layers.lrp_rules`):
         ``"simple"`` (default), ``"epsilon"``, ``"alpha_beta"``, ``"pass"``,
         ``"z_plus"``, ``"gamma"``, ``"w_square"``, ``"flat"`` or ``"z_box"``; or a
         dict keyed by layer type (``"Dense"``, ``"Conv2D"``, ``"BatchNorm"``,
