@@ -24,6 +24,7 @@ run as strict xfails, so a declaration that no longer fails is reported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -112,7 +113,17 @@ def _takes_rule(case: LayerCase) -> bool:
 
 
 def _built(case: LayerCase, bias_free: bool = False) -> Layer:
-    """The case's layer as the converter builds it (shapes set), in float64."""
+    """The case's layer as the converter builds it (shapes set), in float64; built once
+    per case (layers keep no state between calls)."""
+    return _built_by_id(case.id, bias_free)
+
+
+_BY_ID = {case.id: case for case in CASES}
+
+
+@functools.cache
+def _built_by_id(case_id: str, bias_free: bool) -> Layer:
+    case = _BY_ID[case_id]
     if bias_free:
         params = {k: BIAS_FREE[k](v) if k in BIAS_FREE else v for k, v in case.params.items()}
         case = dataclasses.replace(case, params={k: v for k, v in params.items()
