@@ -170,7 +170,8 @@ def test_connection_weights_refuse_a_product_of_activations(seeded):
         ins.run_cw(conv)
     message = str(info.value)
     assert "ConnectionWeights cannot explain this model" in message
-    assert "layer type 'MatMul' (a product of two tensors) has no weights to follow" in message
+    assert ("layer type 'MatMul' has no ConnectionWeights rule (a product of two tensors has "
+            "no weights to follow)") in message
 
 
 def test_lrp_pass_is_refused_by_a_matrix_product(seeded, make_data):

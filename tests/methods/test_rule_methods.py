@@ -513,6 +513,7 @@ def test_zoo_architectures_meet_the_deeplift_goal(name, zoo_model, close, make_d
 
 @pytest.mark.parametrize(("args", "message"), [
     (dict(rule_name="zplus"), "Unknown LRP rule 'zplus'"),
+    (dict(rule_name={"Dense": ["epsilon"]}), "Unknown LRP rule ['epsilon'] in `rule_name`"),
     (dict(rule_name=3), "`rule_name` must be a rule name or a dict"),
     (dict(rule_name={"Dense2": "epsilon"}), "`rule_name` has keys ['Dense2']"),
     (dict(rule_name={"Activation": "epsilon"}), "`rule_name` has keys ['Activation']"),
@@ -533,6 +534,8 @@ def test_lrp_refuses_bad_arguments(args, message, seeded, make_data):
 
 @pytest.mark.parametrize(("run", "message"), [
     (lambda c, x: ins.run_deeplift(c, x, rule_name="revealcancel"), "`rule_name` must be one of"),
+    (lambda c, x: ins.run_deepshap(c, x, rule_name=["rescale"]),
+     "`rule_name` must be one of ['rescale', 'reveal_cancel'], got ['rescale']"),
     (lambda c, x: ins.run_deeplift(c, x, x_ref=torch.zeros(3, 5)), "`x_ref` must hold one sample"),
     (lambda c, x: ins.run_deeplift(c, x, x_ref=torch.zeros(1, 4)), "x_ref"),
     (lambda c, x: ins.run_deepshap(c, x, limit_ref=0), "`limit_ref` must be a positive int"),
@@ -553,3 +556,17 @@ def test_connection_weights_refuse_max_pooling_by_layer_name(seeded):
     message = str(info.value)
     assert "ConnectionWeights cannot explain this model" in message
     assert "MaxPool2D" in message and "'pool1'" in message
+
+
+@pytest.mark.parametrize("method", [ins.run_lrp, ins.run_deeplift])
+def test_dilated_max_pooling_refuses_to_spread_in_proportion(method, make_data):
+    conv = ins.convert({"input_dim": [[1, 9]], "input_nodes": [0], "output_nodes": [1],
+                        "layers": [{"type": "Input", "input_layers": []},
+                                   {"type": "MaxPool1D", "input_layers": [0], "name": "pool",
+                                    "kernel_size": 2, "stride": 1, "dilation": 2}]})
+    x = make_data(2, 1, 9, dtype=torch.float32)
+    method(conv, x)  # winner_takes_all=True works
+    with pytest.raises(ValueError, match=r"cannot explain this model: layer type 'MaxPool1D' "
+                                         r"with dilation \[2\] supports only "
+                                         r"winner_takes_all=True \(layer 1, 'pool'\)"):
+        method(conv, x, winner_takes_all=False)

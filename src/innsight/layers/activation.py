@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, tensor_dim
+from innsight.layers.lrp_rules import LrpRule
 from innsight.layers.rules import (
+    ALL_PATHS,
     DeepLiftRule,
-    LrpRule,
     Multipliers,
     Pair,
     collapse,
@@ -95,6 +96,7 @@ class Activation(Layer):
     type_names = ("Activation",)
     required = ("act_name",)
     is_activation = True
+    rule_paths = ALL_PATHS
 
     @classmethod
     def from_params(cls, type_name: str, params: Mapping[str, Any], where: str) -> Layer:
@@ -138,9 +140,6 @@ class Activation(Layer):
 
     def _fn(self, x: Tensor) -> Tensor:
         return self.spec.fn(x, **self.args)
-
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        return None
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         return [r]

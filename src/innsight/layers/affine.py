@@ -62,9 +62,6 @@ class BatchNorm(LinearMap, Layer):
         }
 
     # As a diagonal affine map y = x * scale + shift, per channel.
-    def _per_channel(self, v: Tensor) -> Tensor:
-        return v.view(-1, *[1] * (len(self.input_dim[0]) - 1))
-
     @property
     def rule_weight(self) -> Tensor:
         scale = torch.rsqrt(self.running_var + self.eps)
@@ -73,10 +70,10 @@ class BatchNorm(LinearMap, Layer):
     @property
     def rule_bias(self) -> Tensor:
         shift = -self.running_mean * self.rule_weight
-        return self._per_channel(shift if self.bias is None else shift + self.bias)
+        return self.per_channel(shift if self.bias is None else shift + self.bias)
 
     def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
-        return x * self._per_channel(self.rule_weight if weight is None else weight)
+        return x * self.per_channel(self.rule_weight if weight is None else weight)
 
     def _map_t(self, s: Tensor, weight: Tensor | None) -> Tensor:
         return self._map(s, weight)

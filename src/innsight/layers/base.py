@@ -96,6 +96,10 @@ class Layer(RuleLayer, nn.Module):
         no longer needs; only called without autograd). Same values as ``forward``."""
         return self(*xs)
 
+    def per_channel(self, v: torch.Tensor) -> torch.Tensor:
+        """A vector ``(C,)`` shaped to broadcast against a sample ``(C, *spatial)``."""
+        return v.view(-1, *[1] * (self.sample_rank - 1))
+
     def extra_repr(self) -> str:
         shapes = getattr(self, "output_dim", None)
         return f"type={self.type_name}" + (f", output_dim={shapes}" if shapes else "")

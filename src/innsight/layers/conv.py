@@ -100,7 +100,7 @@ class Conv(LinearMap, Layer):
     def rule_bias(self) -> Tensor | None:
         if self.bias is None:
             return None
-        return self.bias.view(-1, *[1] * len(self.stride))
+        return self.per_channel(self.bias)
 
     def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
         return self._convolve(x, self.weight if weight is None else weight, None)

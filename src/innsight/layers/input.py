@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from innsight.layers.base import Layer
+from innsight.layers.rules import ALL_PATHS
 
 
 class Input(Layer):
@@ -18,9 +17,7 @@ class Input(Layer):
     type_names = ("Input",)
     n_inputs = 0
     returns_view = True  # the user's own tensor
+    rule_paths = ALL_PATHS  # the walks end here
 
     def forward(self, x: Tensor) -> Tensor:
         return x
-
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        return None  # the walks end here

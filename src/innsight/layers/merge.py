@@ -8,10 +8,11 @@ import torch
 from torch import Tensor
 
 from innsight.layers.base import Layer, as_int, tensor_dim
+from innsight.layers.lrp_rules import LrpRule
 from innsight.layers.rules import (
+    ALL_PATHS,
     DeepLiftRule,
     FrozenMap,
-    LrpRule,
     Mover,
     Multipliers,
     Pair,
@@ -19,6 +20,10 @@ from innsight.layers.rules import (
     divide,
     sum_to,
 )
+
+
+#: Why products of two tensors have no ConnectionWeights rule.
+_PRODUCT = "a product of two tensors has no weights to follow"
 
 
 class Add(Layer):
@@ -33,6 +38,7 @@ class Add(Layer):
     n_inputs = None
     can_overwrite = True
     splits_pairs = True
+    rule_paths = ALL_PATHS
 
     def forward(self, *xs: Tensor) -> Tensor:
         out = xs[0] + xs[1]
@@ -47,9 +53,6 @@ class Add(Layer):
         for x in xs[1:]:
             out = out.add_(x)
         return out
-
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        return None
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         s = divide(r, y)
@@ -98,14 +101,11 @@ class Multiply(Layer):
 
     type_names = ("Multiply",)
     n_inputs = 2
+    rule_paths = frozenset({"lrp", "deeplift"})
+    no_rule_reason = _PRODUCT
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a * b
-
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        if method == "cw":
-            return "layer type 'Multiply' (a product of two tensors) has no weights to follow"
-        return None
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         return [sum_to(r / 2, x.shape) for x in xs]
@@ -140,6 +140,8 @@ class MatMul(Layer):
     n_inputs = 2
     optional = {"lrp_constant": None}
     takes_lrp_rule = True
+    rule_paths = frozenset({"lrp", "deeplift"})
+    no_rule_reason = _PRODUCT
 
     def __init__(self, type_name: str, lrp_constant: Any) -> None:
         super().__init__(type_name)
@@ -161,14 +163,6 @@ class MatMul(Layer):
     def summary(self) -> str:
         return self.type_name if self.lrp_constant is None else (
             f"{self.type_name}(LRP: input {self.lrp_constant} fixed)")
-
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        if method == "cw":
-            return "layer type 'MatMul' (a product of two tensors) has no weights to follow"
-        if method == "lrp" and rule.name == "pass":
-            return (f"the LRP rule 'pass' only moves relevance through shape-preserving "
-                    f"layers, not layer type '{self.type_name}'")
-        return None
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         out = []
@@ -199,7 +193,6 @@ class FrozenMatMul(FrozenMap):
     def __init__(self, layer: MatMul, fixed: Tensor, side: int) -> None:
         self.type_name = layer.type_name
         self.input_dim = [layer.input_dim[side]]
-        self._out_rank = len(layer.output_dim)
         self._fixed = fixed
         self._side = side
 
@@ -213,4 +206,4 @@ class FrozenMatMul(FrozenMap):
     def _map_t(self, s: Tensor, weight: Tensor) -> Tensor:
         back = s @ weight.mT if self._side == 0 else weight.mT @ s
         # Sums over the leading sample axes along which x was broadcast.
-        return back.sum_to_size(*s.shape[:s.ndim - self._out_rank], *self.input_dim[0])
+        return back.sum_to_size(*s.shape[:s.ndim - self.sample_rank], *self.input_dim[0])

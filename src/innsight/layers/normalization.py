@@ -10,15 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, as_ints, frozen_param
+from innsight.layers.lrp_rules import LrpRule
 from innsight.layers.rules import (
     DeepLiftRule,
     FrozenMap,
-    LrpRule,
     Multipliers,
     Pair,
     collapse,
     divide,
-    method_label,
     negligible,
 )
 
@@ -57,6 +56,9 @@ class LayerNorm(Layer):
     required = ("axes",)
     optional = {"weight": None, "bias": None, "eps": 1e-5}
     takes_lrp_rule = True
+    shape_preserving = True
+    rule_paths = frozenset({"lrp", "deeplift"})
+    no_rule_reason = "its weights depend on each sample's standard deviation"
 
     def __init__(self, type_name: str, axes: Any, weight: Any, bias: Any, eps: float) -> None:
         super().__init__(type_name)
@@ -103,16 +105,10 @@ class LayerNorm(Layer):
 
     def broadcast(self, v: Tensor) -> Tensor:
         """A parameter of the sizes of ``axes`` shaped to broadcast against a sample."""
-        shape = [1] * len(self.input_dim[0])
+        shape = [1] * self.sample_rank
         for a, size in zip(self.axes, v.shape):
             shape[a] = size
         return v.view(shape)
-
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        if method != "cw":
-            return None
-        return (f"layer type '{self.type_name}' has no {method_label(method)} rule (its "
-                "weights depend on each sample's standard deviation)")
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         return FrozenLayerNorm(self, xs[0]).relevance(r, xs, y, rule)
@@ -157,13 +153,11 @@ class FrozenLayerNorm(FrozenMap):
     (positive part, square, ones) acts on the matrix entry by entry.
     """
 
-    shape_preserving = True
-
     def __init__(self, layer: LayerNorm, x: Tensor) -> None:
         self.type_name = layer.type_name
         self.input_dim = layer.input_dim
         # Counted from the end, so that values may carry leading (T, B) or (rows,) axes.
-        self._dims = tuple(a - len(layer.input_dim[0]) for a in layer.axes)
+        self._dims = tuple(a - layer.sample_rank for a in layer.axes)
         n = math.prod(x.shape[d] for d in self._dims)
         sigma = torch.sqrt(x.var(self._dims, unbiased=False, keepdim=True) + layer.eps)
         a = sigma.reciprocal() if layer.weight is None else layer.broadcast(layer.weight) / sigma

@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innsight.layers.base import Layer, int_tuple
+from innsight.layers.lrp_rules import LrpRule
 from innsight.layers.rules import (
     DeepLiftRule,
     LinearMap,
-    LrpRule,
     Multipliers,
     Pair,
+    Rule,
     RuleLayer,
     collapse,
     divide,
@@ -69,21 +70,14 @@ class _MaxRules(RuleLayer):
     would. Subclasses give ``_with_indices(x)`` and ``_window_mean(x)``.
     """
 
+    rule_paths = frozenset({"lrp", "deeplift"})
+    no_rule_reason = "max pooling has no weights to follow"
+
     def _with_indices(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def _window_mean(self, x: Tensor) -> Tensor:
         raise NotImplementedError
-
-    def _proportional_support(self) -> str | None:
-        return None
-
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        if method == "cw":
-            return f"layer type '{self.type_name}' (max pooling) has no weights to follow"
-        if not rule.winner_takes_all:
-            return self._proportional_support()
-        return None
 
     def _to_winners(self, values: Tensor, x: Tensor) -> Tensor:
         """Scatter ``values (T, B, C, *out)`` onto each window's arg-max of ``x``."""
@@ -161,11 +155,13 @@ class MaxPool(_MaxRules, _WindowPool):
         return _AVG[len(self.kernel_size)](x, self.kernel_size, self.stride, self.padding,
                                           self.ceil_mode, True)
 
-    def _proportional_support(self) -> str | None:
-        if any(d != 1 for d in self.dilation):
+    def setting_refusal(self, rule: Rule | None) -> str | None:
+        # Spreading in proportion goes through an average pooling of the same windows,
+        # which has no dilation.
+        if not rule.winner_takes_all and any(d != 1 for d in self.dilation):
             return (f"layer type '{self.type_name}' with dilation {list(self.dilation)} "
                     f"supports only winner_takes_all=True")
-        return None
+        return super().setting_refusal(rule)
 
 
 class AvgPool(LinearMap, _WindowPool):

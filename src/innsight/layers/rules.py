@@ -6,14 +6,21 @@ Upstream tensors carry every explained output node in a leading axis:
 values (a layer's inputs ``xs`` and output ``y``) are ``(batch, *dim)`` and
 broadcast against them.
 
+Every layer declares once which of these passes it has (``rule_paths``, keys of
+:data:`RULE_PATHS`) and why it lacks the others (``no_rule_reason``); the methods
+refuse a model before any work where a layer on the way lacks theirs, or cannot
+follow the chosen rule's setting (:meth:`RuleLayer.setting_refusal`).
+
 Two mix-ins hold the shared math:
 
 - :class:`LinearMap` for layers that compute ``y = L_W(x) + b`` (dense,
   convolution, batch norm, elementwise affine, average pooling, means; layer
   normalisation under LRP, its standard deviation held fixed, and a matrix product
-  with one operand held fixed, both per sample as a :class:`FrozenMap`): each
-  LRP rule is written once in terms of the linear part with modified weights
-  (``W``, its positive part, its negative part, ...) and its transpose;
+  with one operand held fixed, both per sample as a :class:`FrozenMap`): it offers
+  the linear part with modified weights (``lin``: ``W``, its positive part, its
+  negative part, ...), its transpose (``lin_t``) and the bias parts
+  (``bias_part``), on which each LRP rule of :mod:`innsight.layers.lrp_rules` is
+  written once;
 - :class:`Mover` for layers that only move values (flatten, reshape, permute,
   slicing, padding): every rule moves the upstream values back unchanged.
 
@@ -28,46 +35,78 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import torch
 from torch import Tensor
 
-#: The LRP rules and the default of their ``rule_param`` (``None``: takes none).
-LRP_RULES: dict[str, Any] = {
-    "simple": None,
-    "epsilon": 0.01,
-    "alpha_beta": 1.0,
-    "pass": None,
-    "z_plus": None,
-    "gamma": 0.25,
-    "w_square": None,
-    "flat": None,
-    "z_box": None,
-}
-#: The DeepLift rules (Shrikumar et al. 2017).
-DEEPLIFT_RULES = ("rescale", "reveal_cancel")
+if TYPE_CHECKING:
+    from innsight.layers.lrp_rules import LrpRule
+
+#: The rule-based passes, keyed as methods ask for them (``check_rules``), with the
+#: method named in messages: ``"lrp"`` is :meth:`RuleLayer.relevance`, ``"deeplift"``
+#: :meth:`RuleLayer.contribution` (DeepLift and DeepSHAP), ``"cw"``
+#: :meth:`RuleLayer.weight_paths`.
+RULE_PATHS: dict[str, str] = {"lrp": "LRP", "deeplift": "DeepLift", "cw": "ConnectionWeights"}
+#: Every rule-based pass.
+ALL_PATHS: frozenset[str] = frozenset(RULE_PATHS)
 
 
-@dataclass(frozen=True)
-class LrpRule:
-    """One LRP rule with its parameter (checked) and the max-pooling convention."""
+class Rule:
+    """A rule as the walk hands it to each layer, carrying the max-pooling convention
+    ``winner_takes_all``. A family of rules is a subclass with its own ``registry``;
+    each of its subclasses that sets ``name`` registers itself there."""
 
-    name: str
-    param: Any = None
-    winner_takes_all: bool = True
+    registry: ClassVar[dict[str, type[Rule]]]
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "registry" in cls.__dict__ or "name" not in cls.__dict__:
+            return
+        if cls.name in cls.registry:
+            raise ValueError(
+                f"The rule name {cls.name!r} is taken by {cls.registry[cls.name].__name__}; "
+                f"choose another `name` for {cls.__name__}."
+            )
+        cls.registry[cls.name] = cls
+
+    def __init__(self, winner_takes_all: bool = True) -> None:
+        self.winner_takes_all = winner_takes_all
+
+    def refusal(self, layer: RuleLayer) -> str | None:
+        """Why ``layer`` cannot follow this rule (``None`` if it can)."""
+        return None
 
 
-@dataclass(frozen=True)
-class DeepLiftRule:
-    """``rescale`` or ``reveal_cancel``, with the max-pooling convention."""
+#: DeepLift rule name -> rule class; filled by defining subclasses of :class:`DeepLiftRule`.
+DEEPLIFT_RULES: dict[str, type[DeepLiftRule]] = {}
 
-    name: str = "rescale"
-    winner_takes_all: bool = True
 
-    @property
-    def splits(self) -> bool:
-        return self.name == "reveal_cancel"
+class DeepLiftRule(Rule):
+    """A DeepLift rule (Shrikumar et al. 2017), with the max-pooling convention."""
+
+    registry: ClassVar[dict[str, type[Rule]]] = DEEPLIFT_RULES
+    #: Whether nonlinearities treat the positive and negative parts of each
+    #: difference apart (then the walk hands layers those parts as :class:`Pair`).
+    splits: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(winner_takes_all={self.winner_takes_all})"
+
+
+class Rescale(DeepLiftRule):
+    """``rescale``: a nonlinearity's multiplier is ``dy / dx``."""
+
+    name = "rescale"
+
+
+class RevealCancel(DeepLiftRule):
+    """``reveal_cancel``: the positive and negative parts of ``dx`` get their own
+    multipliers."""
+
+    name = "reveal_cancel"
+    splits = True
 
 
 @dataclass(frozen=True)
@@ -179,27 +218,45 @@ class RuleLayer:
 
     type_name: str
     input_dim: list[tuple[int, ...]]
+    #: The rule-based passes this layer has (keys of :data:`RULE_PATHS`).
+    rule_paths: ClassVar[frozenset[str]] = frozenset()
+    #: Why it has none of the others, completing "layer type 'X' has no ... rule (...)".
+    no_rule_reason: ClassVar[str] = ""
     #: Whether ``rule_name``/``rule_param`` apply to this layer (LRP).
     takes_lrp_rule: ClassVar[bool] = False
+    #: Whether input and output have the same shape (the LRP rule ``pass`` needs it).
+    shape_preserving: ClassVar[bool] = False
     #: Whether the DeepLift backward understands :class:`Pair` multipliers of its
     #: output's own split (else they are collapsed by the sign of its output difference).
     splits_pairs: ClassVar[bool] = False
 
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        """Why this layer cannot take part in ``method`` (``"lrp"``, ``"deeplift"``,
-        ``"cw"``) with ``rule``; ``None`` if it can."""
-        return f"layer type '{self.type_name}' has no {method_label(method)} rule"
+    @property
+    def sample_rank(self) -> int:
+        """The number of axes of one sample of the (first) input, batch axis excluded."""
+        return len(self.input_dim[0])
+
+    def no_rule(self, method: str) -> str:
+        """Why this layer cannot take part in ``method``, a key of :data:`RULE_PATHS`
+        missing from its ``rule_paths``."""
+        reason = f" ({self.no_rule_reason})" if self.no_rule_reason else ""
+        return f"layer type '{self.type_name}' has no {RULE_PATHS[method]} rule{reason}"
+
+    def setting_refusal(self, rule: Rule | None) -> str | None:
+        """Why this layer cannot follow ``rule`` (a method's rule for this layer, ``None``
+        for ConnectionWeights) on a path it has; ``None`` if it can. The rule decides,
+        unless a layer's own setting limits it further."""
+        return None if rule is None else rule.refusal(self)
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         """LRP: relevance ``(T, B, *out)`` onto each input ``(T, B, *in_k)``."""
-        raise RuleError(self.rule_support("lrp", rule) or "no LRP rule")
+        raise RuleError(self.no_rule("lrp"))
 
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
                      y_ref: Tensor, rule: DeepLiftRule,
                      splits: list[Pair] | None) -> list[Multipliers]:
         """DeepLift: multipliers of the output difference ``(T, B, *out)`` onto each input.
         ``splits`` holds each input's difference as a :class:`Pair` (reveal-cancel)."""
-        raise RuleError(self.rule_support("deeplift", rule) or "no DeepLift rule")
+        raise RuleError(self.no_rule("deeplift"))
 
     def split_delta(self, splits: list[Pair], y: Tensor, y_ref: Tensor) -> Pair:
         """Reveal-cancel: this layer's output difference as a positive and a negative part."""
@@ -207,11 +264,7 @@ class RuleLayer:
 
     def weight_paths(self, m: Tensor) -> list[Tensor]:
         """ConnectionWeights: the products of weights from the output back to each input."""
-        raise RuleError(self.rule_support("cw", None) or "no ConnectionWeights rule")
-
-
-def method_label(method: str) -> str:
-    return {"lrp": "LRP", "deeplift": "DeepLift", "cw": "ConnectionWeights"}[method]
+        raise RuleError(self.no_rule("cw"))
 
 
 class Mover(RuleLayer):
@@ -219,8 +272,7 @@ class Mover(RuleLayer):
     (summing where a value was copied, as reflect padding does). ``_linear(x)`` is the
     move itself, without any constant added."""
 
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        return None
+    rule_paths = ALL_PATHS
 
     def _linear(self, *xs: Tensor) -> Tensor:
         return self(*xs)
@@ -257,25 +309,15 @@ class LinearMap(RuleLayer):
     (``rule_weight``, ``None`` for the fixed positive weights of pooling and means)
     and the bias broadcastable to ``(batch, *out)`` (``rule_bias``).
 
-    LRP rules (``s = R / z`` per output, then back through the transposed map):
-
-    - ``simple``: ``z = L_W(x) + b``; relevance absorbed by the bias is lost.
-    - ``epsilon``: as ``simple`` with ``z + eps * sign(z)``.
-    - ``alpha_beta``: positive terms ``(x_i w_ij)^+`` with the positive bias and
-      negative terms with the negative bias are redistributed apart, weighted by
-      ``alpha`` and ``beta = alpha - 1``.
-    - ``z_plus``: positive terms only, no bias (Montavon et al.'s z+).
-    - ``gamma``: weights ``w + gamma * w^+`` and bias ``b + gamma * b^+``.
-    - ``w_square``: in proportion to ``w_ij^2`` (input-independent, no bias).
-    - ``flat``: uniformly over each output's receptive field.
-    - ``z_box``: for inputs bounded by ``(low, high)`` = ``rule_param``.
-    - ``pass``: unchanged (shape-preserving layers only).
+    LRP hands the layer to the rule object (:mod:`innsight.layers.lrp_rules`), whose
+    formula reads :meth:`lin`, :meth:`lin_t` and :meth:`bias_part`. DeepLift and
+    ConnectionWeights go back through the transposed map; reveal-cancel splits the
+    output difference by the sign of each term ``w_ij * dx_i``.
     """
 
+    rule_paths = ALL_PATHS
     takes_lrp_rule = True
     splits_pairs = True
-    #: Whether input and output have the same shape (the ``pass`` rule needs it).
-    shape_preserving: ClassVar[bool] = False
 
     @property
     def rule_weight(self) -> Tensor | None:
@@ -319,62 +361,10 @@ class LinearMap(RuleLayer):
             return 0.0
         return {"w": b, "pos": b.clamp(min=0), "neg": b.clamp(max=0)}[part]
 
-    def rule_support(self, method: str, rule: Any) -> str | None:
-        if method == "lrp" and rule.name == "pass" and not self.shape_preserving:
-            return (f"the LRP rule 'pass' only moves relevance through shape-preserving "
-                    f"layers, not layer type '{self.type_name}'")
-        return None
-
     # -- LRP ---------------------------------------------------------------------
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         (x,) = xs
-        name, param = rule.name, rule.param
-        if name == "pass":
-            return [r]
-        if name in ("simple", "epsilon"):
-            s = r * reciprocal(y, param if name == "epsilon" else 0.0)
-            return [x * self.lin_t(s, "w")]
-        if name == "gamma":
-            z = self.lin(x, "w") + self.bias_part("w") + param * (
-                self.lin(x, "pos") + self.bias_part("pos"))
-            s = divide(r, z)
-            return [x * (self.lin_t(s, "w") + param * self.lin_t(s, "pos"))]
-        if name in ("alpha_beta", "z_plus"):
-            if name == "alpha_beta":
-                return [self._alpha_beta(r, x, param, param - 1.0, with_bias=True)]
-            return [self._alpha_beta(r, x, 1.0, 0.0, with_bias=False)]
-        if name in ("w_square", "flat"):
-            part = "square" if name == "w_square" else "ones"
-            ones = x.new_ones(1, *x.shape[1:])
-            return [self.lin_t(divide(r, self.lin(ones, part)), part)]
-        if name == "z_box":
-            low, high = (torch.as_tensor(v, dtype=x.dtype, device=x.device).expand_as(x)
-                         for v in param)
-            z = (self.lin(x, "w") - _zero_if_none(self.lin(low, "pos"))
-                 - _zero_if_none(self.lin(high, "neg")))
-            s = divide(r, z)
-            return [x * self.lin_t(s, "w") - low * self.lin_t(s, "pos")
-                    - high * _zero_if_none(self.lin_t(s, "neg"))]
-        raise RuleError(f"unknown LRP rule {name!r}")
-
-    def _alpha_beta(self, r: Tensor, x: Tensor, alpha: float, beta: float,
-                    with_bias: bool) -> Tensor:
-        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-        # Positive terms: x+ with W+, x- with W-; negative terms: x+ with W-, x- with W+.
-        terms = {"pos": (("pos", x_pos), ("neg", x_neg)), "neg": (("neg", x_pos), ("pos", x_neg))}
-        out = 0.0  # a tensor after the positive terms (alpha >= 1, and W+ is never zero)
-        for sign, factor in (("pos", alpha), ("neg", -beta)):
-            if factor == 0:
-                continue
-            z = self.bias_part(sign) if with_bias else 0.0
-            for part, xp in terms[sign]:
-                z = z + _zero_if_none(self.lin(xp, part))
-            s = divide(r, z)
-            for part, xp in terms[sign]:
-                back = self.lin_t(s, part)
-                if back is not None:
-                    out = out + factor * xp * back
-        return out
+        return [rule.relevance(self, r, x, y)]
 
     # -- DeepLift ----------------------------------------------------------------
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
@@ -384,14 +374,14 @@ class LinearMap(RuleLayer):
             return [self.lin_t(m, "w")]
         # Positive terms of the output difference come from x+ through W+ and x- through
         # W-; negative terms from x+ through W- and x- through W+.
-        pos = _add(self.lin_t(m.pos, "pos"), self.lin_t(m.neg, "neg"))
-        neg = _add(self.lin_t(m.pos, "neg"), self.lin_t(m.neg, "pos"))
+        pos = _sum_maps(self.lin_t(m.pos, "pos"), self.lin_t(m.neg, "neg"))
+        neg = _sum_maps(self.lin_t(m.pos, "neg"), self.lin_t(m.neg, "pos"))
         return [Pair(pos, neg)]
 
     def split_delta(self, splits: list[Pair], y: Tensor, y_ref: Tensor) -> Pair:
         (d,) = splits
-        pos = _add(self.lin(d.pos, "pos"), self.lin(d.neg, "neg"))
-        neg = _add(self.lin(d.pos, "neg"), self.lin(d.neg, "pos"))
+        pos = _sum_maps(self.lin(d.pos, "pos"), self.lin(d.neg, "neg"))
+        neg = _sum_maps(self.lin(d.pos, "neg"), self.lin(d.neg, "pos"))
         return Pair(pos, neg)
 
     # -- ConnectionWeights ---------------------------------------------------------
@@ -409,11 +399,8 @@ class FrozenMap(LinearMap):
         return self._map_t(s, self._part(part))
 
 
-def _zero_if_none(t: Tensor | None) -> Tensor | float:
-    return 0.0 if t is None else t
-
-
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor:
+def _sum_maps(a: Tensor | None, b: Tensor | None) -> Tensor:
+    """The sum of two maps' results, either of them ``None`` for a zero map."""
     if a is None:
         return b
     return a if b is None else a + b

@@ -37,11 +37,11 @@ RefsFn = Callable[[Tensor, Tensor], list[Tensor]]
 
 def _rule(rule_name: Any, winner_takes_all: Any) -> DeepLiftRule:
     check_bool(winner_takes_all, "winner_takes_all")
-    if rule_name not in DEEPLIFT_RULES:
+    if not isinstance(rule_name, str) or rule_name not in DEEPLIFT_RULES:
         raise ValueError(
             f"`rule_name` must be one of {list(DEEPLIFT_RULES)}, got {describe(rule_name)}."
         )
-    return DeepLiftRule(rule_name, winner_takes_all)
+    return DEEPLIFT_RULES[rule_name](winner_takes_all)
 
 
 def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int) -> Explanation:

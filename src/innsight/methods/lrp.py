@@ -11,59 +11,22 @@ top are one dict.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from innsight._validation import check_bool, describe, is_number
+from innsight._validation import check_bool, describe
 from innsight.converter import ConvertedModel
 from innsight.layers import LAYER_TYPES
-from innsight.layers.rules import LRP_RULES, LrpRule
+from innsight.layers.lrp_rules import LRP_RULES, LrpRule
 from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
 from innsight.methods.engine import target_values
 from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_walk
 
 #: Layer types whose LRP rule can be chosen.
 RULE_TYPES = tuple(sorted(name for name, cls in LAYER_TYPES.items() if cls.takes_lrp_rule))
-
-
-def _check_param(rule: str, param: Any, where: str) -> Any:
-    """``param`` checked for ``rule`` (``None``: the rule's default)."""
-    if param is None:
-        if rule == "z_box":
-            raise ValueError(
-                f"The LRP rule 'z_box' needs `rule_param` = (low, high), the bounds of the "
-                f"input{where}; got None."
-            )
-        return LRP_RULES[rule]
-    if rule == "z_box":
-        if not isinstance(param, (tuple, list)) or len(param) != 2:
-            raise ValueError(
-                f"`rule_param`{where} for 'z_box' must be a pair (low, high) of numbers or "
-                f"arrays, got {describe(param)}."
-            )
-        low, high = (torch.as_tensor(np.asarray(v, dtype=float)) for v in param)
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low <= high).all()):
-            raise ValueError(
-                f"`rule_param`{where} for 'z_box' must hold finite bounds low <= high."
-            )
-        return (low, high)
-    if LRP_RULES[rule] is None:
-        raise ValueError(
-            f"The LRP rule {rule!r} takes no `rule_param`{where}, got {describe(param)}."
-        )
-    lowest = {"epsilon": 0.0, "alpha_beta": 1.0, "gamma": 0.0}[rule]
-    if not is_number(param) or not math.isfinite(param) or param < lowest:
-        raise ValueError(
-            f"`rule_param`{where} for {rule!r} must be a finite number >= {lowest}"
-            f"{' (alpha; beta = alpha - 1)' if rule == 'alpha_beta' else ''}, "
-            f"got {describe(param)}."
-        )
-    return float(param)
 
 
 def _check_keys(arg_name: str, value: Any, model: ConvertedModel) -> None:
@@ -84,16 +47,19 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
                 winner_takes_all: bool) -> list[LrpRule]:
     """The rule of every layer: from ``rule_name``/``rule_param`` (one value, or dicts
     keyed by layer name or layer type; a name wins over a type) for the layers that
-    take a rule, and ``winner_takes_all`` for max pooling."""
+    take a rule, and ``winner_takes_all`` for max pooling: one rule object of
+    :data:`~innsight.layers.lrp_rules.LRP_RULES` per layer, its parameter checked
+    (layers that take no rule get a plain :class:`LrpRule`)."""
     if not isinstance(rule_name, (str, Mapping)):
         raise TypeError(f"`rule_name` must be a rule name or a dict, got {describe(rule_name)}.")
     for arg_name, value in (("rule_name", rule_name), ("rule_param", rule_param)):
         _check_keys(arg_name, value, model)
     names = rule_name.values() if isinstance(rule_name, Mapping) else [rule_name]
     for name in names:
-        if name not in LRP_RULES:
+        if not isinstance(name, str) or name not in LRP_RULES:
             raise ValueError(
-                f"Unknown LRP rule {name!r} in `rule_name`; expected one of {list(LRP_RULES)}."
+                f"Unknown LRP rule {describe(name)} in `rule_name`; expected one of "
+                f"{list(LRP_RULES)}."
             )
 
     def pick(value: Any, layer_name: str, type_name: str | None, default: Any) -> tuple[Any, str]:
@@ -108,21 +74,22 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
     single_param_used = False
     for name, layer in zip(model.layer_names, model.layers):
         if not layer.takes_lrp_rule:
-            rules.append(LrpRule("none", None, winner_takes_all))
+            rules.append(LrpRule(winner_takes_all=winner_takes_all))
             continue
-        rule, _ = pick(rule_name, name, layer.type_name, "simple")
-        takes_param = LRP_RULES[rule] is not None or rule == "z_box"
+        rule_class = LRP_RULES[pick(rule_name, name, layer.type_name, "simple")[0]]
+        takes_param = rule_class.takes_param
         # A value for many layers (one value, or one per type) serves only the rules
         # that take one; a value for this layer by name must fit its rule.
         param, where = pick(rule_param, name, layer.type_name if takes_param else None, None)
         if rule_param is not None and not isinstance(rule_param, Mapping):
             single_param_used |= takes_param
             param = rule_param if takes_param else None
-        rules.append(LrpRule(rule, _check_param(rule, param, where), winner_takes_all))
+        rules.append(rule_class(rule_class.check_param(param, where), winner_takes_all))
     if rule_param is not None and not isinstance(rule_param, Mapping) and not single_param_used:
+        taking = ", ".join(key for key, cls in LRP_RULES.items() if cls.takes_param)
         raise ValueError(
             f"`rule_param` {describe(rule_param)} was given, but no layer's rule takes a "
-            f"parameter (rules taking one: epsilon, alpha_beta, gamma, z_box)."
+            f"parameter (rules taking one: {taking})."
         )
     return rules
 
@@ -153,6 +120,8 @@ class LRP(InterpretingMethod):
     Parameters
     ----------
     rule_name : str or dict
+        A name in :data:`~innsight.layers.lrp_rules.LRP_RULES`, where each rule
+        is one class with its formula (:mod:`innsight.layers.lrp_rules`):
         ``"simple"`` (default), ``"epsilon"``, ``"alpha_beta"``, ``"pass"``,
         ``"z_plus"``, ``"gamma"``, ``"w_square"``, ``"flat"`` or ``"z_box"``; or a
         dict keyed by layer type (``"Dense"``, ``"Conv2D"``, ``"BatchNorm"``,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from innsight.converter import ConvertedModel
-from innsight.layers.rules import Pair, method_label
+from innsight.layers.rules import RULE_PATHS, Pair
 from innsight.methods.base import Explanation, OutputsAtData, Setup
 from innsight.methods.engine import row_chunks, target_values
 from innsight.outputs import Target
@@ -42,12 +42,22 @@ def ancestors(model: ConvertedModel, nodes: Sequence[int]) -> list[int]:
 
 def check_rules(model: ConvertedModel, nodes: Sequence[int], method: str,
                 rules: Callable[[int], Any]) -> None:
-    """Refuse a model with a layer on the way back from ``nodes`` that has no rule."""
+    """Refuse a model with a layer on the way back from ``nodes`` that has no rule.
+
+    ``method`` is a key of :data:`~innsight.layers.rules.RULE_PATHS` (``"lrp"``,
+    ``"deeplift"``, ``"cw"``) that the layer must declare in its ``rule_paths``;
+    ``rules(i)`` is the rule object for layer ``i`` (``None`` for ConnectionWeights),
+    whose setting the layer must also be able to follow.
+    """
     for i in ancestors(model, nodes):
-        reason = model.layers[i].rule_support(method, rules(i))
+        layer = model.layers[i]
+        if method in layer.rule_paths:
+            reason = layer.setting_refusal(rules(i))
+        else:
+            reason = layer.no_rule(method)
         if reason is not None:
             raise ValueError(
-                f"{method_label(method)} cannot explain this model: {reason} (layer "
+                f"{RULE_PATHS[method]} cannot explain this model: {reason} (layer "
                 f"{i}, '{model.layer_names[i]}'). Use a gradient-based method instead, e.g. "
                 f"Gradient or IntegratedGradient."
             )
