@@ -178,20 +178,17 @@ def _run_check(check: Callable[..., None], explainer: Explainer, problem: Proble
     check(explainer, problem)
 
 
+#: Every registered method class, then every direct torch method: (how to wrap it, it).
+EXPLAINED = {**{name: (method_explainer, METHODS[name]) for name in sorted(METHODS)},
+             **{name: (torch_explainer, fn) for name, fn in TORCH_METHODS.items()}}
+
+
 @pytest.mark.parametrize("problem_name", PROBLEMS)
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", list(EXPLAINED))
 def test_method_conforms(problems, name, check, problem_name):
-    explainer = method_explainer(METHODS[name], CASES.get(name, Case()))
-    _run_check(check, explainer, problems[problem_name])
-
-
-@pytest.mark.parametrize("problem_name", PROBLEMS)
-@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
-@pytest.mark.parametrize("name", sorted(TORCH_METHODS))
-def test_torch_method_conforms(problems, name, check, problem_name):
-    explainer = torch_explainer(TORCH_METHODS[name], CASES.get(name, Case()))
-    _run_check(check, explainer, problems[problem_name])
+    wrap, method = EXPLAINED[name]
+    _run_check(check, wrap(method, CASES.get(name, Case())), problems[problem_name])
 
 
 # ---- the suite's own guarantees --------------------------------------------------------
