@@ -2,9 +2,11 @@
 
 The relevance of each selected output node starts as its value (the
 pre-activation with ``ignore_last_act=True``) and is redistributed layer by
-layer back to the input; each layer applies its own rule (see
-:class:`~innsight.layers.rules.LinearMap` for the rules of layers with
-weights). Rules are chosen per layer type or per layer name, so composites
+layer back to the input; each layer applies its own rule (the rules of
+layers with weights are the registered objects of
+:mod:`innsight.layers.lrp_rules`, written once on the linear-map primitives
+of :class:`~innsight.layers.rules.LinearMap`). Rules are chosen per layer type
+or per layer name, so composites
 such as ``z_box`` at the input, ``gamma`` in the middle and ``epsilon`` on
 top are one dict.
 """
