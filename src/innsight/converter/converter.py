@@ -24,7 +24,9 @@ DRY_RUN_BATCH = 3
 #: Largest allowed deviation of the dry run, relative to the output scale.
 DRY_RUN_TOLERANCE = 1e-4
 
-Describer = Callable[[Any, Any], tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]] | None]]
+#: ``describe(model, input_dim, tracer) -> (model dict, run the original or None)``.
+Describer = Callable[[Any, Any, str],
+                     tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]] | None]]
 
 
 def _describe_dict(model: dict[str, Any], input_dim: Any) -> tuple[dict[str, Any], None]:
@@ -41,13 +43,27 @@ def _describe_dict(model: dict[str, Any], input_dim: Any) -> tuple[dict[str, Any
     return model, None
 
 
+def _traced_as_given(describe: Callable[[Any, Any], Any]) -> Describer:
+    """A front-end that builds its own graph: ``tracer`` has no choice to make there."""
+
+    def describe_as_given(model: Any, input_dim: Any, tracer: str) -> Any:
+        if tracer != "auto":
+            raise ValueError(f"`tracer` chooses how a torch nn.Module is traced; leave it "
+                             f"'auto' for {type(model).__name__}, got {tracer!r}.")
+        return describe(model, input_dim)
+
+    return describe_as_given
+
+
 #: Front-ends: (does it take this model?, describe it as a model dict).
 FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
-    (accepts_keras, describe_keras),  # first: a Keras model may be an nn.Module too
-    (lambda model: isinstance(model, nn.Module), describe_torch),
-    (lambda model: isinstance(model, dict), _describe_dict),
-    (accepts_onnx, describe_onnx),
-    (accepts_sklearn, describe_sklearn),
+    # first: a Keras model may be an nn.Module too
+    (accepts_keras, _traced_as_given(describe_keras)),
+    (lambda model: isinstance(model, nn.Module),
+     lambda model, input_dim, tracer: describe_torch(model, input_dim, tracer=tracer)),
+    (lambda model: isinstance(model, dict), _traced_as_given(_describe_dict)),
+    (accepts_onnx, _traced_as_given(describe_onnx)),
+    (accepts_sklearn, _traced_as_given(describe_sklearn)),
 ]
 
 
@@ -57,8 +73,8 @@ class Converter:
     Parameters
     ----------
     model
-        A torch ``nn.Module`` that ``torch.fx`` can trace; a Keras 3 model or a
-        path to a ``.keras`` file (loaded in safe mode); an ``onnx.ModelProto``
+        A torch ``nn.Module`` that ``torch.fx`` or ``torch.export`` can trace; a
+        Keras 3 model or a path to a ``.keras`` file (loaded in safe mode); an ``onnx.ModelProto``
         or a path to a ``.onnx`` file; a fitted scikit-learn ``MLPClassifier``
         or ``MLPRegressor``; or a model dict (the format of
         :mod:`innsight.converter.dict_format`, as returned by :meth:`to_dict`).
@@ -71,6 +87,12 @@ class Converter:
         ``C1../L1..`` (signals), ``C1../H1../W1..`` (images) and ``Y1..`` (outputs).
     dtype
         ``"float"`` or ``"double"``: the precision of the converted model.
+    tracer
+        How a torch model becomes a graph: ``"fx"`` (``torch.fx`` symbolic tracing;
+        module calls stay whole), ``"export"`` (``torch.export``: ATen operations,
+        through Python control flow that ``torch.fx`` cannot follow), or ``"auto"``
+        (``torch.fx`` first, ``torch.export`` where that cannot trace or convert the
+        model). Other models leave it ``"auto"``.
 
     Attributes
     ----------
@@ -85,6 +107,7 @@ class Converter:
         input_names: Any = None,
         output_names: Any = None,
         dtype: str = "float",
+        tracer: str = "auto",
     ) -> None:
         torch_dtype = resolve_dtype(dtype)
         describer = next((d for accepts, d in FRONTENDS if accepts(model)), None)
@@ -96,7 +119,7 @@ class Converter:
                 f"model dict, got {describe(model)} "
                 f"of type {type(model).__name__}."
             )
-        description, run_original = describer(model, input_dim)
+        description, run_original = describer(model, input_dim, tracer)
         self.model: ConvertedModel = build_model(description, torch_dtype, input_names, output_names)
         if run_original is not None:
             _dry_run(self.model, model, run_original)

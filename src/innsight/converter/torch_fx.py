@@ -1,8 +1,13 @@
-"""PyTorch front-end: trace an ``nn.Module`` with ``torch.fx`` and describe it as a model dict.
+"""PyTorch front-end: trace an ``nn.Module`` into a graph and describe it as a model dict.
 
-The module is traced symbolically, run once on random inputs to record the
-shape of every intermediate tensor, and each graph node is then mapped to
-layer entries by the op registry of :mod:`innsight.converter.torch_ops`.
+The module is traced into a ``torch.fx`` graph, symbolically with ``torch.fx``
+(``tracer="fx"``: module calls stay whole, e.g. ``nn.MultiheadAttention``) or
+with ``torch.export`` (``tracer="export"``: ATen operations, through Python
+control flow that ``torch.fx`` cannot follow), run once on random inputs to
+record the shape of every intermediate tensor, and each graph node is then
+mapped to layer entries by the op registry of :mod:`innsight.converter.torch_ops`.
+``tracer="auto"`` tries ``torch.fx`` first (its graphs keep attention modules
+whole, whose ATen form moves the batch axis) and ``torch.export`` where that fails.
 """
 
 from __future__ import annotations
@@ -34,14 +39,21 @@ from innsight.converter.torch_ops import (
 TRACE_BATCH = 2
 
 
+#: How a torch model may be traced (see the module docs).
+TRACERS = ("auto", "fx", "export")
+
+
 def describe_torch(
-    model: nn.Module, input_dim: Any, graph_module: fx.GraphModule | None = None
+    model: nn.Module, input_dim: Any, graph_module: fx.GraphModule | None = None,
+    tracer: str = "auto",
 ) -> tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]]]:
     """The model dict of ``model`` and a function running the original on inputs.
 
     ``graph_module`` is a graph of ``model`` that a front-end built itself (ONNX
-    through onnx2torch); without it, ``model`` is traced with ``torch.fx``.
+    through onnx2torch); without it, ``model`` is traced by ``tracer``.
     """
+    if tracer not in TRACERS:
+        raise ValueError(f"`tracer` must be one of {list(TRACERS)}, got {tracer!r}.")
     if input_dim is None:
         raise ValueError(
             "`input_dim` is required for a torch model: the shape of one sample without "
@@ -58,19 +70,12 @@ def describe_torch(
             stacklevel=3,
         )
     with eval_mode(model):
-        graph_module = _trace(model, len(dims)) if graph_module is None else graph_module
-        examples = random_inputs(model, dims, TRACE_BATCH)
-        try:
-            with torch.no_grad():
-                _ShapeAndValueProp(graph_module).propagate(*examples)
-        except Exception as err:  # the user's model raised: report it with the shapes we used
-            cause = err.__cause__ or err  # ShapeProp wraps the model's own error
-            raise ConversionError(
-                f"Running {type(model).__name__} on random inputs of shape(s) "
-                f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + `input_dim`) "
-                f"failed: {cause}. Check `input_dim` (no batch axis, channels first)."
-            ) from err
-        description = _Translator(graph_module, dims).describe()
+        if graph_module is not None:
+            description = _describe_graph(model, graph_module, dims)
+        elif tracer == "auto":
+            description = _describe_fx_or_export(model, dims)
+        else:
+            description = _describe_graph(model, TRACE[tracer](model, dims), dims)
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
         with eval_mode(model), torch.no_grad():
@@ -80,6 +85,38 @@ def describe_torch(
                 raise ConversionError(str(err)) from err
 
     return description, run_original
+
+
+def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
+                    dims: list[tuple[int, ...]]) -> dict[str, Any]:
+    """The model dict of a traced graph of ``model``, after one run on random inputs that
+    records every node's shape."""
+    examples = random_inputs(model, dims, TRACE_BATCH)
+    try:
+        with torch.no_grad():
+            _ShapeAndValueProp(graph_module).propagate(*examples)
+    except Exception as err:  # the user's model raised: report it with the shapes we used
+        cause = err.__cause__ or err  # ShapeProp wraps the model's own error
+        raise ConversionError(
+            f"Running {type(model).__name__} on random inputs of shape(s) "
+            f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + `input_dim`) "
+            f"failed: {cause}. Check `input_dim` (no batch axis, channels first)."
+        ) from err
+    return _Translator(graph_module, dims).describe()
+
+
+def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]]) -> dict[str, Any]:
+    """``tracer="auto"``: the graph of ``torch.fx``, or where it cannot be traced or
+    converted, the graph of ``torch.export``; both reasons where neither converts."""
+    try:
+        return _describe_graph(model, _trace(model, len(dims)), dims)
+    except ConversionError as fx_error:
+        try:
+            return _describe_graph(model, _export(model, dims), dims)
+        except ConversionError as export_error:
+            raise ConversionError(
+                f"{fx_error}\nTraced with torch.export instead (tracer='export'): {export_error}"
+            ) from export_error
 
 
 def random_inputs(model: nn.Module, dims: Sequence[tuple[int, ...]], batch: int) -> list[Tensor]:
@@ -110,6 +147,29 @@ def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
             f"torch.fx cannot trace {type(model).__name__}: {err}. Models whose forward "
             f"branches on tensor values cannot be converted. {DIRECT_METHODS_HINT}"
         ) from err
+
+
+def _export(model: nn.Module, dims: list[tuple[int, ...]]) -> fx.GraphModule:
+    """The ATen graph of ``model`` from ``torch.export``, its batch size left free."""
+    examples = tuple(random_inputs(model, dims, TRACE_BATCH))
+    batch = torch.export.Dim("batch")
+    try:
+        exported = torch.export.export(model, examples,
+                                       dynamic_shapes=tuple({0: batch} for _ in examples))
+    except Exception as err:  # export raises many kinds of errors for code it cannot follow
+        raise ConversionError(
+            f"torch.export cannot export {type(model).__name__} with a free batch size: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. "
+            f"{DIRECT_METHODS_HINT}"
+        ) from err
+    return exported.module()
+
+
+#: ``tracer`` -> how it turns a model with inputs of shapes ``dims`` into a graph.
+TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]]], fx.GraphModule]] = {
+    "fx": lambda model, dims: _trace(model, len(dims)),
+    "export": _export,
+}
 
 
 class _ShapeAndValueProp(ShapeProp):

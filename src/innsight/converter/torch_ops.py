@@ -825,3 +825,91 @@ def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any) -> int:
     if reshaped:
         result = t.emit(node, "Reshape", [result], shape=list(t.shape(node)))
     return result if isinstance(result, int) else t.layer(result)
+
+
+# ---- ATen operations of a torch.export graph ------------------------------------------
+
+
+@_register(FUNCTIONS, torch.select)
+def _select(t: Any, node: fx.Node) -> int:
+    """``torch.select(x, dim, i)`` (``aten.select.int``): ``x[..., i]`` along ``dim``."""
+    source, dim, position = node.args[0], t.static(node.args[1]), t.static(node.args[2])
+    return _index_tensor(t, node, source, (*[slice(None)] * (dim % (len(t.shape(source)) + 1)),
+                                           position))
+
+
+#: The ``end`` of an ATen slice that runs to the end of its axis (``x[a:]``).
+_TO_THE_END = 2**62
+
+
+def _slice_op(t: Any, node: fx.Node) -> int:
+    """``aten.slice.Tensor(x, dim, start, end, step)``: ``x[..., start:end:step]`` along ``dim``
+    (a slice over the whole batch axis, as ``x[:, 1:]`` exports, keeps the batch)."""
+    source = node.args[0]
+    dim, start, end, step = (t.static(arg(node, position, name, default)) for position, name, default
+                             in ((1, "dim", 0), (2, "start", None), (3, "end", None), (4, "step", 1)))
+    whole = start in (None, 0) and (end is None or end >= _TO_THE_END) and step == 1
+    entry = slice(None) if whole else slice(start, end, step)
+    return _index_tensor(t, node, source, (*[slice(None)] * (dim % (len(t.shape(source)) + 1)),
+                                           entry))
+
+
+def _rsub_op(t: Any, node: fx.Node) -> int:
+    """``aten.rsub.Scalar(x, c)`` (``c - x``)."""
+    if arg(node, 2, "alpha", 1) != 1:
+        raise t.unsupported(node, "rsub with alpha != 1")
+    return _signed_sum(t, node, node.args[1], node.args[0], sign=-1.0)
+
+
+def _aten_aliases() -> dict[str, Any]:
+    """ATen overloads (by name) of a ``torch.export`` graph whose arguments come in the
+    order of a torch function handled above: the overload takes that function's handler."""
+    return {
+        "conv1d.default": F.conv1d, "conv2d.default": F.conv2d, "conv3d.default": F.conv3d,
+        "conv1d.padding": F.conv1d, "conv2d.padding": F.conv2d, "conv3d.padding": F.conv3d,
+        "linear.default": F.linear, "batch_norm.default": torch.batch_norm,
+        "layer_norm.default": F.layer_norm, "matmul.default": torch.matmul,
+        "bmm.default": torch.bmm, "scaled_dot_product_attention.default":
+            F.scaled_dot_product_attention,
+        "max_pool1d.default": F.max_pool1d, "max_pool2d.default": F.max_pool2d,
+        "max_pool3d.default": F.max_pool3d, "avg_pool1d.default": F.avg_pool1d,
+        "avg_pool2d.default": F.avg_pool2d, "avg_pool3d.default": F.avg_pool3d,
+        "adaptive_avg_pool1d.default": F.adaptive_avg_pool1d,
+        "adaptive_avg_pool2d.default": F.adaptive_avg_pool2d,
+        "adaptive_avg_pool3d.default": F.adaptive_avg_pool3d,
+        "relu.default": F.relu, "relu_.default": F.relu, "relu6.default": F.relu6,
+        "silu.default": F.silu, "silu_.default": F.silu, "gelu.default": F.gelu,
+        "sigmoid.default": torch.sigmoid, "tanh.default": torch.tanh,
+        "hardswish.default": F.hardswish, "hardswish_.default": F.hardswish,
+        "hardsigmoid.default": F.hardsigmoid, "hardtanh.default": F.hardtanh,
+        "hardtanh_.default": F.hardtanh, "leaky_relu.default": F.leaky_relu,
+        "elu.default": F.elu, "softplus.default": F.softplus, "mish.default": F.mish,
+        "exp.default": torch.exp, "exp_.default": torch.exp, "softmax.int": torch.softmax,
+        "selu.default": F.selu, "celu.default": F.celu, "log_sigmoid.default": F.logsigmoid,
+        "clamp.default": torch.clamp,
+        "add.Tensor": torch.add, "add_.Tensor": torch.add, "sub.Tensor": torch.sub,
+        "mul.Tensor": torch.mul, "mul_.Tensor": torch.mul, "div.Tensor": torch.div,
+        "neg.default": torch.neg, "cat.default": torch.cat, "concat.default": torch.cat,
+        "mean.dim": torch.mean, "unflatten.int": torch.unflatten,
+        "view.default": torch.reshape, "reshape.default": torch.reshape,
+        "flatten.using_ints": torch.flatten, "unsqueeze.default": torch.unsqueeze,
+        "squeeze.dim": torch.squeeze, "permute.default": torch.permute,
+        "transpose.int": torch.transpose, "pad.default": F.pad,
+        "dropout.default": F.dropout, "dropout_.default": F.dropout,
+        "alpha_dropout.default": F.alpha_dropout, "feature_dropout.default": F.dropout2d,
+        "feature_alpha_dropout.default": F.feature_alpha_dropout,
+        "clone.default": torch.clone,
+        "select.int": torch.select, "chunk.default": torch.chunk, "split.Tensor": torch.split,
+        "split_with_sizes.default": torch.split,
+    }
+
+
+for _overload_name, _function in _aten_aliases().items():
+    _packet, _, _overload = _overload_name.partition(".")
+    _op = getattr(getattr(torch.ops.aten, _packet, None), _overload, None)
+    if _op is not None:  # an overload this torch version has
+        FUNCTIONS[_op] = FUNCTIONS[_function]
+_register(FUNCTIONS, getattr(torch.ops.aten.slice, "Tensor", None))(_slice_op)
+_register(FUNCTIONS, getattr(torch.ops.aten.rsub, "Scalar", None))(_rsub_op)
+_register(FUNCTIONS, getattr(torch.ops.aten.expand, "default", None))(METHODS["expand"])
+_register(FUNCTIONS, getattr(torch.ops.aten.contiguous, "default", None))(alias_input)

@@ -1,0 +1,115 @@
+"""Torch models through ``torch.export`` (``ins.convert(..., tracer=...)``).
+
+Every operation form of ``test_torch_ops.py`` is also converted from its
+``torch.export`` graph there; here: the choice of tracer, models that only
+``torch.export`` can trace, and a model zoo network traced both ways.
+References: the original module's forward pass and torch autograd.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import innsight as ins
+
+
+class ShapeBranch(nn.Module):
+    """Python control flow on the input's shape: ``torch.fx`` cannot trace it, while
+    ``torch.export`` follows the branch taken for the given sample shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 8:
+            x = F.avg_pool2d(x, 2)
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.fc((h + F.max_pool2d(h, 3, 1, 1)).mean((2, 3)))
+
+
+class ValueBranch(nn.Module):
+    """Control flow on the input's values: neither tracer can follow it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, rel_tol: float) -> None:
+    """At most ``rel_tol`` apart, relative to the largest expected magnitude."""
+    scale = expected.abs().max().item()
+    assert (actual - expected).abs().max().item() <= rel_tol * scale
+
+
+def _shape_branch() -> nn.Module:
+    torch.manual_seed(0)
+    model = ShapeBranch().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_auto_falls_back_to_export_where_fx_cannot_trace(assert_converts):
+    model = _shape_branch()
+    with pytest.raises(ins.ConversionError, match="torch.fx cannot trace ShapeBranch"):
+        ins.convert(model, input_dim=[3, 16, 16], tracer="fx")
+    conv = assert_converts(model, [3, 16, 16])  # tracer="auto", float and double
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    reference = model.double()
+    xg = x.clone().requires_grad_(True)
+    expected = torch.autograd.grad(reference(xg)[:, 1].sum(), xg)[0]
+    grad = ins.run_grad(conv, x, output_idx=[1], dtype="double").get_result("torch_tensor")
+    close(grad[..., 0], expected, 1e-10)
+
+
+def test_auto_names_both_reasons_where_neither_tracer_converts():
+    with pytest.raises(ins.ConversionError) as info:
+        ins.convert(ValueBranch().eval(), input_dim=[4])
+    message = str(info.value)
+    assert "torch.fx cannot trace ValueBranch" in message
+    assert "Traced with torch.export instead (tracer='export'): torch.export cannot export" \
+        in message
+    assert "ins.torch_grad" in message  # the way out
+
+
+def test_export_and_fx_agree_on_a_zoo_network():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    by_fx = ins.convert(model, input_dim=[3, 32, 32], tracer="fx", dtype="double")
+    by_export = ins.convert(model, input_dim=[3, 32, 32], tracer="export", dtype="double")
+    assert ([layer.type_name for layer in by_fx.model.layers]
+            == [layer.type_name for layer in by_export.model.layers])
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        close(by_export.model(x), model.double()(x), 1e-10)
+    grads = [ins.run_grad(conv, x, dtype="double").get_result("torch_tensor")
+             for conv in (by_fx, by_export)]
+    close(grads[1], grads[0], 1e-10)
+
+
+@pytest.mark.parametrize(("model", "kwargs", "error", "match"), [
+    (nn.Linear(4, 2), {"tracer": "jit"}, ValueError,
+     r"`tracer` must be one of \['auto', 'fx', 'export'\], got 'jit'"),
+    (nn.Linear(4, 2), {"tracer": None}, ValueError, "`tracer` must be one of"),
+    ({"input_dim": [[4]], "input_nodes": [0], "output_nodes": [1], "layers": [
+        {"type": "Input", "input_layers": []},
+        {"type": "Dense", "input_layers": [0], "weight": [[1.0] * 4], "bias": [0.0]}]},
+     {"tracer": "export"}, ValueError, "`tracer` chooses how a torch nn.Module is traced; "
+                                       "leave it 'auto' for dict, got 'export'"),
+])
+def test_bad_tracer_is_refused_by_name(model, kwargs, error, match):
+    input_dim = [4] if isinstance(model, nn.Module) else None
+    with pytest.raises(error, match=match):
+        ins.convert(model.eval() if isinstance(model, nn.Module) else model,
+                    input_dim=input_dim, **kwargs)
