@@ -156,10 +156,10 @@ def test_call_with_mismatched_batch_sizes(converted_two_inputs):
 # ---- unsupported models and operations --------------------------------------------------------
 
 
-def assert_refused(model, input_dim, *names):
+def assert_refused(model, input_dim, *names, tracer="auto"):
     """The conversion raises ConversionError naming ``names`` and the way out."""
     with pytest.raises(ins.ConversionError) as info:
-        ins.convert(model.eval(), input_dim=input_dim)
+        ins.convert(model.eval(), input_dim=input_dim, tracer=tracer)
     message = str(info.value)
     for name in names:
         assert name in message, message
@@ -301,9 +301,17 @@ def test_unsupported_operation_is_refused_by_name(module_from, fn, input_dim, na
     assert_refused(model, input_dim, *names, WAY_OUT)
 
 
-def test_softmax_without_dim_is_refused(module_from):
+def test_softmax_without_dim_is_refused_by_fx_and_resolved_by_export(module_from,
+                                                                     assert_converts):
+    """torch.fx sees no axis; torch.export records the one torch picks (warning about it),
+    which ``tracer="auto"`` converts, unless it is the batch axis (3D inputs)."""
+    model = module_from(lambda m, x: F.softmax(x))
     with pytest.warns(UserWarning, match="Implicit dimension"):  # torch's own, while tracing
-        assert_refused(module_from(lambda m, x: F.softmax(x)), [4], "softmax", "dim", WAY_OUT)
+        assert_refused(model, [4], "softmax", "dim", WAY_OUT, tracer="fx")
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        assert_converts(model, [4])
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        assert_refused(model, [3, 4], "softmax without `dim`", "along the batch axis", WAY_OUT)
 
 
 def test_model_failing_on_another_batch_size(module_from):

@@ -67,7 +67,7 @@ def describe_torch(
             "eval semantics (dropout off, batch norm with its running statistics). Call "
             "model.eval() before converting to silence this warning.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # Converter -> its front-end table -> here
         )
     with eval_mode(model):
         if graph_module is not None:
