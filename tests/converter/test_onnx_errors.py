@@ -67,13 +67,6 @@ def test_op_without_layer_is_named(tmp_path):
     assert "Exp" in message and "the_node" in message
 
 
-def test_group_norm_is_named(tmp_path):
-    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(16, 2))
-    path = export(model, [2, 6], tmp_path / "gn.onnx")
-    with pytest.raises(ins.ConversionError, match="InstanceNormalization"):
-        ins.convert(path)
-
-
 def test_unsupported_argument_names_the_node(tmp_path):
     """Clip with only a lower bound other than 0 has no layer; the message names the
     op type, the node and the bounds."""

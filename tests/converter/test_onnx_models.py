@@ -187,6 +187,18 @@ def test_more_zoo_models_match_onnxruntime(tmp_path, zoo_model, name):
 # ---- graphs, layouts and operations -----------------------------------------------------------------
 
 
+def test_group_norm_matches_onnxruntime(tmp_path):
+    """ONNX writes group norm as a reshape, InstanceNormalization and a reshape; instance
+    norm converts as a layer norm per channel."""
+    torch.manual_seed(0)
+    norm = nn.GroupNorm(2, 4)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), norm, nn.Flatten(), nn.Linear(16, 2))
+    check_against_onnxruntime(export(model, [[2, 6]], tmp_path / "gn.onnx"), [[2, 6]])
+
+
 def test_residual_net_with_batch_norm(tmp_path, residual_net):
     path = export(residual_net, [[3, 16, 16]], tmp_path / "res.onnx")
     check_against_onnxruntime(path, [[3, 16, 16]])

@@ -173,10 +173,20 @@ def test_lstm_is_refused_by_name(module_from):
     assert "'lstm'" in message  # where it sits
 
 
-def test_group_norm_module_is_refused_by_name(module_from):
-    model = module_from(lambda m, x: m.norm(m.conv(x)), conv=nn.Conv2d(2, 4, 3),
-                        norm=nn.GroupNorm(2, 4))
-    assert_refused(model, [2, 6, 6], "GroupNorm", WAY_OUT)
+@pytest.mark.parametrize(("tracer", "names"), [
+    ("fx", ["interpolation mode 'bicubic'", "'area'"]),
+    ("export", ["aten.upsample_bicubic2d"]),
+])
+def test_bicubic_interpolation_is_refused_by_name(module_from, tracer, names):
+    """Bicubic weights are partly negative: no linear map with fixed positive weights."""
+    model = module_from(lambda m, x: F.interpolate(x, scale_factor=2, mode="bicubic"))
+    assert_refused(model, [2, 6, 6], *names, WAY_OUT, tracer=tracer)
+
+
+def test_antialiased_interpolation_is_refused_by_name(module_from):
+    model = module_from(lambda m, x: F.interpolate(x, size=(3, 3), mode="bilinear",
+                                                   antialias=True))
+    assert_refused(model, [2, 6, 6], "antialias=True", WAY_OUT, tracer="fx")
 
 
 def test_layer_norm_with_weight_computed_in_forward_is_refused(module_from):

@@ -341,6 +341,68 @@ CONVOLUTION = [
 ]
 
 
+def affine_group_norm(groups: int, channels: int) -> nn.GroupNorm:
+    """``nn.GroupNorm`` with random weight and bias."""
+    norm = nn.GroupNorm(groups, channels, eps=1e-3)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(channels))
+        norm.bias.copy_(torch.randn(channels))
+    return norm
+
+
+def instance_norm_with_statistics() -> nn.InstanceNorm2d:
+    norm = nn.InstanceNorm2d(3, affine=True, track_running_stats=True).eval()
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.randn(3))
+        norm.running_var.copy_(torch.rand(3) + 0.5)
+    return norm
+
+
+#: Decoders and segmentation heads: transposed convolutions, interpolation, group norm.
+DENSE_PREDICTION = [
+    case("ConvTranspose2d-stride2", lambda m, x: m.up(x), [3, 4, 5],
+         up=lambda: nn.ConvTranspose2d(3, 2, 2, stride=2)),
+    case("ConvTranspose2d-pad-outpad-groups", lambda m, x: m.up(x), [4, 4, 5],
+         up=lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)),
+    case("ConvTranspose1d-dilation-no-bias", lambda m, x: m.up(x), SIGNAL,
+         up=lambda: nn.ConvTranspose1d(4, 3, 3, dilation=2, bias=False)),
+    case("ConvTranspose3d", lambda m, x: m.up(x), [2, 3, 3, 2],
+         up=lambda: nn.ConvTranspose3d(2, 2, 2, stride=2)),
+    case("ConvTranspose2d-output_size", lambda m, x: m.up(x, output_size=[8, 10]), [3, 4, 5],
+         up=lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1)),
+    case("F.conv_transpose2d", lambda m, x: F.conv_transpose2d(x, m.w, m.b, 2, 1, 1), [3, 4, 5],
+         w=lambda: nn.Parameter(torch.randn(3, 2, 3, 3)), b=lambda: nn.Parameter(torch.randn(2))),
+    case("nn.Upsample-nearest-x2", lambda m, x: m.up(x), [3, 4, 5],
+         up=lambda: nn.Upsample(scale_factor=2)),
+    case("nn.Upsample-bilinear-size", lambda m, x: m.up(x), [3, 4, 5],
+         up=lambda: nn.Upsample(size=(7, 9), mode="bilinear")),
+    case("nn.UpsamplingBilinear2d", lambda m, x: m.up(x), [3, 4, 5],
+         up=lambda: nn.UpsamplingBilinear2d(scale_factor=2)),
+    case("F.interpolate-bilinear-x1.5", lambda m, x: F.interpolate(
+        x, scale_factor=1.5, mode="bilinear", align_corners=False), [3, 4, 6]),
+    case("F.interpolate-size-of-other", lambda m, x: F.interpolate(
+        m.pool(x), size=x.shape[-2:], mode="bilinear", align_corners=False) + x, [3, 6, 8],
+         pool=lambda: nn.AvgPool2d(2)),
+    case("F.interpolate-nearest-exact-1d", lambda m, x: F.interpolate(
+        x, size=13, mode="nearest-exact"), SIGNAL),
+    case("F.interpolate-trilinear", lambda m, x: F.interpolate(
+        x, scale_factor=(1, 2, 2), mode="trilinear", align_corners=True), [2, 3, 3, 2]),
+    case("F.interpolate-area", lambda m, x: F.interpolate(x, size=(2, 3), mode="area"),
+         [3, 4, 6]),
+    case("nn.GroupNorm", lambda m, x: m.norm(x), [4, 3, 5], norm=lambda: affine_group_norm(2, 4)),
+    case("nn.GroupNorm-no-affine", lambda m, x: m.norm(x), SIGNAL,
+         norm=lambda: nn.GroupNorm(4, 4, affine=False)),
+    case("F.group_norm", lambda m, x: F.group_norm(x, 3, m.w, None, 1e-4), [6, 3, 3],
+         w=lambda: nn.Parameter(torch.randn(6))),
+    case("nn.InstanceNorm2d", lambda m, x: m.norm(x), IMAGE,
+         norm=lambda: nn.InstanceNorm2d(3, affine=True)),
+    case("nn.InstanceNorm1d-no-affine", lambda m, x: m.norm(x), SIGNAL,
+         norm=lambda: nn.InstanceNorm1d(4)),
+    case("nn.InstanceNorm2d-running-stats", lambda m, x: m.norm(x), IMAGE,
+         norm=instance_norm_with_statistics),
+]
+
+
 class ActBatchNorm(nn.BatchNorm2d):
     """timm's ``BatchNormAct2d`` pattern: a batch-norm subclass that calls ``F.batch_norm``
     itself and applies an activation."""
@@ -381,7 +443,8 @@ ATTENTION = [
 ]
 
 
-FORMS = [*ATTENTION, *ACTIVATIONS, *SHAPES, *ARITHMETIC, *POOLING, *PADDING, *CONVOLUTION]
+FORMS = [*ATTENTION, *ACTIVATIONS, *SHAPES, *ARITHMETIC, *POOLING, *PADDING, *CONVOLUTION,
+         *DENSE_PREDICTION]
 
 _EXPORTED_ATTENTION = ("torch.export writes nn.MultiheadAttention out in ATen operations that "
                        "move the batch axis (sequence first); they convert once the batch axis "

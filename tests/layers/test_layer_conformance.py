@@ -281,6 +281,90 @@ def _conv(
     return LayerCase(id, f"Conv{n}D", params, ((c_in, *spatial),), ref)
 
 
+def _conv_transpose(
+    id: str, n: int, c_in: int, c_out: int, kernel: tuple[int, ...], spatial: tuple[int, ...],
+    *, bias: bool = True, stride: int = 1, padding: int = 0, output_padding: int = 0,
+    dilation: int = 1, groups: int = 1,
+) -> LayerCase:
+    """A transposed convolution, referenced by its textbook equivalent: zeros inserted
+    between the inputs (``stride - 1``), the result padded by ``dilation * (kernel - 1) -
+    padding`` (plus ``output_padding`` after), then a convolution with stride 1 and the
+    kernel flipped and its channel axes swapped, written out by :func:`conv_ref`."""
+    w = _randn(c_in, c_out // groups, *kernel)
+    b = _randn(c_out) if bias else None
+    params: dict[str, Any] = {"weight": w}
+    if b is not None:
+        params["bias"] = b
+    for key, value, default in (("stride", stride, 1), ("padding", padding, 0),
+                                ("output_padding", output_padding, 0),
+                                ("dilation", dilation, 1), ("groups", groups, 1)):
+        if value != default:
+            params[key] = value
+    # (C_in, C_out/g, *k) -> (C_out, C_in/g, *k), flipped along the kernel axes
+    grouped = w.reshape(groups, c_in // groups, c_out // groups, *kernel).swapaxes(1, 2)
+    w_conv = np.flip(grouped.reshape(c_out, c_in // groups, *kernel), axis=tuple(range(2, 2 + n)))
+    pads = [(dilation * (k - 1) - padding, dilation * (k - 1) - padding + output_padding)
+            for k in kernel]
+    convolve = conv_ref(w_conv.copy(), b, (1,) * n, pads, (dilation,) * n, groups)
+
+    def ref(x: Tensor) -> Tensor:
+        spread = torch.zeros(*x.shape[:2], *[(m - 1) * stride + 1 for m in x.shape[2:]],
+                             dtype=x.dtype)
+        spread[(slice(None), slice(None), *[slice(None, None, stride)] * n)] = x
+        return convolve(spread)
+
+    return LayerCase(id, f"ConvTranspose{n}D", params, ((c_in, *spatial),), ref)
+
+
+def _interpolation_matrix(n_in: int, n_out: int, mode: str, align_corners: bool | None,
+                          scale: float) -> Tensor:
+    """``(n_out, n_in)``: each output position as a combination of inputs, along one axis.
+    ``scale`` is the input step per output step (``n_in / n_out``, or ``1 / scale_factor``
+    where a scale factor was given)."""
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for j in range(n_out):
+        if mode == "nearest":
+            matrix[j, min(math.floor(j * scale), n_in - 1)] = 1.0
+        elif mode == "nearest-exact":
+            matrix[j, min(math.floor((j + 0.5) * scale), n_in - 1)] = 1.0
+        else:
+            if align_corners:
+                src = j * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+            else:
+                src = max((j + 0.5) * scale - 0.5, 0.0)
+            low = min(math.floor(src), n_in - 1)
+            high, frac = min(low + 1, n_in - 1), src - low
+            matrix[j, low] += 1.0 - frac
+            matrix[j, high] += frac
+    return matrix
+
+
+def _upsample(id: str, shape: tuple[int, ...], mode: str, *, size: Any = None,
+              scale_factor: Any = None, align_corners: bool | None = None) -> LayerCase:
+    """Interpolation as one matrix per spatial axis, built from the formulas."""
+    n = len(shape) - 1
+    sizes = [size] * n if isinstance(size, int) else size
+    factors = [scale_factor] * n if isinstance(scale_factor, (int, float)) else scale_factor
+    if sizes is None:
+        sizes = [math.floor(m * f) for m, f in zip(shape[1:], factors)]
+    scales = [1 / f for f in factors] if factors is not None else [
+        m / o for m, o in zip(shape[1:], sizes)]
+    matrices = [_interpolation_matrix(m, o, mode, align_corners, sc)
+                for m, o, sc in zip(shape[1:], sizes, scales)]
+    params: dict[str, Any] = {"mode": mode}
+    for key, value in (("size", size), ("scale_factor", scale_factor),
+                       ("align_corners", align_corners)):
+        if value is not None:
+            params[key] = value
+
+    def ref(x: Tensor) -> Tensor:
+        for axis, matrix in enumerate(matrices, start=2):
+            x = torch.movedim(torch.movedim(x, axis, -1) @ matrix.T, -1, axis)
+        return x
+
+    return LayerCase(id, "Upsample", params, (shape,), ref)
+
+
 def _max_pool(id: str, shape: tuple[int, ...], kernel, stride=None, padding=0, dilation=1,
               ceil_mode=False) -> LayerCase:
     n = len(shape) - 1
@@ -398,6 +482,26 @@ CASES: list[LayerCase] = [
     _conv("conv3d_plain", 3, 2, 3, (2, 2, 2), (3, 4, 4)),
     _conv("conv3d_stride_pad_asym", 3, 2, 2, (2, 3, 2), (4, 5, 4), stride=[1, 2, 1],
           padding=[[1, 0], [1, 1], [0, 2]], dilation=[1, 1, 2]),
+    # transposed convolution
+    _conv_transpose("convT1d_plain", 1, 2, 3, (3,), (5,)),
+    _conv_transpose("convT1d_stride_pad_outpad", 1, 2, 4, (3,), (6,), stride=2, padding=1,
+                    output_padding=1, bias=False),
+    _conv_transpose("convT2d_stride2_kernel2", 2, 3, 2, (2, 2), (4, 5), stride=2),
+    _conv_transpose("convT2d_groups_dilation", 2, 4, 6, (3, 3), (4, 4), groups=2, dilation=2,
+                    padding=1),
+    _conv_transpose("convT3d", 3, 2, 2, (2, 2, 2), (3, 3, 2), stride=2, padding=1,
+                    output_padding=1),
+    # interpolation
+    _upsample("upsample_nearest2d_x2", (2, 3, 4), "nearest", scale_factor=2),
+    _upsample("upsample_nearest2d_size", (2, 3, 4), "nearest", size=[7, 5]),
+    _upsample("upsample_nearest_exact1d", (2, 5), "nearest-exact", size=8),
+    _upsample("upsample_linear1d_corners", (2, 4), "linear", size=7, align_corners=True),
+    _upsample("upsample_bilinear_x1.5", (2, 4, 3), "linear", scale_factor=1.5,
+              align_corners=False),
+    _upsample("upsample_bilinear_size_down", (2, 6, 7), "linear", size=[4, 5],
+              align_corners=False),
+    _upsample("upsample_trilinear_corners", (2, 2, 3, 2), "linear", scale_factor=[2, 1, 2],
+              align_corners=True),
     # max pooling
     _max_pool("maxpool1d_plain", (2, 8), 2),
     _max_pool("maxpool1d_overlap_pad_ceil", (2, 10), 3, stride=2, padding=1, ceil_mode=True),

@@ -245,6 +245,160 @@ _register(FUNCTIONS, torch.batch_norm)(_functional_batch_norm(
     {"weight": 1, "bias": 2, "running_mean": 3, "running_var": 4, "training": 5, "eps": 7}))
 
 
+def emit_conv_transpose(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None,
+                        stride: Any, padding: Any, dilation: Any, groups: int) -> int:
+    """A transposed convolution of the node's first argument; its ``output_padding`` is
+    read off the traced output shape (so ``output_size=`` and ``output_padding=`` alike)."""
+    n_axes = weight.ndim - 2
+    stride, padding, dilation = (_per_axis(v, n_axes) for v in (stride, padding, dilation))
+    sizes_in, sizes_out = t.shape(node.args[0])[1:], t.shape(node)[1:]
+    output_padding = [out - ((n - 1) * s - 2 * p + d * (k - 1) + 1) for out, n, s, p, d, k
+                      in zip(sizes_out, sizes_in, stride, padding, dilation, weight.shape[2:])]
+    return t.emit(node, f"ConvTranspose{n_axes}D", [node.args[0]], weight=weight, bias=bias,
+                  stride=stride, padding=padding, output_padding=output_padding,
+                  dilation=dilation, groups=groups)
+
+
+@_register(MODULES, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv_transpose_module(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    if m.padding_mode != "zeros":
+        raise t.unsupported(node, f"a transposed convolution with padding_mode={m.padding_mode!r}")
+    return emit_conv_transpose(t, node, m.weight, m.bias, m.stride, m.padding, m.dilation,
+                               m.groups)
+
+
+@_register(FUNCTIONS, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+def _functional_conv_transpose(t: Any, node: fx.Node) -> int:
+    """``F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
+    dilation)`` (groups before dilation, unlike ``F.conv2d``)."""
+    weight, bias = _parameters(t, node, "a transposed convolution", (1, "weight", True),
+                               (2, "bias", False))
+    stride, padding, groups, dilation = (
+        t.static(arg(node, position, name, default)) for position, name, default in
+        ((3, "stride", 1), (4, "padding", 0), (6, "groups", 1), (7, "dilation", 1)))
+    return emit_conv_transpose(t, node, weight, bias, stride, padding, dilation, groups)
+
+
+#: Interpolation modes of torch -> the ``mode`` of an Upsample layer.
+_INTERPOLATION = {"nearest": "nearest", "nearest-exact": "nearest-exact", "linear": "linear",
+                  "bilinear": "linear", "trilinear": "linear"}
+
+
+def emit_interpolation(t: Any, node: fx.Node, scale_factor: Any, mode: str,
+                       align_corners: Any, by_size: bool) -> int:
+    """``F.interpolate`` of the node's first argument: by ``scale_factor``, or (``by_size``)
+    to the traced output size; ``"area"`` is adaptive average pooling."""
+    size = list(t.shape(node)[1:])
+    if mode == "area":
+        return t.emit(node, f"AdaptiveAvgPool{len(size)}D", [node.args[0]], output_size=size)
+    if mode not in _INTERPOLATION:
+        raise t.unsupported(node, f"interpolation mode {mode!r}",
+                            f"Modes that convert: {sorted(_INTERPOLATION)} and 'area'. ")
+    linear = _INTERPOLATION[mode] == "linear"
+    return t.emit(node, "Upsample", [node.args[0]], mode=_INTERPOLATION[mode],
+                  size=size if by_size else None,
+                  scale_factor=None if by_size else t.static(scale_factor),
+                  align_corners=bool(align_corners) if linear else None)
+
+
+@_register(MODULES, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
+def _upsample_module(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    by_size = m.size is not None or bool(m.recompute_scale_factor)
+    return emit_interpolation(t, node, m.scale_factor, m.mode, m.align_corners, by_size)
+
+
+@_register(FUNCTIONS, F.interpolate, F.upsample)
+def _interpolate(t: Any, node: fx.Node) -> int:
+    if arg(node, 6, "antialias", False):
+        raise t.unsupported(node, "interpolation with antialias=True")
+    scale_factor = arg(node, 2, "scale_factor", None)
+    by_size = scale_factor is None or bool(arg(node, 5, "recompute_scale_factor", None))
+    return emit_interpolation(t, node, scale_factor, arg(node, 3, "mode", "nearest"),
+                              arg(node, 4, "align_corners", None), by_size)
+
+
+def _aten_upsample(mode: str, align_position: int | None) -> Handler:
+    """Handler of ``aten.upsample_<mode>.vec(x, output_size, [align_corners,] scale_factors)``."""
+
+    def handler(t: Any, node: fx.Node) -> int:
+        scales = node.args[-1] if len(node.args) > 2 else node.kwargs.get("scale_factors")
+        align = None if align_position is None else t.static(node.args[align_position])
+        return emit_interpolation(t, node, scales, mode, align, by_size=scales is None)
+
+    return handler
+
+
+def emit_group_norm(t: Any, node: fx.Node, groups: int, weight: Tensor | None,
+                    bias: Tensor | None, eps: float) -> int:
+    """Group norm of the node's first argument ``(C, *spatial)``: a layer norm over each
+    of ``groups`` groups of channels (reshaped to ``(groups, C / groups * spatial)``),
+    then the per-channel ``weight`` and ``bias``."""
+    shape = t.shape(node.args[0])
+    if shape[0] % groups:
+        raise t.unsupported(node, f"group norm with {groups} groups of {shape[0]} channels")
+    grouped = t.emit(node, "Reshape", [node.args[0]], suffix="_groups",
+                     shape=[groups, math.prod(shape) // groups])
+    affine = weight is not None or bias is not None
+    normed = t.emit(node, "LayerNorm", [grouped], suffix="_norm", axes=[1], eps=float(eps))
+    result = t.emit(node, "Reshape", [normed], suffix="_channels" if affine else "",
+                    shape=list(shape))
+    if not affine:
+        return result
+    per_channel = (shape[0], *[1] * (len(shape) - 1))
+    return t.emit(node, "Affine", [result],
+                  scale=1.0 if weight is None else weight.reshape(per_channel),
+                  shift=0.0 if bias is None else bias.reshape(per_channel))
+
+
+@_register(MODULES, nn.GroupNorm)
+def _group_norm_module(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    return emit_group_norm(t, node, m.num_groups, m.weight, m.bias, m.eps)
+
+
+@_register(FUNCTIONS, F.group_norm, torch.group_norm)
+def _functional_group_norm(t: Any, node: fx.Node) -> int:
+    weight, bias = _parameters(t, node, "group norm", (2, "weight", False), (3, "bias", False))
+    return emit_group_norm(t, node, t.static(arg(node, 1, "num_groups")), weight, bias,
+                           t.static(arg(node, 4, "eps", 1e-5)))
+
+
+@_register(MODULES, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+def _instance_norm_module(t: Any, node: fx.Node) -> int:
+    """Each channel of each sample normalised by its own statistics (group norm with a
+    group per channel), or, with running statistics, batch norm (eval semantics)."""
+    m = t.module(node)
+    if m.track_running_stats:
+        return emit_batch_norm(t, node, m.running_mean, m.running_var, m.weight, m.bias, m.eps)
+    return emit_group_norm(t, node, t.shape(node.args[0])[0], m.weight, m.bias, m.eps)
+
+
+def _functional_instance_norm(positions: dict[str, int]) -> Handler:
+    """Handler of an instance-norm function with its arguments at ``positions``
+    (``F.instance_norm`` and ``aten.instance_norm`` order them differently)."""
+
+    def handler(t: Any, node: fx.Node) -> int:
+        names = ("running_mean", "running_var", "weight", "bias")
+        mean, var, weight, bias = _parameters(
+            t, node, "instance norm", *((positions[name], name, False) for name in names))
+        eps = t.static(arg(node, positions["eps"], "eps", 1e-5))
+        if t.static(arg(node, positions["use_input_stats"], "use_input_stats", True)):
+            return emit_group_norm(t, node, t.shape(node.args[0])[0], weight, bias, eps)
+        return emit_batch_norm(t, node, mean, var, weight, bias, eps)
+
+    return handler
+
+
+_register(FUNCTIONS, F.instance_norm)(_functional_instance_norm(
+    {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4, "use_input_stats": 5,
+     "eps": 7}))
+_register(FUNCTIONS, getattr(torch.ops.aten.instance_norm, "default", None))(
+    _functional_instance_norm({"weight": 1, "bias": 2, "running_mean": 3, "running_var": 4,
+                               "use_input_stats": 5, "eps": 7}))
+
+
 def emit_layer_norm(t: Any, node: fx.Node, n_axes: int, weight: Any, bias: Any,
                     eps: float) -> int:
     """A LayerNorm over the last ``n_axes`` sample axes of the node's first argument."""
@@ -901,6 +1055,10 @@ def _aten_aliases() -> dict[str, Any]:
         "clone.default": torch.clone,
         "select.int": torch.select, "chunk.default": torch.chunk, "split.Tensor": torch.split,
         "split_with_sizes.default": torch.split,
+        "conv_transpose1d.default": F.conv_transpose1d,
+        "conv_transpose2d.input": F.conv_transpose2d,
+        "conv_transpose3d.input": F.conv_transpose3d,
+        "group_norm.default": F.group_norm,
     }
 
 
@@ -911,5 +1069,12 @@ for _overload_name, _function in _aten_aliases().items():
         FUNCTIONS[_op] = FUNCTIONS[_function]
 _register(FUNCTIONS, getattr(torch.ops.aten.slice, "Tensor", None))(_slice_op)
 _register(FUNCTIONS, getattr(torch.ops.aten.rsub, "Scalar", None))(_rsub_op)
+for _mode, _align_position in (("nearest", None), ("nearest_exact", None), ("linear", 2),
+                               ("bilinear", 2), ("trilinear", 2)):
+    for _n in (1, 2, 3):
+        _prefix = "_" if _mode == "nearest_exact" else ""  # ATen's own name
+        _packet = getattr(torch.ops.aten, f"{_prefix}upsample_{_mode}{_n}d", None)
+        _register(FUNCTIONS, getattr(_packet, "vec", None))(
+            _aten_upsample(_mode.replace("_", "-"), _align_position))
 _register(FUNCTIONS, getattr(torch.ops.aten.expand, "default", None))(METHODS["expand"])
 _register(FUNCTIONS, getattr(torch.ops.aten.contiguous, "default", None))(alias_input)

@@ -14,6 +14,7 @@ from innsight.layers import (  # noqa: F401  (imported to register the layer typ
     padding,
     pooling,
     reduction,
+    resize,
     shape,
 )
 from innsight.layers.activation import ACTIVATIONS

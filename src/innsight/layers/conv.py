@@ -128,3 +128,89 @@ class Conv(LinearMap, Layer):
             "dilation": list(self.dilation),
             "groups": self.groups,
         }
+
+
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+class ConvTranspose(LinearMap, Layer):
+    """Transposed convolution ``(batch, C_in, *spatial) -> (batch, C_out, *spatial_out)``:
+    the adjoint of a convolution, the up-sampling layer of decoders and U-Nets.
+
+    Parameters as torch's ``nn.ConvTranspose2d``: ``weight`` ``(C_in, C_out / groups,
+    *kernel)``, optional ``bias`` ``(C_out,)``, ``stride``, ``padding`` (symmetric per
+    spatial axis, taken off the output), ``output_padding`` (added to one side of the
+    output, less than the stride or the dilation), ``dilation`` and ``groups``; each output
+    size is ``(n - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``.
+    A linear map: every LRP rule, DeepLift and ConnectionWeights apply as for a convolution.
+    The type name (``ConvTranspose1D``/``2D``/``3D``) follows the kernel's rank.
+    """
+
+    type_names = ("ConvTranspose1D", "ConvTranspose2D", "ConvTranspose3D")
+    required = ("weight",)
+    optional = {"bias": None, "stride": 1, "padding": 0, "output_padding": 0, "dilation": 1,
+                "groups": 1}
+
+    def __init__(
+        self, type_name: str, weight: Any, bias: Any, stride: Any, padding: Any,
+        output_padding: Any, dilation: Any, groups: int,
+    ) -> None:
+        super().__init__(type_name)
+        n_axes = int(type_name[-2])
+        self.weight = frozen_param(weight, "weight")
+        if self.weight.ndim != n_axes + 2:
+            raise ValueError(
+                f"`weight` must have shape (C_in, C_out / groups, {n_axes} kernel sizes), "
+                f"got {tuple(self.weight.shape)}."
+            )
+        self.groups = as_int(groups, "groups")
+        if self.groups < 1 or self.weight.shape[0] % self.groups:
+            raise ValueError(
+                f"`groups` must divide C_in = {self.weight.shape[0]}, got {groups!r}."
+            )
+        c_out = self.weight.shape[1] * self.groups
+        self.bias = None if bias is None else frozen_param(bias, "bias")
+        if self.bias is not None and tuple(self.bias.shape) != (c_out,):
+            raise ValueError(f"`bias` must have shape ({c_out},), got {tuple(self.bias.shape)}.")
+        self.stride = int_tuple(stride, n_axes, "stride")
+        self.padding = int_tuple(padding, n_axes, "padding")
+        self.output_padding = int_tuple(output_padding, n_axes, "output_padding")
+        self.dilation = int_tuple(dilation, n_axes, "dilation")
+        if any(v < 0 for v in (*self.padding, *self.output_padding)) or any(
+                op >= max(s, d) for op, s, d in zip(self.output_padding, self.stride,
+                                                    self.dilation)):
+            raise ValueError(
+                f"`padding` and `output_padding` must not be negative, and `output_padding` "
+                f"must be smaller than the stride or the dilation, got padding={padding!r}, "
+                f"output_padding={output_padding!r}."
+            )
+        self._transpose = _CONV_TRANSPOSE[n_axes]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._convolve(x, self.weight, self.bias)
+
+    def _convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return self._transpose(x, weight, bias, self.stride, self.padding, self.output_padding,
+                               self.groups, self.dilation)
+
+    @property
+    def rule_weight(self) -> Tensor:
+        return self.weight
+
+    @property
+    def rule_bias(self) -> Tensor | None:
+        return None if self.bias is None else self.per_channel(self.bias)
+
+    def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
+        return self._convolve(x, self.weight if weight is None else weight, None)
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "weight": self.weight,
+            "bias": self.bias,
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "output_padding": list(self.output_padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+        }
