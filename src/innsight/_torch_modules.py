@@ -4,7 +4,7 @@ methods that explain raw modules (the direct ``torch_*`` methods, LIME and SHAP)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,11 +29,14 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def output_list(output: Any, what: str) -> list[Tensor]:
-    """A tensor, or a tuple/list of tensors, as a list of tensors; a TypeError naming
-    ``what`` for anything else."""
+    """A tensor, a tuple/list of tensors or a dict of tensors (its values in order) as a
+    list of tensors; a TypeError naming ``what`` for anything else."""
+    if isinstance(output, Mapping):
+        output = list(output.values())
     outputs = list(output) if isinstance(output, (tuple, list)) else [output]
     if not outputs or not all(isinstance(o, Tensor) for o in outputs):
         raise TypeError(
-            f"{what} must be a tensor or a tuple/list of tensors, got {type(output).__name__}."
+            f"{what} must be a tensor, or a tuple, list or dict of tensors, got "
+            f"{type(output).__name__}."
         )
     return outputs

@@ -262,9 +262,18 @@ def test_functional_dropout_in_training(module_from, fn):
     assert_refused(module_from(fn), [3, 4, 4], "training=True", WAY_OUT)
 
 
-def test_dict_output_is_refused(module_from):
-    model = module_from(lambda m, x: {"logits": m.fc(x)}, fc=nn.Linear(4, 2))
-    assert_refused(model, [4], "dict")
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_dict_outputs_are_its_values_in_order(module_from, tracer):
+    """As torchvision's segmentation models return ``{"out": ..., "aux": ...}``."""
+    model = module_from(lambda m, x: {"logits": m.fc(x), "hidden": torch.tanh(x)},
+                        fc=nn.Linear(4, 2))
+    conv = ins.convert(model, input_dim=[4], tracer=tracer)
+    assert conv.output_dim == [(2,), (4,)]
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        expected, actual = model(x), conv.model(x)
+    for a, e in zip(actual, expected.values()):
+        torch.testing.assert_close(a, e)
 
 
 def test_nested_tuple_output_is_refused(module_from):

@@ -163,3 +163,27 @@ def test_zoo_model_refused_by_name(zoo_model, name, size, missing):
     message = str(info.value)
     assert any(op in message for op in missing), message
     assert "torch_grad" in message
+
+
+#: torchvision's segmentation models: a dict {"out": (21, H, W)} at the input's size.
+SEGMENTATION = ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large",
+                pytest.param("fcn_resnet50", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+@pytest.mark.parametrize("name", SEGMENTATION)
+def test_segmentation_model_matches_original_and_its_gradient(zoo_model, name, tracer):
+    """Interpolation back to the input size, a dict output, a map as output layer."""
+    model = zoo_model(name, weights_backbone=None, aux_loss=False)
+    conv = ins.convert(model, input_dim=[3, 64, 64], tracer=tracer)
+    assert conv.output_dim == [(21, 64, 64)]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)["out"]
+        scale = expected.abs().max()
+        assert (conv.model(x) - expected).abs().max() <= 1e-5 * scale
+    node = 7 * 64 * 64 + 20 * 64 + 33  # class 7 at pixel (20, 33)
+    grad = ins.run_grad(conv, x, output_idx=[node]).get_result("torch_tensor")[..., 0]
+    xg = x.clone().requires_grad_(True)
+    (reference,) = torch.autograd.grad(model(xg)["out"].flatten(1)[:, node].sum(), xg)
+    assert (grad - reference).abs().max() <= 1e-4 * reference.abs().max()

@@ -349,12 +349,10 @@ def _ancestors(output: fx.Node) -> set[fx.Node]:
 
 
 def _output_args(output: fx.Node) -> Any:
+    """What the traced model returns; a dict (torchvision's segmentation models) as its
+    values in order, as the original's outputs are read (see ``output_list``)."""
     value = output.args[0]
-    if isinstance(value, dict):
-        raise ConversionError(
-            "Models returning a dict are not supported; return a tensor or a tuple of tensors."
-        )
-    return value
+    return list(value.values()) if isinstance(value, dict) else value
 
 
 def _fetch_attr(root: nn.Module, target: str) -> Tensor:
