@@ -199,6 +199,28 @@ def test_group_norm_matches_onnxruntime(tmp_path):
     check_against_onnxruntime(export(model, [[2, 6]], tmp_path / "gn.onnx"), [[2, 6]])
 
 
+class Decoder(nn.Module):
+    """Transposed convolution, nearest and bilinear resizing, instance norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)
+        self.norm = nn.InstanceNorm2d(4, affine=True)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.norm(self.up(x)))
+        h = h + F.interpolate(x[:, :1], scale_factor=2, mode="nearest")
+        return self.head(F.interpolate(h, scale_factor=0.5, mode="bilinear",
+                                       align_corners=False))
+
+
+def test_decoder_matches_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    check_against_onnxruntime(export(Decoder(), [[3, 5, 6]], tmp_path / "decoder.onnx"),
+                              [[3, 5, 6]])
+
+
 def test_residual_net_with_batch_norm(tmp_path, residual_net):
     path = export(residual_net, [[3, 16, 16]], tmp_path / "res.onnx")
     check_against_onnxruntime(path, [[3, 16, 16]])

@@ -38,6 +38,7 @@ from onnx2torch.node_converters import (
     pad,
     reduce,
     reshape,
+    resize,
     slice as onnx_slice,
     split,
     squeeze,
@@ -54,6 +55,7 @@ from innsight.converter.torch_ops import (
     alias_input,
     arg,
     emit_activation,
+    emit_interpolation,
     emit_layer_norm,
     matrix_product,
 )
@@ -78,6 +80,23 @@ def _constant_arg(t: Any, node: fx.Node, value: Any, what: str) -> Tensor | floa
 
 def _ints(value: Tensor | float) -> list[int]:
     return [int(v) for v in torch.as_tensor(value).flatten().tolist()]
+
+
+# ---- resizing -----------------------------------------------------------------------------------
+
+
+@_register(resize.OnnxResize)
+def _resize(t: Any, node: fx.Node) -> int:
+    """``Resize`` (opset 11+): ``F.interpolate`` by the constant ``scales`` (batch and
+    channel scales 1), else to the traced output size (``sizes``)."""
+    m = t.module(node)
+    scales = arg(node, 2, "scales", None)
+    factors = None if scales is None else _constant_arg(t, node, scales, "Resize scale")
+    by_size = factors is None or torch.as_tensor(factors).numel() == 0
+    modes = {"nearest": "nearest", "linear": "linear"}
+    return emit_interpolation(t, node, None if by_size else torch.as_tensor(
+        factors).flatten()[2:].tolist(), modes.get(m.onnx_mode, m.onnx_mode), m.align_corners,
+        by_size)
 
 
 # ---- skipped ------------------------------------------------------------------------------------
