@@ -486,6 +486,7 @@ def made_up_rule() -> Iterator[type[LrpRule]]:
         name = "made_up_blend"
         default_param = 0.5
         takes_param = True
+        tunable_range = (0.0, 1.0)
 
         def relevance(self, layer: LinearMap, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
             return (Flat().relevance(layer, self.param * r, x, y)
@@ -526,6 +527,9 @@ def test_a_made_up_rule_is_one_registry_entry(made_up_rule: type[LrpRule]) -> No
         ins.run_lrp(conv, x, rule_name="simple", rule_param=0.5)
     with pytest.raises(ValueError, match=r"Unknown LRP rule 'blend' .*'z_box', 'made_up_blend'"):
         ins.run_lrp(conv, x, rule_name="blend")
+    tunables = ins.LRP.get_tunables()  # and its search range
+    assert made_up_rule.name in tunables["rule_name"]
+    assert tunables["rule_param"][made_up_rule.name] == (float, 0.0, 1.0)
 
 
 def test_a_rule_name_is_registered_once() -> None:

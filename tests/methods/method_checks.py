@@ -15,7 +15,7 @@ original torch model; the expected values are never copied from our own output.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,8 @@ class Explainer:
     name: str
     call: Callable[..., Any]
     case: Case
+    #: The method's ``get_tunables()`` (``None`` where it has none to offer).
+    tunables: dict[str, Any] | None = None
 
     def __call__(self, problem: Problem, data: list[Tensor] | None = None,
                  outputs: list[list[int]] | None = None, channels_first: bool = True,
@@ -126,7 +128,7 @@ class Explainer:
                 for k, v in self.case.args.items()}
         return self.call(problem, _one_or_list(to_layout(data, channels_first)),
                          problem.outputs if outputs is None else outputs,
-                         **args, **shared)
+                         **{**args, **shared})
 
 
 def method_explainer(cls: type, case: Case) -> Explainer:
@@ -136,7 +138,7 @@ def method_explainer(cls: type, case: Case) -> Explainer:
     def call(problem: Problem, data: Any, outputs: list[list[int]], **kwargs: Any) -> Any:
         return cls(problem.converter, data, output_idx=outputs, verbose=False, **kwargs)
 
-    return Explainer(cls.method_name, call, case)
+    return Explainer(cls.method_name, call, case, cls.get_tunables())
 
 
 def torch_explainer(fn: Callable[..., Any], case: Case) -> Explainer:
@@ -286,6 +288,34 @@ def check_seed(explainer: Explainer, problem: Problem) -> None:
             f"another seed changes the values of {explainer.name}: declare its draws"))
 
 
+def _tunable_values(name: str, space: Any) -> Iterator[dict[str, Any]]:
+    """Arguments at the ends of a range ``(type, low, high)``, each of a list of choices,
+    or, for a dict of ranges keyed by rule, each rule at both ends of its range."""
+    if isinstance(space, list):
+        yield from ({name: choice} for choice in space)
+    elif isinstance(space, tuple):
+        kind, low, high = space
+        yield from ({name: kind(end)} for end in (low, high))
+    else:
+        for rule, (kind, low, high) in space.items():
+            yield from ({"rule_name": rule, name: kind(end)} for end in (low, high))
+
+
+def check_tunables(explainer: Explainer, problem: Problem) -> None:
+    """``get_tunables()`` describes every range as ``(type, low, high)`` with ``low <=
+    high`` or as choices, and the method accepts the ends of every range and every choice
+    (on one sample), giving finite values."""
+    assert explainer.tunables is not None, f"{explainer.name} has no get_tunables()"
+    one = [x[:1] for x in problem.data]
+    for name, space in explainer.tunables.items():
+        ranges = space.values() if isinstance(space, dict) else [space]
+        assert all(isinstance(r, list) and r or isinstance(r, tuple) and len(r) == 3
+                   and r[0] in (int, float) and r[1] <= r[2] for r in ranges), (name, space)
+        for kwargs in _tunable_values(name, space):
+            result = explainer(problem, data=one, **kwargs)
+            assert np.isfinite(_flat(values(result))).all(), f"{explainer.name} {kwargs}"
+
+
 def check_output_subset(explainer: Explainer, problem: Problem) -> None:
     """Explaining a subset of the output nodes gives those columns of explaining all:
     values, predictions and decomposition goals. Methods that redraw with the
@@ -336,5 +366,6 @@ CHECKS: list[Callable[[Explainer, Problem], None]] = [
     check_output_subset,
     check_channels_last,
     check_dtype,
+    check_tunables,
 ]
 

@@ -70,6 +70,8 @@ CASES: dict[str, Case] = {
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
     **{(name, "check_channels_last"): "direct torch methods take data in the module's own "
        "layout: they have no channels_first argument" for name in TORCH_METHODS},
+    **{(name, "check_tunables"): "direct torch methods take the tunables of their method "
+       "class, checked there" for name in TORCH_METHODS},
 }
 
 
@@ -225,6 +227,7 @@ def test_a_made_up_method_runs_through_the_suite(problems, restore_methods, grad
 
     class InputTimesGradient(ins.Gradient):
         method_name = "InputTimesGradient"
+        tunables = {}  # times_input is fixed: nothing left to tune
 
         def __init__(self, converter: Any, data: Any, **shared: Any) -> None:
             super().__init__(converter, data, times_input=True, **shared)

@@ -49,6 +49,8 @@ class LrpRule(Rule):
     #: The smallest allowed numeric ``rule_param``, and what the number means.
     param_min: ClassVar[float] = 0.0
     param_meaning: ClassVar[str] = ""
+    #: Where ``param`` is worth searching (``get_tunables``); ``None``: not tuned.
+    tunable_range: ClassVar[tuple[float, float] | None] = None
     #: Whether the rule needs a layer whose input and output have the same shape.
     shape_preserving_only: ClassVar[bool] = False
 
@@ -108,6 +110,7 @@ class Epsilon(Simple):
     name = "epsilon"
     default_param = 0.01
     takes_param = True
+    tunable_range = (1e-4, 1.0)
 
     def _stabiliser(self) -> float:
         return self.param
@@ -148,6 +151,7 @@ class AlphaBeta(LrpRule):
     takes_param = True
     param_min = 1.0
     param_meaning = " (alpha; beta = alpha - 1)"
+    tunable_range = (1.0, 3.0)
 
     def relevance(self, layer: LinearMap, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
         return _alpha_beta(layer, r, x, self.param, self.param - 1.0, with_bias=True)
@@ -179,6 +183,7 @@ class Gamma(LrpRule):
     name = "gamma"
     default_param = 0.25
     takes_param = True
+    tunable_range = (0.01, 1.0)
 
     def relevance(self, layer: LinearMap, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
         gamma = self.param

@@ -267,6 +267,7 @@ class SHAP(AgnosticMethod):
 
     method_name = "SHAP"
     value_name = "Shapley value"
+    tunables = {"n": (int, 10, 500)}
 
     def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 50,
                  feature_groups: Any = None, **shared: Any) -> None:
@@ -306,6 +307,8 @@ class LIME(AgnosticMethod):
 
     method_name = "LIME"
     value_name = "LIME weight"
+    tunables = {"n": (int, 100, 5000), "kernel_width": (float, 0.1, 10.0),
+                 "alpha": (float, 0.0, 1.0)}
 
     def __init__(self, model: Any, data: Any, data_ref: Any, *, n: int = 1000,
                  kernel_width: float | None = None, alpha: float = 1e-6,

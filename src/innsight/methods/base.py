@@ -17,7 +17,7 @@ import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
@@ -170,6 +170,15 @@ class InterpretingMethod(Result):
     #: Whether the method walks the converted graph's layers (rule-based methods), so
     #: that it cannot explain a raw torch module.
     needs_graph = False
+    #: The hyper-parameters worth tuning: ``(type, low, high)`` or a list of choices.
+    tunables: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def get_tunables(cls) -> dict[str, Any]:
+        """The method's own hyper-parameters with their search ranges: ``{name: (type,
+        low, high)}`` or ``{name: [choices]}``; every value in a range is a valid argument,
+        e.g. ``ins.SmoothGrad.get_tunables()["noise_level"] == (float, 0.05, 0.95)``."""
+        return copy.deepcopy(cls.tunables)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

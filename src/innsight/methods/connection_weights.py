@@ -49,6 +49,7 @@ class ConnectionWeights(InterpretingMethod):
     method_name = "ConnectionWeights"
     value_name = "importance"
     needs_graph = True
+    tunables = {"times_input": [False, True]}
     data_optional = True
 
     def __init__(self, converter: Any, data: Any = None, *, times_input: bool = False,

@@ -120,6 +120,7 @@ class DeepLift(InterpretingMethod):
     method_name = "DeepLift"
     value_name = "contribution"
     needs_graph = True
+    tunables = {"rule_name": list(DEEPLIFT_RULES), "winner_takes_all": [True, False]}
 
     def __init__(self, converter: Any, data: Any, *, x_ref: Any = None,
                  rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
@@ -155,6 +156,8 @@ class DeepSHAP(InterpretingMethod):
     method_name = "DeepSHAP"
     value_name = "contribution"
     needs_graph = True
+    tunables = {"rule_name": list(DEEPLIFT_RULES), "winner_takes_all": [True, False],
+                 "limit_ref": (int, 10, 200)}
 
     def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, limit_ref: int = 100,
                  rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:

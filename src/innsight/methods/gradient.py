@@ -190,6 +190,7 @@ class Gradient(InterpretingMethod):
 
     method_name = "Gradient"
     value_name = "gradient"
+    tunables = {"times_input": [False, True]}
 
     def __init__(self, converter: Any, data: Any, *, times_input: bool = False, **shared: Any) -> None:
         super().__init__(converter, data, times_input=times_input, **shared)
@@ -209,6 +210,8 @@ class SmoothGrad(InterpretingMethod):
 
     method_name = "SmoothGrad"
     value_name = "gradient"
+    tunables = {"n": (int, 10, 100), "noise_level": (float, 0.05, 0.95),
+                 "times_input": [False, True]}
 
     def __init__(self, converter: Any, data: Any, *, n: int = 50, noise_level: float = 0.1,
                  times_input: bool = False, **shared: Any) -> None:
@@ -229,6 +232,7 @@ class IntegratedGradient(InterpretingMethod):
 
     method_name = "IntegratedGradient"
     value_name = "attribution"
+    tunables = {"n": (int, 10, 200)}
 
     def __init__(self, converter: Any, data: Any, *, x_ref: Any = None, n: int = 50,
                  times_input: bool = True, **shared: Any) -> None:
@@ -249,6 +253,7 @@ class ExpectedGradient(InterpretingMethod):
 
     method_name = "ExpectedGradient"
     value_name = "attribution"
+    tunables = {"n": (int, 10, 200)}
 
     def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, n: int = 50,
                  **shared: Any) -> None:
