@@ -195,6 +195,34 @@ LAYER_CASES = {
         attention((5, 6), (7, 3), value_dim=3, output_shape=5, use_bias=False),
     "attention-over-image-positions": lambda: attention((3, 4, 6), output_shape=(2, 5)),
     "attention-gated": lambda: attention((5, 6), (7, 3), use_gate=True, value_dim=3),
+    # decoders: transposed convolutions, up-sampling and resizing, group norm
+    "conv2d-transpose-same-stride2-odd-crop": lambda:
+        sequential((5, 6, 3), layers.Conv2DTranspose(4, 3, strides=2, padding="same")),
+    "conv2d-transpose-valid-kernel-below-stride": lambda:
+        sequential((4, 5, 3), layers.Conv2DTranspose(2, 1, strides=3, activation="relu")),
+    "conv2d-transpose-same-even-kernel": lambda:
+        sequential((5, 5, 2), layers.Conv2DTranspose(3, 4, strides=3, padding="same")),
+    "conv1d-transpose-same": lambda:
+        sequential((7, 3), layers.Conv1DTranspose(2, 4, strides=2, padding="same")),
+    "conv3d-transpose-valid": lambda:
+        sequential((3, 3, 2, 2), layers.Conv3DTranspose(2, 2, strides=2, use_bias=False)),
+    "upsampling2d-nearest": lambda: sequential((5, 6, 3), layers.UpSampling2D((2, 3))),
+    "upsampling2d-bilinear": lambda:
+        sequential((5, 6, 3), layers.UpSampling2D(2, interpolation="bilinear")),
+    "upsampling1d": lambda: sequential((5, 3), layers.UpSampling1D(3)),
+    "upsampling3d": lambda: sequential((2, 3, 2, 2), layers.UpSampling3D((2, 1, 2))),
+    "resizing-bilinear-down-and-up": lambda: sequential((5, 6, 3), layers.Resizing(9, 4)),
+    "group-normalization": lambda: sequential((5, 6, 4), layers.GroupNormalization(
+        2, beta_initializer="random_normal", gamma_initializer="random_normal")),
+    "group-normalization-signal-no-affine": lambda:
+        sequential((7, 6), layers.GroupNormalization(3, center=False, scale=False)),
+}
+
+
+#: Cases whose Keras layer computes in float32 even in a float64 model, and why.
+FLOAT32_INSIDE = {
+    "upsampling2d-bilinear": "tf.image.resize casts to float32",
+    "resizing-bilinear-down-and-up": "tf.image.resize casts to float32",
 }
 
 
@@ -203,7 +231,7 @@ def test_layer(case):
     with float64():
         model = LAYER_CASES[case]()
     randomize_batch_norm(model)
-    check(model)
+    check(model, tol=1e-6 if case in FLOAT32_INSIDE else DOUBLE_TOL)
 
 
 def test_maxpool3d_in_float32():  # TensorFlow has no float64 MaxPool3D
@@ -391,8 +419,8 @@ def test_keras_file_loads_in_safe_mode(tmp_path):
 
 
 def test_unsupported_layer_names_class_and_layer():
-    model = sequential((4, 4), layers.GroupNormalization(2, name="my_norm"), layers.Flatten())
-    with pytest.raises(ins.ConversionError, match=r"layer 'my_norm' \(GroupNormalization\)"):
+    model = sequential((4, 4), layers.UnitNormalization(name="my_norm"), layers.Flatten())
+    with pytest.raises(ins.ConversionError, match=r"layer 'my_norm' \(UnitNormalization\)"):
         ins.convert(model)
     x = keras.Input((4,))
     nested = keras.Model(x, layers.Lambda(lambda v: v * 2, name="twice")(x), name="inner")
@@ -505,3 +533,15 @@ def test_missing_keras_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", None)
     with pytest.raises(ImportError, match=r"pip install innsight\[keras\]"):
         import_keras()
+
+
+@pytest.mark.parametrize(("layer", "shape", "what"), [
+    (layers.UpSampling2D(2, interpolation="bicubic"), (4, 4, 2), "interpolation 'bicubic'"),
+    (layers.Resizing(6, 6, interpolation="lanczos3"), (4, 4, 2), "interpolation 'lanczos3'"),
+    (layers.Resizing(6, 8, crop_to_aspect_ratio=True), (4, 4, 2), "crop_to_aspect_ratio"),
+    (layers.Conv2DTranspose(2, 3, strides=2, output_padding=1), (4, 4, 2), "output_padding"),
+    (layers.GroupNormalization(2, axis=1), (4, 4, 2), "group normalisation over another axis"),
+], ids=["bicubic", "lanczos", "crop", "output-padding", "group-norm-axis"])
+def test_decoder_layers_refuse_what_does_not_convert(layer, shape, what):
+    with pytest.raises(ins.ConversionError, match=what):
+        ins.convert(sequential(shape, layer))

@@ -25,11 +25,13 @@ import numpy as np
 from innsight.converter.attention import emit_multi_head_attention
 from innsight.converter.keras_tensors import (
     Value,
+    channels_first,
     internal_axis,
     sample_axis,
     to_internal_array,
     to_numpy,
 )
+from innsight.converter.normalization import emit_group_norm
 
 #: ``handler(translator, node, xs, out_shapes) -> indices`` (see the module's docstring).
 Handler = Callable[[Any, Any, list[Value], list[tuple[int, ...]]], list[int]]
@@ -281,6 +283,80 @@ def _separable(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) 
     point = t.emit(f"Conv{pointwise.ndim - 2}D", [conv], weight=_conv_weight(pointwise),
                    bias=_bias(op))
     return _finish_conv(t, node, point, xs[0].rank)
+
+
+@_register("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+def _conv_transpose(t: Any, node: Any, xs: list[Value],
+                    outs: list[tuple[int, ...]]) -> list[int]:
+    """A transposed convolution: the full (scatter) result cropped to Keras' output size,
+    ``total // 2`` before and the rest after, as TensorFlow's ``same`` does; the odd
+    pixel, which torch's symmetric ``padding`` cannot take, is sliced off the end."""
+    op, x = node.operation, xs[0]
+    if op.output_padding is not None:
+        raise t.unsupported("a transposed convolution with output_padding",
+                            "Leave output_padding=None. ")
+    # Keras (*kernel, C_out, C_in) -> torch's (C_in, C_out, *kernel)
+    weight = _conv_weight(to_numpy(op.kernel))
+    source, sizes = _spatial_in(t, x, op.data_format)
+    out_sizes = _spatial_sizes(outs[0], op.data_format)
+    totals = [(n - 1) * s + (k - 1) * d + 1 - out for n, s, k, d, out in
+              zip(sizes, op.strides, weight.shape[2:], op.dilation_rate, out_sizes)]
+    conv = t.emit(f"ConvTranspose{weight.ndim - 2}D", [source], weight=weight, bias=_bias(op),
+                  stride=list(op.strides), padding=[max(total, 0) // 2 for total in totals],
+                  output_padding=[max(-total, 0) for total in totals],
+                  dilation=list(op.dilation_rate))
+    if any(total > 0 and total % 2 for total in totals):
+        conv = t.emit("Slice", [conv], "/crop",
+                      ranges=[[0, weight.shape[1], 1], *[[0, out, 1] for out in out_sizes]])
+    return _finish_conv(t, node, conv, x.rank)
+
+
+#: Keras interpolation names -> the ``mode`` of an Upsample layer.
+_KERAS_INTERPOLATION = {"nearest": "nearest", "bilinear": "linear"}
+
+
+def _upsample(t: Any, node: Any, x: Value, mode: str, **target: Any) -> list[int]:
+    """An Upsample layer over the spatial axes of ``x`` (``size`` or ``scale_factor`` in
+    ``target``), in the inside layout ``(C, *spatial)``."""
+    op = node.operation
+    data_format = getattr(op, "data_format", "channels_last")
+    if mode not in _KERAS_INTERPOLATION:
+        raise t.unsupported(f"interpolation {mode!r}",
+                            f"Interpolations that convert: {sorted(_KERAS_INTERPOLATION)}. ")
+    source, _ = _spatial_in(t, x, data_format)
+    linear = _KERAS_INTERPOLATION[mode] == "linear"
+    resized = t.emit("Upsample", [source], mode=_KERAS_INTERPOLATION[mode],
+                     align_corners=False if linear else None, **target)
+    return [_spatial_out(t, resized, x.rank, data_format)]
+
+
+@_register("UpSampling1D", "UpSampling2D", "UpSampling3D")
+def _upsampling(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op = node.operation
+    size = op.size if isinstance(op.size, (list, tuple)) else [op.size]
+    return _upsample(t, node, xs[0], getattr(op, "interpolation", "nearest"),
+                     scale_factor=[float(v) for v in size])
+
+
+@_register("Resizing")
+def _resizing(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op = node.operation
+    if op.crop_to_aspect_ratio or op.pad_to_aspect_ratio or getattr(op, "antialias", False):
+        raise t.unsupported("Resizing with crop_to_aspect_ratio, pad_to_aspect_ratio or "
+                            "antialias")
+    return _upsample(t, node, xs[0], op.interpolation, size=[op.height, op.width])
+
+
+@_register("GroupNormalization")
+def _group_norm(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    op, x = node.operation, xs[0]
+    if _one_internal_axis(t, op.axis, x.rank, "group normalisation") != 0:
+        raise t.unsupported("group normalisation over another axis than the channels")
+    return [emit_group_norm(
+        lambda type_name, reads, part, **params: t.emit(
+            type_name, reads, part and f"/{part}", **params),
+        x, channels_first(x.shape), op.groups, to_numpy(op.gamma) if op.scale else None,
+        to_numpy(op.beta) if op.center else None, op.epsilon)]
 
 
 def _one_internal_axis(t: Any, keras_axis: Any, rank: int, what: str) -> int:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from innsight.converter.attention import Emit, emit_attention, emit_multi_head_attention
+from innsight.converter.normalization import emit_group_norm
 from innsight.converter.errors import ConversionError
 
 
@@ -330,38 +331,23 @@ def _aten_upsample(mode: str, align_position: int | None) -> Handler:
     return handler
 
 
-def emit_group_norm(t: Any, node: fx.Node, groups: int, weight: Tensor | None,
-                    bias: Tensor | None, eps: float) -> int:
-    """Group norm of the node's first argument ``(C, *spatial)``: a layer norm over each
-    of ``groups`` groups of channels (reshaped to ``(groups, C / groups * spatial)``),
-    then the per-channel ``weight`` and ``bias``."""
-    shape = t.shape(node.args[0])
-    if shape[0] % groups:
-        raise t.unsupported(node, f"group norm with {groups} groups of {shape[0]} channels")
-    grouped = t.emit(node, "Reshape", [node.args[0]], suffix="_groups",
-                     shape=[groups, math.prod(shape) // groups])
-    affine = weight is not None or bias is not None
-    normed = t.emit(node, "LayerNorm", [grouped], suffix="_norm", axes=[1], eps=float(eps))
-    result = t.emit(node, "Reshape", [normed], suffix="_channels" if affine else "",
-                    shape=list(shape))
-    if not affine:
-        return result
-    per_channel = (shape[0], *[1] * (len(shape) - 1))
-    return t.emit(node, "Affine", [result],
-                  scale=1.0 if weight is None else weight.reshape(per_channel),
-                  shift=0.0 if bias is None else bias.reshape(per_channel))
+def _group_norm(t: Any, node: fx.Node, groups: int, weight: Tensor | None,
+                bias: Tensor | None, eps: float) -> int:
+    """Group norm of the node's first argument (see :func:`emit_group_norm`)."""
+    return emit_group_norm(_emitter(t, node), node.args[0], t.shape(node.args[0]), groups,
+                           weight, bias, eps)
 
 
 @_register(MODULES, nn.GroupNorm)
 def _group_norm_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
-    return emit_group_norm(t, node, m.num_groups, m.weight, m.bias, m.eps)
+    return _group_norm(t, node, m.num_groups, m.weight, m.bias, m.eps)
 
 
 @_register(FUNCTIONS, F.group_norm, torch.group_norm)
 def _functional_group_norm(t: Any, node: fx.Node) -> int:
     weight, bias = _parameters(t, node, "group norm", (2, "weight", False), (3, "bias", False))
-    return emit_group_norm(t, node, t.static(arg(node, 1, "num_groups")), weight, bias,
+    return _group_norm(t, node, t.static(arg(node, 1, "num_groups")), weight, bias,
                            t.static(arg(node, 4, "eps", 1e-5)))
 
 
@@ -372,7 +358,7 @@ def _instance_norm_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     if m.track_running_stats:
         return emit_batch_norm(t, node, m.running_mean, m.running_var, m.weight, m.bias, m.eps)
-    return emit_group_norm(t, node, t.shape(node.args[0])[0], m.weight, m.bias, m.eps)
+    return _group_norm(t, node, t.shape(node.args[0])[0], m.weight, m.bias, m.eps)
 
 
 def _functional_instance_norm(positions: dict[str, int]) -> Handler:
@@ -385,7 +371,7 @@ def _functional_instance_norm(positions: dict[str, int]) -> Handler:
             t, node, "instance norm", *((positions[name], name, False) for name in names))
         eps = t.static(arg(node, positions["eps"], "eps", 1e-5))
         if t.static(arg(node, positions["use_input_stats"], "use_input_stats", True)):
-            return emit_group_norm(t, node, t.shape(node.args[0])[0], weight, bias, eps)
+            return _group_norm(t, node, t.shape(node.args[0])[0], weight, bias, eps)
         return emit_batch_norm(t, node, mean, var, weight, bias, eps)
 
     return handler
