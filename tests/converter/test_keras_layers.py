@@ -545,3 +545,21 @@ def test_missing_keras_names_the_extra(monkeypatch):
 def test_decoder_layers_refuse_what_does_not_convert(layer, shape, what):
     with pytest.raises(ins.ConversionError, match=what):
         ins.convert(sequential(shape, layer))
+
+
+def test_a_handler_failure_is_a_conversion_error_naming_the_layer(monkeypatch):
+    """Any failure inside a layer's conversion reaches the user as a ConversionError that
+    names the layer, with the original error as its cause."""
+    import innsight.converter.keras_front as keras_front
+
+    def broken(t, node, xs, outs):
+        raise TypeError("an unforeseen form")
+
+    resolved = keras_front.handlers(keras)
+    monkeypatch.setattr(keras_front, "handlers",
+                        lambda k: {**resolved, layers.Dense: broken})
+    model = sequential((4,), layers.Dense(2, name="the_dense"))
+    with pytest.raises(ins.ConversionError, match=r"layer 'the_dense' \(Dense\): this use of "
+                       r"Dense is not supported.*TypeError: an unforeseen form") as info:
+        ins.convert(model)
+    assert isinstance(info.value.__cause__, TypeError)

@@ -113,3 +113,21 @@ def test_bad_tracer_is_refused_by_name(model, kwargs, error, match):
     with pytest.raises(error, match=match):
         ins.convert(model.eval() if isinstance(model, nn.Module) else model,
                     input_dim=input_dim, **kwargs)
+
+
+class ShapePadding(nn.Module):
+    """Padding computed from the input's shape, as Swin pads to whole windows: torch.fx
+    records the sizes as graph nodes, torch.export as numbers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (4 - x.shape[-1] % 4) % 4
+        return 2 * F.pad(x, (0, pad, 0, pad))
+
+
+def test_a_handler_failure_is_a_conversion_error_and_export_takes_over(assert_converts):
+    with pytest.raises(ins.ConversionError, match=r"node 'pad': this call of "
+                       r"torch.nn.functional.pad is not supported.*TypeError") as info:
+        ins.convert(ShapePadding(), input_dim=[3, 6, 6], tracer="fx")
+    assert isinstance(info.value.__cause__, TypeError)  # kept for debugging
+    conv = assert_converts(ShapePadding(), [3, 6, 6])
+    assert conv.output_dim == [(3, 8, 8)]

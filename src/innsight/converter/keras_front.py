@@ -224,7 +224,14 @@ class _Translator:
             kind = "layer" if isinstance(op, self.keras.Layer) else "operation"
             raise self.unsupported(f"the Keras {kind} {type(op).__name__}")
         out_shapes = self.output_shapes(node, xs)
-        indices = handler(self, node, xs, out_shapes)
+        try:
+            indices = handler(self, node, xs, out_shapes)
+        except ConversionError:
+            raise
+        except Exception as err:  # a form of the layer its handler did not foresee
+            raise self.unsupported(f"this use of {type(op).__name__}",
+                                   f"Converting it failed with {type(err).__name__}: "
+                                   f"{err}. ") from err
         return [Value(i, s) for i, s in zip(indices, out_shapes)]
 
     def output_shapes(self, node: Any, xs: list[Value]) -> list[tuple[int, ...]]:

@@ -227,7 +227,15 @@ class _Translator:
         if meta is None:
             return  # a non-tensor value (a size, a flag): only shapes depend on it
         handler = self._handler(node)
-        result = handler(self, node)
+        try:
+            result = handler(self, node)
+        except ConversionError:
+            raise
+        except Exception as err:  # a form of the operation its handler did not foresee
+            raise self.unsupported(
+                node, f"this call of {_qualified_name(node.target)}"
+                if node.op != "call_module" else f"this call of module '{node.target}'",
+                f"Converting it failed with {type(err).__name__}: {err}. ") from err
         if isinstance(result, Split):
             self.splits[node] = result
         elif isinstance(result, Outputs):
