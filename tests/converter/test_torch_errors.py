@@ -166,10 +166,10 @@ def assert_refused(model, input_dim, *names, tracer="auto"):
     return message
 
 
-def test_lstm_is_refused_by_name(module_from):
+def test_lstm_taking_time_first_is_refused_by_name(module_from):
     model = module_from(lambda m, x: m.fc(m.lstm(x)[0][:, -1]),
-                        lstm=nn.LSTM(4, 6, batch_first=True), fc=nn.Linear(6, 2))
-    message = assert_refused(model, [5, 4], "LSTM", WAY_OUT)
+                        lstm=nn.LSTM(4, 6), fc=nn.Linear(6, 2))
+    message = assert_refused(model, [5, 4], "LSTM with batch_first=False", WAY_OUT)
     assert "'lstm'" in message  # where it sits
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, fx, nn
 
 from innsight.converter.attention import Emit, emit_attention, emit_multi_head_attention
 from innsight.converter.normalization import emit_group_norm
+from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
 from innsight.converter.errors import ConversionError
 
 
@@ -487,6 +488,49 @@ def _multihead_attention(t: Any, node: fx.Node) -> Outputs:
 # ---- pooling ---------------------------------------------------------------------
 
 
+# ---- recurrent layers -------------------------------------------------------------------
+
+
+@_register(MODULES, nn.RNN, nn.LSTM, nn.GRU)
+def _recurrent(t: Any, node: fx.Node) -> Outputs:
+    """``nn.RNN``/``nn.LSTM``/``nn.GRU`` with ``batch_first=True`` and zero initial states
+    unrolled over time (see :mod:`innsight.converter.recurrent`): every layer and direction;
+    the output sequence (element 0) converts, the final states (element 1, batch axis
+    second) do not (``out[:, -1]`` is the last hidden state of a single-direction layer)."""
+    m = t.module(node)
+    if not m.batch_first:
+        raise t.unsupported(node, f"{type(m).__name__} with batch_first=False",
+                            "Its input has the time axis first; use batch_first=True. ")
+    if getattr(m, "proj_size", 0):
+        raise t.unsupported(node, "LSTM with proj_size")
+    source, shape = node.args[0], t.shape(node.args[0])
+    if len(shape) != 2:
+        raise t.unsupported(node, f"{type(m).__name__} on samples of shape {list(shape)}",
+                            "Samples must be (time steps, features). ")
+    emit = _emitter(t, node)
+    for layer in range(m.num_layers):
+        directions = []
+        for suffix in [f"_l{layer}", f"_l{layer}_reverse"][:2 if m.bidirectional else 1]:
+            w_ih, w_hh = getattr(m, "weight_ih" + suffix), getattr(m, "weight_hh" + suffix)
+            b_ih = getattr(m, "bias_ih" + suffix) if m.bias else None
+            b_hh = getattr(m, "bias_hh" + suffix) if m.bias else None
+            reverse, part = suffix.endswith("reverse"), suffix[1:]
+            if isinstance(m, nn.GRU):
+                directions.append(emit_gru(emit, source, shape, w_ih, w_hh, b_ih, b_hh,
+                                           reverse, part))
+                continue
+            if isinstance(m, nn.LSTM):
+                directions.append(emit_lstm(emit, source, shape, w_ih, w_hh, b_ih, b_hh,
+                                            reverse, part))
+            else:
+                directions.append(emit_rnn(emit, source, shape, w_ih, w_hh, b_ih, b_hh,
+                                           m.nonlinearity, reverse, part))
+        source = directions[0] if len(directions) == 1 else emit(
+            "Concatenate", directions, f"l{layer}_directions", axis=1)
+        shape = (shape[0], m.hidden_size * len(directions))
+    return Outputs((source, None))
+
+
 def _n_spatial(t: Any, node: fx.Node) -> int:
     return len(t.shape(node.args[0])) - 1
 
@@ -923,7 +967,8 @@ def _getitem(t: Any, node: fx.Node) -> int:
         layer = t.outputs[source].layers[index]
         if layer is None:
             raise t.unsupported(node, f"element {index} of the output of node '{source.name}'",
-                                "Only the attention output (element 0) converts. ")
+                                "Only the first element (the attention output, the sequence "
+                                "of a recurrent layer) converts. ")
         return layer
     if not t.is_tensor(source):
         raise t.unsupported(node, "indexing into a value that is not a tensor")

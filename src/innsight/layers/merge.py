@@ -94,21 +94,41 @@ class Concatenate(Mover, Layer):
 class Multiply(Layer):
     """Elementwise product of two tensors, ``a * b`` with broadcasting (e.g. SE gates).
 
-    LRP splits relevance equally between the two factors. DeepLift uses the
-    exact split ``d(ab) = ((a + a')/2) db + ((b + b')/2) da``. ConnectionWeights
-    is not defined for it.
+    ``lrp_constant`` (``0``, ``1`` or ``None``) names the factor that LRP holds fixed, a
+    gate: the other factor, the signal, gets all the relevance and the gate none (the
+    signal-take-all rule of Arras et al. 2017 for the gates of recurrent cells). Without
+    it LRP splits relevance equally between the two factors. DeepLift uses the exact
+    split ``d(ab) = ((a + a')/2) db + ((b + b')/2) da`` whatever ``lrp_constant``.
+    ConnectionWeights is not defined for it.
     """
 
     type_names = ("Multiply",)
     n_inputs = 2
+    optional = {"lrp_constant": None}
     rule_paths = frozenset({"lrp", "deeplift"})
     no_rule_reason = _PRODUCT
+
+    def __init__(self, type_name: str, lrp_constant: Any) -> None:
+        super().__init__(type_name)
+        if lrp_constant not in (None, 0, 1) or isinstance(lrp_constant, bool):
+            raise ValueError(f"`lrp_constant` must be 0, 1 or None, got {lrp_constant!r}.")
+        self.lrp_constant = lrp_constant
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a * b
 
+    def get_params(self) -> dict[str, Any]:
+        return {"lrp_constant": self.lrp_constant}
+
+    def summary(self) -> str:
+        return self.type_name if self.lrp_constant is None else (
+            f"{self.type_name}(LRP: input {self.lrp_constant} fixed)")
+
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
-        return [sum_to(r / 2, x.shape) for x in xs]
+        if self.lrp_constant is None:
+            return [sum_to(r / 2, x.shape) for x in xs]
+        return [r.new_zeros(r.shape[0], *x.shape) if side == self.lrp_constant
+                else sum_to(r, x.shape) for side, x in enumerate(xs)]
 
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
                      y_ref: Tensor, rule: DeepLiftRule,
