@@ -216,6 +216,16 @@ LAYER_CASES = {
         2, beta_initializer="random_normal", gamma_initializer="random_normal")),
     "group-normalization-signal-no-affine": lambda:
         sequential((7, 6), layers.GroupNormalization(3, center=False, scale=False)),
+    # recurrent layers unrolled over time
+    "lstm-last-state": lambda: sequential((6, 4), layers.LSTM(5), layers.Dense(2)),
+    "lstm-sequence": lambda: sequential((6, 4), layers.LSTM(3, return_sequences=True)),
+    "gru-last-state": lambda: sequential((6, 4), layers.GRU(
+        5, bias_initializer="random_normal"), layers.Dense(2)),
+    "gru-sequence-no-bias": lambda:
+        sequential((5, 3), layers.GRU(4, use_bias=False, return_sequences=True)),
+    "simple-rnn": lambda: sequential((6, 4), layers.SimpleRNN(5, bias_initializer="ones")),
+    "simple-rnn-relu-stacked": lambda: sequential((6, 4), layers.SimpleRNN(
+        4, activation="relu", return_sequences=True), layers.LSTM(3)),
 }
 
 
@@ -563,3 +573,14 @@ def test_a_handler_failure_is_a_conversion_error_naming_the_layer(monkeypatch):
                        r"Dense is not supported.*TypeError: an unforeseen form") as info:
         ins.convert(model)
     assert isinstance(info.value.__cause__, TypeError)
+
+
+@pytest.mark.parametrize(("layer", "what"), [
+    (layers.LSTM(3, go_backwards=True), "LSTM with go_backwards"),
+    (layers.GRU(3, reset_after=False), "GRU with reset_after=False"),
+    (layers.LSTM(3, recurrent_activation="hard_sigmoid"), "recurrent_activation hard_sigmoid"),
+    (layers.SimpleRNN(3, activation="sigmoid"), "SimpleRNN with activation sigmoid"),
+], ids=["backwards", "reset-before", "hard-sigmoid", "sigmoid-rnn"])
+def test_recurrent_layers_refuse_what_does_not_convert(layer, what):
+    with pytest.raises(ins.ConversionError, match=what):
+        ins.convert(sequential((6, 4), layer))

@@ -32,6 +32,7 @@ from innsight.converter.keras_tensors import (
     to_numpy,
 )
 from innsight.converter.normalization import emit_group_norm
+from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
 
 #: ``handler(translator, node, xs, out_shapes) -> indices`` (see the module's docstring).
 Handler = Callable[[Any, Any, list[Value], list[tuple[int, ...]]], list[int]]
@@ -357,6 +358,60 @@ def _group_norm(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]])
             type_name, reads, part and f"/{part}", **params),
         x, channels_first(x.shape), op.groups, to_numpy(op.gamma) if op.scale else None,
         to_numpy(op.beta) if op.center else None, op.epsilon)]
+
+
+#: Keras GRU's gate blocks (z, r, h) in torch's order (r, z, n).
+_GRU_ORDER = (1, 0, 2)
+
+
+def _gru_blocks(array: np.ndarray, hidden: int) -> np.ndarray:
+    """The gate blocks of ``array`` (along its first axis) in torch's order."""
+    return np.concatenate([array[k * hidden:(k + 1) * hidden] for k in _GRU_ORDER])
+
+
+@_register("LSTM", "GRU", "SimpleRNN")
+def _recurrent(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    """A recurrent layer over ``(time steps, features)`` unrolled over time (see
+    :mod:`innsight.converter.recurrent`); the sequence (``return_sequences``) or its last
+    hidden state."""
+    op, x = node.operation, xs[0]
+    cell, kind = op.cell, type(op).__name__
+    given = {k: v for k, v in node.arguments.kwargs.items()
+             if k in ("mask", "initial_state") and v is not None}
+    act = cell.activation.__name__
+    gate_act = getattr(getattr(cell, "recurrent_activation", None), "__name__", None)
+    refused = [name for name, used in (
+        ("go_backwards", op.go_backwards), ("stateful", op.stateful),
+        ("return_state", op.return_state), ("a mask or an initial state", given),
+        ("reset_after=False", kind == "GRU" and not cell.reset_after),
+        (f"activation {act}", act not in (("tanh", "relu") if kind == "SimpleRNN" else ("tanh",))),
+        (f"recurrent_activation {gate_act}", kind != "SimpleRNN" and gate_act != "sigmoid"),
+    ) if used]
+    if refused or x.rank != 2:
+        raise t.unsupported(f"{kind} with {', '.join(refused) or f'samples of rank {x.rank}'}",
+                            "Recurrent layers convert over (time steps, features) with their "
+                            "default activations, forwards, without masks or states. ")
+    emit = lambda type_name, reads, part, **params: t.emit(  # noqa: E731
+        type_name, reads, part and f"/{part}", **params)
+    source = t.to_keras_layout(x, "/time_major")  # (time steps, features)
+    kernel, recurrent = to_numpy(cell.kernel).T, to_numpy(cell.recurrent_kernel).T
+    bias = to_numpy(cell.bias) if cell.use_bias else None
+    hidden = recurrent.shape[1]
+    if kind == "LSTM":
+        seq = emit_lstm(emit, source, x.shape, kernel, recurrent, bias, None, False, "cell")
+    elif kind == "GRU":
+        b_in, b_rec = (None, None) if bias is None else (_gru_blocks(bias[0], hidden),
+                                                         _gru_blocks(bias[1], hidden))
+        seq = emit_gru(emit, source, x.shape, _gru_blocks(kernel, hidden),
+                       _gru_blocks(recurrent, hidden), b_in, b_rec, False, "cell")
+    else:
+        seq = emit_rnn(emit, source, x.shape, kernel, recurrent, bias, None, act, False,
+                       "cell")
+    if op.return_sequences:
+        return [t.from_keras_layout(seq, 2, "/channels_first")]
+    length = x.shape[0]
+    last = t.emit("Slice", [seq], "/last", ranges=[[length - 1, length, 1], [0, hidden, 1]])
+    return [t.emit("Reshape", [last], "/last_state", shape=[hidden])]
 
 
 def _one_internal_axis(t: Any, keras_axis: Any, rank: int, what: str) -> int:
