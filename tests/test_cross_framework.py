@@ -157,3 +157,57 @@ def test_cnn_in_three_frameworks_agrees(cnn, tmp_path):
     expected = ins.run_grad(converters["torch"], x, dtype="double").get_result()
     np.testing.assert_allclose(res.get_result(), np.moveaxis(expected, 1, 3), rtol=0,
                                atol=TOL * np.abs(expected).max())
+
+
+# ---- recurrent classifiers: torch and Keras --------------------------------------------------------------
+
+
+class RecurrentClassifier(nn.Module):
+    def __init__(self, cell: type[nn.Module]) -> None:
+        super().__init__()
+        self.rnn = cell(3, 4, batch_first=True, bias=False)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return torch.softmax(self.fc(out[:, -1]), dim=1)
+
+
+def keras_recurrent(model: RecurrentClassifier):
+    """The same classifier in Keras: kernels transposed, GRU gate blocks (r, z, n) in
+    Keras' order (z, r, h)."""
+    keras = keras_module()
+    layers = keras.layers
+    cell = {nn.LSTM: layers.LSTM, nn.GRU: layers.GRU}[type(model.rnn)]
+    net = keras.Sequential([keras.Input((5, 3)), cell(4, use_bias=False),
+                            layers.Dense(3, activation="softmax")])
+    w_ih, w_hh = (getattr(model.rnn, name).detach().numpy() for name in ("weight_ih_l0",
+                                                                         "weight_hh_l0"))
+    if isinstance(model.rnn, nn.GRU):
+        w_ih, w_hh = (np.concatenate([w[4:8], w[:4], w[8:]]) for w in (w_ih, w_hh))
+    net.set_weights([w_ih.T, w_hh.T, model.fc.weight.detach().numpy().T,
+                     model.fc.bias.detach().numpy()])
+    return net
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
+def test_recurrent_classifier_in_torch_and_keras_agrees(cell):
+    torch.manual_seed(6)
+    model = RecurrentClassifier(cell).eval()
+    converters = {"torch": ins.convert(model, input_dim=[5, 3], dtype="double"),
+                  "keras": ins.convert(keras_recurrent(model), dtype="double")}
+    x = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    # Keras holds (time steps, features) channels first inside: give it its own layout
+    keras_x = x.permute(0, 2, 1)
+    outputs = [converters["torch"].model(x), converters["keras"].model(keras_x)]
+    np.testing.assert_allclose(outputs[1].detach().numpy(), outputs[0].detach().numpy(),
+                               rtol=0, atol=TOL)
+    # SmoothGrad draws its noise in each model's inside layout: (steps, features) for
+    # torch, (features, steps) for Keras, so the draws differ; the others are deterministic
+    for method, args in [(m, a) for m, a in METHODS if m != "SmoothGrad"]:
+        torch_res = getattr(ins, method)(converters["torch"], x, dtype="double", seed=0,
+                                         **args).get_result()
+        keras_res = getattr(ins, method)(converters["keras"], x.numpy(), channels_first=False,
+                                         dtype="double", seed=0, **args).get_result()
+        np.testing.assert_allclose(keras_res, torch_res, rtol=0,
+                                   atol=TOL * np.abs(torch_res).max(), err_msg=f"{method} {args}")
