@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # model-zoo tests need both); pip takes them from the local wheel store here.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench clean browser
+.PHONY: demo test bench coverage clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_rules.py
 	$(BIN)/python benchmarks/bench_agnostic.py
+
+# One model per family of timm and torchvision: which convert, which are refused (and by
+# which operation); timm comes from the `coverage` extra. Takes a while on 2 cores.
+coverage: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[coverage]"
+	$(BIN)/python benchmarks/coverage.py torchvision
+	$(BIN)/python benchmarks/coverage.py timm
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

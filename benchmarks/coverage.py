@@ -1,0 +1,118 @@
+"""Which models of a zoo convert: one model per family, random weights, a small input.
+
+    python benchmarks/coverage.py timm [--tracer auto] [--limit N] [--size 64]
+    python benchmarks/coverage.py torchvision
+
+For each family (a timm model module, or a torchvision classifier) the smallest
+model by name is built without pretrained weights, converted, and its output
+compared with the original's on random inputs. Prints one row per model:
+``converted`` with the largest deviation relative to the output scale,
+``refused`` with the first line of the ConversionError (which names the
+operation), or ``crashed`` with the exception type (a defect: every refusal
+must be a ConversionError), and the counts. Needs ``pip install timm`` for timm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torchvision  # noqa: F401  (before anything that may load tensorflow)
+
+import innsight as ins
+
+#: Name fragments of small variants, smallest first: the first match names a family's model.
+SIZES = ["atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "small", "mini", "s", "18",
+         "b0", "050", "100", "base", "m", "medium"]
+
+
+def _size_rank(name: str) -> tuple[int, int, str]:
+    parts = re.split(r"[_.\-]", name)
+    rank = min((SIZES.index(p) for p in parts if p in SIZES), default=len(SIZES))
+    return rank, len(name), name
+
+
+def timm_models() -> Iterator[tuple[str, Callable[[int], torch.nn.Module]]]:
+    import timm
+
+    for module in sorted(timm.list_modules()):
+        names = sorted(timm.list_models(module=module), key=_size_rank)
+        if names:
+            yield names[0], lambda size, name=names[0]: _timm_model(timm, name, size)
+
+
+def _timm_model(timm: Any, name: str, size: int) -> torch.nn.Module:
+    try:  # models with a fixed input size take it as img_size
+        return timm.create_model(name, pretrained=False, img_size=size)
+    except TypeError:
+        return timm.create_model(name, pretrained=False)
+
+
+def torchvision_models() -> Iterator[tuple[str, Callable[[int], torch.nn.Module]]]:
+    for name in torchvision.models.list_models(module=torchvision.models):
+        yield name, lambda size, name=name: torchvision.models.get_model(name, weights=None)
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _Timeout
+
+
+def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
+          seconds: int) -> tuple[str, str]:
+    """(status, detail) of converting one model at ``size`` x ``size`` pixels."""
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(seconds)
+    try:
+        model = make(size).eval()
+        conv = ins.convert(model, input_dim=[3, size, size], tracer=tracer)
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            expected, actual = model(x), conv.model(x)
+        expected = expected if isinstance(expected, torch.Tensor) else expected[0]
+        actual = actual if isinstance(actual, torch.Tensor) else actual[0]
+        error = ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+        return "converted", f"{error:.1e}"
+    except ins.ConversionError as err:
+        return "refused", str(err).splitlines()[0][:160]
+    except _Timeout:
+        return "timeout", f"more than {seconds} s"
+    except Exception as err:  # the model itself failed to build or run: not our refusal
+        return "crashed", f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    finally:
+        signal.alarm(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("zoo", choices=["timm", "torchvision"])
+    parser.add_argument("--tracer", default="auto", choices=["auto", "fx", "export"])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--seconds", type=int, default=120, help="per model")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    models = timm_models() if args.zoo == "timm" else torchvision_models()
+    counts: dict[str, int] = {}
+    for k, (name, make) in enumerate(models):
+        if args.limit is not None and k >= args.limit:
+            break
+        start = time.perf_counter()
+        status, detail = check(make, args.size, args.tracer, args.seconds)
+        counts[status] = counts.get(status, 0) + 1
+        print(f"{name:45s} {status:9s} {time.perf_counter() - start:6.1f} s  {detail}", flush=True)
+    print("counts:", ", ".join(f"{status} {n}" for status, n in sorted(counts.items())))
+
+
+if __name__ == "__main__":
+    main()
