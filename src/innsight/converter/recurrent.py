@@ -26,7 +26,7 @@ from innsight.converter.attention import Emit
 
 def _step_input(emit: Emit, source: Any, shape: Sequence[int], step: int, part: str) -> int:
     """Time step ``step`` of ``source (L, E)`` as a vector ``(E,)``."""
-    length, width = shape
+    width = shape[1]
     sliced = emit("Slice", [source], f"{part}_x", ranges=[[step, step + 1, 1], [0, width, 1]])
     return emit("Reshape", [sliced], f"{part}_x_vector", shape=[width])
 

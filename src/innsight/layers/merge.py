@@ -91,18 +91,10 @@ class Concatenate(Mover, Layer):
         return {"axis": self.axis}
 
 
-class Multiply(Layer):
-    """Elementwise product of two tensors, ``a * b`` with broadcasting (e.g. SE gates).
+class _Product(Layer):
+    """A product of two tensors; ``lrp_constant`` (``0``, ``1`` or ``None``) names the
+    operand that LRP holds fixed (see the subclasses)."""
 
-    ``lrp_constant`` (``0``, ``1`` or ``None``) names the factor that LRP holds fixed, a
-    gate: the other factor, the signal, gets all the relevance and the gate none (the
-    signal-take-all rule of Arras et al. 2017 for the gates of recurrent cells). Without
-    it LRP splits relevance equally between the two factors. DeepLift uses the exact
-    split ``d(ab) = ((a + a')/2) db + ((b + b')/2) da`` whatever ``lrp_constant``.
-    ConnectionWeights is not defined for it.
-    """
-
-    type_names = ("Multiply",)
     n_inputs = 2
     optional = {"lrp_constant": None}
     rule_paths = frozenset({"lrp", "deeplift"})
@@ -114,15 +106,29 @@ class Multiply(Layer):
             raise ValueError(f"`lrp_constant` must be 0, 1 or None, got {lrp_constant!r}.")
         self.lrp_constant = lrp_constant
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a * b
-
     def get_params(self) -> dict[str, Any]:
         return {"lrp_constant": self.lrp_constant}
 
     def summary(self) -> str:
         return self.type_name if self.lrp_constant is None else (
             f"{self.type_name}(LRP: input {self.lrp_constant} fixed)")
+
+
+class Multiply(_Product):
+    """Elementwise product of two tensors, ``a * b`` with broadcasting (e.g. SE gates).
+
+    ``lrp_constant`` (``0``, ``1`` or ``None``) names the factor that LRP holds fixed, a
+    gate: the other factor, the signal, gets all the relevance and the gate none (the
+    signal-take-all rule of Arras et al. 2017 for the gates of recurrent cells). Without
+    it LRP splits relevance equally between the two factors. DeepLift uses the exact
+    split ``d(ab) = ((a + a')/2) db + ((b + b')/2) da`` whatever ``lrp_constant``.
+    ConnectionWeights is not defined for it.
+    """
+
+    type_names = ("Multiply",)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return a * b
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         if self.lrp_constant is None:
@@ -138,7 +144,7 @@ class Multiply(Layer):
         return [sum_to(n * ((b + b_ref) / 2), a.shape), sum_to(n * ((a + a_ref) / 2), b.shape)]
 
 
-class MatMul(Layer):
+class MatMul(_Product):
     """Batched matrix product of two tensors, ``a @ b`` over their last two sample axes:
     ``(batch, ..., n, k)`` and ``(batch, ..., k, m)`` give ``(batch, ..., n, m)``; both
     have the same number of sample axes, and the leading ones broadcast.
@@ -157,17 +163,7 @@ class MatMul(Layer):
     """
 
     type_names = ("MatMul",)
-    n_inputs = 2
-    optional = {"lrp_constant": None}
     takes_lrp_rule = True
-    rule_paths = frozenset({"lrp", "deeplift"})
-    no_rule_reason = _PRODUCT
-
-    def __init__(self, type_name: str, lrp_constant: Any) -> None:
-        super().__init__(type_name)
-        if lrp_constant not in (None, 0, 1) or isinstance(lrp_constant, bool):
-            raise ValueError(f"`lrp_constant` must be 0, 1 or None, got {lrp_constant!r}.")
-        self.lrp_constant = lrp_constant
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         if a.ndim < 3 or b.ndim != a.ndim or a.shape[-1] != b.shape[-2]:
@@ -176,13 +172,6 @@ class MatMul(Layer):
                 f"rank, got {list(a.shape[1:])} and {list(b.shape[1:])}."
             )
         return torch.matmul(a, b)
-
-    def get_params(self) -> dict[str, Any]:
-        return {"lrp_constant": self.lrp_constant}
-
-    def summary(self) -> str:
-        return self.type_name if self.lrp_constant is None else (
-            f"{self.type_name}(LRP: input {self.lrp_constant} fixed)")
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         out = []
