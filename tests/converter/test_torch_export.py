@@ -15,6 +15,7 @@ import torchvision
 from torch import nn
 
 import innsight as ins
+from innsight.converter import torch_ops
 
 
 class ShapeBranch(nn.Module):
@@ -124,10 +125,26 @@ class ShapePadding(nn.Module):
         return 2 * F.pad(x, (0, pad, 0, pad))
 
 
-def test_a_handler_failure_is_a_conversion_error_and_export_takes_over(assert_converts):
+def test_padding_computed_from_the_input_shape_converts_with_both_tracers(assert_converts):
+    for tracer in ("fx", "export"):
+        conv = assert_converts(ShapePadding(), [3, 6, 6], tracer=tracer)
+        assert conv.output_dim == [(3, 8, 8)]
+
+
+def test_a_handler_failure_is_a_conversion_error_and_export_takes_over(assert_converts,
+                                                                        monkeypatch):
+    """A handler that fails on a form it did not foresee (here: made to fail under fx
+    only) gives a ConversionError naming the call, its cause kept for debugging."""
+    real = torch_ops.FUNCTIONS[F.pad]
+
+    def fails_under_fx(t, node):
+        if "val" not in node.meta:  # no torch.export fake tensor: a torch.fx graph
+            raise TypeError("an unforeseen form")
+        return real(t, node)
+
+    monkeypatch.setitem(torch_ops.FUNCTIONS, F.pad, fails_under_fx)
     with pytest.raises(ins.ConversionError, match=r"node 'pad': this call of "
                        r"torch.nn.functional.pad is not supported.*TypeError") as info:
         ins.convert(ShapePadding(), input_dim=[3, 6, 6], tracer="fx")
-    assert isinstance(info.value.__cause__, TypeError)  # kept for debugging
-    conv = assert_converts(ShapePadding(), [3, 6, 6])
-    assert conv.output_dim == [(3, 8, 8)]
+    assert isinstance(info.value.__cause__, TypeError)
+    assert_converts(ShapePadding(), [3, 6, 6])

@@ -19,10 +19,6 @@ ZOO = [
     "efficientnet_b0", "mnasnet0_5", "googlenet",
     "mobilenet_v3_small", "shufflenet_v2_x0_5", "regnet_y_400mf", "resnext50_32x4d",
 ]
-#: Architectures refused by name: (name, input size, what the error must name).
-ZOO_REFUSED = [
-    ("swin_t", 224, ("_get_relative_position_bias",)),
-]
 
 
 @pytest.mark.parametrize(
@@ -152,17 +148,6 @@ def test_vit_b_16_matches_original(assert_converts, zoo_model):
     nn.init.normal_(model.heads.head.weight, std=0.02)
     conv = assert_converts(model, [3, 32, 32], batch=2)
     assert conv.output_dim == [(1000,)]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "size", "missing"), ZOO_REFUSED,
-                         ids=[name for name, _, _ in ZOO_REFUSED])
-def test_zoo_model_refused_by_name(zoo_model, name, size, missing):
-    with pytest.raises(ins.ConversionError) as info:
-        ins.convert(zoo_model(name), input_dim=[3, size, size])
-    message = str(info.value)
-    assert any(op in message for op in missing), message
-    assert "torch_grad" in message
 
 
 #: torchvision's segmentation models: a dict {"out": (21, H, W)} at the input's size.

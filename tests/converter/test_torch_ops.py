@@ -447,8 +447,9 @@ FORMS = [*ATTENTION, *ACTIVATIONS, *SHAPES, *ARITHMETIC, *POOLING, *PADDING, *CO
          *DENSE_PREDICTION]
 
 _EXPORTED_ATTENTION = ("torch.export writes nn.MultiheadAttention out in ATen operations that "
-                       "move the batch axis (sequence first); they convert once the batch axis "
-                       "is tracked through shape-only operations")
+                       "merge the tokens into the batch axis with the batch as the minor index "
+                       "(view(L * B, E)), which mixes samples' entries in a way the converter "
+                       "does not follow; torch.fx keeps the module whole")
 #: Forms that torch.export traces into ATen operations without a conversion yet, and why.
 EXPORT_GAPS = {
     "F.softsign": "exported as abs and a division; aten.abs has no conversion",

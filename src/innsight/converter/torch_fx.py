@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from innsight._torch_modules import any_training, eval_mode, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.torch_ops import (
+    BATCH_AXIS_HANDLERS,
     FUNCTIONS,
     FUNCTIONS_BY_NAME,
     METHODS,
@@ -173,16 +175,63 @@ TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]]], fx.GraphModule]] =
 
 
 class _ShapeAndValueProp(ShapeProp):
-    """Records tensor shapes (``meta["tensor_meta"]``) and non-tensor values such as
-    sizes (``meta["static_value"]``) that later index or scale tensors."""
+    """Records tensor shapes (``meta["tensor_meta"]``), non-tensor values such as sizes
+    (``meta["static_value"]``) that later index or scale tensors, and the values of
+    tensors that do not depend on the model inputs (``meta["constant_value"]``: a
+    parameter, or a position table built with ``arange``), so that those fold into
+    constants."""
 
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
-        if not isinstance(result, Tensor) and not (
-            isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)
-        ):
+        n.meta["input_independent"] = _input_independent(n)
+        if isinstance(result, Tensor):
+            if n.meta["input_independent"]:
+                n.meta["constant_value"] = result.detach()
+        elif not (isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)):
             n.meta["static_value"] = result
         return result
+
+
+def _input_independent(node: fx.Node) -> bool:
+    """Whether ``node``'s value is the same whatever the inputs: a module attribute, or a
+    deterministic operation on such values only (``arange``, a sin/cos table)."""
+    if node.op == "get_attr" or node.target is getattr and node.args[1] in ("dtype", "device"):
+        return True  # an attribute, or only the dtype or device of an input
+    if node.op not in ("call_function", "call_method") or _is_random(node.target):
+        return False
+    operands = node.all_input_nodes
+    if _target_name(node.target).startswith("new_"):  # x.new_zeros(size): x's dtype only
+        operands = [a for a in operands if a is not node.args[0]]
+    return all(a.meta.get("input_independent", False) for a in operands)
+
+
+def _target_name(target: Any) -> str:
+    """``new_zeros`` for the method ``"new_zeros"`` and for ``aten.new_zeros.default``."""
+    return target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
+
+
+def _is_random(target: Any) -> bool:
+    if torch.Tag.nondeterministic_seeded in getattr(target, "tags", ()):
+        return True
+    return _target_name(target) in (
+        "rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "bernoulli",
+        "normal", "multinomial", "randperm")
+
+
+@dataclass(frozen=True)
+class BatchAxis:
+    """Where the batch axis of a traced tensor is: at ``position``, with the samples'
+    leading ``merged`` entries folded into it (``x.reshape(B * windows, ...)``; 1: none).
+
+    The converted layer holds the tensor batch-first: ``(batch, merged, *other axes)``,
+    the ``merged`` axis only where it is > 1, the other axes in the traced order.
+    """
+
+    position: int = 0
+    merged: int = 1
+
+
+BATCH_FIRST = BatchAxis()
 
 
 class _Translator:
@@ -214,6 +263,10 @@ class _Translator:
                 self._translate(node)
         results = _output_args(output)
         results = list(results) if isinstance(results, (tuple, list)) else [results]
+        for node in results:
+            if isinstance(node, fx.Node) and self.batch_axis(node) != BATCH_FIRST:
+                raise self.unsupported(node, "a model output whose batch axis is not first",
+                                       "Outputs must be batch-first. ")
         output_nodes = [self.layer(n) for n in results]
         return {
             "input_dim": [list(d) for d in self.dims],
@@ -224,9 +277,10 @@ class _Translator:
 
     def _translate(self, node: fx.Node) -> None:
         meta = node.meta.get("tensor_meta")
-        if meta is None:
-            return  # a non-tensor value (a size, a flag): only shapes depend on it
+        if meta is None or "constant_value" in node.meta:
+            return  # a size or a flag (only shapes depend on it), or a folded constant
         handler = self._handler(node)
+        self._check_batch_axes(node, handler)
         try:
             result = handler(self, node)
         except ConversionError:
@@ -243,6 +297,8 @@ class _Translator:
         elif isinstance(result, BatchConstant):
             self.batch_constants[node] = result.value
         else:
+            if BATCH_AXIS_HANDLERS.get(handler) == "any":
+                self.batch_axis(node)  # a shape operation must leave one to follow
             self.layer_of_node[node] = result
 
     def _handler(self, node: fx.Node) -> Handler:
@@ -260,6 +316,27 @@ class _Translator:
         if handler is None:
             raise self.unsupported(node, what)
         return handler
+
+    def _check_batch_axes(self, node: fx.Node, handler: Handler) -> None:
+        """Refuses a handler that assumes batch-first tensors on a tensor whose batch axis
+        was moved or merged (see :data:`BATCH_AXIS_HANDLERS`)."""
+        kind = BATCH_AXIS_HANDLERS.get(handler)
+        if kind == "any":
+            return  # a shape operation: the result's batch axis is checked once it is a layer
+        operands = [self.batch_axis(a) for a in node.all_input_nodes if self.is_tensor(a)]
+        result = _find_batch_axis(node) if _single_tensor(node) else None
+        result = result or BATCH_FIRST  # a result without one: its handler says why
+        expected = result if kind == "same" else BATCH_FIRST
+        for found in [result, *operands]:
+            if found != expected:
+                moved = next(b for b in (result, *operands) if b != BATCH_FIRST)
+                raise self.unsupported(
+                    node, "this operation on a tensor whose batch axis is "
+                    + (f"at position {moved.position}" if moved.merged == 1 else
+                       f"merged with {moved.merged} entries of each sample"),
+                    "Permutations, reshapes, indexing and elementwise or last-axis "
+                    "operations follow a moved batch axis; this operation needs its "
+                    "operands batch-first. ")
 
     # ---- helpers for handlers -------------------------------------------------
 
@@ -292,24 +369,37 @@ class _Translator:
     def module(self, node: fx.Node) -> nn.Module:
         return self.graph_module.get_submodule(node.target)
 
+    def batch_axis(self, node: fx.Node) -> BatchAxis:
+        """Where the batch axis of ``node``'s tensor is: read off the symbolic batch size
+        of a ``torch.export`` graph, or (``torch.fx``, ONNX) required first."""
+        found = _find_batch_axis(node)
+        if found is None:
+            shape = list(node.meta["tensor_meta"].shape)
+            raise self.unsupported(
+                node, f"an operation with output shape {shape}",
+                "It does not keep a batch axis. " if "val" in node.meta else
+                "It does not keep the batch axis first (torch.export graphs follow a "
+                "moved one: tracer='export'). ")
+        return found
+
     def shape(self, node: fx.Node) -> tuple[int, ...]:
-        """Shape of one sample of ``node``'s tensor (no batch axis)."""
-        meta = node.meta["tensor_meta"]
-        if len(meta.shape) == 0 or meta.shape[0] != TRACE_BATCH:
-            raise self.unsupported(node, f"an operation with output shape {list(meta.shape)}",
-                                   "It does not keep the batch axis first. ")
-        return tuple(meta.shape[1:])
+        """Shape of one sample of ``node``'s tensor as its layer holds it (no batch axis;
+        see :class:`BatchAxis` for a tensor whose batch axis moved)."""
+        batch, shape = self.batch_axis(node), list(node.meta["tensor_meta"].shape)
+        del shape[batch.position]
+        return tuple([batch.merged] if batch.merged > 1 else []) + tuple(shape)
 
     def axis(self, node: fx.Node, dim: int) -> int:
-        """A torch dim of ``node``'s tensor (may be negative) as a sample axis (0 = channels)."""
+        """A torch dim of ``node``'s tensor (may be negative) as an axis of one sample
+        as its layer holds it (0 = channels for a batch-first tensor)."""
         ndim = len(node.meta["tensor_meta"].shape)
         if not isinstance(dim, int) or not -ndim <= dim < ndim:
             raise self.unsupported(node, f"dim={dim!r}", f"Expected an int in [{-ndim}, {ndim}). ")
-        dim = dim % ndim
-        if dim == 0:
-            raise self.unsupported(node, "an operation along the batch axis (dim 0)",
+        dim, batch = dim % ndim, self.batch_axis(node)
+        if dim == batch.position:
+            raise self.unsupported(node, f"an operation along the batch axis (dim {dim})",
                                    "Samples must be processed independently. ")
-        return dim - 1
+        return (batch.merged > 1) + dim - (dim > batch.position)
 
     def constant(self, value: Any) -> Any:
         """A number, or a constant tensor (module attribute, or one expanded to the batch)
@@ -319,12 +409,12 @@ class _Translator:
         """
         if isinstance(value, fx.Node) and value in self.batch_constants:
             return self.batch_constants[value]
+        if isinstance(value, fx.Node) and "constant_value" in value.meta:
+            return value.meta["constant_value"]
         if isinstance(value, fx.Node) and "static_value" in value.meta:
             value = value.meta["static_value"]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, fx.Node) and value.op == "get_attr":
-            return _fetch_attr(self.graph_module, value.target).detach()
         return None
 
     def static(self, value: Any) -> Any:
@@ -363,11 +453,33 @@ def _output_args(output: fx.Node) -> Any:
     return list(value.values()) if isinstance(value, dict) else value
 
 
-def _fetch_attr(root: nn.Module, target: str) -> Tensor:
-    value: Any = root
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
+def _single_tensor(node: fx.Node) -> bool:
+    return hasattr(node.meta.get("tensor_meta"), "shape")
+
+
+def _find_batch_axis(node: fx.Node) -> BatchAxis | None:
+    """The :class:`BatchAxis` of ``node``'s tensor: read off the symbolic batch size of a
+    ``torch.export`` graph, else (``torch.fx``, ONNX) the first axis if it has the
+    batch's size; ``None`` where there is none."""
+    value, shape = node.meta.get("val"), node.meta["tensor_meta"].shape
+    if isinstance(value, Tensor):
+        return _symbolic_batch_axis(value)
+    return BATCH_FIRST if len(shape) and shape[0] == TRACE_BATCH else None
+
+
+def _symbolic_batch_axis(value: Tensor) -> BatchAxis | None:
+    """The :class:`BatchAxis` of a ``torch.export`` fake tensor: the one axis whose size is
+    the batch size times a whole number; ``None`` where none or several are."""
+    found = []
+    for position, size in enumerate(value.shape):
+        if isinstance(size, torch.SymInt):
+            expr = size.node.expr
+            symbols = expr.free_symbols
+            factor = expr / next(iter(symbols)) if len(symbols) == 1 else None
+            if factor is None or not factor.is_Integer or factor < 1:
+                return None
+            found.append(BatchAxis(position, int(factor)))
+    return found[0] if len(found) == 1 else None
 
 
 def _qualified_name(target: Any) -> str:

@@ -59,6 +59,22 @@ METHODS: dict[str, Handler] = {}
 FUNCTIONS_BY_NAME: dict[str, Handler] = {}
 
 
+#: Handlers that follow a batch axis moved or merged by shape operations of a
+#: ``torch.export`` graph (see :class:`~innsight.converter.torch_fx.BatchAxis`):
+#: ``"same"`` for operations whose tensor operands and result have it in the same place
+#: (elementwise and last-axes operations, which the layers then apply batch-first),
+#: ``"any"`` for the shape operations that move it. Other handlers get batch-first tensors.
+BATCH_AXIS_HANDLERS: dict[Handler, str] = {}
+
+
+def _follows_batch_axis(kind: str) -> Callable[[Handler], Handler]:
+    def mark(handler: Handler) -> Handler:
+        BATCH_AXIS_HANDLERS[handler] = kind
+        return handler
+
+    return mark
+
+
 def _register(table: dict, *keys: Any) -> Callable[[Handler], Handler]:
     def add(handler: Handler) -> Handler:
         for key in keys:
@@ -91,6 +107,7 @@ def _nn(*names: str) -> list[type]:
 # ---- skipped operations: the node's value is its input's -----------------------
 
 
+@_follows_batch_axis("same")
 def alias_input(t: Any, node: fx.Node) -> int:
     """Handler of a skipped operation: the layer holding its first argument."""
     return t.layer(node.args[0])
@@ -107,6 +124,7 @@ _register(METHODS, "contiguous", "clone")(alias_input)
 def _random_in_training(position: int) -> Handler:
     """Handler for dropout-like functions: skipped when called with ``training=False``."""
 
+    @_follows_batch_axis("same")
     def handler(t: Any, node: fx.Node) -> int:
         if arg(node, position, "training", True) is not False:
             raise t.unsupported(node, f"{node.target.__name__} with training=True",
@@ -126,19 +144,27 @@ FUNCTIONS_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _random
 
 @_register(MODULES, nn.Linear,
            getattr(nn.modules.linear, "NonDynamicallyQuantizableLinear", None))  # attention's
+@_follows_batch_axis("same")
 def _linear_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
-    return t.emit(node, "Dense", [node.args[0]], weight=m.weight, bias=m.bias)
+    return emit_dense(t, node, m.weight, m.bias)
+
+
+def emit_dense(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None) -> int:
+    """A Dense layer on the last axis of the node's first argument."""
+    t.axis(node.args[0], -1)  # refuses a batch axis moved last
+    return t.emit(node, "Dense", [node.args[0]], weight=weight, bias=bias)
 
 
 @_register(FUNCTIONS, F.linear)
+@_follows_batch_axis("same")
 def _functional_linear(t: Any, node: fx.Node) -> int:
     weight = t.constant(arg(node, 1, "weight"))
     bias = arg(node, 2, "bias", None)
     bias = None if bias is None else t.constant(bias)
     if not isinstance(weight, Tensor) or (bias is not None and not isinstance(bias, Tensor)):
         raise t.unsupported(node, "F.linear with weights computed in forward")
-    return t.emit(node, "Dense", [node.args[0]], weight=weight, bias=bias)
+    return emit_dense(t, node, weight, bias)
 
 
 def _conv_padding(padding: Any, kernel: Sequence[int], dilation: Sequence[int]) -> list[list[int]]:
@@ -393,17 +419,20 @@ def emit_layer_norm(t: Any, node: fx.Node, n_axes: int, weight: Any, bias: Any,
     if not 0 < n_axes <= rank:
         raise t.unsupported(node, f"layer normalisation over the last {n_axes} axes of a "
                             f"sample with {rank}", "Samples must be normalised apart. ")
+    t.axis(node.args[0], -n_axes)  # refuses a batch axis moved among them
     return t.emit(node, "LayerNorm", [node.args[0]], axes=list(range(rank - n_axes, rank)),
                   weight=weight, bias=bias, eps=float(eps))
 
 
 @_register(MODULES, nn.LayerNorm)
+@_follows_batch_axis("same")
 def _layer_norm(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return emit_layer_norm(t, node, len(m.normalized_shape), m.weight, m.bias, m.eps)
 
 
 @_register(FUNCTIONS, F.layer_norm, torch.layer_norm)
+@_follows_batch_axis("same")
 def _functional_layer_norm(t: Any, node: fx.Node) -> int:
     shape = t.static(arg(node, 1, "normalized_shape"))
     params = [arg(node, 2, "weight", None), arg(node, 3, "bias", None)]
@@ -418,6 +447,7 @@ def _functional_layer_norm(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, torch.matmul, torch.bmm, operator.matmul)
 @_register(METHODS, "matmul", "bmm")
+@_follows_batch_axis("same")
 def matrix_product(t: Any, node: fx.Node) -> int:
     """``a @ b`` of two tensors computed from the inputs (also ONNX's MatMul)."""
     a, b = node.args[0], arg(node, 1, "other", None) or arg(node, 1, "mat2")
@@ -428,6 +458,8 @@ def matrix_product(t: Any, node: fx.Node) -> int:
         raise t.unsupported(node, "a matrix product of vectors or of operands of different "
                             "rank", "Both operands need the same number (>= 2) of sample "
                             "axes: (..., n, k) @ (..., k, m). ")
+    for x in (a, b):
+        t.axis(x, -2)  # refuses a batch axis moved among the multiplied ones
     # Attention written out, softmax(...) @ v: the weights stay fixed under LRP (AH-rule).
     fixed = next((i for i, x in enumerate((a, b))
                   if t.layers[t.layer(x)].get("act_name") == "softmax"), None)
@@ -445,6 +477,7 @@ def _emitter(t: Any, node: fx.Node) -> Emit:
 
 
 @_register(FUNCTIONS, F.scaled_dot_product_attention)
+@_follows_batch_axis("same")
 def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     q, k, v = (arg(node, i, name) for i, name in enumerate(("query", "key", "value")))
     unsupported = {"attn_mask": (3, None), "dropout_p": (4, 0.0), "is_causal": (5, False),
@@ -458,6 +491,8 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     if rank < 2 or len(t.shape(k)) != rank or len(t.shape(v)) != rank:
         raise t.unsupported(node, "scaled_dot_product_attention on these shapes",
                             "query, key and value need the same rank >= 2 per sample. ")
+    for x in (q, k, v):
+        t.axis(x, -2)  # refuses a batch axis moved among the tokens or features
     return emit_attention(_emitter(t, node), q, k, v,
                           1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank)
 
@@ -619,6 +654,7 @@ def emit_activation(t: Any, node: fx.Node, act_name: str, **params: Any) -> int:
 def _activation_module(act_name: str, *attributes: str) -> Handler:
     """Handler for an activation module whose parameters are its attributes."""
 
+    @_follows_batch_axis("same")
     def handler(t: Any, node: fx.Node) -> int:
         m = t.module(node)
         return emit_activation(t, node, act_name, **{a: getattr(m, a) for a in attributes})
@@ -629,6 +665,7 @@ def _activation_module(act_name: str, *attributes: str) -> Handler:
 def _activation_call(act_name: str, **params: tuple[int | None, Any]) -> Handler:
     """Handler for an activation function; ``params`` maps names to (position, default)."""
 
+    @_follows_batch_axis("same")
     def handler(t: Any, node: fx.Node) -> int:
         values = {name: arg(node, pos, name, default) for name, (pos, default) in params.items()}
         return emit_activation(t, node, act_name, **values)
@@ -681,6 +718,7 @@ for _method, _name in [("relu", "relu"), ("relu_", "relu"), ("sigmoid", "sigmoid
 @_register(MODULES, nn.Softmax, nn.Softmax2d)
 @_register(FUNCTIONS, F.softmax, torch.softmax)
 @_register(METHODS, "softmax")
+@_follows_batch_axis("same")
 def _softmax_op(t: Any, node: fx.Node) -> int:
     if node.op == "call_module":
         m = t.module(node)
@@ -694,6 +732,7 @@ def _softmax_op(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, torch.clamp, torch.clip)
 @_register(METHODS, "clamp", "clamp_", "clip", "clip_")
+@_follows_batch_axis("same")
 def _clamp(t: Any, node: fx.Node) -> int:
     low, high = arg(node, 1, "min", None), arg(node, 2, "max", None)
     if low == 0 and high is None:
@@ -710,13 +749,20 @@ def _clamp(t: Any, node: fx.Node) -> int:
 
 
 def _sample_constant(t: Any, node: fx.Node, value: Any) -> Any:
-    """A constant tensor with a leading batch axis of size 1 loses that axis."""
-    if isinstance(value, Tensor) and value.ndim == len(node.meta["tensor_meta"].shape):
-        if value.shape[0] != 1:
-            raise t.unsupported(node, f"a constant operand of shape {list(value.shape)}",
-                                "Its first axis would pair entries with samples. ")
-        return value[0]
-    return value
+    """A constant operand of ``node`` shaped to broadcast with one sample as the node's
+    layer holds it: without the batch axis (which must have size 1 there), with a
+    leading axis of size 1 where the batch axis merges entries (see ``BatchAxis``)."""
+    if not isinstance(value, Tensor):
+        return value
+    shape, batch = node.meta["tensor_meta"].shape, t.batch_axis(node)
+    if value.ndim < len(shape) - batch.position:
+        return value  # it broadcasts over the axes after the batch axis only
+    value = value.reshape((1,) * (len(shape) - value.ndim) + tuple(value.shape))
+    if value.shape[batch.position] != 1:
+        raise t.unsupported(node, f"a constant operand of shape {list(value.shape)}",
+                            "Its entries along the batch axis would pair with samples. ")
+    value = value.squeeze(batch.position)
+    return value.unsqueeze(0) if batch.merged > 1 else value
 
 
 def _operands(t: Any, node: fx.Node) -> tuple[Any, Any]:
@@ -742,6 +788,7 @@ def _signed_sum_op(name: str, sign: float) -> Handler:
     """Handler of ``torch.add`` (``sign`` 1) or ``torch.sub`` (``sign`` -1), as operators,
     functions and methods."""
 
+    @_follows_batch_axis("same")
     def handler(t: Any, node: fx.Node) -> int:
         if node.kwargs.get("alpha", 1) != 1:
             raise t.unsupported(node, f"torch.{name} with alpha != 1")
@@ -761,6 +808,7 @@ for _name, _functions, _sign in [
 
 @_register(FUNCTIONS, operator.mul, operator.imul, torch.mul)
 @_register(METHODS, "mul", "mul_")
+@_follows_batch_axis("same")
 def _mul(t: Any, node: fx.Node) -> int:
     a, b = _operands(t, node)
     if t.is_tensor(a) and t.is_tensor(b):
@@ -774,6 +822,7 @@ def _mul(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, operator.truediv, operator.itruediv, torch.div, torch.true_divide)
 @_register(METHODS, "div", "div_")
+@_follows_batch_axis("same")
 def _div(t: Any, node: fx.Node) -> int:
     a, b = _operands(t, node)
     const = _sample_constant(t, node, t.constant(b))
@@ -786,6 +835,7 @@ def _div(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, operator.neg, torch.neg)
 @_register(METHODS, "neg")
+@_follows_batch_axis("same")
 def _neg(t: Any, node: fx.Node) -> int:
     return t.emit(node, "Affine", [node.args[0]], scale=-1.0)
 
@@ -794,6 +844,7 @@ def _neg(t: Any, node: fx.Node) -> int:
 
 
 @_register(FUNCTIONS, torch.cat, torch.concat, getattr(torch, "concatenate", None))
+@_follows_batch_axis("same")
 def _cat(t: Any, node: fx.Node) -> int:
     parts = list(node.args[0])
     axis = t.axis(node, arg(node, 1, "dim", node.kwargs.get("axis", 0)))
@@ -836,6 +887,7 @@ def _cat_with_constants(t: Any, node: fx.Node, parts: list[Any], axis: int) -> i
 
 
 @_register(METHODS, "expand")
+@_follows_batch_axis("same")
 def _expand(t: Any, node: fx.Node) -> BatchConstant:
     source = node.args[0]
     const = t.constant(source)
@@ -848,6 +900,7 @@ def _expand(t: Any, node: fx.Node) -> BatchConstant:
 
 @_register(FUNCTIONS, torch.mean)
 @_register(METHODS, "mean")
+@_follows_batch_axis("same")
 def _mean(t: Any, node: fx.Node) -> int:
     dims = arg(node, 1, "dim", None)
     if dims is None:
@@ -862,7 +915,7 @@ def _mean(t: Any, node: fx.Node) -> int:
 
 
 def _pad(t: Any, node: fx.Node, torch_pad: Any, mode: str, value: Any) -> int:
-    pad = list(torch_pad)
+    pad, value = list(t.static(torch_pad)), t.static(value)
     pairs = [[pad[2 * i], pad[2 * i + 1]] for i in reversed(range(len(pad) // 2))]
     if any(v < 0 for pair in pairs for v in pair):
         raise t.unsupported(node, f"negative padding {pad} (cropping)")
@@ -905,30 +958,65 @@ def _functional_pad(t: Any, node: fx.Node) -> int:
            getattr(torch, "unflatten", None))
 @_register(METHODS, "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze",
            "view_as", "reshape_as")
+@_follows_batch_axis("any")
 def _reshape(t: Any, node: fx.Node) -> int:
+    """A reshape that keeps each sample's entries together: the axes before the batch axis
+    hold as many entries before as after; entries of the samples may merge into the
+    batch axis or split out again (``x.view(B * windows, ...)``; see ``BatchAxis``).
+
+    The layer holds merged entries first; around the reshape they stand where the
+    traced tensor has them, behind the axes before the batch axis."""
     source = node.args[0]
+    before, after = t.batch_axis(source), t.batch_axis(node)
+    leading = [math.prod(x.meta["tensor_meta"].shape[:b.position])
+               for x, b in ((source, before), (node, after))]
+    if leading[0] != leading[1]:
+        raise t.unsupported(node, f"a reshape to {list(node.meta['tensor_meta'].shape)}",
+                            "It mixes the entries of different samples. ")
     in_shape, out_shape = t.shape(source), t.shape(node)
-    if out_shape == in_shape:
+    if out_shape == in_shape and before == after:
         return t.layer(source)
-    if out_shape == (math.prod(in_shape),):
-        return t.emit(node, "Flatten", [source])
-    return t.emit(node, "Reshape", [source], shape=list(out_shape))
+    result: fx.Node | int = source
+    if before.merged > 1 and before.position:
+        result = t.emit(node, "Permute", [result], suffix="_unmerge",
+                        perm=_move_axis(len(in_shape), 0, before.position))
+    shape = list(out_shape)
+    if after.merged > 1 and after.position:
+        shape.insert(after.position, shape.pop(0))
+        result = t.emit(node, "Reshape", [result], suffix="_reshape", shape=shape)
+        return t.emit(node, "Permute", [result],
+                      perm=_move_axis(len(shape), after.position, 0))
+    if shape == [math.prod(in_shape)]:
+        return t.emit(node, "Flatten", [result])
+    return t.emit(node, "Reshape", [result], shape=shape)
+
+
+def _move_axis(ndim: int, source: int, destination: int) -> list[int]:
+    """The permutation of ``ndim`` axes that moves axis ``source`` to ``destination``."""
+    order = [a for a in range(ndim) if a != source]
+    order.insert(destination, source)
+    return order
 
 
 def _permutation(t: Any, node: fx.Node, perm: list[int]) -> int:
+    """The torch permutation ``perm`` of the node's first argument: the batch axis goes
+    where it sends it (see ``BatchAxis``), the other axes are permuted in the layer."""
     source = node.args[0]
-    ndim = len(t.shape(source)) + 1
+    ndim = len(node.meta["tensor_meta"].shape)
     perm = [p % ndim for p in perm]
-    if sorted(perm) != list(range(ndim)) or perm[0] != 0:
-        raise t.unsupported(node, f"the permutation {perm}",
-                            "It must keep the batch axis first. ")
-    if perm == list(range(ndim)):
+    if sorted(perm) != list(range(ndim)):
+        raise t.unsupported(node, f"the permutation {perm}")
+    batch = t.batch_axis(source)
+    merged = [0] if batch.merged > 1 else []
+    sample_perm = merged + [t.axis(source, p) for p in perm if p != batch.position]
+    if sample_perm == list(range(len(sample_perm))):
         return t.layer(source)
-    return t.emit(node, "Permute", [source], perm=[p - 1 for p in perm[1:]])
+    return t.emit(node, "Permute", [source], perm=sample_perm)
 
 
 @_register(FUNCTIONS, torch.permute)
 @_register(METHODS, "permute")
+@_follows_batch_axis("any")
 def _permute(t: Any, node: fx.Node) -> int:
     rest = node.args[1:]
     dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
@@ -937,25 +1025,67 @@ def _permute(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, torch.transpose, torch.swapaxes, torch.swapdims)
 @_register(METHODS, "transpose", "swapaxes", "swapdims")
+@_follows_batch_axis("any")
 def _transpose(t: Any, node: fx.Node) -> int:
-    ndim = len(t.shape(node.args[0])) + 1
+    ndim = _ndim(node.args[0])
     first, second = node.args[1] % ndim, node.args[2] % ndim
     perm = list(range(ndim))
     perm[first], perm[second] = perm[second], perm[first]
     return _permutation(t, node, perm)
 
 
+@_register(FUNCTIONS, torch.unbind)
+@_register(METHODS, "unbind")
+@_follows_batch_axis("any")
+def _unbind(t: Any, node: fx.Node) -> Outputs:
+    """``q, k, v = x.unbind(dim)``: one Slice and Reshape per entry along ``dim``."""
+    source, dim = node.args[0], t.static(arg(node, 1, "dim", 0))
+    piece_shape = list(t.shape(source))
+    del piece_shape[t.axis(source, dim)]
+    return Outputs(tuple(
+        _index_tensor(t, node, source, (*[slice(None)] * (dim % _ndim(source)), i),
+                      suffix=f"_{i}", shape=piece_shape)
+        for i in range(source.meta["tensor_meta"].shape[dim])))
+
+
+@_register(FUNCTIONS, torch.roll)
+@_register(METHODS, "roll")
+@_follows_batch_axis("same")
+def _roll(t: Any, node: fx.Node) -> int:
+    """``torch.roll(x, shifts, dims)`` (Swin's shifted windows): per rolled axis, the
+    last ``shift`` entries and the others, sliced and concatenated in swapped order."""
+    shifts, dims = t.static(arg(node, 1, "shifts")), t.static(arg(node, 2, "dims", None))
+    if dims is None:
+        raise t.unsupported(node, "torch.roll without `dims`", "It would roll across samples. ")
+    shifts, dims = (_per_axis(v, 1) for v in (shifts, dims))
+    result: fx.Node | int = node.args[0]
+    for k, (shift, dim) in enumerate(zip(shifts, dims)):
+        axis, shape = t.axis(node.args[0], dim), t.shape(node.args[0])
+        cut = shape[axis] - shift % shape[axis]
+        if cut == shape[axis]:
+            continue
+        pieces = []
+        for part, (start, stop) in (("tail", (cut, shape[axis])), ("head", (0, cut))):
+            ranges = [[0, size, 1] for size in shape]
+            ranges[axis] = [start, stop, 1]
+            pieces.append(t.emit(node, "Slice", [result], suffix=f"_{part}{k}", ranges=ranges))
+        result = t.emit(node, "Concatenate", pieces, suffix=f"_{k}", axis=axis)
+    return result if isinstance(result, int) else t.layer(result)
+
+
 @_register(FUNCTIONS, torch.chunk, torch.split)
 @_register(METHODS, "chunk", "split")
+@_follows_batch_axis("any")
 def _split(t: Any, node: fx.Node) -> Split:
-    source = node.args[0]
-    axis = t.axis(source, arg(node, 2, "dim", 0))
-    sizes = [meta.shape[axis + 1] for meta in node.meta["tensor_meta"]]
+    source, dim = node.args[0], arg(node, 2, "dim", 0)
+    axis = t.axis(source, dim)
+    sizes = [meta.shape[dim] for meta in node.meta["tensor_meta"]]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     return Split(source, axis, tuple((s, s + n) for s, n in zip(starts, sizes)))
 
 
 @_register(FUNCTIONS, operator.getitem)
+@_follows_batch_axis("any")
 def _getitem(t: Any, node: fx.Node) -> int:
     source, index = node.args
     if isinstance(source, fx.Node) and source in t.splits:
@@ -975,40 +1105,47 @@ def _getitem(t: Any, node: fx.Node) -> int:
     return _index_tensor(t, node, source, t.static(index))
 
 
-def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any) -> int:
-    """``x[:, a:b, i, None, ...]``: a Slice, then a Reshape where axes vanish or appear."""
-    shape = t.shape(source)
+def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any, suffix: str = "",
+                  shape: list[int] | None = None) -> int:
+    """``x[:, a:b, i, None, ...]``: a Slice, then a Reshape (to ``shape``, by default the
+    node's sample shape) where axes vanish or appear; layer names end in ``suffix``.
+
+    The index runs over the traced tensor's axes; it must take the whole batch axis,
+    wherever that is (see ``BatchAxis``)."""
+    batch, ndim = t.batch_axis(source), _ndim(source)
     entries = list(index) if isinstance(index, tuple) else [index]
     if any(not isinstance(e, (slice, int, type(None), type(Ellipsis))) or isinstance(e, bool)
            for e in entries):
         raise t.unsupported(node, "indexing with tensors, lists or booleans (advanced indexing)")
     if Ellipsis in entries:
         at = entries.index(Ellipsis)
-        n_fill = len(shape) + 1 - sum(e is not None and e is not Ellipsis for e in entries)
+        n_fill = ndim - sum(e is not None and e is not Ellipsis for e in entries)
         entries[at:at + 1] = [slice(None)] * n_fill
-    if not entries or entries[0] != slice(None):
+    axis_entries = [e for e in entries if e is not None]
+    axis_entries += [slice(None)] * (ndim - len(axis_entries))
+    if axis_entries[batch.position] != slice(None):
         raise t.unsupported(node, f"the index {index!r}", "It selects along the batch axis. ")
-    ranges, reshaped = [], False
-    for entry in entries[1:]:
-        if entry is None:
-            reshaped = True
+    sample_shape = t.shape(source)
+    ranges = [[0, sample_shape[0], 1]] if batch.merged > 1 else []
+    for dim, entry in enumerate(axis_entries):
+        if dim == batch.position:
             continue
-        size = shape[len(ranges)]
+        size = sample_shape[len(ranges)]
         if isinstance(entry, int):
             ranges.append([entry % size, entry % size + 1, 1])
-            reshaped = True
         else:
             start, stop, step = entry.indices(size)
             if step < 1:
                 raise t.unsupported(node, f"the slice step {step}", "Steps must be positive. ")
             ranges.append([start, max(start, stop), step])
-    ranges += [[0, size, 1] for size in shape[len(ranges):]]
+    reshaped = any(e is None or isinstance(e, int) for e in entries)
     result: fx.Node | int = source
-    if ranges != [[0, size, 1] for size in shape]:
-        result = t.emit(node, "Slice", [source], suffix="_slice" if reshaped else "",
+    if ranges != [[0, size, 1] for size in sample_shape]:
+        result = t.emit(node, "Slice", [source], suffix=suffix + ("_slice" if reshaped else ""),
                         ranges=ranges)
     if reshaped:
-        result = t.emit(node, "Reshape", [result], shape=list(t.shape(node)))
+        result = t.emit(node, "Reshape", [result], suffix=suffix,
+                        shape=list(t.shape(node) if shape is None else shape))
     return result if isinstance(result, int) else t.layer(result)
 
 
@@ -1016,17 +1153,18 @@ def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any) -> int:
 
 
 @_register(FUNCTIONS, torch.select)
+@_follows_batch_axis("any")
 def _select(t: Any, node: fx.Node) -> int:
     """``torch.select(x, dim, i)`` (``aten.select.int``): ``x[..., i]`` along ``dim``."""
     source, dim, position = node.args[0], t.static(node.args[1]), t.static(node.args[2])
-    return _index_tensor(t, node, source, (*[slice(None)] * (dim % (len(t.shape(source)) + 1)),
-                                           position))
+    return _index_tensor(t, node, source, (*[slice(None)] * (dim % _ndim(source)), position))
 
 
 #: The ``end`` of an ATen slice that runs to the end of its axis (``x[a:]``).
 _TO_THE_END = 2**62
 
 
+@_follows_batch_axis("any")
 def _slice_op(t: Any, node: fx.Node) -> int:
     """``aten.slice.Tensor(x, dim, start, end, step)``: ``x[..., start:end:step]`` along ``dim``
     (a slice over the whole batch axis, as ``x[:, 1:]`` exports, keeps the batch)."""
@@ -1035,10 +1173,15 @@ def _slice_op(t: Any, node: fx.Node) -> int:
                              in ((1, "dim", 0), (2, "start", None), (3, "end", None), (4, "step", 1)))
     whole = start in (None, 0) and (end is None or end >= _TO_THE_END) and step == 1
     entry = slice(None) if whole else slice(start, end, step)
-    return _index_tensor(t, node, source, (*[slice(None)] * (dim % (len(t.shape(source)) + 1)),
-                                           entry))
+    return _index_tensor(t, node, source, (*[slice(None)] * (dim % _ndim(source)), entry))
 
 
+def _ndim(node: fx.Node) -> int:
+    """The number of axes of the traced tensor of ``node``, its batch axis included."""
+    return len(node.meta["tensor_meta"].shape)
+
+
+@_follows_batch_axis("same")
 def _rsub_op(t: Any, node: fx.Node) -> int:
     """``aten.rsub.Scalar(x, c)`` (``c - x``)."""
     if arg(node, 2, "alpha", 1) != 1:
@@ -1089,7 +1232,8 @@ def _aten_aliases() -> dict[str, Any]:
         "conv_transpose1d.default": F.conv_transpose1d,
         "conv_transpose2d.input": F.conv_transpose2d,
         "conv_transpose3d.input": F.conv_transpose3d,
-        "group_norm.default": F.group_norm,
+        "group_norm.default": F.group_norm, "roll.default": torch.roll,
+        "unbind.int": torch.unbind,
     }
 
 

@@ -1,0 +1,220 @@
+"""Batch axes that shape operations move or merge, and input-independent subgraphs.
+
+``torch.export`` graphs say where the batch axis is (a symbolic size), so the
+converter follows it through permutations (timm's fused ``qkv`` attention:
+``reshape(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)``), reshapes that merge it
+with the windows of each sample (Swin) and indexing, while elementwise and
+last-axis operations run on it wherever it is. Tensors that do not depend on the
+inputs (``arange`` position tables, attention masks built with ``new_zeros``)
+fold into constants under both tracers. References: the original module's
+forward pass, torch autograd, and DeepLift's summation to ``f(x) - f(0)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import innsight as ins
+
+
+class FusedQKVAttention(nn.Module):
+    """A pre-norm transformer block with timm's fused projection: the batch axis is
+    second between the permutation and ``unbind``; written-out attention or SDPA."""
+
+    def __init__(self, width: int = 12, heads: int = 3, sdpa: bool = True) -> None:
+        super().__init__()
+        self.heads, self.sdpa = heads, sdpa
+        self.norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.sdpa:
+            attended = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attended = (q @ k.transpose(-2, -1) / math.sqrt(c // self.heads)).softmax(-1) @ v
+        x = x + self.proj(attended.transpose(1, 2).reshape(b, n, c))
+        return self.head(x.mean(1))
+
+
+class WindowAttention(nn.Module):
+    """Windows of each sample merged into the batch axis (``view(B * windows, ...)``),
+    attention per window, a relative position bias from an ``arange`` table, and back."""
+
+    def __init__(self, width: int = 8, window: int = 2) -> None:
+        super().__init__()
+        self.window = window
+        self.qkv = nn.Linear(width, 3 * width)
+        self.bias_table = nn.Parameter(torch.randn(2 * window - 1))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        s = self.window
+        windows = x.view(b, h // s, s, w // s, s, c).permute(0, 1, 3, 2, 4, 5)
+        windows = windows.reshape(-1, s * s, c)  # (B * windows, tokens, c)
+        q, k, v = self.qkv(windows).chunk(3, dim=-1)
+        positions = torch.arange(s * s) % s
+        bias = self.bias_table[positions[:, None] - positions[None, :] + s - 1]
+        scores = (q @ k.transpose(1, 2)) / math.sqrt(c) + bias
+        out = scores.softmax(-1) @ v
+        out = out.view(b, h // s, w // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        return self.head(out.mean((1, 2)))
+
+
+class SinusoidalPositions(nn.Module):
+    """A sin/cos table computed in forward from ``arange``: a constant under both tracers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(5, dtype=x.dtype)[:, None]
+        frequencies = torch.exp(torch.arange(0, 6, 2, dtype=x.dtype) * -0.5)
+        table = torch.cat([torch.sin(positions * frequencies),
+                           torch.cos(positions * frequencies)], dim=-1)
+        return self.fc(x + table).mean(1)
+
+
+class Rolled(nn.Module):
+    """Shifted windows: ``torch.roll`` of the spatial axes of a channels-last map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.roll(x, shifts=(-2, 1), dims=(1, 2))).flatten(1)
+
+
+def small_swin() -> nn.Module:
+    """torchvision's Swin with two stages of two blocks (so shifted windows, their masks
+    and patch merging), window 4 on a 6 x 6 patch grid (so padding to the windows)."""
+    torch.manual_seed(0)
+    return torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=8, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+        num_classes=5).eval()
+
+
+def assert_explained_exactly(model: nn.Module, input_dim: list[int], tracer: str = "auto",
+                             outputs: tuple[int, ...] = (0, 1)) -> None:
+    """In float64: the Gradient equals autograd on the original, DeepLift (zero reference)
+    sums to ``f(x) - f(0)``, and LRP epsilon gives finite relevances."""
+    model = model.double()
+    conv = ins.convert(model, input_dim=input_dim, tracer=tracer, dtype="double")
+    x = torch.randn(3, *input_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    idx = list(outputs)
+    gradient = ins.run_grad(conv, x, output_idx=idx, dtype="double", verbose=False)
+    x_grad = x.clone().requires_grad_(True)
+    out = model(x_grad)
+    expected = torch.stack([torch.autograd.grad(out[:, j].sum(), x_grad, retain_graph=True)[0]
+                            for j in idx], -1)
+    actual = gradient.get_result("torch_tensor")
+    assert (actual - expected).abs().max() <= 1e-10 * expected.abs().max()
+
+    deeplift = ins.run_deeplift(conv, x, output_idx=idx, dtype="double", verbose=False)
+    sums = deeplift.get_result("torch_tensor").reshape(3, -1, len(idx)).sum(1)
+    with torch.no_grad():
+        goal = (model(x) - model(torch.zeros_like(x)))[:, idx]
+    assert (sums - goal).abs().max() <= 1e-9 * goal.abs().max()
+
+    lrp = ins.run_lrp(conv, x, output_idx=idx, rule_name="epsilon", dtype="double",
+                      verbose=False)
+    assert torch.isfinite(lrp.get_result("torch_tensor")).all()
+
+
+@pytest.mark.parametrize("sdpa", [True, False], ids=["sdpa", "written-out"])
+def test_fused_qkv_attention_follows_the_moved_batch_axis(assert_converts, sdpa):
+    torch.manual_seed(0)
+    model = FusedQKVAttention(sdpa=sdpa).eval()
+    with pytest.raises(ins.ConversionError, match="tracer=.export."):
+        ins.convert(model, input_dim=[5, 12], tracer="fx")  # fx has no symbolic batch size
+    assert_converts(model, [5, 12])
+    assert_explained_exactly(model, [5, 12])
+
+
+def test_windows_merged_into_the_batch_axis_convert(assert_converts):
+    torch.manual_seed(0)
+    model = WindowAttention().eval()
+    conv = assert_converts(model, [4, 4, 8], tracer="export")
+    # The relative position bias is one constant added to the scores, not a lookup.
+    assert not any(layer.type_name == "Gather" for layer in conv.model.layers)
+    assert_explained_exactly(model, [4, 4, 8], tracer="export")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_input_independent_tables_fold_into_constants(outputs_match, tracer, dtype):
+    """The table is computed once, at the model's precision (a float32 model's table
+    stays float32 in a float64 conversion: convert ``model.double()`` for a float64 one)."""
+    torch.manual_seed(0)
+    model = SinusoidalPositions().eval().to(dtype)
+    conv = ins.convert(model, input_dim=[5, 6], tracer=tracer,
+                       dtype="double" if dtype == torch.float64 else "float")
+    assert [layer.type_name for layer in conv.model.layers] == ["Input", "Affine", "Dense",
+                                                                "Mean"]
+    x = torch.randn(3, 5, 6, dtype=dtype)
+    with torch.no_grad():
+        outputs_match(conv.model(x), model(x), 1e-6 if dtype == torch.float32 else 1e-12)
+
+
+class AttentionWeights(nn.Module):
+    """``nn.MultiheadAttention``'s head-averaged attention weights: torch.fx keeps the
+    module whole (its weights do not convert); torch.export writes them out with the
+    heads merged into the batch axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x)[1].flatten(1)
+
+
+def test_attention_weights_convert_with_the_heads_merged_into_the_batch(assert_converts):
+    torch.manual_seed(0)
+    with pytest.raises(ins.ConversionError, match="element 1"):
+        ins.convert(AttentionWeights().eval(), input_dim=[3, 8], tracer="fx")
+    assert_converts(AttentionWeights().eval(), [3, 8])
+    assert_explained_exactly(AttentionWeights().eval(), [3, 8])
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_roll_is_a_permutation_of_entries(assert_converts, tracer):
+    torch.manual_seed(0)
+    assert_converts(Rolled().eval(), [4, 5, 3], tracer=tracer)
+    assert_explained_exactly(Rolled().eval(), [4, 5, 3], tracer=tracer)
+
+
+def test_swin_transformer_converts_and_is_explained_exactly(assert_converts):
+    conv = assert_converts(small_swin(), [3, 24, 24], batch=2)
+    assert conv.output_dim == [(5,)]
+    assert_explained_exactly(small_swin(), [3, 24, 24])
+
+
+@pytest.mark.parametrize(
+    ("fn", "what"),
+    [
+        (lambda x: x.transpose(0, 1).softmax(1).transpose(0, 1), "along the batch axis"),
+        (lambda x: F.avg_pool1d(x.transpose(0, 1), 2).transpose(0, 1), "batch axis is at "
+                                                                        "position 1"),
+        (lambda x: F.avg_pool1d(x.reshape(-1, 1, 6), 2).reshape(x.shape[0], 5, 3),
+         "merged with 5 entries"),
+        (lambda x: x.transpose(0, 1), "output whose batch axis is not first"),
+    ],
+    ids=["softmax-over-batch", "pool-batch-second", "pool-batch-merged", "output"],
+)
+def test_operations_on_a_moved_batch_axis_are_refused_by_name(module_from, fn, what):
+    with pytest.raises(ins.ConversionError, match=what):
+        ins.convert(module_from(lambda m, x: fn(x)), input_dim=[5, 6], tracer="export")
