@@ -11,11 +11,13 @@ from innsight.metrics.catalogue import DEFAULT_METRICS, METRICS
 from innsight.metrics.complexity import Completeness, Complexity, Sparseness
 from innsight.metrics.evaluate import evaluate
 from innsight.metrics.faithfulness import Deletion, FaithfulnessCorrelation, Infidelity, Insertion
+from innsight.metrics.plots import curve_means, plot_curves, plot_table, table
 from innsight.metrics.randomisation import RandomLogit, Randomization
 from innsight.metrics.robustness import Sensitivity
 
 __all__ = [
     "Completeness", "Complexity", "Curve", "DEFAULT_METRICS", "Deletion",
     "FaithfulnessCorrelation", "Infidelity", "Insertion", "METRICS", "Metric", "RandomLogit",
-    "Randomization", "Scores", "Sensitivity", "Sparseness", "evaluate", "gaussian_blur",
+    "Randomization", "Scores", "Sensitivity", "Sparseness", "curve_means", "evaluate",
+    "gaussian_blur", "plot_curves", "plot_table", "table",
 ]
