@@ -23,6 +23,7 @@ one stacked batch, built and evaluated ``batch_size`` rows at a time.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +34,7 @@ from innsight._validation import describe
 from innsight.metrics.base import Curve, Metric, Scores, check_choice, check_positive
 from innsight.metrics.baselines import baseline_features, check_baseline
 from innsight.metrics.subject import Subject
+from innsight.methods.agnostic import Players
 from innsight.methods.base import check_positive_int
 
 ORDERS = ("most_relevant_first", "least_relevant_first")
@@ -52,6 +54,15 @@ def pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
     a = a - a.mean(dim, keepdim=True)
     b = b - b.mean(dim, keepdim=True)
     return (a * b).sum(dim) / ((a * a).sum(dim) * (b * b).sum(dim)).sqrt()
+
+
+def _spreader(players: Players, p: int) -> Callable[[Tensor], Tensor]:
+    """Per-player masks ``(rows, g)`` as per-feature masks ``(rows, p)`` (no copy when
+    every feature is its own player)."""
+    identity = torch.arange(p, device=players.group.device)
+    if players.count == p and bool((players.group == identity).all()):
+        return lambda mask: mask
+    return lambda mask: mask[:, players.group]
 
 
 @dataclass(frozen=True)
@@ -106,8 +117,10 @@ class _Flipping(_Perturbation):
         n, g, n_targets = subject.n_data, players.count, subject.n_targets
         scores = subject.values.new_zeros(n, g, n_targets).index_add_(1, players.group,
                                                                       subject.values)
-        order = scores.argsort(dim=1, descending=self.order == ORDERS[0], stable=True)
-        rank = order.argsort(dim=1)  # (n, g, n_targets): each player's turn
+        order = scores.transpose(1, 2).argsort(dim=2, descending=self.order == ORDERS[0],
+                                                stable=True)
+        rank = order.argsort(dim=2).to(torch.int32)  # (n, n_targets, g): each player's turn
+        spread = _spreader(players, x.shape[1])
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
         counts = torch.tensor([*range(0, g, step), g], device=x.device)  # players changed
         inner = counts[1:-1]
@@ -115,8 +128,8 @@ class _Flipping(_Perturbation):
 
         def make(rows: Tensor) -> tuple[Tensor, None]:
             sample, target, k = rows // (n_targets * m), rows // m % n_targets, rows % m
-            changed = rank[sample, :, target] < inner[k, None]  # (rows, g)
-            return torch.where(changed[:, players.group], end[sample], start[sample]), None
+            changed = rank[sample, target] < inner[k, None]  # (rows, g)
+            return torch.where(spread(changed), end[sample], start[sample]), None
 
         ends, _ = subject.evaluate_rows(2 * n, lambda rows: (torch.cat([start, end])[rows], None),
                                         self.label)
@@ -199,12 +212,13 @@ class FaithfulnessCorrelation(_Perturbation):
             raise ValueError(f"`subset_size` must be at most the number of players ({g}), got "
                              f"{describe(self.subset_size)}.")
         generator = subject.generator()
+        spread = _spreader(players, x.shape[1])
 
         def make(rows: Tensor) -> tuple[Tensor, Tensor]:
             sample = rows // self.n
             keys = torch.rand(len(rows), g, generator=generator, device=generator.device)
-            chosen = torch.zeros_like(keys, dtype=torch.bool).scatter_(
-                1, keys.topk(size, dim=1).indices.to(x.device), True)[:, players.group]
+            chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(
+                1, keys.topk(size, dim=1).indices.to(x.device), True))
             relevance = (subject.values[sample] * chosen[..., None]).sum(1)
             return torch.where(chosen, base[sample], x[sample]), relevance
 
