@@ -41,6 +41,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_rules.py
 	$(BIN)/python benchmarks/bench_agnostic.py
+	$(BIN)/python benchmarks/bench_metrics.py
 
 # One model per family of timm and torchvision: which convert, which are refused (and by
 # which operation); timm comes from the `coverage` extra. Takes a while on 2 cores.

@@ -30,10 +30,12 @@ from innsight.methods import (
     torch_smoothgrad,
 )
 from innsight.methods.comparison import Comparison, compare_models
+from innsight import metrics
+from innsight.metrics import evaluate
 
 __all__ = [
     "LIME", "SHAP", "run_lime", "run_shap",
-    "Comparison", "compare_models",
+    "Comparison", "compare_models", "evaluate", "metrics",
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
     "ConversionError", "ConvertedModel", "Converter", "ExpectedGradient", "Gradient",

@@ -39,7 +39,7 @@ def as_features(inputs: list[Tensor]) -> Tensor:
     return torch.cat([x.flatten(1) for x in inputs], dim=1)
 
 
-def _unflat(features: Tensor, like: list[Tensor]) -> list[Tensor]:
+def from_features(features: Tensor, like: list[Tensor]) -> list[Tensor]:
     """``(rows, p, *rest)`` back into one tensor ``(rows, *dim_k, *rest)`` per input layer."""
     sizes = [math.prod(x.shape[1:]) for x in like]
     rest = features.shape[2:]
@@ -49,7 +49,7 @@ def _unflat(features: Tensor, like: list[Tensor]) -> list[Tensor]:
 
 def _outputs(setup: Setup, rows: Tensor) -> Tensor:
     """The explained outputs ``(rows, n_targets)`` at feature rows ``(rows, p)``."""
-    return setup.outputs_at(_unflat(rows, setup.data))
+    return setup.outputs_at(from_features(rows, setup.data))
 
 
 def _background(setup: Setup, data_ref: Any) -> Tensor:
@@ -77,7 +77,7 @@ class Players:
         return per_group[:, self.group] / self.size[self.group, None].to(per_group.dtype)
 
 
-def _players(setup: Setup, feature_groups: Any) -> Players:
+def feature_players(setup: Setup, feature_groups: Any) -> Players:
     """``feature_groups``: ``None`` (every input entry alone), or integer group ids
     broadcastable to a sample of the input layer, in the layout of ``data`` (a list
     with one per input layer for several); equal ids across layers form one group."""
@@ -148,7 +148,7 @@ def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> 
         phi.index_put_((sample[:, None].expand(-1, g), order[walk]), path.diff(dim=1),
                        accumulate=True)
     goal = at_data.explained - f_refs.mean(dim=0, keepdim=True)
-    return Explanation(_unflat(players.spread(phi / n), setup.data), goal, at_data)
+    return Explanation(from_features(players.spread(phi / n), setup.data), goal, at_data)
 
 
 def _walk_outputs(setup: Setup, x: Tensor, background: Tensor, players: Players, ranks: Tensor,
@@ -199,7 +199,7 @@ def explain_lime(setup: Setup, background: Tensor, n: int, kernel_width: float,
         rhs = torch.cat([root_w * out, out.new_zeros(rows, g, out.shape[2])], dim=1)
         solution = torch.linalg.lstsq(lhs.cpu(), rhs.cpu()).solution.to(device)
         weights_out.append(solution[:, 1:])  # drop the intercept: (rows, g, n_targets)
-    return _unflat(players.spread(torch.cat(weights_out)), setup.data)
+    return from_features(players.spread(torch.cat(weights_out)), setup.data)
 
 
 class AgnosticMethod(InterpretingMethod):
@@ -276,7 +276,7 @@ class SHAP(AgnosticMethod):
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any, feature_groups: Any) -> Explanation:
         n = check_positive_int(n, "n")
-        return explain_shap(setup, _background(setup, data_ref), n, _players(setup, feature_groups))
+        return explain_shap(setup, _background(setup, data_ref), n, feature_players(setup, feature_groups))
 
 
 class LIME(AgnosticMethod):
@@ -319,7 +319,7 @@ class LIME(AgnosticMethod):
     def _explain(self, setup: Setup, data_ref: Any, n: Any, kernel_width: Any,
                  alpha: Any, feature_groups: Any) -> Explanation:
         n = check_positive_int(n, "n")
-        players = _players(setup, feature_groups)
+        players = feature_players(setup, feature_groups)
         if kernel_width is None:
             kernel_width = 0.75 * math.sqrt(players.count)
         if not is_number(kernel_width) or not kernel_width > 0:

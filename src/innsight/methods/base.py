@@ -232,6 +232,9 @@ class InterpretingMethod(Result):
             channels_first=channels_first,
         )
         self.converter = converter
+        #: What the method ran with (model, explained nodes, data, batch size): the metrics
+        #: (:mod:`innsight.metrics`) evaluate the model and re-run ``_explain`` through it.
+        self.setup = setup
         explanation = self._explain(setup, **own_args)
         if without_data:  # no data, no predictions: nothing is run for them
             preds = tensors[0].new_full((1, len(selection.targets)), float("nan"))

@@ -1,0 +1,269 @@
+"""Faithfulness: does the model's output move as the explanation says it should?
+
+- :class:`Deletion` and :class:`Insertion` (pixel flipping, Bach et al. 2015;
+  Petsiuk et al. 2018): features (or groups of them) are replaced by the baseline
+  (deletion) or restored from it (insertion) in the order of their relevance,
+  ``features_in_step`` at a time, and the explained output is recorded after each
+  step. Relevance is the signed value (most positive first), summed over a group.
+  The curve runs from no feature changed to all changed (``x`` the fraction of
+  players changed, ``0..1``); its value is the area under it (trapezoids over
+  ``x``, in units of the output). Quantus' ``PixelFlipping`` returns the same curve
+  without its first point (the unchanged input) and integrates over step numbers.
+- :class:`FaithfulnessCorrelation` (Bhatt et al. 2020): the Pearson correlation,
+  over ``n`` random subsets of players, between the relevance in a subset and the
+  output drop when that subset is set to the baseline.
+- :class:`Infidelity` (Yeh et al. 2019): the mean over ``n`` Gaussian perturbations
+  ``I`` of ``(sum(I * values) - (f(x) - f(x - I)))^2`` (Captum's ``infidelity``
+  without normalisation).
+
+Every perturbed input of every sample, explained output node and step is a row of
+one stacked batch, built and evaluated ``batch_size`` rows at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from innsight._validation import describe
+from innsight.metrics.base import Curve, Metric, Scores, check_choice, check_positive
+from innsight.metrics.baselines import baseline_features, check_baseline
+from innsight.metrics.subject import Subject
+from innsight.methods.agnostic import Players
+from innsight.methods.base import check_positive_int
+
+ORDERS = ("most_relevant_first", "least_relevant_first")
+#: Steps of a deletion or insertion curve when ``features_in_step`` is not given.
+DEFAULT_STEPS = 50
+
+
+def outputs_at_data(subject: Subject, metric: str) -> Tensor:
+    """The explained outputs ``(n_data, n_targets)`` at the data, computed once per result."""
+    x = subject.data(metric)
+    return subject.cached("outputs at data", lambda: subject.evaluate_rows(
+        len(x), lambda rows: (x[rows], None), "outputs")[0])
+
+
+def pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    """Pearson correlation of ``a`` and ``b`` along ``dim`` (NaN where one is constant)."""
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    return (a * b).sum(dim) / ((a * a).sum(dim) * (b * b).sum(dim)).sqrt()
+
+
+def _spreader(players: Players, p: int) -> Callable[[Tensor], Tensor]:
+    """Per-player masks ``(rows, g)`` as per-feature masks ``(rows, p)`` (no copy when
+    every feature is its own player)."""
+    identity = torch.arange(p, device=players.group.device)
+    if players.count == p and bool((players.group == identity).all()):
+        return lambda mask: mask
+    return lambda mask: mask[:, players.group]
+
+
+@dataclass(frozen=True)
+class _Perturbation(Metric):
+    """Shared settings of the metrics that replace features by a baseline."""
+
+    baseline: Any = "zeros"
+    feature_groups: Any = None
+    blur_sigma: float | None = None
+
+    def __post_init__(self) -> None:
+        check_baseline(self.baseline)
+        if self.blur_sigma is not None:
+            check_positive(self.blur_sigma, "blur_sigma")
+
+    def _inputs(self, subject: Subject) -> tuple[Tensor, Tensor]:
+        """The data and the baseline as features, each ``(n_data, p)``."""
+        x = subject.data(self.label)
+        return x, baseline_features(self.baseline, subject.model_setup(self.label),
+                                    self.blur_sigma)
+
+
+@dataclass(frozen=True)
+class _Flipping(_Perturbation):
+    """Deletion or insertion curves; see the module docs."""
+
+    order: str = "most_relevant_first"
+    features_in_step: int | None = None
+
+    #: Whether features go from the baseline to the data (insertion) or back (deletion).
+    inserting: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self.order, ORDERS, "order")
+        if self.features_in_step is not None:
+            check_positive_int(self.features_in_step, "features_in_step")
+
+    @property
+    def label(self) -> str:
+        return self.name if self.order == ORDERS[0] else f"{self.name}_lerf"
+
+    @property
+    def higher_is_better(self) -> bool:
+        # most relevant first: a faithful explanation makes deletion fall, insertion rise
+        return self.inserting == (self.order == ORDERS[0])
+
+    def compute(self, subject: Subject) -> Scores:
+        x, base = self._inputs(subject)
+        start, end = (base, x) if self.inserting else (x, base)
+        players = subject.players(self.feature_groups)
+        n, g, n_targets = subject.n_data, players.count, subject.n_targets
+        scores = subject.values.new_zeros(n, g, n_targets).index_add_(1, players.group,
+                                                                      subject.values)
+        order = scores.transpose(1, 2).argsort(dim=2, descending=self.order == ORDERS[0],
+                                                stable=True)
+        rank = order.argsort(dim=2).to(torch.int32)  # (n, n_targets, g): each player's turn
+        spread = _spreader(players, x.shape[1])
+        step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
+        counts = torch.tensor([*range(0, g, step), g], device=x.device)  # players changed
+        inner = counts[1:-1]
+        m = len(inner)
+
+        def make(rows: Tensor) -> tuple[Tensor, None]:
+            sample, target, k = rows // (n_targets * m), rows // m % n_targets, rows % m
+            changed = rank[sample, target] < inner[k, None]  # (rows, g)
+            return torch.where(spread(changed), end[sample], start[sample]), None
+
+        ends, _ = subject.evaluate_rows(2 * n, lambda rows: (torch.cat([start, end])[rows], None),
+                                        self.label)
+        curve = [ends[:n, :, None]]
+        if m:
+            out, _ = subject.evaluate_rows(n * n_targets * m, make, self.label)
+            target = torch.arange(n * n_targets * m, device=x.device) // m % n_targets
+            curve.append(out[torch.arange(len(out), device=x.device), target]
+                         .view(n, n_targets, m))
+        curve.append(ends[n:, :, None])
+        fraction = counts.to(x.dtype) / g
+        y = torch.cat(curve, dim=2)
+        return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))
+
+
+@dataclass(frozen=True)
+class Deletion(_Flipping):
+    """Deletion (pixel flipping): the output as features are set to the baseline in the
+    order of their relevance; the area under the curve (lower is better for
+    ``order="most_relevant_first"``). See :mod:`innsight.metrics.faithfulness`.
+
+    Parameters
+    ----------
+    baseline : str, number or array
+        What removed features become (see :mod:`innsight.metrics.baselines`).
+    feature_groups : optional
+        Integer group ids broadcastable to one sample (as for SHAP): a group is
+        removed at once, ordered by its summed relevance.
+    blur_sigma : float, optional
+        Standard deviation of ``baseline="blur"`` in entries.
+    order : {"most_relevant_first", "least_relevant_first"}
+    features_in_step : int, optional
+        Features (or groups) changed per step; default so that there are about 50 steps.
+    """
+
+    name = "deletion"
+
+
+@dataclass(frozen=True)
+class Insertion(_Flipping):
+    """Insertion: the output as features are restored from the baseline in the order of
+    their relevance; the area under the curve (higher is better for
+    ``order="most_relevant_first"``). Parameters as for :class:`Deletion`."""
+
+    name = "insertion"
+    inserting = True
+
+
+@dataclass(frozen=True)
+class FaithfulnessCorrelation(_Perturbation):
+    """Pearson correlation between the relevance of random subsets and the output drop
+    when they are set to the baseline (Bhatt et al. 2020); higher is better.
+
+    Parameters
+    ----------
+    n : int
+        Random subsets per sample.
+    subset_size : int, optional
+        Players per subset; default a tenth of them (at least one).
+    baseline, feature_groups, blur_sigma
+        As for :class:`Deletion`.
+    """
+
+    name = "faithfulness_correlation"
+    n: int = 100
+    subset_size: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self.n, "n")
+        if self.subset_size is not None:
+            check_positive_int(self.subset_size, "subset_size")
+
+    def compute(self, subject: Subject) -> Scores:
+        x, base = self._inputs(subject)
+        players = subject.players(self.feature_groups)
+        g = players.count
+        size = self.subset_size or max(1, g // 10)
+        if size > g:
+            raise ValueError(f"`subset_size` must be at most the number of players ({g}), got "
+                             f"{describe(self.subset_size)}.")
+        generator = subject.generator()
+        spread = _spreader(players, x.shape[1])
+
+        def make(rows: Tensor) -> tuple[Tensor, Tensor]:
+            sample = rows // self.n
+            keys = torch.rand(len(rows), g, generator=generator, device=generator.device)
+            chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(
+                1, keys.topk(size, dim=1).indices.to(x.device), True))
+            relevance = (subject.values[sample] * chosen[..., None]).sum(1)
+            return torch.where(chosen, base[sample], x[sample]), relevance
+
+        out, relevance = subject.evaluate_rows(len(x) * self.n, make, self.label)
+        drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out
+        shape = (len(x), self.n, subject.n_targets)
+        return Scores(pearson(relevance.view(shape), drop.view(shape), dim=1))
+
+
+@dataclass(frozen=True)
+class Infidelity(Metric):
+    """Infidelity (Yeh et al. 2019): the mean of ``(sum(I * values) - (f(x) - f(x - I)))^2``
+    over ``n`` perturbations ``I ~ N(0, noise^2)`` per entry; lower is better.
+
+    Parameters
+    ----------
+    n : int
+        Perturbations per sample.
+    noise : float
+        Standard deviation of the perturbations, in units of the data.
+    """
+
+    name = "infidelity"
+    n: int = 50
+    noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.n, "n")
+        check_positive(self.noise, "noise")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return False
+
+    def compute(self, subject: Subject) -> Scores:
+        x = subject.data(self.label)
+        generator = subject.generator()
+
+        def make(rows: Tensor) -> tuple[Tensor, Tensor]:
+            sample = rows // self.n
+            noise = self.noise * torch.randn(len(rows), x.shape[1], generator=generator,
+                                             device=generator.device, dtype=x.dtype)
+            return x[sample] - noise, torch.einsum("rp,rpt->rt", noise, subject.values[sample])
+
+        out, predicted = subject.evaluate_rows(len(x) * self.n, make, self.label)
+        drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out
+        error = (predicted - drop).square().view(len(x), self.n, subject.n_targets)
+        return Scores(error.mean(1))
