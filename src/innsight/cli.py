@@ -123,7 +123,7 @@ def _csv(path: Path) -> np.ndarray:
     import pandas as pd
 
     frame = pd.read_csv(path)
-    text = [c for c in frame.columns if not np.issubdtype(frame[c].dtype, np.number)]
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if text:
         raise UsageError(f"--data: {path} must hold numbers only, got text in columns {text}.")
     return frame.to_numpy()

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 import innsight as ins
+from innsight._import_order import import_keras
 from innsight.demo.tasks import DIGITS_SHOWN, Task, shown_samples
 
 #: Rows of the training data that serve as references (ExpectedGradient, DeepSHAP,
@@ -108,7 +109,8 @@ def _originals(task: Task) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
     return {
         "torch": torch_forward,
-        "keras": lambda x: np.asarray(task.keras_model(task.keras_layout(x), training=False)),
+        "keras": lambda x: import_keras().ops.convert_to_numpy(
+            task.keras_model(task.keras_layout(x), training=False)),
         "onnx": lambda x: session.run(None, {"x": x})[0],
     }
 
