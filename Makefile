@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m innsight.cli demo
+	$(BIN)/python -m innsight demo
 
 # Headless Chromium for the test that opens plotly's HTML output
 # (tests/plotting/test_browser.py). Installed from Debian's packages when
