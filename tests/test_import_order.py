@@ -35,6 +35,7 @@ print("survived")
 
 
 def run(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter, TensorFlow's C++ messages silenced."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=180, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 

@@ -18,6 +18,7 @@
 # a reference image.
 
 # %%
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -131,10 +132,9 @@ figure
 # such goal.
 
 # %%
+logits = copy.deepcopy(model[:-1]).double()    # the network without its softmax, float64
 with torch.no_grad():
-    logits = model[:-1].double()        # the network without its softmax
     goal = (logits(x.double()) - logits(torch.zeros_like(x).double()))[:, 3].numpy()
-    model.float()
 table = pd.DataFrame({"goal f(x) - f(0)": goal})
 for name, result in results.items():
     table[name] = result.get_result().sum(axis=(1, 2, 3))[:, 0]
