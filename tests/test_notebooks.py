@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("sklearn")
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "docs" / "notebooks").glob("*.py"))
-#: Seconds one notebook may take: each takes under 25 s alone on two cores; the margin
-#: is for a machine busy with the rest of the suite.
-TIME_LIMIT = 60
+#: Seconds one notebook may take: each takes 8-25 s alone on two cores and up to 50 s
+#: beside the rest of the suite on a shared machine; the limit catches one gone slow.
+TIME_LIMIT = 90
 
 
 def test_there_are_notebooks():
