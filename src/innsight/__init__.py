@@ -1,5 +1,9 @@
 """innsight: explain neural-network predictions, convert once, then run any method."""
 
+from innsight._import_order import load_triton
+
+load_triton()  # before anything imports TensorFlow: see innsight._import_order
+
 from innsight.converter import ConversionError, ConvertedModel, Converter, convert
 from innsight.converter.huggingface import embed_tokens
 from innsight.methods import (
