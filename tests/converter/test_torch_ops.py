@@ -443,8 +443,33 @@ ATTENTION = [
 ]
 
 
+#: Primitive operations that models combine into norms and normalisers (RMS norm,
+#: F.normalize), reductions, stacking and cropping; single input, so that the Gradient
+#: and DeepLift are checked on each too.
+PRIMITIVES = [
+    case("x**2", lambda m, x: x ** 2, IMAGE),
+    case("x.pow(3)", lambda m, x: x.pow(3), TABULAR),
+    case("torch.sqrt", lambda m, x: torch.sqrt(x * x + 1), TABULAR),
+    case("torch.rsqrt", lambda m, x: torch.rsqrt(x * x + 1), TABULAR),
+    case("x.abs()", lambda m, x: x.abs(), IMAGE),
+    case("rms-norm", lambda m, x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6),
+         SIGNAL),
+    case("a/b-tensors", lambda m, x: x / (x.abs() + 1), IMAGE),
+    case("F.normalize", lambda m, x: F.normalize(x, dim=1), IMAGE),
+    case("torch.linalg.vector_norm", lambda m, x: torch.linalg.vector_norm(x, dim=-1), SIGNAL),
+    case("x.sum(dims)", lambda m, x: x.sum((2, 3)), IMAGE),
+    case("torch.sum(keepdim)", lambda m, x: torch.sum(x, 1, keepdim=True) - x, SIGNAL),
+    case("torch.stack", lambda m, x: torch.stack([x, 2 * x, -x], 2).flatten(1), SIGNAL),
+    case("F.pad-crop", lambda m, x: F.pad(x, (-1, 2, 1, -2)), IMAGE),
+    case("clamp(min)", lambda m, x: x.clamp(min=0.2), IMAGE),
+    case("clamp(max)", lambda m, x: torch.clamp(x, max=-0.1), IMAGE),
+    case("x.clamp_min", lambda m, x: x.clamp_min(0.3), TABULAR),
+    case("expand-computed", lambda m, x: x[:, :1].expand(-1, 4, -1) * x, SIGNAL),
+    case("expand_as-computed", lambda m, x: x.mean(1, keepdim=True).expand_as(x) + x, SIGNAL),
+]
+
 FORMS = [*ATTENTION, *ACTIVATIONS, *SHAPES, *ARITHMETIC, *POOLING, *PADDING, *CONVOLUTION,
-         *DENSE_PREDICTION]
+         *DENSE_PREDICTION, *PRIMITIVES]
 
 _EXPORTED_ATTENTION = ("torch.export writes nn.MultiheadAttention out in ATen operations that "
                        "merge the tokens into the batch axis with the batch as the minor index "
@@ -452,8 +477,6 @@ _EXPORTED_ATTENTION = ("torch.export writes nn.MultiheadAttention out in ATen op
                        "does not follow; torch.fx keeps the module whole")
 #: Forms that torch.export traces into ATen operations without a conversion yet, and why.
 EXPORT_GAPS = {
-    "F.softsign": "exported as abs and a division; aten.abs has no conversion",
-    "nn.Softsign": "exported as abs and a division; aten.abs has no conversion",
     "F.adaptive_max_pool2d": "aten.adaptive_max_pool2d returns (values, indices)",
     "nn.AdaptiveMaxPool1d": "aten.adaptive_max_pool1d returns (values, indices)",
     "nn.MultiheadAttention": _EXPORTED_ATTENTION,
@@ -477,6 +500,16 @@ def with_tracers(cases: list[Any]) -> list[Any]:
 @pytest.mark.parametrize(("fn", "input_dim", "attributes", "tracer"), with_tracers(FORMS))
 def test_operation_form(module_from, assert_converts, fn, input_dim, attributes, tracer):
     run_case(module_from, assert_converts, fn, input_dim, attributes, tracer)
+
+
+@pytest.mark.parametrize(("fn", "input_dim", "attributes", "tracer"), with_tracers(PRIMITIVES))
+def test_primitive_is_explained_exactly(module_from, explained_exactly, fn, input_dim,
+                                        attributes, tracer):
+    """Gradient against autograd and DeepLift's sum on the original (float64)."""
+    torch.manual_seed(0)
+    flat = module_from(lambda m, x: fn(m, x).flatten(1), **{k: make() for k, make in
+                                                           attributes.items()})
+    explained_exactly(flat, input_dim, tracer=tracer)
 
 
 def test_every_export_gap_is_a_form():

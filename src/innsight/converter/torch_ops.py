@@ -800,19 +800,35 @@ def _softmax_op(t: Any, node: fx.Node) -> int:
     return emit_activation(t, node, "softmax", axis=t.axis(node.args[0], dim))
 
 
+def emit_one_sided_clamp(t: Any, node: fx.Node, source: Any, bound: float, upper: bool,
+                         suffix: str = "") -> int:
+    """``max(x, bound)`` as ``relu(x - bound) + bound``, or (``upper``) ``min(x, bound)`` as
+    ``bound - relu(bound - x)``."""
+    sign = -1.0 if upper else 1.0
+    shifted = t.emit(node, "Affine", [source], suffix=f"{suffix}_shift", scale=sign,
+                     shift=-sign * bound)
+    relu = t.emit(node, "Activation", [shifted], suffix=f"{suffix}_relu", act_name="relu")
+    return t.emit(node, "Affine", [relu], suffix=suffix, scale=sign, shift=bound)
+
+
 @_register(FUNCTIONS, torch.clamp, torch.clip)
-@_register(METHODS, "clamp", "clamp_", "clip", "clip_")
+@_register(METHODS, "clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max")
 @_follows_batch_axis("same")
 def _clamp(t: Any, node: fx.Node) -> int:
     low, high = arg(node, 1, "min", None), arg(node, 2, "max", None)
+    if node.target == "clamp_max" or getattr(node.target, "__name__", "") == "clamp_max.default":
+        low, high = None, low
     if low == 0 and high is None:
         return emit_activation(t, node, "relu")
     if low == 0 and high == 6:
         return emit_activation(t, node, "relu6")
     if isinstance(low, (int, float)) and isinstance(high, (int, float)):
         return emit_activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
+    bound = low if high is None else high
+    if isinstance(bound, (int, float)) and (low is None or high is None):
+        return emit_one_sided_clamp(t, node, node.args[0], float(bound), upper=low is None)
     raise t.unsupported(node, f"clamp(min={low!r}, max={high!r})",
-                        "Supported: two numbers, or min=0 alone (relu). ")
+                        "Supported: numbers for min, max or both. ")
 
 
 # ---- elementwise arithmetic ------------------------------------------------------------
@@ -899,9 +915,12 @@ def _pow(t: Any, node: fx.Node) -> int:
     return emit_activation(t, node, "pow", exponent=exponent)
 
 
-#: Activations whose output scales another tensor as a normaliser (RMS norm's
-#: ``x * rsqrt(mean(x^2) + eps)``): LRP holds it fixed, as the LN-rule holds sigma.
-_NORMALISERS = {"rsqrt"}
+def _is_normaliser(layer: dict[str, Any]) -> bool:
+    """Whether a layer entry scales another tensor as a normaliser (RMS norm's
+    ``rsqrt(mean(x^2) + eps)``, a reciprocal norm): LRP holds it fixed, as the LN-rule
+    holds sigma."""
+    return layer.get("act_name") == "rsqrt" or (
+        layer.get("act_name") == "pow" and layer.get("exponent", 2.0) < 0)
 
 
 @_register(FUNCTIONS, operator.mul, operator.imul, torch.mul)
@@ -910,8 +929,8 @@ _NORMALISERS = {"rsqrt"}
 def _mul(t: Any, node: fx.Node) -> int:
     a, b = _operands(t, node)
     if t.is_tensor(a) and t.is_tensor(b):
-        fixed = next((i for i, x in enumerate((a, b))
-                      if t.layers[t.layer(x)].get("act_name") in _NORMALISERS), None)
+        fixed = next((i for i, x in enumerate((a, b)) if _is_normaliser(t.layers[t.layer(x)])),
+                     None)
         return t.emit(node, "Multiply", [a, b], lrp_constant=fixed)
     tensor, const = (a, b) if t.is_tensor(a) else (b, a)
     const = _operand_constant(t, node, const)
@@ -924,10 +943,16 @@ def _mul(t: Any, node: fx.Node) -> int:
 @_register(METHODS, "div", "div_")
 @_follows_batch_axis("same")
 def _div(t: Any, node: fx.Node) -> int:
+    """A tensor divided by a constant, or by a tensor (a normaliser: ``x / norm``) as the
+    product with its reciprocal, which LRP holds fixed."""
     a, b = _operands(t, node)
+    if t.is_tensor(a) and t.is_tensor(b) and node.kwargs.get("rounding_mode") is None:
+        reciprocal = t.emit(node, "Activation", [b], suffix="_reciprocal", act_name="pow",
+                            exponent=-1.0)
+        return t.emit(node, "Multiply", [a, reciprocal], lrp_constant=1)
     const = _operand_constant(t, node, b)
     if not t.is_tensor(a) or const is None or node.kwargs.get("rounding_mode") is not None:
-        raise t.unsupported(node, "division other than a tensor by a constant")
+        raise t.unsupported(node, "division other than of a tensor by a tensor or a constant")
     # The reciprocal in float64, so that dtype="double" loses nothing to a float32 constant.
     reciprocal = 1.0 / (const.double() if isinstance(const, Tensor) else const)
     return t.emit(node, "Affine", [a], scale=reciprocal)
@@ -941,6 +966,22 @@ def _neg(t: Any, node: fx.Node) -> int:
 
 
 # ---- merging and reducing ----------------------------------------------------------------
+
+
+@_register(FUNCTIONS, torch.stack)
+@_follows_batch_axis("same")
+def _stack(t: Any, node: fx.Node) -> int:
+    """``torch.stack(xs, dim)``: each tensor with a new axis of size 1, concatenated."""
+    parts, dim = list(node.args[0]), arg(node, 1, "dim", 0)
+    axis = t.axis(node, dim)
+    if not all(t.is_tensor(p) for p in parts):
+        raise t.unsupported(node, "stacking values that are not tensors computed from the inputs")
+    grown = []
+    for k, part in enumerate(parts):
+        shape = list(t.shape(part))
+        shape.insert(axis, 1)
+        grown.append(t.emit(node, "Reshape", [part], suffix=f"_{k}", shape=shape))
+    return grown[0] if len(grown) == 1 else t.emit(node, "Concatenate", grown, axis=axis)
 
 
 @_register(FUNCTIONS, torch.cat, torch.concat, getattr(torch, "concatenate", None))
@@ -993,7 +1034,7 @@ def _cat_with_constants(t: Any, node: fx.Node, parts: list[Any], axis: int) -> i
     return t.emit(node, "Affine", [joined], shift=shift)
 
 
-@_register(METHODS, "expand")
+@_register(METHODS, "expand", "expand_as")
 @_follows_batch_axis("same")
 def _expand(t: Any, node: fx.Node) -> int:
     """A tensor computed from the inputs repeated along its axes of size 1 (key and value
@@ -1023,16 +1064,82 @@ def _mean(t: Any, node: fx.Node) -> int:
                   keepdims=bool(arg(node, 2, "keepdim", False)))
 
 
+@_register(FUNCTIONS, torch.sum)
+@_register(METHODS, "sum")
+@_follows_batch_axis("same")
+def _sum(t: Any, node: fx.Node) -> int:
+    """A sum over sample axes: their mean times their number of entries."""
+    dims = arg(node, 1, "dim", None)
+    if dims is None or dims == []:
+        raise t.unsupported(node, "a sum over all axes", "It would add up the batch. ")
+    mean = _mean(t, node)
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    count = math.prod(t.shape(node.args[0])[t.axis(node.args[0], d)] for d in dims)
+    return t.emit(node, "Affine", [mean], suffix="_sum", scale=float(count))
+
+
+@_register(FUNCTIONS, torch.linalg.vector_norm)
+@_follows_batch_axis("same")
+def _vector_norm(t: Any, node: fx.Node) -> int:
+    """The 2-norm over sample axes (``F.normalize``'s): the square root of the sum of
+    squares."""
+    source, order = node.args[0], arg(node, 1, "ord", 2)
+    dims = arg(node, 2, "dim", None)
+    if order != 2 or dims is None:
+        raise t.unsupported(node, f"a vector norm of order {order!r} or over all axes",
+                            "The 2-norm over sample axes converts. ")
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    return emit_vector_norm(t, node, source, [t.axis(source, d) for d in dims],
+                            bool(arg(node, 3, "keepdim", False)))
+
+
+def emit_vector_norm(t: Any, node: fx.Node, source: fx.Node, axes: list[int], keepdims: bool,
+                     suffix: str = "") -> int:
+    """``sqrt(sum(x^2))`` over sample ``axes`` of ``source``."""
+    squares = t.emit(node, "Activation", [source], suffix=f"{suffix}_squares", act_name="pow",
+                     exponent=2.0)
+    mean = t.emit(node, "Mean", [squares], suffix=f"{suffix}_mean", axes=axes, keepdims=keepdims)
+    count = math.prod(t.shape(source)[a] for a in axes)
+    total = t.emit(node, "Affine", [mean], suffix=f"{suffix}_sum", scale=float(count))
+    return t.emit(node, "Activation", [total], suffix=suffix, act_name="sqrt")
+
+
+@_register(FUNCTIONS, F.normalize)
+@_follows_batch_axis("same")
+def _normalize(t: Any, node: fx.Node) -> int:
+    """``F.normalize(x, 2, dim, eps)``: ``x / max(norm(x), eps)``, the norm held under LRP."""
+    source, order = node.args[0], arg(node, 1, "p", 2.0)
+    if order != 2:
+        raise t.unsupported(node, f"F.normalize with p={order!r}", "The 2-norm converts. ")
+    norm = emit_vector_norm(t, node, source, [t.axis(source, arg(node, 2, "dim", 1))], True,
+                            suffix="_norm")
+    bounded = emit_one_sided_clamp(t, node, norm, float(arg(node, 3, "eps", 1e-12)),
+                                   upper=False, suffix="_bounded")
+    reciprocal = t.emit(node, "Activation", [bounded], suffix="_reciprocal", act_name="pow",
+                        exponent=-1.0)
+    return t.emit(node, "Multiply", [source, reciprocal], lrp_constant=1)
+
+
 # ---- padding ------------------------------------------------------------------------------
 
 
 def _pad(t: Any, node: fx.Node, torch_pad: Any, mode: str, value: Any) -> int:
+    """Padding of the trailing axes; negative entries crop (a Slice after the padding)."""
     pad, value = list(t.static(torch_pad)), t.static(value)
     pairs = [[pad[2 * i], pad[2 * i + 1]] for i in reversed(range(len(pad) // 2))]
+    result: fx.Node | int = node.args[0]
+    grown = [[max(v, 0) for v in pair] for pair in pairs]
+    if any(v for pair in grown for v in pair):
+        result = t.emit(node, "Padding", [result], suffix="_pad", padding=grown, mode=mode,
+                        value=float(value or 0.0))
     if any(v < 0 for pair in pairs for v in pair):
-        raise t.unsupported(node, f"negative padding {pad} (cropping)")
-    return t.emit(node, "Padding", [node.args[0]], padding=pairs, mode=mode,
-                  value=float(value or 0.0))
+        shape = t.shape(node)
+        lead = len(shape) - len(pairs)
+        ranges = [[0, size, 1] for size in shape[:lead]] + [
+            [-min(before, 0), -min(before, 0) + size, 1]
+            for (before, _), size in zip(pairs, shape[lead:])]
+        result = t.emit(node, "Slice", [result], ranges=ranges)
+    return result if isinstance(result, int) else t.layer(result)
 
 
 _PAD_MODULES = {
@@ -1371,7 +1478,10 @@ def _aten_aliases() -> dict[str, Any]:
         "group_norm.default": F.group_norm, "roll.default": torch.roll,
         "unbind.int": torch.unbind, "to.dtype": "to", "to.dtype_layout": "to",
         "_to_copy.default": "to", "type_as.default": "type_as", "addmm.default": torch.addmm,
-        "mm.default": torch.mm,
+        "mm.default": torch.mm, "stack.default": torch.stack, "sum.dim_IntList": torch.sum,
+        "linalg_vector_norm.default": torch.linalg.vector_norm, "expand_as.default": "expand",
+        "alias.default": torch.clone, "clamp_min.default": "clamp_min",
+        "clamp_max.default": "clamp_max",
     }
 
 

@@ -118,11 +118,16 @@ class Multiply(_Product):
     """Elementwise product of two tensors, ``a * b`` with broadcasting (e.g. SE gates).
 
     ``lrp_constant`` (``0``, ``1`` or ``None``) names the factor that LRP holds fixed, a
-    gate: the other factor, the signal, gets all the relevance and the gate none (the
-    signal-take-all rule of Arras et al. 2017 for the gates of recurrent cells). Without
-    it LRP splits relevance equally between the two factors. DeepLift uses the exact
-    split ``d(ab) = ((a + a')/2) db + ((b + b')/2) da`` whatever ``lrp_constant``.
-    ConnectionWeights is not defined for it.
+    gate or a normaliser (``x * rsqrt(mean(x^2))``): the other factor, the signal, gets
+    all the relevance and the gate none (the signal-take-all rule of Arras et al. 2017
+    for the gates of recurrent cells, the LN-rule for normalisers). Without it LRP
+    splits relevance equally between the two factors. DeepLift splits exactly: without
+    ``lrp_constant`` symmetrically, ``d(ab) = ((a + a')/2) db + ((b + b')/2) da``; with
+    it, the fixed factor ``g`` is held where its magnitude is the smaller,
+    ``d(sg) = g_held ds + s_other dg`` with ``(g, s')`` where ``|g| <= |g'|``, else
+    ``(g', s)``, so that a normaliser that is huge at the reference (``1 / norm(0)``)
+    does not scale contributions that then cancel. ConnectionWeights is not defined
+    for it.
     """
 
     type_names = ("Multiply",)
@@ -141,7 +146,14 @@ class Multiply(_Product):
                      splits: list[Pair] | None) -> list[Multipliers]:
         n = collapse(m, y - y_ref)
         (a, b), (a_ref, b_ref) = xs, refs
-        return [sum_to(n * ((b + b_ref) / 2), a.shape), sum_to(n * ((a + a_ref) / 2), b.shape)]
+        if self.lrp_constant is None:
+            return [sum_to(n * ((b + b_ref) / 2), a.shape),
+                    sum_to(n * ((a + a_ref) / 2), b.shape)]
+        (s, s_ref), (g, g_ref) = ((a, a_ref), (b, b_ref))[::1 if self.lrp_constant else -1]
+        at_x = g.abs() <= g_ref.abs()
+        g_held, s_other = torch.where(at_x, g, g_ref), torch.where(at_x, s_ref, s)
+        signal, gate = sum_to(n * g_held, s.shape), sum_to(n * s_other, g.shape)
+        return [signal, gate] if self.lrp_constant else [gate, signal]
 
 
 class MatMul(_Product):
