@@ -74,6 +74,7 @@ def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
     signal.alarm(seconds)
     try:
         model = make(size).eval()
+        size = _working_size(model, size)
         conv = ins.convert(model, input_dim=[3, size, size], tracer=tracer)
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
@@ -90,6 +91,18 @@ def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
         return "crashed", f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
     finally:
         signal.alarm(0)
+
+
+def _working_size(model: torch.nn.Module, size: int) -> int:
+    """``size``, or where the model itself cannot run on it (too small for its strides or
+    its position tables), its own input size (timm's ``pretrained_cfg``)."""
+    try:
+        with torch.no_grad():
+            model(torch.randn(2, 3, size, size))
+        return size
+    except Exception:  # the model's own limits, whatever it raises
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        return cfg.get("input_size", (3, 224, 224))[-1]
 
 
 #: How a ConversionError of ``tracer="auto"`` introduces the reason of its second try.
