@@ -87,6 +87,29 @@ class SinusoidalPositions(nn.Module):
         return self.fc(x + table).mean(1)
 
 
+class ShapeGrid(nn.Module):
+    """A coordinate grid from the input's height and width (``meshgrid`` of ``arange``s,
+    a list of tensors) added to the features: a constant, as the sizes are fixed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        rows, cols = torch.meshgrid(torch.arange(h, dtype=x.dtype),
+                                    torch.arange(w, dtype=x.dtype), indexing="ij")
+        return self.fc(x.permute(0, 2, 3, 1) + torch.stack([rows, cols], -1)).flatten(1)
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_tables_from_the_input_shape_fold_into_constants(assert_converts, tracer):
+    torch.manual_seed(0)
+    conv = assert_converts(ShapeGrid().eval(), [2, 3, 4], tracer=tracer)
+    assert [layer.type_name for layer in conv.model.layers] == ["Input", "Permute", "Affine",
+                                                                "Dense", "Flatten"]
+
+
 class Rolled(nn.Module):
     """Shifted windows: ``torch.roll`` of the spatial axes of a channels-last map."""
 

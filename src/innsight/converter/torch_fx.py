@@ -295,7 +295,8 @@ class _Translator:
         if meta is None or node.meta["depends_on"] == "nothing":
             return  # a size or a flag (only shapes depend on it), or a folded constant
         if node.meta["depends_on"] == "shapes":
-            self._fold_batch_constant(node)
+            if "constant_value" in node.meta:  # not a list, whose items fold one by one
+                self._fold_batch_constant(node)
             return
         handler = self._handler(node)
         self._check_batch_axes(node, handler)

@@ -1460,6 +1460,8 @@ def _aten_aliases() -> dict[str, Any]:
         "sqrt.default": torch.sqrt, "rsqrt.default": torch.rsqrt, "abs.default": torch.abs,
         "add.Tensor": torch.add, "add_.Tensor": torch.add, "sub.Tensor": torch.sub,
         "mul.Tensor": torch.mul, "mul_.Tensor": torch.mul, "div.Tensor": torch.div,
+        "div_.Tensor": torch.div, "sub_.Tensor": torch.sub, "mul.Scalar": torch.mul,
+        "div.Scalar": torch.div, "add.Scalar": torch.add, "sub.Scalar": torch.sub,
         "neg.default": torch.neg, "cat.default": torch.cat, "concat.default": torch.cat,
         "mean.dim": torch.mean, "unflatten.int": torch.unflatten,
         "view.default": torch.reshape, "reshape.default": torch.reshape,
