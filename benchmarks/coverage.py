@@ -83,13 +83,24 @@ def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
         error = ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
         return "converted", f"{error:.1e}"
     except ins.ConversionError as err:
-        return "refused", str(err).splitlines()[0][:160]
+        return "refused", _last_reason(str(err))[:160]
     except _Timeout:
         return "timeout", f"more than {seconds} s"
     except Exception as err:  # the model itself failed to build or run: not our refusal
         return "crashed", f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
     finally:
         signal.alarm(0)
+
+
+#: How a ConversionError of ``tracer="auto"`` introduces the reason of its second try.
+_EXPORT_REASON = "Traced with torch.export instead (tracer='export'): "
+
+
+def _last_reason(message: str) -> str:
+    """The reason of the last tracer tried: torch.export's where torch.fx failed first."""
+    lines = message.splitlines()
+    last = next((line for line in reversed(lines) if line.startswith(_EXPORT_REASON)), None)
+    return "export: " + last[len(_EXPORT_REASON):] if last else lines[0]
 
 
 def main() -> None:

@@ -357,7 +357,47 @@ def check_conversion(model: nn.Module, input_dim: Any, batch: int = 3,
     return conv
 
 
+def check_explained_exactly(model: nn.Module, input_dim: list[int], tracer: str = "auto",
+                            outputs: tuple[int, ...] = (0, 1),
+                            forward: Callable[[Tensor], Tensor] | None = None,
+                            rel_tol: float = 1e-10) -> None:
+    """In float64 (``model.double()``): the Gradient equals autograd on the original,
+    DeepLift (zero reference) sums to ``f(x) - f(0)``, and LRP epsilon gives finite
+    relevances; ``forward(x)`` is the original's output (default ``model(x)``), and
+    ``rel_tol`` the tolerance relative to the largest expected value (DeepLift: 10x)."""
+    model = model.double()
+    forward = forward or model
+    conv = ins.convert(model, input_dim=input_dim, tracer=tracer, dtype="double")
+    x = torch.randn(3, *conv.input_dim[0], dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(5))
+    idx = list(outputs)
+    gradient = ins.run_grad(conv, x, output_idx=idx, dtype="double", verbose=False)
+    x_grad = x.clone().requires_grad_(True)
+    out = forward(x_grad)
+    expected = torch.stack([torch.autograd.grad(out[:, j].sum(), x_grad, retain_graph=True)[0]
+                            for j in idx], -1)
+    actual = gradient.get_result("torch_tensor")
+    assert (actual - expected).abs().max() <= rel_tol * expected.abs().max()
+
+    deeplift = ins.run_deeplift(conv, x, output_idx=idx, dtype="double", verbose=False)
+    sums = deeplift.get_result("torch_tensor").reshape(3, -1, len(idx)).sum(1)
+    with torch.no_grad():
+        goal = (forward(x) - forward(torch.zeros_like(x)))[:, idx]
+    assert (sums - goal).abs().max() <= 10 * rel_tol * goal.abs().max()
+
+    lrp = ins.run_lrp(conv, x, output_idx=idx, rule_name="epsilon", dtype="double",
+                      verbose=False)
+    assert torch.isfinite(lrp.get_result("torch_tensor")).all()
+
+
 # ---- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def explained_exactly() -> Callable[..., None]:
+    """:func:`check_explained_exactly`."""
+    return check_explained_exactly
+
 
 
 @pytest.fixture

@@ -1,6 +1,11 @@
 """innsight: explain neural-network predictions, convert once, then run any method."""
 
+from innsight._import_order import load_triton
+
+load_triton()  # before anything imports TensorFlow: see innsight._import_order
+
 from innsight.converter import ConversionError, ConvertedModel, Converter, convert
+from innsight.converter.huggingface import embed_tokens
 from innsight.methods import (
     LIME,
     LRP,
@@ -39,7 +44,7 @@ __all__ = [
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
     "ConversionError", "ConvertedModel", "Converter", "ExpectedGradient", "Gradient",
-    "IntegratedGradient", "InterpretingMethod", "Result", "SmoothGrad", "convert",
+    "IntegratedGradient", "InterpretingMethod", "Result", "SmoothGrad", "convert", "embed_tokens",
     "run_expgrad", "run_grad", "run_intgrad", "run_smoothgrad", "torch_expgrad", "torch_grad",
     "torch_intgrad", "torch_smoothgrad",
 ]

@@ -107,50 +107,24 @@ def small_swin() -> nn.Module:
         num_classes=5).eval()
 
 
-def assert_explained_exactly(model: nn.Module, input_dim: list[int], tracer: str = "auto",
-                             outputs: tuple[int, ...] = (0, 1)) -> None:
-    """In float64: the Gradient equals autograd on the original, DeepLift (zero reference)
-    sums to ``f(x) - f(0)``, and LRP epsilon gives finite relevances."""
-    model = model.double()
-    conv = ins.convert(model, input_dim=input_dim, tracer=tracer, dtype="double")
-    x = torch.randn(3, *input_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    idx = list(outputs)
-    gradient = ins.run_grad(conv, x, output_idx=idx, dtype="double", verbose=False)
-    x_grad = x.clone().requires_grad_(True)
-    out = model(x_grad)
-    expected = torch.stack([torch.autograd.grad(out[:, j].sum(), x_grad, retain_graph=True)[0]
-                            for j in idx], -1)
-    actual = gradient.get_result("torch_tensor")
-    assert (actual - expected).abs().max() <= 1e-10 * expected.abs().max()
-
-    deeplift = ins.run_deeplift(conv, x, output_idx=idx, dtype="double", verbose=False)
-    sums = deeplift.get_result("torch_tensor").reshape(3, -1, len(idx)).sum(1)
-    with torch.no_grad():
-        goal = (model(x) - model(torch.zeros_like(x)))[:, idx]
-    assert (sums - goal).abs().max() <= 1e-9 * goal.abs().max()
-
-    lrp = ins.run_lrp(conv, x, output_idx=idx, rule_name="epsilon", dtype="double",
-                      verbose=False)
-    assert torch.isfinite(lrp.get_result("torch_tensor")).all()
-
-
 @pytest.mark.parametrize("sdpa", [True, False], ids=["sdpa", "written-out"])
-def test_fused_qkv_attention_follows_the_moved_batch_axis(assert_converts, sdpa):
+def test_fused_qkv_attention_follows_the_moved_batch_axis(explained_exactly, assert_converts,
+                                                          sdpa):
     torch.manual_seed(0)
     model = FusedQKVAttention(sdpa=sdpa).eval()
     with pytest.raises(ins.ConversionError, match="tracer=.export."):
         ins.convert(model, input_dim=[5, 12], tracer="fx")  # fx has no symbolic batch size
     assert_converts(model, [5, 12])
-    assert_explained_exactly(model, [5, 12])
+    explained_exactly(model, [5, 12])
 
 
-def test_windows_merged_into_the_batch_axis_convert(assert_converts):
+def test_windows_merged_into_the_batch_axis_convert(explained_exactly, assert_converts):
     torch.manual_seed(0)
     model = WindowAttention().eval()
     conv = assert_converts(model, [4, 4, 8], tracer="export")
     # The relative position bias is one constant added to the scores, not a lookup.
     assert not any(layer.type_name == "Gather" for layer in conv.model.layers)
-    assert_explained_exactly(model, [4, 4, 8], tracer="export")
+    explained_exactly(model, [4, 4, 8], tracer="export")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -169,6 +143,43 @@ def test_input_independent_tables_fold_into_constants(outputs_match, tracer, dty
         outputs_match(conv.model(x), model(x), 1e-6 if dtype == torch.float32 else 1e-12)
 
 
+class MaskedAttention(nn.Module):
+    """Attention as Hugging Face decoders write it: key and value heads repeated for
+    grouped queries (``expand`` of a computed tensor, or ``enable_gqa``), and a causal
+    mask (``is_causal``, or a boolean mask built from ``arange`` and expanded to the
+    batch)."""
+
+    def __init__(self, form: str) -> None:
+        super().__init__()
+        self.form = form
+        self.q, self.kv = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, 4, 2).transpose(1, 2)  # 4 query heads
+        k, v = self.kv(x).view(b, n, 2, 4).transpose(1, 2).chunk(2, dim=-1)  # 2 kv heads
+        if self.form == "enable_gqa":
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            k, v = (t[:, :, None].expand(b, 2, 2, n, 2).reshape(b, 4, n, 2) for t in (k, v))
+            positions = torch.arange(n)
+            mask = (positions[None, :] <= positions[:, None]).expand(b, 1, n, n)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.head(out.transpose(1, 2).reshape(b, n, 8)).flatten(1)
+
+
+@pytest.mark.parametrize("form", ["enable_gqa", "repeated-heads-and-mask"])
+def test_causal_grouped_query_attention_converts(explained_exactly, assert_converts, form):
+    torch.manual_seed(0)
+    model = MaskedAttention(form).eval()
+    x = torch.randn(2, 5, 8)
+    first = model(x[:, :1])  # causal: the first token sees only itself
+    assert torch.allclose(model(x)[:, :3], first, atol=1e-6)
+    assert_converts(model, [5, 8])
+    explained_exactly(model, [5, 8], outputs=(0, 4))
+
+
 class AttentionWeights(nn.Module):
     """``nn.MultiheadAttention``'s head-averaged attention weights: torch.fx keeps the
     module whole (its weights do not convert); torch.export writes them out with the
@@ -182,25 +193,26 @@ class AttentionWeights(nn.Module):
         return self.mha(x, x, x)[1].flatten(1)
 
 
-def test_attention_weights_convert_with_the_heads_merged_into_the_batch(assert_converts):
+def test_attention_weights_convert_with_the_heads_merged_into_the_batch(explained_exactly,
+                                                                        assert_converts):
     torch.manual_seed(0)
     with pytest.raises(ins.ConversionError, match="element 1"):
         ins.convert(AttentionWeights().eval(), input_dim=[3, 8], tracer="fx")
     assert_converts(AttentionWeights().eval(), [3, 8])
-    assert_explained_exactly(AttentionWeights().eval(), [3, 8])
+    explained_exactly(AttentionWeights().eval(), [3, 8])
 
 
 @pytest.mark.parametrize("tracer", ["fx", "export"])
-def test_roll_is_a_permutation_of_entries(assert_converts, tracer):
+def test_roll_is_a_permutation_of_entries(explained_exactly, assert_converts, tracer):
     torch.manual_seed(0)
     assert_converts(Rolled().eval(), [4, 5, 3], tracer=tracer)
-    assert_explained_exactly(Rolled().eval(), [4, 5, 3], tracer=tracer)
+    explained_exactly(Rolled().eval(), [4, 5, 3], tracer=tracer)
 
 
-def test_swin_transformer_converts_and_is_explained_exactly(assert_converts):
+def test_swin_transformer_converts_and_is_explained_exactly(explained_exactly, assert_converts):
     conv = assert_converts(small_swin(), [3, 24, 24], batch=2)
     assert conv.output_dim == [(5,)]
-    assert_explained_exactly(small_swin(), [3, 24, 24])
+    explained_exactly(small_swin(), [3, 24, 24])
 
 
 @pytest.mark.parametrize(

@@ -538,7 +538,7 @@ def test_other_objects_name_keras_in_the_type_error():
 
 
 def test_missing_keras_names_the_extra(monkeypatch):
-    from innsight.converter.keras_tensors import import_keras
+    from innsight._import_order import import_keras
 
     monkeypatch.setitem(sys.modules, "keras", None)
     with pytest.raises(ImportError, match=r"pip install innsight\[keras\]"):

@@ -56,6 +56,16 @@ class LayerCase:
     ref: Callable[..., Tensor]
     #: Inputs are ``scale * N(0, 1)`` (large enough to reach clamps and thresholds).
     scale: float = 1.0
+    #: Inputs are ``|scale * N(0, 1)| + 0.1`` (for square roots and their reciprocals).
+    positive: bool = False
+
+    def inputs(self, batch: int, seed: int, positive: bool = False) -> list[Tensor]:
+        """Random inputs of the case's shapes, ``batch`` samples from ``seed``; positive
+        ones where the case or the caller asks for them."""
+        generator = torch.Generator().manual_seed(seed)
+        xs = [self.scale * torch.randn(batch, *shape, generator=generator, dtype=torch.float64)
+              for shape in self.in_shapes]
+        return [x.abs() + 0.1 for x in xs] if positive or self.positive else xs
 
 
 # ---- independent reference implementations ------------------------------------------
@@ -452,8 +462,9 @@ def _layer_norm(id: str, shape: tuple[int, ...], axes: list[int], affine: bool,
 
 
 def _act(id: str, name: str, ref: Callable[[Tensor], Tensor], shape: tuple[int, ...] = (2, 3, 4),
-         scale: float = 1.0, **params: Any) -> LayerCase:
-    return LayerCase(id, "Activation", {"act_name": name, **params}, (shape,), ref, scale=scale)
+         scale: float = 1.0, positive: bool = False, **params: Any) -> LayerCase:
+    return LayerCase(id, "Activation", {"act_name": name, **params}, (shape,), ref, scale=scale,
+                     positive=positive)
 
 
 def _affine_case(id: str, shape: tuple[int, ...], scale: Any, shift: Any) -> LayerCase:
@@ -584,6 +595,12 @@ CASES: list[LayerCase] = [
     _act("tanhshrink", "tanhshrink", lambda x: x - (torch.exp(2 * x) - 1) / (torch.exp(2 * x) + 1)),
     _act("exp", "exp", lambda x: torch.pow(math.e, x)),
     _act("identity", "identity", lambda x: x * 1),
+    _act("abs", "abs", lambda x: torch.where(x < 0, -x, x)),
+    _act("pow_cube", "pow", lambda x: x * x * x, exponent=3.0),
+    _act("pow_half", "pow", lambda x: torch.exp(0.5 * torch.log(x)), exponent=0.5,
+         positive=True),
+    _act("sqrt", "sqrt", lambda x: torch.exp(0.5 * torch.log(x)), positive=True),
+    _act("rsqrt", "rsqrt", lambda x: 1 / torch.exp(0.5 * torch.log(x)), positive=True),
     # shape-only
     LayerCase("flatten", "Flatten", {}, ((2, 3, 4),), lambda x: x.reshape(x.shape[0], 24)),
     LayerCase("reshape", "Reshape", {"shape": [4, 6]}, ((2, 3, 4),),
@@ -660,10 +677,7 @@ _IDS = [case.id for case in CASES]
 
 
 def _inputs(case: LayerCase, seed: int = 0, requires_grad: bool = False) -> list[Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    xs = [case.scale * torch.randn(BATCH, *shape, generator=generator, dtype=torch.float64)
-          for shape in case.in_shapes]
-    return [x.requires_grad_(requires_grad) for x in xs]
+    return [x.requires_grad_(requires_grad) for x in case.inputs(BATCH, seed)]
 
 
 def _layer(case: LayerCase):
@@ -882,7 +896,7 @@ LAYER_ERRORS = [
      _shape_error("Dense", "[[4]]")),
     # activations
     ("unknown_act_name", {"type": "Activation", "act_name": "rleu"}, [(4,)],
-     re.escape("layers[1] ('probe'): unknown `act_name` 'rleu'; expected one of ['celu', 'elu'")),
+     re.escape("layers[1] ('probe'): unknown `act_name` 'rleu'; expected one of ['abs', 'celu'")),
     ("missing_act_name", {"type": "Activation"}, [(4,)],
      re.escape("layers[1] ('probe'): unknown `act_name` None")),
     ("unknown_act_param", {"type": "Activation", "act_name": "relu", "negative_slope": 0.1},

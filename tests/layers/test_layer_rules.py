@@ -71,6 +71,9 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
                     # strided inputs, sum only a few terms
                     "convT1d_plain", "convT1d_stride_pad_outpad", "convT2d_stride2_kernel2",
                     "convT2d_groups_dilation", "convT3d")},
+    **{("deeplift_sum", f"{case}-reveal_cancel"): "RevealCancel evaluates the function at the "
+       "reference plus one part of the difference, which for overlapping parts leaves the "
+       "domain x > 0 of a square root: NaN" for case in ("pow_half", "sqrt", "rsqrt")},
 }
 
 #: Layer types that are no linear map themselves but hand the LRP rules one (or one per
@@ -136,10 +139,7 @@ def _built_by_id(case_id: str, bias_free: bool) -> Layer:
 
 
 def _values(case: LayerCase, seed: int, positive: bool = False) -> list[Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    xs = [case.scale * torch.randn(BATCH, *shape, generator=generator, dtype=torch.float64)
-          for shape in case.in_shapes]
-    return [x.abs() + 0.1 for x in xs] if positive else xs
+    return case.inputs(BATCH, seed, positive)
 
 
 def _randn(*shape: int, seed: int) -> Tensor:
@@ -284,12 +284,18 @@ def _input_splits(dxs: list[Tensor], seed: int) -> list[Pair]:
                           enumerate(dxs))]
 
 
-def _deeplift_cases() -> list[Any]:
-    return [pytest.param(c, rule, id=f"{c.id}-{name}") for c in CASES
-            if _has_path("deeplift")(c) for name, rule in DEEPLIFT_RULES.items()]
+def _deeplift_cases(check: str) -> list[Any]:
+    cases = []
+    for c in CASES:
+        for name, rule in DEEPLIFT_RULES.items():
+            if _has_path("deeplift")(c):
+                reason = EXPECTED_FAILURES.get((check, f"{c.id}-{name}"))
+                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                cases.append(pytest.param(c, rule, id=f"{c.id}-{name}", marks=marks))
+    return cases
 
 
-@pytest.mark.parametrize(("case", "rule_class"), _deeplift_cases())
+@pytest.mark.parametrize(("case", "rule_class"), _deeplift_cases("deeplift_sum"))
 def test_deeplift_contributions_sum_to_each_output_difference(
         case: LayerCase, rule_class: type[DeepLiftRule]) -> None:
     layer, rule = _built(case), rule_class()
@@ -328,7 +334,7 @@ def _as_one_multiplier(m: Any, dx: Tensor) -> Tensor:
     return torch.where(dx > 0, m.pos, m.neg)
 
 
-@pytest.mark.parametrize(("case", "rule_class"), _deeplift_cases())
+@pytest.mark.parametrize(("case", "rule_class"), _deeplift_cases("deeplift_limit"))
 def test_deeplift_multipliers_approach_the_gradient(
         case: LayerCase, rule_class: type[DeepLiftRule]) -> None:
     layer, rule = _built(case), rule_class()

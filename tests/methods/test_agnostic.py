@@ -232,6 +232,22 @@ def test_scikit_learn_estimators():
     assert lime.get_result().shape == (2, 4, 1)
 
 
+
+def test_an_estimator_fitted_on_a_data_frame_gets_its_column_names():
+    import warnings
+
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(40, 3)), columns=["age", "dose", "weight"])
+    linear = LinearRegression().fit(frame, frame @ np.array([2.0, -1.0, 0.5]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn warns when the names are missing
+        result = ins.run_shap(linear, frame[:3], frame[:10], n=20, dtype="double")
+    expected = linear.coef_ * (frame[:3] - frame[:10].mean()).to_numpy()
+    np.testing.assert_allclose(result.get_result()[..., 0], expected, atol=1e-10)
+
 def test_a_keras_model_channels_last():
     import keras
 

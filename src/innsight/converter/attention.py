@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from torch import Tensor
+
 #: ``emit(type_name, reads, part, **params) -> index``: add a layer reading ``reads``
 #: (layer indices, or whatever the front-end reads from), named after the converted
 #: operation and ``part`` (a label such as ``"q_heads"``; ``""`` for the operation
@@ -21,14 +23,18 @@ Emit = Callable[..., int]
 
 
 def emit_attention(emit: Emit, q: Any, k: Any, v: Any, scale: float, rank: int,
-                   part: str = "") -> int:
-    """``softmax(scale * q @ k^T) @ v`` over the last two sample axes of ``q (..., L, E)``,
-    ``k (..., S, E)`` and ``v (..., S, Ev)`` (``rank`` sample axes each), with the
-    attention weights held fixed under LRP (the AH-rule); the product is named ``part``."""
+                   part: str = "", mask: Tensor | None = None) -> int:
+    """``softmax(scale * q @ k^T + mask) @ v`` over the last two sample axes of
+    ``q (..., L, E)``, ``k (..., S, E)`` and ``v (..., S, Ev)`` (``rank`` sample axes
+    each), with the attention weights held fixed under LRP (the AH-rule); the product
+    is named ``part``. ``mask`` is a constant added to the scores (a causal or padding
+    mask: 0 where attending, a large negative number where not)."""
     swap = [*range(rank - 2), rank - 1, rank - 2]
     k_t = emit("Permute", [k], "key_t", perm=swap)
     q = emit("Affine", [q], "scale", scale=float(scale))
     scores = emit("MatMul", [q, k_t], "scores")
+    if mask is not None:
+        scores = emit("Affine", [scores], "mask", shift=mask)
     weights = emit("Activation", [scores], "weights", act_name="softmax", axis=rank - 1)
     return emit("MatMul", [weights, v], part, lrp_constant=0)
 

@@ -12,6 +12,7 @@ from innsight._validation import as_dim_list, describe, resolve_dtype
 from innsight.converter.converted_model import ConvertedModel
 from innsight.converter.dict_format import build_model, model_to_dict
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.huggingface import accepts_huggingface, describe_huggingface
 from innsight.converter.keras_front import accepts_keras, describe_keras
 from innsight.converter.names import Names
 from innsight.converter.onnx_front import accepts_onnx, describe_onnx
@@ -59,6 +60,7 @@ def _traced_as_given(describe: Callable[[Any, Any], Any]) -> Describer:
 FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
     # first: a Keras model may be an nn.Module too
     (accepts_keras, _traced_as_given(describe_keras)),
+    (accepts_huggingface, describe_huggingface),
     (lambda model: isinstance(model, nn.Module),
      lambda model, input_dim, tracer: describe_torch(model, input_dim, tracer=tracer)),
     (lambda model: isinstance(model, dict), _traced_as_given(_describe_dict)),
@@ -73,7 +75,9 @@ class Converter:
     Parameters
     ----------
     model
-        A torch ``nn.Module`` that ``torch.fx`` or ``torch.export`` can trace; a
+        A torch ``nn.Module`` that ``torch.fx`` or ``torch.export`` can trace (a Hugging
+        Face ``PreTrainedModel`` as the function of its images, or of its input
+        embeddings for a text model: see :mod:`innsight.converter.huggingface`); a
         Keras 3 model or a path to a ``.keras`` file (loaded in safe mode); an ``onnx.ModelProto``
         or a path to a ``.onnx`` file; a fitted scikit-learn ``MLPClassifier``
         or ``MLPRegressor``; or a model dict (the format of

@@ -48,13 +48,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from innsight._import_order import import_keras
 from innsight._validation import as_dim_list
 from innsight.converter.errors import ConversionError
 from innsight.converter.keras_ops import handlers
 from innsight.converter.keras_tensors import (
     Value,
     channels_first,
-    import_keras,
     keras_layout,
     to_numpy,
 )

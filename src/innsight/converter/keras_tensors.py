@@ -6,7 +6,8 @@ A Keras tensor is channels last, ``(d1, ..., dk, C)`` without the batch axis;
 inside the converted graph a tensor of rank 2 or more is held channels first,
 ``(C, d1, ..., dk)``, and a rank-1 tensor as it is. This module holds the maps
 between the two layouts, :class:`Value` (a Keras tensor in the converted graph)
-and the reading of Keras numbers into numpy. It imports Keras only when asked.
+and the reading of Keras numbers into numpy. It imports Keras only when asked, through
+:func:`innsight._import_order.import_keras`.
 """
 
 from __future__ import annotations
@@ -17,24 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from innsight._import_order import import_keras
 from innsight.converter.errors import ConversionError
-
-#: What to install when Keras is missing.
-INSTALL_HINT = "Install the Keras extra: pip install innsight[keras] (Keras 3 with TensorFlow)."
-
-
-def import_keras() -> Any:
-    """The ``keras`` module (Keras 3), or an ImportError naming the extra to install."""
-    try:
-        import keras
-    except ImportError as err:
-        raise ImportError(f"Converting a Keras model needs Keras 3. {INSTALL_HINT}") from err
-    if not str(getattr(keras, "__version__", "0")).startswith("3"):
-        raise ImportError(
-            f"Converting a Keras model needs Keras 3, found keras {keras.__version__}. "
-            f"{INSTALL_HINT}"
-        )
-    return keras
 
 
 def to_numpy(value: Any) -> np.ndarray:

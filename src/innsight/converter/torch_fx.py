@@ -31,7 +31,6 @@ from innsight.converter.torch_ops import (
     FUNCTIONS_BY_NAME,
     METHODS,
     MODULES,
-    BatchConstant,
     Handler,
     Outputs,
     Split,
@@ -176,33 +175,48 @@ TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]]], fx.GraphModule]] =
 
 class _ShapeAndValueProp(ShapeProp):
     """Records tensor shapes (``meta["tensor_meta"]``), non-tensor values such as sizes
-    (``meta["static_value"]``) that later index or scale tensors, and the values of
-    tensors that do not depend on the model inputs (``meta["constant_value"]``: a
-    parameter, or a position table built with ``arange``), so that those fold into
-    constants."""
+    (``meta["static_value"]``) that later index or scale tensors, what each value depends
+    on (``meta["depends_on"]``, see :func:`_depends_on`) and the value of every tensor
+    that does not depend on the inputs' values (``meta["constant_value"]``: a parameter,
+    an ``arange`` position table, a mask expanded to the batch), so that those fold
+    into constants."""
 
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
-        n.meta["input_independent"] = _input_independent(n)
+        n.meta["depends_on"] = _depends_on(n)
         if isinstance(result, Tensor):
-            if n.meta["input_independent"]:
+            if n.meta["depends_on"] != "values":
                 n.meta["constant_value"] = result.detach()
         elif not (isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)):
             n.meta["static_value"] = result
         return result
 
 
-def _input_independent(node: fx.Node) -> bool:
-    """Whether ``node``'s value is the same whatever the inputs: a module attribute, or a
-    deterministic operation on such values only (``arange``, a sin/cos table)."""
-    if node.op == "get_attr" or node.target is getattr and node.args[1] in ("dtype", "device"):
-        return True  # an attribute, or only the dtype or device of an input
+#: What a traced value may depend on, from least to most.
+DEPENDENCIES = ("nothing", "shapes", "values")
+#: Calls and attributes that read the shape of their tensor argument (the batch size
+#: among it), or only what every input has the same whatever its values.
+_SHAPE_READERS = {"sym_size", "size", "numel", "shape"}
+_TYPE_READERS = {"dtype", "device", "ndim", "dim"}
+
+
+def _depends_on(node: fx.Node) -> str:
+    """``"nothing"`` for a value that is the same whatever the inputs (a module attribute,
+    deterministic operations on such values: ``arange``, a sin/cos table), ``"shapes"``
+    for one that depends on the inputs' shapes only (the batch size: a constant expanded
+    to the batch), ``"values"`` for the rest."""
+    if node.op == "get_attr":
+        return "nothing"
     if node.op not in ("call_function", "call_method") or _is_random(node.target):
-        return False
+        return "values"
     operands = node.all_input_nodes
-    if _target_name(node.target).startswith("new_"):  # x.new_zeros(size): x's dtype only
-        operands = [a for a in operands if a is not node.args[0]]
-    return all(a.meta.get("input_independent", False) for a in operands)
+    name = node.args[1] if node.target is getattr else _target_name(node.target)
+    if name.startswith("new_") or name in _TYPE_READERS:  # x.new_zeros(size): x's dtype
+        operands = operands[1:]
+    found = [a.meta.get("depends_on", "values") for a in operands]
+    if name in _SHAPE_READERS:
+        found = [min(f, "shapes", key=DEPENDENCIES.index) for f in found]
+    return max(found, key=DEPENDENCIES.index, default="nothing")
 
 
 def _target_name(target: Any) -> str:
@@ -248,7 +262,8 @@ class _Translator:
         self.layer_of_node: dict[fx.Node, int] = {}
         self.splits: dict[fx.Node, Split] = {}
         self.outputs: dict[fx.Node, Outputs] = {}
-        self.batch_constants: dict[fx.Node, Tensor] = {}
+        #: Constants expanded to the batch: one sample's value and where the batch axis is.
+        self.batch_constants: dict[fx.Node, tuple[Tensor, BatchAxis]] = {}
 
     def describe(self) -> dict[str, Any]:
         graph = self.graph_module.graph
@@ -277,8 +292,11 @@ class _Translator:
 
     def _translate(self, node: fx.Node) -> None:
         meta = node.meta.get("tensor_meta")
-        if meta is None or "constant_value" in node.meta:
+        if meta is None or node.meta["depends_on"] == "nothing":
             return  # a size or a flag (only shapes depend on it), or a folded constant
+        if node.meta["depends_on"] == "shapes":
+            self._fold_batch_constant(node)
+            return
         handler = self._handler(node)
         self._check_batch_axes(node, handler)
         try:
@@ -294,8 +312,6 @@ class _Translator:
             self.splits[node] = result
         elif isinstance(result, Outputs):
             self.outputs[node] = result
-        elif isinstance(result, BatchConstant):
-            self.batch_constants[node] = result.value
         else:
             if BATCH_AXIS_HANDLERS.get(handler) == "any":
                 self.batch_axis(node)  # a shape operation must leave one to follow
@@ -316,6 +332,22 @@ class _Translator:
         if handler is None:
             raise self.unsupported(node, what)
         return handler
+
+    def _fold_batch_constant(self, node: fx.Node) -> None:
+        """A tensor computed from constants and the inputs' shapes: without a batch axis
+        it is a constant; a class token or a mask expanded to the batch becomes one
+        sample's value (as a layer would hold it) where every sample has the same;
+        otherwise (``arange`` of the batch size) it stays unconverted, and using it as a
+        tensor is refused."""
+        batch, value = _find_batch_axis(node), node.meta["constant_value"]
+        if batch is None:
+            node.meta["depends_on"] = "nothing"  # the same tensor for any batch
+            return
+        samples = value.movedim(batch.position, 0)
+        samples = samples.reshape(TRACE_BATCH, batch.merged, *samples.shape[1:])
+        if bool((samples == samples[:1]).all()):
+            self.batch_constants[node] = (samples[0] if batch.merged > 1 else samples[0, 0],
+                                          batch)
 
     def _check_batch_axes(self, node: fx.Node, handler: Handler) -> None:
         """Refuses a handler that assumes batch-first tensors on a tensor whose batch axis
@@ -402,14 +434,14 @@ class _Translator:
         return (batch.merged > 1) + dim - (dim > batch.position)
 
     def constant(self, value: Any) -> Any:
-        """A number, or a constant tensor (module attribute, or one expanded to the batch)
-        shaped to broadcast with a sample.
+        """A number, or a tensor that does not depend on the inputs (a module attribute,
+        a folded subgraph), as traced: it broadcasts with the traced tensors. (Constants
+        expanded to the batch are in :attr:`batch_constants`.)
 
         Returns ``None`` if ``value`` is not a constant.
         """
-        if isinstance(value, fx.Node) and value in self.batch_constants:
-            return self.batch_constants[value]
-        if isinstance(value, fx.Node) and "constant_value" in value.meta:
+        if isinstance(value, fx.Node) and value.meta.get("depends_on") == "nothing" and (
+                "constant_value" in value.meta):
             return value.meta["constant_value"]
         if isinstance(value, fx.Node) and "static_value" in value.meta:
             value = value.meta["static_value"]

@@ -4,8 +4,9 @@ A handler receives the translator (see :mod:`innsight.converter.torch_fx`)
 and one traced node. It emits layer entries with ``t.emit`` and returns the
 index of the layer holding the node's value, a :class:`Split` for
 ``chunk``/``split`` or an :class:`Outputs` for a tuple, whose pieces later
-``getitem`` nodes take, or a :class:`BatchConstant` for a constant expanded to the
-batch, which later additions and concatenations take as a constant.
+``getitem`` nodes take. Values that do not depend on the inputs' values (parameters,
+position tables, constants expanded to the batch) never reach a handler: they fold
+into constants that handlers read with ``t.constant``.
 """
 
 from __future__ import annotations
@@ -43,14 +44,7 @@ class Outputs:
     layers: tuple[int | None, ...]
 
 
-@dataclass(frozen=True)
-class BatchConstant:
-    """A constant expanded to the batch (a class token): ``value`` is one sample's."""
-
-    value: Tensor
-
-
-Handler = Callable[[Any, fx.Node], "int | Split | Outputs | BatchConstant"]
+Handler = Callable[[Any, fx.Node], "int | Split | Outputs"]
 MODULES: dict[type, Handler] = {}
 FUNCTIONS: dict[Callable[..., Any], Handler] = {}
 METHODS: dict[str, Handler] = {}
@@ -121,6 +115,21 @@ _register(FUNCTIONS, torch.clone)(alias_input)
 _register(METHODS, "contiguous", "clone")(alias_input)
 
 
+@_register(METHODS, "to", "float", "double", "type_as")
+@_follows_batch_axis("same")
+def _cast(t: Any, node: fx.Node) -> int:
+    """A cast to a floating dtype (Hugging Face's norms compute in float32): skipped, as
+    the converted model computes in one dtype of its own; other casts are refused."""
+    if node.target in ("float", "double", "type_as"):
+        return alias_input(t, node)
+    dtype = next((a for a in (*node.args[1:], node.kwargs.get("dtype"))
+                  if isinstance(a, torch.dtype)), None)
+    if dtype is not None and not dtype.is_floating_point:
+        raise t.unsupported(node, f"a cast of a tensor computed from the inputs to {dtype}",
+                            "Only casts between floating dtypes convert. ")
+    return alias_input(t, node)
+
+
 def _random_in_training(position: int) -> Handler:
     """Handler for dropout-like functions: skipped when called with ``training=False``."""
 
@@ -150,10 +159,29 @@ def _linear_module(t: Any, node: fx.Node) -> int:
     return emit_dense(t, node, m.weight, m.bias)
 
 
-def emit_dense(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None) -> int:
-    """A Dense layer on the last axis of the node's first argument."""
-    t.axis(node.args[0], -1)  # refuses a batch axis moved last
-    return t.emit(node, "Dense", [node.args[0]], weight=weight, bias=bias)
+def emit_dense(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None,
+               source: fx.Node | None = None) -> int:
+    """A Dense layer on the last axis of ``source`` (by default the node's first argument)."""
+    source = node.args[0] if source is None else source
+    t.axis(source, -1)  # refuses a batch axis moved last
+    return t.emit(node, "Dense", [source], weight=weight, bias=bias)
+
+
+@_register(FUNCTIONS, torch.addmm, torch.mm)
+@_register(METHODS, "mm")
+@_follows_batch_axis("same")
+def _matrix_by_constant(t: Any, node: fx.Node) -> int:
+    """``torch.addmm(bias, x, w)`` or ``torch.mm(x, w)`` with constant ``w`` and bias (GPT-2's
+    Conv1D): a Dense layer with weight ``w^T``."""
+    adding = len(node.args) == 3  # addmm(bias, x, w); mm(x, w)
+    bias, x, weight = (node.args if adding else (None, *node.args))[:3]
+    weight, bias = t.constant(weight), None if bias is None else t.constant(bias)
+    scales = [arg(node, None, name, 1) for name in ("beta", "alpha")] if adding else [1, 1]
+    if not t.is_tensor(x) or not isinstance(weight, Tensor) or scales != [1, 1] or (
+            adding and not isinstance(bias, Tensor)):
+        raise t.unsupported(node, "a matrix product other than a tensor by a constant matrix "
+                            "(plus a constant bias)")
+    return emit_dense(t, node, weight.T, bias, source=x)
 
 
 @_register(FUNCTIONS, F.linear)
@@ -479,22 +507,60 @@ def _emitter(t: Any, node: fx.Node) -> Emit:
 @_register(FUNCTIONS, F.scaled_dot_product_attention)
 @_follows_batch_axis("same")
 def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
+    """``F.scaled_dot_product_attention`` with a constant mask (a padding mask expanded to
+    the batch, boolean or additive), ``is_causal`` or neither; ``enable_gqa`` repeats
+    each key and value head for its group of query heads."""
     q, k, v = (arg(node, i, name) for i, name in enumerate(("query", "key", "value")))
-    unsupported = {"attn_mask": (3, None), "dropout_p": (4, 0.0), "is_causal": (5, False),
-                   "enable_gqa": (7, False)}
-    for name, (position, default) in unsupported.items():
-        if arg(node, position, name, default) != default:
-            raise t.unsupported(node, f"scaled_dot_product_attention with {name} given",
-                                "Masks, dropout and grouped queries do not convert. ")
-    scale = arg(node, 6, "scale", None)
+    if arg(node, 4, "dropout_p", 0.0) != 0.0:
+        raise t.unsupported(node, "scaled_dot_product_attention with dropout_p > 0",
+                            "It drops attention weights at random. ")
     rank = len(t.shape(q))
     if rank < 2 or len(t.shape(k)) != rank or len(t.shape(v)) != rank:
         raise t.unsupported(node, "scaled_dot_product_attention on these shapes",
                             "query, key and value need the same rank >= 2 per sample. ")
     for x in (q, k, v):
         t.axis(x, -2)  # refuses a batch axis moved among the tokens or features
+    mask = _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
+    if arg(node, 7, "enable_gqa", False):
+        k, v = (_repeat_heads(t, node, x, t.shape(q)[-3], name) for x, name in ((k, "k"), (v, "v")))
+    scale = arg(node, 6, "scale", None)
     return emit_attention(_emitter(t, node), q, k, v,
-                          1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank)
+                          1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank,
+                          mask=mask)
+
+
+def _attention_mask(t: Any, node: fx.Node, n_queries: int, n_keys: int) -> Tensor | None:
+    """The additive mask of an attention call: its ``attn_mask`` (``False`` entries, or
+    additive ones, as a constant) or the causal mask of ``is_causal``; ``None`` where
+    every query attends to every key."""
+    given, causal = arg(node, 3, "attn_mask", None), arg(node, 5, "is_causal", False)
+    if causal:
+        allowed = torch.ones(n_queries, n_keys, dtype=torch.bool).tril()
+    elif given is None:
+        return None
+    else:
+        allowed = _operand_constant(t, node, given)
+        if not isinstance(allowed, Tensor):
+            raise t.unsupported(node, "an attention mask computed from the inputs' values",
+                                "Masks built from constants and shapes convert. ")
+    if allowed.dtype == torch.bool:
+        if bool(allowed.all()):
+            return None
+        blocked = torch.finfo(torch.float32).min
+        return torch.zeros(allowed.shape).masked_fill(~allowed, blocked)
+    return None if not bool(allowed.any()) else allowed
+
+
+def _repeat_heads(t: Any, node: fx.Node, x: fx.Node, n_heads: int, name: str) -> int:
+    """Key or value heads ``(..., heads_kv, S, E)`` repeated for grouped queries: head
+    ``h`` serves query heads ``h * group`` to ``(h + 1) * group - 1``."""
+    shape = t.shape(x)
+    group = n_heads // shape[-3]
+    if group == 1:
+        return t.layer(x)
+    copies = t.emit(node, "Concatenate", [x] * group, suffix=f"_{name}_copies", axis=len(shape) - 2)
+    return t.emit(node, "Reshape", [copies], suffix=f"_{name}_heads",
+                  shape=[*shape[:-3], n_heads, *shape[-2:]])
 
 
 @_register(MODULES, nn.MultiheadAttention)
@@ -706,12 +772,16 @@ for _functions, _name, _params in [
     ((F.logsigmoid,), "logsigmoid", {}),
     ((F.tanhshrink,), "tanhshrink", {}),
     ((torch.exp,), "exp", {}),
+    ((torch.sqrt,), "sqrt", {}),
+    ((torch.rsqrt,), "rsqrt", {}),
+    ((torch.abs,), "abs", {}),
 ]:
     _register(FUNCTIONS, *_functions)(_activation_call(_name, **_params))
 
 for _method, _name in [("relu", "relu"), ("relu_", "relu"), ("sigmoid", "sigmoid"),
                        ("sigmoid_", "sigmoid"), ("tanh", "tanh"), ("tanh_", "tanh"),
-                       ("exp", "exp"), ("exp_", "exp")]:
+                       ("exp", "exp"), ("exp_", "exp"), ("sqrt", "sqrt"),
+                       ("rsqrt", "rsqrt"), ("abs", "abs")]:
     METHODS[_method] = _activation_call(_name)
 
 
@@ -748,6 +818,19 @@ def _clamp(t: Any, node: fx.Node) -> int:
 # ---- elementwise arithmetic ------------------------------------------------------------
 
 
+def _operand_constant(t: Any, node: fx.Node, value: Any) -> Any:
+    """The constant operand ``value`` of ``node`` (a number, a constant tensor, or one
+    expanded to the batch) shaped to broadcast with one sample as the node's layer holds
+    it; ``None`` where ``value`` is not a constant."""
+    if isinstance(value, fx.Node) and value in t.batch_constants:
+        per_sample, batch = t.batch_constants[value]
+        if batch != t.batch_axis(node) or per_sample.ndim > len(t.shape(node)):
+            raise t.unsupported(node, "a constant expanded to the batch in another layout "
+                                "than the tensor it meets")
+        return per_sample
+    return _sample_constant(t, node, t.constant(value))
+
+
 def _sample_constant(t: Any, node: fx.Node, value: Any) -> Any:
     """A constant operand of ``node`` shaped to broadcast with one sample as the node's
     layer holds it: without the batch axis (which must have size 1 there), with a
@@ -775,8 +858,7 @@ def _signed_sum(t: Any, node: fx.Node, a: Any, b: Any, sign: float) -> int:
         if sign < 0:
             b = t.emit(node, "Affine", [b], suffix="_neg", scale=-1.0)
         return t.emit(node, "Add", [a, b])
-    const_a = _sample_constant(t, node, t.constant(a))
-    const_b = _sample_constant(t, node, t.constant(b))
+    const_a, const_b = _operand_constant(t, node, a), _operand_constant(t, node, b)
     if t.is_tensor(a) and const_b is not None:
         return t.emit(node, "Affine", [a], shift=sign * const_b)
     if t.is_tensor(b) and const_a is not None:
@@ -806,15 +888,33 @@ for _name, _functions, _sign in [
     _register(METHODS, _name, f"{_name}_")(_handler)
 
 
+@_register(FUNCTIONS, torch.pow, operator.pow)
+@_register(METHODS, "pow")
+@_follows_batch_axis("same")
+def _pow(t: Any, node: fx.Node) -> int:
+    """``x ** c`` of a tensor and a constant number (the mean square of an RMS norm)."""
+    base, exponent = node.args[0], t.constant(arg(node, 1, "exponent"))
+    if not t.is_tensor(base) or not isinstance(exponent, float):
+        raise t.unsupported(node, "a power other than a tensor to a constant number")
+    return emit_activation(t, node, "pow", exponent=exponent)
+
+
+#: Activations whose output scales another tensor as a normaliser (RMS norm's
+#: ``x * rsqrt(mean(x^2) + eps)``): LRP holds it fixed, as the LN-rule holds sigma.
+_NORMALISERS = {"rsqrt"}
+
+
 @_register(FUNCTIONS, operator.mul, operator.imul, torch.mul)
 @_register(METHODS, "mul", "mul_")
 @_follows_batch_axis("same")
 def _mul(t: Any, node: fx.Node) -> int:
     a, b = _operands(t, node)
     if t.is_tensor(a) and t.is_tensor(b):
-        return t.emit(node, "Multiply", [a, b])
+        fixed = next((i for i, x in enumerate((a, b))
+                      if t.layers[t.layer(x)].get("act_name") in _NORMALISERS), None)
+        return t.emit(node, "Multiply", [a, b], lrp_constant=fixed)
     tensor, const = (a, b) if t.is_tensor(a) else (b, a)
-    const = _sample_constant(t, node, t.constant(const))
+    const = _operand_constant(t, node, const)
     if not t.is_tensor(tensor) or const is None:
         raise t.unsupported(node, "multiplication of these operands")
     return t.emit(node, "Affine", [tensor], scale=const)
@@ -825,7 +925,7 @@ def _mul(t: Any, node: fx.Node) -> int:
 @_follows_batch_axis("same")
 def _div(t: Any, node: fx.Node) -> int:
     a, b = _operands(t, node)
-    const = _sample_constant(t, node, t.constant(b))
+    const = _operand_constant(t, node, b)
     if not t.is_tensor(a) or const is None or node.kwargs.get("rounding_mode") is not None:
         raise t.unsupported(node, "division other than a tensor by a constant")
     # The reciprocal in float64, so that dtype="double" loses nothing to a float32 constant.
@@ -846,13 +946,19 @@ def _neg(t: Any, node: fx.Node) -> int:
 @_register(FUNCTIONS, torch.cat, torch.concat, getattr(torch, "concatenate", None))
 @_follows_batch_axis("same")
 def _cat(t: Any, node: fx.Node) -> int:
-    parts = list(node.args[0])
+    """A concatenation; empty constants (an unused key-value cache) drop out."""
+    parts = [p for p in node.args[0] if not _is_empty_constant(t, p)]
     axis = t.axis(node, arg(node, 1, "dim", node.kwargs.get("axis", 0)))
     if len(parts) == 1:
         return t.layer(parts[0])
     if all(t.is_tensor(p) for p in parts):
         return t.emit(node, "Concatenate", parts, axis=axis)
     return _cat_with_constants(t, node, parts, axis)
+
+
+def _is_empty_constant(t: Any, value: Any) -> bool:
+    const = t.constant(value)
+    return isinstance(const, Tensor) and const.numel() == 0
 
 
 def _cat_with_constants(t: Any, node: fx.Node, parts: list[Any], axis: int) -> int:
@@ -881,21 +987,27 @@ def _cat_with_constants(t: Any, node: fx.Node, parts: list[Any], axis: int) -> i
                                 padding=padding, mode="constant", value=0.0)
     joined = padded[0] if len(padded) == 1 else t.emit(node, "Concatenate", padded,
                                                        suffix="_cat", axis=axis)
-    shift = torch.cat([t.batch_constants[p] if p in t.batch_constants
-                       else torch.zeros(t.shape(p)) for p in parts], dim=axis)
+    shift = torch.cat([_operand_constant(t, p, p).expand(t.shape(p))
+                       if p in t.batch_constants else torch.zeros(t.shape(p)) for p in parts],
+                      dim=axis)
     return t.emit(node, "Affine", [joined], shift=shift)
 
 
 @_register(METHODS, "expand")
 @_follows_batch_axis("same")
-def _expand(t: Any, node: fx.Node) -> BatchConstant:
+def _expand(t: Any, node: fx.Node) -> int:
+    """A tensor computed from the inputs repeated along its axes of size 1 (key and value
+    heads for grouped queries), as a concatenation of copies per axis. (A constant
+    expanded to the batch, such as a class token, folds into a constant before.)"""
     source = node.args[0]
-    const = t.constant(source)
-    if not isinstance(const, Tensor):
-        raise t.unsupported(node, "expanding a tensor computed from the inputs",
-                            "Only constants (e.g. a class token) expand to the batch. ")
-    value = _sample_constant(t, node, const)
-    return BatchConstant(value.expand(t.shape(node)).clone())
+    before, after = t.shape(source), t.shape(node)
+    if len(before) != len(after):
+        raise t.unsupported(node, "expanding a tensor computed from the inputs to more axes")
+    result: fx.Node | int = source
+    for axis, (n_in, n_out) in enumerate(zip(before, after)):
+        if n_in != n_out:
+            result = t.emit(node, "Concatenate", [result] * n_out, suffix=f"_{axis}", axis=axis)
+    return result if isinstance(result, int) else t.layer(result)
 
 
 @_register(FUNCTIONS, torch.mean)
@@ -1182,6 +1294,28 @@ def _ndim(node: fx.Node) -> int:
 
 
 @_follows_batch_axis("same")
+@_follows_batch_axis("same")
+def _index_op(t: Any, node: fx.Node) -> int:
+    """``aten.index.Tensor(x, [arange(B)])``: ``x[torch.arange(len(x))]`` picks every sample
+    once, in order (Hugging Face's pooling of the last token); other tensor indices
+    (advanced indexing) are refused."""
+    source, indices = node.args[0], list(node.args[1])
+    position = t.batch_axis(source).position
+    picks_samples = (len(indices) == position + 1 and all(i is None for i in indices[:-1])
+                     and _is_sample_index(indices[-1]))
+    if not picks_samples:
+        raise t.unsupported(node, "indexing with tensors (advanced indexing)",
+                            "Only x[torch.arange(batch size)] converts. ")
+    return t.layer(source)
+
+
+def _is_sample_index(value: Any) -> bool:
+    """Whether ``value`` is a traced ``arange`` of the batch size: each sample's index."""
+    found = value.meta.get("constant_value") if isinstance(value, fx.Node) else None
+    return (isinstance(found, Tensor) and value.meta.get("depends_on") == "shapes"
+            and found.ndim == 1 and torch.equal(found, torch.arange(len(found))))
+
+
 def _rsub_op(t: Any, node: fx.Node) -> int:
     """``aten.rsub.Scalar(x, c)`` (``c - x``)."""
     if arg(node, 2, "alpha", 1) != 1:
@@ -1191,7 +1325,8 @@ def _rsub_op(t: Any, node: fx.Node) -> int:
 
 def _aten_aliases() -> dict[str, Any]:
     """ATen overloads (by name) of a ``torch.export`` graph whose arguments come in the
-    order of a torch function handled above: the overload takes that function's handler."""
+    order of a torch function (or tensor method, by name) handled above: the overload
+    takes that function's handler."""
     return {
         "conv1d.default": F.conv1d, "conv2d.default": F.conv2d, "conv3d.default": F.conv3d,
         "conv1d.padding": F.conv1d, "conv2d.padding": F.conv2d, "conv3d.padding": F.conv3d,
@@ -1214,7 +1349,8 @@ def _aten_aliases() -> dict[str, Any]:
         "elu.default": F.elu, "softplus.default": F.softplus, "mish.default": F.mish,
         "exp.default": torch.exp, "exp_.default": torch.exp, "softmax.int": torch.softmax,
         "selu.default": F.selu, "celu.default": F.celu, "log_sigmoid.default": F.logsigmoid,
-        "clamp.default": torch.clamp,
+        "clamp.default": torch.clamp, "pow.Tensor_Scalar": torch.pow,
+        "sqrt.default": torch.sqrt, "rsqrt.default": torch.rsqrt, "abs.default": torch.abs,
         "add.Tensor": torch.add, "add_.Tensor": torch.add, "sub.Tensor": torch.sub,
         "mul.Tensor": torch.mul, "mul_.Tensor": torch.mul, "div.Tensor": torch.div,
         "neg.default": torch.neg, "cat.default": torch.cat, "concat.default": torch.cat,
@@ -1233,7 +1369,9 @@ def _aten_aliases() -> dict[str, Any]:
         "conv_transpose2d.input": F.conv_transpose2d,
         "conv_transpose3d.input": F.conv_transpose3d,
         "group_norm.default": F.group_norm, "roll.default": torch.roll,
-        "unbind.int": torch.unbind,
+        "unbind.int": torch.unbind, "to.dtype": "to", "to.dtype_layout": "to",
+        "_to_copy.default": "to", "type_as.default": "type_as", "addmm.default": torch.addmm,
+        "mm.default": torch.mm,
     }
 
 
@@ -1241,9 +1379,10 @@ for _overload_name, _function in _aten_aliases().items():
     _packet, _, _overload = _overload_name.partition(".")
     _op = getattr(getattr(torch.ops.aten, _packet, None), _overload, None)
     if _op is not None:  # an overload this torch version has
-        FUNCTIONS[_op] = FUNCTIONS[_function]
+        FUNCTIONS[_op] = METHODS[_function] if isinstance(_function, str) else FUNCTIONS[_function]
 _register(FUNCTIONS, getattr(torch.ops.aten.slice, "Tensor", None))(_slice_op)
 _register(FUNCTIONS, getattr(torch.ops.aten.rsub, "Scalar", None))(_rsub_op)
+_register(FUNCTIONS, getattr(torch.ops.aten.index, "Tensor", None))(_index_op)
 for _mode, _align_position in (("nearest", None), ("nearest_exact", None), ("linear", 2),
                                ("bilinear", 2), ("trilinear", 2)):
     for _n in (1, 2, 3):

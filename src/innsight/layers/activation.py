@@ -73,6 +73,10 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "logsigmoid": ActivationSpec(F.logsigmoid),
     "tanhshrink": ActivationSpec(F.tanhshrink),
     "exp": ActivationSpec(torch.exp, fn_=torch.exp_),
+    "pow": ActivationSpec(torch.pow, {"exponent": 2.0}),
+    "sqrt": ActivationSpec(torch.sqrt, fn_=torch.sqrt_),
+    "rsqrt": ActivationSpec(torch.rsqrt, fn_=torch.rsqrt_),
+    "abs": ActivationSpec(torch.abs, fn_=torch.abs_),
     "softmax": ActivationSpec(_softmax, {"axis": 0}),
     "identity": ActivationSpec(_identity),
 }

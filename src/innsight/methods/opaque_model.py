@@ -14,6 +14,7 @@ from typing import Any
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -34,12 +35,21 @@ def default_pred_fun(model: Any) -> PredFun:
         return lambda m, x: np.asarray(m(x, training=False))
     for name in ("predict_proba", "predict"):
         if callable(getattr(model, name, None)):
-            return lambda m, x, name=name: getattr(m, name)(x)
+            return lambda m, x, name=name: getattr(m, name)(_with_feature_names(m, x))
     raise TypeError(
         f"`model` must be an innsight Converter, a torch nn.Module, a Keras model or an "
         f"estimator with predict_proba/predict; for {describe(model)} pass "
         "`pred_fun(model, x)` that returns the predictions."
     )
+
+
+def _with_feature_names(estimator: Any, x: Any) -> Any:
+    """A table ``x`` as a DataFrame with the columns an estimator was fitted on (its
+    ``feature_names_in_``), so that scikit-learn does not warn about missing names."""
+    columns = getattr(estimator, "feature_names_in_", None)
+    if columns is None or np.ndim(x) != 2 or np.shape(x)[1] != len(columns):
+        return x
+    return pd.DataFrame(x, columns=columns)
 
 
 def _torch_predict(model: nn.Module, x: Any) -> Tensor:
@@ -87,7 +97,7 @@ class OpaqueModel:
         self.input_dim = [channels_first_dim(np.shape(p)[1:], channels_first) for p in parts]
         self.input_names: list[Names] = [default_names(d) for d in self.input_dim]
         # one sample, as the user gave it, tells the number of outputs
-        first = [p[:1] if isinstance(p, Tensor) else torch.as_tensor(np.asarray(p)[:1]) for p in parts]
+        first = [p[:1] if isinstance(p, Tensor) else torch.tensor(np.asarray(p)[:1]) for p in parts]
         n_out = self._predict([self._as_model_input(x.to(dtype=dtype, device=device)) for x in first]).shape[1]
         self.output_dim = [(n_out,)]
         self.output_names: list[Names] = (
