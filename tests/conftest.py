@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision  # noqa: F401  (before any tensorflow import: the reverse order segfaults)
+from hypothesis import HealthCheck, settings
 from torch import Tensor, nn
 
 import innsight as ins
@@ -26,6 +27,24 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     torch.set_num_threads(
         max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     )
+
+#: Hypothesis profiles: derandomised (the same examples on every run and machine) by
+#: default; ``pytest --slow`` draws twenty times as many with fresh seeds.
+_HYPOTHESIS = {"derandomize": True, "deadline": None, "database": None, "print_blob": True,
+               "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("innsight", max_examples=100, **_HYPOTHESIS)
+settings.register_profile("innsight-slow", parent=settings.get_profile("innsight"),
+                          max_examples=2000, derandomize=False)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="run many more hypothesis examples, with fresh seeds")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings.load_profile("innsight-slow" if config.getoption("--slow") else "innsight")
+
 
 #: Largest max-abs deviation from the original, relative to its output scale.
 FLOAT_TOL = 1e-5

@@ -197,11 +197,16 @@ def _layer_norm(t: Any, node: fx.Node) -> int:
 # ---- activations --------------------------------------------------------------------------------
 
 
+#: onnx2torch's elementwise functions that are activations, by activation name.
+_FUNCTION_ACTIVATIONS = {torch.tanh: "tanh", torch.exp: "exp"}
+
+
 @_register(functions.OnnxFunction)
 def _function(t: Any, node: fx.Node) -> int:
-    if t.module(node).function is not torch.tanh:
-        raise t.unsupported(node, f"the function {t.module(node).function.__name__}")
-    return emit_activation(t, node, "tanh")
+    function = t.module(node).function
+    if function not in _FUNCTION_ACTIVATIONS:
+        raise t.unsupported(node, f"the function {function.__name__}")
+    return emit_activation(t, node, _FUNCTION_ACTIVATIONS[function])
 
 
 @_register(activations.OnnxHardSigmoid)
@@ -411,16 +416,19 @@ def _pad_dynamic(t: Any, node: fx.Node) -> int:
 
 
 def fuse_activations(graph_module: fx.GraphModule) -> None:
-    """Replace the ONNX spellings of SiLU (``x * Sigmoid(x)``) and exact GELU
-    (``x * (Erf(x / sqrt 2) + 1) * 0.5``) by ``nn.SiLU``/``nn.GELU``, so that they
-    become the activation layers a torch model's SiLU and GELU become (rule-based
-    methods treat an activation differently from a product of two tensors).
+    """Replace the ONNX spellings of SiLU (``x * Sigmoid(x)``), exact GELU
+    (``x * (Erf(x / sqrt 2) + 1) * 0.5``), LogSigmoid (``Log(Sigmoid(x))``) and Softsign
+    (``x / (Abs(x) + 1)``) by their torch modules, so that they become the activation
+    layers a torch model's become (rule-based methods treat an activation differently
+    from a product or quotient of two tensors).
 
     Runs after constant folding (constants are attributes of the graph).
     """
     graph = graph_module.graph
     for node in list(graph.nodes):
-        for module_type, match in ((torch.nn.SiLU, _silu_input), (torch.nn.GELU, _gelu_input)):
+        for module_type, match in ((torch.nn.SiLU, _silu_input), (torch.nn.GELU, _gelu_input),
+                                   (torch.nn.LogSigmoid, _logsigmoid_input),
+                                   (torch.nn.Softsign, _softsign_input)):
             x = match(graph_module, node)
             if x is None:
                 continue
@@ -472,6 +480,29 @@ def _silu_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         return None
     for x, gate in (operands, operands[::-1]):
         if _is_module(gm, gate, torch.nn.Sigmoid) and gate.args[0] is x:
+            return x
+    return None
+
+
+def _logsigmoid_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """``x`` of ``Log(Sigmoid(x))``."""
+    if not _is_module(gm, node, functions.OnnxFunction) or (
+            gm.get_submodule(node.target).function is not torch.log):
+        return None
+    gate = node.args[0]
+    return gate.args[0] if _is_module(gm, gate, torch.nn.Sigmoid) else None
+
+
+def _softsign_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """``x`` of ``Div(x, Add(Abs(x), 1))`` (operands of the sum in either order)."""
+    quotient = _match_binary(gm, node, "Div")
+    if quotient is None or (terms := _match_binary(gm, quotient[1], "Add")) is None:
+        return None
+    x = quotient[0]
+    for absolute, one in (terms, terms[::-1]):
+        if (_scalar(gm, one) == 1.0 and _is_module(gm, absolute, functions.OnnxFunction)
+                and gm.get_submodule(absolute.target).function is torch.abs
+                and absolute.args[0] is x):
             return x
     return None
 

@@ -105,8 +105,11 @@ def _to_tensor(
             f"`{where}` must be a numpy array, torch tensor or pandas DataFrame, "
             f"got {describe(part)}."
         ) from err
-    if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
-        raise TypeError(f"`{where}` must hold numbers, got dtype {x.dtype}.")
+    if x.layout != torch.strided:
+        raise TypeError(f"`{where}` must be a dense array, got a {x.layout} tensor; pass "
+                        f"`{where}.to_dense()`.")
+    if x.is_complex() or x.dtype == torch.bool:  # what is left: floats and ints of any width
+        raise TypeError(f"`{where}` must hold real numbers (floats or ints), got dtype {x.dtype}.")
     expected = user_dim(dim, channels_first)
     if tuple(x.shape) == expected:
         x = x.unsqueeze(0)  # one sample without the batch axis
