@@ -78,14 +78,12 @@ def test_onnx_layer_norm_after_constant_padding_converts():
     _assert_onnx_converts_exactly(model, [2, 4])
 
 
-@pytest.mark.xfail(strict=True, raises=ins.ConversionError, reason=(
-    "torch_ops.py has no conversion for Tensor.movedim / torch.movedim (refused by name); "
-    "it is the permutation x.permute(...) that converts."))
-def test_movedim_converts_like_the_permutation():
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_movedim_converts_like_the_permutation(tracer):
     torch.manual_seed(0)
     norm = nn.LayerNorm(3)
     model = Fn(lambda m, x: m.norm(x.movedim(1, -1)).movedim(-1, 1).flatten(1)).double()
     model.norm = norm.double()
-    conv = ins.convert(model.eval(), input_dim=[3, 5], dtype="double")
+    conv = ins.convert(model.eval(), input_dim=[3, 5], dtype="double", tracer=tracer)
     x = torch.randn(2, 3, 5, dtype=torch.float64)
     torch.testing.assert_close(conv.model(x), model(x), rtol=1e-10, atol=1e-12)

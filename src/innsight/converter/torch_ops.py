@@ -1242,6 +1242,20 @@ def _permute(t: Any, node: fx.Node) -> int:
     return _permutation(t, node, list(dims or node.kwargs["dims"]))
 
 
+@_register(FUNCTIONS, torch.movedim, torch.moveaxis)
+@_register(METHODS, "movedim", "moveaxis")
+@_follows_batch_axis("any")
+def _movedim(t: Any, node: fx.Node) -> int:
+    """``x.movedim(source, destination)`` (one axis or several) as its permutation."""
+    ndim = _ndim(node.args[0])
+    sources, destinations = (_per_axis(t.static(arg(node, k, name)), 1) for k, name in
+                             ((1, "source"), (2, "destination")))
+    sources, destinations = [s % ndim for s in sources], [d % ndim for d in destinations]
+    rest = iter(a for a in range(ndim) if a not in sources)
+    moved = dict(zip(destinations, sources))
+    return _permutation(t, node, [moved[d] if d in moved else next(rest) for d in range(ndim)])
+
+
 @_register(FUNCTIONS, torch.transpose, torch.swapaxes, torch.swapdims)
 @_register(METHODS, "transpose", "swapaxes", "swapdims")
 @_follows_batch_axis("any")
@@ -1482,6 +1496,7 @@ def _aten_aliases() -> dict[str, Any]:
         "_to_copy.default": "to", "type_as.default": "type_as", "addmm.default": torch.addmm,
         "mm.default": torch.mm, "stack.default": torch.stack, "sum.dim_IntList": torch.sum,
         "linalg_vector_norm.default": torch.linalg.vector_norm, "expand_as.default": "expand",
+        "movedim.int": torch.movedim, "movedim.intlist": torch.movedim,
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
         "clamp_max.default": "clamp_max",
     }
