@@ -282,12 +282,11 @@ def test_nested_tuple_output_is_refused(module_from):
 @pytest.mark.parametrize(
     ("fn", "input_dim", "names"),
     [
-        (lambda m, x: x.sum(1), [4], ("sum",)),
+        (lambda m, x: x.sum(), [4], ("sum over all axes",)),
         (lambda m, x: torch.cumsum(x, 1), [4], ("cumsum",)),
         (lambda m, x: x @ m.w, [4], ("matmul",)),
         (lambda m, x: torch.clamp(x, min=m.low), [4], ("clamp",)),
         (lambda m, x: x.mean(), [4], ("mean over all axes",)),
-        (lambda m, x: F.pad(x, (-1, 1)), [3, 4], ("negative padding",)),
         (lambda m, x: torch.cat([x, x], 0), [4], ("batch axis",)),
         (lambda m, x: x[0], [3, 4], ("batch axis",)),
         (lambda m, x: x[1:], [4], ("batch axis",)),
@@ -296,7 +295,6 @@ def test_nested_tuple_output_is_refused(module_from):
         (lambda m, x: torch.add(x, x, alpha=2), [4], ("alpha",)),
         (lambda m, x: torch.sub(x, 1, alpha=2), [4], ("alpha",)),
         (lambda m, x: 1 / x, [4], ("division",)),
-        (lambda m, x: x / x, [4], ("division",)),
         (lambda m, x: torch.div(x, 2, rounding_mode="floor"), [4], ("division",)),
         (lambda m, x: torch.cat([x, m.c], 1), [4], ("nor a constant expanded to the batch",)),
         (lambda m, x: torch.flatten(x), [4], ("batch axis",)),
@@ -305,9 +303,9 @@ def test_nested_tuple_output_is_refused(module_from):
         (lambda m, x: F.softmax(x, dim=0), [4], ("batch axis",)),
         (lambda m, x: m.bn(x), [4], ("running statistics",)),
     ],
-    ids=["sum", "cumsum", "matmul", "clamp-tensor-bound", "mean-all", "negative-pad",
+    ids=["sum-all", "cumsum", "matmul", "clamp-tensor-bound", "mean-all",
          "cat-batch", "index-batch", "slice-batch", "advanced-index", "transpose-batch",
-         "add-alpha", "sub-alpha", "constant-over-tensor", "tensor-over-tensor",
+         "add-alpha", "sub-alpha", "constant-over-tensor",
          "floor-division", "constant-tensor-concatenated", "flatten-batch", "max-pool-indices",
          "divisor-override", "softmax-batch", "batch-norm-batch-statistics"],
 )
