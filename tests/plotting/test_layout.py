@@ -67,6 +67,9 @@ def test_three_models_by_ten_classes_wrap_into_rows_of_whole_nodes(ten_classes, 
     assert grid(wide) == (5, 6) and wide.layout.width < 1800
     titles = [a.text for a in wide.layout.annotations if "sample" in a.text]
     assert titles[:7] == [f"Y{n} ({m}) · sample 0" for n in (1, 2) for m in "abc"] + ["Y3 (a) · sample 0"]
+    summary = cmp.plot_global(normalize=True, output_idx=[0, 1])
+    assert summary.data["value"].max() == pytest.approx(1.0)
+    assert "per facet" in summary.scales.get_scales("fill").name
 
 
 def test_ten_nodes_wrap_in_global_and_local_plots(ten_classes, images):
@@ -93,9 +96,9 @@ def test_top_k_keeps_the_largest_features_in_order(wide_table):
     for row in frame.itertuples():  # each bar is the value of the feature it is labelled with
         feature = names.index(expected[row.x - 1])
         assert row.value == pytest.approx(wide_table.get_result()[row.data, feature, int(row.output_node[1:]) - 1])
-    shown = [t.x for t in plot(wide_table, data_idx=0, top_k=3, as_plotly=True).data]
+    shown = [t.x for t in wide_table.plot(data_idx=[0, 1], top_k=3, as_plotly=True).data]
     assert all(list(x) == expected for x in shown)
-    boxes = plot_global(wide_table, top_k=2)  # over all samples
+    boxes = wide_table.plot_global(top_k=2)  # over all samples
     assert set(boxes.data["feature"]) == {names[i] for i in np.argsort(-values.mean(axis=(0, 2)))[:2]}
     assert len(plot(wide_table, top_k=100).data["x"].unique()) == 8  # all, sorted
 
