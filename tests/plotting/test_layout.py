@@ -158,6 +158,7 @@ def test_plotly_axis_titles(ten_classes, images, wide_table):
     assert [layout[f"yaxis{n}"].title.text for n in ("", 2, 3, 4)] == ["height", None, "height", None]
     table = plot(wide_table, data_idx=0, as_plotly=True).layout
     assert (table.xaxis.title.text, table.yaxis.title.text) == ("feature", "gradient x input")
+    assert table.width > 120 + 2 * 8 * 15  # 8 features' labels fit in each facet
 
 
 def test_magnitudes_get_a_sequential_scale(ten_classes, images):

@@ -47,6 +47,9 @@ LINE_COLORSCALE = [[0.0, NEGATIVE], [0.5, LINE_MIDDLE], [1.0, POSITIVE]]
 #: An input image under its values: light greys, as in the plotnine renderer.
 GREYS = [[0.0, _rgba("#000000", 1 - INPUT_DARKEST)], [1.0, "white"]]
 CELL_PX = 260
+#: Width per feature of bars and boxes, so that many features keep readable labels
+#: (a facet is at most MAX_CELL_PX wide; ``top_k`` shows fewer).
+FEATURE_PX, MAX_CELL_PX = 16, 640
 
 
 def _samples(panel: Panel, per_sample: bool) -> list[int]:
@@ -196,6 +199,8 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
     value_name = value_name.replace("\n", "<br>")
     cells = _cells(panels, per_sample)
+    cell_px = max([CELL_PX] + [min(MAX_CELL_PX, FEATURE_PX * len(p.x_labels))
+                               for p in panels if p.kind == "tabular"])
     n_rows, n_cols = max(r for *_, r, _ in cells), max(c for *_, c in cells)
     several_in = len({p.input_layer for p in panels}) > 1
     several_out = len({p.output_layer for p in panels}) > 1
@@ -207,7 +212,7 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             + ([f"sample {p.data_ids[i]}"] if per_sample and p.has_data and not is_mosaic(p) else []))
     # room between facets for tick labels, axis titles and the facet titles (pixels)
     grid = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles,
-                         horizontal_spacing=min(0.08, 60 / (CELL_PX * n_cols)),
+                         horizontal_spacing=min(0.08, 60 / (cell_px * n_cols)),
                          vertical_spacing=min(0.2, 75 / (CELL_PX * n_rows)))
     # the layout is edited as a dict and the figure built once: plotly re-validates
     # the whole figure on every add_trace/add_annotation, quadratic in the facets
@@ -277,7 +282,7 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
     tall = max([CELL_PX * len(p.data_ids) / len(p.node_labels) for p in panels if is_mosaic(p)],
                default=0.0)
     layout.update(title={"text": title}, height=120 + max(CELL_PX * n_rows, min(4000, int(tall))),
-                  width=120 + CELL_PX * n_cols, template="plotly_white", bargap=0.15)
+                  width=120 + cell_px * n_cols, template="plotly_white", bargap=0.15)
     return go.Figure(data=traces, layout=layout)
 
 
