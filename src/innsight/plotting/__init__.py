@@ -13,6 +13,11 @@ diverging fill centred on 0. Channels are aggregated by ``aggr_channels``:
 (signals only: one line per channel) or a callable called once per sample
 and output node with the array ``(C, *spatial)`` that returns ``spatial``.
 
+Facets: samples down, output nodes across; more than ``MAX_COLUMNS`` (6) facet
+columns wrap into rows that each hold whole nodes (10 classes: 2 rows of 5), and
+the figure is sized by that grid. Values that are all >= 0 get a sequential
+colour scale from 0, others a diverging one centred on 0.
+
 Many facets: matplotlib draws each facet for about 0.08 s, so 100 samples x 10
 output nodes would take 80 s as a PNG and be unreadable. A panel with more than
 ``MAX_FACETS`` (50) image heatmaps is therefore drawn as one mosaic, samples
@@ -83,7 +88,8 @@ def _shape(panels: list[Panel], label: str, title: str, top_k: int | None, norma
         panels = [top_features(p, int(top_k)) for p in panels]
     if normalize:
         panels = [normalize_facets(p, per_sample) for p in panels]
-        label, title = f"{label}\n(÷ max |value| per facet)", f"{title} (each facet scaled to its largest |value|)"
+        label = f"{label}\n(÷ max |value| per facet)"
+        title = f"{title} (each facet scaled to its largest |value|)"
     return panels, label, title
 
 

@@ -16,16 +16,8 @@ import numpy as np
 import plotly.graph_objects as go  # checked by innsight.plotting._renderer
 from plotly.subplots import make_subplots
 
-from innsight.plotting.colours import (
-    INPUT_DARKEST,
-    LINE_MIDDLE,
-    MIDDLE,
-    NEGATIVE,
-    OVERLAY_NEGATIVE,
-    OVERLAY_POSITIVE,
-    POSITIVE,
-    overlay_opacity,
-)
+from innsight.plotting.colours import (INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
+                                       OVERLAY_POSITIVE, POSITIVE, overlay_opacity)
 from innsight.plotting.selection import Panel, axis_titles, facet_cell, is_mosaic, mosaic, nonnegative
 
 
