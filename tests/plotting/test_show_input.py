@@ -16,6 +16,13 @@ from torch import nn
 
 import innsight as ins
 from innsight.plotting import plot
+from innsight.plotting.colours import (
+    INPUT_DARKEST,
+    OVERLAY_ALPHA,
+    OVERLAY_GAMMA,
+    OVERLAY_NEGATIVE,
+    OVERLAY_POSITIVE,
+)
 
 go = pytest.importorskip("plotly.graph_objects")
 
@@ -25,6 +32,12 @@ def grey(images: np.ndarray) -> np.ndarray:
     mean = images.mean(axis=-1)
     low, high = mean.min(axis=(1, 2), keepdims=True), mean.max(axis=(1, 2), keepdims=True)
     return (mean - low) / (high - low)
+
+
+def shade(level: np.ndarray | float) -> np.ndarray | float:
+    """Opacity of black over white that draws grey ``level`` (0 black, 1 white) as a grey
+    from INPUT_DARKEST to white: the image under the values is light."""
+    return (1 - INPUT_DARKEST) * (1 - level)
 
 
 def layer_data(figure: p9.ggplot, geom: type, **aes: str) -> list:
@@ -64,14 +77,20 @@ def test_image_overlay_plotnine(channels_last_images, tmp_path):
     values = result.get_result().sum(axis=3)  # (n, H, W, nodes): channels last, aggregated
     (image,) = layer_data(figure, p9.geoms.geom_raster, alpha="shade")
     (heat,) = layer_data(figure, p9.geoms.geom_raster, fill="value")
-    np.testing.assert_allclose(image["shade"], 1 - at(image, grey(data), [2, 0]), atol=1e-12)
+    np.testing.assert_allclose(image["shade"], shade(at(image, grey(data), [2, 0])), atol=1e-12)
     node = np.array([["Y1", "Y2"].index(str(v)) for v in heat["output_node"]])
     np.testing.assert_allclose(heat["value"], at(heat, values, [2, 0])[np.arange(len(heat)), node],
                                rtol=1e-12)
-    # each value as opaque as its magnitude, the largest at OVERLAY_ALPHA
+    # each value more opaque with its magnitude, the largest at OVERLAY_ALPHA
     largest = np.abs(values[[2, 0]]).max()
-    np.testing.assert_allclose(heat["opacity"], 0.8 * np.abs(heat["value"]) / largest, rtol=1e-12)
+    np.testing.assert_allclose(heat["opacity"], OVERLAY_ALPHA * (np.abs(heat["value"]) / largest)**OVERLAY_GAMMA,
+                               rtol=1e-12)
     assert figure.scales.get_scales("alpha") is not None
+    # in the full colour of their sign: blue below 0, red above, on a scale symmetric about 0
+    fill = figure.scales.get_scales("fill")
+    assert fill.limits == (-largest, largest) and "opacity" in fill.name
+    assert [c.lower() for c in fill.palette(np.array([0.0, 0.49, 0.51, 1.0]))] == [
+        OVERLAY_NEGATIVE.lower()] * 2 + [OVERLAY_POSITIVE.lower()] * 2
 
 
 def test_signal_overlay_plotnine(tmp_path):
@@ -125,7 +144,7 @@ def test_two_inputs_compose_with_inputs(two_in_two_out, tmp_path):
     plots = list(figure)  # the image and the table side by side
     (image,) = layer_data(plots[0], p9.geoms.geom_raster, alpha="shade")
     expected = grey(np.moveaxis(images.numpy(), 1, -1).astype(np.float64))
-    np.testing.assert_allclose(image["shade"], 1 - at(image, expected, [1]), atol=1e-6)
+    np.testing.assert_allclose(image["shade"], shade(at(image, expected, [1])), atol=1e-6)
     labels = {int(row.x): row.label for layer in plots[1].layers
               if type(layer.geom) is p9.geoms.geom_text for row in layer._data.itertuples()}
     assert labels == {x + 1: f"{float(v):.3g}" for x, v in enumerate(table[1])}
@@ -143,7 +162,10 @@ def test_plotly_overlays(channels_last_images):
         np.testing.assert_allclose(np.asarray(heat.z), values[d, ..., 1], rtol=1e-12)
         assert (image.xaxis, image.yaxis) == (heat.xaxis, heat.yaxis)
     scale = figure.layout.coloraxis.colorscale
-    assert scale[1][1] == "rgba(247,247,247,0)"  # zero is transparent: the image shows
+    middle = next(colour for at, colour in scale if at == 0.5)
+    assert middle.endswith(",0)")  # zero is transparent: the image shows
+    assert scale[0][1] == "rgba(31,120,209,{})".format(OVERLAY_ALPHA)  # OVERLAY_NEGATIVE, most opaque
+    assert figure.data[0].colorscale[0][1] == "rgba(0,0,0,{})".format(1 - INPUT_DARKEST)  # light greys
 
 
 def test_plotly_signal_and_tabular_overlays():
@@ -181,7 +203,7 @@ def test_mosaic_overlay(tmp_path):
     # tiles: sample i, node j at rows i*6.., columns j*6..; both nodes show the same image
     tiles = np.tile(grey(np.moveaxis(data.numpy(), 1, -1)).reshape(30 * 6, 6), (1, 2))
     rows = tiles.shape[0] - image["y"].to_numpy()
-    np.testing.assert_allclose(image["shade"], 1 - tiles[rows, image["x"].to_numpy() - 1], atol=1e-12)
+    np.testing.assert_allclose(image["shade"], shade(tiles[rows, image["x"].to_numpy() - 1]), atol=1e-12)
     np.testing.assert_allclose(np.asarray(interactive.data[0].z), tiles, atol=1e-12)
     assert len(interactive.data) == 2
 
@@ -193,12 +215,12 @@ def test_direct_method_and_comparison_results_plot_inputs():
     direct = ins.torch_grad(model, data, return_object=True)
     (image,) = layer_data(plot(direct, show_input=True), p9.geoms.geom_raster, alpha="shade")
     expected = grey(np.moveaxis(data.numpy(), 1, -1).astype(np.float64))
-    np.testing.assert_allclose(image["shade"], 1 - at(image, expected, [0]), atol=1e-6)
+    np.testing.assert_allclose(image["shade"], shade(at(image, expected, [0])), atol=1e-6)
     conv = ins.convert(model, input_dim=[3, 6, 6])
     comparison = ins.compare_models({"a": conv, "b": conv}, data)
     figure = comparison.plot(data_idx=1, show_input=True)
     (image,) = layer_data(figure, p9.geoms.geom_raster, alpha="shade")
-    np.testing.assert_allclose(image["shade"], 1 - at(image, expected, [1]), atol=1e-6)
+    np.testing.assert_allclose(image["shade"], shade(at(image, expected, [1])), atol=1e-6)
     assert set(map(str, image["output_node"])) == {"Y1 (a)", "Y1 (b)", "Y2 (a)", "Y2 (b)"}
 
 
@@ -217,4 +239,4 @@ def test_constant_image_is_mid_grey():
     model = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten(), nn.Linear(4, 1)).eval()
     result = ins.run_grad(ins.convert(model, input_dim=[1, 4, 4]), torch.full((1, 1, 4, 4), 3.0))
     (image,) = layer_data(plot(result, show_input=True), p9.geoms.geom_raster, alpha="shade")
-    np.testing.assert_allclose(image["shade"], 0.5)
+    np.testing.assert_allclose(image["shade"], shade(0.5))

@@ -13,6 +13,11 @@ diverging fill centred on 0. Channels are aggregated by ``aggr_channels``:
 (signals only: one line per channel) or a callable called once per sample
 and output node with the array ``(C, *spatial)`` that returns ``spatial``.
 
+Facets: samples down, output nodes across; more than ``MAX_COLUMNS`` (6) facet
+columns wrap into rows that each hold whole nodes (10 classes: 2 rows of 5), and
+the figure is sized by that grid. Values that are all >= 0 get a sequential
+colour scale from 0, others a diverging one centred on 0.
+
 Many facets: matplotlib draws each facet for about 0.08 s, so 100 samples x 10
 output nodes would take 80 s as a PNG and be unreadable. A panel with more than
 ``MAX_FACETS`` (50) image heatmaps is therefore drawn as one mosaic, samples
@@ -37,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from innsight._validation import check_bool, check_bools, describe
+from innsight._validation import check_bools, describe, is_int
 from innsight.methods.result import Result
 from innsight.plotting.merge import merge_panels
 from innsight.plotting.selection import (
@@ -48,6 +53,9 @@ from innsight.plotting.selection import (
     is_mosaic,
     local_panels,
     n_facets,
+    nonnegative,
+    normalize_facets,
+    top_features,
     value_label,
 )
 
@@ -58,11 +66,31 @@ Results = Result | Mapping[str, Result]
 
 
 def _limits(panels: list[Panel], same_scale: bool) -> Callable[[Panel], tuple[float, float] | None]:
-    """Symmetric value limits shared by all panels when ``same_scale``, else none."""
+    """Value limits shared by all panels when ``same_scale``, else none: symmetric about
+    0, or from 0 when no value is negative."""
     if not same_scale:
         return lambda panel: None
     bound = max(float(np.nanmax(np.abs(p.frame["value"].to_numpy()))) for p in panels) or 1.0
-    return lambda panel: (-bound, bound)
+    low = 0.0 if all(nonnegative(p) for p in panels) else -bound
+    return lambda panel: (low, bound)
+
+
+def _shape(panels: list[Panel], label: str, title: str, top_k: int | None, normalize: bool,
+           per_sample: bool) -> tuple[list[Panel], str, str]:
+    """The panels with ``top_k`` and ``normalize`` applied, and the value label and
+    title that say so."""
+    if top_k is not None:
+        if not is_int(top_k) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"`top_k` must be a positive int or None, got {describe(top_k)}.")
+        if not any(p.kind == "tabular" for p in panels):
+            raise ValueError(f"`top_k` keeps the largest tabular features, but the panels shown "
+                             f"are {sorted({p.kind for p in panels})}; leave top_k=None.")
+        panels = [top_features(p, int(top_k)) for p in panels]
+    if normalize:
+        panels = [normalize_facets(p, per_sample) for p in panels]
+        label = f"{label}\n(÷ max |value| per facet)"
+        title = f"{title} (each facet scaled to its largest |value|)"
+    return panels, label, title
 
 
 def _renderer(as_plotly: bool) -> ModuleType:
@@ -129,7 +157,8 @@ def _warn_many_facets(panels: list[Panel]) -> None:
 
 def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
          aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
-         show_preds: bool = True, show_input: bool = False) -> Any:
+         show_preds: bool = True, show_input: bool = False, normalize: bool = False,
+         top_k: int | None = None) -> Any:
     """Plot the explanation of samples, one facet per sample and selected output node.
 
     Parameters
@@ -156,7 +185,13 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
         layer's heatmap its own fill scale.
     show_preds : bool
         Annotate each facet with the prediction, the sum of the values and
-        the decomposition goal (where the method has one).
+        the decomposition goal (where the method has one: what the values of
+        a sample should sum to, e.g. the explained output for LRP, ``f(x) -
+        f(x_ref)`` for DeepLift and IntegratedGradient). With
+        ``ignore_last_act=True`` (the default of every method) the sum and
+        goal are in the units of the final activation's input and say so:
+        after a softmax or sigmoid the box reads ``probability`` (the model's
+        output) and ``sum``/``goal`` ``(logit)``.
     show_input : bool
         Draw the values over the explained input: images as a grey picture
         (channel mean, stretched per image) under the heatmap, each value as
@@ -164,36 +199,52 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
         coloured by the values (the y axis is then the input); tabular data
         as each feature's input at the tip of its bar. Needs a result
         computed with data.
+    normalize : bool
+        Divide each facet's values by their largest magnitude (the info box
+        gives it), so that every facet spans [-1, 1] and facets whose values
+        differ by orders of magnitude (several methods side by side) all stay
+        readable; the title and the value label say so.
+    top_k : int, optional
+        Tabular inputs: show only the ``top_k`` features of largest mean
+        ``|value|`` over the facets shown, largest first (give the number of
+        features to sort them all).
 
     Returns
     -------
     plotnine.ggplot, plotnine composition or plotly.graph_objects.Figure
     """
     check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
-                show_input=show_input)
+                show_input=show_input, normalize=normalize)
     panels, label, title = _panels(result, lambda res: local_panels(
         res, data_idx, output_idx, output_label, aggr_channels, show_input))
+    panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=True)
     _warn_many_facets(panels)
-    return _renderer(as_plotly).plot_local(panels, label, title, _limits(panels, same_scale),
-                                           show_preds)
+    return _renderer(as_plotly).plot_local(panels, label, title,
+                                           _limits(panels, same_scale or normalize), show_preds)
 
 
 def plot_global(result: Results, output_idx: Any = None, output_label: Any = None,
                 data_idx: Any = "all", aggr_channels: AggrChannels = "sum",
-                preprocess_fun: Callable[[Any], Any] | None = abs, as_plotly: bool = False) -> Any:
+                preprocess_fun: Callable[[Any], Any] | None = abs, as_plotly: bool = False,
+                normalize: bool = False, top_k: int | None = None) -> Any:
     """Plot the explanations summarised over samples, one facet per output node.
 
     Tabular and signal inputs give box plots per feature (position) over the
     samples; images the mean heatmap. ``preprocess_fun`` (default ``abs``) is
     applied elementwise to the numpy values before the channels are aggregated
     (so ``"sum"`` with ``abs`` sums magnitudes); ``None`` skips it.
-    ``data_idx`` is ``"all"``, an int or a list of ints. Other arguments as in
-    :func:`plot` (several named results are drawn side by side).
+    ``data_idx`` is ``"all"``, an int or a list of ints. Values that are all
+    ``>= 0`` (magnitudes) are drawn with a sequential colour scale from 0.
+    ``normalize`` scales each output node's facet (over all samples) to its
+    largest magnitude; ``top_k`` keeps the tabular features of largest mean
+    preprocessed value. Other arguments as in :func:`plot` (several named results
+    are drawn side by side).
     """
-    check_bool(as_plotly, "as_plotly")
+    check_bools(as_plotly=as_plotly, normalize=normalize)
     panels, label, title = _panels(result, lambda res: global_panels(
         res, output_idx, output_label, data_idx, aggr_channels, preprocess_fun))
     if preprocess_fun is not None:  # say what was plotted: |gradient|, sqrt(gradient), ...
         name = getattr(preprocess_fun, "__name__", "preprocessed")
         label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"
-    return _renderer(as_plotly).plot_global(panels, label, title)
+    panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=False)
+    return _renderer(as_plotly).plot_global(panels, label, title, _limits(panels, normalize))

@@ -32,7 +32,9 @@ def merge_panels(per_result: dict[str, list[Panel]]) -> list[Panel]:
     list of Panel
         One panel per position, with ``node_labels`` ``"<node> (<name>)"`` (each
         result keeps its own node labels, e.g. scikit-learn's classes beside
-        torch's ``Y1``) and ``array`` ``(..., n_nodes * n_results)``, node-major.
+        torch's ``Y1``), ``array`` ``(..., n_nodes * n_results)``, node-major, and
+        ``group`` the number of results (facet rows wrap between nodes, never
+        inside one).
 
     Raises
     ------
@@ -54,8 +56,9 @@ def merge_panels(per_result: dict[str, list[Panel]]) -> list[Panel]:
         array = np.stack([panel.array for panel in parts.values()], axis=-1)
         array = array.reshape(*array.shape[:-2], len(labels))
         merged.append(replace(first, frame=pd.concat(frames, ignore_index=True),
-                              facets=pd.concat(facets, ignore_index=True),
-                              node_labels=labels, array=array))
+                              facets=_in_facet_order(pd.concat(facets, ignore_index=True),
+                                                     first.data_ids),
+                              node_labels=labels, array=array, group=len(parts)))
     return merged
 
 
@@ -86,6 +89,14 @@ def _check_same_inputs(parts: dict[str, Panel]) -> None:
         raise ValueError(f"`show_input=True` draws one input under all results, but {differ} "
                          f"explain other data than {next(iter(parts))!r}; plot them with "
                          "show_input=False or one by one.")
+
+
+def _in_facet_order(facets: pd.DataFrame, data_ids: list[int]) -> pd.DataFrame:
+    """Facet rows sample by sample, node by node in the merged order, as in one result's
+    panel (the plotly renderer reads them by position)."""
+    position = facets["data"].map({d: i for i, d in enumerate(data_ids)})
+    order = np.lexsort((facets["output_node"].cat.codes.to_numpy(), position.to_numpy()))
+    return facets.iloc[order].reset_index(drop=True)
 
 
 def _relabel(frame: pd.DataFrame, name: str, labels: list[str]) -> pd.DataFrame:

@@ -16,8 +16,9 @@ import numpy as np
 import plotly.graph_objects as go  # checked by innsight.plotting._renderer
 from plotly.subplots import make_subplots
 
-from innsight.plotting.colours import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE
-from innsight.plotting.selection import Panel, is_mosaic, mosaic
+from innsight.plotting.colours import (INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
+                                       OVERLAY_POSITIVE, POSITIVE, overlay_opacity)
+from innsight.plotting.selection import Panel, axis_titles, facet_cell, is_mosaic, mosaic, nonnegative
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -27,13 +28,20 @@ def _rgba(colour: str, alpha: float) -> str:
 
 
 COLORSCALE = [[0.0, NEGATIVE], [0.5, MIDDLE], [1.0, POSITIVE]]
-#: Values over an input image: transparent at zero, up to OVERLAY_ALPHA at the ends.
-OVERLAY_COLORSCALE = [[0.0, _rgba(NEGATIVE, OVERLAY_ALPHA)], [0.5, _rgba(MIDDLE, 0)],
-                      [1.0, _rgba(POSITIVE, OVERLAY_ALPHA)]]
+#: Values over an input image: the colour of their sign, transparent at zero and more
+#: opaque with the magnitude (:func:`overlay_opacity`, sampled in steps of 0.1).
+OVERLAY_COLORSCALE = (
+    [[0.5 - f / 2, _rgba(OVERLAY_NEGATIVE, overlay_opacity(f))] for f in np.linspace(1, 0.1, 10)]
+    + [[0.5, _rgba(MIDDLE, 0)]]
+    + [[0.5 + f / 2, _rgba(OVERLAY_POSITIVE, overlay_opacity(f))] for f in np.linspace(0.1, 1, 10)])
 #: Markers on an input signal: grey at zero so that they stay visible on white.
 LINE_COLORSCALE = [[0.0, NEGATIVE], [0.5, LINE_MIDDLE], [1.0, POSITIVE]]
-GREYS = [[0.0, "black"], [1.0, "white"]]
+#: An input image under its values: light greys, as in the plotnine renderer.
+GREYS = [[0.0, _rgba("#000000", 1 - INPUT_DARKEST)], [1.0, "white"]]
 CELL_PX = 260
+#: Width per feature of bars and boxes, so that many features keep readable labels
+#: (a facet is at most MAX_CELL_PX wide; ``top_k`` shows fewer).
+FEATURE_PX, MAX_CELL_PX = 16, 640
 
 
 def _samples(panel: Panel, per_sample: bool) -> list[int]:
@@ -86,23 +94,33 @@ def _coloured(panel: Panel) -> bool:
     return panel.kind == "image" or panel.kind == "signal" and panel.inputs is not None
 
 
-def _colorscale(panel: Panel) -> list[list[Any]]:
-    """The colour scale of a coloured panel (see :func:`_coloured`)."""
-    if panel.inputs is None:
-        return COLORSCALE
-    return OVERLAY_COLORSCALE if panel.kind == "image" else LINE_COLORSCALE
+def _colorscale(panel: Panel, sequential: bool) -> list[list[Any]]:
+    """The colour scale of a coloured panel (see :func:`_coloured`); ``sequential``
+    for values that are all >= 0."""
+    if panel.kind == "signal" and panel.inputs is not None:
+        return LINE_COLORSCALE
+    scale = OVERLAY_COLORSCALE if panel.inputs is not None else COLORSCALE
+    return [[2 * at - 1, colour] for at, colour in scale if at >= 0.5] if sequential else scale
 
 
-def _grid(panels: list[Panel], per_sample: bool) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
-    """Row of each (output layer, sample) and first column of each (input layer, output layer)."""
-    rows: dict[tuple[int, int], int] = {}
-    for p in panels:
-        for d in _samples(p, per_sample):
-            rows.setdefault((p.output_layer, d), len(rows) + 1)
-    width = max(len(_nodes(p)) for p in panels)
-    inputs = sorted({p.input_layer for p in panels})
-    cols = {(p.input_layer, p.output_layer): 1 + inputs.index(p.input_layer) * width for p in panels}
-    return rows, cols
+def _cells(panels: list[Panel], per_sample: bool) -> list[tuple[Panel, int, int, int, int]]:
+    """Every facet as (panel, sample position, node position, row, column), 1-based rows
+    and columns: output layers stacked, input layers side by side, each panel's facets
+    placed as by :func:`facet_cell` (samples down and nodes across, or wrapped)."""
+    def place(p: Panel, i: int, j: int) -> tuple[int, int]:
+        return (0, 0) if is_mosaic(p) else facet_cell(p, i, j)
+
+    facets = [(p, i, j, *place(p, i, j)) for p in panels
+              for i in range(len(_samples(p, per_sample))) for j in range(len(_nodes(p)))]
+    heights: dict[int, int] = {}
+    widths: dict[int, int] = {}
+    for p, _, _, r, c in facets:
+        heights[p.output_layer] = max(heights.get(p.output_layer, 0), r + 1)
+        widths[p.input_layer] = max(widths.get(p.input_layer, 0), c + 1)
+    top = {o: sum(heights[q] for q in sorted(heights) if q < o) for o in heights}
+    left = {k: sum(widths[q] for q in sorted(widths) if q < k) for k in widths}
+    return [(p, i, j, top[p.output_layer] + r + 1, left[p.input_layer] + c + 1)
+            for p, i, j, r, c in facets]
 
 
 def _hover(features: np.ndarray, values: np.ndarray, pred: float | None,
@@ -171,24 +189,23 @@ def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str
 
 def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
-    rows, cols = _grid(panels, per_sample)
-    n_cols = max(cols.values()) + max(len(_nodes(p)) for p in panels) - 1
+    value_name = value_name.replace("\n", "<br>")
+    cells = _cells(panels, per_sample)
+    cell_px = max([CELL_PX] + [min(MAX_CELL_PX, FEATURE_PX * len(p.x_labels))
+                               for p in panels if p.kind == "tabular"])
+    n_rows, n_cols = max(r for *_, r, _ in cells), max(c for *_, c in cells)
     several_in = len({p.input_layer for p in panels}) > 1
     several_out = len({p.output_layer for p in panels}) > 1
-    titles = [""] * (len(rows) * n_cols)
-    cells = []  # (panel, sample position, node position, row, col)
-    for p in panels:
-        for i, d in enumerate(_samples(p, per_sample)):
-            for j, node in enumerate(_nodes(p)):
-                r, c = rows[(p.output_layer, d)], cols[(p.input_layer, p.output_layer)] + j
-                cells.append((p, i, j, r, c))
-                titles[(r - 1) * n_cols + c - 1] = " · ".join(
-                    ([f"out {p.output_layer}"] if several_out else [])
-                    + ([f"in {p.input_layer}"] if several_in else []) + [node]
-                    + ([f"sample {d}"] if per_sample and p.has_data and not is_mosaic(p) else []))
-    grid = make_subplots(rows=len(rows), cols=n_cols, subplot_titles=titles,
-                         horizontal_spacing=min(0.08, 0.3 / n_cols),
-                         vertical_spacing=min(0.08, 0.3 / len(rows)))
+    titles = [""] * (n_rows * n_cols)
+    for p, i, j, r, c in cells:
+        titles[(r - 1) * n_cols + c - 1] = " · ".join(
+            ([f"out {p.output_layer}"] if several_out else [])
+            + ([f"in {p.input_layer}"] if several_in else []) + [_nodes(p)[j]]
+            + ([f"sample {p.data_ids[i]}"] if per_sample and p.has_data and not is_mosaic(p) else []))
+    # room between facets for tick labels, axis titles and the facet titles (pixels)
+    grid = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles,
+                         horizontal_spacing=min(0.08, 60 / (cell_px * n_cols)),
+                         vertical_spacing=min(0.2, 75 / (CELL_PX * n_rows)))
     # the layout is edited as a dict and the figure built once: plotly re-validates
     # the whole figure on every add_trace/add_annotation, quadratic in the facets
     layout = grid.layout.to_plotly_json()
@@ -240,18 +257,24 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
     for n, (name, p) in enumerate(owners.items()):
         # several colour bars say whose scale they show
         whose = "" if len(owners) == 1 else f"<br>out {p.output_layer}, in {p.input_layer}"
-        layout[name] = {"colorscale": _colorscale(p), "cmid": None if bound else 0,
-                        "cmin": bound[0] if bound else None, "cmax": bound[1] if bound else None,
+        sequential = bound[0] >= 0 if bound else nonnegative(p)
+        low, high = bound if bound else (0, None) if sequential else (None, None)
+        layout[name] = {"colorscale": _colorscale(p, sequential),
+                        "cmid": None if bound or sequential else 0, "cmin": low, "cmax": high,
                         "colorbar": {"title": {"text": value_name + whose}, "x": 1.02 + 0.12 * n}}
-    for n in range(len(rows)):  # value title on the first column
-        first = next(p for p, *_, r, c in cells if c == 1 and r == n + 1)
-        on_y = "input" if first.kind == "signal" and first.inputs is not None else value_name
-        layout[f"yaxis{'' if n == 0 else n * n_cols + 1}"]["title"] = {"text": on_y}
+    owner = {(r, c): id(p) for p, *_, r, c in cells}
+    for p, i, j, r, c in cells:  # axis titles: y on each panel's first column, x at the bottom
+        suffix = "" if (r - 1) * n_cols + c == 1 else str((r - 1) * n_cols + c)
+        x_title, y_title = axis_titles(p, value_name)
+        if (r + 1, c) not in owner:
+            layout[f"xaxis{suffix}"]["title"] = {"text": x_title, "standoff": 4}
+        if owner.get((r, c - 1)) != id(p):
+            layout[f"yaxis{suffix}"]["title"] = {"text": y_title, "standoff": 4}
     # a mosaic keeps its tiles about square: as tall as its samples need
     tall = max([CELL_PX * len(p.data_ids) / len(p.node_labels) for p in panels if is_mosaic(p)],
                default=0.0)
-    layout.update(title={"text": title}, height=120 + max(CELL_PX * len(rows), min(4000, int(tall))),
-                  width=120 + CELL_PX * n_cols, template="plotly_white", bargap=0.15)
+    layout.update(title={"text": title}, height=120 + max(CELL_PX * n_rows, min(4000, int(tall))),
+                  width=120 + cell_px * n_cols, template="plotly_white", bargap=0.15)
     return go.Figure(data=traces, layout=layout)
 
 
@@ -261,6 +284,7 @@ def plot_local(panels: list[Panel], value_name: str, method: str,
     return _figure(panels, method, value_name, True, limits, show_preds)
 
 
-def plot_global(panels: list[Panel], value_name: str, method: str) -> Any:
+def plot_global(panels: list[Panel], value_name: str, method: str,
+                limits: Callable[[Panel], tuple[float, float] | None]) -> Any:
     """The plotly figure of :func:`innsight.plotting.plot_global`."""
-    return _figure(panels, method, value_name, False, lambda p: None, False)
+    return _figure(panels, method, value_name, False, limits, False)

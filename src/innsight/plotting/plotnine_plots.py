@@ -16,8 +16,27 @@ import pandas as pd
 import plotnine as p9
 from plotnine.composition import Beside, Stack
 
-from innsight.plotting.colours import LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_ALPHA, POSITIVE
-from innsight.plotting.selection import Panel, input_frame, is_mosaic, mosaic
+from innsight.plotting.colours import (
+    INPUT_DARKEST,
+    LINE_MIDDLE,
+    MIDDLE,
+    NEGATIVE,
+    OVERLAY_NEGATIVE,
+    OVERLAY_POSITIVE,
+    POSITIVE,
+    overlay_opacity,
+)
+from innsight.plotting.selection import (
+    Panel,
+    axis_titles,
+    facet_cell,
+    facet_columns,
+    input_frame,
+    is_mosaic,
+    is_wrapped,
+    mosaic,
+    nonnegative,
+)
 
 #: At most this many tick labels per axis (tabular bars are labelled one by one).
 TICKS = {"tabular": 30, "signal": 8, "image": 5}
@@ -46,9 +65,17 @@ def _y_image_scale(panel: Panel) -> p9.scale_y_continuous:
                                  expand=(0, 0))
 
 
-def _fill_scale(name: str, limits: tuple[float, float] | None) -> p9.scale_fill_gradient2:
+def _fill_scale(name: str, limits: tuple[float, float] | None, sequential: bool) -> Any:
+    """Diverging fill centred on 0, or sequential from 0 for values that are all >= 0."""
+    if sequential:
+        return p9.scale_fill_gradient(low=MIDDLE, high=POSITIVE, limits=limits or (0, None),
+                                      name=name)
     return p9.scale_fill_gradient2(low=NEGATIVE, mid=MIDDLE, high=POSITIVE, midpoint=0,
                                    limits=limits, name=name)
+
+
+def _sequential(panel: Panel, limits: tuple[float, float] | None) -> bool:
+    return limits[0] >= 0 if limits is not None else nonnegative(panel)
 
 
 def _size(n_rows: int, n_cols: int) -> tuple[float, float]:
@@ -57,8 +84,9 @@ def _size(n_rows: int, n_cols: int) -> tuple[float, float]:
             min(MAX_INCHES, 1.2 + PANEL_INCHES * 0.9 * n_rows))
 
 
-def _theme(panel: Panel, n_rows: int, n_cols: int) -> p9.theme:
-    """Size by the number of facets; long or many x labels are turned."""
+def _theme(panel: Panel, per_sample: bool) -> p9.theme:
+    """Size by the facet grid; long or many x labels are turned."""
+    n_rows, n_cols = _grid(panel, per_sample)
     # turn the x tick labels when those shown would not fit side by side (7 pt text:
     # about 36 characters across a panel)
     shown = _breaks(panel.x_labels, TICKS[panel.kind])[1]
@@ -80,9 +108,21 @@ def _sample_label(value: str) -> str:
     return "mean" if value == "-1" else f"sample {value}"
 
 
-def _facet(panel: Panel, free_y: bool, rows: bool = True) -> p9.facet_grid:
-    return p9.facet_grid("data ~ output_node" if rows else ". ~ output_node",
-                         scales="free_y" if free_y else "fixed",
+def _grid(panel: Panel, per_sample: bool) -> tuple[int, int]:
+    """Rows and columns of a panel's facets (see :func:`facet_cell`)."""
+    samples = len(panel.data_ids) if per_sample else 1
+    last = facet_cell(panel, samples - 1, len(panel.node_labels) - 1)[0]
+    return last + 1, min(len(panel.node_labels), facet_columns(panel))
+
+
+def _facet(panel: Panel, free_y: bool, rows: bool = True) -> Any:
+    """Samples down and nodes across; many nodes wrap into rows of whole nodes."""
+    scales = "free_y" if free_y else "fixed"
+    if is_wrapped(panel):
+        return p9.facet_wrap(["data", "output_node"] if rows else "output_node",
+                             ncol=facet_columns(panel), scales=scales,
+                             labeller=p9.labeller(data=_sample_label))
+    return p9.facet_grid("data ~ output_node" if rows else ". ~ output_node", scales=scales,
                          labeller=p9.labeller(rows=_sample_label))
 
 
@@ -92,20 +132,28 @@ def _title(panel: Panel, several_in: bool, several_out: bool) -> str:
     return ", ".join(parts)
 
 
-def _heat_layers(frame: pd.DataFrame, value_name: str, limits: tuple[float, float] | None) -> list[Any]:
+def _heat_layers(frame: pd.DataFrame, value_name: str, limits: tuple[float, float] | None,
+                 sequential: bool) -> list[Any]:
     """Raster layers of a frame with ``x``, ``y``, ``value`` and maybe ``input`` (grey
-    levels): the heatmap, or the grey image with the values over it, each value as
-    opaque as its magnitude (up to OVERLAY_ALPHA) against the largest one shown."""
+    levels): the heatmap, or the image in light greys with the values over it in the
+    full colour of their sign, each as opaque as its magnitude against the largest one
+    shown (see :mod:`innsight.plotting.colours`)."""
     if "input" not in frame:
-        return [p9.geom_raster(p9.aes(fill="value")), _fill_scale(value_name, limits)]
+        return [p9.geom_raster(p9.aes(fill="value")), _fill_scale(value_name, limits, sequential)]
     magnitude = np.abs(frame["value"].to_numpy())
-    bound = limits[1] if limits is not None else float(np.nanmax(magnitude, initial=0.0))
-    frame = frame.assign(shade=1.0 - frame["input"],
-                         opacity=OVERLAY_ALPHA * np.minimum(magnitude / (bound or 1.0), 1.0))
-    # black at opacity 1 - grey on the white panel draws the image in grey
+    bound = limits[1] if limits is not None else float(np.nanmax(magnitude, initial=0.0)) or 1.0
+    frame = frame.assign(shade=(1.0 - INPUT_DARKEST) * (1.0 - frame["input"]),
+                         opacity=overlay_opacity(np.minimum(magnitude / bound, 1.0)))
+    # black at opacity (1 - INPUT_DARKEST) (1 - grey) on the white panel draws the image
+    # in greys from INPUT_DARKEST to white; the colour bar shows the sign's colour, the
+    # opacity the magnitude
+    colours = [OVERLAY_POSITIVE] * 2 if sequential else [OVERLAY_NEGATIVE] * 2 + [OVERLAY_POSITIVE] * 2
     return [p9.geom_raster(frame, p9.aes(alpha="shade"), fill="black"),
             p9.geom_raster(frame, p9.aes(fill="value", alpha="opacity")),
-            p9.scale_alpha_identity(), _fill_scale(value_name, limits)]
+            p9.scale_alpha_identity(),
+            p9.scale_fill_gradientn(colors=colours, values=None if sequential else [0, 0.5, 0.5, 1],
+                                    limits=(0 if sequential else -bound, bound),
+                                    name=f"{value_name}\n(opacity: |value|)")]
 
 
 def _mosaic(panel: Panel, value_name: str, limits: tuple[float, float] | None) -> p9.ggplot:
@@ -122,30 +170,35 @@ def _mosaic(panel: Panel, value_name: str, limits: tuple[float, float] | None) -
     y_pos, y_lab = _breaks(samples, 25)
     tile = min(0.8, (MAX_INCHES - 1.5) / n, (MAX_INCHES - 2.5) / nodes)
     return (p9.ggplot(frame, p9.aes("x", "y"))
-            + _heat_layers(frame, value_name, limits)
+            + _heat_layers(frame, value_name, limits, _sequential(panel, limits))
             + p9.geom_vline(xintercept=[j * width + 0.5 for j in range(1, nodes)], color="#999999", size=0.3)
             + p9.geom_hline(yintercept=[i * height + 0.5 for i in range(1, n)], color="#999999", size=0.3)
             + p9.scale_x_continuous(breaks=[j * width + (width + 1) / 2 for j in range(nodes)],
                                     labels=panel.node_labels, expand=(0, 0))
             + p9.scale_y_continuous(breaks=[(n - p) * height + (height + 1) / 2 for p in y_pos],
                                     labels=y_lab, expand=(0, 0))
-            + p9.coord_fixed() + p9.labs(x="output node", y="sample")
+            + p9.coord_fixed() + _labs(panel, value_name)
             + p9.theme_bw() + p9.theme(
                 figure_size=(2.5 + tile * nodes, 1.5 + tile * n),
                 axis_text_x=p9.element_text(rotation=90 if nodes > 6 else 0, size=7),
                 axis_text_y=p9.element_text(size=7), panel_grid=p9.element_blank()))
 
 
+def _labs(panel: Panel, value_name: str) -> p9.labs:
+    x, y = axis_titles(panel, value_name)
+    return p9.labs(x=x, y=y)
+
+
 def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
-           show_preds: bool) -> p9.ggplot:
+           show_preds: bool, per_sample: bool = True) -> p9.ggplot:
     """One sample's values per facet: bars (tabular), lines (signals), heatmap (images)."""
     if is_mosaic(panel):
         return _mosaic(panel, value_name, limits)
     frame = panel.frame if panel.inputs is None else input_frame(panel)
     if panel.kind == "image":
         plot = (p9.ggplot(frame, p9.aes("x", "y"))
-                + _heat_layers(frame, value_name, limits) + _y_image_scale(panel)
-                + p9.labs(x="width", y="height"))
+                + _heat_layers(frame, value_name, limits, _sequential(panel, limits))
+                + _y_image_scale(panel))
     elif panel.kind == "signal" and panel.inputs is not None:
         # the input signal of each channel, coloured by the values along it
         channels = len(panel.channel_labels or [])
@@ -153,31 +206,27 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
         plot = (p9.ggplot(frame, p9.aes("x", "input", color="value", group="channel", **kinds))
                 + p9.geom_line(size=0.8)
                 + p9.scale_color_gradient2(low=NEGATIVE, mid=LINE_MIDDLE, high=POSITIVE,
-                                           midpoint=0, limits=limits, name=value_name)
-                + p9.labs(x="signal position", y="input"))
+                                           midpoint=0, limits=limits, name=value_name))
     elif panel.kind == "signal":
         kept = (frame["channel"] != "aggregated").any()
         line = p9.geom_line() if kept else p9.geom_line(color=NEGATIVE)
         plot = (p9.ggplot(frame, p9.aes("x", "value", color="channel", group="channel"))
-                + p9.geom_hline(yintercept=0, color="grey") + line
-                + p9.labs(x="signal position", y=value_name))
+                + p9.geom_hline(yintercept=0, color="grey") + line)
     else:
         frame = frame.assign(sign=pd.Categorical(np.where(frame["value"] >= 0, "positive", "negative"),
                                                  categories=["positive", "negative"]))
         plot = (p9.ggplot(frame, p9.aes("x", "value", fill="sign")) + p9.geom_col()
-                + p9.scale_fill_manual(values={"positive": POSITIVE, "negative": NEGATIVE})
-                + p9.labs(x="feature", y=value_name))
+                + p9.scale_fill_manual(values={"positive": POSITIVE, "negative": NEGATIVE}))
         if panel.inputs is not None:  # each feature's input at the tip of its bar
             texts = frame.assign(label=[f"{v:.3g}" for v in frame["input"]])
             plot += [p9.geom_text(texts[side], p9.aes(label="label"), va=va, size=5, color="#4d4d4d")
                      for side, va in ((texts["value"] >= 0, "bottom"), (texts["value"] < 0, "top"))]
-            plot += p9.labs(x="feature (number: its input)")
     if panel.kind == "tabular" or panel.kind == "signal" and panel.inputs is None:
         # room at the top for the annotation
         plot += p9.scale_y_continuous(limits=limits, expand=(0.05, 0, 0.3 if show_preds else 0.05, 0))
     elif panel.kind == "signal":  # the y axis is the input's; the values are colours
         plot += p9.scale_y_continuous(expand=(0.05, 0, 0.3 if show_preds else 0.05, 0))
-    plot += _x_scale(panel)
+    plot += [_x_scale(panel), _labs(panel, value_name)]
     # inputs along a signal differ by sample, whatever the values' scale
     coloured_line = panel.kind == "signal" and panel.inputs is not None
     plot += _facet(panel, free_y=panel.kind != "image" and (limits is None or coloured_line),
@@ -189,14 +238,14 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
         plot += p9.geom_label(texts, p9.aes(label="text"), x=-np.inf, y=np.inf, ha="left",
                               va="top", size=5.5, alpha=0.7, inherit_aes=False,
                               label_padding=0.1, label_size=0)
-    return plot + _theme(panel, len(panel.data_ids), len(panel.node_labels))
+    return plot + _theme(panel, per_sample)
 
 
 def _global(panel: Panel, value_name: str, limits: tuple[float, float] | None,
             show_preds: bool) -> p9.ggplot:
     """Box plots per feature (tabular, signals) or the mean heatmap (images)."""
     if panel.kind == "image":
-        return _local(panel, f"mean {value_name}", limits, show_preds=False)
+        return _local(panel, f"mean {value_name}", limits, show_preds=False, per_sample=False)
     kept = panel.kind == "signal" and (panel.frame["channel"] != "aggregated").any()
     colour = {"color": "channel"} if kept else {}
     keep = set(_breaks(panel.x_labels, TICKS[panel.kind])[0])
@@ -207,9 +256,8 @@ def _global(panel: Panel, value_name: str, limits: tuple[float, float] | None,
                                 position="dodge"))
             + p9.scale_x_discrete(labels=lambda xs: [
                 panel.x_labels[int(float(x)) - 1] if int(float(x)) in keep else "" for x in xs])
-            + p9.labs(x="feature" if panel.kind == "tabular" else "signal position", y=value_name)
-            + _facet(panel, free_y=True, rows=False))
-    return plot + _theme(panel, 1, len(panel.node_labels))
+            + _labs(panel, value_name) + _facet(panel, free_y=True, rows=False))
+    return plot + _theme(panel, per_sample=False)
 
 
 def _compose(panels: list[Panel], draw: Callable[[Panel], p9.ggplot], title: str) -> Any:
@@ -239,6 +287,7 @@ def plot_local(panels: list[Panel], value_name: str, method: str,
     return _compose(panels, lambda p: _local(p, value_name, limits(p), show_preds), method)
 
 
-def plot_global(panels: list[Panel], value_name: str, method: str) -> Any:
+def plot_global(panels: list[Panel], value_name: str, method: str,
+                limits: Callable[[Panel], tuple[float, float] | None]) -> Any:
     """The plotnine figure of :func:`innsight.plotting.plot_global`."""
-    return _compose(panels, lambda p: _global(p, value_name, None, False), method)
+    return _compose(panels, lambda p: _global(p, value_name, limits(p), False), method)

@@ -8,7 +8,7 @@ channel aggregation happens here once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +58,92 @@ class Panel:
     has_data: bool = True  # False for a result computed without data (no predictions)
     inputs: np.ndarray | None = None
     channel_labels: list[str] | None = None  # signals and images: the input's channels
+    group: int = 1  # facet columns per output node: the results drawn side by side
+
+
+#: Most facet columns in one row; more output nodes wrap into further rows, each row
+#: holding whole nodes (all results of a node when several are drawn side by side).
+MAX_COLUMNS = 6
+
+
+def facet_columns(panel: Panel) -> int:
+    """Facet columns of a panel: all its nodes when they fit in :data:`MAX_COLUMNS`,
+    else as few rows as needed, balanced (10 nodes: 2 rows of 5)."""
+    nodes, group = len(panel.node_labels) // panel.group, panel.group
+    per_row = max(1, MAX_COLUMNS // group)
+    rows = -(-nodes // per_row)
+    return -(-nodes // rows) * group
+
+
+def is_wrapped(panel: Panel) -> bool:
+    """Whether a panel's output nodes wrap into several rows of facets."""
+    return not is_mosaic(panel) and facet_columns(panel) < len(panel.node_labels)
+
+
+def facet_cell(panel: Panel, sample: int, node: int) -> tuple[int, int]:
+    """Row and column (0-based) of the facet of the ``sample``-th sample shown and the
+    ``node``-th node: samples down and nodes across, or, wrapped, facets filled row by
+    row, ``facet_columns`` to a row."""
+    if not is_wrapped(panel):
+        return sample, node
+    flat = sample * len(panel.node_labels) + node
+    return divmod(flat, facet_columns(panel))
+
+
+def axis_titles(panel: Panel, value_name: str) -> tuple[str, str]:
+    """The x and y axis titles of a panel's facets (both renderers)."""
+    if is_mosaic(panel):
+        return "output node", "sample"
+    if panel.kind == "image":
+        return "width", "height"
+    if panel.kind == "signal":
+        return "signal position", "input" if panel.inputs is not None else value_name
+    return "feature (number: its input)" if panel.inputs is not None else "feature", value_name
+
+
+def nonnegative(panel: Panel) -> bool:
+    """Whether all values of a panel are >= 0 (e.g. ``plot_global``'s magnitudes): drawn
+    with a sequential colour scale from 0 instead of a diverging one."""
+    return bool(np.nanmin(panel.array, initial=np.inf) >= 0)
+
+
+def top_features(panel: Panel, top_k: int) -> Panel:
+    """A tabular panel with only its ``top_k`` features of largest mean ``|value|``
+    (over the samples and nodes shown), largest first; other kinds unchanged."""
+    if panel.kind != "tabular":
+        return panel
+    order = np.argsort(-np.abs(panel.array).mean(axis=(0, 2)), kind="stable")[:top_k]
+    position = np.zeros(len(panel.x_labels), dtype=int)  # old 1-based x -> new one (0: dropped)
+    position[order] = np.arange(1, len(order) + 1)
+    new_x = position[panel.frame["x"].to_numpy() - 1]
+    frame = panel.frame.assign(x=new_x)[new_x > 0].reset_index(drop=True)
+    return replace(panel, frame=frame, x_labels=[panel.x_labels[i] for i in order],
+                   array=panel.array[:, order],
+                   inputs=None if panel.inputs is None else panel.inputs[:, order])
+
+
+def normalize_facets(panel: Panel, per_sample: bool) -> Panel:
+    """A panel with each facet's values divided by their largest magnitude, so that they
+    span [-1, 1]; a facet is a (sample, node) pair, whose info box text gains the
+    divisor, or a node over all samples where ``per_sample`` is false (global plots)."""
+    spatial = tuple(range(1 if per_sample else 0, panel.array.ndim - 1))
+    scale = np.abs(panel.array).max(axis=spatial, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
+    per_facet = scale.reshape(-1, len(panel.node_labels))  # (n or 1, nodes)
+
+    def divisors(frame: pd.DataFrame) -> np.ndarray:
+        nodes = pd.Categorical(frame["output_node"], categories=panel.node_labels).codes
+        if not per_sample:
+            return per_facet[0, nodes]
+        rows = frame["data"].map({d: i for i, d in enumerate(panel.data_ids)}).to_numpy()
+        return per_facet[rows, nodes]
+
+    facets = panel.facets
+    if per_sample:
+        facets = facets.assign(text=[f"{text}\nmax |value|: {s:.3g}".lstrip("\n") for text, s
+                                     in zip(facets["text"], divisors(facets))])
+    return replace(panel, frame=panel.frame.assign(value=panel.frame["value"] / divisors(panel.frame)),
+                   array=panel.array / scale, facets=facets)
 
 
 def value_label(result: Result) -> str:
@@ -229,11 +315,33 @@ def _facets(result: Result, o: int, data_ids: list[int], nodes: list[int]) -> pd
         "output_node": pd.Categorical(labels * len(data_ids), categories=labels),
         "pred": pred.ravel(), "decomp_sum": dsum.ravel(), "decomp_goal": goal.ravel(),
     })
+    pred_name, unit = box_names(result, o)
     # Predictions are NaN for a global result computed without data (ConnectionWeights).
-    frame["text"] = ["\n".join(f"{name}: {v:.3g}" for name, v in
-                               (("pred", p), ("sum", s), ("goal", g)) if not np.isnan(v))
+    frame["text"] = ["\n".join(f"{name}: {v:.3g}{suffix}" for name, v, suffix in
+                               ((pred_name, p, ""), ("sum", s, unit), ("goal", g, unit))
+                               if not np.isnan(v))
                      for p, s, g in zip(frame["pred"], frame["decomp_sum"], frame["decomp_goal"])]
     return frame
+
+
+#: Final activations whose output is a probability (its input: a logit).
+PROBABILITIES = {"softmax", "sigmoid"}
+
+
+def box_names(result: Result, o: int) -> tuple[str, str]:
+    """What the info box calls output layer ``o``'s prediction, and the unit it adds to
+    the sum and goal. With ``ignore_last_act`` (the default) a method explains the input
+    of a final activation, while the prediction is the model's output: after a softmax
+    or sigmoid ``("probability", " (logit)")``, after another activation ``act``
+    ``("pred", " (before act)")``; ``("pred", "")`` where they are the same node or the
+    result does not say (it was not made by a method on a converted model)."""
+    setup = getattr(result, "setup", None)
+    if setup is None or setup.explained[o] == setup.model.output_nodes[o]:
+        return "pred", ""
+    layers = getattr(setup.model, "layers", None)  # a converted model's; a raw module has none
+    output = None if layers is None else layers[setup.model.output_nodes[o]]
+    act = getattr(output, "act_name", "the last activation")
+    return ("probability", " (logit)") if act in PROBABILITIES else ("pred", f" (before {act})")
 
 
 def _kind(values: Any, k: int) -> str:
