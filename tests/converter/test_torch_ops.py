@@ -448,6 +448,11 @@ ATTENTION = [
 #: and DeepLift are checked on each too.
 PRIMITIVES = [
     case("x**2", lambda m, x: x ** 2, IMAGE),
+    case("torch.square", lambda m, x: torch.square(x), TABULAR),
+    case("F.rms_norm", lambda m, x: F.rms_norm(x, [9], m.w, 1e-6), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(9))),
+    case("nn.RMSNorm", lambda m, x: m.norm(x), SIGNAL, norm=lambda: nn.RMSNorm([4, 9], 1e-5)),
+
     case("x.pow(3)", lambda m, x: x.pow(3), TABULAR),
     case("torch.sqrt", lambda m, x: torch.sqrt(x * x + 1), TABULAR),
     case("torch.rsqrt", lambda m, x: torch.rsqrt(x * x + 1), TABULAR),
@@ -510,6 +515,18 @@ def test_primitive_is_explained_exactly(module_from, explained_exactly, fn, inpu
     flat = module_from(lambda m, x: fn(m, x).flatten(1), **{k: make() for k, make in
                                                            attributes.items()})
     explained_exactly(flat, input_dim, tracer=tracer)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rms_norm_without_eps_takes_the_epsilon_of_the_traced_dtype(outputs_match, dtype):
+    """``eps=None`` is the machine epsilon of the dtype at run time; the conversion fixes
+    that of the dtype the model was traced in (convert ``model.double()`` for float64)."""
+    model = nn.Sequential(nn.Linear(9, 9), nn.RMSNorm(9)).eval().to(dtype)
+    conv = ins.convert(model, input_dim=[4, 9],
+                       dtype="float" if dtype == torch.float32 else "double")
+    x = torch.randn(3, 4, 9, dtype=dtype) * 1e-4  # small enough for eps to matter
+    with torch.no_grad():
+        outputs_match(conv.model(x), model(x), 1e-6 if dtype == torch.float32 else 1e-12)
 
 
 def test_every_export_gap_is_a_form():

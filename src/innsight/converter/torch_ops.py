@@ -452,6 +452,43 @@ def emit_layer_norm(t: Any, node: fx.Node, n_axes: int, weight: Any, bias: Any,
                   weight=weight, bias=bias, eps=float(eps))
 
 
+def emit_rms_norm(t: Any, node: fx.Node, n_axes: int, weight: Tensor | None,
+                  eps: float | None) -> int:
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over the last ``n_axes`` sample axes of the
+    node's first argument, in primitive layers: the normaliser is held fixed under LRP
+    (as the LN-rule holds sigma), DeepLift follows each operation exactly."""
+    source = node.args[0]
+    rank = len(t.shape(source))
+    t.axis(source, -n_axes)  # refuses a batch axis moved among them
+    # eps=None: torch's default, the machine epsilon of the dtype the model was traced in
+    eps = torch.finfo(node.meta["tensor_meta"].dtype).eps if eps is None else float(eps)
+    squares = t.emit(node, "Activation", [source], suffix="_squares", act_name="pow",
+                     exponent=2.0)
+    mean = t.emit(node, "Mean", [squares], suffix="_mean", axes=list(range(rank - n_axes, rank)),
+                  keepdims=True)
+    shifted = t.emit(node, "Affine", [mean], suffix="_eps", shift=eps)
+    scale = t.emit(node, "Activation", [shifted], suffix="_rsqrt", act_name="rsqrt")
+    normed = t.emit(node, "Multiply", [source, scale], suffix="" if weight is None else "_normed",
+                    lrp_constant=1)
+    return normed if weight is None else t.emit(node, "Affine", [normed], scale=weight)
+
+
+@_register(MODULES, *_nn("RMSNorm"))
+@_follows_batch_axis("same")
+def _rms_norm_module(t: Any, node: fx.Node) -> int:
+    m = t.module(node)
+    return emit_rms_norm(t, node, len(m.normalized_shape), m.weight, m.eps)
+
+
+@_register(FUNCTIONS, getattr(F, "rms_norm", None))
+@_follows_batch_axis("same")
+def _functional_rms_norm(t: Any, node: fx.Node) -> int:
+    """``F.rms_norm(x, normalized_shape, weight, eps)`` (also ``aten.rms_norm``)."""
+    (weight,) = _parameters(t, node, "rms_norm", (2, "weight", False))
+    return emit_rms_norm(t, node, len(t.static(arg(node, 1, "normalized_shape"))), weight,
+                         t.static(arg(node, 3, "eps", None)))
+
+
 @_register(MODULES, nn.LayerNorm)
 @_follows_batch_axis("same")
 def _layer_norm(t: Any, node: fx.Node) -> int:
@@ -904,12 +941,15 @@ for _name, _functions, _sign in [
     _register(METHODS, _name, f"{_name}_")(_handler)
 
 
-@_register(FUNCTIONS, torch.pow, operator.pow)
-@_register(METHODS, "pow")
+@_register(FUNCTIONS, torch.pow, operator.pow, torch.square)
+@_register(METHODS, "pow", "square")
 @_follows_batch_axis("same")
 def _pow(t: Any, node: fx.Node) -> int:
-    """``x ** c`` of a tensor and a constant number (the mean square of an RMS norm)."""
-    base, exponent = node.args[0], t.constant(arg(node, 1, "exponent"))
+    """``x ** c`` of a tensor and a constant number (the mean square of an RMS norm);
+    ``torch.square(x)``."""
+    base = node.args[0]
+    exponent = 2.0 if len(node.args) < 2 and "exponent" not in node.kwargs else t.constant(
+        arg(node, 1, "exponent"))
     if not t.is_tensor(base) or not isinstance(exponent, float):
         raise t.unsupported(node, "a power other than a tensor to a constant number")
     return emit_activation(t, node, "pow", exponent=exponent)
@@ -1371,6 +1411,8 @@ def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any, suffix: st
             if step < 1:
                 raise t.unsupported(node, f"the slice step {step}", "Steps must be positive. ")
             ranges.append([start, max(start, stop), step])
+    if any(start >= stop for start, stop, _ in ranges):
+        raise t.unsupported(node, f"the index {index!r}", "It selects no entries. ")
     reshaped = any(e is None or isinstance(e, int) for e in entries)
     result: fx.Node | int = source
     if ranges != [[0, size, 1] for size in sample_shape]:
@@ -1497,6 +1539,7 @@ def _aten_aliases() -> dict[str, Any]:
         "mm.default": torch.mm, "stack.default": torch.stack, "sum.dim_IntList": torch.sum,
         "linalg_vector_norm.default": torch.linalg.vector_norm, "expand_as.default": "expand",
         "movedim.int": torch.movedim, "movedim.intlist": torch.movedim,
+        "rms_norm.default": getattr(F, "rms_norm", None), "square.default": torch.square,
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
         "clamp_max.default": "clamp_max",
     }
@@ -1505,7 +1548,7 @@ def _aten_aliases() -> dict[str, Any]:
 for _overload_name, _function in _aten_aliases().items():
     _packet, _, _overload = _overload_name.partition(".")
     _op = getattr(getattr(torch.ops.aten, _packet, None), _overload, None)
-    if _op is not None:  # an overload this torch version has
+    if _op is not None and _function is not None:  # what this torch version has
         FUNCTIONS[_op] = METHODS[_function] if isinstance(_function, str) else FUNCTIONS[_function]
 _register(FUNCTIONS, getattr(torch.ops.aten.slice, "Tensor", None))(_slice_op)
 _register(FUNCTIONS, getattr(torch.ops.aten.rsub, "Scalar", None))(_rsub_op)
