@@ -225,6 +225,7 @@ def _target_name(target: Any) -> str:
 
 
 def _is_random(target: Any) -> bool:
+    """Whether a call draws random numbers (its value would not fold into a constant)."""
     if torch.Tag.nondeterministic_seeded in getattr(target, "tags", ()):
         return True
     return _target_name(target) in (
@@ -487,6 +488,7 @@ def _output_args(output: fx.Node) -> Any:
 
 
 def _single_tensor(node: fx.Node) -> bool:
+    """Whether ``node`` computes one tensor (not a tuple or list of them)."""
     return hasattr(node.meta.get("tensor_meta"), "shape")
 
 
