@@ -238,6 +238,15 @@ def test_swin_transformer_converts_and_is_explained_exactly(explained_exactly, a
     explained_exactly(small_swin(), [3, 24, 24])
 
 
+def test_stacking_before_the_batch_axis_moves_it(assert_converts):
+    """``torch.stack(xs, 0)`` puts the new axis before the batch axis (EfficientViM)."""
+    model = Rolled().eval()
+    model.forward = lambda x: torch.stack([x, -2 * x, x * x], 0).transpose(0, 1).flatten(1)
+    assert_converts(model, [4, 5, 3], tracer="export")
+    model.forward = lambda x: torch.stack([x, -2 * x, x * x], 0).sum(0).flatten(1)
+    assert_converts(model, [4, 5, 3], tracer="export")  # the sum moves it back
+
+
 @pytest.mark.parametrize(
     ("fn", "what"),
     [

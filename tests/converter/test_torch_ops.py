@@ -465,6 +465,7 @@ PRIMITIVES = [
     case("x.sum(dims)", lambda m, x: x.sum((2, 3)), IMAGE),
     case("torch.sum(keepdim)", lambda m, x: torch.sum(x, 1, keepdim=True) - x, SIGNAL),
     case("torch.stack", lambda m, x: torch.stack([x, 2 * x, -x], 2).flatten(1), SIGNAL),
+    case("x@W", lambda m, x: x @ m.w, SIGNAL, w=lambda: nn.Parameter(torch.randn(9, 5))),
     case("F.pad-crop", lambda m, x: F.pad(x, (-1, 2, 1, -2)), IMAGE),
     case("clamp(min)", lambda m, x: x.clamp(min=0.2), IMAGE),
     case("clamp(max)", lambda m, x: torch.clamp(x, max=-0.1), IMAGE),

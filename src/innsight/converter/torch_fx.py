@@ -207,7 +207,7 @@ def _depends_on(node: fx.Node) -> str:
     to the batch), ``"values"`` for the rest."""
     if node.op == "get_attr":
         return "nothing"
-    if node.op not in ("call_function", "call_method") or _is_random(node.target):
+    if node.op not in ("call_function", "call_method") or _is_random(node):
         return "values"
     operands = node.all_input_nodes
     name = node.args[1] if node.target is getattr else _target_name(node.target)
@@ -224,11 +224,21 @@ def _target_name(target: Any) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
 
 
-def _is_random(target: Any) -> bool:
+#: Dropout calls: random only with their training flag (the third argument) set.
+_DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+             "feature_dropout", "feature_alpha_dropout"}
+
+
+def _is_random(node: fx.Node) -> bool:
     """Whether a call draws random numbers (its value would not fold into a constant)."""
-    if torch.Tag.nondeterministic_seeded in getattr(target, "tags", ()):
+    name = _target_name(node.target)
+    if name in _DROPOUTS:
+        training = node.args[2] if len(node.args) > 2 else node.kwargs.get(
+            "training", node.kwargs.get("train", True))
+        return training is not False
+    if torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ()):
         return True
-    return _target_name(target) in (
+    return name in (
         "rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "bernoulli",
         "normal", "multinomial", "randperm")
 

@@ -516,9 +516,13 @@ def _functional_layer_norm(t: Any, node: fx.Node) -> int:
 def matrix_product(t: Any, node: fx.Node) -> int:
     """``a @ b`` of two tensors computed from the inputs (also ONNX's MatMul)."""
     a, b = node.args[0], arg(node, 1, "other", None) or arg(node, 1, "mat2")
+    weight = t.constant(b)
+    if t.is_tensor(a) and isinstance(weight, Tensor) and weight.ndim == 2:
+        return emit_dense(t, node, weight.T, None)  # x @ W: a dense layer
     if not (t.is_tensor(a) and t.is_tensor(b)):
         raise t.unsupported(node, "a matrix product with a constant",
-                            "Only products of two tensors computed from the inputs convert. ")
+                            "Products of two tensors computed from the inputs, or of a tensor "
+                            "by a constant matrix, convert. ")
     if len(t.shape(a)) < 2 or len(t.shape(b)) != len(t.shape(a)):
         raise t.unsupported(node, "a matrix product of vectors or of operands of different "
                             "rank", "Both operands need the same number (>= 2) of sample "
@@ -1009,13 +1013,16 @@ def _neg(t: Any, node: fx.Node) -> int:
 
 
 @_register(FUNCTIONS, torch.stack)
-@_follows_batch_axis("same")
+@_follows_batch_axis("any")
 def _stack(t: Any, node: fx.Node) -> int:
-    """``torch.stack(xs, dim)``: each tensor with a new axis of size 1, concatenated."""
+    """``torch.stack(xs, dim)``: each tensor with a new axis of size 1, concatenated (a new
+    axis before the batch axis moves it one further)."""
     parts, dim = list(node.args[0]), arg(node, 1, "dim", 0)
     axis = t.axis(node, dim)
     if not all(t.is_tensor(p) for p in parts):
         raise t.unsupported(node, "stacking values that are not tensors computed from the inputs")
+    if any(t.batch_axis(p).merged != t.batch_axis(node).merged for p in parts):
+        raise t.unsupported(node, "stacking tensors whose batch axes differ")
     grown = []
     for k, part in enumerate(parts):
         shape = list(t.shape(part))
@@ -1093,20 +1100,23 @@ def _expand(t: Any, node: fx.Node) -> int:
 
 @_register(FUNCTIONS, torch.mean)
 @_register(METHODS, "mean")
-@_follows_batch_axis("same")
+@_follows_batch_axis("any")
 def _mean(t: Any, node: fx.Node) -> int:
+    """A mean over sample axes (axes before the batch axis too, which moves it forward)."""
     dims = arg(node, 1, "dim", None)
     if dims is None:
         raise t.unsupported(node, "a mean over all axes", "It would average over the batch. ")
     dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
     source = node.args[0]
+    if t.batch_axis(source).merged != t.batch_axis(node).merged:
+        raise t.unsupported(node, "a mean of a tensor with entries merged into its batch axis")
     return t.emit(node, "Mean", [source], axes=[t.axis(source, d) for d in dims],
                   keepdims=bool(arg(node, 2, "keepdim", False)))
 
 
 @_register(FUNCTIONS, torch.sum)
 @_register(METHODS, "sum")
-@_follows_batch_axis("same")
+@_follows_batch_axis("any")
 def _sum(t: Any, node: fx.Node) -> int:
     """A sum over sample axes: their mean times their number of entries."""
     dims = arg(node, 1, "dim", None)
