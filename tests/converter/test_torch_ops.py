@@ -470,6 +470,8 @@ PRIMITIVES = [
     case("clamp(min)", lambda m, x: x.clamp(min=0.2), IMAGE),
     case("clamp(max)", lambda m, x: torch.clamp(x, max=-0.1), IMAGE),
     case("x.clamp_min", lambda m, x: x.clamp_min(0.3), TABULAR),
+    case("clamp(tensor bounds)", lambda m, x: torch.clamp(x, m.low, m.low + 1), SIGNAL,
+         low=lambda: nn.Parameter(torch.randn(9))),
     case("expand-computed", lambda m, x: x[:, :1].expand(-1, 4, -1) * x, SIGNAL),
     case("expand_as-computed", lambda m, x: x.mean(1, keepdim=True).expand_as(x) + x, SIGNAL),
 ]

@@ -841,10 +841,10 @@ def _softmax_op(t: Any, node: fx.Node) -> int:
     return emit_activation(t, node, "softmax", axis=t.axis(node.args[0], dim))
 
 
-def emit_one_sided_clamp(t: Any, node: fx.Node, source: Any, bound: float, upper: bool,
-                         suffix: str = "") -> int:
+def emit_one_sided_clamp(t: Any, node: fx.Node, source: Any, bound: float | Tensor,
+                         upper: bool, suffix: str = "") -> int:
     """``max(x, bound)`` as ``relu(x - bound) + bound``, or (``upper``) ``min(x, bound)`` as
-    ``bound - relu(bound - x)``."""
+    ``bound - relu(bound - x)``; ``bound`` a number or a constant per sample."""
     sign = -1.0 if upper else 1.0
     shifted = t.emit(node, "Affine", [source], suffix=f"{suffix}_shift", scale=sign,
                      shift=-sign * bound)
@@ -865,11 +865,18 @@ def _clamp(t: Any, node: fx.Node) -> int:
         return emit_activation(t, node, "relu6")
     if isinstance(low, (int, float)) and isinstance(high, (int, float)):
         return emit_activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
-    bound = low if high is None else high
-    if isinstance(bound, (int, float)) and (low is None or high is None):
-        return emit_one_sided_clamp(t, node, node.args[0], float(bound), upper=low is None)
-    raise t.unsupported(node, f"clamp(min={low!r}, max={high!r})",
-                        "Supported: numbers for min, max or both. ")
+    # otherwise one bound, or constant tensor bounds: one one-sided clamp per bound
+    bounds = [(b, upper) for b, upper in ((low, False), (high, True)) if b is not None]
+    values = [_operand_constant(t, node, b) for b, _ in bounds]
+    if not bounds or any(v is None for v in values):
+        raise t.unsupported(node, f"clamp(min={low!r}, max={high!r})",
+                            "Bounds must be numbers or constant tensors. ")
+    result: Any = node.args[0]
+    for k, (value, (_, upper)) in enumerate(zip(values, bounds)):
+        last = k == len(bounds) - 1
+        result = emit_one_sided_clamp(t, node, result, value, upper,
+                                      suffix="" if last else "_min")
+    return result
 
 
 # ---- elementwise arithmetic ------------------------------------------------------------
@@ -1550,6 +1557,7 @@ def _aten_aliases() -> dict[str, Any]:
         "linalg_vector_norm.default": torch.linalg.vector_norm, "expand_as.default": "expand",
         "movedim.int": torch.movedim, "movedim.intlist": torch.movedim,
         "rms_norm.default": getattr(F, "rms_norm", None), "square.default": torch.square,
+        "clamp.Tensor": torch.clamp,
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
         "clamp_max.default": "clamp_max",
     }
