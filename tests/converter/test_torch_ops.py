@@ -7,6 +7,8 @@ must reproduce the original module's output in float32 and float64 (see
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from typing import Any
 
@@ -471,6 +473,9 @@ PRIMITIVES = [
     case("clamp(max)", lambda m, x: torch.clamp(x, max=-0.1), IMAGE),
     case("x.clamp_min", lambda m, x: x.clamp_min(0.3), TABULAR),
     case("clamp(tensor bounds)", lambda m, x: torch.clamp(x, m.low, m.low + 1), SIGNAL,
+         low=lambda: nn.Parameter(torch.randn(9))),
+    case("clamp(infinite bounds)",
+         lambda m, x: torch.clamp(x, m.low - math.inf, m.low + 2), SIGNAL,
          low=lambda: nn.Parameter(torch.randn(9))),
     case("expand-computed", lambda m, x: x[:, :1].expand(-1, 4, -1) * x, SIGNAL),
     case("expand_as-computed", lambda m, x: x.mean(1, keepdim=True).expand_as(x) + x, SIGNAL),

@@ -866,17 +866,25 @@ def _clamp(t: Any, node: fx.Node) -> int:
     if isinstance(low, (int, float)) and isinstance(high, (int, float)):
         return emit_activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
     # otherwise one bound, or constant tensor bounds: one one-sided clamp per bound
-    bounds = [(b, upper) for b, upper in ((low, False), (high, True)) if b is not None]
-    values = [_operand_constant(t, node, b) for b, _ in bounds]
-    if not bounds or any(v is None for v in values):
-        raise t.unsupported(node, f"clamp(min={low!r}, max={high!r})",
-                            "Bounds must be numbers or constant tensors. ")
+    kept = []
+    for given, upper in ((low, False), (high, True)):
+        if given is None:
+            continue
+        value = _operand_constant(t, node, given)
+        bound = None if value is None else torch.as_tensor(value)
+        switched_off = bound is not None and bool((bound == (math.inf if upper else -math.inf))
+                                                  .all())
+        if bound is None or not (switched_off or bool(torch.isfinite(bound).all())):
+            raise t.unsupported(node, f"clamp(min={low!r}, max={high!r})",
+                                "Bounds must be numbers or constant tensors, finite, or "
+                                "infinite throughout (no bound). ")
+        if not switched_off:
+            kept.append((value, upper))
     result: Any = node.args[0]
-    for k, (value, (_, upper)) in enumerate(zip(values, bounds)):
-        last = k == len(bounds) - 1
+    for k, (value, upper) in enumerate(kept):
         result = emit_one_sided_clamp(t, node, result, value, upper,
-                                      suffix="" if last else "_min")
-    return result
+                                      suffix="" if k == len(kept) - 1 else "_min")
+    return result if kept else alias_input(t, node)
 
 
 # ---- elementwise arithmetic ------------------------------------------------------------
