@@ -62,6 +62,8 @@ BATCH_AXIS_HANDLERS: dict[Handler, str] = {}
 
 
 def _follows_batch_axis(kind: str) -> Callable[[Handler], Handler]:
+    """Decorator: the handler's entry ``kind`` in :data:`BATCH_AXIS_HANDLERS`."""
+
     def mark(handler: Handler) -> Handler:
         BATCH_AXIS_HANDLERS[handler] = kind
         return handler
@@ -1060,6 +1062,7 @@ def _cat(t: Any, node: fx.Node) -> int:
 
 
 def _is_empty_constant(t: Any, value: Any) -> bool:
+    """Whether ``value`` is a constant without entries (an unused key-value cache)."""
     const = t.constant(value)
     return isinstance(const, Tensor) and const.numel() == 0
 
