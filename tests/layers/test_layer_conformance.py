@@ -643,6 +643,8 @@ CASES: list[LayerCase] = [
     LayerCase("concat_vectors", "Concatenate", {}, ((4,), (3,)), lambda a, b: torch.cat([a, b], 1)),
     LayerCase("multiply_same", "Multiply", {}, ((3, 4), (3, 4)), lambda a, b: a * b),
     LayerCase("multiply_se_gate", "Multiply", {}, (_SE_GATE, (3, 4, 5)), lambda a, b: a * b),
+    LayerCase("multiply_normaliser_broadcast", "Multiply", {"lrp_constant": 1},
+              ((3, 4), (3, 1)), lambda a, b: a * b),
     LayerCase("multiply_gate_held_fixed", "Multiply", {"lrp_constant": 0}, ((3, 4), (3, 4)),
               lambda a, b: a * b),
     LayerCase("matmul_heads", "MatMul", {}, ((2, 3, 4), (2, 4, 5)),

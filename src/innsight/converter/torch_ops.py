@@ -464,10 +464,7 @@ def emit_rms_norm(t: Any, node: fx.Node, n_axes: int, weight: Tensor | None,
     t.axis(source, -n_axes)  # refuses a batch axis moved among them
     # eps=None: torch's default, the machine epsilon of the dtype the model was traced in
     eps = torch.finfo(node.meta["tensor_meta"].dtype).eps if eps is None else float(eps)
-    squares = t.emit(node, "Activation", [source], suffix="_squares", act_name="pow",
-                     exponent=2.0)
-    mean = t.emit(node, "Mean", [squares], suffix="_mean", axes=list(range(rank - n_axes, rank)),
-                  keepdims=True)
+    mean = _emit_mean_square(t, node, source, list(range(rank - n_axes, rank)), True, "")
     shifted = t.emit(node, "Affine", [mean], suffix="_eps", shift=eps)
     scale = t.emit(node, "Activation", [shifted], suffix="_rsqrt", act_name="rsqrt")
     normed = t.emit(node, "Multiply", [source, scale], suffix="" if weight is None else "_normed",
@@ -1164,12 +1161,18 @@ def _vector_norm(t: Any, node: fx.Node) -> int:
 def emit_vector_norm(t: Any, node: fx.Node, source: fx.Node, axes: list[int], keepdims: bool,
                      suffix: str = "") -> int:
     """``sqrt(sum(x^2))`` over sample ``axes`` of ``source``."""
-    squares = t.emit(node, "Activation", [source], suffix=f"{suffix}_squares", act_name="pow",
-                     exponent=2.0)
-    mean = t.emit(node, "Mean", [squares], suffix=f"{suffix}_mean", axes=axes, keepdims=keepdims)
+    mean = _emit_mean_square(t, node, source, axes, keepdims, suffix)
     count = math.prod(t.shape(source)[a] for a in axes)
     total = t.emit(node, "Affine", [mean], suffix=f"{suffix}_sum", scale=float(count))
     return t.emit(node, "Activation", [total], suffix=suffix, act_name="sqrt")
+
+
+def _emit_mean_square(t: Any, node: fx.Node, source: Any, axes: list[int], keepdims: bool,
+                      suffix: str) -> int:
+    """``mean(x^2)`` over sample ``axes`` of ``source`` (RMS norms, 2-norms)."""
+    squares = t.emit(node, "Activation", [source], suffix=f"{suffix}_squares", act_name="pow",
+                     exponent=2.0)
+    return t.emit(node, "Mean", [squares], suffix=f"{suffix}_mean", axes=axes, keepdims=keepdims)
 
 
 @_register(FUNCTIONS, F.normalize)
