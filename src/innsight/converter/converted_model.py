@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 import torch
@@ -76,14 +76,32 @@ class ConvertedModel(nn.Module):
         outputs = self.run_nodes(x, self.output_nodes)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def run_nodes(self, x: Tensor | Sequence[Tensor], nodes: Sequence[int]) -> list[Tensor]:
-        """The values of the layers ``nodes`` for ``x``; all other values are freed early."""
-        values = self._run(self.check_input(x), keep=set(nodes))
+    def run_nodes(self, x: Tensor | Sequence[Tensor], nodes: Sequence[int],
+                  given: Mapping[int, Tensor] | None = None) -> list[Tensor]:
+        """The values of the layers ``nodes`` for ``x``; all other values are freed early.
+
+        ``given`` replaces the values of some layers ``{layer: (batch, *output_dim)}``
+        (layer attribution): layers needed only to compute them are not run.
+        """
+        values = self._run(self.check_input(x), keep=set(nodes), given=given)
         return [values[i] for i in nodes]
 
     def node_values(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """The output of every layer for ``x``, in layer order (for backward walks)."""
         return self._run(self.check_input(x), keep=None)
+
+    def needed(self, nodes: Iterable[int], stop: Set[int] = frozenset()) -> set[int]:
+        """The layers whose values ``nodes`` depend on (``nodes`` included), not looking
+        past the layers in ``stop``."""
+        seen = set(nodes)
+        stack = [i for i in seen if i not in stop]
+        while stack:
+            for j in self.input_layers[stack.pop()]:
+                if j not in seen:
+                    seen.add(j)
+                    if j not in stop:
+                        stack.append(j)
+        return seen
 
     def explained_nodes(self, ignore_last_act: bool) -> list[int]:
         """Per model output, the layer a method explains: with ``ignore_last_act``, the
@@ -110,16 +128,25 @@ class ConvertedModel(nn.Module):
             and not any(self.layers[k].returns_view for k in self.output_layers[first])
         )
 
-    def _run(self, inputs: list[Tensor], keep: set[int] | None) -> list[Any]:
+    def _run(self, inputs: list[Tensor], keep: set[int] | None,
+             given: Mapping[int, Tensor] | None = None) -> list[Any]:
         """Every layer's value; with ``keep`` given, values are freed after their last
         use unless they are model outputs or in ``keep``. Without autograd, layers
-        that may reuse a dead input's memory do (as in-place ops in torch models)."""
+        that may reuse a dead input's memory do (as in-place ops in torch models).
+        Layers in ``given`` take that value; with ``keep`` and ``given``, only the
+        layers that ``keep`` needs run."""
         values: list[Any] = [None] * len(self.layers)
         overwrite = keep is not None and not torch.is_grad_enabled()
+        needed = None if not given or keep is None else self.needed(keep, stop=set(given))
         for i, (layer, reads) in enumerate(zip(self.layers, self.input_layers)):
-            if reads:
+            if given and i in given:
+                values[i] = given[i]
+            elif needed is not None and i not in needed:
+                pass
+            elif reads:
                 args = [values[j] for j in reads]
-                if overwrite and self._may_overwrite[i] and reads[0] not in keep:
+                if (overwrite and self._may_overwrite[i] and reads[0] not in keep
+                        and not (given and reads[0] in given)):
                     values[i] = layer.forward_overwriting(*args)
                 else:
                     values[i] = layer(*args)

@@ -16,7 +16,7 @@ import copy
 import inspect
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -24,8 +24,10 @@ from torch import Tensor
 
 from innsight._validation import check_bool, describe, is_int, resolve_dtype
 from innsight.converter import Converter
-from innsight.methods.data import prepare_data, user_dim
+from innsight.converter.names import Names
+from innsight.methods.data import prepare_data, prepare_like, user_dim
 from innsight.methods.engine import default_batch_size, evaluate, target_values
+from innsight.methods.layer_attribution import AttributedLayer, at_layer
 from innsight.methods.model_interface import ExplainableModel, TorchModule
 from innsight.methods.result import Result
 from innsight.outputs import DEFAULT_N_OUTPUTS, OutputSelection, Target
@@ -50,6 +52,10 @@ class Explanation:
     values: list[Tensor]
     goal: Tensor | None = None
     at_data: OutputsAtData | None = None
+    #: The axis names of the values where they differ from the inputs' (e.g. Grad-CAM maps).
+    input_names: list[Names] | None = None
+    #: Per layer, what it passed on (``keep_layers=True``; see :mod:`~innsight.methods.layer_report`).
+    layer_records: Any = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,11 @@ class Setup:
     generator: torch.Generator
     verbose: bool
     channels_first: bool
+    #: The layer the values are attributed to (``attribute_to``); ``None``: the inputs.
+    layer: AttributedLayer | None = None
+    #: Per-sample model inputs ``(n_data, *dim)`` passed after ``data``, neither varied nor
+    #: attributed (what bypasses an attributed layer).
+    fixed: list[Tensor] = field(default_factory=list)
 
     @property
     def targets(self) -> list[Target]:
@@ -75,15 +86,28 @@ class Setup:
         return self.model.run_nodes(inputs, self.explained)
 
     def outputs_at(self, inputs: list[Tensor]) -> Tensor:
-        """The explained output nodes ``(rows, n_targets)`` at ``inputs``, without gradients."""
+        """The explained output nodes ``(rows, n_targets)`` at ``inputs``, without gradients;
+        with ``fixed`` inputs, ``inputs`` hold one row or one per sample."""
+        if self.fixed:
+            n_data = self.fixed[0].shape[0]
+            inputs = [x.expand(n_data, *x.shape[1:]) for x in inputs] + self.fixed
         return target_values(evaluate(self.model_fn, inputs, self.batch_size), self.targets)
 
     def outputs_at_data(self) -> OutputsAtData:
         """The explained outputs and predictions at the data, from one pass."""
         nodes = self.explained + self.model.output_nodes
-        at_data = evaluate(lambda xs: self.model.run_nodes(xs, nodes), self.data, self.batch_size)
+        at_data = evaluate(lambda xs: self.model.run_nodes(xs, nodes), self.data + self.fixed,
+                           self.batch_size)
         return OutputsAtData(target_values(at_data[:len(self.explained)], self.targets),
                              target_values(at_data[len(self.explained):], self.targets))
+
+    def prepare_refs(self, value: Any, arg_name: str) -> list[Tensor]:
+        """References given like the data (``x_ref``, ``data_ref``), checked, in the space
+        the values are attributed to: the layer's activations at them for gradient methods
+        attributing to a layer (at zero inputs for ``value=None``)."""
+        if self.layer is None or self.layer.lift is None:
+            return prepare_like(value, self.data, self.channels_first, arg_name)
+        return [self.layer.lift(value, arg_name)]
 
 
 def is_interactive() -> bool:
@@ -160,6 +184,12 @@ class InterpretingMethod(Result):
         Makes stochastic methods reproducible.
     device : str or torch.device
         Where to compute, e.g. ``"cuda"``; default the model's device.
+    attribute_to : str
+        A layer name from ``conv.model.layer_names``: attribute to that layer's
+        activations instead of the input (gradient and rule-based methods; see
+        :mod:`~innsight.methods.layer_attribution`). The values are then shaped
+        like that layer's output ``(n_data, *layer_dim, n_targets)``, in the
+        layout of the data.
     """
 
     method_name = "InterpretingMethod"
@@ -172,6 +202,9 @@ class InterpretingMethod(Result):
     needs_graph = False
     #: The hyper-parameters worth tuning: ``(type, low, high)`` or a list of choices.
     tunables: ClassVar[dict[str, Any]] = {}
+    #: How the method attributes to a layer (``attribute_to``): ``"cut"`` (gradient
+    #: methods), ``"walk"`` (rule-based methods) or ``None`` (it cannot).
+    layer_attribution: ClassVar[str | None] = None
 
     @classmethod
     def get_tunables(cls) -> dict[str, Any]:
@@ -199,6 +232,7 @@ class InterpretingMethod(Result):
         batch_size: int | None = None,
         seed: int | None = None,
         device: Any = None,
+        attribute_to: str | None = None,
         **own_args: Any,
     ) -> None:
         self._check_own_args(own_args)
@@ -231,6 +265,11 @@ class InterpretingMethod(Result):
             verbose=verbose,
             channels_first=channels_first,
         )
+        if attribute_to is not None:
+            if self.layer_attribution is None:
+                raise ValueError(f"{self.method_name} cannot attribute to a layer; got "
+                                 f"`attribute_to`={attribute_to!r}.")
+            setup = at_layer(setup, attribute_to, cut=self.layer_attribution == "cut")
         self.converter = converter
         #: What the method ran with (model, explained nodes, data, batch size): the metrics
         #: (:mod:`innsight.metrics`) evaluate the model and re-run ``_explain`` through it.
@@ -240,10 +279,13 @@ class InterpretingMethod(Result):
             preds = tensors[0].new_full((1, len(selection.targets)), float("nan"))
         else:
             preds = (explanation.at_data or setup.outputs_at_data()).preds
-        input_names = [
+        input_names = explanation.input_names or [
             [cols] if cols is not None and len(names) == 1 else names
             for cols, names in zip(columns, model.input_names)
         ]
+        layer = setup.layer
+        if layer is not None:
+            input_names, tensors = [layer.names], [layer.activations]
         goal = explanation.goal
         super().__init__(
             method=self.method_name,
@@ -257,6 +299,10 @@ class InterpretingMethod(Result):
             preds=selection.split(preds),
             decomp_goal=None if goal is None else selection.split(goal),
             data=None if without_data else tensors,
+            attributed_to=None if layer is None else layer.name,
+            token_grid=None if layer is None or layer.grid is None or layer.grid.token_axis is None
+            else layer.grid,
+            layer_records=explanation.layer_records,
         )
 
     def _check_own_args(self, own_args: dict[str, Any]) -> None:

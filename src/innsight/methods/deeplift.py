@@ -29,6 +29,7 @@ from innsight.methods.base import (
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import target_values
 from innsight.methods.gradient import reference_inputs
+from innsight.methods.layer_report import LayerRecords
 from innsight.methods.reverse_walk import ChunkWalk, ancestors, check_rules, explain_by_walk
 
 #: ``refs(sample, copy) -> per input layer (rows, *dim)``: the reference of each row.
@@ -44,9 +45,11 @@ def _rule(rule_name: Any, winner_takes_all: Any) -> DeepLiftRule:
     return DEEPLIFT_RULES[rule_name](winner_takes_all)
 
 
-def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int) -> Explanation:
+def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int,
+                     keep_layers: bool = False) -> Explanation:
     """Contributions per input layer ``(n_data, *dim, n_targets)``, averaged over each
-    sample's ``n_refs`` references, and their goal ``mean f(x) - f(ref)``.
+    sample's ``n_refs`` references, and their goal ``mean f(x) - f(ref)``;
+    ``keep_layers`` records every layer's totals.
 
     Rows (sample, reference) go through the model in chunks: each chunk's data and
     references together make at most ``batch_size`` rows.
@@ -73,9 +76,11 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int
         goal = (target_values([at_x[node] for node in explained], setup.targets)
                 - target_values([at_ref[node] for node in explained], setup.targets))
         return ChunkWalk(at_x, lambda t: 1.0, step,
-                         lambda k, m: _times_difference(m, xs[k] - x_refs[k]), goal)
+                         lambda node, m: _times_difference(m, at_x[node] - at_ref[node]), goal)
 
-    return explain_by_walk(setup, n_refs, max(1, setup.batch_size // 2), walk_chunk)
+    records = None if not keep_layers else LayerRecords(
+        model, len(setup.targets), setup.data[0].shape[0], lambda i: rule.name)
+    return explain_by_walk(setup, n_refs, max(1, setup.batch_size // 2), walk_chunk, records)
 
 
 def _splits(model: Any, nodes: list[int], at_x: list[Any], at_ref: list[Any]) -> dict[int, Pair]:
@@ -110,6 +115,10 @@ class DeepLift(InterpretingMethod):
     winner_takes_all : bool
         Max pooling credits each window's arg-max (True) or spreads the
         window's difference in proportion to the input differences (False).
+    keep_layers : bool
+        Record, for every layer, the contributions ``multiplier * (value -
+        reference value)`` coming in at its output and going out to its inputs
+        (``res.layer_report()``); nothing is kept otherwise.
 
     The contributions of a sample sum to ``f(x) - f(x_ref)`` (the decomposition
     goal). Multipliers of a nonlinearity fall back to its derivative at the
@@ -120,19 +129,23 @@ class DeepLift(InterpretingMethod):
     method_name = "DeepLift"
     value_name = "contribution"
     needs_graph = True
+    layer_attribution = "walk"
     tunables = {"rule_name": list(DEEPLIFT_RULES), "winner_takes_all": [True, False]}
 
     def __init__(self, converter: Any, data: Any, *, x_ref: Any = None,
-                 rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
+                 rule_name: str = "rescale", winner_takes_all: bool = True,
+                 keep_layers: bool = False, **shared: Any) -> None:
         super().__init__(converter, data, x_ref=x_ref, rule_name=rule_name,
-                         winner_takes_all=winner_takes_all, **shared)
+                         winner_takes_all=winner_takes_all, keep_layers=keep_layers, **shared)
 
     def _explain(self, setup: Setup, x_ref: Any, rule_name: Any,
-                 winner_takes_all: Any) -> Explanation:
+                 winner_takes_all: Any, keep_layers: Any = False) -> Explanation:
         rule = _rule(rule_name, winner_takes_all)
-        refs = reference_inputs(setup.data, x_ref, setup.channels_first)
+        check_bool(keep_layers, "keep_layers")
+        refs = reference_inputs(setup, x_ref)
         return explain_deeplift(
-            setup, rule, lambda sample, copy: [r[sample % r.shape[0]] for r in refs], 1)
+            setup, rule, lambda sample, copy: [r[sample % r.shape[0]] for r in refs], 1,
+            keep_layers)
 
 
 class DeepSHAP(InterpretingMethod):
@@ -146,8 +159,8 @@ class DeepSHAP(InterpretingMethod):
     limit_ref : int
         At most this many references are used, drawn without replacement (with
         ``seed``) when ``data_ref`` holds more.
-    rule_name, winner_takes_all
-        As for :class:`DeepLift`.
+    rule_name, winner_takes_all, keep_layers
+        As for :class:`DeepLift` (the report averages over the references).
 
     The contributions of a sample sum to ``f(x) - mean f(ref)`` over the
     references used. Further parameters: see :class:`InterpretingMethod`.
@@ -156,17 +169,21 @@ class DeepSHAP(InterpretingMethod):
     method_name = "DeepSHAP"
     value_name = "contribution"
     needs_graph = True
+    layer_attribution = "walk"
     tunables = {"rule_name": list(DEEPLIFT_RULES), "winner_takes_all": [True, False],
                  "limit_ref": (int, 10, 200)}
 
     def __init__(self, converter: Any, data: Any, *, data_ref: Any = None, limit_ref: int = 100,
-                 rule_name: str = "rescale", winner_takes_all: bool = True, **shared: Any) -> None:
+                 rule_name: str = "rescale", winner_takes_all: bool = True,
+                 keep_layers: bool = False, **shared: Any) -> None:
         super().__init__(converter, data, data_ref=data_ref, limit_ref=limit_ref,
-                         rule_name=rule_name, winner_takes_all=winner_takes_all, **shared)
+                         rule_name=rule_name, winner_takes_all=winner_takes_all,
+                         keep_layers=keep_layers, **shared)
 
     def _explain(self, setup: Setup, data_ref: Any, limit_ref: Any, rule_name: Any,
-                 winner_takes_all: Any) -> Explanation:
+                 winner_takes_all: Any, keep_layers: Any = False) -> Explanation:
         rule = _rule(rule_name, winner_takes_all)
+        check_bool(keep_layers, "keep_layers")
         limit_ref = check_positive_int(limit_ref, "limit_ref")
         if data_ref is None:
             refs = setup.data
@@ -177,7 +194,7 @@ class DeepSHAP(InterpretingMethod):
                                   device=setup.generator.device)[:limit_ref].to(refs[0].device)
             refs = [r[pick] for r in refs]
         return explain_deeplift(setup, rule, lambda sample, copy: [r[copy] for r in refs],
-                                refs[0].shape[0])
+                                refs[0].shape[0], keep_layers)
 
 
 run_deeplift = runner(DeepLift, "run_deeplift")

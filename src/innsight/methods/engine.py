@@ -73,10 +73,14 @@ def mean_gradients(
     batch_size: int,
     generator: torch.Generator,
     verbose: bool = False,
+    fixed: Sequence[Tensor] = (),
 ) -> list[Tensor]:
     """Mean over each sample's ``n`` rows of ``grad(target) * multiplier``.
 
-    Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
+    ``fixed`` holds further model inputs ``(n_data, *dim)``, passed to ``model_fn``
+    after the augmented ones with each row's sample, neither augmented nor
+    differentiated. Returns one tensor ``(n_data, *dim, n_targets)`` per input layer
+    of ``data``.
     """
     n_data = data[0].shape[0]
     n_rows = n_data * n
@@ -87,7 +91,8 @@ def mean_gradients(
         sample = rows // n
         chunk = Chunk(sample, rows % n, [x[sample] for x in data], generator)
         inputs, multipliers = augment(chunk)
-        for t, grads in enumerate(gradients(model_fn, inputs, targets)):
+        rest = [x[sample] for x in fixed]
+        for t, grads in enumerate(gradients(model_fn, inputs, targets, rest)):
             for k, grad in enumerate(grads):
                 if grad is None:
                     continue  # this input does not reach this output: its gradient is 0
@@ -98,9 +103,11 @@ def mean_gradients(
 
 
 def gradients(
-    model_fn: ModelFn, inputs: Sequence[Tensor], targets: Sequence[Target]
+    model_fn: ModelFn, inputs: Sequence[Tensor], targets: Sequence[Target],
+    fixed: Sequence[Tensor] = (),
 ) -> Iterator[tuple[Tensor | None, ...]]:
-    """Per target, its gradient w.r.t. every input ``(rows, *dim)``, from one forward pass.
+    """Per target, its gradient w.r.t. every input ``(rows, *dim)``, from one forward pass
+    (with the inputs ``fixed`` passed after them, not differentiated).
 
     Rows are independent samples, so the gradient of a target summed over rows
     gives each row's own gradient. ``None`` marks an input the target does not reach.
@@ -108,7 +115,7 @@ def gradients(
     # Graphs are recorded even where the caller turned autograd off.
     with torch.inference_mode(False), torch.enable_grad():
         xs = [(x.clone() if x.is_inference() else x.detach()).requires_grad_(True) for x in inputs]
-        outputs = [out.reshape(out.shape[0], -1) for out in model_fn(xs)]
+        outputs = [out.reshape(out.shape[0], -1) for out in model_fn(xs + list(fixed))]
         scalars = [outputs[t.layer][:, t.index].sum() for t in targets]
     for t, scalar in enumerate(scalars):
         yield torch.autograd.grad(

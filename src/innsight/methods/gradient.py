@@ -23,7 +23,6 @@ from innsight.methods.base import (
     check_positive_int,
     runner,
 )
-from innsight.methods.data import prepare_like
 from innsight.methods.engine import Chunk, mean_gradients
 
 #: ``f(inputs) -> (rows, n_targets)``: the explained outputs, without gradients.
@@ -105,11 +104,10 @@ class PathPoints:
     times_input: bool
 
     @classmethod
-    def build(cls, data: list[Tensor], x_ref: Any, n: Any, times_input: Any,
-              channels_first: bool) -> PathPoints:
+    def build(cls, setup: Setup, x_ref: Any, n: Any, times_input: Any) -> PathPoints:
         n = check_positive_int(n, "n")
         check_bool(times_input, "times_input")
-        return cls(n, reference_inputs(data, x_ref, channels_first), times_input)
+        return cls(n, reference_inputs(setup, x_ref), times_input)
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]:
         inputs, diffs = [], []
@@ -135,11 +133,17 @@ class ReferenceDraws:
     data_ref: list[Tensor]  # per input layer, (n_ref, *dim)
 
     @classmethod
-    def build(cls, data: list[Tensor], data_ref: Any, n: Any, channels_first: bool) -> ReferenceDraws:
+    def build(cls, setup: Setup, data_ref: Any, n: Any) -> ReferenceDraws:
         n = check_positive_int(n, "n")
+        if setup.fixed:
+            raise ValueError(
+                f"ExpectedGradient cannot attribute to layer {setup.layer.name!r}: "  # type: ignore[union-attr]
+                "a skip connection bypasses it, so the outputs at a reference depend on "
+                "the sample too; attribute to a layer every path goes through, or use "
+                "IntegratedGradient.")
         if data_ref is None:
-            return cls(n, data)
-        return cls(n, prepare_like(data_ref, data, channels_first, "data_ref"))
+            return cls(n, setup.data)
+        return cls(n, setup.prepare_refs(data_ref, "data_ref"))
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor]]:
         rows, device = chunk.sample.shape[0], chunk.sample.device
@@ -158,11 +162,13 @@ class ReferenceDraws:
         return f_data - f(self.data_ref).mean(0, keepdim=True)
 
 
-def reference_inputs(data: list[Tensor], x_ref: Any, channels_first: bool) -> list[Tensor]:
-    """``x_ref``: zeros by default, one sample, or one per data sample."""
-    if x_ref is None:
+def reference_inputs(setup: Setup, x_ref: Any) -> list[Tensor]:
+    """``x_ref``: zeros by default, one sample, or one per data sample (given like the
+    data; the layer's activations at them where the values are attributed to a layer)."""
+    data = setup.data
+    if x_ref is None and (setup.layer is None or setup.layer.lift is None):
         return [x.new_zeros(1, *x.shape[1:]) for x in data]
-    refs = prepare_like(x_ref, data, channels_first, "x_ref")
+    refs = setup.prepare_refs(x_ref, "x_ref")  # at a layer: zeros at the input by default
     n_data = data[0].shape[0]
     if refs[0].shape[0] not in (1, n_data):
         raise ValueError(
@@ -174,7 +180,7 @@ def reference_inputs(data: list[Tensor], x_ref: Any, channels_first: bool) -> li
 def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
     """The mean gradients of ``recipe`` over the data of ``setup``, with their goal."""
     values = mean_gradients(setup.model_fn, setup.data, setup.targets, recipe.augment, recipe.n,
-                            setup.batch_size, setup.generator, setup.verbose)
+                            setup.batch_size, setup.generator, setup.verbose, setup.fixed)
     if not recipe.has_goal:
         return Explanation(values)
     at_data = setup.outputs_at_data()
@@ -189,6 +195,7 @@ class Gradient(InterpretingMethod):
     """
 
     method_name = "Gradient"
+    layer_attribution = "cut"
     value_name = "gradient"
     tunables = {"times_input": [False, True]}
 
@@ -209,6 +216,7 @@ class SmoothGrad(InterpretingMethod):
     """
 
     method_name = "SmoothGrad"
+    layer_attribution = "cut"
     value_name = "gradient"
     tunables = {"n": (int, 10, 100), "noise_level": (float, 0.05, 0.95),
                  "times_input": [False, True]}
@@ -231,6 +239,7 @@ class IntegratedGradient(InterpretingMethod):
     """
 
     method_name = "IntegratedGradient"
+    layer_attribution = "cut"
     value_name = "attribution"
     tunables = {"n": (int, 10, 200)}
 
@@ -239,7 +248,7 @@ class IntegratedGradient(InterpretingMethod):
         super().__init__(converter, data, x_ref=x_ref, n=n, times_input=times_input, **shared)
 
     def _explain(self, setup: Setup, x_ref: Any, n: Any, times_input: Any) -> Explanation:
-        recipe = PathPoints.build(setup.data, x_ref, n, times_input, setup.channels_first)
+        recipe = PathPoints.build(setup, x_ref, n, times_input)
         return explain_gradients(recipe, setup)
 
 
@@ -252,6 +261,7 @@ class ExpectedGradient(InterpretingMethod):
     """
 
     method_name = "ExpectedGradient"
+    layer_attribution = "cut"
     value_name = "attribution"
     tunables = {"n": (int, 10, 200)}
 
@@ -260,7 +270,7 @@ class ExpectedGradient(InterpretingMethod):
         super().__init__(converter, data, data_ref=data_ref, n=n, **shared)
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any) -> Explanation:
-        recipe = ReferenceDraws.build(setup.data, data_ref, n, setup.channels_first)
+        recipe = ReferenceDraws.build(setup, data_ref, n)
         return explain_gradients(recipe, setup)
 
 

@@ -25,6 +25,7 @@ from innsight.layers import LAYER_TYPES
 from innsight.layers.lrp_rules import LRP_RULES, LrpRule
 from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
 from innsight.methods.engine import target_values
+from innsight.methods.layer_report import LayerRecords
 from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_walk
 
 #: Layer types whose LRP rule can be chosen.
@@ -96,9 +97,9 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
     return rules
 
 
-def explain_lrp(setup: Setup, rules: list[LrpRule]) -> Explanation:
+def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -> Explanation:
     """Relevances per input layer ``(n_data, *dim, n_targets)``; their goal is the
-    explained output value."""
+    explained output value. ``keep_layers`` records every layer's totals."""
     model = setup.model
     check_rules(model, setup.explained, "lrp", lambda i: rules[i])
 
@@ -111,9 +112,13 @@ def explain_lrp(setup: Setup, rules: list[LrpRule]) -> Explanation:
             reads = model.input_layers[i]
             return model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
 
-        return ChunkWalk(values, lambda t: f[:, t], step, lambda k, r: r, f)
+        return ChunkWalk(values, lambda t: f[:, t], step, lambda node, r: r, f)
 
-    return explain_by_walk(setup, 1, setup.batch_size, walk_chunk)
+    records = None
+    if keep_layers:
+        records = LayerRecords(model, len(setup.targets), setup.data[0].shape[0],
+                               lambda i: rules[i].name if model.layers[i].takes_lrp_rule else "-")
+    return explain_by_walk(setup, 1, setup.batch_size, walk_chunk, records)
 
 
 class LRP(InterpretingMethod):
@@ -138,6 +143,10 @@ class LRP(InterpretingMethod):
     winner_takes_all : bool
         Max pooling sends relevance to each window's maximum (True) or spreads it
         in proportion to the inputs (False).
+    keep_layers : bool
+        Record, for every layer, the relevance coming in and going out
+        (``res.layer_report()``, ``res.plot_layer_report()``); nothing is kept
+        otherwise.
 
     Conventions: each summand of an ``add`` gets relevance in proportion to its
     value; ``concatenate`` and shape-only layers move relevance back unchanged;
@@ -167,6 +176,7 @@ class LRP(InterpretingMethod):
     method_name = "LRP"
     value_name = "relevance"
     needs_graph = True
+    layer_attribution = "walk"
 
     @classmethod
     def get_tunables(cls) -> dict[str, Any]:
@@ -181,15 +191,17 @@ class LRP(InterpretingMethod):
         return {"rule_name": usable, "rule_param": ranges, "winner_takes_all": [True, False]}
 
     def __init__(self, converter: Any, data: Any, *, rule_name: Any = "simple",
-                 rule_param: Any = None, winner_takes_all: bool = True, **shared: Any) -> None:
+                 rule_param: Any = None, winner_takes_all: bool = True,
+                 keep_layers: bool = False, **shared: Any) -> None:
         super().__init__(converter, data, rule_name=rule_name, rule_param=rule_param,
-                         winner_takes_all=winner_takes_all, **shared)
+                         winner_takes_all=winner_takes_all, keep_layers=keep_layers, **shared)
 
     def _explain(self, setup: Setup, rule_name: Any, rule_param: Any,
-                 winner_takes_all: Any) -> Explanation:
+                 winner_takes_all: Any, keep_layers: Any = False) -> Explanation:
         check_bool(winner_takes_all, "winner_takes_all")
+        check_bool(keep_layers, "keep_layers")
         rules = layer_rules(setup.model, rule_name, rule_param, winner_takes_all)
-        return explain_lrp(setup, rules)
+        return explain_lrp(setup, rules, keep_layers)
 
 
 run_lrp = runner(LRP, "run_lrp")

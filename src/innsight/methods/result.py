@@ -13,9 +13,11 @@ import torch
 from torch import Tensor
 
 from innsight._validation import describe
-from innsight.converter.names import Names
+from innsight.converter.names import Names, default_names
 from innsight.methods.data import to_user_layout
 from innsight.methods.dataframe import result_frame
+from innsight.methods.layer_grid import Grid
+from innsight.methods.layer_report import LayerRecords
 
 RESULT_TYPES = ("array", "data.frame", "torch_tensor")
 
@@ -31,6 +33,12 @@ class Result:
     both ``(n_data, n_selected[o])``. ``data[k]`` is the explained input
     ``(n_data, *input_dim[k])`` (channels first) that ``plot(show_input=True)``
     draws under the values; ``None`` for a result computed without data.
+    ``attributed_to`` names the layer whose activations the values are attributed
+    to (``None``: the inputs; ``data`` then holds the activations), ``token_grid``
+    the patch grid of its tokens, on which plots draw them (see
+    :class:`~innsight.methods.layer_grid.Grid`), and ``layer_records`` what each
+    layer passed on where the method kept it (``keep_layers=True``; see
+    :meth:`layer_report`).
 
     Two results are equal (``==``) when they are of the same class and agree in
     every field: method, arguments, selected outputs, labels, names, layout, and
@@ -50,6 +58,9 @@ class Result:
     preds: list[Tensor | None]
     decomp_goal: list[Tensor | None] | None = None
     data: list[Tensor] | None = None
+    attributed_to: str | None = None
+    token_grid: Grid | None = None
+    layer_records: LayerRecords | None = None
     decomp_sum: list[Tensor | None] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -97,7 +108,7 @@ class Result:
         """Plot one sample's explanation per selected output node (see :func:`innsight.plotting.plot`)."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
 
-        return plotting.plot(self, data_idx=data_idx, output_idx=output_idx,
+        return plotting.plot(self.as_maps(), data_idx=data_idx, output_idx=output_idx,
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
                              show_input=show_input, normalize=normalize, top_k=top_k)
@@ -109,7 +120,7 @@ class Result:
         """Plot the explanations summarised over samples (see :mod:`innsight.plotting`)."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
 
-        return plotting.plot_global(self, output_idx=output_idx, output_label=output_label,
+        return plotting.plot_global(self.as_maps(), output_idx=output_idx, output_label=output_label,
                                     data_idx=data_idx, aggr_channels=aggr_channels,
                                     preprocess_fun=preprocess_fun, as_plotly=as_plotly,
                                     normalize=normalize, top_k=top_k)
@@ -120,6 +131,43 @@ class Result:
             warnings.warn("boxplot() of image inputs draws mean heatmaps, not box plots; "
                           "call plot_global() to say so.", UserWarning, stacklevel=2)
         return self.plot_global(*args, **kwargs)
+
+    def as_maps(self) -> Result:
+        """This result with token values of an attributed layer (``token_grid``) as maps
+        ``(n_data, features, *grid, n_selected)`` on the patch grid, extra tokens (the
+        class token) dropped; the result itself where there is no token grid."""
+        grid = self.token_grid
+        if grid is None:
+            return self
+        values = [None if layer is None else [grid.to_map(v) for v in layer]
+                  for layer in self.values]
+        dim = next(layer for layer in values if layer is not None)[0].shape[1:-1]
+        maps = Result(
+            method=self.method, value_name=self.value_name, args=self.args, values=values,
+            output_idx=self.output_idx, output_labels=self.output_labels,
+            input_names=[default_names(tuple(dim))], channels_first=self.channels_first,
+            preds=self.preds, decomp_goal=self.decomp_goal,
+            data=None if self.data is None else [grid.to_map(x) for x in self.data],
+            attributed_to=self.attributed_to)
+        maps.decomp_sum = self.decomp_sum  # the extra tokens' values count too
+        return maps
+
+    def layer_report(self) -> pd.DataFrame:
+        """Per layer, output node and sample: the rule that ran, the total value (relevance,
+        contribution) coming in and going out, and what the layer absorbed (biases,
+        stabilisers); from a run with ``keep_layers=True`` (LRP, DeepLift, DeepSHAP). See
+        :mod:`~innsight.methods.layer_report`."""
+        if self.layer_records is None:
+            raise ValueError(f"This {self.method} result kept no per-layer records; rerun it "
+                             "with keep_layers=True (LRP, DeepLift and DeepSHAP keep them).")
+        return self.layer_records.frame(self.output_labels)
+
+    def plot_layer_report(self, data_idx: Any = "all") -> Any:
+        """A plotnine plot of :meth:`layer_report`: total value in and out per layer by
+        depth, one facet per output node, summed over ``data_idx`` (ints or ``"all"``)."""
+        from innsight.methods.layer_report import plot_report
+
+        return plot_report(self.layer_report(), data_idx, self.value_name)
 
     def __str__(self) -> str:
         n_data = next(layer for layer in self.values if layer is not None)[0].shape[0]

@@ -22,22 +22,18 @@ from innsight.converter import ConvertedModel
 from innsight.layers.rules import RULE_PATHS, Pair
 from innsight.methods.base import Explanation, OutputsAtData, Setup
 from innsight.methods.engine import row_chunks, target_values
+from innsight.methods.layer_report import LayerRecords
 from innsight.outputs import Target
 
 #: ``step(i, upstream) -> one upstream per input of layer i``.
 Step = Callable[[int, Any], Sequence[Any]]
+#: ``record(i, upstream, backs)``: layer ``i`` received ``upstream`` and passed on ``backs``.
+Record = Callable[[int, Any, Sequence[Any]], None]
 
 
 def ancestors(model: ConvertedModel, nodes: Sequence[int]) -> list[int]:
     """The layers the values of ``nodes`` depend on (``nodes`` included), in order."""
-    seen = set(nodes)
-    stack = list(nodes)
-    while stack:
-        for j in model.input_layers[stack.pop()]:
-            if j not in seen:
-                seen.add(j)
-                stack.append(j)
-    return sorted(seen)
+    return sorted(model.needed(nodes))
 
 
 def check_rules(model: ConvertedModel, nodes: Sequence[int], method: str,
@@ -87,23 +83,29 @@ def _add(a: Any, b: Any) -> Any:
     return a + b
 
 
-def reverse_walk(model: ConvertedModel, explained: Sequence[int],
-                 start: Sequence[Any], step: Step) -> list[Any]:
+def reverse_walk(model: ConvertedModel, explained: Sequence[int], start: Sequence[Any],
+                 step: Step, stop_at: int | None = None,
+                 record: Record | None = None) -> list[Any]:
     """Walk back from ``start[o]`` at ``explained[o]``; the upstream reaching each model
-    input (``None`` where no explained node depends on it)."""
+    input (``None`` where no explained node depends on it), or with ``stop_at`` the
+    upstream reaching that layer's output, ``[upstream]``, and no further.
+    ``record(i, upstream, backs)`` sees what each layer received and passed on."""
     upstream: list[Any] = [None] * len(model.layers)
     for node, value in zip(explained, start):
         if value is not None:
             upstream[node] = _add(upstream[node], value)
     with torch.no_grad():
-        for i in range(max(explained), -1, -1):
+        for i in range(max(explained), -1 if stop_at is None else stop_at, -1):
             reads = model.input_layers[i]
             if upstream[i] is None or not reads:
                 continue
             value, upstream[i] = upstream[i], None
-            for j, back in zip(reads, step(i, value)):
+            backs = step(i, value)
+            if record is not None:
+                record(i, value, backs)
+            for j, back in zip(reads, backs):
                 upstream[j] = _add(upstream[j], back)
-    return [upstream[node] for node in model.input_nodes]
+    return [upstream[node] for node in (model.input_nodes if stop_at is None else [stop_at])]
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,9 @@ class ChunkWalk:
 
     ``values`` holds every node's value at the rows' data ``(rows, *dim)``;
     ``start(t)`` the upstream at target ``t``'s node (a number or ``(rows,)``);
-    ``step`` a layer's backward; ``finish(k, upstream)`` turns the upstream reaching
-    input layer ``k`` into values ``(n_targets, rows, *dim_k)``; ``goal`` is what the
-    rows' values should sum to, ``(rows, n_targets)``.
+    ``step`` a layer's backward; ``finish(node, upstream)`` turns the upstream reaching
+    a node (an input layer, or the layer attributed to) into values ``(n_targets, rows,
+    *dim)``; ``goal`` is what the rows' values should sum to, ``(rows, n_targets)``.
     """
 
     values: list[Tensor]
@@ -125,29 +127,39 @@ class ChunkWalk:
 
 
 def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
-                    walk_chunk: Callable[[Tensor, Tensor], ChunkWalk]) -> Explanation:
-    """Values per input layer ``(n_data, *dim, n_targets)``, averaged over each sample's
-    ``n_copies`` rows (e.g. DeepSHAP's references), their goal, and the outputs at the data.
+                    walk_chunk: Callable[[Tensor, Tensor], ChunkWalk],
+                    records: LayerRecords | None = None) -> Explanation:
+    """Values per input layer ``(n_data, *dim, n_targets)`` (or, attributing to a layer,
+    ``[(n_data, *layer_dim, n_targets)]``), averaged over each sample's ``n_copies``
+    rows (e.g. DeepSHAP's references), their goal, the outputs at the data, and the
+    per-layer totals in ``records`` where given.
 
     Rows ``(sample, copy)`` go through ``walk_chunk(sample, copy)`` in chunks of at most
     ``chunk_rows`` rows, and back through one reverse walk per chunk.
     """
     model, explained, targets = setup.model, setup.explained, setup.targets
     n_data = setup.data[0].shape[0]
-    sums = [x.new_zeros(len(targets), *x.shape) for x in setup.data]
-    goal, f_data, preds = (setup.data[0].new_zeros(n_data, len(targets)) for _ in range(3))
+    stop_at = None if setup.layer is None else setup.layer.node
+    ends = model.input_nodes if stop_at is None else [stop_at]
+    like = setup.data[0]
+    sums = [like.new_zeros(len(targets), n_data, *model.layers[node].output_dim) for node in ends]
+    goal, f_data, preds = (like.new_zeros(n_data, len(targets)) for _ in range(3))
     for rows in row_chunks(n_data * n_copies, chunk_rows, setup.verbose):
         row = torch.arange(rows.start, rows.stop, device=goal.device)
         sample, copy = row // n_copies, row % n_copies
         walk = walk_chunk(sample, copy)
         start = starts(model, explained, targets, len(row), goal, walk.start)
-        for k, upstream in enumerate(reverse_walk(model, explained, start, walk.step)):
+        record = None if records is None else records.recorder(model, walk.finish, sample)
+        for k, upstream in enumerate(reverse_walk(model, explained, start, walk.step, stop_at,
+                                                  record)):
             if upstream is not None:
-                sums[k].index_add_(1, sample, walk.finish(k, upstream))
+                sums[k].index_add_(1, sample, walk.finish(ends[k], upstream))
         goal.index_add_(0, sample, walk.goal)
         first = copy == 0  # one row per sample passes on its outputs
         f_data[sample[first]] = target_values([walk.values[i] for i in explained], targets)[first]
         preds[sample[first]] = target_values([walk.values[i] for i in model.output_nodes],
                                              targets)[first]
+    if records is not None:
+        records.scale(1 / n_copies)
     return Explanation([s.movedim(0, -1) / n_copies for s in sums], goal / n_copies,
-                       OutputsAtData(f_data, preds))
+                       OutputsAtData(f_data, preds), layer_records=records)

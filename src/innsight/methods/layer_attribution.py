@@ -1,0 +1,135 @@
+"""Layer attribution (``attribute_to=``): values for a layer's activations, not the input.
+
+Gradient methods see the model *cut* at the layer: a :class:`CutModel` whose
+explained input is the layer's output and whose other inputs are the model
+inputs, which feed whatever bypasses the layer (skip connections) unchanged.
+Every gradient recipe then acts on the activations: the gradient at them
+(times them with ``times_input``), noise added to them (SmoothGrad, with the
+noise scale from each sample's activation range), the straight path from the
+activations at the reference to those at the input (IntegratedGradient: the
+semantics of Captum's ``LayerIntegratedGradients``), or from those of
+reference samples (ExpectedGradient). Rule-based methods walk back from the
+outputs and stop at the layer (:func:`~innsight.methods.reverse_walk.explain_by_walk`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from innsight._validation import describe
+from innsight.converter import ConvertedModel
+from innsight.converter.names import Names, default_names
+from innsight.methods.data import prepare_like
+from innsight.methods.engine import evaluate
+from innsight.methods.layer_grid import Grid, layer_grids
+
+if TYPE_CHECKING:
+    from innsight.methods.base import Setup
+
+
+def layer_node(model: Any, name: Any, explained: Sequence[int], arg_name: str) -> int:
+    """The index of the layer called ``name`` in ``model.layer_names``; it must be one
+    that an explained output depends on."""
+    if not isinstance(model, ConvertedModel):
+        raise TypeError(f"`{arg_name}` needs a converted model (ins.convert(model, ...)); the "
+                        "direct torch_* methods explain the input only.")
+    names = model.layer_names
+    if not isinstance(name, str):
+        raise TypeError(f"`{arg_name}` must be a layer name (a str from "
+                        f"conv.model.layer_names), got {describe(name)}.")
+    if name not in names:
+        shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ValueError(f"`{arg_name}` {name!r} is not a layer of the model; its layer names "
+                         f"(conv.model.layer_names) are {shown}.")
+    node = names.index(name)
+    if node not in model.needed(explained):
+        raise ValueError(
+            f"`{arg_name}` {name!r} (layer {node}) does not lead to the explained output "
+            f"layer(s) {[names[i] for i in explained]}: it comes after them or on another "
+            "branch; choose a layer before the output.")
+    return node
+
+
+@dataclass(frozen=True)
+class AttributedLayer:
+    """The layer values are attributed to: its index ``node`` and ``name``, its output
+    shape ``dim`` and axis ``names``, its ``activations`` at the data ``(n_data, *dim)``,
+    and its ``grid`` (:mod:`~innsight.methods.layer_grid`; ``None``: no spatial grid)."""
+
+    node: int
+    name: str
+    dim: tuple[int, ...]
+    names: Names
+    activations: Tensor
+    grid: Grid | None
+    #: ``lift(value, arg_name)``: the activations at references given like the data,
+    #: checked as ``arg_name`` (zero inputs for ``None``); ``None`` where the method works on the whole model
+    #: (rule-based methods).
+    lift: Callable[[Any, str], Tensor] | None = None
+
+
+class CutModel:
+    """A converted model seen from one of its layers (the
+    :class:`~innsight.methods.model_interface.ExplainableModel` interface): its one
+    explained input is that layer's output, its further inputs the model inputs,
+    which reach the outputs only through layers that bypass it."""
+
+    def __init__(self, model: ConvertedModel, node: int) -> None:
+        self.model, self.node = model, node
+        self.input_dim = [tuple(model.layers[node].output_dim)]
+        self.input_names = [default_names(self.input_dim[0])]
+        self.output_dim, self.output_names = model.output_dim, model.output_names
+        self.output_nodes = model.output_nodes
+        self.dtype, self.device = model.dtype, model.device
+
+    def explained_nodes(self, ignore_last_act: bool) -> list[int]:
+        return self.model.explained_nodes(ignore_last_act)
+
+    def bypassed(self, nodes: Sequence[int]) -> bool:
+        """Whether a model input reaches ``nodes`` other than through the layer."""
+        needed = self.model.needed(nodes, stop={self.node})
+        return any(i in needed for i in self.model.input_nodes)
+
+    def run_nodes(self, inputs: list[Tensor], nodes: Sequence[int]) -> list[Tensor]:
+        """``nodes`` for the layer's values ``inputs[0]`` and, where something bypasses
+        the layer, the model inputs ``inputs[1:]``."""
+        given = {self.node: inputs[0]}
+        model_inputs = inputs[1:] or [torch.empty(len(inputs[0]), *dim, dtype=self.dtype,
+                                                  device=self.device)
+                                      for dim in self.model.input_dim]  # shapes only: unused
+        return self.model.run_nodes(model_inputs, nodes, given)
+
+
+def attributed_layer(setup: Setup, name: Any, cut: bool) -> AttributedLayer:
+    """The checked layer ``name`` with its activations at the data (one pass)."""
+    model = setup.model
+    node = layer_node(model, name, setup.explained, "attribute_to")
+
+    def activations(inputs: list[Tensor]) -> Tensor:
+        return evaluate(lambda xs: model.run_nodes(xs, [node]), inputs, setup.batch_size)[0]
+
+    def lift(value: Any, arg_name: str) -> Tensor:
+        if value is None:
+            return activations([x.new_zeros(1, *x.shape[1:]) for x in setup.data])
+        return activations(prepare_like(value, setup.data, setup.channels_first, arg_name))
+
+    dim = tuple(model.layers[node].output_dim)
+    return AttributedLayer(node, name, dim, default_names(dim), activations(setup.data),
+                           layer_grids(model)[node], lift if cut else None)
+
+
+def at_layer(setup: Setup, name: Any, cut: bool) -> Setup:
+    """``setup`` attributing to the layer ``name``: for gradient methods (``cut``) the
+    model cut at the layer with its activations as data; for rule-based methods the
+    whole model, whose walk stops at the layer."""
+    layer = attributed_layer(setup, name, cut)
+    if not cut:
+        return replace(setup, layer=layer)
+    model = CutModel(setup.model, layer.node)
+    fixed = setup.data if model.bypassed(setup.explained) else []
+    return replace(setup, model=model, data=[layer.activations], fixed=list(fixed), layer=layer)
