@@ -14,6 +14,7 @@ from innsight.methods.gradient import (
     run_intgrad,
     run_smoothgrad,
 )
+from innsight.methods.gradcam import GradCAM, run_gradcam
 from innsight.methods.lrp import LRP, run_lrp
 from innsight.methods.result import Result
 from innsight.methods.torch_methods import (
@@ -27,6 +28,7 @@ __all__ = [
     "LIME", "SHAP", "run_lime", "run_shap",
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
+    "GradCAM", "run_gradcam",
     "ExpectedGradient", "Gradient", "IntegratedGradient", "InterpretingMethod", "Result",
     "SmoothGrad", "run_expgrad", "run_grad", "run_intgrad", "run_smoothgrad", "torch_expgrad",
     "torch_grad", "torch_intgrad", "torch_smoothgrad",

@@ -105,10 +105,10 @@ class CutModel:
         return self.model.run_nodes(model_inputs, nodes, given)
 
 
-def attributed_layer(setup: Setup, name: Any, cut: bool) -> AttributedLayer:
-    """The checked layer ``name`` with its activations at the data (one pass)."""
+def attributed_layer(setup: Setup, name: Any, cut: bool, arg_name: str) -> AttributedLayer:
+    """The layer ``name`` (checked as ``arg_name``) with its activations at the data."""
     model = setup.model
-    node = layer_node(model, name, setup.explained, "attribute_to")
+    node = layer_node(model, name, setup.explained, arg_name)
 
     def activations(inputs: list[Tensor]) -> Tensor:
         return evaluate(lambda xs: model.run_nodes(xs, [node]), inputs, setup.batch_size)[0]
@@ -123,11 +123,11 @@ def attributed_layer(setup: Setup, name: Any, cut: bool) -> AttributedLayer:
                            layer_grids(model)[node], lift if cut else None)
 
 
-def at_layer(setup: Setup, name: Any, cut: bool) -> Setup:
+def at_layer(setup: Setup, name: Any, cut: bool, arg_name: str = "attribute_to") -> Setup:
     """``setup`` attributing to the layer ``name``: for gradient methods (``cut``) the
     model cut at the layer with its activations as data; for rule-based methods the
     whole model, whose walk stops at the layer."""
-    layer = attributed_layer(setup, name, cut)
+    layer = attributed_layer(setup, name, cut, arg_name)
     if not cut:
         return replace(setup, layer=layer)
     model = CutModel(setup.model, layer.node)

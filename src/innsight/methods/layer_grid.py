@@ -1,8 +1,10 @@
 """Which layers of a converted graph carry a spatial grid: feature maps and patch tokens.
 
 A layer's output has a grid when it is an image-like map ``(C, *spatial)``
-derived from an image input by layers that keep the axes (convolutions,
-pooling, activations, sums), or when it is a sequence of tokens ``(tokens,
+derived from an image input by layers that keep the number of axes
+(convolutions, pooling, activations, sums; a permutation of the axes, as
+around a channels-last layer norm, hides the grid until it is permuted
+back), or when it is a sequence of tokens ``(tokens,
 features)`` (or ``(features, tokens)``) that come from such a map flattened
 by a patch embedding, with up to :data:`MAX_EXTRA_TOKENS` tokens added in
 front (class and distillation tokens). Found from shapes and graph edges
@@ -57,11 +59,25 @@ class Grid:
 
 def layer_grids(model: ConvertedModel) -> list[Grid | None]:
     """The grid of every layer's output (``None``: none), in layer order."""
-    grids: list[Grid | None] = []
+    states = _grid_states(model)
+    return [None if state is None or state.moved else state.grid for state in states]
+
+
+@dataclass(frozen=True)
+class _State:
+    """A layer's grid while following the graph: ``moved`` where its axes are a
+    permutation of a map's (the channel axis not first)."""
+
+    grid: Grid
+    moved: bool = False
+
+
+def _grid_states(model: ConvertedModel) -> list[_State | None]:
+    grids: list[_State | None] = []
     for layer, reads in zip(model.layers, model.input_layers):
         dim = tuple(layer.output_dim)
         if not reads:
-            grids.append(Grid(dim[1:]) if len(dim) >= 3 else None)
+            grids.append(_State(Grid(dim[1:])) if len(dim) >= 3 else None)
             continue
         found = None
         for j in reads:
@@ -74,13 +90,14 @@ def layer_grids(model: ConvertedModel) -> list[Grid | None]:
     return grids
 
 
-def _follow(grid: Grid, in_dim: tuple[int, ...], dim: tuple[int, ...]) -> Grid | None:
-    """The grid of an output of shape ``dim`` computed from an input of shape ``in_dim``
-    that has ``grid``."""
+def _follow(state: _State, in_dim: tuple[int, ...], dim: tuple[int, ...]) -> _State | None:
+    """The grid state of an output of shape ``dim`` computed from an input of shape
+    ``in_dim`` in ``state``."""
+    grid = state.grid
     if grid.token_axis is None and len(dim) == len(in_dim):
         permuted = sorted(dim) == sorted(in_dim) and dim != in_dim
-        return None if permuted else Grid(dim[1:])  # a moved channel axis is no map
-    if len(dim) != 2:
+        return _State(Grid(dim[1:]), state.moved != permuted)
+    if len(dim) != 2 or state.moved:
         return None
     size = grid.size
     if grid.token_axis is None:  # a map flattened into tokens
@@ -91,5 +108,5 @@ def _follow(grid: Grid, in_dim: tuple[int, ...], dim: tuple[int, ...]) -> Grid |
     for axis in axes:
         extra = dim[axis] - size
         if 0 <= extra <= MAX_EXTRA_TOKENS and (grid.token_axis is not None or extra == 0):
-            return Grid(tuple(shape), extra, axis)
+            return _State(Grid(tuple(shape), extra, axis))
     return None
