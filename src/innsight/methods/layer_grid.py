@@ -7,13 +7,15 @@ around a channels-last layer norm, hides the grid until it is permuted
 back), or when it is a sequence of tokens ``(tokens,
 features)`` (or ``(features, tokens)``) that come from such a map flattened
 by a patch embedding, with up to :data:`MAX_EXTRA_TOKENS` tokens added in
-front (class and distillation tokens). Found from shapes and graph edges
-alone: no layer is asked what it is.
+front (class and distillation tokens). Found from shapes, graph edges and
+the axis order ``perm`` of layers that permute axes; no layer is asked what
+it is.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -59,54 +61,51 @@ class Grid:
 
 def layer_grids(model: ConvertedModel) -> list[Grid | None]:
     """The grid of every layer's output (``None``: none), in layer order."""
-    states = _grid_states(model)
-    return [None if state is None or state.moved else state.grid for state in states]
+    states: list[_State | None] = []
+    for layer, reads in zip(model.layers, model.input_layers):
+        dim = tuple(layer.output_dim)
+        if not reads:
+            states.append(_State(Grid(dim[1:])) if len(dim) >= 3 else None)
+            continue
+        found = None
+        for j in reads:
+            if states[j] is not None:
+                found = _follow(states[j], tuple(model.layers[j].output_dim), dim,
+                                getattr(layer, "perm", None))
+            if found is not None:
+                break
+        states.append(found)
+    return [None if state is None or state.axis != 0 else state.grid for state in states]
 
 
 @dataclass(frozen=True)
 class _State:
-    """A layer's grid while following the graph: ``moved`` where its axes are a
-    permutation of a map's (the channel axis not first)."""
+    """A layer's grid while following the graph: for a map, ``axis`` is where its channel
+    axis went (a permutation may move it; the grid counts again once it is back first);
+    for tokens, it is ``grid.token_axis``."""
 
     grid: Grid
-    moved: bool = False
+    axis: int = 0
 
 
-def _grid_states(model: ConvertedModel) -> list[_State | None]:
-    grids: list[_State | None] = []
-    for layer, reads in zip(model.layers, model.input_layers):
-        dim = tuple(layer.output_dim)
-        if not reads:
-            grids.append(_State(Grid(dim[1:])) if len(dim) >= 3 else None)
-            continue
-        found = None
-        for j in reads:
-            grid = grids[j]
-            if grid is not None:
-                found = _follow(grid, tuple(model.layers[j].output_dim), dim)
-            if found is not None:
-                break
-        grids.append(found)
-    return grids
-
-
-def _follow(state: _State, in_dim: tuple[int, ...], dim: tuple[int, ...]) -> _State | None:
-    """The grid state of an output of shape ``dim`` computed from an input of shape
-    ``in_dim`` in ``state``."""
+def _follow(state: _State, in_dim: tuple[int, ...], dim: tuple[int, ...],
+            perm: Sequence[int] | None) -> _State | None:
+    """The grid of an output of shape ``dim`` from an input of shape ``in_dim`` in
+    ``state``; ``perm`` is the axis order of a layer that permutes axes (output axis
+    ``i`` is input axis ``perm[i]``), ``None`` for other layers."""
     grid = state.grid
-    if grid.token_axis is None and len(dim) == len(in_dim):
-        permuted = sorted(dim) == sorted(in_dim) and dim != in_dim
-        return _State(Grid(dim[1:]), state.moved != permuted)
-    if len(dim) != 2 or state.moved:
+    if perm is not None and len(perm) != len(in_dim):
         return None
-    size = grid.size
-    if grid.token_axis is None:  # a map flattened into tokens
-        size = math.prod(in_dim[1:])
-        shape, axes = in_dim[1:], (1, 0)
-    else:
-        shape, axes = grid.shape, (grid.token_axis, 1 - grid.token_axis)
-    for axis in axes:
-        extra = dim[axis] - size
-        if 0 <= extra <= MAX_EXTRA_TOKENS and (grid.token_axis is not None or extra == 0):
-            return _State(Grid(tuple(shape), extra, axis))
+    if grid.token_axis is None and len(dim) == len(in_dim):
+        axis = state.axis if perm is None else list(perm).index(state.axis)
+        return _State(Grid(dim[1:]) if axis == 0 else grid, axis)
+    if len(dim) != 2 or state.axis != 0:
+        return None
+    if grid.token_axis is None:  # a map flattened into tokens: (C, h * w)
+        ok = perm is None and dim == (in_dim[0], math.prod(in_dim[1:]))
+        return _State(Grid(in_dim[1:], 0, 1), 0) if ok else None
+    axis = grid.token_axis if perm is None else list(perm).index(grid.token_axis)
+    extra = dim[axis] - grid.size
+    if 0 <= extra <= MAX_EXTRA_TOKENS:
+        return _State(Grid(grid.shape, extra, axis))
     return None
