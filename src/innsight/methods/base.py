@@ -27,7 +27,7 @@ from innsight.converter import Converter
 from innsight.converter.names import Names
 from innsight.methods.data import prepare_data, prepare_like, user_dim
 from innsight.methods.engine import default_batch_size, evaluate, target_values
-from innsight.methods.layer_attribution import AttributedLayer, at_layer
+from innsight.methods.layer_attribution import AttributedLayer, at_layer, layer_node
 from innsight.methods.model_interface import ExplainableModel, TorchModule
 from innsight.methods.result import Result
 from innsight.outputs import DEFAULT_N_OUTPUTS, OutputSelection, Target
@@ -269,7 +269,8 @@ class InterpretingMethod(Result):
             if self.layer_attribution is None:
                 raise ValueError(f"{self.method_name} cannot attribute to a layer; got "
                                  f"`attribute_to`={attribute_to!r}.")
-            setup = at_layer(setup, attribute_to, cut=self.layer_attribution == "cut")
+            node = layer_node(setup.model, attribute_to, setup.explained, "attribute_to")
+            setup = at_layer(setup, node, cut=self.layer_attribution == "cut")
         self.converter = converter
         #: What the method ran with (model, explained nodes, data, batch size): the metrics
         #: (:mod:`innsight.metrics`) evaluate the model and re-run ``_explain`` through it.

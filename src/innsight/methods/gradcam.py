@@ -137,7 +137,7 @@ class GradCAM(InterpretingMethod):
                 f"`layer` {name!r} has output shape {model.layers[node].output_dim}: no "
                 f"{len(size)}-d spatial grid (C, {', '.join('.' * len(size))}) nor patch tokens; "
                 "Grad-CAM needs one (default: the last such layer).")
-        at = at_layer(setup, name, cut=True, arg_name="layer")
+        at = at_layer(setup, node, cut=True)
         grads = explain_gradients(PlainGradient(False), at).values[0]
         maps = upsample(cam(grid.to_map(at.data[0]), grid.to_map(grads), plus_plus), size)
         names = [[f"Grad-CAM ({name})"], *model.input_names[0][1:]]

@@ -46,7 +46,11 @@ def layer_node(model: Any, name: Any, explained: Sequence[int], arg_name: str) -
         shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
         raise ValueError(f"`{arg_name}` {name!r} is not a layer of the model; its layer names "
                          f"(conv.model.layer_names) are {shown}.")
-    node = names.index(name)
+    nodes = [i for i, other in enumerate(names) if other == name]
+    if len(nodes) > 1:
+        raise ValueError(f"`{arg_name}` {name!r} names {len(nodes)} layers of the model (layers "
+                         f"{nodes}: one module called several times); it cannot tell them apart.")
+    node = nodes[0]
     if node not in model.needed(explained):
         raise ValueError(
             f"`{arg_name}` {name!r} (layer {node}) does not lead to the explained output "
@@ -105,10 +109,9 @@ class CutModel:
         return self.model.run_nodes(model_inputs, nodes, given)
 
 
-def attributed_layer(setup: Setup, name: Any, cut: bool, arg_name: str) -> AttributedLayer:
-    """The layer ``name`` (checked as ``arg_name``) with its activations at the data."""
+def attributed_layer(setup: Setup, node: int, cut: bool) -> AttributedLayer:
+    """Layer ``node`` with its activations at the data."""
     model = setup.model
-    node = layer_node(model, name, setup.explained, arg_name)
 
     def activations(inputs: list[Tensor]) -> Tensor:
         return evaluate(lambda xs: model.run_nodes(xs, [node]), inputs, setup.batch_size)[0]
@@ -119,15 +122,16 @@ def attributed_layer(setup: Setup, name: Any, cut: bool, arg_name: str) -> Attri
         return activations(prepare_like(value, setup.data, setup.channels_first, arg_name))
 
     dim = tuple(model.layers[node].output_dim)
-    return AttributedLayer(node, name, dim, default_names(dim), activations(setup.data),
+    return AttributedLayer(node, model.layer_names[node], dim, default_names(dim),
+                           activations(setup.data),
                            layer_grids(model)[node], lift if cut else None)
 
 
-def at_layer(setup: Setup, name: Any, cut: bool, arg_name: str = "attribute_to") -> Setup:
-    """``setup`` attributing to the layer ``name``: for gradient methods (``cut``) the
-    model cut at the layer with its activations as data; for rule-based methods the
-    whole model, whose walk stops at the layer."""
-    layer = attributed_layer(setup, name, cut, arg_name)
+def at_layer(setup: Setup, node: int, cut: bool) -> Setup:
+    """``setup`` attributing to layer ``node`` (see :func:`layer_node`): for gradient
+    methods (``cut``) the model cut at the layer with its activations as data; for
+    rule-based methods the whole model, whose walk stops at the layer."""
+    layer = attributed_layer(setup, node, cut)
     if not cut:
         return replace(setup, layer=layer)
     model = CutModel(setup.model, layer.node)
