@@ -145,11 +145,12 @@ def test_rule_methods_at_layer_equal_the_head_converted_alone():
           ins.run_deeplift(head, a, x_ref=a_ref, output_idx=TARGETS).get_result("torch_tensor"))
 
 
-def test_deeplift_at_a_layer_sums_to_the_goal():
+@pytest.mark.parametrize("rule_name", ["rescale", "reveal_cancel"])
+def test_deeplift_at_a_layer_sums_to_the_goal(rule_name):
     model = cnn()
     x, x_ref = data(), data(1, seed=7)
     res = ins.run_deeplift(ins.convert(model, input_dim=[2, 8, 8]), x, x_ref=x_ref,
-                           attribute_to="3", output_idx=TARGETS)
+                           attribute_to="1", output_idx=TARGETS, rule_name=rule_name)
     goal = (model(x) - model(x_ref)).detach()[:, TARGETS]
     close(res.decomp_sum[0], goal)
     close(res.decomp_goal[0], goal)

@@ -76,7 +76,9 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int
         goal = (target_values([at_x[node] for node in explained], setup.targets)
                 - target_values([at_ref[node] for node in explained], setup.targets))
         return ChunkWalk(at_x, lambda t: 1.0, step,
-                         lambda node, m: _times_difference(m, at_x[node] - at_ref[node]), goal)
+                         lambda node, m: _times_difference(
+                             m, at_x[node] - at_ref[node], None if splits is None else splits[node]),
+                         goal)
 
     records = None if not keep_layers else LayerRecords(
         model, len(setup.targets), setup.data[0].shape[0], lambda i: rule.name)
@@ -95,10 +97,13 @@ def _splits(model: Any, nodes: list[int], at_x: list[Any], at_ref: list[Any]) ->
     return splits
 
 
-def _times_difference(m: Any, dx: Tensor) -> Tensor:
-    """Contributions ``(T, rows, *dim)`` of an input from its multipliers."""
+def _times_difference(m: Any, dx: Tensor, parts: Pair | None = None) -> Tensor:
+    """Contributions ``(T, rows, *dim)`` of a node from its multipliers and its difference
+    ``dx``; multipliers of positive and negative parts (reveal-cancel) take the node's
+    ``parts`` (default: the signs of ``dx``, as at the inputs)."""
     if isinstance(m, Pair):
-        return m.pos * dx.clamp(min=0) + m.neg * dx.clamp(max=0)
+        parts = parts or sign_split(dx)
+        return m.pos * parts.pos + m.neg * parts.neg
     return m * dx
 
 
