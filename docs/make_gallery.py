@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 
 import plotnine as p9  # noqa: E402
 import torch  # noqa: E402
+import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
 import innsight as ins  # noqa: E402
@@ -160,6 +161,8 @@ def main() -> None:
     save(cmp.plot(data_idx=0), "compare_models",
          "`compare_models(...).plot()`: the same sample explained by two converted models, one facet per output and model on one scale.")
 
+    layer_gallery()
+
     # plotly, photographed in headless Chromium
     screenshot(both.plot(data_idx=[0, 1], as_plotly=True), "plotly_two_inputs",
                "`plot(as_plotly=True)`: the plotly figure of the two-input model in headless Chromium (hover shows feature, value, prediction).")
@@ -173,6 +176,56 @@ def main() -> None:
              "meaningful explanations). Regenerate with `.venv/bin/python docs/make_gallery.py`.", ""]
     lines += [f"- [`{name}`]({name}): {caption}" for name, caption in CAPTIONS.items()]
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def digits_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small CNN trained for a few seconds on scikit-learn's 8 x 8 digits, the images
+    (scaled to 0..1) and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    accuracy = (model(x).argmax(1) == y).float().mean().item()
+    print(f"digits CNN: training accuracy {accuracy:.3f}")
+    return model.eval(), x, y
+
+
+def layer_gallery() -> None:
+    """Grad-CAM, attributions to a layer, token grids and the per-layer report."""
+    model, x, y = digits_cnn()
+    conv = ins.convert(model, input_dim=[1, 8, 8])
+    first = torch.stack([torch.nonzero(y == digit)[0, 0] for digit in range(4)])
+    cam = ins.run_gradcam(conv, x[first], output_idx=[0, 1, 2, 3])
+    save(cam.plot(data_idx=[0, 1, 2, 3], show_input=True), "gradcam_digits",
+         "`run_gradcam()` of a small CNN trained for seconds on the 8x8 digits 0-3 (rows) for the classes 0-3 (columns), over the input: the map of a sample's own class (diagonal) lies on its strokes.")
+    at_layer = ins.run_intgrad(conv, x[first], attribute_to="1", output_idx=[0, 1, 2, 3])
+    save(at_layer.plot(data_idx=[0, 1, 2, 3]), "layer_feature_maps",
+         "`run_intgrad(attribute_to=\"1\")`: integrated gradients w.r.t. the 16 feature maps of the first ReLU (from the maps at a zero input), summed over channels.")
+    save(ins.run_lrp(conv, x[first], output_idx=[0, 1, 2, 3], rule_name="epsilon",
+                     keep_layers=True).plot_layer_report(), "layer_report",
+         "`run_lrp(keep_layers=True).plot_layer_report()`: total relevance into and out of each layer (epsilon rule, 4 samples); the gaps are what biases and stabilisers absorbed.")
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                              num_heads=2, hidden_dim=16, mlp_dim=32,
+                                              num_classes=3).eval()
+    with torch.no_grad():
+        vit.heads.head.weight.normal_(0, 0.3)  # torchvision starts the head at zero
+    tokens = ins.run_grad(ins.convert(vit, input_dim=[3, 32, 32]), smooth(2, 3, 32, 32),
+                          times_input=True, output_idx=[0, 1],
+                          attribute_to="encoder.layers.encoder_layer_1.ln_1")
+    save(tokens.plot(data_idx=[0, 1]), "vit_tokens_on_grid",
+         "Vision transformer, gradient x activation of a block's 17 tokens: drawn on the 4x4 patch grid, the class token left out (features summed).")
 
 
 class TwoInTwoOut(nn.Module):

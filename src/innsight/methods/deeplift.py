@@ -126,7 +126,9 @@ class DeepLift(InterpretingMethod):
         (``res.layer_report()``); nothing is kept otherwise.
 
     The contributions of a sample sum to ``f(x) - f(x_ref)`` (the decomposition
-    goal). Multipliers of a nonlinearity fall back to its derivative at the
+    goal); with ``attribute_to`` they are those of the layer's activations
+    (``multiplier * (a(x) - a(x_ref))``), which sum to the goal where no skip
+    connection bypasses the layer. Multipliers of a nonlinearity fall back to its derivative at the
     midpoint where ``|x - x_ref|`` is tiny. Further parameters: see
     :class:`InterpretingMethod`.
     """

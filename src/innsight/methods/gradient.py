@@ -212,7 +212,9 @@ class SmoothGrad(InterpretingMethod):
 
     ``s = noise_level * (max(x) - min(x))`` per sample (``noise_level`` where
     the range is 0). ``times_input`` multiplies each gradient by its noisy
-    input before averaging. Further parameters: see :class:`InterpretingMethod`.
+    input before averaging. With ``attribute_to``, the noise is added to the
+    layer's activations, ``s`` from their range. Further parameters: see
+    :class:`InterpretingMethod`.
     """
 
     method_name = "SmoothGrad"
@@ -235,7 +237,11 @@ class IntegratedGradient(InterpretingMethod):
 
     ``x_ref`` defaults to zeros and may be one sample or one per data sample.
     The values of a sample sum to about ``f(x) - f(x')`` (the decomposition
-    goal), closer as ``n`` grows. Further parameters: see :class:`InterpretingMethod`.
+    goal), closer as ``n`` grows. With ``attribute_to``, the path runs from the
+    layer's activations at ``x'`` to those at ``x`` while whatever bypasses the
+    layer sees ``x`` (Captum's ``LayerIntegratedGradients``; tested against it),
+    and the goal is ``f(x)`` minus ``f`` with the layer at its activations at ``x'``.
+    Further parameters: see :class:`InterpretingMethod`.
     """
 
     method_name = "IntegratedGradient"
@@ -256,7 +262,9 @@ class ExpectedGradient(InterpretingMethod):
     """Mean over ``n`` draws of ``(x - r) * grad f(r + a(x - r))`` (Erion et al. 2021).
 
     ``r`` is drawn from ``data_ref`` (default: the data itself), ``a ~ U(0, 1)``.
-    The values sum to about ``f(x) - mean f(data_ref)``. Further parameters:
+    The values sum to about ``f(x) - mean f(data_ref)``. With ``attribute_to``,
+    ``x`` and ``r`` are the layer's activations at the sample and at the reference
+    (only for layers that no skip connection bypasses). Further parameters:
     see :class:`InterpretingMethod`.
     """
 

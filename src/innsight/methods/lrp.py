@@ -157,7 +157,9 @@ class LRP(InterpretingMethod):
     is held fixed, and the layer's rule (type ``"LayerNorm"``) acts on the linear map
     ``y = weight * (x - mean(x)) / sigma + bias`` this leaves. The decomposition
     goal stored on the result is the explained output value: relevance absorbed
-    by biases or stabilisers is what ``decomp_sum`` misses of it.
+    by biases or stabilisers is what ``decomp_sum`` misses of it. With
+    ``attribute_to``, the walk stops at that layer: the values are the relevance
+    it passes through the layer's output.
 
     Against Zennit (tested): ``epsilon``, ``alpha_beta`` (the bias joins the
     positive or negative part by its sign), ``flat`` and ``z_box`` agree with
