@@ -85,6 +85,7 @@ def test_gradient_at_layer_equals_autograd(make, layer, module, times_input):
     expected = grads * a.unsqueeze(-1) if times_input else grads
     close(res.get_result("torch_tensor"), expected)
     assert res.attributed_to == layer
+    assert f"attributed to layer '{layer}'" in str(res)
     close(res.data[0], a)  # the result keeps the activations
 
 

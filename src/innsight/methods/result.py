@@ -177,6 +177,9 @@ class Result:
         )
         lines = [f"{self.method} result ({args})" if args else f"{self.method} result",
                  f"  samples: {n_data}"]
+        if self.attributed_to is not None:
+            lines.append(f"  attributed to layer {self.attributed_to!r} (values shaped like its "
+                         "output)")
         for o, layer in enumerate(self.values):
             if layer is None:
                 continue
