@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import torch
@@ -90,7 +91,7 @@ class ConvertedModel(nn.Module):
         """The output of every layer for ``x``, in layer order (for backward walks)."""
         return self._run(self.check_input(x), keep=None)
 
-    def needed(self, nodes: Iterable[int], stop: Set[int] = frozenset()) -> set[int]:
+    def needed(self, nodes: Iterable[int], stop: AbstractSet[int] = frozenset()) -> set[int]:
         """The layers whose values ``nodes`` depend on (``nodes`` included), not looking
         past the layers in ``stop``."""
         seen = set(nodes)

@@ -4,6 +4,7 @@ from innsight.methods.agnostic import LIME, SHAP, run_lime, run_shap
 from innsight.methods.base import InterpretingMethod
 from innsight.methods.connection_weights import ConnectionWeights, run_cw
 from innsight.methods.deeplift import DeepLift, DeepSHAP, run_deeplift, run_deepshap
+from innsight.methods.gradcam import GradCAM, run_gradcam
 from innsight.methods.gradient import (
     ExpectedGradient,
     Gradient,
@@ -14,7 +15,6 @@ from innsight.methods.gradient import (
     run_intgrad,
     run_smoothgrad,
 )
-from innsight.methods.gradcam import GradCAM, run_gradcam
 from innsight.methods.lrp import LRP, run_lrp
 from innsight.methods.result import Result
 from innsight.methods.torch_methods import (
