@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from innsight._validation import as_dim_list, describe
 from innsight.converter.converted_model import ConvertedModel
@@ -209,10 +210,32 @@ def _infer_shapes(
     dtype: torch.dtype,
     offset: int,
 ) -> None:
-    """Set each layer's ``input_dim``/``output_dim`` by one forward pass on zeros.
+    """Set each layer's ``input_dim``/``output_dim`` by one forward pass of one sample.
 
-    ``offset`` layers were put in front of the user's; messages count without them.
+    The pass runs on fake tensors (shapes only, no compute); where a layer cannot run on
+    them, it runs on zeros. ``offset`` layers were put in front of the user's; messages
+    count without them.
     """
+    for layer in layers:
+        layer.to(dtype)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            _record_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
+    except Exception:  # a layer that reads data, or a real error that zeros repeat
+        _record_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
+
+
+def _record_shapes(
+    layers: list[Layer],
+    names: list[str],
+    reads: list[tuple[int, ...]],
+    input_nodes: list[int],
+    input_dim: list[tuple[int, ...]],
+    dtype: torch.dtype,
+    offset: int,
+) -> None:
+    """Run the layers in order on one sample of zeros per input (fake tensors inside a
+    fake mode) and set each layer's ``input_dim``/``output_dim`` from the shapes seen."""
     values: list[torch.Tensor | None] = [None] * len(layers)
     for k, node in enumerate(input_nodes):
         values[node] = torch.zeros(1, *input_dim[k], dtype=dtype)
@@ -224,7 +247,7 @@ def _infer_shapes(
         inputs = [values[j] for j in reads[i]]
         layer.input_dim = [tuple(x.shape[1:]) for x in inputs]
         try:
-            out = layer.to(dtype)(*inputs)
+            out = layer(*inputs)
         except (RuntimeError, ValueError, IndexError, TypeError) as err:
             raise ValueError(
                 f"layers[{i - offset}] ('{names[i]}', type '{layer.type_name}') cannot take "
