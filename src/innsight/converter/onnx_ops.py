@@ -26,6 +26,7 @@ from onnx2torch.node_converters import (
     clip,
     concat,
     dropout,
+    einsum,
     flatten,
     functions,
     gather,
@@ -55,6 +56,7 @@ from innsight.converter.torch_ops import (
     alias_input,
     arg,
     emit_activation,
+    emit_einsum,
     emit_interpolation,
     emit_layer_norm,
     matrix_product,
@@ -171,6 +173,11 @@ def _matmul(t: Any, node: fx.Node) -> int:
     if not t.is_tensor(x) or not isinstance(weight, Tensor) or weight.ndim != 2:
         raise t.unsupported(node, "MatMul other than data @ constant matrix")
     return t.emit(node, "Dense", [x], weight=weight.T)
+
+
+@_register(einsum.OnnxEinsum)
+def _einsum(t: Any, node: fx.Node) -> int:
+    return emit_einsum(t, node, t.module(node).equation, list(node.args))
 
 
 @_register(batch_norm.OnnxBatchNorm)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from innsight.converter.attention import Emit, emit_attention, emit_multi_head_attention
+from innsight.converter.einsum import emit_einsum_product, emit_linear_einsum, parse_equation
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
 from innsight.converter.errors import ConversionError
@@ -532,6 +533,55 @@ def matrix_product(t: Any, node: fx.Node) -> int:
     fixed = next((i for i, x in enumerate((a, b))
                   if t.layers[t.layer(x)].get("act_name") == "softmax"), None)
     return t.emit(node, "MatMul", [a, b], lrp_constant=fixed)
+
+
+@_register(FUNCTIONS, torch.einsum)
+def _einsum(t: Any, node: fx.Node) -> int:
+    """``torch.einsum(equation, *operands)`` or ``(equation, [operands])`` (ATen's form)."""
+    operands = list(node.args[1:])
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = list(operands[0])
+    return emit_einsum(t, node, t.static(node.args[0]), operands)
+
+
+def emit_einsum(t: Any, node: fx.Node, equation: str, operands: list[Any]) -> int:
+    """An einsum of batch-first tensors: a permutation of one tensor, a tensor by a
+    constant (a dense layer) or two tensors (a matrix product); see
+    :mod:`innsight.converter.einsum`."""
+    what = f"einsum {equation!r}"
+    try:
+        specs = parse_equation(equation, len(operands))
+    except ValueError as err:
+        raise t.unsupported(node, what, f"{err} ") from err
+    computed = [i for i, x in enumerate(operands) if t.is_tensor(x)]
+    batch = specs.output[:1]
+    if any(specs.inputs[i][:1] != batch for i in computed):
+        raise t.unsupported(node, what, "The batch axis must be the first letter of the "
+                            "result and of every tensor computed from the inputs. ")
+    inputs = [spec.replace(batch, "") if i in computed else spec
+              for i, spec in enumerate(specs.inputs)]
+    output = specs.output[1:]
+    sizes = {c: n for i in computed for c, n in zip(inputs[i], t.shape(operands[i]))}
+    emit = _emitter(t, node)
+    try:
+        if computed == [0] and len(operands) == 1 and sorted(inputs[0]) == sorted(output):
+            return t.emit(node, "Permute", [operands[0]],
+                          perm=[inputs[0].index(c) for c in output])
+        if len(operands) == 2 and len(computed) == 1:
+            (i,), other = computed, 1 - computed[0]
+            constant = t.constant(operands[other])
+            if isinstance(constant, Tensor) and batch not in inputs[other]:
+                return emit_linear_einsum(emit, operands[i], inputs[i], constant,
+                                          inputs[other], output, sizes)
+        if len(operands) == 2 and computed == [0, 1]:
+            fixed = next((i for i, x in enumerate(operands)
+                          if t.layers[t.layer(x)].get("act_name") == "softmax"), None)
+            return emit_einsum_product(emit, *operands, *inputs, output, sizes, fixed)
+    except ValueError as err:
+        raise t.unsupported(node, what, f"{err} ") from err
+    raise t.unsupported(node, what, "Einsums that convert: a permutation of one tensor, a "
+                        "tensor by a constant, or a product of two tensors computed from "
+                        "the inputs. ")
 
 
 def _emitter(t: Any, node: fx.Node) -> Emit:
@@ -1573,7 +1623,7 @@ def _aten_aliases() -> dict[str, Any]:
         "rms_norm.default": getattr(F, "rms_norm", None), "square.default": torch.square,
         "clamp.Tensor": torch.clamp,
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
-        "clamp_max.default": "clamp_max",
+        "clamp_max.default": "clamp_max", "einsum.default": torch.einsum,
     }
 
 
