@@ -215,7 +215,8 @@ def _per_axis(value: Any, n_axes: int) -> list[int]:
 
 
 def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride: Any,
-              padding: Any, dilation: Any, groups: int, padding_mode: str = "zeros") -> int:
+              padding: Any, dilation: Any, groups: int, padding_mode: str = "zeros",
+              suffix: str = "") -> int:
     """A convolution of the node's first argument; ``stride``, ``padding`` and
     ``dilation`` as torch takes them (an int or one per spatial axis)."""
     n_axes = weight.ndim - 2
@@ -226,7 +227,7 @@ def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride
         source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=padding_mode)
         pads = [[0, 0]] * n_axes
     return t.emit(
-        node, f"Conv{n_axes}D", [source], weight=weight, bias=bias,
+        node, f"Conv{n_axes}D", [source], suffix=suffix, weight=weight, bias=bias,
         stride=_per_axis(stride, n_axes), padding=pads, dilation=dilation, groups=groups,
     )
 
@@ -337,6 +338,79 @@ def _functional_conv_transpose(t: Any, node: fx.Node) -> int:
         t.static(arg(node, position, name, default)) for position, name, default in
         ((3, "stride", 1), (4, "padding", 0), (6, "groups", 1), (7, "dilation", 1)))
     return emit_conv_transpose(t, node, weight, bias, stride, padding, dilation, groups)
+
+
+def _window_picker(channels: int, kernel: list[int], dtype: torch.dtype) -> Tensor:
+    """The weight ``(channels * K, 1, *kernel)`` (``K`` offsets in a kernel window) of a
+    convolution with ``groups=channels`` whose output channel ``c * K + j`` is entry ``j``
+    of channel ``c``'s window: ``F.unfold``'s order."""
+    n = math.prod(kernel)
+    return torch.eye(n, dtype=dtype).reshape(n, 1, *kernel).repeat(channels, 1, 1, 1)
+
+
+@_register(MODULES, nn.Unfold)
+@_register(FUNCTIONS, F.unfold)
+def _unfold_windows(t: Any, node: fx.Node) -> int:
+    """``F.unfold`` (im2col): ``(C * kh * kw, L)`` from ``(C, H, W)``, as a convolution that
+    picks each window entry (a linear map: every LRP rule applies), then a reshape."""
+    names = ("kernel_size", "dilation", "padding", "stride")
+    if node.op == "call_module":
+        kernel, dilation, padding, stride = (getattr(t.module(node), a) for a in names)
+    else:
+        kernel, dilation, padding, stride = (t.static(arg(node, k + 1, a, 0 if k == 2 else 1))
+                                             for k, a in enumerate(names))
+    source = node.args[0]
+    kernel, channels = _per_axis(kernel, 2), t.shape(source)[0]
+    weight = _window_picker(channels, kernel, node.meta["tensor_meta"].dtype)
+    conv = emit_conv(t, node, weight, None, stride, padding, dilation, channels,
+                     suffix="_windows")
+    return t.emit(node, "Reshape", [conv], shape=list(t.shape(node)))
+
+
+@_register(MODULES, nn.Fold)
+@_register(FUNCTIONS, F.fold)
+def _fold_windows(t: Any, node: fx.Node) -> int:
+    """``F.fold`` (col2im), the adjoint of ``F.unfold``: the columns ``(C * kh * kw, L)`` as
+    a grid of windows, summed into ``(C, H, W)`` by a transposed convolution with the
+    window-picking weight."""
+    names = ("output_size", "kernel_size", "dilation", "padding", "stride")
+    if node.op == "call_module":
+        values = [getattr(t.module(node), a) for a in names]
+    else:
+        values = [t.static(arg(node, k + 1, a, 0 if a == "padding" else 1))
+                  for k, a in enumerate(names)]
+    size, kernel, dilation, padding, stride = (_per_axis(v, 2) for v in values)
+    source = node.args[0]
+    n = math.prod(kernel)
+    channels = t.shape(source)[0] // n
+    blocks = [(o + 2 * p - d * (k - 1) - 1) // s + 1
+              for o, k, d, p, s in zip(size, kernel, dilation, padding, stride)]
+    grid = t.emit(node, "Reshape", [source], suffix="_grid", shape=[channels * n, *blocks])
+    output_padding = [o - ((b - 1) * s - 2 * p + d * (k - 1) + 1)
+                      for o, b, s, p, d, k in zip(size, blocks, stride, padding, dilation, kernel)]
+    weight = _window_picker(channels, kernel, node.meta["tensor_meta"].dtype)
+    return t.emit(node, "ConvTranspose2D", [grid], weight=weight, bias=None, stride=stride,
+                  padding=padding, output_padding=output_padding, dilation=dilation,
+                  groups=channels)
+
+
+@_register(METHODS, "unfold")
+def _sliding_windows(t: Any, node: fx.Node) -> int:
+    """``x.unfold(dim, size, step)``: the windows along ``dim`` with their entries on a new
+    last axis, as one strided slice per window entry, concatenated."""
+    source = node.args[0]
+    dim, size, step = (t.static(arg(node, k + 1, a)) for k, a in
+                       enumerate(("dimension", "size", "step")))
+    axis, shape = t.axis(source, dim), list(t.shape(source))
+    n = (shape[axis] - size) // step + 1
+    windows = []
+    for j in range(size):
+        ranges = [[0, length, 1] for length in shape]
+        ranges[axis] = [j, j + (n - 1) * step + 1, step]
+        sliced = t.emit(node, "Slice", [source], suffix=f"_{j}_slice", ranges=ranges)
+        windows.append(t.emit(node, "Reshape", [sliced], suffix=f"_{j}",
+                              shape=[*shape[:axis], n, *shape[axis + 1:], 1]))
+    return windows[0] if size == 1 else t.emit(node, "Concatenate", windows, axis=len(shape))
 
 
 #: Interpolation modes of torch -> the ``mode`` of an Upsample layer.
@@ -1624,6 +1698,7 @@ def _aten_aliases() -> dict[str, Any]:
         "clamp.Tensor": torch.clamp,
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
         "clamp_max.default": "clamp_max", "einsum.default": torch.einsum,
+        "im2col.default": F.unfold, "col2im.default": F.fold, "unfold.default": "unfold",
     }
 
 
