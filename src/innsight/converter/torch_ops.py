@@ -1530,6 +1530,11 @@ def _getitem(t: Any, node: fx.Node) -> int:
         return layer
     if not t.is_tensor(source):
         raise t.unsupported(node, "indexing into a value that is not a tensor")
+    entries = index if isinstance(index, tuple) else (index,)
+    tensors = [dim for dim, e in enumerate(entries) if isinstance(e, fx.Node)
+               and isinstance(t.constant(e), Tensor)]
+    if tensors and all(e == slice(None) for dim, e in enumerate(entries) if dim != tensors[0]):
+        return _gather_constant(t, node, source, tensors[0], entries[tensors[0]])
     return _index_tensor(t, node, source, t.static(index))
 
 
@@ -1612,19 +1617,43 @@ def _ndim(node: fx.Node) -> int:
 
 
 @_follows_batch_axis("same")
-@_follows_batch_axis("same")
 def _index_op(t: Any, node: fx.Node) -> int:
-    """``aten.index.Tensor(x, [arange(B)])``: ``x[torch.arange(len(x))]`` picks every sample
-    once, in order (Hugging Face's pooling of the last token); other tensor indices
+    """``aten.index.Tensor(x, indices)``: ``x[torch.arange(len(x))]`` picks every sample once,
+    in order (Hugging Face's pooling of the last token); a constant integer vector along
+    one sample axis is a gather (see :func:`_gather_constant`); other tensor indices
     (advanced indexing) are refused."""
     source, indices = node.args[0], list(node.args[1])
     position = t.batch_axis(source).position
-    picks_samples = (len(indices) == position + 1 and all(i is None for i in indices[:-1])
-                     and _is_sample_index(indices[-1]))
-    if not picks_samples:
-        raise t.unsupported(node, "indexing with tensors (advanced indexing)",
-                            "Only x[torch.arange(batch size)] converts. ")
-    return t.layer(source)
+    if (len(indices) == position + 1 and all(i is None for i in indices[:-1])
+            and _is_sample_index(indices[-1])):
+        return t.layer(source)
+    given = [(dim, i) for dim, i in enumerate(indices) if i is not None]
+    if len(given) == 1 and given[0][0] != position:
+        return _gather_constant(t, node, source, *given[0])
+    raise t.unsupported(node, "indexing with tensors (advanced indexing)",
+                        "x[torch.arange(batch size)] and a constant integer vector along one "
+                        "sample axis convert. ")
+
+
+def _gather_constant(t: Any, node: fx.Node, source: fx.Node, dim: int, index: Any) -> int:
+    """``x[..., index, ...]`` with a constant integer vector ``index`` along axis ``dim``: a
+    dense layer on that axis whose weight rows are one-hot (an exact linear map)."""
+    found = t.constant(index)
+    if not (isinstance(found, Tensor) and found.ndim == 1 and not found.is_floating_point()
+            and found.dtype != torch.bool):
+        raise t.unsupported(node, "indexing with a tensor that is no constant integer vector",
+                            "x[torch.arange(batch size)] and a constant integer vector along "
+                            "one sample axis convert. ")
+    axis, shape = t.axis(source, dim), t.shape(source)
+    last = len(shape) - 1
+    weight = F.one_hot(found.long() % shape[axis], shape[axis]).to(node.meta["tensor_meta"].dtype)
+    moved = source if axis == last else t.emit(node, "Permute", [source], suffix="_to_last",
+                                                 perm=_move_axis(len(shape), axis, last))
+    picked = t.emit(node, "Dense", [moved], suffix="" if axis == last else "_pick",
+                    weight=weight, bias=None)
+    if axis == last:
+        return picked
+    return t.emit(node, "Permute", [picked], perm=_move_axis(len(shape), last, axis))
 
 
 def _is_sample_index(value: Any) -> bool:
