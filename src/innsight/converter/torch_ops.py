@@ -1253,6 +1253,58 @@ def _mean(t: Any, node: fx.Node) -> int:
                   keepdims=bool(arg(node, 2, "keepdim", False)))
 
 
+@_register(FUNCTIONS, torch.amax)
+@_register(METHODS, "amax")
+def _amax(t: Any, node: fx.Node) -> int:
+    """The largest entry over sample axes (see :func:`_emit_max_over`)."""
+    return _emit_max_over(t, node, arg(node, 1, "dim", None), arg(node, 2, "keepdim", False))
+
+
+@_register(FUNCTIONS, torch.max)
+@_register(METHODS, "max")
+def _max_along(t: Any, node: fx.Node) -> Outputs:
+    """``x.max(dim)``: its values (element 0, ``.values``) convert, its indices do not."""
+    dim = arg(node, 1, "dim", None)
+    if not isinstance(t.static(dim), int):
+        raise t.unsupported(node, "max of all entries, or of two tensors",
+                            "x.max(dim) and x.amax(dims) convert. ")
+    return Outputs((_emit_max_over(t, node, dim, arg(node, 2, "keepdim", False)), None))
+
+
+def _emit_max_over(t: Any, node: fx.Node, dims: Any, keepdim: Any) -> int:
+    """The largest entry of the node's first argument over sample axes ``dims``: those
+    axes moved last and flattened, one max pooling window over them (winner takes all
+    under LRP and DeepLift), and the result's shape."""
+    source, dims = node.args[0], t.static(dims)
+    if dims is None or dims == []:
+        raise t.unsupported(node, "a max over all axes", "It would reach across the batch. ")
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    shape = list(t.shape(source))
+    axes = sorted({t.axis(source, d) for d in dims})
+    kept = [a for a in range(len(shape)) if a not in axes]
+    result: Any = source
+    if kept + axes != list(range(len(shape))):
+        result = t.emit(node, "Permute", [result], suffix="_reduced_last", perm=kept + axes)
+    window = math.prod(shape[a] for a in axes)
+    result = t.emit(node, "Reshape", [result], suffix="_rows",
+                    shape=[math.prod(shape[a] for a in kept), window])
+    result = t.emit(node, "MaxPool1D", [result], suffix="_max", kernel_size=window,
+                    stride=None, padding=0, dilation=1, ceil_mode=False)
+    out = [1 if a in axes else n for a, n in enumerate(shape)] if t.static(keepdim) else \
+        [shape[a] for a in kept]
+    return t.emit(node, "Reshape", [result], shape=out or [1])
+
+
+@_register(FUNCTIONS, getattr)
+@_follows_batch_axis("any")
+def _attribute(t: Any, node: fx.Node) -> int:
+    """``result.values`` of ``x.max(dim)`` (element 0 of its :class:`Outputs`)."""
+    source, name = node.args
+    if name == "values" and source in t.outputs and t.outputs[source].layers[0] is not None:
+        return t.outputs[source].layers[0]
+    raise t.unsupported(node, f"the attribute .{name} of a tensor result")
+
+
 @_register(FUNCTIONS, torch.sum)
 @_register(METHODS, "sum")
 @_follows_batch_axis("any")
@@ -1728,6 +1780,7 @@ def _aten_aliases() -> dict[str, Any]:
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
         "clamp_max.default": "clamp_max", "einsum.default": torch.einsum,
         "im2col.default": F.unfold, "col2im.default": F.fold, "unfold.default": "unfold",
+        "amax.default": torch.amax, "max.dim": torch.max,
     }
 
 
