@@ -1411,7 +1411,13 @@ for _mode, _modules in _PAD_MODULES.items():
 
 
 @_register(FUNCTIONS, F.pad)
+@_follows_batch_axis("same")
 def _functional_pad(t: Any, node: fx.Node) -> int:
+    """``F.pad``, also of a tensor whose batch axis moved or took entries of the samples
+    (windows), as long as the padded trailing axes come after the batch axis."""
+    n_padded, batch = len(t.static(arg(node, 1, "pad"))) // 2, t.batch_axis(node.args[0])
+    if n_padded > len(node.meta["tensor_meta"].shape) - 1 - batch.position:
+        raise t.unsupported(node, "padding the batch axis or axes before it")
     return _pad(t, node, arg(node, 1, "pad"), arg(node, 2, "mode", "constant"),
                 arg(node, 3, "value", None))
 
