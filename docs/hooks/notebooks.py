@@ -2,7 +2,7 @@
 scripts) as pages, executed, with their printed output, tables and figures.
 
 Each notebook is run top to bottom in a Jupyter kernel (nbclient) in an empty
-folder, and its cells become Markdown: text cells as they are, code cells as
+folder, as many at once as there are cores, and its cells become Markdown: text cells as they are, code cells as
 Python blocks, outputs below them (text as a block, tables as HTML, figures as
 PNG files beside the page). An executed notebook is kept in
 ``build/docs-notebooks/`` under a key made of its source and the package's
@@ -15,6 +15,7 @@ structure test uses it; ``make docs`` always executes).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -39,30 +40,57 @@ def source_key(notebook: Path) -> str:
     return digest.hexdigest()
 
 
-def executed(notebook: Path):
-    """The notebook as a ``nbformat`` node, executed (from the cache when up to date)."""
+def executed(notebooks: list[Path]) -> dict[Path, object]:
+    """Each notebook as a ``nbformat`` node, executed: from the cache where it is up to
+    date, else run, as many at once as there are cores (each in its own kernel)."""
+    import nbformat
+
+    results, stale = {}, []
+    for notebook in notebooks:
+        cached = CACHE / f"{notebook.stem}.ipynb"
+        nb = nbformat.read(cached, as_version=4) if cached.exists() else None
+        if nb is not None and nb.metadata.get("innsight_docs_key") == source_key(notebook):
+            results[notebook] = nb
+        else:
+            stale.append(notebook)
+    if stale:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        asyncio.run(_run_all(stale, results))
+    return results
+
+
+async def _run_all(notebooks: list[Path], results: dict) -> None:
+    cores = asyncio.Semaphore(os.cpu_count() or 1)
+    await asyncio.gather(*(_run(notebook, results, cores) for notebook in notebooks))
+
+
+async def _run(notebook: Path, results: dict, cores: asyncio.Semaphore) -> None:
+    """Run one notebook in an empty folder; the kernel's own log goes to a file beside
+    the cached notebook (a cell that fails raises, naming the cell)."""
     import jupytext
     import nbformat
     from nbclient import NotebookClient
 
-    key = source_key(notebook)
-    cached = CACHE / f"{notebook.stem}.ipynb"
-    if cached.exists():
-        nb = nbformat.read(cached, as_version=4)
-        if nb.metadata.get("innsight_docs_key") == key:
-            return nb
     nb = jupytext.read(notebook)
-    with tempfile.TemporaryDirectory() as folder:
-        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                       resources={"metadata": {"path": folder}}).execute()
-    nb.metadata["innsight_docs_key"] = key
-    CACHE.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, cached)
-    return nb
+    async with cores:
+        with tempfile.TemporaryDirectory() as folder, \
+                open(CACHE / f"{notebook.stem}.kernel.log", "w") as log:
+            client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                                    resources={"metadata": {"path": folder}})
+            await client.async_execute(stderr=log)
+    nb.metadata["innsight_docs_key"] = source_key(notebook)
+    nbformat.write(nb, CACHE / f"{notebook.stem}.ipynb")
+    results[notebook] = nb
+
+
+#: Outputs a static page cannot show (live widgets such as progress bars).
+_WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def _text_block(text: str) -> str:
-    return "```text\n" + _ANSI.sub("", text).rstrip("\n") + "\n```"
+    """Text as a terminal shows it: colours dropped, each line as its last ``\\r`` left it."""
+    lines = [line.rsplit("\r", 1)[-1] for line in _ANSI.sub("", text).rstrip("\n").split("\n")]
+    return "```text\n" + "\n".join(lines) + "\n```"
 
 
 def render(nb, stem: str) -> tuple[str, dict[str, bytes]]:
@@ -82,7 +110,7 @@ def render(nb, stem: str) -> tuple[str, dict[str, bytes]]:
                 parts.append(_text_block(output.text))
             elif output.output_type == "error":
                 parts.append(_text_block("\n".join(output.traceback)))
-            elif "data" in output:
+            elif "data" in output and _WIDGET not in output.data:
                 data = output.data
                 if "image/png" in data:
                     name = f"{stem}/figure_{len(figures) + 1}.png"
@@ -101,10 +129,13 @@ def on_files(files, config, **kwargs):
     import jupytext
     from mkdocs.structure.files import File
 
-    execute = os.environ.get("INNSIGHT_DOCS_EXECUTE", "1") != "0"
-    for notebook in sorted(NOTEBOOKS.glob("*.py")):
-        nb = executed(notebook) if execute else jupytext.read(notebook)
-        markdown, figures = render(nb, notebook.stem)
+    notebooks = sorted(NOTEBOOKS.glob("*.py"))
+    if os.environ.get("INNSIGHT_DOCS_EXECUTE", "1") == "0":
+        nbs = {notebook: jupytext.read(notebook) for notebook in notebooks}
+    else:
+        nbs = executed(notebooks)
+    for notebook in notebooks:
+        markdown, figures = render(nbs[notebook], notebook.stem)
         files.append(File.generated(config, f"notebooks/{notebook.stem}.md", content=markdown))
         for name, png in figures.items():
             files.append(File.generated(config, f"notebooks/{name}", content=png))
