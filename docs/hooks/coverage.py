@@ -44,10 +44,6 @@ def codes(names: Iterable[str]) -> str:
     return ", ".join(f"`{name}`" for name in names)
 
 
-def mark(flag: bool) -> str:
-    return "yes" if flag else "—"
-
-
 # ---- layer types and rules ------------------------------------------------------------
 
 
@@ -61,12 +57,14 @@ def layer_section() -> str:
         paths = cls.rule_paths
         lrp = "—"
         if "lrp" in paths:
-            lrp = "any rule" if cls.takes_lrp_rule else "fixed (see its docs)"
+            lrp = "any rule" if cls.takes_lrp_rule else "fixed"
             if cls.takes_lrp_rule and not cls.shape_preserving:
-                lrp = "any rule but `pass`"
-        reason = cls.no_rule_reason if paths != frozenset({"lrp", "deeplift", "cw"}) else ""
-        rows.append([f"`{type_name}`", lrp, mark("deeplift" in paths), mark("cw" in paths),
-                     reason.replace("|", "\\|"), note(cls)])
+                lrp = "any but `pass`"
+
+        def has(path: str) -> str:
+            return "yes" if path in paths else f"no: {cls.no_rule_reason}".replace("|", "\\|")
+
+        rows.append([f"`{type_name}`", lrp, has("deeplift"), has("cw"), note(cls)])
     lrp_rows = [[f"`{name}`", "—" if not rule.takes_param else (
         "required" if rule.default_param is None else f"`{rule.default_param}`"), note(rule)]
         for name, rule in LRP_RULES.items() if name != "none"]
@@ -76,12 +74,12 @@ def layer_section() -> str:
         "Every front-end emits these layer types (the `type` of a layer in the "
         "[dict format](dict-format.md)). *LRP* says whether `rule_name`/`rule_param` "
         "choose the layer's rule (\"any rule\": every LRP rule below; `pass` needs a layer "
-        "whose input and output have the same shape) or whether the layer has one fixed "
-        "way to pass relevance (activations pass it unchanged, max pooling follows "
+        "whose input and output have the same shape) or whether the layer has one "
+        "\"fixed\" way to pass relevance (activations pass it unchanged, max pooling follows "
         "`winner_takes_all`, ...). A method refuses a model that holds a layer without its "
         "rule, naming the layer, before any work.",
-        table(["type", "LRP", "DeepLift, DeepSHAP", "ConnectionWeights", "why not",
-               "what it computes"], rows),
+        table(["type", "LRP", "DeepLift, DeepSHAP", "ConnectionWeights", "what it computes"],
+              rows),
         "The `Activation` type takes `act_name`, one of: " + codes(ACTIVATIONS) + ".",
         "### LRP rules (`rule_name`)",
         table(["rule", "default `rule_param`", "formula"], lrp_rows),
