@@ -210,6 +210,9 @@ _FUNCTION_ACTIVATIONS = {torch.tanh: "tanh", torch.exp: "exp"}
 
 @_register(functions.OnnxFunction)
 def _function(t: Any, node: fx.Node) -> int:
+    """An elementwise function: ``Tanh`` and ``Exp`` become activations; the others
+    (``Abs``, ``Log``, ``Cos``, ...) are refused, except where they spell an activation
+    that :func:`fuse_activations` fused first."""
     function = t.module(node).function
     if function not in _FUNCTION_ACTIVATIONS:
         raise t.unsupported(node, f"the function {function.__name__}")
@@ -239,6 +242,8 @@ def _prelu(t: Any, node: fx.Node) -> int:
 
 @_register(activations.OnnxSoftmaxV1V11)
 def _softmax_v1(t: Any, node: fx.Node) -> int:
+    """``Softmax`` before opset 13 over the last axis; ``LogSoftmax`` and softmax over
+    several flattened axes are refused."""
     m, source = t.module(node), node.args[0]
     ndim = len(t.shape(source)) + 1
     if m.is_log or m.axis % ndim != ndim - 1:
@@ -249,6 +254,7 @@ def _softmax_v1(t: Any, node: fx.Node) -> int:
 
 @_register(clip.OnnxClip)
 def _clip(t: Any, node: fx.Node) -> int:
+    """``Clip`` with both bounds (a hardtanh) or with ``min=0`` alone (a relu)."""
     low, high = t.module(node).min_val, t.module(node).max_val
     if low is not None and high is not None:
         return emit_activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
@@ -271,6 +277,8 @@ def _global_average_pool(t: Any, node: fx.Node) -> int:
 
 @_register(reduce.OnnxReduceStaticAxes, reduce.OnnxReduceSumStaticAxes)
 def _reduce(t: Any, node: fx.Node) -> int:
+    """``ReduceMean`` and ``ReduceSum`` over given axes; the other reductions are
+    refused."""
     m, source = t.module(node), node.args[0]
     op = getattr(m, "operation_type", "ReduceSum")
     axes = m.axes if hasattr(m, "axes") else m._axes

@@ -218,6 +218,8 @@ class AgnosticMethod(InterpretingMethod):
     output_names : list of str, optional
         Labels of the predictions of a model that is no Converter (default ``Y1..``).
 
+    Notes
+    -----
     A model that is no Converter is explained through its predictions as they
     are: ``ignore_last_act`` does not apply to it (write ``pred_fun`` to return
     logits where they are wanted), and its device is the CPU unless ``device``
@@ -259,6 +261,8 @@ class SHAP(AgnosticMethod):
         are one player, e.g. the patches of an image. Default: every input
         entry is a player. A group's value is shared equally by its entries.
 
+    Notes
+    -----
     The values of a sample sum exactly to ``f(x) - mean f(ref)`` over the
     references used (all of ``data_ref`` equally often when ``n`` is a multiple
     of twice its size). ``model``, ``pred_fun``, ``output_names``: see
@@ -298,6 +302,8 @@ class LIME(AgnosticMethod):
     feature_groups : optional
         Players made of several input entries, as for :class:`SHAP`.
 
+    Notes
+    -----
     The values are the surrogate's coefficients: how much the output changes when
     a player takes the sample's values instead of the background's. For a linear
     model and one background row they are exactly ``w * (x - ref)``. LIME has no

@@ -111,6 +111,8 @@ class DeepLift(InterpretingMethod):
         Max pooling credits each window's arg-max (True) or spreads the
         window's difference in proportion to the input differences (False).
 
+    Notes
+    -----
     The contributions of a sample sum to ``f(x) - f(x_ref)`` (the decomposition
     goal). Multipliers of a nonlinearity fall back to its derivative at the
     midpoint where ``|x - x_ref|`` is tiny. Further parameters: see
@@ -149,6 +151,8 @@ class DeepSHAP(InterpretingMethod):
     rule_name, winner_takes_all
         As for :class:`DeepLift`.
 
+    Notes
+    -----
     The contributions of a sample sum to ``f(x) - mean f(ref)`` over the
     references used. Further parameters: see :class:`InterpretingMethod`.
     """

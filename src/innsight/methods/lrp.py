@@ -139,6 +139,8 @@ class LRP(InterpretingMethod):
         Max pooling sends relevance to each window's maximum (True) or spreads it
         in proportion to the inputs (False).
 
+    Notes
+    -----
     Conventions: each summand of an ``add`` gets relevance in proportion to its
     value; ``concatenate`` and shape-only layers move relevance back unchanged;
     an elementwise product splits it equally between its factors; activations
