@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from innsight._validation import check_bool
@@ -23,16 +24,19 @@ from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
 
 def explain_connection_weights(setup: Setup, times_input: bool) -> list[Tensor]:
     """Per input layer ``(1, *dim, n_targets)``, or ``(n_data, *dim, n_targets)`` with
-    ``times_input`` (the weights times each sample)."""
+    ``times_input`` (the weights times each sample) or per-sample targets (one walk
+    row per sample)."""
     model, explained, targets = setup.model, setup.explained, setup.targets
     check_rules(model, explained, "cw", lambda i: None)
     like = setup.data[0]
-    ones = starts(model, explained, targets, 1, like, lambda t: 1.0)
+    rows = like.shape[0] if targets.per_sample else 1
+    ones = starts(model, explained, targets, torch.arange(rows, device=like.device), like,
+                  lambda o: 1.0)
     paths = reverse_walk(model, explained, ones,
                          lambda i, m: model.layers[i].weight_paths(m))
     values = []
     for x, w in zip(setup.data, paths):
-        w = x.new_zeros(len(targets), 1, *x.shape[1:]) if w is None else w
+        w = x.new_zeros(len(targets), rows, *x.shape[1:]) if w is None else w
         values.append((w * x if times_input else w).movedim(0, -1))
     return values
 
