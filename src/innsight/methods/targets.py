@@ -44,8 +44,6 @@ class Targets:
 
     #: Whether the columns are linear in the outputs (they then have weights).
     linear: bool = True
-    #: Whether the quantity explained differs from sample to sample.
-    per_sample: bool = False
     #: Per sample, the label of the node it explains (per-sample targets only).
     sample_labels: list[str] | None = None
 
@@ -97,7 +95,6 @@ class PerSampleTargets(Targets):
     layer: int
     nodes: Tensor  # (n_data,) long
     sample_labels: list[str] | None = None
-    per_sample = True
 
     def __len__(self) -> int:
         return 1
