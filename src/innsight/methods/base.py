@@ -25,7 +25,12 @@ from torch import Tensor
 from innsight._validation import check_bool, describe, is_int, resolve_dtype
 from innsight.converter import Converter
 from innsight.methods.data import prepare_data, user_dim
-from innsight.methods.engine import default_batch_size, evaluate, row_chunks, target_values
+from innsight.methods.engine import (
+    default_batch_size,
+    evaluate,
+    row_chunks,
+    target_values,
+)
 from innsight.methods.model_interface import ExplainableModel, TorchModule
 from innsight.methods.result import Result
 from innsight.methods.targets import NodeTargets, Targets, choose_targets

@@ -26,6 +26,7 @@ from innsight.methods.base import (
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import Chunk, mean_gradients
 
+
 class GradientRecipe(Protocol):
     """How one gradient method stacks, weights and averages gradients; ``goal(setup,
     f_data)`` is what the values of each sample should sum to (``(n_data, n_targets)``)
