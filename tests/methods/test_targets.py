@@ -22,8 +22,9 @@ TOL = 1e-10  # double precision, relative to the reference's largest magnitude
 
 
 def assert_close(actual, expected, tol=TOL):
-    actual = torch.as_tensor(np.array(actual), dtype=torch.float64)
-    expected = torch.as_tensor(np.array(expected), dtype=torch.float64)
+    actual, expected = (torch.tensor(np.array(v)) if not isinstance(v, Tensor) else v.detach()
+                        for v in (actual, expected))
+    actual, expected = actual.double(), expected.double()
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     scale = expected.abs().max().item()
     assert scale > 0, "degenerate reference"

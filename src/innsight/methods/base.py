@@ -33,7 +33,7 @@ from innsight.methods.engine import (
 )
 from innsight.methods.model_interface import ExplainableModel, TorchModule
 from innsight.methods.result import Result
-from innsight.methods.targets import NodeTargets, Targets, choose_targets
+from innsight.methods.targets import ChosenTargets, NodeTargets, Targets, choose_targets
 from innsight.outputs import OutputSelection
 
 
@@ -96,11 +96,7 @@ class Setup:
     def outputs_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
         """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
         samples ``sample``, without gradients."""
-        with torch.no_grad():
-            outputs = [torch.cat(parts) for parts in zip(*(
-                self.model_fn([x[rows] for x in inputs],
-                              None if sample is None else sample[rows])
-                for rows in row_chunks(inputs[0].shape[0], self.batch_size)))]
+        outputs = evaluate(self.model_fn, inputs, self.batch_size, sample)
         return target_values(outputs, self.targets, sample)
 
     def mean_outputs_at(self, refs: list[Tensor]) -> Tensor:
@@ -297,22 +293,12 @@ class InterpretingMethod(Result):
         if without_data and targets is not None:
             raise ValueError(f"`targets` selects an output node per sample and needs data; "
                              f"got data=None and targets={describe(targets)}.")
-        if output_layer is None:
-            explained, names = model.explained_nodes(ignore_last_act), model.output_names
-        else:
-            explained, names = model.layer_outputs(output_layer)
-        probe_rows = batch_size if is_int(batch_size) and batch_size > 0 else default_batch_size(
-            model.input_dim, 1, torch_dtype.itemsize, torch_device)
-        chosen = choose_targets(
-            names, output_idx, output_label, targets, target_fun, target_weights,
-            n_data=tensors[0].shape[0],
-            outputs_at_data=lambda: evaluate(
-                lambda xs, sample: model.run_nodes(xs, explained, sample), tensors, probe_rows),
-            outputs_at_first=lambda: model.run_nodes(
-                [x[:1] for x in tensors], explained, torch.zeros(1, dtype=torch.long,
-                                                                 device=torch_device)),
-            like=tensors[0],
-        )
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
+        explained, chosen = what_to_explain(
+            model, tensors, ignore_last_act, output_layer, batch_size, output_idx=output_idx,
+            output_label=output_label, targets=targets, target_fun=target_fun,
+            target_weights=target_weights)
         selection = chosen.selection
         if batch_size is None:
             batch_size = default_batch_size(
@@ -323,7 +309,7 @@ class InterpretingMethod(Result):
             explained=explained,
             data=tensors,
             selection=selection,
-            batch_size=check_positive_int(batch_size, "batch_size"),
+            batch_size=batch_size,
             generator=make_generator(seed, torch_device),
             verbose=verbose,
             channels_first=channels_first,
@@ -391,6 +377,28 @@ class InterpretingMethod(Result):
     def _explain(self, setup: Setup, **own_args: Any) -> Explanation:
         """The values, their goal and (where computed in passing) the outputs at the data."""
         raise NotImplementedError
+
+
+def what_to_explain(model: ExplainableModel, data: list[Tensor], ignore_last_act: bool,
+                    output_layer: Any, batch_size: int | None,
+                    **target_args: Any) -> tuple[list[int], ChosenTargets]:
+    """The explained nodes (per output layer: the model's outputs, or the layers
+    ``output_layer`` names) and what the columns explain among them (``target_args``:
+    ``output_idx``, ``output_label``, ``targets``, ``target_fun``, ``target_weights``)."""
+    if output_layer is None:
+        explained, names = model.explained_nodes(ignore_last_act), model.output_names
+    else:
+        explained, names = model.layer_outputs(output_layer)
+    rows = batch_size or default_batch_size(model.input_dim, 1, data[0].dtype.itemsize,
+                                            data[0].device)
+    first = torch.zeros(1, dtype=torch.long, device=data[0].device)
+    chosen = choose_targets(
+        names, **target_args, n_data=data[0].shape[0],
+        outputs_at_data=lambda: evaluate(
+            lambda xs, sample: model.run_nodes(xs, explained, sample), data, rows),
+        outputs_at_first=lambda: model.run_nodes([x[:1] for x in data], explained, first),
+        like=data[0])
+    return explained, chosen
 
 
 def split_by_output(values: list[Tensor], selection: OutputSelection) -> list[list[Tensor] | None]:

@@ -118,15 +118,16 @@ def gradients(
         )
 
 
-def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int) -> list[Tensor]:
-    """``model_fn`` on ``data`` in chunks of ``batch_size`` rows, without gradients; row
-    ``i`` is data sample ``i``."""
-    n_data = data[0].shape[0]
-    device = data[0].device
+def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int,
+             sample: Tensor | None = None) -> list[Tensor]:
+    """``model_fn`` on ``data`` in chunks of ``batch_size`` rows, without gradients;
+    ``sample`` ``(rows,)`` is the data sample of each row (default: row ``i`` is sample ``i``)."""
+    n_rows = data[0].shape[0]
+    if sample is None:
+        sample = torch.arange(n_rows, device=data[0].device)
     with torch.no_grad():
-        chunks = [model_fn([x[rows] for x in data],
-                           torch.arange(rows.start, rows.stop, device=device))
-                  for rows in row_chunks(n_data, batch_size)]
+        chunks = [model_fn([x[rows] for x in data], sample[rows])
+                  for rows in row_chunks(n_rows, batch_size)]
     return [torch.cat(parts) for parts in zip(*chunks)]
 
 

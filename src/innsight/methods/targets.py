@@ -190,9 +190,9 @@ def _names(base: str, k: int) -> list[str]:
     return [base] if k == 1 else [f"{base}_{j + 1}" for j in range(k)]
 
 
-def choose_targets(names: Sequence[Sequence[Sequence[str]]], output_idx: Any, output_label: Any,
-                   targets: Any, target_fun: Any, target_weights: Any, n_data: int,
-                   outputs_at_data: Callable[[], list[Tensor]],
+def choose_targets(names: Sequence[Sequence[Sequence[str]]], *, output_idx: Any,
+                   output_label: Any, targets: Any, target_fun: Any, target_weights: Any,
+                   n_data: int, outputs_at_data: Callable[[], list[Tensor]],
                    outputs_at_first: Callable[[], list[Tensor]],
                    like: Tensor) -> ChosenTargets:
     """Check the four ways of asking (at most one of ``targets``, ``target_fun`` and
