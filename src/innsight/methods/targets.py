@@ -42,8 +42,6 @@ def _flat(output: Tensor) -> Tensor:
 class Targets:
     """Base of the four kinds: ``len()`` columns, their ``values`` and ``weights``."""
 
-    #: Whether the columns are linear in the outputs (they then have weights).
-    linear: bool = True
     #: Per sample, the label of the node it explains (per-sample targets only).
     sample_labels: list[str] | None = None
 
@@ -57,7 +55,8 @@ class Targets:
 
     def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
         """Weights ``(n_targets, rows or 1, n_nodes)`` over the ``n_nodes`` flattened nodes
-        of output layer ``o`` (``None`` where no column uses that layer), on ``like``'s dtype and device."""
+        of output layer ``o`` (``None`` where no column uses that layer), on ``like``'s
+        dtype and device; a TypeError for targets that are not linear."""
         raise NotImplementedError
 
     def mean_values(self, outputs: Sequence[Tensor], n_data: int) -> Tensor:
@@ -141,7 +140,6 @@ class FunctionTargets(Targets):
 
     fun: TargetFun
     k: int
-    linear = False
 
     def __len__(self) -> int:
         return self.k
