@@ -30,7 +30,7 @@ from innsight.methods.base import (
     resolve_device,
 )
 from innsight.methods.data import prepare_like, to_channels_first, user_dim
-from innsight.methods.engine import row_chunks
+from innsight.methods.engine import evaluate, row_chunks, target_values
 from innsight.methods.opaque_model import OpaqueModel, PredFun
 
 
@@ -47,9 +47,10 @@ def from_features(features: Tensor, like: list[Tensor]) -> list[Tensor]:
             for part, x in zip(features.split(sizes, dim=1), like)]
 
 
-def _outputs(setup: Setup, rows: Tensor) -> Tensor:
-    """The explained outputs ``(rows, n_targets)`` at feature rows ``(rows, p)``."""
-    return setup.outputs_at(from_features(rows, setup.data))
+def _outputs(setup: Setup, rows: Tensor, sample: Tensor) -> Tensor:
+    """The explained quantities ``(rows, n_targets)`` at feature rows ``(rows, p)`` made
+    from the data samples ``sample`` ``(rows,)``."""
+    return setup.outputs_at(from_features(rows, setup.data), sample)
 
 
 def _background(setup: Setup, data_ref: Any) -> Tensor:
@@ -132,7 +133,9 @@ def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> 
     shuffled = torch.randperm(background.shape[0], generator=generator,
                               device=generator.device).to(device)
     ref_of = shuffled[(torch.arange(n, device=device) // 2) % background.shape[0]]
-    f_refs = _outputs(setup, background[ref_of])  # (n, n_targets)
+    # the explained outputs at each walk's reference; the targets of a sample pick from them
+    at_refs = evaluate(setup.model_fn, from_features(background[ref_of], setup.data),
+                       setup.batch_size)
     at_data = setup.outputs_at_data()
 
     inner = g - 1  # steps strictly between the reference and the sample
@@ -142,12 +145,13 @@ def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> 
     for rows in row_chunks(n_walks, per_chunk, setup.verbose, "SHAP"):
         walks = torch.arange(rows.start, rows.stop, device=device)
         sample, walk = walks // n, walks % n
-        path = torch.cat([f_refs[walk, None], _walk_outputs(setup, x, background, players, ranks,
-                                                            ref_of, sample, walk, inner),
+        f_ref = target_values([out[walk] for out in at_refs], setup.targets, sample)
+        path = torch.cat([f_ref[:, None], _walk_outputs(setup, x, background, players, ranks,
+                                                        ref_of, sample, walk, inner),
                           at_data.explained[sample, None]], dim=1)  # (walks, g + 1, n_targets)
         phi.index_put_((sample[:, None].expand(-1, g), order[walk]), path.diff(dim=1),
                        accumulate=True)
-    goal = at_data.explained - f_refs.mean(dim=0, keepdim=True)
+    goal = at_data.explained - setup.targets.mean_values(at_refs, n_data)
     return Explanation(from_features(players.spread(phi / n), setup.data), goal, at_data)
 
 
@@ -162,7 +166,7 @@ def _walk_outputs(setup: Setup, x: Tensor, background: Tensor, players: Players,
         w, step = row // inner, row % inner + 1
         present = ranks[walk[w]][:, players.group] < step[:, None]  # (rows, p)
         inputs = torch.where(present, x[sample[w]], background[ref_of[walk[w]]])
-        out.view(n_rows, -1)[rows] = _outputs(setup, inputs)
+        out.view(n_rows, -1)[rows] = _outputs(setup, inputs, sample[w])
     return out
 
 
@@ -190,7 +194,8 @@ def explain_lime(setup: Setup, background: Tensor, n: int, kernel_width: float,
         draw = torch.randint(background.shape[0], (rows, n), generator=generator,
                              device=generator.device).to(device)
         inputs = torch.where(present[..., players.group], x[samples, None], background[draw])
-        out = _outputs(setup, inputs.reshape(rows * n, p)).reshape(rows, n, -1)
+        sample = torch.arange(samples.start, samples.stop, device=device).repeat_interleave(n)
+        out = _outputs(setup, inputs.reshape(rows * n, p), sample).reshape(rows, n, -1)
         absent = (~present).sum(dim=2, dtype=x.dtype)  # (rows, n)
         root_w = torch.exp(-absent / kernel_width**2).sqrt()[..., None]
         design = torch.cat([torch.ones_like(absent)[..., None], present.to(x.dtype)], dim=2)

@@ -70,9 +70,9 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int
                 m, [at_x[j] for j in reads], [at_ref[j] for j in reads], at_x[i], at_ref[i],
                 rule, None if splits is None else [splits[j] for j in reads])
 
-        goal = (target_values([at_x[node] for node in explained], setup.targets)
-                - target_values([at_ref[node] for node in explained], setup.targets))
-        return ChunkWalk(at_x, lambda t: 1.0, step,
+        goal = (target_values([at_x[node] for node in explained], setup.targets, sample)
+                - target_values([at_ref[node] for node in explained], setup.targets, sample))
+        return ChunkWalk(at_x, lambda o: 1.0, step,
                          lambda k, m: _times_difference(m, xs[k] - x_refs[k]), goal)
 
     return explain_by_walk(setup, n_refs, max(1, setup.batch_size // 2), walk_chunk)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -26,21 +26,18 @@ from innsight.methods.base import (
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import Chunk, mean_gradients
 
-#: ``f(inputs) -> (rows, n_targets)``: the explained outputs, without gradients.
-TargetFn = Callable[[list[Tensor]], Tensor]
-
 
 class GradientRecipe(Protocol):
-    """How one gradient method stacks, weights and averages gradients; ``goal(f, f_data)``
-    is what the values of each sample should sum to (``(n_data, n_targets)``) from the
-    outputs ``f_data`` at the data, where ``has_goal``."""
+    """How one gradient method stacks, weights and averages gradients; ``goal(setup,
+    f_data)`` is what the values of each sample should sum to (``(n_data, n_targets)``)
+    from the explained quantities ``f_data`` at the data, where ``has_goal``."""
 
     n: int
     has_goal: ClassVar[bool]
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]: ...
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor | None: ...
+    def goal(self, setup: Setup, f_data: Tensor) -> Tensor | None: ...
 
 
 def _per_row(values: Tensor, like: Tensor) -> Tensor:
@@ -121,8 +118,9 @@ class PathPoints:
             diffs.append(diff)
         return inputs, diffs if self.times_input else None
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor:
-        return f_data - f(self.refs)
+    def goal(self, setup: Setup, f_data: Tensor) -> Tensor:
+        sample = torch.arange(f_data.shape[0], device=f_data.device)
+        return f_data - setup.outputs_at([r[sample % r.shape[0]] for r in self.refs], sample)
 
 
 @dataclass(frozen=True)
@@ -154,8 +152,8 @@ class ReferenceDraws:
             diffs.append(diff)
         return inputs, diffs
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor:
-        return f_data - f(self.data_ref).mean(0, keepdim=True)
+    def goal(self, setup: Setup, f_data: Tensor) -> Tensor:
+        return f_data - setup.mean_outputs_at(self.data_ref)
 
 
 def reference_inputs(data: list[Tensor], x_ref: Any, channels_first: bool) -> list[Tensor]:
@@ -178,7 +176,7 @@ def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
     if not recipe.has_goal:
         return Explanation(values)
     at_data = setup.outputs_at_data()
-    return Explanation(values, recipe.goal(setup.outputs_at, at_data.explained), at_data)
+    return Explanation(values, recipe.goal(setup, at_data.explained), at_data)
 
 
 class Gradient(InterpretingMethod):

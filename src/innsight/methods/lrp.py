@@ -98,20 +98,22 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
 
 def explain_lrp(setup: Setup, rules: list[LrpRule]) -> Explanation:
     """Relevances per input layer ``(n_data, *dim, n_targets)``; their goal is the
-    explained output value."""
+    explained value (of a weighted target ``sum w f``, each node starting with ``w f``)."""
     model = setup.model
     check_rules(model, setup.explained, "lrp", lambda i: rules[i])
 
     def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
         with torch.no_grad():
             values = model.node_values([x[sample] for x in setup.data])
-        f = target_values([values[node] for node in setup.explained], setup.targets)
+        outputs = [values[node] for node in setup.explained]
+        f = target_values(outputs, setup.targets, sample)
 
         def step(i: int, r: Tensor) -> list[Tensor]:
             reads = model.input_layers[i]
             return model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
 
-        return ChunkWalk(values, lambda t: f[:, t], step, lambda k, r: r, f)
+        return ChunkWalk(values, lambda o: outputs[o].reshape(len(sample), -1), step,
+                         lambda k, r: r, f)
 
     return explain_by_walk(setup, 1, setup.batch_size, walk_chunk)
 

@@ -31,6 +31,8 @@ class Result:
     both ``(n_data, n_selected[o])``. ``data[k]`` is the explained input
     ``(n_data, *input_dim[k])`` (channels first) that ``plot(show_input=True)``
     draws under the values; ``None`` for a result computed without data.
+    ``sample_nodes`` holds, for a result of per-sample targets (``targets=``), the label
+    of the output node each sample explains (its one column); ``None`` otherwise.
 
     Two results are equal (``==``) when they are of the same class and agree in
     every field: method, arguments, selected outputs, labels, names, layout, and
@@ -50,6 +52,7 @@ class Result:
     preds: list[Tensor | None]
     decomp_goal: list[Tensor | None] | None = None
     data: list[Tensor] | None = None
+    sample_nodes: list[str] | None = None
     decomp_sum: list[Tensor | None] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,9 @@ class Result:
             labels = self.output_labels[o]
             shown = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
             lines.append(f"  output layer {o}: {len(labels)} node(s) [{shown}]")
+            if self.sample_nodes is not None:
+                nodes = ", ".join(self.sample_nodes[:6]) + (", ..." if len(self.sample_nodes) > 6 else "")
+                lines.append(f"    each sample's node: [{nodes}]")
             for k, v in enumerate(layer):
                 shape = tuple(to_user_layout(v, self.channels_first, extra_axes=1).shape)
                 lines.append(f"    input layer {k}: values of shape {shape}")

@@ -321,6 +321,9 @@ def _facets(result: Result, o: int, data_ids: list[int], nodes: list[int]) -> pd
                                ((pred_name, p, ""), ("sum", s, unit), ("goal", g, unit))
                                if not np.isnan(v))
                      for p, s, g in zip(frame["pred"], frame["decomp_sum"], frame["decomp_goal"])]
+    if result.sample_nodes is not None:  # per-sample targets: name each sample's node
+        frame["text"] = [f"node: {result.sample_nodes[d]}\n{text}".rstrip("\n")
+                         for d, text in zip(frame["data"], frame["text"])]
     return frame
 
 
@@ -336,10 +339,10 @@ def box_names(result: Result, o: int) -> tuple[str, str]:
     ``("pred", " (before act)")``; ``("pred", "")`` where they are the same node or the
     result does not say (it was not made by a method on a converted model)."""
     setup = getattr(result, "setup", None)
-    if setup is None or setup.explained[o] == setup.model.output_nodes[o]:
+    if setup is None or setup.explained[o] == setup.prediction_nodes[o]:
         return "pred", ""
     layers = getattr(setup.model, "layers", None)  # a converted model's; a raw module has none
-    output = None if layers is None else layers[setup.model.output_nodes[o]]
+    output = None if layers is None else layers[setup.prediction_nodes[o]]
     act = getattr(output, "act_name", "the last activation")
     return ("probability", " (logit)") if act in PROBABILITIES else ("pred", f" (before {act})")
 
