@@ -178,7 +178,13 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
     aggr_channels : {"sum", "mean", "norm"}, callable or None
         Channel aggregation of signals and images (see the module docs).
     as_plotly : bool
-        Return a plotly ``Figure`` instead of a plotnine object.
+        Return a plotly ``Figure`` instead of a plotnine object. To share it as a
+        file, choose where it finds plotly.js (4.8 MB) with
+        ``fig.write_html(path, include_plotlyjs=...)``: ``True`` (plotly's default)
+        puts it into the file (self-contained and offline, 4.8 MB each);
+        ``"cdn"`` loads it from the internet (a few kB per figure, to send
+        around); ``"directory"`` writes one ``plotly.min.js`` beside the file
+        (offline; share the folder). ``innsight explain --plotly-js`` offers the same.
     same_scale : bool
         One symmetric value scale for all facets and input layers; otherwise
         bars and lines get a free y scale per facet row and each input
