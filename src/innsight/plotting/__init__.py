@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from innsight._validation import check_bools, describe, is_int
 from innsight.methods.result import Result
+from innsight.plotting.layout import check_layout, input_beside
 from innsight.plotting.merge import merge_panels
 from innsight.plotting.selection import (
     MAX_FACETS,
@@ -158,7 +160,7 @@ def _warn_many_facets(panels: list[Panel]) -> None:
 def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
          aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
          show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-         top_k: int | None = None) -> Any:
+         top_k: int | None = None, layout: str = "facets") -> Any:
     """Plot the explanation of samples, one facet per sample and selected output node.
 
     Parameters
@@ -214,6 +216,13 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
         Tabular inputs: show only the ``top_k`` features of largest mean
         ``|value|`` over the facets shown, largest first (give the number of
         features to sort them all).
+    layout : {"facets", "side_by_side"}
+        ``"facets"``: one facet per sample and output node. ``"side_by_side"``
+        (image inputs): one row per sample, its input image in greys in a first
+        column ``"input"``, then its heatmaps, as Captum's
+        ``visualize_image_attr_multiple`` shows an image beside its attribution
+        (with ``show_input=True`` the heatmaps are drawn over the input too).
+        Other inputs of the model keep their facets.
 
     Returns
     -------
@@ -221,9 +230,13 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
     """
     check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
                 show_input=show_input, normalize=normalize)
+    beside = isinstance(layout, str) and layout == "side_by_side"
     panels, label, title = _panels(result, lambda res: local_panels(
-        res, data_idx, output_idx, output_label, aggr_channels, show_input))
+        res, data_idx, output_idx, output_label, aggr_channels, show_input or beside))
     panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=True)
+    if check_layout(layout, panels) == "side_by_side":
+        panels = [input_beside(p, p.inputs, show_input) if p.kind == "image"
+                  else replace(p, inputs=p.inputs if show_input else None) for p in panels]
     _warn_many_facets(panels)
     return _renderer(as_plotly).plot_local(panels, label, title,
                                            _limits(panels, same_scale or normalize), show_preds)

@@ -38,6 +38,8 @@ OVERLAY_COLORSCALE = (
 LINE_COLORSCALE = [[0.0, NEGATIVE], [0.5, LINE_MIDDLE], [1.0, POSITIVE]]
 #: An input image under its values: light greys, as in the plotnine renderer.
 GREYS = [[0.0, _rgba("#000000", 1 - INPUT_DARKEST)], [1.0, "white"]]
+#: An input image alone (``layout="side_by_side"``): black to white.
+GREYS_FULL = [[0.0, "black"], [1.0, "white"]]
 CELL_PX = 260
 #: Width per feature of bars and boxes, so that many features keep readable labels
 #: (a facet is at most MAX_CELL_PX wide; ``top_k`` shows fewer).
@@ -54,9 +56,10 @@ def _nodes(panel: Panel) -> list[str]:
     return ["samples x output nodes"] if is_mosaic(panel) else panel.node_labels
 
 
-def _grey(z: np.ndarray, x: Any, y: Any) -> Any:
-    """An input image's grey levels ``z`` in [0, 1], drawn under its values."""
-    return go.Heatmap(z=z, x=x, y=y, colorscale=GREYS, zmin=0, zmax=1, showscale=False,
+def _grey(z: np.ndarray, x: Any, y: Any, scale: list[list[Any]] | None = None) -> Any:
+    """An input image's grey levels ``z`` in [0, 1], drawn under its values (light greys)
+    or, with ``scale`` :data:`GREYS_FULL`, alone beside them."""
+    return go.Heatmap(z=z, x=x, y=y, colorscale=scale or GREYS, zmin=0, zmax=1, showscale=False,
                       hoverinfo="skip")
 
 
@@ -225,6 +228,12 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             layout[f"xaxis{suffix}"].update(x_axis)
             layout[f"yaxis{suffix}"].update(y_axis)
             layout.setdefault("shapes", []).extend(_separators(p, suffix))
+            continue
+        if p.beside is not None and j == 0:  # layout="side_by_side": the input image
+            traces.append(_grey(p.beside[i], p.x_labels, p.y_labels, GREYS_FULL).update(
+                xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+            layout[f"yaxis{suffix}"].update(autorange="reversed", nticks=6)
+            layout[f"xaxis{suffix}"].update(nticks=6, tickangle=0)
             continue
         values = p.array[..., j] if not per_sample else p.array[i, ..., j]
         if not per_sample and p.kind == "image":

@@ -59,6 +59,13 @@ class Panel:
     inputs: np.ndarray | None = None
     channel_labels: list[str] | None = None  # signals and images: the input's channels
     group: int = 1  # facet columns per output node: the results drawn side by side
+    #: Images ``(n, H, W)`` in grey levels drawn in the first facet column, beside the
+    #: heatmaps (``layout="side_by_side"``, see :mod:`innsight.plotting.layout`).
+    beside: np.ndarray | None = None
+    #: ``plot_global(ref_data_idx=...)``: one sample's values drawn over the box plots,
+    #: ``(*positions, n_nodes)`` as one sample of ``array``, and its id.
+    highlight: np.ndarray | None = None
+    highlight_id: int | None = None
 
 
 #: Most facet columns in one row; more output nodes wrap into further rows, each row
@@ -69,6 +76,8 @@ MAX_COLUMNS = 6
 def facet_columns(panel: Panel) -> int:
     """Facet columns of a panel: all its nodes when they fit in :data:`MAX_COLUMNS`,
     else as few rows as needed, balanced (10 nodes: 2 rows of 5)."""
+    if panel.beside is not None:  # one row per sample: its input, then its heatmaps
+        return len(panel.node_labels)
     nodes, group = len(panel.node_labels) // panel.group, panel.group
     per_row = max(1, MAX_COLUMNS // group)
     rows = -(-nodes // per_row)
