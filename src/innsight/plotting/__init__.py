@@ -245,7 +245,8 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
 def plot_global(result: Results, output_idx: Any = None, output_label: Any = None,
                 data_idx: Any = "all", aggr_channels: AggrChannels = "sum",
                 preprocess_fun: Callable[[Any], Any] | None = abs, as_plotly: bool = False,
-                normalize: bool = False, top_k: int | None = None) -> Any:
+                normalize: bool = False, top_k: int | None = None,
+                ref_data_idx: int | None = None) -> Any:
     """Plot the explanations summarised over samples, one facet per output node.
 
     Tabular and signal inputs give box plots per feature (position) over the
@@ -256,12 +257,16 @@ def plot_global(result: Results, output_idx: Any = None, output_label: Any = Non
     ``>= 0`` (magnitudes) are drawn with a sequential colour scale from 0.
     ``normalize`` scales each output node's facet (over all samples) to its
     largest magnitude; ``top_k`` keeps the tabular features of largest mean
-    preprocessed value. Other arguments as in :func:`plot` (several named results
-    are drawn side by side).
+    preprocessed value. ``ref_data_idx`` (an int, as innsight R's
+    ``boxplot(ref_data_idx=)``) highlights that sample among the box plots of
+    tabular and signal inputs: its values, preprocessed and aggregated alike, as
+    orange points (joined by a line along signals); the caption (plotly: legend)
+    names it. Other arguments as in :func:`plot` (several named results are drawn
+    side by side).
     """
     check_bools(as_plotly=as_plotly, normalize=normalize)
     panels, label, title = _panels(result, lambda res: global_panels(
-        res, output_idx, output_label, data_idx, aggr_channels, preprocess_fun))
+        res, output_idx, output_label, data_idx, aggr_channels, preprocess_fun, ref_data_idx))
     if preprocess_fun is not None:  # say what was plotted: |gradient|, sqrt(gradient), ...
         name = getattr(preprocess_fun, "__name__", "preprocessed")
         label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"

@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go  # checked by innsight.plotting._renderer
 from plotly.subplots import make_subplots
 
-from innsight.plotting.colours import (INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
+from innsight.plotting.colours import (HIGHLIGHT, INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
                                        OVERLAY_POSITIVE, POSITIVE, overlay_opacity)
 from innsight.plotting.selection import Panel, axis_titles, facet_cell, is_mosaic, mosaic, nonnegative
 
@@ -190,6 +190,22 @@ def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str
     return traces
 
 
+def _highlight(panel: Panel, j: int, show_legend: set[str]) -> list[Any]:
+    """``plot_global(ref_data_idx=...)``: the sample's values for node ``j`` as orange
+    markers over the boxes (a line along signals, one per channel kept)."""
+    assert panel.highlight is not None
+    values = panel.highlight[..., j]
+    name = f"sample {panel.highlight_id}"
+    legend = name not in show_legend
+    show_legend.add(name)
+    mode = "lines+markers" if panel.kind == "signal" else "markers"
+    x = np.asarray(panel.x_labels, dtype=object)
+    return [go.Scatter(x=x, y=v, mode=mode, name=name, legendgroup=name, showlegend=legend and c == 0,
+                       marker={"color": HIGHLIGHT, "size": 7}, line={"color": HIGHLIGHT, "width": 1.5},
+                       hoverinfo="text", hovertext=_hover(x, v, None))
+            for c, v in enumerate(values if values.ndim == 2 else values[None])]
+
+
 def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
     value_name = value_name.replace("\n", "<br>")
@@ -243,6 +259,9 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
         for trace in _traces(p, values, pred, axes.get(id(p), "coloraxis"), legend,
                              box=not per_sample, inputs=inputs):
             traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+        if p.highlight is not None:
+            traces += [trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+                       for trace in _highlight(p, j, legend)]
         input_line = p.kind == "signal" and inputs is not None
         if input_line:  # the y axis is the input's; the values are colours
             values = inputs

@@ -17,6 +17,7 @@ import plotnine as p9
 from plotnine.composition import Beside, Stack
 
 from innsight.plotting.colours import (
+    HIGHLIGHT,
     INPUT_DARKEST,
     LINE_MIDDLE,
     MIDDLE,
@@ -32,6 +33,7 @@ from innsight.plotting.selection import (
     axis_titles,
     facet_cell,
     facet_columns,
+    highlight_frame,
     input_frame,
     is_mosaic,
     is_wrapped,
@@ -275,7 +277,21 @@ def _global(panel: Panel, value_name: str, limits: tuple[float, float] | None,
             + p9.scale_x_discrete(labels=lambda xs: [
                 panel.x_labels[int(float(x)) - 1] if int(float(x)) in keep else "" for x in xs])
             + _labs(panel, value_name) + _facet(panel, free_y=True, rows=False))
-    return plot + _theme(panel, per_sample=False)
+    return plot + _highlight_layers(panel) + _theme(panel, per_sample=False)
+
+
+def _highlight_layers(panel: Panel) -> list[Any]:
+    """``plot_global(ref_data_idx=...)``: the sample's values as orange points over the
+    boxes, joined along signals, named in the caption."""
+    if panel.highlight is None:
+        return []
+    frame = highlight_frame(panel)
+    group = {"group": "channel"} if "channel" in frame else {"group": 1}
+    line = [p9.geom_line(frame, p9.aes("factor(x)", "value", **group), color=HIGHLIGHT,
+                         inherit_aes=False, size=0.6)] if panel.kind == "signal" else []
+    return [*line, p9.geom_point(frame, p9.aes("factor(x)", "value"), color=HIGHLIGHT,
+                                 inherit_aes=False, size=1.8),
+            p9.labs(caption=f"orange: sample {panel.highlight_id}")]
 
 
 def _compose(panels: list[Panel], draw: Callable[[Panel], p9.ggplot], title: str) -> Any:
