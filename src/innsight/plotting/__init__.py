@@ -135,7 +135,9 @@ def _panels(result: Results, make_panels: Callable[[Result], list[Panel]]) -> tu
     panels = merge_panels({name: make_panels(res) for name, res in named.items()})
     methods = dict.fromkeys(res.method for res in named.values())
     labels = dict.fromkeys(value_label(res) for res in named.values())
-    return panels, " / ".join(labels), f"{', '.join(methods)}: {', '.join(named)}"
+    title = ", ".join(named) if list(methods) == list(named) else \
+        f"{', '.join(methods)}: {', '.join(named)}"  # results named by their methods: once
+    return panels, " / ".join(labels), title
 
 
 def _warn_many_facets(panels: list[Panel]) -> None:
