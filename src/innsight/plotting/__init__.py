@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
@@ -237,8 +236,7 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
         res, data_idx, output_idx, output_label, aggr_channels, show_input or beside))
     panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=True)
     if check_layout(layout, panels) == "side_by_side":
-        panels = [input_beside(p, p.inputs, show_input) if p.kind == "image"
-                  else replace(p, inputs=p.inputs if show_input else None) for p in panels]
+        panels = [input_beside(p, overlay=show_input) for p in panels]
     _warn_many_facets(panels)
     return _renderer(as_plotly).plot_local(panels, label, title,
                                            _limits(panels, same_scale or normalize), show_preds)

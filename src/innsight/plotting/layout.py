@@ -41,12 +41,14 @@ def check_layout(layout: object, panels: list[Panel]) -> str:
     return layout
 
 
-def input_beside(panel: Panel, images: np.ndarray, overlay: bool) -> Panel:
-    """An image panel with the grey levels ``images`` ``(n, H, W)`` of its samples as a
-    first facet column :data:`INPUT_COLUMN` (values NaN there, no info box); the values
-    stay over the input too where ``overlay``. Other kinds are returned unchanged."""
+def input_beside(panel: Panel, overlay: bool) -> Panel:
+    """An image panel with the grey levels of its samples' inputs (``panel.inputs``,
+    ``(n, H, W)``) as a first facet column :data:`INPUT_COLUMN` (values NaN there, no
+    info box); the values stay over the input too where ``overlay``. Other kinds keep
+    their inputs only where ``overlay``."""
     if panel.kind != "image":
-        return panel
+        return replace(panel, inputs=panel.inputs if overlay else None)
+    images = panel.inputs
     labels = [INPUT_COLUMN, *panel.node_labels]
     empty = np.full((*panel.array.shape[:-1], 1), np.nan)
     facets = pd.DataFrame({"data": panel.data_ids, "output_node": INPUT_COLUMN, "pred": np.nan,
@@ -60,4 +62,3 @@ def input_beside(panel: Panel, images: np.ndarray, overlay: bool) -> Panel:
     return replace(panel, node_labels=labels, array=np.concatenate([empty, panel.array], axis=-1),
                    facets=facets.reset_index(drop=True), frame=frame, beside=images,
                    inputs=panel.inputs if overlay else None)
-

@@ -164,7 +164,7 @@ def _beside_layers(panel: Panel) -> list[Any]:
     opacity ``1 - grey`` over the white panel, so greys go from black to white."""
     if panel.beside is None:
         return []
-    n, height, width = panel.beside.shape
+    height = panel.beside.shape[1]
     sample, row, col = np.indices(panel.beside.shape).reshape(3, -1)
     frame = pd.DataFrame({
         "data": np.asarray(panel.data_ids)[sample], "x": col + 1, "y": height - row,
