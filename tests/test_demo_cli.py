@@ -250,7 +250,7 @@ BAD_CALLS = [
     (["convert", "{notes.txt}"], "MODEL must be a .onnx, .keras, .pt2 file"),
     (["convert", "{corrupt.pt2}"], "cannot be read as a torch.export program"),
     (["convert", "{corrupt.onnx}"], "cannot be read as an ONNX model"),
-    (["convert", "{corrupt.keras}"], "exists but is no .keras file"),
+    (["convert", "{corrupt.keras}"], "exists but is no Keras file"),
     (["explain", "{iris.onnx}", "--data", "{notes.txt}", "--method", "LRP"], "--data must be a"),
     (["explain", "{iris.onnx}", "--data", "{two.npz}", "--method", "LRP"], "must hold one array"),
     (["explain", "{iris.onnx}", "--data", "{text.csv}", "--method", "LRP"], "text in columns"),

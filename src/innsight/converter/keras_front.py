@@ -88,7 +88,7 @@ def load_keras_file(path: Any) -> Any:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`model`: no Keras file at {path!r}.")
     if not zipfile.is_zipfile(path):  # Keras would say "File not found"
-        raise ConversionError(f"`model` {path!r} exists but is no .keras file: a .keras file "
+        raise ConversionError(f"`model` {path!r} exists but is no Keras file: a .keras file "
                               "is the zip archive that keras.Model.save writes; this one "
                               "cannot be opened as a zip archive (corrupt or another format).")
     try:
