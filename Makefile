@@ -33,6 +33,8 @@ demo: $(VENV)/.installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make browser: chromium is missing; installing Debian's chromium package with" \
+	      "apt-get as root (for tests/plotting/test_browser.py)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "chromium not found and not root: tests/plotting/test_browser.py will fail"; fi; }

@@ -12,7 +12,10 @@ whole, whose ATen form moves the batch axis) and ``torch.export`` where that fai
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,20 +97,39 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
     """The model dict of a traced graph of ``model``, after one run on random inputs that
     records every node's shape (on fake tensors where the graph allows)."""
     examples = random_inputs(model, dims, TRACE_BATCH)
+    printed = io.StringIO()  # ShapeProp prints the traceback of a failing node to stderr
     try:
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.redirect_stderr(printed):
             try:
                 _ShapeAndValueProp(graph_module, fake=True).propagate(*examples)
             except Exception:  # an operation fake tensors cannot run (reading data)
                 _ShapeAndValueProp(graph_module, fake=False).propagate(*examples)
+        sys.stderr.write(printed.getvalue())  # what the model printed, e.g. warnings
     except Exception as err:  # the user's model raised: report it with the shapes we used
         cause = err.__cause__ or err  # the interpreter wraps the model's own error
-        raise ConversionError(
-            f"Running {type(model).__name__} on random inputs of shape(s) "
-            f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + `input_dim`) "
-            f"failed: {cause}. Check `input_dim` (no batch axis, channels first)."
-        ) from err
+        message = (f"Running {type(model).__name__} on random inputs of shape(s) "
+                   f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + "
+                   f"`input_dim`) failed: {cause}. Check `input_dim` (no batch axis, "
+                   "channels first).")
+        if _fails_on(model, examples):  # the inputs are wrong, not the trace: no chain
+            raise InputsRefused.hiding(message, err) from None
+        raise ConversionError(message) from err
     return _Translator(graph_module, dims).describe()
+
+
+class InputsRefused(ConversionError):
+    """The model itself raised on inputs of the shapes ``input_dim`` gives (the message
+    says so; the model's error is :attr:`ConversionError.internal`)."""
+
+
+def _fails_on(model: nn.Module, examples: list[Tensor]) -> bool:
+    """Whether ``model`` raises on ``examples`` (then no tracer can help)."""
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(*examples)
+    except Exception:  # any error the user's code raises
+        return True
+    return False
 
 
 def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]]) -> dict[str, Any]:
@@ -115,6 +137,8 @@ def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]]) -> dic
     converted, the graph of ``torch.export``; both reasons where neither converts."""
     try:
         return _describe_graph(model, _trace(model, len(dims)), dims)
+    except InputsRefused:
+        raise
     except ConversionError as fx_error:
         try:
             return _describe_graph(model, _export(model, dims), dims)

@@ -12,6 +12,9 @@ coalition) are stacked into chunks of at most ``batch_size``.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +109,39 @@ def feature_players(setup: Setup, feature_groups: Any) -> Players:
         ids.append((sample if setup.channels_first else to_channels_first(sample)).flatten())
     _, group = torch.unique(torch.cat(ids), return_inverse=True)
     return Players(group, torch.bincount(group))
+
+
+#: More players than this make the agnostic methods slow and their values noisy ...
+MANY_PLAYERS = 256
+#: ... when samples x ``n`` x players reaches this (SHAP evaluates the model that many
+#: times; LIME fits a regression with as many coefficients per sample).
+SLOW_WORK = 10_000
+
+
+def warn_if_slow(method: str, players: Players, n_data: int, n: int, grouped: bool) -> None:
+    """Warn before the work starts when there are many players and much work, saying to
+    group the input entries with ``feature_groups``."""
+    g = players.count
+    if g <= MANY_PLAYERS or n_data * n * g < SLOW_WORK:
+        return
+    what = "feature groups" if grouped else "input entries (every one a player)"
+    evaluations = n_data * n * (g - 1) if method == "SHAP" else n_data * n
+    warnings.warn(
+        f"{method} of {n_data} sample(s) with n={n} and {g} players ({what}) is slow: about "
+        f"{evaluations:,} model evaluations{'' if method == 'SHAP' else f' and a regression on {g} coefficients per sample'}, "
+        "and its values are noisy. Group the entries into fewer players with `feature_groups`, "
+        "e.g. 8x8 patches of an (H, W) image: rows, cols = np.indices((H, W)) // 8; "
+        "feature_groups = rows * (W // 8 + 1) + cols.", UserWarning, stacklevel=_user_level())
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` that makes a warning from the caller point to the first frame
+    outside innsight (the user's call, however deep the method's frames are)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> Explanation:
@@ -285,7 +321,9 @@ class SHAP(AgnosticMethod):
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any, feature_groups: Any) -> Explanation:
         n = check_positive_int(n, "n")
-        return explain_shap(setup, _background(setup, data_ref), n, feature_players(setup, feature_groups))
+        background, players = _background(setup, data_ref), feature_players(setup, feature_groups)
+        warn_if_slow("SHAP", players, setup.data[0].shape[0], n, feature_groups is not None)
+        return explain_shap(setup, background, n, players)
 
 
 class LIME(AgnosticMethod):
@@ -337,8 +375,10 @@ class LIME(AgnosticMethod):
             raise ValueError(f"`kernel_width` must be a positive number or None, got {describe(kernel_width)}.")
         if not is_number(alpha) or not alpha >= 0:
             raise ValueError(f"`alpha` must be a number >= 0, got {describe(alpha)}.")
-        return Explanation(explain_lime(setup, _background(setup, data_ref), n,
-                                        float(kernel_width), float(alpha), players))
+        background = _background(setup, data_ref)
+        warn_if_slow("LIME", players, setup.data[0].shape[0], n, feature_groups is not None)
+        return Explanation(explain_lime(setup, background, n, float(kernel_width), float(alpha),
+                                        players))
 
 
 run_shap = runner(SHAP, "run_shap")

@@ -423,9 +423,21 @@ def runner(cls: type[M], name: str) -> Callable[..., M]:
     run.__name__ = run.__qualname__ = name
     run.__module__ = cls.__module__
     run.__doc__ = (f"Run :class:`{cls.__name__}` and return its result (the method object).\n\n"
-                   f"{inspect.getdoc(cls)}")
+                   f"{inspect.getdoc(cls)}\n\n{SHARED_HEADING}\n{shared_parameters(cls)}")
     run.__signature__ = method_signature(cls)  # type: ignore[attr-defined]
     return run
+
+
+SHARED_HEADING = "Shared parameters (every method)\n--------------------------------"
+
+
+def shared_parameters(cls: type[InterpretingMethod]) -> str:
+    """The parameters sections of the docs of ``cls``'s bases down to
+    :class:`InterpretingMethod` (e.g. LIME's ``model`` and ``pred_fun``, then the
+    arguments of every method), which ``run_*`` docstrings end with."""
+    bases = cls.__mro__[1:cls.__mro__.index(InterpretingMethod) + 1]
+    sections = [(inspect.getdoc(base) or "").partition("----------\n")[2] for base in bases]
+    return "\n".join(section.split("\n\n")[0] for section in sections if section)
 
 
 def method_signature(cls: type[InterpretingMethod]) -> inspect.Signature:

@@ -52,8 +52,13 @@ class ConnectionWeights(InterpretingMethod):
     """Global importance: sums over all paths of the products of weights (Olden et al. 2004).
 
     ``data`` is optional: without it (``data=None``) the result holds one row,
-    the global importance, and NaN predictions. With ``times_input=True`` the
-    importance is multiplied by each sample (a local variant), which needs data.
+    the global importance, and NaN predictions.
+
+    Parameters
+    ----------
+    times_input : bool
+        Multiply the importance by each sample (a local variant), which needs data.
+
     Further parameters: see :class:`InterpretingMethod`.
     """
 

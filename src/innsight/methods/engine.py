@@ -11,13 +11,15 @@ products are summed into one result row per sample. Memory is bounded by
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from innsight.methods.targets import Targets
 
@@ -57,11 +59,36 @@ class Chunk:
 Augmenter = Callable[[Chunk], tuple[list[Tensor], list[Tensor] | None]]
 
 
+#: Fewest chunks that get a progress bar: shorter work is done before a bar says anything.
+MIN_CHUNKS_FOR_BAR = 4
+
+
+def in_notebook() -> bool:
+    """Whether the code runs in a Jupyter kernel (an IPython shell over ZMQ)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress(steps: Iterable[Any], total: int, verbose: bool, desc: str) -> Iterable[Any]:
+    """``steps`` behind a tqdm bar when ``verbose`` and there are at least
+    :data:`MIN_CHUNKS_FOR_BAR` of them; in a notebook with ipywidgets the widget bar,
+    elsewhere the text bar on stderr. tqdm is imported only when a bar is drawn."""
+    if not verbose or total < MIN_CHUNKS_FOR_BAR:
+        return steps
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(steps, total=total, desc=desc, leave=False)
+
+
 def row_chunks(n_rows: int, size: int, verbose: bool = False,
                desc: str = "batches") -> Iterator[slice]:
-    """Rows ``0..n_rows`` in consecutive slices of at most ``size``, behind one tqdm bar
-    (shown when ``verbose``)."""
-    for start in tqdm(range(0, n_rows, size), disable=not verbose, desc=desc, leave=False):
+    """Rows ``0..n_rows`` in consecutive slices of at most ``size``, behind a progress
+    bar when ``verbose`` and the slices are many (see :func:`progress`)."""
+    starts = range(0, n_rows, size)
+    for start in progress(starts, len(starts), verbose, desc):
         yield slice(start, min(start + size, n_rows))
 
 

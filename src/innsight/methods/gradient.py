@@ -182,7 +182,11 @@ def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
 class Gradient(InterpretingMethod):
     """The gradient of each output node w.r.t. the input, ``d f(x) / d x``.
 
-    With ``times_input=True``, gradient times input (Shrikumar et al. 2016).
+    Parameters
+    ----------
+    times_input : bool
+        Gradient times input (Shrikumar et al. 2016) instead of the gradient.
+
     Further parameters: see :class:`InterpretingMethod`.
     """
 
@@ -201,9 +205,17 @@ class Gradient(InterpretingMethod):
 class SmoothGrad(InterpretingMethod):
     """Mean gradient over ``n`` noisy copies ``x + e``, ``e ~ N(0, s^2)`` (Smilkov et al. 2017).
 
-    ``s = noise_level * (max(x) - min(x))`` per sample (``noise_level`` where
-    the range is 0). ``times_input`` multiplies each gradient by its noisy
-    input before averaging. Further parameters: see :class:`InterpretingMethod`.
+    Parameters
+    ----------
+    n : int
+        Noisy copies per sample.
+    noise_level : float
+        ``s = noise_level * (max(x) - min(x))`` per sample (``noise_level`` where
+        the range is 0).
+    times_input : bool
+        Multiply each gradient by its noisy input before averaging.
+
+    Further parameters: see :class:`InterpretingMethod`.
     """
 
     method_name = "SmoothGrad"
@@ -223,7 +235,15 @@ class SmoothGrad(InterpretingMethod):
 class IntegratedGradient(InterpretingMethod):
     """``(x - x') * mean_{k=1..n} grad f(x' + (k/n)(x - x'))`` (Sundararajan et al. 2017).
 
-    ``x_ref`` defaults to zeros and may be one sample or one per data sample.
+    Parameters
+    ----------
+    x_ref : optional
+        The reference ``x'``: zeros by default, one sample, or one per data sample.
+    n : int
+        Points on the straight path from ``x'`` to ``x`` (right Riemann sum).
+    times_input : bool
+        Multiply by ``x - x'`` (the attribution); ``False`` keeps the mean gradient.
+
     The values of a sample sum to about ``f(x) - f(x')`` (the decomposition
     goal), closer as ``n`` grows. Further parameters: see :class:`InterpretingMethod`.
     """
@@ -244,7 +264,14 @@ class IntegratedGradient(InterpretingMethod):
 class ExpectedGradient(InterpretingMethod):
     """Mean over ``n`` draws of ``(x - r) * grad f(r + a(x - r))`` (Erion et al. 2021).
 
-    ``r`` is drawn from ``data_ref`` (default: the data itself), ``a ~ U(0, 1)``.
+    Parameters
+    ----------
+    data_ref : optional
+        The references ``r`` are drawn from (default: the data itself), in the
+        layout of ``data``.
+    n : int
+        Draws of ``(r, a)`` per sample, ``a ~ U(0, 1)``.
+
     The values sum to about ``f(x) - mean f(data_ref)``. Further parameters:
     see :class:`InterpretingMethod`.
     """

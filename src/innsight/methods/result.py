@@ -96,26 +96,29 @@ class Result:
     def plot(self, data_idx: int = 0, output_idx: Any = None, output_label: Any = None,
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = False,
              show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-             top_k: int | None = None) -> Any:
+             top_k: int | None = None, layout: str = "facets") -> Any:
         """Plot one sample's explanation per selected output node (see :func:`innsight.plotting.plot`)."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
 
         return plotting.plot(self, data_idx=data_idx, output_idx=output_idx,
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
-                             show_input=show_input, normalize=normalize, top_k=top_k)
+                             show_input=show_input, normalize=normalize, top_k=top_k,
+                             layout=layout)
 
     def plot_global(self, output_idx: Any = None, output_label: Any = None,
                     data_idx: Any = "all", aggr_channels: Any = "sum",
                     preprocess_fun: Callable[[Any], Any] = abs, as_plotly: bool = False,
-                    normalize: bool = False, top_k: int | None = None) -> Any:
+                    normalize: bool = False, top_k: int | None = None,
+                    ref_data_idx: int | None = None) -> Any:
         """Plot the explanations summarised over samples (see :mod:`innsight.plotting`)."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
 
         return plotting.plot_global(self, output_idx=output_idx, output_label=output_label,
                                     data_idx=data_idx, aggr_channels=aggr_channels,
                                     preprocess_fun=preprocess_fun, as_plotly=as_plotly,
-                                    normalize=normalize, top_k=top_k)
+                                    normalize=normalize, top_k=top_k,
+                                    ref_data_idx=ref_data_idx)
 
     def boxplot(self, *args: Any, **kwargs: Any) -> Any:
         """Alias of :meth:`plot_global`; warns for image inputs (drawn as mean heatmaps)."""
