@@ -12,10 +12,7 @@ whole, whose ATen form moves the batch axis) and ``torch.export`` where that fai
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import io
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,14 +94,12 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
     """The model dict of a traced graph of ``model``, after one run on random inputs that
     records every node's shape (on fake tensors where the graph allows)."""
     examples = random_inputs(model, dims, TRACE_BATCH)
-    printed = io.StringIO()  # ShapeProp prints the traceback of a failing node to stderr
     try:
-        with torch.no_grad(), contextlib.redirect_stderr(printed):
+        with torch.no_grad():
             try:
                 _ShapeAndValueProp(graph_module, fake=True).propagate(*examples)
             except Exception:  # an operation fake tensors cannot run (reading data)
                 _ShapeAndValueProp(graph_module, fake=False).propagate(*examples)
-        sys.stderr.write(printed.getvalue())  # what the model printed, e.g. warnings
     except Exception as err:  # the user's model raised: report it with the shapes we used
         cause = err.__cause__ or err  # the interpreter wraps the model's own error
         message = (f"Running {type(model).__name__} on random inputs of shape(s) "
