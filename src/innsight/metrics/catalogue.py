@@ -30,7 +30,9 @@ METRICS: dict[str, Callable[[], Metric]] = {
     "sensitivity_avg": partial(Sensitivity, aggregate="avg"),
     "completeness": Completeness,
     "randomization": Randomization,
+    "randomization_ssim": partial(Randomization, similarity="ssim"),
     "random_logit": RandomLogit,
+    "random_logit_ssim": partial(RandomLogit, similarity="ssim"),
     "sparseness": Sparseness,
     "complexity": Complexity,
 }
