@@ -17,11 +17,12 @@ from innsight.metrics.plots import curve_means, plot_curves, plot_table, table
 from innsight.metrics.randomisation import RandomLogit, Randomization
 from innsight.metrics.ranking import rank
 from innsight.metrics.recommender import DEFAULT_METHODS, RECOMMEND_METRICS, recommend
+from innsight.metrics.road import ROAD
 from innsight.metrics.robustness import Sensitivity
 
 __all__ = [
     "Completeness", "Complexity", "Curve", "DEFAULT_METHODS", "DEFAULT_METRICS", "Deletion",
-    "FaithfulnessCorrelation", "Infidelity", "Insertion", "METRICS", "Metric", "RandomLogit",
+    "FaithfulnessCorrelation", "Infidelity", "Insertion", "METRICS", "Metric", "ROAD", "RandomLogit",
     "RECOMMEND_METRICS", "Randomization", "Scores", "Sensitivity", "Sparseness", "curve_means",
     "evaluate", "gaussian_blur", "plot_curves", "plot_table", "rank", "recommend", "table",
 ]

@@ -15,6 +15,7 @@ from innsight.metrics.base import Metric
 from innsight.metrics.complexity import Completeness, Complexity, Sparseness
 from innsight.metrics.faithfulness import Deletion, FaithfulnessCorrelation, Infidelity, Insertion
 from innsight.metrics.randomisation import RandomLogit, Randomization
+from innsight.metrics.road import ROAD
 from innsight.metrics.robustness import Sensitivity
 
 LERF = "least_relevant_first"
@@ -24,6 +25,8 @@ METRICS: dict[str, Callable[[], Metric]] = {
     "deletion_lerf": partial(Deletion, order=LERF),
     "insertion": Insertion,
     "insertion_lerf": partial(Insertion, order=LERF),
+    "road": ROAD,
+    "road_lerf": partial(ROAD, order=LERF),
     "faithfulness_correlation": FaithfulnessCorrelation,
     "infidelity": Infidelity,
     "sensitivity_max": partial(Sensitivity, aggregate="max"),

@@ -56,6 +56,19 @@ def pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
     return (a * b).sum(dim) / ((a * a).sum(dim) * (b * b).sum(dim)).sqrt()
 
 
+def turns(scores: Tensor, order: str) -> Tensor:
+    """Each player's turn ``(n, n_targets, g)`` (int32, 0 first) in ``order`` of its
+    relevance ``scores`` ``(n, g, n_targets)``; ties in the order they come."""
+    ordered = scores.transpose(1, 2).argsort(dim=2, descending=order == ORDERS[0], stable=True)
+    return ordered.argsort(dim=2).to(torch.int32)
+
+
+def own_targets(out: Tensor, n: int, n_targets: int, m: int) -> Tensor:
+    """Of outputs ``(n * n_targets * m, n_targets)`` at rows ordered by sample, target and
+    step, each row's own target: ``(n, n_targets, m)``."""
+    return out.view(n, n_targets, m, n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
+
+
 def _spreader(players: Players, p: int) -> Callable[[Tensor], Tensor]:
     """Per-player masks ``(rows, g)`` as per-feature masks ``(rows, p)`` (no copy when
     every feature is its own player)."""
@@ -117,9 +130,7 @@ class _Flipping(_Perturbation):
         n, g, n_targets = subject.n_data, players.count, subject.n_targets
         scores = subject.values.new_zeros(n, g, n_targets).index_add_(1, players.group,
                                                                       subject.values)
-        order = scores.transpose(1, 2).argsort(dim=2, descending=self.order == ORDERS[0],
-                                                stable=True)
-        rank = order.argsort(dim=2).to(torch.int32)  # (n, n_targets, g): each player's turn
+        rank = turns(scores, self.order)
         spread = _spreader(players, x.shape[1])
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
         counts = torch.tensor([*range(0, g, step), g], device=x.device)  # players changed
@@ -136,9 +147,7 @@ class _Flipping(_Perturbation):
         curve = [ends[:n, :, None]]
         if m:
             out, _ = subject.evaluate_rows(n * n_targets * m, make, self.label)
-            target = torch.arange(n * n_targets * m, device=x.device) // m % n_targets
-            curve.append(out[torch.arange(len(out), device=x.device), target]
-                         .view(n, n_targets, m))
+            curve.append(own_targets(out, n, n_targets, m))
         curve.append(ends[n:, :, None])
         fraction = counts.to(x.dtype) / g
         y = torch.cat(curve, dim=2)
