@@ -60,7 +60,15 @@ def turns(scores: Tensor, order: str) -> Tensor:
     """Each player's turn ``(n, n_targets, g)`` (int32, 0 first) in ``order`` of its
     relevance ``scores`` ``(n, g, n_targets)``; ties in the order they come."""
     ordered = scores.transpose(1, 2).argsort(dim=2, descending=order == ORDERS[0], stable=True)
-    return ordered.argsort(dim=2).to(torch.int32)
+    turn = torch.arange(ordered.shape[2], dtype=torch.int32, device=ordered.device)
+    return torch.empty(ordered.shape, dtype=torch.int32, device=ordered.device).scatter_(
+        2, ordered, turn.expand_as(ordered))
+
+
+def rows_of(features: Tensor, sample: Tensor) -> Tensor:
+    """The rows ``sample`` of ``features`` ``(n, p)``; a shared ``(1, p)`` as it is (it
+    broadcasts)."""
+    return features if features.shape[0] == 1 else features.index_select(0, sample)
 
 
 def own_targets(out: Tensor, n: int, n_targets: int, m: int) -> Tensor:
@@ -92,7 +100,7 @@ class _Perturbation(Metric):
             check_positive(self.blur_sigma, "blur_sigma")
 
     def _inputs(self, subject: Subject) -> tuple[Tensor, Tensor]:
-        """The data and the baseline as features, each ``(n_data, p)``."""
+        """The data ``(n_data, p)`` and the baseline, ``(n_data, p)`` or shared ``(1, p)``."""
         x = subject.data(self.label)
         return x, baseline_features(self.baseline, subject.model_setup(self.label),
                                     self.blur_sigma)
@@ -133,17 +141,21 @@ class _Flipping(_Perturbation):
         rank = turns(scores, self.order)
         spread = _spreader(players, x.shape[1])
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
-        counts = torch.tensor([*range(0, g, step), g], device=x.device)  # players changed
+        # players changed, int32 like the turns (no promotion of the (rows, g) comparison)
+        counts = torch.tensor([*range(0, g, step), g], device=x.device, dtype=torch.int32)
         inner = counts[1:-1]
         m = len(inner)
 
-        def make(rows: Tensor) -> tuple[Tensor, None]:
-            sample, target, k = rows // (n_targets * m), rows // m % n_targets, rows % m
-            changed = rank[sample, target] < inner[k, None]  # (rows, g)
-            return torch.where(spread(changed), end[sample], start[sample]), None
+        turn = rank.view(n * n_targets, g)  # one row per curve
 
-        ends, _ = subject.evaluate_rows(2 * n, lambda rows: (torch.cat([start, end])[rows], None),
-                                        self.label)
+        def make(rows: Tensor) -> tuple[Tensor, None]:
+            curve, k = rows // m, rows % m  # curve = sample * n_targets + target
+            sample = curve // n_targets
+            changed = spread(turn.index_select(0, curve) < inner.index_select(0, k)[:, None])
+            return torch.where(changed, rows_of(end, sample), rows_of(start, sample)), None
+
+        both = torch.cat([start.expand_as(x), end.expand_as(x)])
+        ends, _ = subject.evaluate_rows(2 * n, lambda rows: (both[rows], None), self.label)
         curve = [ends[:n, :, None]]
         if m:
             out, _ = subject.evaluate_rows(n * n_targets * m, make, self.label)
@@ -229,7 +241,7 @@ class FaithfulnessCorrelation(_Perturbation):
             chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(
                 1, keys.topk(size, dim=1).indices.to(x.device), True))
             relevance = (subject.values[sample] * chosen[..., None]).sum(1)
-            return torch.where(chosen, base[sample], x[sample]), relevance
+            return torch.where(chosen, rows_of(base, sample), x[sample]), relevance
 
         out, relevance = subject.evaluate_rows(len(x) * self.n, make, self.label)
         drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out

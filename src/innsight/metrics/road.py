@@ -78,7 +78,8 @@ class ROAD(Metric):
         pixels = subject.values.view(n, c, h * w, n_targets).sum(1)  # (n, h * w, n_targets)
         rank = turns(pixels, self.order)
         step = self.features_in_step or math.ceil(h * w / DEFAULT_STEPS)
-        counts = torch.arange(0, h * w, step, device=x.device)  # pixels removed, never all
+        # pixels removed, never all; int32 like the turns
+        counts = torch.arange(0, h * w, step, device=x.device, dtype=torch.int32)
         inner = counts[1:]
         m = len(inner)
         generator = subject.generator()
