@@ -17,7 +17,8 @@
   without normalisation).
 
 Every perturbed input of every sample, explained output node and step is a row of
-one stacked batch, built and evaluated ``batch_size`` rows at a time.
+one stacked batch, built and evaluated ``batch_size`` rows at a time (a curve's
+unchanged and fully changed inputs are rows of it too, once per explained output).
 """
 
 from __future__ import annotations
@@ -71,9 +72,24 @@ def rows_of(features: Tensor, sample: Tensor) -> Tensor:
     return features if features.shape[0] == 1 else features.index_select(0, sample)
 
 
-def own_targets(out: Tensor, n: int, n_targets: int, m: int) -> Tensor:
-    """Of outputs ``(n * n_targets * m, n_targets)`` at rows ordered by sample, target and
-    step, each row's own target: ``(n, n_targets, m)``."""
+def curve_outputs(subject: Subject, rank: Tensor, counts: Tensor, metric: str,
+                  inputs: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The curves ``(n, n_targets, len(counts))``: the explained output at each step, where
+    the players whose turn ``rank`` ``(n, n_targets, g)`` is below ``counts[step]`` are
+    changed. ``inputs(sample, changed)`` builds the rows' inputs ``(rows, p)`` from their
+    samples ``(rows,)`` and changed players ``(rows, g)``. Every step of every curve is one
+    row (the start and end once per explained output), ``batch_size`` rows at a time."""
+    n, n_targets, g = rank.shape
+    m = len(counts)
+    turn = rank.reshape(n * n_targets, g)  # one row per curve
+
+    def make(rows: Tensor) -> tuple[Tensor, None]:
+        curve, k = rows // m, rows % m  # curve = sample * n_targets + target
+        changed = turn.index_select(0, curve) < counts.index_select(0, k)[:, None]
+        return inputs(curve // n_targets, changed), None
+
+    out, _ = subject.evaluate_rows(n * n_targets * m, make, metric)
+    # each row's own target: (n, n_targets, m, n_targets) -> (n, n_targets, m)
     return out.view(n, n_targets, m, n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
 
 
@@ -143,26 +159,9 @@ class _Flipping(_Perturbation):
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
         # players changed, int32 like the turns (no promotion of the (rows, g) comparison)
         counts = torch.tensor([*range(0, g, step), g], device=x.device, dtype=torch.int32)
-        inner = counts[1:-1]
-        m = len(inner)
-
-        turn = rank.view(n * n_targets, g)  # one row per curve
-
-        def make(rows: Tensor) -> tuple[Tensor, None]:
-            curve, k = rows // m, rows % m  # curve = sample * n_targets + target
-            sample = curve // n_targets
-            changed = spread(turn.index_select(0, curve) < inner.index_select(0, k)[:, None])
-            return torch.where(changed, rows_of(end, sample), rows_of(start, sample)), None
-
-        both = torch.cat([start.expand_as(x), end.expand_as(x)])
-        ends, _ = subject.evaluate_rows(2 * n, lambda rows: (both[rows], None), self.label)
-        curve = [ends[:n, :, None]]
-        if m:
-            out, _ = subject.evaluate_rows(n * n_targets * m, make, self.label)
-            curve.append(own_targets(out, n, n_targets, m))
-        curve.append(ends[n:, :, None])
+        y = curve_outputs(subject, rank, counts, self.label, lambda sample, changed: torch.where(
+            spread(changed), rows_of(end, sample), rows_of(start, sample)))
         fraction = counts.to(x.dtype) / g
-        y = torch.cat(curve, dim=2)
         return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))
 
 

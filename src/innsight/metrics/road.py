@@ -20,12 +20,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from innsight._validation import describe, is_number
 from innsight.metrics.base import Curve, Metric, Scores, check_choice
-from innsight.metrics.faithfulness import (DEFAULT_STEPS, ORDERS, outputs_at_data,
-                                           own_targets, turns)
+from innsight.metrics.faithfulness import DEFAULT_STEPS, ORDERS, curve_outputs, turns
 from innsight.metrics.imputation import linear_imputation
 from innsight.metrics.subject import Subject
 from innsight.methods.base import check_positive_int
@@ -80,21 +78,10 @@ class ROAD(Metric):
         step = self.features_in_step or math.ceil(h * w / DEFAULT_STEPS)
         # pixels removed, never all; int32 like the turns
         counts = torch.arange(0, h * w, step, device=x.device, dtype=torch.int32)
-        inner = counts[1:]
-        m = len(inner)
+        images = x.view(n, c, h, w)
         generator = subject.generator()
-
-        def make(rows: Tensor) -> tuple[Tensor, None]:
-            sample, target, k = rows // (n_targets * m), rows // m % n_targets, rows % m
-            removed = (rank[sample, target] < inner[k, None]).view(-1, h, w)
-            images = x[sample].view(-1, c, h, w)
-            return linear_imputation(images, removed, self.noise, generator).flatten(1), None
-
-        curve = [outputs_at_data(subject, self.label)[:, :, None]]
-        if m:
-            out, _ = subject.evaluate_rows(n * n_targets * m, make, self.label)
-            curve.append(own_targets(out, n, n_targets, m))
+        y = curve_outputs(subject, rank, counts, self.label, lambda sample, removed: (
+            linear_imputation(images.index_select(0, sample), removed.view(-1, h, w),
+                              self.noise, generator).flatten(1)))
         fraction = counts.to(x.dtype) / (h * w)
-        y = torch.cat(curve, dim=2)
-        area = torch.trapezoid(y, fraction, dim=2) if m else torch.zeros_like(y[..., 0])
-        return Scores(area, Curve(fraction, y))
+        return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))
