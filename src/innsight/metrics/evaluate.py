@@ -78,7 +78,7 @@ def evaluate(
     >>> scores.pivot_table(index="method", columns="metric", values="value")  # doctest: +SKIP
     """
     subjects = _named_results(results)
-    chosen = _metrics(metrics)
+    chosen = check_metrics(metrics)
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
     if seed is not None and not is_int(seed):
@@ -105,7 +105,8 @@ def evaluate(
     return frame
 
 
-def _metrics(metrics: Any) -> list[Metric]:
+def check_metrics(metrics: Any) -> list[Metric]:
+    """Metric objects from names or objects; refuses an empty list and repeated labels."""
     if isinstance(metrics, (str, Metric)):
         metrics = [metrics]
     if not isinstance(metrics, Sequence) or not metrics:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from innsight._validation import check_bool, describe, is_int, is_number
 from innsight.converter import Converter
-from innsight.metrics.evaluate import evaluate
+from innsight.metrics.evaluate import check_metrics, evaluate
 from innsight.metrics.ranking import rank
 from innsight.metrics.search import settings
 from innsight.methods.base import METHODS, InterpretingMethod, check_positive_int
@@ -125,8 +125,7 @@ def recommend(
         raise TypeError(f"`conv` must be an innsight Converter (from ins.convert(model, ...)), "
                         f"got {describe(conv)}.")
     candidates = _candidates(methods)
-    if metrics is None:
-        metrics = RECOMMEND_METRICS
+    metrics = check_metrics(RECOMMEND_METRICS if metrics is None else metrics)
     check_bool(tune, "tune")
     n_trials = check_positive_int(n_trials, "n_trials")
     if time_budget is not None and (not is_number(time_budget) or not time_budget > 0):
