@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # model-zoo tests need both); pip takes them from the local wheel store here.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench coverage clean browser
+.PHONY: demo test bench coverage docs clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e ".[test,keras,onnx,sklearn]"
+	touch $@
+
+$(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e ".[docs,notebooks,keras,onnx,sklearn]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -28,6 +33,8 @@ demo: $(VENV)/.installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make browser: chromium is missing; installing Debian's chromium package with" \
+	      "apt-get as root (for tests/plotting/test_browser.py)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "chromium not found and not root: tests/plotting/test_browser.py will fail"; fi; }
@@ -50,5 +57,13 @@ coverage: $(VENV)/.installed
 	$(BIN)/python benchmarks/coverage.py torchvision
 	$(BIN)/python benchmarks/coverage.py timm
 
+# The documentation site in site/ (mkdocs.yml), strict: any warning fails the build.
+# The teaching notebooks run in a Jupyter kernel (about 1.5 min on 2 cores; kept in
+# build/docs-notebooks/ until they or the package change); the coverage tables are
+# generated from the converter's registries (docs/hooks/).
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+	@echo "The site is in site/: open site/index.html"
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache

@@ -1,17 +1,22 @@
 """Metrics against Quantus and against the bare batched forward passes, in one process.
 
-Usage: python benchmarks/bench_metrics.py [--repeats 3]
+Usage: python benchmarks/bench_metrics.py [--repeats 5]
 
 The model: 3x32x32 images, conv 16-32 with max pooling, dense 10 (the CNN of
 bench_agnostic.py); 16 images, float32; one explanation (gradient x input of
 class 0, computed once) scored for class 0. Pixel flipping: 32 features (entries)
 per step, 96 steps, baseline 0, most relevant first; both libraries get the same
 explanation and settings (Quantus with ``softmax=False``, ``normalise=False``), and
-their curves are checked to agree. The floor is the bare forward pass of every
-perturbed input the metric needs (16 x 95 inner steps), batched as innsight batches
-them, inputs built beforehand, through the original model and through the converted
-graph (which innsight evaluates). Sparseness and complexity need no model. Prints the
-median seconds and the ratios innsight / Quantus and innsight / floor.
+their curves are checked to agree. ROAD: 21 pixels per step (49 steps, as Quantus'
+1, 3, ..., 99 percent), noise 0.01; Quantus' ROAD is not run (it fails on
+three-channel images: it ranks channel entries but imputes pixels).
+
+The floor of a curve metric is the bare forward pass of every input it needs (the
+unchanged and the fully changed input and every step between, 16 x 97 rows for
+pixel flipping, 16 x 49 for ROAD), batched as innsight batches them, the inputs
+built beforehand, through the original model (and, printed below the table, through
+the converted graph, which innsight evaluates). Sparseness and complexity need no
+model. Rounds alternate between all timed functions; the table holds medians.
 """
 
 from __future__ import annotations
@@ -27,15 +32,23 @@ from bench_gradients import median_times
 import innsight as ins
 import quantus  # noqa: E402
 
-STEP, CLASS, BATCH = 32, 0, 512
+STEP, ROAD_STEP, CLASS, BATCH = 32, 21, 0, 512
 
 
-def floor_fn(model: torch.nn.Module, x: torch.Tensor, values: torch.Tensor):
-    """Bare forwards of every inner deletion step, the perturbed inputs made beforehand."""
-    flat, a = x.flatten(1), values.flatten(1)
+def floor_fn(model: torch.nn.Module, x: torch.Tensor, values: torch.Tensor, step: int = STEP,
+             pixels: bool = False):
+    """Bare forwards of every input of a deletion curve (0, step, 2 step, ... entries or
+    pixels removed, up to all entries, or up to the last step before all pixels), the
+    perturbed inputs made beforehand (removed entries 0: the imputation is not counted)."""
+    a = values.sum(1) if pixels else values
+    flat, a = x.flatten(1), a.flatten(1)
     rank = a.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
-    counts = torch.arange(STEP, flat.shape[1], STEP)
-    inputs = torch.where(rank[:, None] < counts[None, :, None], 0.0, flat[:, None])
+    ends = [] if pixels else [a.shape[1]]
+    counts = torch.tensor([*range(0, a.shape[1], step), *ends])
+    removed = rank[:, None] < counts[None, :, None]  # (n, steps, entries or pixels)
+    if pixels:
+        removed = removed.view(len(x), len(counts), 1, -1).expand(-1, -1, x.shape[1], -1)
+    inputs = torch.where(removed.reshape(len(x), len(counts), -1), 0.0, flat[:, None])
     inputs = inputs.reshape(-1, *x.shape[1:])
 
     def run() -> None:
@@ -47,7 +60,7 @@ def floor_fn(model: torch.nn.Module, x: torch.Tensor, values: torch.Tensor):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     repeats = parser.parse_args().repeats
     torch.manual_seed(0)
     model = small_cnn()
@@ -64,7 +77,8 @@ def main() -> None:
         "sparseness": quantus.Sparseness(disable_warnings=True),
         "complexity": quantus.Complexity(disable_warnings=True),
     }
-    ours = {"pixel flipping": deletion, "sparseness": "sparseness", "complexity": "complexity"}
+    ours = {"pixel flipping": deletion, "ROAD": ins.metrics.ROAD(features_in_step=ROAD_STEP),
+            "sparseness": "sparseness", "complexity": "complexity"}
 
     def quantus_call(metric):
         return lambda: metric(model=model, x_batch=x.numpy(), y_batch=y, a_batch=values.numpy(),
@@ -75,20 +89,30 @@ def main() -> None:
     mine = curves.pivot(index="data", columns="step", values="value").to_numpy()[:, 1:]
     print(f"pixel flipping curves: max |innsight - Quantus| = {np.abs(mine - theirs).max():.2e}")
 
-    fns = {"floor": floor_fn(model, x, values), "floor converted": floor_fn(conv.model, x, values)}
+    floors = {"pixel flipping": floor_fn(model, x, values),
+              "ROAD": floor_fn(model, x, values, ROAD_STEP, pixels=True)}
+    fns = {f"floor {name}": fn for name, fn in floors.items()}
+    fns["floor converted pixel flipping"] = floor_fn(conv.model, x, values)
     for name in ours:
         fns[f"innsight {name}"] = lambda m=ours[name]: ins.evaluate(res, [m], batch_size=BATCH)
-        fns[f"quantus {name}"] = quantus_call(quantus_metrics[name])
+        if name in quantus_metrics:
+            fns[f"quantus {name}"] = quantus_call(quantus_metrics[name])
     times = median_times(fns, repeats)
-    print(f"{'metric':<16}{'innsight s':>12}{'Quantus s':>12}{'innsight/Quantus':>18}"
-          f"{'floor s':>10}{'innsight/floor':>16}")
+    print(f"medians of {repeats} rounds")
+    print(f"{'metric':<16}{'innsight s':>12}{'floor s':>10}{'innsight/floor':>16}"
+          f"{'Quantus s':>12}{'Quantus/innsight':>18}")
     for name in ours:
-        mine_s, theirs_s = times[f"innsight {name}"], times[f"quantus {name}"]
-        floor = f"{times['floor']:>10.3f}{mine_s / times['floor']:>16.2f}" \
-            if name == "pixel flipping" else f"{'-':>10}{'-':>16}"
-        print(f"{name:<16}{mine_s:>12.4f}{theirs_s:>12.4f}{mine_s / theirs_s:>18.2f}{floor}")
-    print(f"floor through the converted graph: {times['floor converted']:.3f} s (innsight / it: "
-          f"{times['innsight pixel flipping'] / times['floor converted']:.2f})")
+        mine_s = times[f"innsight {name}"]
+        floor = times.get(f"floor {name}")
+        floor_text = (f"{floor:>10.4f}{mine_s / floor:>16.2f}" if floor is not None
+                      else f"{'-':>10}{'-':>16}")
+        theirs = times.get(f"quantus {name}")
+        theirs_text = (f"{theirs:>12.4f}{theirs / mine_s:>18.2f}" if theirs is not None
+                       else f"{'-':>12}{'-':>18}")
+        print(f"{name:<16}{mine_s:>12.4f}{floor_text}{theirs_text}")
+    converted = times["floor converted pixel flipping"]
+    print(f"pixel flipping floor through the converted graph: {converted:.4f} s (innsight / it: "
+          f"{times['innsight pixel flipping'] / converted:.2f})")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seconds", type=int, default=120, help="per model")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated parts of model names: check only those")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -131,6 +133,8 @@ def main() -> None:
     for k, (name, make) in enumerate(models):
         if args.limit is not None and k >= args.limit:
             break
+        if args.only and not any(part in name for part in args.only.split(",")):
+            continue
         start = time.perf_counter()
         status, detail = check(make, args.size, args.tracer, args.seconds)
         counts[status] = counts.get(status, 0) + 1

@@ -201,6 +201,22 @@ def test_explain_keras_csv_deeplift_meets_closed_form_and_writes_figures(demo, t
     np.testing.assert_allclose(per_sample(frame, 4, 3).sum(1), goal, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(("plotly_js", "script", "size"), [
+    ("directory", 'src="plotly.min.js"', (1e3, 1e6)),
+    ("cdn", 'src="https://cdn.plot.ly/plotly-', (1e3, 1e6)),
+    ("inline", None, (3e6, 1e8)),
+])
+def test_explain_html_chooses_where_plotly_js_comes_from(demo, tmp_path, plotly_js, script, size):
+    main(["explain", str(demo / "models" / "iris.onnx"), "--data",
+          str(demo / "data" / "iris_test.npy"), "--method", "Gradient", "--out", str(tmp_path),
+          "--format", "html", "--plotly-js", plotly_js])
+    html = tmp_path / "iris_Gradient.html"
+    assert size[0] < html.stat().st_size < size[1]
+    if script is not None:
+        assert script in html.read_text()
+    assert (tmp_path / "plotly.min.js").exists() == (plotly_js == "directory")
+
+
 def test_explain_onnx_shap_with_one_reference(demo, tmp_path, capsys):
     x = np.load(demo / "data" / "iris_test.npy")
     np.save(tmp_path / "reference.npy", x[:1])
@@ -218,8 +234,10 @@ def test_explain_onnx_shap_with_one_reference(demo, tmp_path, capsys):
 
 def write_bad_files(folder: Path) -> dict[str, Path]:
     paths = {name: folder / name for name in
-             ("corrupt.pt2", "corrupt.onnx", "two.npz", "text.csv", "notes.txt")}
+             ("corrupt.pt2", "corrupt.onnx", "corrupt.keras", "two.npz", "text.csv",
+              "notes.txt")}
     paths["corrupt.pt2"].write_text("not a zip")
+    paths["corrupt.keras"].write_text("not a zip")
     paths["corrupt.onnx"].write_bytes(b"\x00\x01garbage")
     np.savez(paths["two.npz"], a=np.zeros((2, 4)), b=np.ones((2, 4)))
     paths["text.csv"].write_text("a,b\n1,x\n")
@@ -232,6 +250,7 @@ BAD_CALLS = [
     (["convert", "{notes.txt}"], "MODEL must be a .onnx, .keras, .pt2 file"),
     (["convert", "{corrupt.pt2}"], "cannot be read as a torch.export program"),
     (["convert", "{corrupt.onnx}"], "cannot be read as an ONNX model"),
+    (["convert", "{corrupt.keras}"], "exists but is no Keras file"),
     (["explain", "{iris.onnx}", "--data", "{notes.txt}", "--method", "LRP"], "--data must be a"),
     (["explain", "{iris.onnx}", "--data", "{two.npz}", "--method", "LRP"], "must hold one array"),
     (["explain", "{iris.onnx}", "--data", "{text.csv}", "--method", "LRP"], "text in columns"),

@@ -72,6 +72,9 @@ def test_split_and_positions():
     (MODEL, {"output_idx": [True]}, TypeError, "`output_idx` must be an int"),
     (MODEL, {"output_idx": []}, TypeError, "`output_idx` must be an int"),
     (MODEL, {"output_label": 1}, TypeError, "`output_label` must be a label"),
+    (MODEL, {"output_label": 7}, TypeError,  # labels are strings, and some are listed
+     r"got 7\. Labels are strings: in output layer 0 its labels are \['Y1', 'Y2', 'Y3', 'Y4'\]; "
+     r"`output_idx` selects by position"),
     (OutputSelection([[0, 2]], [["Y1", "Y3"]], computed=True), {"output_idx": 1}, ValueError,
      r"`output_idx` \[1\] not found in output layer 0: only \[0, 2\] were computed; rerun"),
 ])

@@ -2,4 +2,5 @@
 
 from innsight.cli import main
 
-main()
+if __name__ == "__main__":  # importing the module (as API doc tools do) runs nothing
+    main()

@@ -34,6 +34,9 @@ from innsight.methods.comparison import resolve_method
 FORMATS = ("png", "html", "csv", "parquet")
 #: How many samples the figures show.
 PLOTTED_SAMPLES = 4
+#: ``--plotly-js`` -> plotly's ``include_plotlyjs``: where an HTML figure finds plotly.js
+#: (4.8 MB): one ``plotly.min.js`` beside the files, a CDN (needs the internet), or inline.
+PLOTLY_JS: dict[str, str | bool] = {"directory": "directory", "cdn": "cdn", "inline": True}
 
 
 class UsageError(Exception):
@@ -198,7 +201,8 @@ def explain(args: argparse.Namespace) -> list[Path]:
     shown = list(range(min(PLOTTED_SAMPLES, len(data))))
     writers: dict[str, Callable[[Path], None]] = {
         "png": lambda path: result.plot(data_idx=shown).save(path, verbose=False),
-        "html": lambda path: result.plot(data_idx=shown, as_plotly=True).write_html(path),
+        "html": lambda path: result.plot(data_idx=shown, as_plotly=True).write_html(
+            path, include_plotlyjs=PLOTLY_JS[args.plotly_js]),
         "csv": lambda path: result.get_result("data.frame").to_csv(path, index=False),
         "parquet": lambda path: result.get_result("data.frame").to_parquet(path),
     }
@@ -247,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--format", type=_formats, default=["png", "html", "csv"],
                          metavar="LIST", help=f"comma-separated, of {', '.join(FORMATS)} "
                          "(default: png,html,csv)")
+    explain.add_argument("--plotly-js", choices=list(PLOTLY_JS), default="directory",
+                         help="where the html figures find plotly.js (4.8 MB): 'directory' "
+                         "writes plotly.min.js once into DIR (offline; share the folder), "
+                         "'cdn' loads it from the internet (small files to share), 'inline' "
+                         "puts it into every file (self-contained, 4.8 MB each); default: "
+                         "%(default)s")
     explain.add_argument("--n", type=int, help="samples, steps or draws of the method")
     explain.add_argument("--rule", help="rule_name of LRP, DeepLift or DeepSHAP")
     explain.add_argument("--data-ref", metavar="FILE", help="references for "

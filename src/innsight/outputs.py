@@ -94,7 +94,10 @@ class OutputSelection:
                       per_output_layer(output_idx, n_layers, "output_idx")]
         else:
             arg_name, known = "output_label", self.labels
-            wanted = per_output_layer(output_label, n_layers, "output_label")
+            wanted = per_output_layer(output_label, n_layers, "output_label",
+                                      hint=f" Labels are strings: in output layer 0 "
+                                      f"{self._available(0, arg_name)}; `output_idx` selects "
+                                      "by position.")
         wanted += [[] for _ in range(n_layers - len(wanted))]
         positions = []
         for o, nodes in enumerate(wanted):
@@ -128,10 +131,10 @@ class OutputSelection:
         return f"it has {len(known)} nodes (valid: 0..{len(known) - 1})"
 
 
-def per_output_layer(value: Any, n_layers: int, arg_name: str) -> list[list[Any]]:
+def per_output_layer(value: Any, n_layers: int, arg_name: str, hint: str = "") -> list[list[Any]]:
     """One selection (a scalar, a flat list for the first output layer, or a list with an
     entry per output layer) as lists per output layer; ints for ``output_idx``, labels
-    (str) for ``output_label``."""
+    (str) for ``output_label``. ``hint`` ends the TypeError of a value of another type."""
     def is_scalar(v: Any) -> bool:
         return is_int(v) if arg_name == "output_idx" else isinstance(v, str)
 
@@ -154,5 +157,5 @@ def per_output_layer(value: Any, n_layers: int, arg_name: str) -> list[list[Any]
     kind = "an int" if arg_name == "output_idx" else "a label (a str)"
     raise TypeError(
         f"`{arg_name}` must be {kind}, a list of them (first output layer), or one such "
-        f"list (or None) per output layer; got {describe(value)}."
+        f"list (or None) per output layer; got {describe(value)}.{hint}"
     )

@@ -252,9 +252,23 @@ def test_stacking_before_the_batch_axis_moves_it(assert_converts):
     assert_converts(model, [4, 5, 3], tracer="export")  # the sum moves it back
 
 
+def test_padding_after_a_moved_or_merged_batch_axis(module_from, explained_exactly):
+    """Halo attention pads windows merged into the batch axis; trailing axes pad wherever
+    the batch axis is."""
+    def padded(m, x):
+        windows = F.pad(x.view(x.shape[0] * 2, 2, 6), (1, 2, 0, 1))
+        moved = F.pad(x.transpose(0, 1), (1, 1))
+        return torch.cat([windows.reshape(x.shape[0], -1),
+                          moved.transpose(0, 1).reshape(x.shape[0], -1)], 1)
+
+    explained_exactly(module_from(padded), [4, 6], tracer="export")
+
+
 @pytest.mark.parametrize(
     ("fn", "what"),
     [
+        (lambda x: F.pad(x.transpose(0, 1), (1, 1, 1, 1)).transpose(0, 1).flatten(1),
+         "batch axis is at position 1"),
         (lambda x: x.transpose(0, 1).softmax(1).transpose(0, 1), "along the batch axis"),
         (lambda x: F.avg_pool1d(x.transpose(0, 1), 2).transpose(0, 1), "batch axis is at "
                                                                         "position 1"),
@@ -262,7 +276,7 @@ def test_stacking_before_the_batch_axis_moves_it(assert_converts):
          "merged with 5 entries"),
         (lambda x: x.transpose(0, 1), "output whose batch axis is not first"),
     ],
-    ids=["softmax-over-batch", "pool-batch-second", "pool-batch-merged", "output"],
+    ids=["pad-batch-axis", "softmax-over-batch", "pool-batch-second", "pool-batch-merged", "output"],
 )
 def test_operations_on_a_moved_batch_axis_are_refused_by_name(module_from, fn, what):
     with pytest.raises(ins.ConversionError, match=what):

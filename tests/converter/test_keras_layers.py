@@ -423,6 +423,11 @@ def test_keras_file_loads_in_safe_mode(tmp_path):
         ins.convert(unsafe)
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         ins.convert(tmp_path / "missing.keras")
+    corrupt = tmp_path / "corrupt.keras"  # exists: not "File not found"
+    corrupt.write_bytes(b"not a zip archive")
+    with pytest.raises(ins.ConversionError, match="exists but is no Keras file") as info:
+        ins.convert(str(corrupt))
+    assert "not found" not in str(info.value)
 
 
 # ---- refusals -------------------------------------------------------------------------------

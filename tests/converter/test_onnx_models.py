@@ -337,6 +337,33 @@ def test_attention_matches_onnxruntime_and_autograd(tmp_path):
     assert_close(res.get_result(), autograd_gradient(model, x, [0, 1]), GRAD_TOL)
 
 
+class EinsumNet(nn.Module):
+    """Input 3 tokens of width 4: attention scores as an einsum of two activations, a
+    relative-position term as an einsum with a constant, and a dense head (2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.rel = nn.Parameter(torch.randn(3, 5, 4))
+        self.head = nn.Linear(9 + 15, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scores = torch.einsum("bqd,bkd->bqk", self.q(x), self.k(x)).softmax(-1)
+        relative = torch.einsum("bqd,qrd->bqr", x, self.rel)
+        return self.head(torch.cat([scores.flatten(1), relative.flatten(1)], 1))
+
+
+def test_einsum_matches_onnxruntime_and_autograd(tmp_path):
+    torch.manual_seed(0)
+    model = EinsumNet().eval()
+    path = export(model, [[3, 4]], tmp_path / "einsum.onnx")
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Einsum") == 2
+    conv = check_against_onnxruntime(path, [[3, 4]])
+    x = torch.randn(3, 3, 4)
+    res = ins.run_grad(conv, x, output_idx=[0, 1])
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 1]), GRAD_TOL)
+
+
 def test_layer_normalization_with_a_computed_scale(tmp_path):
     """A scale that is no initializer (here the output of an Identity): onnx2torch keeps
     the node as its own module, whose scale and bias the front-end folds."""

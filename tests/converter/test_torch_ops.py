@@ -479,6 +479,35 @@ PRIMITIVES = [
          low=lambda: nn.Parameter(torch.randn(9))),
     case("expand-computed", lambda m, x: x[:, :1].expand(-1, 4, -1) * x, SIGNAL),
     case("expand_as-computed", lambda m, x: x.mean(1, keepdim=True).expand_as(x) + x, SIGNAL),
+    case("F.unfold", lambda m, x: F.unfold(x, 3, padding=1, stride=2), IMAGE),
+    case("nn.Unfold-dilated", lambda m, x: m.unfold(x), IMAGE,
+         unfold=lambda: nn.Unfold((2, 3), dilation=(2, 1))),
+    case("F.fold", lambda m, x: F.fold(F.unfold(x, 2, stride=1) * 0.5, (5, 6), 2), IMAGE),
+    case("nn.Fold-strided", lambda m, x: m.fold(torch.cat([x.flatten(2)[:, :, :6]] * 4, 1)),
+         IMAGE, fold=lambda: nn.Fold((5, 6), 2, stride=2)),
+    case("x.unfold", lambda m, x: x.unfold(2, 3, 2), IMAGE),
+    case("x.amax(dims)", lambda m, x: x.amax((1, 3)), IMAGE),
+    case("torch.amax(keepdim)", lambda m, x: x - torch.amax(x, -1, keepdim=True), SIGNAL),
+    case("x.max(dim).values", lambda m, x: x.max(2).values, IMAGE),
+    case("torch.max(dim)[0]", lambda m, x: torch.max(x, dim=1, keepdim=True)[0] * x, SIGNAL),
+    case("x[:, constant index]", lambda m, x: x[:, :, m.order], IMAGE,
+         order=lambda: nn.Buffer(torch.tensor([4, 0, 0, 2, -1]))),
+    case("x[..., constant index last]", lambda m, x: x[:, :, :, m.order], IMAGE,
+         order=lambda: nn.Buffer(torch.tensor([5, 1, 3]))),
+    case("einsum-permutation", lambda m, x: torch.einsum("bcl->blc", x), SIGNAL),
+    case("einsum-by-constant", lambda m, x: torch.einsum("bcl,lk->bck", x, m.w), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(9, 5))),
+    case("einsum-by-constant-shared-letter",
+         lambda m, x: torch.einsum("bcl,lkc->bkl", x, m.w), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(9, 5, 4))),
+    case("einsum-by-constant-summed-apart",
+         lambda m, x: torch.einsum("bcl,cz->bl", x, m.w), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(4, 3))),
+    case("einsum-by-vector", lambda m, x: torch.einsum("bcl,l->bl", x, m.w), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(9))),
+    case("einsum-two-tensors", lambda m, x: torch.einsum("bcl,bdl->bcd", x, x.tanh()), SIGNAL),
+    case("einsum-batched-product-list",
+         lambda m, x: torch.einsum("bchw,bcwk->bkch", [x, x.transpose(2, 3).tanh()]), IMAGE),
 ]
 
 FORMS = [*ATTENTION, *ACTIVATIONS, *SHAPES, *ARITHMETIC, *POOLING, *PADDING, *CONVOLUTION,
@@ -523,6 +552,20 @@ def test_primitive_is_explained_exactly(module_from, explained_exactly, fn, inpu
     flat = module_from(lambda m, x: fn(m, x).flatten(1), **{k: make() for k, make in
                                                            attributes.items()})
     explained_exactly(flat, input_dim, tracer=tracer)
+
+
+@pytest.mark.parametrize(("equation", "message"), [
+    ("bcl,bdl", "without"), ("b...l->bl", "ellipses"), ("bcc->bc", "diagonal"),
+    ("bcl,bdl->bl", "summed within one operand"),
+])
+def test_unsupported_einsum_is_refused_by_name(module_from, equation, message):
+    """``bcl,bdl`` (no arrow) sums the batch letter away; the others have no layer form."""
+    if equation == "bcl,bdl":
+        message = "batch axis must be the first letter"
+    operands = 1 if "," not in equation else 2
+    model = module_from(lambda m, x: torch.einsum(equation, *[x] * operands).flatten(1))
+    with pytest.raises(ins.ConversionError, match=f"einsum.*{message}"):
+        ins.convert(model, input_dim=[4, 4], tracer="fx")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -73,12 +73,15 @@ class Case:
     goes). A ``stochastic`` method draws random numbers from ``seed``; ``redraws``
     lists the settings (:data:`CHUNKS`, :data:`DTYPE`) under which a sample draws
     other numbers from the same distribution, so that its values there agree in
-    distribution only. Every other setting must leave its values unchanged.
+    distribution only. Every other setting must leave its values unchanged. A method
+    with ``linear_targets_only`` (the rule-based ones) refuses ``target_fun`` and takes
+    ``target_weights`` instead.
     """
 
     args: dict[str, Any] = field(default_factory=dict)
     stochastic: bool = False
     redraws: frozenset[str] = frozenset()
+    linear_targets_only: bool = False
 
     def __post_init__(self) -> None:
         if self.redraws and not self.stochastic:
@@ -102,8 +105,8 @@ class Explainer:
 
     ``call(problem, data, outputs, **args)`` runs the method on the problem's model
     and returns its result object: ``data`` in the user's layout (a tensor, or a list
-    for several input layers), ``outputs`` per output layer, ``args`` its own and
-    shared arguments.
+    for several input layers), ``outputs`` per output layer (``None``: no
+    ``output_idx``, for the target arguments), ``args`` its own and shared arguments.
     """
 
     name: str
@@ -116,8 +119,9 @@ class Explainer:
                  outputs: list[list[int]] | None = None, channels_first: bool = True,
                  **shared: Any) -> Any:
         """The result for ``data`` (default the problem's), channels first as given and
-        passed in the layout ``channels_first`` asks for. Stochastic methods get
-        ``seed=SEED`` unless the caller names a seed."""
+        passed in the layout ``channels_first`` asks for; ``outputs=[]`` gives no
+        ``output_idx`` (for ``targets=`` and the other target arguments). Stochastic
+        methods get ``seed=SEED`` unless the caller names a seed."""
         if self.case.stochastic:
             shared.setdefault("seed", SEED)
         if not channels_first:
@@ -127,7 +131,7 @@ class Explainer:
         args = {k: background if isinstance(v, Background) else v
                 for k, v in self.case.args.items()}
         return self.call(problem, _one_or_list(to_layout(data, channels_first)),
-                         problem.outputs if outputs is None else outputs,
+                         problem.outputs if outputs is None else (outputs or None),
                          **{**args, **shared})
 
 
@@ -357,6 +361,92 @@ def check_dtype(explainer: Explainer, problem: Problem) -> None:
                  lambda seed: explainer(problem, dtype="double", seed=seed), "float against double")
 
 
+def _first_layer_values(result: Any) -> list[np.ndarray]:
+    return values(result)[0]
+
+
+def check_per_sample_targets(explainer: Explainer, problem: Problem) -> None:
+    """``targets`` (one node of the first output layer per sample) gives, row by row,
+    the single-output result of each sample's node: values, goal and prediction (the
+    original model's output at that node); ``"predicted"`` picks each sample's arg-max
+    of the original model's first output."""
+    n_data = problem.data[0].shape[0]
+    n_nodes = len(problem.outputs[0])
+    nodes = [(i + 1) % n_nodes for i in range(n_data)]
+    per_sample = explainer(problem, outputs=[], targets=np.array(nodes))
+    singles = [explainer(problem, outputs=[[j]]) for j in nodes]
+    for i, single in enumerate(singles):
+        assert_close([a[i] for a in _first_layer_values(per_sample)],
+                     [a[i] for a in _first_layer_values(single)], f"values of sample {i}")
+        assert_close(per_sample.preds[0][i], single.preds[0][i], f"prediction of sample {i}")
+        if single.decomp_goal is not None:
+            assert_close(per_sample.decomp_goal[0][i], single.decomp_goal[0][i],
+                         f"decomposition goal of sample {i}")
+    expected_preds = _outputs_of(problem, problem.data)[0][torch.arange(n_data), nodes]
+    assert_close(per_sample.preds[0][:, 0], expected_preds, "predictions at each sample's node")
+    predicted = explainer(problem, outputs=[], targets="predicted")
+    top = _outputs_of(problem, problem.data)[0].argmax(1).tolist()
+    assert predicted.sample_nodes == [f"Y{j + 1}" for j in top], "predicted nodes"
+    assert predicted.get_result("data.frame")["output_node"].unique().tolist() == \
+        list(dict.fromkeys(f"Y{j + 1}" for j in top)), "each sample's node in the data frame"
+
+
+def _weights(problem: Problem) -> np.ndarray:
+    """Two linear targets over the first output layer: a difference and a weighted sum."""
+    n_nodes = len(problem.outputs[0])
+    w = np.zeros((2, n_nodes))
+    w[0, 0], w[0, n_nodes - 1] = 1.0, -1.0
+    w[1] = np.linspace(0.5, -1.5, n_nodes)
+    return w
+
+
+def check_target_weights(explainer: Explainer, problem: Problem) -> None:
+    """``target_weights`` ``(k, n_nodes)`` gives the weighted sums of the single nodes'
+    values and goals (every method is linear in what it explains, given the same draws:
+    a fixed ``batch_size``)."""
+    w = _weights(problem)
+    fixed = {"batch_size": 5}
+    weighted = explainer(problem, outputs=[], target_weights=w, **fixed)
+    every = explainer(problem, outputs=[problem.outputs[0]], **fixed)
+    assert weighted.output_labels[0] == ["target_weights_1", "target_weights_2"]
+    assert_close(_first_layer_values(weighted), [a @ w.T for a in _first_layer_values(every)],
+                 "values of the weighted targets")
+    assert (weighted.decomp_goal is None) == (every.decomp_goal is None)
+    if every.decomp_goal is not None:
+        assert_close(weighted.decomp_goal[0], every.decomp_goal[0].double() @ torch.tensor(w).T,
+                     "decomposition goal of the weighted targets")
+
+
+def check_target_fun(explainer: Explainer, problem: Problem) -> None:
+    """``target_fun`` returning the difference of two nodes (and a second column, a node's
+    square) gives the difference of their values; the rule-based methods refuse it by
+    name and point to ``target_weights``."""
+    n_nodes = len(problem.outputs[0])
+
+    def fun(outputs: list[Tensor]) -> Tensor:
+        logits = outputs[0].flatten(1)
+        return torch.stack([logits[:, 0] - logits[:, n_nodes - 1], logits[:, 1] ** 2], dim=1)
+
+    fixed = {"batch_size": 5}
+    if explainer.case.linear_targets_only:
+        try:
+            explainer(problem, outputs=[], target_fun=fun)
+        except TypeError as err:
+            assert "target_weights" in str(err), str(err)
+            return
+        raise AssertionError(f"{explainer.name} took a callable target_fun")
+    result = explainer(problem, outputs=[], target_fun=fun, **fixed)
+    every = explainer(problem, outputs=[[0, n_nodes - 1]], **fixed)
+    assert result.output_labels[0] == ["target_fun_1", "target_fun_2"]
+    assert_close([a[..., 0] for a in _first_layer_values(result)],
+                 [a[..., 0] - a[..., 1] for a in _first_layer_values(every)],
+                 "values of the difference")
+    if every.decomp_goal is not None:
+        assert_close(result.decomp_goal[0][:, 0],
+                     every.decomp_goal[0][:, 0] - every.decomp_goal[0][:, 1],
+                     "decomposition goal of the difference")
+
+
 #: Every check, in the order they run; a new check joins the suite by being listed here.
 CHECKS: list[Callable[[Explainer, Problem], None]] = [
     check_output_shapes,
@@ -367,5 +457,8 @@ CHECKS: list[Callable[[Explainer, Problem], None]] = [
     check_channels_last,
     check_dtype,
     check_tunables,
+    check_per_sample_targets,
+    check_target_weights,
+    check_target_fun,
 ]
 

@@ -428,3 +428,25 @@ def test_compare_models_runs_shap_with_the_same_draws_for_every_model():
     assert comparison.differences()["max_abs_diff"].tolist() == [0.0]  # same seed, same walks
     with pytest.raises(ValueError, match="`method` must be an interpretation method"):
         ins.compare_models([conv, conv], torch.randn(3, 4), method="AgnosticMethod")
+
+
+# ---- many players: a warning before the work starts ----------------------------------------
+
+
+@pytest.mark.parametrize("method", ["SHAP", "LIME"])
+def test_many_players_warn_before_starting_and_name_feature_groups(method):
+    """300 input entries as players on 50 permutations or coalitions: the warning names
+    `feature_groups` and points to the caller's line; 30 groups of 10 entries do not warn."""
+    import warnings
+
+    conv = ins.convert(nn.Linear(300, 1).eval(), input_dim=[300])
+    x, background = torch.randn(1, 300), torch.randn(4, 300)
+    run = ins.run_shap if method == "SHAP" else ins.run_lime
+    with pytest.warns(UserWarning, match=rf"{method} of 1 sample\(s\) with n=50 and 300 players "
+                                         r"\(input entries.*`feature_groups`") as record:
+        run(conv, x, background, n=50)
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(conv, x, background, n=50, feature_groups=np.arange(300) // 10)   # 30 players
+        run(conv, x, background, n=20)   # 300 players, little work

@@ -74,6 +74,19 @@ def test_gradcam_of_a_small_cnn_equals_the_paper_formula(plus_plus):
     close(named.get_result("torch_tensor"), paper_cam(model, model[1], x, TARGETS, plus_plus))
 
 
+def test_gradcam_of_predicted_targets_maps_each_samples_own_class():
+    """``targets="predicted"``: one column, row ``i`` the map of sample ``i``'s top class;
+    the layer given by its position in ``conv.model.layer_names``."""
+    model = cnn()
+    x = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    conv = ins.convert(model, input_dim=[3, 12, 12])
+    res = ins.run_gradcam(conv, x, targets="predicted", layer=conv.model.layer_names.index("4"))
+    top = model(x).argmax(1)
+    expected = paper_cam(model, model[4], x, TARGETS)[torch.arange(len(x)), ..., top]
+    close(res.get_result("torch_tensor"), expected.unsqueeze(-1))
+    assert res.sample_nodes == [f"Y{int(t) + 1}" for t in top]
+
+
 def test_gradcam_in_channels_last_layout():
     model = cnn()
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
@@ -126,7 +139,7 @@ def test_bad_layers_are_refused_by_name():
     x = torch.randn(2, 3, 12, 12)
     with pytest.raises(ValueError, match="`layer` '7' has output shape \\(3,\\): no 2-d"):
         ins.run_gradcam(conv, x, layer="7")
-    with pytest.raises(ValueError, match="`layer` 'conv9' is not a layer of the model"):
+    with pytest.raises(ValueError, match="`layer` 'conv9' is no layer of the model"):
         ins.run_gradcam(conv, x, layer="conv9")
     with pytest.raises(ValueError, match="GradCAM cannot attribute to a layer"):
         ins.run_gradcam(conv, x, attribute_to="1")

@@ -188,14 +188,90 @@ def test_token_layer_is_plotted_on_its_patch_grid(small_vit):
     assert isinstance(res.plot(data_idx=0), p9.ggplot)
 
 
+NODES = [2, 0, 1]  # one output node per sample (``targets=``)
+
+
+@pytest.mark.parametrize(("make", "layer", "module"),
+                         [(cnn, "1", lambda m: m[1]), (Residual, "conv2", lambda m: m.conv2)])
+def test_per_sample_targets_at_layer_equal_autograd(make, layer, module):
+    """``targets=`` with ``attribute_to``: row ``i`` is the gradient of sample ``i``'s own
+    node; with a skip connection around the layer each row's bypass sees its own sample."""
+    model = make()
+    x = data()
+    res = ins.run_grad(ins.convert(model, input_dim=[2, 8, 8]), x, attribute_to=layer,
+                       targets=NODES, times_input=True)
+    out, a = run_hooked(model, module(model), x)
+    grad = torch.autograd.grad(out[torch.arange(len(x)), NODES].sum(), a)[0]
+    close(res.get_result("torch_tensor"), (grad * a.detach()).unsqueeze(-1))
+
+
+def test_per_sample_targets_with_intgrad_at_a_bypassed_layer_equal_captum():
+    model = Residual().double()
+    x, x_ref = data().double(), data(1, seed=7).double()
+    res = ins.run_intgrad(ins.convert(model, input_dim=[2, 8, 8]), x, x_ref=x_ref,
+                          attribute_to="conv2", targets=NODES, n=16, dtype="double")
+    lig = LayerIntegratedGradients(model, model.conv2)
+    expected = lig.attribute(x, baselines=x_ref, target=NODES, n_steps=16,
+                             method="riemann_right")
+    close(res.get_result("torch_tensor"), expected.unsqueeze(-1), 1e-10)
+    _, a_ref = run_hooked(model, model.conv2, x_ref)
+    f_ref, _ = run_hooked(model, model.conv2, x, a_ref.expand(len(x), *a_ref.shape[1:]))
+    rows = torch.arange(len(x))
+    close(res.decomp_goal[0][:, 0], (model(x) - f_ref).detach()[rows, NODES], 1e-10)
+
+
+@pytest.mark.parametrize("method", ["lrp", "deeplift"])
+def test_rule_methods_at_layer_with_custom_targets_equal_single_outputs(method):
+    """Per-sample targets give row ``i`` of the single-output result of sample ``i``'s
+    node; ``target_weights`` of a logit difference the difference of two single-output
+    results; the layer report's last layer passes on what arrives at the layer."""
+    run = {"lrp": lambda **kw: ins.run_lrp(rule_name="epsilon", **kw),
+           "deeplift": lambda **kw: ins.run_deeplift(x_ref=data(1, seed=7), **kw)}[method]
+    x = data()
+    conv = ins.convert(cnn(), input_dim=[2, 8, 8])
+
+    def single(node: int) -> Tensor:
+        return run(converter=conv, data=x, attribute_to="1", output_idx=[node]).get_result(
+            "torch_tensor")[..., 0]
+
+    per_sample = run(converter=conv, data=x, attribute_to="1", targets=NODES, keep_layers=True)
+    expected = torch.stack([single(node)[i] for i, node in enumerate(NODES)])
+    close(per_sample.get_result("torch_tensor")[..., 0], expected)
+    report = per_sample.layer_report()
+    into = report[report["layer"] == "2"].sort_values("data")["value_out"].to_numpy()
+    close(torch.tensor(into, dtype=torch.float32), expected.flatten(1).sum(1))
+    difference = run(converter=conv, data=x, attribute_to="1", target_weights=[1.0, 0.0, -1.0])
+    close(difference.get_result("torch_tensor")[..., 0], single(0) - single(2))
+
+
+def test_target_fun_at_layer_equals_autograd():
+    model = cnn()
+    x = data()
+    res = ins.run_grad(ins.convert(model, input_dim=[2, 8, 8]), x, attribute_to="3",
+                       target_fun=lambda outs: outs[0].logsumexp(1))
+    out, a = run_hooked(model, model[3], x)
+    close(res.get_result("torch_tensor"),
+          torch.autograd.grad(out.logsumexp(1).sum(), a)[0].unsqueeze(-1))
+
+
+def test_a_layer_by_position_equals_the_layer_by_name():
+    conv = ins.convert(cnn(), input_dim=[2, 8, 8])
+    x = data()
+    position = conv.model.layer_names.index("3")
+    assert ins.run_grad(conv, x, attribute_to=position, output_idx=TARGETS) == ins.run_grad(
+        conv, x, attribute_to="3", output_idx=TARGETS)
+
+
 def test_bad_layers_are_refused_by_name():
     model = nn.Sequential(*cnn(), nn.Softmax(dim=1)).eval()
     conv = ins.convert(model, input_dim=[2, 8, 8])
     x = data()
-    with pytest.raises(ValueError, match="`attribute_to` 'nope' is not a layer"):
+    with pytest.raises(ValueError, match="`attribute_to` 'nope' is no layer of the model"):
         ins.run_grad(conv, x, attribute_to="nope")
     with pytest.raises(TypeError, match="`attribute_to` must be a layer name"):
-        ins.run_grad(conv, x, attribute_to=3)
+        ins.run_grad(conv, x, attribute_to=3.0)
+    with pytest.raises(ValueError, match="`attribute_to` 99 is no layer position"):
+        ins.run_grad(conv, x, attribute_to=99)
     with pytest.raises(ValueError, match="`attribute_to` '7' .* does not lead to the explained"):
         ins.run_grad(conv, x, attribute_to="7")  # the softmax, after the explained logits
     with pytest.raises(ValueError, match="ConnectionWeights cannot attribute to a layer"):

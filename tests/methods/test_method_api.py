@@ -8,6 +8,8 @@ layout or input type changes, the result must equal the reference in that layout
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -490,6 +492,11 @@ def test_run_functions_carry_their_class_signature_and_docs(name):
               if p.kind is inspect.Parameter.KEYWORD_ONLY]
     assert all(params[p.name].default == p.default for p in own + shared)
     assert run.__name__ == name and inspect.getdoc(cls) in run.__doc__
+    # every argument has a numpydoc entry ("name : type" or "a, b" on a line of its own)
+    entries = {name for line in re.findall(r"^(\w+(?:, \w+)*)(?: : .*)?$", run.__doc__, re.M)
+               for name in line.split(", ")}
+    assert set(params) - {"self"} <= entries, sorted(set(params) - entries)
+    assert "Shared parameters (every method)" in run.__doc__
 
 
 def test_an_unknown_argument_is_refused_with_the_valid_ones(multi_io):

@@ -54,7 +54,12 @@ CASES: dict[str, Case] = {
                              redraws=frozenset({CHUNKS, DTYPE})),
     # limit_ref below the background's 6 rows, so that DeepSHAP draws its references
     # (once, before any chunking)
-    "DeepSHAP": Case({"data_ref": BACKGROUND, "limit_ref": 4}, stochastic=True),
+    "DeepSHAP": Case({"data_ref": BACKGROUND, "limit_ref": 4}, stochastic=True,
+                     linear_targets_only=True),
+    # rule-based: linear targets only
+    "LRP": Case(linear_targets_only=True),
+    "DeepLift": Case(linear_targets_only=True),
+    "ConnectionWeights": Case(linear_targets_only=True),
     # coalitions drawn per chunk of samples, always in float32
     "LIME": Case({"data_ref": BACKGROUND, "n": 100}, stochastic=True,
                  redraws=frozenset({CHUNKS})),

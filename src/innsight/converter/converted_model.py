@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from innsight._validation import describe
-from innsight.converter.names import Names
+from innsight.converter.names import Names, default_names
 from innsight.layers import Layer
 
 
@@ -77,15 +78,54 @@ class ConvertedModel(nn.Module):
         outputs = self.run_nodes(x, self.output_nodes)
         return outputs[0] if len(outputs) == 1 else outputs
 
+    #: The graph takes no per-sample arguments besides its inputs (see ``run_nodes``).
+    per_sample = False
+
     def run_nodes(self, x: Tensor | Sequence[Tensor], nodes: Sequence[int],
+                  sample: Tensor | None = None,
                   given: Mapping[int, Tensor] | None = None) -> list[Tensor]:
         """The values of the layers ``nodes`` for ``x``; all other values are freed early.
+        ``sample`` (the data sample of each row, for models with per-sample arguments) is
+        not needed here.
 
         ``given`` replaces the values of some layers ``{layer: (batch, *output_dim)}``
         (layer attribution): layers needed only to compute them are not run.
         """
         values = self._run(self.check_input(x), keep=set(nodes), given=given)
         return [values[i] for i in nodes]
+
+    def layer_outputs(self, output_layer: Any) -> tuple[list[int], list[Names]]:
+        """The layers ``output_layer`` names (a name in ``layer_names`` or a position in it,
+        or a list of them) and labels ``Y1..`` for their outputs' axes."""
+        nodes = [self.layer_index(name, "output_layer")
+                 for name in (output_layer if isinstance(output_layer, (list, tuple))
+                              else [output_layer])]
+        if not nodes:
+            raise ValueError("`output_layer` must name at least one layer, got an empty list.")
+        return nodes, [default_names(self.layers[i].output_dim, output=True) for i in nodes]
+
+    def layer_index(self, name: Any, arg_name: str) -> int:
+        """The position of the layer ``name`` (a unique name in ``layer_names``, or its
+        position) in the graph."""
+        if isinstance(name, int) and not isinstance(name, bool):
+            if not 0 <= name < len(self.layers):
+                raise ValueError(f"`{arg_name}` {name} is no layer position: the model has "
+                                 f"{len(self.layers)} layers (valid: 0..{len(self.layers) - 1}).")
+            return name
+        if not isinstance(name, str):
+            raise TypeError(f"`{arg_name}` must be a layer name (str) from "
+                            f"conv.model.layer_names or its position (int), got {describe(name)}.")
+        found = [i for i, known in enumerate(self.layer_names) if known == name]
+        if not found:
+            close = difflib.get_close_matches(name, self.layer_names, n=5)
+            hint = f"; close names: {close}" if close else ""
+            raise ValueError(f"`{arg_name}` {name!r} is no layer of the model (see "
+                             f"conv.model.layer_names){hint}.")
+        if len(found) > 1:
+            raise ValueError(f"`{arg_name}` {name!r} names {len(found)} layers (a module used "
+                             f"several times), at positions {found} of conv.model.layer_names; "
+                             "pass the position of the one to explain.")
+        return found[0]
 
     def node_values(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """The output of every layer for ``x``, in layer order (for backward walks)."""

@@ -124,7 +124,8 @@ class Converter:
                 f"of type {type(model).__name__}."
             )
         description, run_original = describer(model, input_dim, tracer)
-        self.model: ConvertedModel = build_model(description, torch_dtype, input_names, output_names)
+        self.model: ConvertedModel = build_model(description, torch_dtype, input_names, output_names,
+                                                 fake_shapes=run_original is not None)
         if run_original is not None:
             _dry_run(self.model, model, run_original)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from innsight._validation import as_dim_list, describe
 from innsight.converter.converted_model import ConvertedModel
@@ -39,10 +40,14 @@ def build_model(
     dtype: torch.dtype,
     input_names: Any = None,
     output_names: Any = None,
+    fake_shapes: bool = False,
 ) -> ConvertedModel:
     """Check ``description`` and build its :class:`ConvertedModel` in ``dtype``.
 
     ``input_names``/``output_names`` override the names in the description.
+    ``fake_shapes=True`` infers the layers' shapes on fake tensors, which cost no
+    compute but miss some bad parameters (a softmax axis out of range): only for
+    descriptions whose model is run for real afterwards (a front-end's dry run).
     """
     if not isinstance(description, Mapping):
         raise TypeError(f"A model description must be a dict, got {describe(description)}.")
@@ -65,7 +70,7 @@ def build_model(
         layers.append(layer_cls.from_params(entry["type"], params, where))
         names.append(name)
     reads = [tuple(entry["input_layers"]) for entry in entries]
-    _infer_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
+    _infer_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset, fake_shapes)
 
     in_dims = [layers[i].output_dim for i in input_nodes]
     out_dims = [layers[i].output_dim for i in output_nodes]
@@ -208,11 +213,37 @@ def _infer_shapes(
     input_dim: list[tuple[int, ...]],
     dtype: torch.dtype,
     offset: int,
+    fake: bool,
 ) -> None:
-    """Set each layer's ``input_dim``/``output_dim`` by one forward pass on zeros.
+    """Set each layer's ``input_dim``/``output_dim`` by one forward pass of one sample.
 
-    ``offset`` layers were put in front of the user's; messages count without them.
+    With ``fake`` the pass runs on fake tensors (shapes only, no compute) where the
+    layers allow, else on zeros. ``offset`` layers were put in front of the user's;
+    messages count without them.
     """
+    for layer in layers:
+        layer.to(dtype)
+    if fake:
+        try:
+            with FakeTensorMode(allow_non_fake_inputs=True):
+                _record_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
+            return
+        except Exception:  # a layer that reads data, or a real error that zeros repeat
+            pass
+    _record_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
+
+
+def _record_shapes(
+    layers: list[Layer],
+    names: list[str],
+    reads: list[tuple[int, ...]],
+    input_nodes: list[int],
+    input_dim: list[tuple[int, ...]],
+    dtype: torch.dtype,
+    offset: int,
+) -> None:
+    """Run the layers in order on one sample of zeros per input (fake tensors inside a
+    fake mode) and set each layer's ``input_dim``/``output_dim`` from the shapes seen."""
     values: list[torch.Tensor | None] = [None] * len(layers)
     for k, node in enumerate(input_nodes):
         values[node] = torch.zeros(1, *input_dim[k], dtype=dtype)
@@ -224,7 +255,7 @@ def _infer_shapes(
         inputs = [values[j] for j in reads[i]]
         layer.input_dim = [tuple(x.shape[1:]) for x in inputs]
         try:
-            out = layer.to(dtype)(*inputs)
+            out = layer(*inputs)
         except (RuntimeError, ValueError, IndexError, TypeError) as err:
             raise ValueError(
                 f"layers[{i - offset}] ('{names[i]}', type '{layer.type_name}') cannot take "

@@ -41,6 +41,7 @@ unless given.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -86,6 +87,10 @@ def load_keras_file(path: Any) -> Any:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`model`: no Keras file at {path!r}.")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ConversionError(f"`model` {path!r} exists but is no Keras file: a .keras file "
+                              "is the zip archive that keras.Model.save writes; this one "
+                              "cannot be opened as a zip archive (corrupt or another format).")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises several kinds of errors for bad files

@@ -26,6 +26,7 @@ from onnx2torch.node_converters import (
     clip,
     concat,
     dropout,
+    einsum,
     flatten,
     functions,
     gather,
@@ -55,6 +56,7 @@ from innsight.converter.torch_ops import (
     alias_input,
     arg,
     emit_activation,
+    emit_einsum,
     emit_interpolation,
     emit_layer_norm,
     matrix_product,
@@ -173,6 +175,11 @@ def _matmul(t: Any, node: fx.Node) -> int:
     return t.emit(node, "Dense", [x], weight=weight.T)
 
 
+@_register(einsum.OnnxEinsum)
+def _einsum(t: Any, node: fx.Node) -> int:
+    return emit_einsum(t, node, t.module(node).equation, list(node.args))
+
+
 @_register(batch_norm.OnnxBatchNorm)
 def _batch_norm(t: Any, node: fx.Node) -> int:
     x, *params = node.args
@@ -203,6 +210,9 @@ _FUNCTION_ACTIVATIONS = {torch.tanh: "tanh", torch.exp: "exp"}
 
 @_register(functions.OnnxFunction)
 def _function(t: Any, node: fx.Node) -> int:
+    """An elementwise function: ``Tanh`` and ``Exp`` become activations; the others
+    (``Abs``, ``Log``, ``Cos``, ...) are refused, except where they spell an activation
+    that :func:`fuse_activations` fused first."""
     function = t.module(node).function
     if function not in _FUNCTION_ACTIVATIONS:
         raise t.unsupported(node, f"the function {function.__name__}")
@@ -232,6 +242,8 @@ def _prelu(t: Any, node: fx.Node) -> int:
 
 @_register(activations.OnnxSoftmaxV1V11)
 def _softmax_v1(t: Any, node: fx.Node) -> int:
+    """``Softmax`` before opset 13 over the last axis; ``LogSoftmax`` and softmax over
+    several flattened axes are refused."""
     m, source = t.module(node), node.args[0]
     ndim = len(t.shape(source)) + 1
     if m.is_log or m.axis % ndim != ndim - 1:
@@ -242,6 +254,7 @@ def _softmax_v1(t: Any, node: fx.Node) -> int:
 
 @_register(clip.OnnxClip)
 def _clip(t: Any, node: fx.Node) -> int:
+    """``Clip`` with both bounds (a hardtanh) or with ``min=0`` alone (a relu)."""
     low, high = t.module(node).min_val, t.module(node).max_val
     if low is not None and high is not None:
         return emit_activation(t, node, "hardtanh", min_val=float(low), max_val=float(high))
@@ -264,6 +277,8 @@ def _global_average_pool(t: Any, node: fx.Node) -> int:
 
 @_register(reduce.OnnxReduceStaticAxes, reduce.OnnxReduceSumStaticAxes)
 def _reduce(t: Any, node: fx.Node) -> int:
+    """``ReduceMean`` and ``ReduceSum`` over given axes; the other reductions are
+    refused."""
     m, source = t.module(node), node.args[0]
     op = getattr(m, "operation_type", "ReduceSum")
     axes = m.axes if hasattr(m, "axes") else m._axes

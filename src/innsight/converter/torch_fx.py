@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from innsight._torch_modules import any_training, eval_mode, output_list
 from innsight._validation import as_dim_list
@@ -91,19 +92,39 @@ def describe_torch(
 def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
                     dims: list[tuple[int, ...]]) -> dict[str, Any]:
     """The model dict of a traced graph of ``model``, after one run on random inputs that
-    records every node's shape."""
+    records every node's shape (on fake tensors where the graph allows)."""
     examples = random_inputs(model, dims, TRACE_BATCH)
     try:
         with torch.no_grad():
-            _ShapeAndValueProp(graph_module).propagate(*examples)
+            try:
+                _ShapeAndValueProp(graph_module, fake=True).propagate(*examples)
+            except Exception:  # an operation fake tensors cannot run (reading data)
+                _ShapeAndValueProp(graph_module, fake=False).propagate(*examples)
     except Exception as err:  # the user's model raised: report it with the shapes we used
-        cause = err.__cause__ or err  # ShapeProp wraps the model's own error
-        raise ConversionError(
-            f"Running {type(model).__name__} on random inputs of shape(s) "
-            f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + `input_dim`) "
-            f"failed: {cause}. Check `input_dim` (no batch axis, channels first)."
-        ) from err
+        cause = err.__cause__ or err  # the interpreter wraps the model's own error
+        message = (f"Running {type(model).__name__} on random inputs of shape(s) "
+                   f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + "
+                   f"`input_dim`) failed: {cause}. Check `input_dim` (no batch axis, "
+                   "channels first).")
+        if _fails_on(model, examples):  # the inputs are wrong, not the trace: no chain
+            raise InputsRefused.hiding(message, err) from None
+        raise ConversionError(message) from err
     return _Translator(graph_module, dims).describe()
+
+
+class InputsRefused(ConversionError):
+    """The model itself raised on inputs of the shapes ``input_dim`` gives (the message
+    says so; the model's error is :attr:`ConversionError.internal`)."""
+
+
+def _fails_on(model: nn.Module, examples: list[Tensor]) -> bool:
+    """Whether ``model`` raises on ``examples`` (then no tracer can help)."""
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(*examples)
+    except Exception:  # any error the user's code raises
+        return True
+    return False
 
 
 def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]]) -> dict[str, Any]:
@@ -111,6 +132,8 @@ def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]]) -> dic
     converted, the graph of ``torch.export``; both reasons where neither converts."""
     try:
         return _describe_graph(model, _trace(model, len(dims)), dims)
+    except InputsRefused:
+        raise
     except ConversionError as fx_error:
         try:
             return _describe_graph(model, _export(model, dims), dims)
@@ -173,23 +196,59 @@ TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]]], fx.GraphModule]] =
 }
 
 
-class _ShapeAndValueProp(ShapeProp):
+class _ShapeAndValueProp(fx.Interpreter):
     """Records tensor shapes (``meta["tensor_meta"]``), non-tensor values such as sizes
     (``meta["static_value"]``) that later index or scale tensors, what each value depends
     on (``meta["depends_on"]``, see :func:`_depends_on`) and the value of every tensor
     that does not depend on the inputs' values (``meta["constant_value"]``: a parameter,
     an ``arange`` position table, a mask expanded to the batch), so that those fold
-    into constants."""
+    into constants.
+
+    With ``fake=True`` the tensors that depend on the inputs' values are fake tensors
+    (shapes and dtypes, no data, no compute): recording costs no forward pass. Only the
+    constants are computed for real.
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, fake: bool) -> None:
+        super().__init__(graph_module)
+        self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+
+    def propagate(self, *inputs: Tensor) -> Any:
+        if self.fake_mode is not None:
+            inputs = tuple(self.fake_mode.from_tensor(x) for x in inputs)
+        return self.run(*inputs)
 
     def run_node(self, n: fx.Node) -> Any:
-        result = super().run_node(n)
         n.meta["depends_on"] = _depends_on(n)
-        if isinstance(result, Tensor):
-            if n.meta["depends_on"] != "values":
-                n.meta["constant_value"] = result.detach()
-        elif not (isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)):
+        if self.fake_mode is not None and n.meta["depends_on"] == "values":
+            with self.fake_mode:
+                result = super().run_node(n)
+        else:
+            result = super().run_node(n)
+        if isinstance(result, Tensor) and n.meta["depends_on"] != "values":
+            n.meta["constant_value"] = result.detach()
+        if isinstance(result, Tensor) or (
+                isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)):
+            n.meta["tensor_meta"] = fx.node.map_aggregate(
+                result, lambda r: _extract_tensor_metadata(r) if isinstance(r, Tensor) else r)
+        else:
             n.meta["static_value"] = result
         return result
+
+    def fetch_args_kwargs_from_env(self, n: fx.Node) -> tuple[tuple, dict]:
+        """The operands of ``n``; where ``n`` reads only the type or shape of a fake
+        operand (``x.new_zeros(size)``), a real empty stand-in of that operand."""
+        args, kwargs = super().fetch_args_kwargs_from_env(n)
+        if self.fake_mode is None or n.meta["depends_on"] == "values":
+            return args, kwargs
+        return fx.node.map_aggregate((args, kwargs), _real_stand_in)
+
+
+def _real_stand_in(value: Any) -> Any:
+    """A real tensor of ``value``'s shape and dtype (its data unset) for a fake tensor."""
+    if isinstance(value, FakeTensor):
+        return torch.empty(value.shape, dtype=value.dtype, device=value.device)
+    return value
 
 
 #: What a traced value may depend on, from least to most.

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from innsight.converter.attention import Emit, emit_attention, emit_multi_head_attention
+from innsight.converter.einsum import emit_einsum_product, emit_linear_einsum, parse_equation
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
 from innsight.converter.errors import ConversionError
@@ -214,7 +215,8 @@ def _per_axis(value: Any, n_axes: int) -> list[int]:
 
 
 def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride: Any,
-              padding: Any, dilation: Any, groups: int, padding_mode: str = "zeros") -> int:
+              padding: Any, dilation: Any, groups: int, padding_mode: str = "zeros",
+              suffix: str = "") -> int:
     """A convolution of the node's first argument; ``stride``, ``padding`` and
     ``dilation`` as torch takes them (an int or one per spatial axis)."""
     n_axes = weight.ndim - 2
@@ -225,7 +227,7 @@ def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride
         source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=padding_mode)
         pads = [[0, 0]] * n_axes
     return t.emit(
-        node, f"Conv{n_axes}D", [source], weight=weight, bias=bias,
+        node, f"Conv{n_axes}D", [source], suffix=suffix, weight=weight, bias=bias,
         stride=_per_axis(stride, n_axes), padding=pads, dilation=dilation, groups=groups,
     )
 
@@ -336,6 +338,79 @@ def _functional_conv_transpose(t: Any, node: fx.Node) -> int:
         t.static(arg(node, position, name, default)) for position, name, default in
         ((3, "stride", 1), (4, "padding", 0), (6, "groups", 1), (7, "dilation", 1)))
     return emit_conv_transpose(t, node, weight, bias, stride, padding, dilation, groups)
+
+
+def _window_picker(channels: int, kernel: list[int], dtype: torch.dtype) -> Tensor:
+    """The weight ``(channels * K, 1, *kernel)`` (``K`` offsets in a kernel window) of a
+    convolution with ``groups=channels`` whose output channel ``c * K + j`` is entry ``j``
+    of channel ``c``'s window: ``F.unfold``'s order."""
+    n = math.prod(kernel)
+    return torch.eye(n, dtype=dtype).reshape(n, 1, *kernel).repeat(channels, 1, 1, 1)
+
+
+@_register(MODULES, nn.Unfold)
+@_register(FUNCTIONS, F.unfold)
+def _unfold_windows(t: Any, node: fx.Node) -> int:
+    """``F.unfold`` (im2col): ``(C * kh * kw, L)`` from ``(C, H, W)``, as a convolution that
+    picks each window entry (a linear map: every LRP rule applies), then a reshape."""
+    names = ("kernel_size", "dilation", "padding", "stride")
+    if node.op == "call_module":
+        kernel, dilation, padding, stride = (getattr(t.module(node), a) for a in names)
+    else:
+        kernel, dilation, padding, stride = (t.static(arg(node, k + 1, a, 0 if k == 2 else 1))
+                                             for k, a in enumerate(names))
+    source = node.args[0]
+    kernel, channels = _per_axis(kernel, 2), t.shape(source)[0]
+    weight = _window_picker(channels, kernel, node.meta["tensor_meta"].dtype)
+    conv = emit_conv(t, node, weight, None, stride, padding, dilation, channels,
+                     suffix="_windows")
+    return t.emit(node, "Reshape", [conv], shape=list(t.shape(node)))
+
+
+@_register(MODULES, nn.Fold)
+@_register(FUNCTIONS, F.fold)
+def _fold_windows(t: Any, node: fx.Node) -> int:
+    """``F.fold`` (col2im), the adjoint of ``F.unfold``: the columns ``(C * kh * kw, L)`` as
+    a grid of windows, summed into ``(C, H, W)`` by a transposed convolution with the
+    window-picking weight."""
+    names = ("output_size", "kernel_size", "dilation", "padding", "stride")
+    if node.op == "call_module":
+        values = [getattr(t.module(node), a) for a in names]
+    else:
+        values = [t.static(arg(node, k + 1, a, 0 if a == "padding" else 1))
+                  for k, a in enumerate(names)]
+    size, kernel, dilation, padding, stride = (_per_axis(v, 2) for v in values)
+    source = node.args[0]
+    n = math.prod(kernel)
+    channels = t.shape(source)[0] // n
+    blocks = [(o + 2 * p - d * (k - 1) - 1) // s + 1
+              for o, k, d, p, s in zip(size, kernel, dilation, padding, stride)]
+    grid = t.emit(node, "Reshape", [source], suffix="_grid", shape=[channels * n, *blocks])
+    output_padding = [o - ((b - 1) * s - 2 * p + d * (k - 1) + 1)
+                      for o, b, s, p, d, k in zip(size, blocks, stride, padding, dilation, kernel)]
+    weight = _window_picker(channels, kernel, node.meta["tensor_meta"].dtype)
+    return t.emit(node, "ConvTranspose2D", [grid], weight=weight, bias=None, stride=stride,
+                  padding=padding, output_padding=output_padding, dilation=dilation,
+                  groups=channels)
+
+
+@_register(METHODS, "unfold")
+def _sliding_windows(t: Any, node: fx.Node) -> int:
+    """``x.unfold(dim, size, step)``: the windows along ``dim`` with their entries on a new
+    last axis, as one strided slice per window entry, concatenated."""
+    source = node.args[0]
+    dim, size, step = (t.static(arg(node, k + 1, a)) for k, a in
+                       enumerate(("dimension", "size", "step")))
+    axis, shape = t.axis(source, dim), list(t.shape(source))
+    n = (shape[axis] - size) // step + 1
+    windows = []
+    for j in range(size):
+        ranges = [[0, length, 1] for length in shape]
+        ranges[axis] = [j, j + (n - 1) * step + 1, step]
+        sliced = t.emit(node, "Slice", [source], suffix=f"_{j}_slice", ranges=ranges)
+        windows.append(t.emit(node, "Reshape", [sliced], suffix=f"_{j}",
+                              shape=[*shape[:axis], n, *shape[axis + 1:], 1]))
+    return windows[0] if size == 1 else t.emit(node, "Concatenate", windows, axis=len(shape))
 
 
 #: Interpolation modes of torch -> the ``mode`` of an Upsample layer.
@@ -532,6 +607,55 @@ def matrix_product(t: Any, node: fx.Node) -> int:
     fixed = next((i for i, x in enumerate((a, b))
                   if t.layers[t.layer(x)].get("act_name") == "softmax"), None)
     return t.emit(node, "MatMul", [a, b], lrp_constant=fixed)
+
+
+@_register(FUNCTIONS, torch.einsum)
+def _einsum(t: Any, node: fx.Node) -> int:
+    """``torch.einsum(equation, *operands)`` or ``(equation, [operands])`` (ATen's form)."""
+    operands = list(node.args[1:])
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = list(operands[0])
+    return emit_einsum(t, node, t.static(node.args[0]), operands)
+
+
+def emit_einsum(t: Any, node: fx.Node, equation: str, operands: list[Any]) -> int:
+    """An einsum of batch-first tensors: a permutation of one tensor, a tensor by a
+    constant (a dense layer) or two tensors (a matrix product); see
+    :mod:`innsight.converter.einsum`."""
+    what = f"einsum {equation!r}"
+    try:
+        specs = parse_equation(equation, len(operands))
+    except ValueError as err:
+        raise t.unsupported(node, what, f"{err} ") from err
+    computed = [i for i, x in enumerate(operands) if t.is_tensor(x)]
+    batch = specs.output[:1]
+    if any(specs.inputs[i][:1] != batch for i in computed):
+        raise t.unsupported(node, what, "The batch axis must be the first letter of the "
+                            "result and of every tensor computed from the inputs. ")
+    inputs = [spec.replace(batch, "") if i in computed else spec
+              for i, spec in enumerate(specs.inputs)]
+    output = specs.output[1:]
+    sizes = {c: n for i in computed for c, n in zip(inputs[i], t.shape(operands[i]))}
+    emit = _emitter(t, node)
+    try:
+        if computed == [0] and len(operands) == 1 and sorted(inputs[0]) == sorted(output):
+            return t.emit(node, "Permute", [operands[0]],
+                          perm=[inputs[0].index(c) for c in output])
+        if len(operands) == 2 and len(computed) == 1:
+            (i,), other = computed, 1 - computed[0]
+            constant = t.constant(operands[other])
+            if isinstance(constant, Tensor) and batch not in inputs[other]:
+                return emit_linear_einsum(emit, operands[i], inputs[i], constant,
+                                          inputs[other], output, sizes)
+        if len(operands) == 2 and computed == [0, 1]:
+            fixed = next((i for i, x in enumerate(operands)
+                          if t.layers[t.layer(x)].get("act_name") == "softmax"), None)
+            return emit_einsum_product(emit, *operands, *inputs, output, sizes, fixed)
+    except ValueError as err:
+        raise t.unsupported(node, what, f"{err} ") from err
+    raise t.unsupported(node, what, "Einsums that convert: a permutation of one tensor, a "
+                        "tensor by a constant, or a product of two tensors computed from "
+                        "the inputs. ")
 
 
 def _emitter(t: Any, node: fx.Node) -> Emit:
@@ -1129,6 +1253,58 @@ def _mean(t: Any, node: fx.Node) -> int:
                   keepdims=bool(arg(node, 2, "keepdim", False)))
 
 
+@_register(FUNCTIONS, torch.amax)
+@_register(METHODS, "amax")
+def _amax(t: Any, node: fx.Node) -> int:
+    """The largest entry over sample axes (see :func:`_emit_max_over`)."""
+    return _emit_max_over(t, node, arg(node, 1, "dim", None), arg(node, 2, "keepdim", False))
+
+
+@_register(FUNCTIONS, torch.max)
+@_register(METHODS, "max")
+def _max_along(t: Any, node: fx.Node) -> Outputs:
+    """``x.max(dim)``: its values (element 0, ``.values``) convert, its indices do not."""
+    dim = arg(node, 1, "dim", None)
+    if not isinstance(t.static(dim), int):
+        raise t.unsupported(node, "max of all entries, or of two tensors",
+                            "x.max(dim) and x.amax(dims) convert. ")
+    return Outputs((_emit_max_over(t, node, dim, arg(node, 2, "keepdim", False)), None))
+
+
+def _emit_max_over(t: Any, node: fx.Node, dims: Any, keepdim: Any) -> int:
+    """The largest entry of the node's first argument over sample axes ``dims``: those
+    axes moved last and flattened, one max pooling window over them (winner takes all
+    under LRP and DeepLift), and the result's shape."""
+    source, dims = node.args[0], t.static(dims)
+    if dims is None or dims == []:
+        raise t.unsupported(node, "a max over all axes", "It would reach across the batch. ")
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    shape = list(t.shape(source))
+    axes = sorted({t.axis(source, d) for d in dims})
+    kept = [a for a in range(len(shape)) if a not in axes]
+    result: Any = source
+    if kept + axes != list(range(len(shape))):
+        result = t.emit(node, "Permute", [result], suffix="_reduced_last", perm=kept + axes)
+    window = math.prod(shape[a] for a in axes)
+    result = t.emit(node, "Reshape", [result], suffix="_rows",
+                    shape=[math.prod(shape[a] for a in kept), window])
+    result = t.emit(node, "MaxPool1D", [result], suffix="_max", kernel_size=window,
+                    stride=None, padding=0, dilation=1, ceil_mode=False)
+    out = [1 if a in axes else n for a, n in enumerate(shape)] if t.static(keepdim) else \
+        [shape[a] for a in kept]
+    return t.emit(node, "Reshape", [result], shape=out or [1])
+
+
+@_register(FUNCTIONS, getattr)
+@_follows_batch_axis("any")
+def _attribute(t: Any, node: fx.Node) -> int:
+    """``result.values`` of ``x.max(dim)`` (element 0 of its :class:`Outputs`)."""
+    source, name = node.args
+    if name == "values" and source in t.outputs and t.outputs[source].layers[0] is not None:
+        return t.outputs[source].layers[0]
+    raise t.unsupported(node, f"the attribute .{name} of a tensor result")
+
+
 @_register(FUNCTIONS, torch.sum)
 @_register(METHODS, "sum")
 @_follows_batch_axis("any")
@@ -1235,7 +1411,13 @@ for _mode, _modules in _PAD_MODULES.items():
 
 
 @_register(FUNCTIONS, F.pad)
+@_follows_batch_axis("same")
 def _functional_pad(t: Any, node: fx.Node) -> int:
+    """``F.pad``, also of a tensor whose batch axis moved or took entries of the samples
+    (windows), as long as the padded trailing axes come after the batch axis."""
+    n_padded, batch = len(t.static(arg(node, 1, "pad"))) // 2, t.batch_axis(node.args[0])
+    if n_padded > len(node.meta["tensor_meta"].shape) - 1 - batch.position:
+        raise t.unsupported(node, "padding the batch axis or axes before it")
     return _pad(t, node, arg(node, 1, "pad"), arg(node, 2, "mode", "constant"),
                 arg(node, 3, "value", None))
 
@@ -1406,6 +1588,11 @@ def _getitem(t: Any, node: fx.Node) -> int:
         return layer
     if not t.is_tensor(source):
         raise t.unsupported(node, "indexing into a value that is not a tensor")
+    entries = index if isinstance(index, tuple) else (index,)
+    tensors = [dim for dim, e in enumerate(entries) if isinstance(e, fx.Node)
+               and isinstance(t.constant(e), Tensor)]
+    if tensors and all(e == slice(None) for dim, e in enumerate(entries) if dim != tensors[0]):
+        return _gather_constant(t, node, source, tensors[0], entries[tensors[0]])
     return _index_tensor(t, node, source, t.static(index))
 
 
@@ -1488,19 +1675,43 @@ def _ndim(node: fx.Node) -> int:
 
 
 @_follows_batch_axis("same")
-@_follows_batch_axis("same")
 def _index_op(t: Any, node: fx.Node) -> int:
-    """``aten.index.Tensor(x, [arange(B)])``: ``x[torch.arange(len(x))]`` picks every sample
-    once, in order (Hugging Face's pooling of the last token); other tensor indices
+    """``aten.index.Tensor(x, indices)``: ``x[torch.arange(len(x))]`` picks every sample once,
+    in order (Hugging Face's pooling of the last token); a constant integer vector along
+    one sample axis is a gather (see :func:`_gather_constant`); other tensor indices
     (advanced indexing) are refused."""
     source, indices = node.args[0], list(node.args[1])
     position = t.batch_axis(source).position
-    picks_samples = (len(indices) == position + 1 and all(i is None for i in indices[:-1])
-                     and _is_sample_index(indices[-1]))
-    if not picks_samples:
-        raise t.unsupported(node, "indexing with tensors (advanced indexing)",
-                            "Only x[torch.arange(batch size)] converts. ")
-    return t.layer(source)
+    if (len(indices) == position + 1 and all(i is None for i in indices[:-1])
+            and _is_sample_index(indices[-1])):
+        return t.layer(source)
+    given = [(dim, i) for dim, i in enumerate(indices) if i is not None]
+    if len(given) == 1 and given[0][0] != position:
+        return _gather_constant(t, node, source, *given[0])
+    raise t.unsupported(node, "indexing with tensors (advanced indexing)",
+                        "x[torch.arange(batch size)] and a constant integer vector along one "
+                        "sample axis convert. ")
+
+
+def _gather_constant(t: Any, node: fx.Node, source: fx.Node, dim: int, index: Any) -> int:
+    """``x[..., index, ...]`` with a constant integer vector ``index`` along axis ``dim``: a
+    dense layer on that axis whose weight rows are one-hot (an exact linear map)."""
+    found = t.constant(index)
+    if not (isinstance(found, Tensor) and found.ndim == 1 and not found.is_floating_point()
+            and found.dtype != torch.bool):
+        raise t.unsupported(node, "indexing with a tensor that is no constant integer vector",
+                            "x[torch.arange(batch size)] and a constant integer vector along "
+                            "one sample axis convert. ")
+    axis, shape = t.axis(source, dim), t.shape(source)
+    last = len(shape) - 1
+    weight = F.one_hot(found.long() % shape[axis], shape[axis]).to(node.meta["tensor_meta"].dtype)
+    moved = source if axis == last else t.emit(node, "Permute", [source], suffix="_to_last",
+                                                 perm=_move_axis(len(shape), axis, last))
+    picked = t.emit(node, "Dense", [moved], suffix="" if axis == last else "_pick",
+                    weight=weight, bias=None)
+    if axis == last:
+        return picked
+    return t.emit(node, "Permute", [picked], perm=_move_axis(len(shape), last, axis))
 
 
 def _is_sample_index(value: Any) -> bool:
@@ -1573,7 +1784,9 @@ def _aten_aliases() -> dict[str, Any]:
         "rms_norm.default": getattr(F, "rms_norm", None), "square.default": torch.square,
         "clamp.Tensor": torch.clamp,
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
-        "clamp_max.default": "clamp_max",
+        "clamp_max.default": "clamp_max", "einsum.default": torch.einsum,
+        "im2col.default": F.unfold, "col2im.default": F.fold, "unfold.default": "unfold",
+        "amax.default": torch.amax, "max.dim": torch.max,
     }
 
 

@@ -12,6 +12,9 @@ coalition) are stacked into chunks of at most ``batch_size``.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +33,7 @@ from innsight.methods.base import (
     resolve_device,
 )
 from innsight.methods.data import prepare_like, to_channels_first, user_dim
-from innsight.methods.engine import row_chunks
+from innsight.methods.engine import evaluate, row_chunks, target_values
 from innsight.methods.opaque_model import OpaqueModel, PredFun
 
 
@@ -47,9 +50,10 @@ def from_features(features: Tensor, like: list[Tensor]) -> list[Tensor]:
             for part, x in zip(features.split(sizes, dim=1), like)]
 
 
-def _outputs(setup: Setup, rows: Tensor) -> Tensor:
-    """The explained outputs ``(rows, n_targets)`` at feature rows ``(rows, p)``."""
-    return setup.outputs_at(from_features(rows, setup.data))
+def _outputs(setup: Setup, rows: Tensor, sample: Tensor) -> Tensor:
+    """The explained quantities ``(rows, n_targets)`` at feature rows ``(rows, p)`` made
+    from the data samples ``sample`` ``(rows,)``."""
+    return setup.outputs_at(from_features(rows, setup.data), sample)
 
 
 def _background(setup: Setup, data_ref: Any) -> Tensor:
@@ -107,6 +111,39 @@ def feature_players(setup: Setup, feature_groups: Any) -> Players:
     return Players(group, torch.bincount(group))
 
 
+#: More players than this make the agnostic methods slow and their values noisy ...
+MANY_PLAYERS = 256
+#: ... when samples x ``n`` x players reaches this (SHAP evaluates the model that many
+#: times; LIME fits a regression with as many coefficients per sample).
+SLOW_WORK = 10_000
+
+
+def warn_if_slow(method: str, players: Players, n_data: int, n: int, grouped: bool) -> None:
+    """Warn before the work starts when there are many players and much work, saying to
+    group the input entries with ``feature_groups``."""
+    g = players.count
+    if g <= MANY_PLAYERS or n_data * n * g < SLOW_WORK:
+        return
+    what = "feature groups" if grouped else "input entries (every one a player)"
+    evaluations = n_data * n * (g - 1) if method == "SHAP" else n_data * n
+    warnings.warn(
+        f"{method} of {n_data} sample(s) with n={n} and {g} players ({what}) is slow: about "
+        f"{evaluations:,} model evaluations{'' if method == 'SHAP' else f' and a regression on {g} coefficients per sample'}, "
+        "and its values are noisy. Group the entries into fewer players with `feature_groups`, "
+        "e.g. 8x8 patches of an (H, W) image: rows, cols = np.indices((H, W)) // 8; "
+        "feature_groups = rows * (W // 8 + 1) + cols.", UserWarning, stacklevel=_user_level())
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` that makes a warning from the caller point to the first frame
+    outside innsight (the user's call, however deep the method's frames are)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> Explanation:
     """Shapley values by permutation sampling, ``(n_data, *dim, n_targets)`` per input
     layer, and their goal ``f(x) - mean f(ref)`` over the references used.
@@ -132,7 +169,9 @@ def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> 
     shuffled = torch.randperm(background.shape[0], generator=generator,
                               device=generator.device).to(device)
     ref_of = shuffled[(torch.arange(n, device=device) // 2) % background.shape[0]]
-    f_refs = _outputs(setup, background[ref_of])  # (n, n_targets)
+    # the explained outputs at each walk's reference; the targets of a sample pick from them
+    at_refs = evaluate(setup.model_fn, from_features(background[ref_of], setup.data),
+                       setup.batch_size)
     at_data = setup.outputs_at_data()
 
     inner = g - 1  # steps strictly between the reference and the sample
@@ -142,12 +181,13 @@ def explain_shap(setup: Setup, background: Tensor, n: int, players: Players) -> 
     for rows in row_chunks(n_walks, per_chunk, setup.verbose, "SHAP"):
         walks = torch.arange(rows.start, rows.stop, device=device)
         sample, walk = walks // n, walks % n
-        path = torch.cat([f_refs[walk, None], _walk_outputs(setup, x, background, players, ranks,
-                                                            ref_of, sample, walk, inner),
+        f_ref = target_values([out[walk] for out in at_refs], setup.targets, sample)
+        path = torch.cat([f_ref[:, None], _walk_outputs(setup, x, background, players, ranks,
+                                                        ref_of, sample, walk, inner),
                           at_data.explained[sample, None]], dim=1)  # (walks, g + 1, n_targets)
         phi.index_put_((sample[:, None].expand(-1, g), order[walk]), path.diff(dim=1),
                        accumulate=True)
-    goal = at_data.explained - f_refs.mean(dim=0, keepdim=True)
+    goal = at_data.explained - setup.targets.mean_values(at_refs, n_data)
     return Explanation(from_features(players.spread(phi / n), setup.data), goal, at_data)
 
 
@@ -162,7 +202,7 @@ def _walk_outputs(setup: Setup, x: Tensor, background: Tensor, players: Players,
         w, step = row // inner, row % inner + 1
         present = ranks[walk[w]][:, players.group] < step[:, None]  # (rows, p)
         inputs = torch.where(present, x[sample[w]], background[ref_of[walk[w]]])
-        out.view(n_rows, -1)[rows] = _outputs(setup, inputs)
+        out.view(n_rows, -1)[rows] = _outputs(setup, inputs, sample[w])
     return out
 
 
@@ -190,7 +230,8 @@ def explain_lime(setup: Setup, background: Tensor, n: int, kernel_width: float,
         draw = torch.randint(background.shape[0], (rows, n), generator=generator,
                              device=generator.device).to(device)
         inputs = torch.where(present[..., players.group], x[samples, None], background[draw])
-        out = _outputs(setup, inputs.reshape(rows * n, p)).reshape(rows, n, -1)
+        sample = torch.arange(samples.start, samples.stop, device=device).repeat_interleave(n)
+        out = _outputs(setup, inputs.reshape(rows * n, p), sample).reshape(rows, n, -1)
         absent = (~present).sum(dim=2, dtype=x.dtype)  # (rows, n)
         root_w = torch.exp(-absent / kernel_width**2).sqrt()[..., None]
         design = torch.cat([torch.ones_like(absent)[..., None], present.to(x.dtype)], dim=2)
@@ -218,6 +259,8 @@ class AgnosticMethod(InterpretingMethod):
     output_names : list of str, optional
         Labels of the predictions of a model that is no Converter (default ``Y1..``).
 
+    Notes
+    -----
     A model that is no Converter is explained through its predictions as they
     are: ``ignore_last_act`` does not apply to it (write ``pred_fun`` to return
     logits where they are wanted), and its device is the CPU unless ``device``
@@ -259,6 +302,8 @@ class SHAP(AgnosticMethod):
         are one player, e.g. the patches of an image. Default: every input
         entry is a player. A group's value is shared equally by its entries.
 
+    Notes
+    -----
     The values of a sample sum exactly to ``f(x) - mean f(ref)`` over the
     references used (all of ``data_ref`` equally often when ``n`` is a multiple
     of twice its size). ``model``, ``pred_fun``, ``output_names``: see
@@ -276,7 +321,9 @@ class SHAP(AgnosticMethod):
 
     def _explain(self, setup: Setup, data_ref: Any, n: Any, feature_groups: Any) -> Explanation:
         n = check_positive_int(n, "n")
-        return explain_shap(setup, _background(setup, data_ref), n, feature_players(setup, feature_groups))
+        background, players = _background(setup, data_ref), feature_players(setup, feature_groups)
+        warn_if_slow("SHAP", players, setup.data[0].shape[0], n, feature_groups is not None)
+        return explain_shap(setup, background, n, players)
 
 
 class LIME(AgnosticMethod):
@@ -298,6 +345,8 @@ class LIME(AgnosticMethod):
     feature_groups : optional
         Players made of several input entries, as for :class:`SHAP`.
 
+    Notes
+    -----
     The values are the surrogate's coefficients: how much the output changes when
     a player takes the sample's values instead of the background's. For a linear
     model and one background row they are exactly ``w * (x - ref)``. LIME has no
@@ -326,8 +375,10 @@ class LIME(AgnosticMethod):
             raise ValueError(f"`kernel_width` must be a positive number or None, got {describe(kernel_width)}.")
         if not is_number(alpha) or not alpha >= 0:
             raise ValueError(f"`alpha` must be a number >= 0, got {describe(alpha)}.")
-        return Explanation(explain_lime(setup, _background(setup, data_ref), n,
-                                        float(kernel_width), float(alpha), players))
+        background = _background(setup, data_ref)
+        warn_if_slow("LIME", players, setup.data[0].shape[0], n, feature_groups is not None)
+        return Explanation(explain_lime(setup, background, n, float(kernel_width), float(alpha),
+                                        players))
 
 
 run_shap = runner(SHAP, "run_shap")

@@ -16,7 +16,7 @@ import copy
 import inspect
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -26,11 +26,17 @@ from innsight._validation import check_bool, describe, is_int, resolve_dtype
 from innsight.converter import Converter
 from innsight.converter.names import Names
 from innsight.methods.data import prepare_data, prepare_like, user_dim
-from innsight.methods.engine import default_batch_size, evaluate, target_values
+from innsight.methods.engine import (
+    default_batch_size,
+    evaluate,
+    row_chunks,
+    target_values,
+)
 from innsight.methods.layer_attribution import AttributedLayer, at_layer, layer_node
 from innsight.methods.model_interface import ExplainableModel, TorchModule
 from innsight.methods.result import Result
-from innsight.outputs import DEFAULT_N_OUTPUTS, OutputSelection, Target
+from innsight.methods.targets import ChosenTargets, NodeTargets, Targets, choose_targets
+from innsight.outputs import OutputSelection
 
 
 @dataclass(frozen=True)
@@ -65,41 +71,65 @@ class Setup:
     model: ExplainableModel  # on the method's dtype and device
     explained: list[int]  # per output layer, the node explained (see explained_nodes)
     data: list[Tensor]  # per input layer, (n_data, *dim), channels first
-    selection: OutputSelection
+    selection: OutputSelection  # the result's columns (the nodes, for node targets)
     batch_size: int
     generator: torch.Generator
     verbose: bool
     channels_first: bool
+    #: Per output layer, the node whose value is the prediction; ``None``: the model's outputs.
+    predicted: list[int] | None = None
+    #: What the columns explain where it is not the nodes of ``selection`` (``targets=``,
+    #: ``target_fun=``, ``target_weights=``).
+    custom_targets: Targets | None = None
     #: The layer the values are attributed to (``attribute_to``); ``None``: the inputs.
     layer: AttributedLayer | None = None
-    #: Per-sample model inputs ``(n_data, *dim)`` passed after ``data``, neither varied nor
-    #: attributed (what bypasses an attributed layer).
-    fixed: list[Tensor] = field(default_factory=list)
 
     @property
-    def targets(self) -> list[Target]:
-        return self.selection.targets
+    def targets(self) -> Targets:
+        """What each column explains (see :mod:`innsight.methods.targets`)."""
+        if self.custom_targets is not None:
+            return self.custom_targets
+        return NodeTargets(tuple(self.selection.targets))
 
-    def model_fn(self, inputs: list[Tensor]) -> list[Tensor]:
+    @property
+    def prediction_nodes(self) -> list[int]:
+        return self.model.output_nodes if self.predicted is None else self.predicted
+
+    def model_fn(self, inputs: list[Tensor], sample: Tensor | None = None) -> list[Tensor]:
         """The explained outputs (pre-activation with ``ignore_last_act``), one tensor
-        ``(rows, *out_dim)`` per output layer, for ``inputs`` ``(rows, *dim)`` per input layer."""
-        return self.model.run_nodes(inputs, self.explained)
+        ``(rows, *out_dim)`` per output layer, for ``inputs`` ``(rows, *dim)`` per input layer
+        made from the data samples ``sample`` ``(rows,)``."""
+        return self.model.run_nodes(inputs, self.explained, sample)
 
-    def outputs_at(self, inputs: list[Tensor]) -> Tensor:
-        """The explained output nodes ``(rows, n_targets)`` at ``inputs``, without gradients;
-        with ``fixed`` inputs, ``inputs`` hold one row or one per sample."""
-        if self.fixed:
-            n_data = self.fixed[0].shape[0]
-            inputs = [x.expand(n_data, *x.shape[1:]) for x in inputs] + self.fixed
-        return target_values(evaluate(self.model_fn, inputs, self.batch_size), self.targets)
+    def outputs_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
+        """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
+        samples ``sample``, without gradients."""
+        outputs = evaluate(self.model_fn, inputs, self.batch_size, sample)
+        return target_values(outputs, self.targets, sample)
+
+    def mean_outputs_at(self, refs: list[Tensor]) -> Tensor:
+        """Per sample, the mean over the rows of ``refs`` (references, per input layer
+        ``(n_ref, *dim)``) of the explained quantities: ``(1 or n_data, n_targets)``. A model
+        with per-sample arguments runs every (sample, reference) pair."""
+        n_data, n_ref = self.data[0].shape[0], refs[0].shape[0]
+        if not self.model.per_sample:
+            return self.targets.mean_values(evaluate(self.model_fn, refs, self.batch_size),
+                                            n_data)
+        sums = refs[0].new_zeros(n_data, len(self.targets))
+        for rows in row_chunks(n_data * n_ref, self.batch_size):
+            row = torch.arange(rows.start, rows.stop, device=sums.device)
+            sample = row // n_ref
+            sums.index_add_(0, sample, self.outputs_at([r[row % n_ref] for r in refs], sample))
+        return sums / n_ref
 
     def outputs_at_data(self) -> OutputsAtData:
         """The explained outputs and predictions at the data, from one pass."""
-        nodes = self.explained + self.model.output_nodes
-        at_data = evaluate(lambda xs: self.model.run_nodes(xs, nodes), self.data + self.fixed,
-                           self.batch_size)
-        return OutputsAtData(target_values(at_data[:len(self.explained)], self.targets),
-                             target_values(at_data[len(self.explained):], self.targets))
+        nodes = self.explained + self.prediction_nodes
+        at_data = evaluate(lambda xs, sample: self.model.run_nodes(xs, nodes, sample),
+                           self.data, self.batch_size)
+        sample = torch.arange(self.data[0].shape[0], device=self.data[0].device)
+        return OutputsAtData(target_values(at_data[:len(self.explained)], self.targets, sample),
+                             target_values(at_data[len(self.explained):], self.targets, sample))
 
     def prepare_refs(self, value: Any, arg_name: str) -> list[Tensor]:
         """References given like the data (``x_ref``, ``data_ref``), checked, in the space
@@ -171,6 +201,32 @@ class InterpretingMethod(Result):
         first output layer.
     output_label
         Output nodes chosen by label instead, in the same forms.
+    targets : "predicted" or array of int or str, optional
+        One output node per sample, one result column: ``"predicted"`` (each sample's
+        own top node, the arg-max of the first explained output) or ``(n_data,)`` node
+        indices or labels of the first explained output (e.g. the true classes). The
+        data frame's ``output_node`` names each sample's node. Not with ``output_idx``
+        or ``output_label``.
+    target_fun : callable, optional
+        Explain ``target_fun(outputs)``, ``(rows,)`` or ``(rows, k)`` (a column each,
+        named ``target_fun`` or ``target_fun_1..k``), where ``outputs`` is the list of
+        the explained outputs, ``(rows, *dim)`` channels first (pre-activation with
+        ``ignore_last_act``): a logit difference, a class summed over a region, a loss.
+        Gradient-based, LIME and SHAP methods take any (differentiable) function; the
+        rule-based methods take linear targets as ``target_weights`` instead.
+    target_weights : array or list of arrays, optional
+        Explain weighted sums of output nodes: ``(n_nodes,)`` or ``(k, n_nodes)`` (or an
+        output's shape, with or without a leading ``k``; nodes flattened channels
+        first) for the first output layer, or a list with one such array (or ``None``)
+        per output layer; columns ``target_weights`` or ``target_weights_1..k``. LRP
+        starts from ``w * f``, DeepLift from the multipliers ``w``.
+    output_layer : str, int or list of them, optional
+        Explain these layers (names from ``conv.model.layer_names``, or positions in
+        it; a module name from ``dict(model.named_modules())`` for the direct torch
+        methods) instead of the model's outputs: their values are the explained
+        outputs (``ignore_last_act`` does not apply), with generated labels
+        ``Y1..``; ``output_idx`` and the targets above choose among their nodes, and
+        the predictions and goals are theirs.
     ignore_last_act : bool
         Explain the input of a final activation (e.g. the logits before softmax).
     verbose : bool
@@ -184,12 +240,13 @@ class InterpretingMethod(Result):
         Makes stochastic methods reproducible.
     device : str or torch.device
         Where to compute, e.g. ``"cuda"``; default the model's device.
-    attribute_to : str
-        A layer name from ``conv.model.layer_names``: attribute to that layer's
-        activations instead of the input (gradient and rule-based methods; see
-        :mod:`~innsight.methods.layer_attribution`). The values are then shaped
-        like that layer's output ``(n_data, *layer_dim, n_targets)``, in the
-        layout of the data.
+    attribute_to : str or int, optional
+        A layer name from ``conv.model.layer_names`` (or its position in it):
+        attribute to that layer's activations instead of the input (gradient and
+        rule-based methods; see :mod:`~innsight.methods.layer_attribution`). The
+        values are then shaped like that layer's output ``(n_data, *layer_dim,
+        n_targets)``, in the layout of the data. Combines with every way of
+        choosing targets above and with ``output_layer`` (the layer must lead to it).
     """
 
     method_name = "InterpretingMethod"
@@ -232,10 +289,21 @@ class InterpretingMethod(Result):
         batch_size: int | None = None,
         seed: int | None = None,
         device: Any = None,
-        attribute_to: str | None = None,
+        targets: Any = None,
+        target_fun: Any = None,
+        target_weights: Any = None,
+        output_layer: Any = None,
+        attribute_to: str | int | None = None,
         **own_args: Any,
     ) -> None:
         self._check_own_args(own_args)
+        if target_fun is not None and self.needs_graph:
+            raise TypeError(
+                f"{self.method_name} propagates rules back from the outputs and explains "
+                "linear targets only; `target_fun` (a callable) needs a gradient-based, LIME "
+                "or SHAP method. Pass the target as `target_weights=` instead: weights over "
+                "the output nodes, e.g. +1 and -1 for a logit difference or a mask for a region."
+            )
         check_bool(channels_first, "channels_first")
         check_bool(ignore_last_act, "ignore_last_act")
         verbose = is_interactive() if verbose is None else check_bool(verbose, "verbose")
@@ -249,21 +317,31 @@ class InterpretingMethod(Result):
                     for dim in model.input_dim]  # shapes only
         tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype,
                                         torch_device)
-        selection = OutputSelection.whole_model(model.output_names).choose(
-            output_idx, output_label, default=DEFAULT_N_OUTPUTS)
+        if without_data and targets is not None:
+            raise ValueError(f"`targets` selects an output node per sample and needs data; "
+                             f"got data=None and targets={describe(targets)}.")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
+        explained, chosen = what_to_explain(
+            model, tensors, ignore_last_act, output_layer, batch_size, output_idx=output_idx,
+            output_label=output_label, targets=targets, target_fun=target_fun,
+            target_weights=target_weights)
+        selection = chosen.selection
         if batch_size is None:
             batch_size = default_batch_size(
-                model.input_dim, len(selection.targets), torch_dtype.itemsize, torch_device
+                model.input_dim, len(chosen.targets), torch_dtype.itemsize, torch_device
             )
         setup = Setup(
             model=model,
-            explained=model.explained_nodes(ignore_last_act),
+            explained=explained,
             data=tensors,
             selection=selection,
-            batch_size=check_positive_int(batch_size, "batch_size"),
+            batch_size=batch_size,
             generator=make_generator(seed, torch_device),
             verbose=verbose,
             channels_first=channels_first,
+            predicted=explained if output_layer is not None or chosen.at_explained else None,
+            custom_targets=None if isinstance(chosen.targets, NodeTargets) else chosen.targets,
         )
         if attribute_to is not None:
             if self.layer_attribution is None:
@@ -300,6 +378,7 @@ class InterpretingMethod(Result):
             preds=selection.split(preds),
             decomp_goal=None if goal is None else selection.split(goal),
             data=None if without_data else tensors,
+            sample_nodes=chosen.targets.sample_labels,
             attributed_to=None if layer is None else layer.name,
             token_grid=None if layer is None or layer.grid is None or layer.grid.token_axis is None
             else layer.grid,
@@ -340,6 +419,28 @@ class InterpretingMethod(Result):
         raise NotImplementedError
 
 
+def what_to_explain(model: ExplainableModel, data: list[Tensor], ignore_last_act: bool,
+                    output_layer: Any, batch_size: int | None,
+                    **target_args: Any) -> tuple[list[int], ChosenTargets]:
+    """The explained nodes (per output layer: the model's outputs, or the layers
+    ``output_layer`` names) and what the columns explain among them (``target_args``:
+    ``output_idx``, ``output_label``, ``targets``, ``target_fun``, ``target_weights``)."""
+    if output_layer is None:
+        explained, names = model.explained_nodes(ignore_last_act), model.output_names
+    else:
+        explained, names = model.layer_outputs(output_layer)
+    rows = batch_size or default_batch_size(model.input_dim, 1, data[0].dtype.itemsize,
+                                            data[0].device)
+    first = torch.zeros(1, dtype=torch.long, device=data[0].device)
+    chosen = choose_targets(
+        names, **target_args, n_data=data[0].shape[0],
+        outputs_at_data=lambda: evaluate(
+            lambda xs, sample: model.run_nodes(xs, explained, sample), data, rows),
+        outputs_at_first=lambda: model.run_nodes([x[:1] for x in data], explained, first),
+        like=data[0])
+    return explained, chosen
+
+
 def split_by_output(values: list[Tensor], selection: OutputSelection) -> list[list[Tensor] | None]:
     """Per input layer ``(n, *dim, n_targets)`` into ``[output layer][input layer]`` blocks."""
     per_input = [selection.split(v) for v in values]
@@ -362,9 +463,21 @@ def runner(cls: type[M], name: str) -> Callable[..., M]:
     run.__name__ = run.__qualname__ = name
     run.__module__ = cls.__module__
     run.__doc__ = (f"Run :class:`{cls.__name__}` and return its result (the method object).\n\n"
-                   f"{inspect.getdoc(cls)}")
+                   f"{inspect.getdoc(cls)}\n\n{SHARED_HEADING}\n{shared_parameters(cls)}")
     run.__signature__ = method_signature(cls)  # type: ignore[attr-defined]
     return run
+
+
+SHARED_HEADING = "Shared parameters (every method)\n--------------------------------"
+
+
+def shared_parameters(cls: type[InterpretingMethod]) -> str:
+    """The parameters sections of the docs of ``cls``'s bases down to
+    :class:`InterpretingMethod` (e.g. LIME's ``model`` and ``pred_fun``, then the
+    arguments of every method), which ``run_*`` docstrings end with."""
+    bases = cls.__mro__[1:cls.__mro__.index(InterpretingMethod) + 1]
+    sections = [(inspect.getdoc(base) or "").partition("----------\n")[2] for base in bases]
+    return "\n".join(section.split("\n\n")[0] for section in sections if section)
 
 
 def method_signature(cls: type[InterpretingMethod]) -> inspect.Signature:

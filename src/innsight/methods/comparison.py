@@ -191,7 +191,7 @@ class Comparison:
     def plot(self, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = True,
              show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-             top_k: int | None = None) -> Any:
+             top_k: int | None = None, layout: str = "facets") -> Any:
         """Each model's explanation of the samples ``data_idx``, side by side: one facet
         column per output node and model (``"Y1 (torch)"``, ``"Y1 (onnx)"``, ...).
 
@@ -206,12 +206,14 @@ class Comparison:
         return plotting.plot(self.results, data_idx=data_idx, output_idx=output_idx,
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
-                             show_input=show_input, normalize=normalize, top_k=top_k)
+                             show_input=show_input, normalize=normalize, top_k=top_k,
+                             layout=layout)
 
     def plot_global(self, output_idx: Any = None, output_label: Any = None,
                     data_idx: Any = "all", aggr_channels: Any = "sum",
                     preprocess_fun: Any = abs, as_plotly: bool = False,
-                    normalize: bool = False, top_k: int | None = None) -> Any:
+                    normalize: bool = False, top_k: int | None = None,
+                    ref_data_idx: int | None = None) -> Any:
         """Each model's explanations summarised over samples (as :meth:`Result.plot_global`),
         side by side: one facet column per output node and model."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
@@ -219,7 +221,8 @@ class Comparison:
         return plotting.plot_global(self.results, output_idx=output_idx,
                                     output_label=output_label, data_idx=data_idx,
                                     aggr_channels=aggr_channels, preprocess_fun=preprocess_fun,
-                                    as_plotly=as_plotly, normalize=normalize, top_k=top_k)
+                                    as_plotly=as_plotly, normalize=normalize, top_k=top_k,
+                                    ref_data_idx=ref_data_idx)
 
     def __str__(self) -> str:
         lines = [f"{self.method} on {len(self.results)} models: {', '.join(self.models)}"]

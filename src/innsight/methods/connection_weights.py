@@ -14,25 +14,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from innsight._validation import check_bool
 from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
 from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
+from innsight.methods.targets import NodeTargets, PerSampleTargets
+from innsight.outputs import Target
 
 
 def explain_connection_weights(setup: Setup, times_input: bool) -> list[Tensor]:
     """Per input layer ``(1, *dim, n_targets)``, or ``(n_data, *dim, n_targets)`` with
-    ``times_input`` (the weights times each sample)."""
+    ``times_input`` (the weights times each sample) or per-sample targets (each sample
+    gets the weights of its node)."""
     model, explained, targets = setup.model, setup.explained, setup.targets
     check_rules(model, explained, "cw", lambda i: None)
     like = setup.data[0]
-    ones = starts(model, explained, targets, 1, like, lambda t: 1.0)
+    per_sample = isinstance(targets, PerSampleTargets)
+    if per_sample:  # one walk for the distinct nodes, then each sample's node
+        nodes, of_sample = targets.nodes.unique(return_inverse=True)
+        targets = NodeTargets(tuple(Target(targets.layer, int(j)) for j in nodes))
+    ones = starts(model, explained, targets, torch.zeros(1, dtype=torch.long, device=like.device),
+                  like, lambda o: 1.0)
     paths = reverse_walk(model, explained, ones,
                          lambda i, m: model.layers[i].weight_paths(m))
     values = []
     for x, w in zip(setup.data, paths):
         w = x.new_zeros(len(targets), 1, *x.shape[1:]) if w is None else w
+        if per_sample:
+            w = w[of_sample].movedim(0, 1)  # (1, n_data, *dim)
         values.append((w * x if times_input else w).movedim(0, -1))
     return values
 
@@ -41,8 +52,13 @@ class ConnectionWeights(InterpretingMethod):
     """Global importance: sums over all paths of the products of weights (Olden et al. 2004).
 
     ``data`` is optional: without it (``data=None``) the result holds one row,
-    the global importance, and NaN predictions. With ``times_input=True`` the
-    importance is multiplied by each sample (a local variant), which needs data.
+    the global importance, and NaN predictions.
+
+    Parameters
+    ----------
+    times_input : bool
+        Multiply the importance by each sample (a local variant), which needs data.
+
     Further parameters: see :class:`InterpretingMethod`.
     """
 

@@ -49,7 +49,8 @@ def result_frame(result: Result) -> pd.DataFrame:
                 "data": sample,
                 "model_input": k,
                 "model_output": o,
-                "output_node": labels[node],
+                "output_node": (labels[node] if result.sample_nodes is None else
+                                np.asarray(result.sample_nodes, dtype=object)[sample]),
                 "value": array.ravel(),
                 "pred": pred[sample, node],
                 "decomp_sum": dsum[sample, node],

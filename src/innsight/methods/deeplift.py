@@ -73,9 +73,9 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int
                 m, [at_x[j] for j in reads], [at_ref[j] for j in reads], at_x[i], at_ref[i],
                 rule, None if splits is None else [splits[j] for j in reads])
 
-        goal = (target_values([at_x[node] for node in explained], setup.targets)
-                - target_values([at_ref[node] for node in explained], setup.targets))
-        return ChunkWalk(at_x, lambda t: 1.0, step,
+        goal = (target_values([at_x[node] for node in explained], setup.targets, sample)
+                - target_values([at_ref[node] for node in explained], setup.targets, sample))
+        return ChunkWalk(at_x, lambda o: 1.0, step,
                          lambda node, m: _times_difference(
                              m, at_x[node] - at_ref[node], None if splits is None else splits[node]),
                          goal)
@@ -125,6 +125,8 @@ class DeepLift(InterpretingMethod):
         reference value)`` coming in at its output and going out to its inputs
         (``res.layer_report()``); nothing is kept otherwise.
 
+    Notes
+    -----
     The contributions of a sample sum to ``f(x) - f(x_ref)`` (the decomposition
     goal); with ``attribute_to`` they are those of the layer's activations
     (``multiplier * (a(x) - a(x_ref))``), which sum to the goal where no skip
@@ -169,6 +171,8 @@ class DeepSHAP(InterpretingMethod):
     rule_name, winner_takes_all, keep_layers
         As for :class:`DeepLift` (the report averages over the references).
 
+    Notes
+    -----
     The contributions of a sample sum to ``f(x) - mean f(ref)`` over the
     references used. Further parameters: see :class:`InterpretingMethod`.
     """

@@ -11,19 +11,22 @@ products are summed into one result row per sample. Memory is bounded by
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from innsight.outputs import Target
+from innsight.methods.targets import Targets
 
-#: ``model_fn(inputs) -> outputs``: one tensor ``(rows, *dim)`` per input layer in,
-#: one tensor ``(rows, *out_dim)`` per output layer out.
-ModelFn = Callable[[list[Tensor]], list[Tensor]]
+#: ``model_fn(inputs, sample) -> outputs``: one tensor ``(rows, *dim)`` per input layer
+#: and the data sample ``(rows,)`` each row was made from in, one tensor
+#: ``(rows, *out_dim)`` per output layer out.
+ModelFn = Callable[[list[Tensor], Tensor | None], list[Tensor]]
 
 
 #: Memory one chunk may take by default (inputs, gradients, activations), by device
@@ -56,31 +59,52 @@ class Chunk:
 Augmenter = Callable[[Chunk], tuple[list[Tensor], list[Tensor] | None]]
 
 
+#: Fewest chunks that get a progress bar: shorter work is done before a bar says anything.
+MIN_CHUNKS_FOR_BAR = 4
+
+
+def in_notebook() -> bool:
+    """Whether the code runs in a Jupyter kernel (an IPython shell over ZMQ)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress(steps: Iterable[Any], total: int, verbose: bool, desc: str) -> Iterable[Any]:
+    """``steps`` behind a tqdm bar when ``verbose`` and there are at least
+    :data:`MIN_CHUNKS_FOR_BAR` of them; in a notebook with ipywidgets the widget bar,
+    elsewhere the text bar on stderr. tqdm is imported only when a bar is drawn."""
+    if not verbose or total < MIN_CHUNKS_FOR_BAR:
+        return steps
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(steps, total=total, desc=desc, leave=False)
+
+
 def row_chunks(n_rows: int, size: int, verbose: bool = False,
                desc: str = "batches") -> Iterator[slice]:
-    """Rows ``0..n_rows`` in consecutive slices of at most ``size``, behind one tqdm bar
-    (shown when ``verbose``)."""
-    for start in tqdm(range(0, n_rows, size), disable=not verbose, desc=desc, leave=False):
+    """Rows ``0..n_rows`` in consecutive slices of at most ``size``, behind a progress
+    bar when ``verbose`` and the slices are many (see :func:`progress`)."""
+    starts = range(0, n_rows, size)
+    for start in progress(starts, len(starts), verbose, desc):
         yield slice(start, min(start + size, n_rows))
 
 
 def mean_gradients(
     model_fn: ModelFn,
     data: Sequence[Tensor],
-    targets: Sequence[Target],
+    targets: Targets,
     augment: Augmenter,
     n: int,
     batch_size: int,
     generator: torch.Generator,
     verbose: bool = False,
-    fixed: Sequence[Tensor] = (),
 ) -> list[Tensor]:
     """Mean over each sample's ``n`` rows of ``grad(target) * multiplier``.
 
-    ``fixed`` holds further model inputs ``(n_data, *dim)``, passed to ``model_fn``
-    after the augmented ones with each row's sample, neither augmented nor
-    differentiated. Returns one tensor ``(n_data, *dim, n_targets)`` per input layer
-    of ``data``.
+    Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
     """
     n_data = data[0].shape[0]
     n_rows = n_data * n
@@ -91,8 +115,7 @@ def mean_gradients(
         sample = rows // n
         chunk = Chunk(sample, rows % n, [x[sample] for x in data], generator)
         inputs, multipliers = augment(chunk)
-        rest = [x[sample] for x in fixed]
-        for t, grads in enumerate(gradients(model_fn, inputs, targets, rest)):
+        for t, grads in enumerate(gradients(model_fn, inputs, targets, sample)):
             for k, grad in enumerate(grads):
                 if grad is None:
                     continue  # this input does not reach this output: its gradient is 0
@@ -103,11 +126,10 @@ def mean_gradients(
 
 
 def gradients(
-    model_fn: ModelFn, inputs: Sequence[Tensor], targets: Sequence[Target],
-    fixed: Sequence[Tensor] = (),
+    model_fn: ModelFn, inputs: Sequence[Tensor], targets: Targets, sample: Tensor
 ) -> Iterator[tuple[Tensor | None, ...]]:
     """Per target, its gradient w.r.t. every input ``(rows, *dim)``, from one forward pass
-    (with the inputs ``fixed`` passed after them, not differentiated).
+    (``sample``: the data sample of each row, which per-sample targets select by).
 
     Rows are independent samples, so the gradient of a target summed over rows
     gives each row's own gradient. ``None`` marks an input the target does not reach.
@@ -115,22 +137,29 @@ def gradients(
     # Graphs are recorded even where the caller turned autograd off.
     with torch.inference_mode(False), torch.enable_grad():
         xs = [(x.clone() if x.is_inference() else x.detach()).requires_grad_(True) for x in inputs]
-        outputs = [out.reshape(out.shape[0], -1) for out in model_fn(xs + list(fixed))]
-        scalars = [outputs[t.layer][:, t.index].sum() for t in targets]
+        columns = targets.values(model_fn(xs, sample), sample)
+        scalars = [columns[:, t].sum() for t in range(len(targets))]
     for t, scalar in enumerate(scalars):
         yield torch.autograd.grad(
             scalar, xs, retain_graph=t < len(targets) - 1, allow_unused=True
         )
 
 
-def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int) -> list[Tensor]:
-    """``model_fn`` on ``data`` in chunks of ``batch_size`` rows, without gradients."""
-    n_data = data[0].shape[0]
+def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int,
+             sample: Tensor | None = None) -> list[Tensor]:
+    """``model_fn`` on ``data`` in chunks of ``batch_size`` rows, without gradients;
+    ``sample`` ``(rows,)`` is the data sample of each row (default: row ``i`` is sample ``i``)."""
+    n_rows = data[0].shape[0]
+    if sample is None:
+        sample = torch.arange(n_rows, device=data[0].device)
     with torch.no_grad():
-        chunks = [model_fn([x[rows] for x in data]) for rows in row_chunks(n_data, batch_size)]
+        chunks = [model_fn([x[rows] for x in data], sample[rows])
+                  for rows in row_chunks(n_rows, batch_size)]
     return [torch.cat(parts) for parts in zip(*chunks)]
 
 
-def target_values(outputs: Sequence[Tensor], targets: Sequence[Target]) -> Tensor:
-    """The selected output nodes of ``outputs`` (one tensor per output layer), ``(rows, n_targets)``."""
-    return torch.stack([outputs[t.layer].reshape(len(outputs[t.layer]), -1)[:, t.index] for t in targets], dim=1)
+def target_values(outputs: Sequence[Tensor], targets: Targets,
+                  sample: Tensor | None = None) -> Tensor:
+    """The explained quantities of ``outputs`` (one tensor per output layer) at rows made
+    from the data samples ``sample``, ``(rows, n_targets)``."""
+    return targets.values(outputs, sample)

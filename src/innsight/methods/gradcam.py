@@ -59,7 +59,7 @@ def upsample(maps: Tensor, size: tuple[int, ...]) -> Tensor:
 
 def default_layer(setup: Setup, grids: list[Grid | None]) -> int:
     """The last layer with a spatial or token grid of more than one position on which the
-    first explained output depends (one gradient of the first sample tells)."""
+    first target (column) depends (one gradient at the first sample tells)."""
     model = setup.model
     candidates = sorted((i for i in model.needed(setup.explained)
                          if model.input_layers[i] and grids[i] is not None and grids[i].size > 1),
@@ -71,7 +71,8 @@ def default_layer(setup: Setup, grids: list[Grid | None]) -> int:
     with torch.inference_mode(False), torch.enable_grad():
         x = [d[:1].clone().requires_grad_(True) for d in setup.data]
         values = model.node_values(x)
-        first = target_values([values[i] for i in setup.explained], setup.targets[:1]).sum()
+        sample = torch.zeros(1, dtype=torch.long, device=x[0].device)
+        first = target_values([values[i] for i in setup.explained], setup.targets, sample)[0, 0]
         grads = torch.autograd.grad(first, [values[i] for i in candidates], allow_unused=True)
     for i, grad in zip(candidates, grads):
         if grad is not None and bool(grids[i].to_map(grad).ne(0).any()):
@@ -91,11 +92,11 @@ class GradCAM(InterpretingMethod):
 
     Parameters
     ----------
-    layer : str
-        A layer name from ``conv.model.layer_names`` with a spatial output
-        ``(C, H, W)``, or tokens ``(tokens, features)`` from a patch embedding
-        (vision transformers; leading class tokens are left out). Default: the
-        last such layer on which the first explained output depends at more than
+    layer : str or int
+        A layer name from ``conv.model.layer_names`` (or its position in it) with
+        a spatial output ``(C, H, W)``, or tokens ``(tokens, features)`` from a
+        patch embedding (vision transformers; leading class tokens are left out).
+        Default: the last such layer on which the first target depends at more than
         one position: the last feature map before global pooling in a CNN; in a
         vision transformer whose head reads the class token, a layer of the last
         attention block (the last one that mixes patch tokens into it).
@@ -112,7 +113,7 @@ class GradCAM(InterpretingMethod):
     value_name = "Grad-CAM"
     tunables = {"plus_plus": [False, True]}
 
-    def __init__(self, converter: Any, data: Any, *, layer: str | None = None,
+    def __init__(self, converter: Any, data: Any, *, layer: str | int | None = None,
                  plus_plus: bool = False, **shared: Any) -> None:
         super().__init__(converter, data, layer=layer, plus_plus=plus_plus, **shared)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -25,21 +25,18 @@ from innsight.methods.base import (
 )
 from innsight.methods.engine import Chunk, mean_gradients
 
-#: ``f(inputs) -> (rows, n_targets)``: the explained outputs, without gradients.
-TargetFn = Callable[[list[Tensor]], Tensor]
-
 
 class GradientRecipe(Protocol):
-    """How one gradient method stacks, weights and averages gradients; ``goal(f, f_data)``
-    is what the values of each sample should sum to (``(n_data, n_targets)``) from the
-    outputs ``f_data`` at the data, where ``has_goal``."""
+    """How one gradient method stacks, weights and averages gradients; ``goal(setup,
+    f_data)`` is what the values of each sample should sum to (``(n_data, n_targets)``)
+    from the explained quantities ``f_data`` at the data, where ``has_goal``."""
 
     n: int
     has_goal: ClassVar[bool]
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]: ...
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor | None: ...
+    def goal(self, setup: Setup, f_data: Tensor) -> Tensor | None: ...
 
 
 def _per_row(values: Tensor, like: Tensor) -> Tensor:
@@ -119,8 +116,9 @@ class PathPoints:
             diffs.append(diff)
         return inputs, diffs if self.times_input else None
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor:
-        return f_data - f(self.refs)
+    def goal(self, setup: Setup, f_data: Tensor) -> Tensor:
+        sample = torch.arange(f_data.shape[0], device=f_data.device)
+        return f_data - setup.outputs_at([r[sample % r.shape[0]] for r in self.refs], sample)
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ class ReferenceDraws:
     @classmethod
     def build(cls, setup: Setup, data_ref: Any, n: Any) -> ReferenceDraws:
         n = check_positive_int(n, "n")
-        if setup.fixed:
+        if setup.layer is not None and setup.model.per_sample:
             raise ValueError(
                 f"ExpectedGradient cannot attribute to layer {setup.layer.name!r}: "  # type: ignore[union-attr]
                 "a skip connection bypasses it, so the outputs at a reference depend on "
@@ -158,8 +156,8 @@ class ReferenceDraws:
             diffs.append(diff)
         return inputs, diffs
 
-    def goal(self, f: TargetFn, f_data: Tensor) -> Tensor:
-        return f_data - f(self.data_ref).mean(0, keepdim=True)
+    def goal(self, setup: Setup, f_data: Tensor) -> Tensor:
+        return f_data - setup.mean_outputs_at(self.data_ref)
 
 
 def reference_inputs(setup: Setup, x_ref: Any) -> list[Tensor]:
@@ -180,17 +178,21 @@ def reference_inputs(setup: Setup, x_ref: Any) -> list[Tensor]:
 def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
     """The mean gradients of ``recipe`` over the data of ``setup``, with their goal."""
     values = mean_gradients(setup.model_fn, setup.data, setup.targets, recipe.augment, recipe.n,
-                            setup.batch_size, setup.generator, setup.verbose, setup.fixed)
+                            setup.batch_size, setup.generator, setup.verbose)
     if not recipe.has_goal:
         return Explanation(values)
     at_data = setup.outputs_at_data()
-    return Explanation(values, recipe.goal(setup.outputs_at, at_data.explained), at_data)
+    return Explanation(values, recipe.goal(setup, at_data.explained), at_data)
 
 
 class Gradient(InterpretingMethod):
     """The gradient of each output node w.r.t. the input, ``d f(x) / d x``.
 
-    With ``times_input=True``, gradient times input (Shrikumar et al. 2016).
+    Parameters
+    ----------
+    times_input : bool
+        Gradient times input (Shrikumar et al. 2016) instead of the gradient.
+
     Further parameters: see :class:`InterpretingMethod`.
     """
 
@@ -210,11 +212,18 @@ class Gradient(InterpretingMethod):
 class SmoothGrad(InterpretingMethod):
     """Mean gradient over ``n`` noisy copies ``x + e``, ``e ~ N(0, s^2)`` (Smilkov et al. 2017).
 
-    ``s = noise_level * (max(x) - min(x))`` per sample (``noise_level`` where
-    the range is 0). ``times_input`` multiplies each gradient by its noisy
-    input before averaging. With ``attribute_to``, the noise is added to the
-    layer's activations, ``s`` from their range. Further parameters: see
-    :class:`InterpretingMethod`.
+    Parameters
+    ----------
+    n : int
+        Noisy copies per sample.
+    noise_level : float
+        ``s = noise_level * (max(x) - min(x))`` per sample (``noise_level`` where
+        the range is 0).
+    times_input : bool
+        Multiply each gradient by its noisy input before averaging.
+
+    With ``attribute_to``, the noise is added to the layer's activations, ``s``
+    from their range. Further parameters: see :class:`InterpretingMethod`.
     """
 
     method_name = "SmoothGrad"
@@ -235,7 +244,15 @@ class SmoothGrad(InterpretingMethod):
 class IntegratedGradient(InterpretingMethod):
     """``(x - x') * mean_{k=1..n} grad f(x' + (k/n)(x - x'))`` (Sundararajan et al. 2017).
 
-    ``x_ref`` defaults to zeros and may be one sample or one per data sample.
+    Parameters
+    ----------
+    x_ref : optional
+        The reference ``x'``: zeros by default, one sample, or one per data sample.
+    n : int
+        Points on the straight path from ``x'`` to ``x`` (right Riemann sum).
+    times_input : bool
+        Multiply by ``x - x'`` (the attribution); ``False`` keeps the mean gradient.
+
     The values of a sample sum to about ``f(x) - f(x')`` (the decomposition
     goal), closer as ``n`` grows. With ``attribute_to``, the path runs from the
     layer's activations at ``x'`` to those at ``x`` while whatever bypasses the
@@ -261,7 +278,14 @@ class IntegratedGradient(InterpretingMethod):
 class ExpectedGradient(InterpretingMethod):
     """Mean over ``n`` draws of ``(x - r) * grad f(r + a(x - r))`` (Erion et al. 2021).
 
-    ``r`` is drawn from ``data_ref`` (default: the data itself), ``a ~ U(0, 1)``.
+    Parameters
+    ----------
+    data_ref : optional
+        The references ``r`` are drawn from (default: the data itself), in the
+        layout of ``data``.
+    n : int
+        Draws of ``(r, a)`` per sample, ``a ~ U(0, 1)``.
+
     The values sum to about ``f(x) - mean f(data_ref)``. With ``attribute_to``,
     ``x`` and ``r`` are the layer's activations at the sample and at the reference
     (only for layers that no skip connection bypasses). Further parameters:

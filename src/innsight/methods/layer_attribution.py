@@ -1,8 +1,9 @@
 """Layer attribution (``attribute_to=``): values for a layer's activations, not the input.
 
 Gradient methods see the model *cut* at the layer: a :class:`CutModel` whose
-explained input is the layer's output and whose other inputs are the model
-inputs, which feed whatever bypasses the layer (skip connections) unchanged.
+explained input is the layer's output; where something bypasses the layer (skip
+connections), the model inputs at each row's data sample feed it unchanged, as
+per-sample arguments of the cut model (``run_nodes(..., sample)``).
 Every gradient recipe then acts on the activations: the gradient at them
 (times them with ``times_input``), noise added to them (SmoothGrad, with the
 noise scale from each sample's activation range), the straight path from the
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from innsight._validation import describe
 from innsight.converter import ConvertedModel
 from innsight.converter.names import Names, default_names
 from innsight.methods.data import prepare_like
@@ -33,24 +33,14 @@ if TYPE_CHECKING:
 
 
 def layer_node(model: Any, name: Any, explained: Sequence[int], arg_name: str) -> int:
-    """The index of the layer called ``name`` in ``model.layer_names``; it must be one
-    that an explained output depends on."""
+    """The index of the layer ``name`` (a name in ``model.layer_names`` or its position,
+    see :meth:`~innsight.converter.ConvertedModel.layer_index`); it must be one that an
+    explained output depends on."""
     if not isinstance(model, ConvertedModel):
         raise TypeError(f"`{arg_name}` needs a converted model (ins.convert(model, ...)); the "
                         "direct torch_* methods explain the input only.")
     names = model.layer_names
-    if not isinstance(name, str):
-        raise TypeError(f"`{arg_name}` must be a layer name (a str from "
-                        f"conv.model.layer_names), got {describe(name)}.")
-    if name not in names:
-        shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
-        raise ValueError(f"`{arg_name}` {name!r} is not a layer of the model; its layer names "
-                         f"(conv.model.layer_names) are {shown}.")
-    nodes = [i for i, other in enumerate(names) if other == name]
-    if len(nodes) > 1:
-        raise ValueError(f"`{arg_name}` {name!r} names {len(nodes)} layers of the model (layers "
-                         f"{nodes}: one module called several times); it cannot tell them apart.")
-    node = nodes[0]
+    node = model.layer_index(name, arg_name)
     if node not in model.needed(explained):
         raise ValueError(
             f"`{arg_name}` {name!r} (layer {node}) does not lead to the explained output "
@@ -80,33 +70,38 @@ class AttributedLayer:
 class CutModel:
     """A converted model seen from one of its layers (the
     :class:`~innsight.methods.model_interface.ExplainableModel` interface): its one
-    explained input is that layer's output, its further inputs the model inputs,
-    which reach the outputs only through layers that bypass it."""
+    input is that layer's output. Where the model inputs reach the layers ``used`` (the
+    explained and predicting ones) other than through the layer, ``bypass`` holds them
+    at the data ``(n_data, *dim)``: each row takes its data sample's (``sample`` of
+    ``run_nodes``), so the model has per-sample arguments."""
 
-    def __init__(self, model: ConvertedModel, node: int) -> None:
+    def __init__(self, model: ConvertedModel, node: int, data: list[Tensor],
+                 used: Sequence[int]) -> None:
         self.model, self.node = model, node
         self.input_dim = [tuple(model.layers[node].output_dim)]
         self.input_names = [default_names(self.input_dim[0])]
         self.output_dim, self.output_names = model.output_dim, model.output_names
         self.output_nodes = model.output_nodes
         self.dtype, self.device = model.dtype, model.device
+        needed = model.needed(used, stop={node})
+        self.bypass = data if any(i in needed for i in model.input_nodes) else []
+        self.per_sample = bool(self.bypass)
 
     def explained_nodes(self, ignore_last_act: bool) -> list[int]:
         return self.model.explained_nodes(ignore_last_act)
 
-    def bypassed(self, nodes: Sequence[int]) -> bool:
-        """Whether a model input reaches ``nodes`` other than through the layer."""
-        needed = self.model.needed(nodes, stop={self.node})
-        return any(i in needed for i in self.model.input_nodes)
-
-    def run_nodes(self, inputs: list[Tensor], nodes: Sequence[int]) -> list[Tensor]:
-        """``nodes`` for the layer's values ``inputs[0]`` and, where something bypasses
-        the layer, the model inputs ``inputs[1:]``."""
-        given = {self.node: inputs[0]}
-        model_inputs = inputs[1:] or [torch.empty(len(inputs[0]), *dim, dtype=self.dtype,
-                                                  device=self.device)
-                                      for dim in self.model.input_dim]  # shapes only: unused
-        return self.model.run_nodes(model_inputs, nodes, given)
+    def run_nodes(self, inputs: list[Tensor], nodes: Sequence[int],
+                  sample: Tensor | None = None) -> list[Tensor]:
+        """``nodes`` for the layer's values ``inputs[0]`` made from the data samples
+        ``sample`` ``(rows,)`` (``None``: row ``i`` is sample ``i``), which pick the model
+        inputs where something bypasses the layer."""
+        rows = len(inputs[0])
+        if self.bypass:
+            model_inputs = [x[:rows] if sample is None else x[sample] for x in self.bypass]
+        else:  # shapes only: unused
+            model_inputs = [torch.empty(rows, *dim, dtype=self.dtype, device=self.device)
+                            for dim in self.model.input_dim]
+        return self.model.run_nodes(model_inputs, nodes, given={self.node: inputs[0]})
 
 
 def attributed_layer(setup: Setup, node: int, cut: bool) -> AttributedLayer:
@@ -114,7 +109,8 @@ def attributed_layer(setup: Setup, node: int, cut: bool) -> AttributedLayer:
     model = setup.model
 
     def activations(inputs: list[Tensor]) -> Tensor:
-        return evaluate(lambda xs: model.run_nodes(xs, [node]), inputs, setup.batch_size)[0]
+        return evaluate(lambda xs, sample: model.run_nodes(xs, [node], sample), inputs,
+                        setup.batch_size)[0]
 
     def lift(value: Any, arg_name: str) -> Tensor:
         if value is None:
@@ -134,6 +130,6 @@ def at_layer(setup: Setup, node: int, cut: bool) -> Setup:
     layer = attributed_layer(setup, node, cut)
     if not cut:
         return replace(setup, layer=layer)
-    model = CutModel(setup.model, layer.node)
-    fixed = setup.data if model.bypassed(setup.explained) else []
-    return replace(setup, model=model, data=[layer.activations], fixed=list(fixed), layer=layer)
+    model = CutModel(setup.model, layer.node, setup.data,
+                     setup.explained + setup.prediction_nodes)
+    return replace(setup, model=model, data=[layer.activations], layer=layer)

@@ -99,20 +99,23 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
 
 def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -> Explanation:
     """Relevances per input layer ``(n_data, *dim, n_targets)``; their goal is the
-    explained output value. ``keep_layers`` records every layer's totals."""
+    explained value (of a weighted target ``sum w f``, each node starting with ``w f``).
+    ``keep_layers`` records every layer's totals."""
     model = setup.model
     check_rules(model, setup.explained, "lrp", lambda i: rules[i])
 
     def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
         with torch.no_grad():
             values = model.node_values([x[sample] for x in setup.data])
-        f = target_values([values[node] for node in setup.explained], setup.targets)
+        outputs = [values[node] for node in setup.explained]
+        f = target_values(outputs, setup.targets, sample)
 
         def step(i: int, r: Tensor) -> list[Tensor]:
             reads = model.input_layers[i]
             return model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
 
-        return ChunkWalk(values, lambda t: f[:, t], step, lambda node, r: r, f)
+        return ChunkWalk(values, lambda o: outputs[o].reshape(len(sample), -1), step,
+                         lambda node, r: r, f)
 
     records = None
     if keep_layers:
@@ -148,6 +151,8 @@ class LRP(InterpretingMethod):
         (``res.layer_report()``, ``res.plot_layer_report()``); nothing is kept
         otherwise.
 
+    Notes
+    -----
     Conventions: each summand of an ``add`` gets relevance in proportion to its
     value; ``concatenate`` and shape-only layers move relevance back unchanged;
     an elementwise product splits it equally between its factors; activations

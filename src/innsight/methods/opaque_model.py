@@ -110,8 +110,18 @@ class OpaqueModel:
         """The one output layer: the predictions as ``pred_fun`` returns them."""
         return [0]
 
-    def run_nodes(self, inputs: list[Tensor], nodes: list[int]) -> list[Tensor]:
-        """The predictions ``(rows, n_out)`` for channels-first ``inputs``, once per node asked."""
+    #: Predictions depend on the inputs alone (``pred_fun`` may close over anything else).
+    per_sample = False
+
+    def layer_outputs(self, output_layer: Any) -> Any:
+        raise ValueError(f"`output_layer` needs a Converter (or a torch module for the direct "
+                         f"torch methods); a model known by its predictions has no layers to "
+                         f"explain, got output_layer={describe(output_layer)}.")
+
+    def run_nodes(self, inputs: list[Tensor], nodes: list[int],
+                  sample: Tensor | None = None) -> list[Tensor]:
+        """The predictions ``(rows, n_out)`` for channels-first ``inputs``, once per node
+        asked (``sample``, the data sample of each row, is not needed)."""
         out = self._predict([self._as_model_input(to_user_layout(x, self.channels_first))
                              for x in inputs])
         return [out for _ in nodes]

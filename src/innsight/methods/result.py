@@ -33,6 +33,8 @@ class Result:
     both ``(n_data, n_selected[o])``. ``data[k]`` is the explained input
     ``(n_data, *input_dim[k])`` (channels first) that ``plot(show_input=True)``
     draws under the values; ``None`` for a result computed without data.
+    ``sample_nodes`` holds, for a result of per-sample targets (``targets=``), the label
+    of the output node each sample explains (its one column); ``None`` otherwise.
     ``attributed_to`` names the layer whose activations the values are attributed
     to (``None``: the inputs; ``data`` then holds the activations), ``token_grid``
     the patch grid of its tokens, on which plots draw them (see
@@ -58,6 +60,7 @@ class Result:
     preds: list[Tensor | None]
     decomp_goal: list[Tensor | None] | None = None
     data: list[Tensor] | None = None
+    sample_nodes: list[str] | None = None
     attributed_to: str | None = None
     token_grid: Grid | None = None
     layer_records: LayerRecords | None = None
@@ -104,26 +107,29 @@ class Result:
     def plot(self, data_idx: int = 0, output_idx: Any = None, output_label: Any = None,
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = False,
              show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-             top_k: int | None = None) -> Any:
+             top_k: int | None = None, layout: str = "facets") -> Any:
         """Plot one sample's explanation per selected output node (see :func:`innsight.plotting.plot`)."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
 
         return plotting.plot(self.as_maps(), data_idx=data_idx, output_idx=output_idx,
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
-                             show_input=show_input, normalize=normalize, top_k=top_k)
+                             show_input=show_input, normalize=normalize, top_k=top_k,
+                             layout=layout)
 
     def plot_global(self, output_idx: Any = None, output_label: Any = None,
                     data_idx: Any = "all", aggr_channels: Any = "sum",
                     preprocess_fun: Callable[[Any], Any] = abs, as_plotly: bool = False,
-                    normalize: bool = False, top_k: int | None = None) -> Any:
+                    normalize: bool = False, top_k: int | None = None,
+                    ref_data_idx: int | None = None) -> Any:
         """Plot the explanations summarised over samples (see :mod:`innsight.plotting`)."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
 
         return plotting.plot_global(self.as_maps(), output_idx=output_idx, output_label=output_label,
                                     data_idx=data_idx, aggr_channels=aggr_channels,
                                     preprocess_fun=preprocess_fun, as_plotly=as_plotly,
-                                    normalize=normalize, top_k=top_k)
+                                    normalize=normalize, top_k=top_k,
+                                    ref_data_idx=ref_data_idx)
 
     def boxplot(self, *args: Any, **kwargs: Any) -> Any:
         """Alias of :meth:`plot_global`; warns for image inputs (drawn as mean heatmaps)."""
@@ -148,7 +154,7 @@ class Result:
             input_names=[default_names(tuple(dim))], channels_first=self.channels_first,
             preds=self.preds, decomp_goal=self.decomp_goal,
             data=None if self.data is None else [grid.to_map(x) for x in self.data],
-            attributed_to=self.attributed_to)
+            sample_nodes=self.sample_nodes, attributed_to=self.attributed_to)
         maps.decomp_sum = self.decomp_sum  # the extra tokens' values count too
         return maps
 
@@ -186,6 +192,9 @@ class Result:
             labels = self.output_labels[o]
             shown = ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
             lines.append(f"  output layer {o}: {len(labels)} node(s) [{shown}]")
+            if self.sample_nodes is not None:
+                nodes = ", ".join(self.sample_nodes[:6]) + (", ..." if len(self.sample_nodes) > 6 else "")
+                lines.append(f"    each sample's node: [{nodes}]")
             for k, v in enumerate(layer):
                 shape = tuple(to_user_layout(v, self.channels_first, extra_axes=1).shape)
                 lines.append(f"    input layer {k}: values of shape {shape}")

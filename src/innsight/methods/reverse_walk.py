@@ -1,7 +1,8 @@
 """The reverse walk behind the rule-based methods (LRP, DeepLift, ConnectionWeights).
 
-Upstream values start at the explained nodes with every selected output node
-in a leading axis, ``(n_targets, batch, *dim)``, and flow back through the
+Upstream values start at the explained nodes with every target (each a weighting
+of the explained nodes' entries, see :mod:`innsight.methods.targets`) in a leading
+axis, ``(n_targets, batch, *dim)``, and flow back through the
 layers in reverse topological order; each layer turns its upstream into one
 upstream per input (its ``relevance``, ``contribution`` or ``weight_paths``),
 and upstreams meeting at a node are summed. One walk explains every output.
@@ -11,6 +12,7 @@ and upstreams meeting at a node are summed. One walk explains every output.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,7 @@ from innsight.layers.rules import RULE_PATHS, Pair
 from innsight.methods.base import Explanation, OutputsAtData, Setup
 from innsight.methods.engine import row_chunks, target_values
 from innsight.methods.layer_report import LayerRecords
-from innsight.outputs import Target
+from innsight.methods.targets import Targets
 
 #: ``step(i, upstream) -> one upstream per input of layer i``.
 Step = Callable[[int, Any], Sequence[Any]]
@@ -59,18 +61,22 @@ def check_rules(model: ConvertedModel, nodes: Sequence[int], method: str,
             )
 
 
-def starts(model: ConvertedModel, explained: Sequence[int], targets: Sequence[Target],
-           batch: int, like: Tensor, value: Callable[[int], Tensor | float]) -> list[Tensor | None]:
-    """Per explained node, ``(n_targets, batch, *dim)`` holding ``value(t)`` (a number or
-    ``(batch,)`` values) at target ``t``'s node and zeros elsewhere; ``None`` for
-    output layers without targets."""
-    out: list[Tensor | None] = [None] * len(explained)
-    for t, target in enumerate(targets):
-        o = target.layer
-        if out[o] is None:
-            dim = model.layers[explained[o]].output_dim
-            out[o] = like.new_zeros(len(targets), batch, *dim)
-        out[o][t].view(batch, -1)[:, target.index] = value(t)
+def starts(model: ConvertedModel, explained: Sequence[int], targets: Targets,
+           sample: Tensor, like: Tensor, base: Callable[[int], Tensor | float]) -> list[Tensor | None]:
+    """Per explained node, ``(n_targets, rows, *dim)``: each target's weights over the
+    node's entries times ``base(o)`` (a number, or the rows' values ``(rows, n_nodes)``
+    of output layer ``o``); ``None`` for output layers no target uses. ``sample`` holds
+    the data sample of each row."""
+    out: list[Tensor | None] = []
+    for o, node in enumerate(explained):
+        dim = model.layers[node].output_dim
+        n_nodes = math.prod(dim)
+        weights = targets.weights(o, sample, n_nodes, like)
+        if weights is None:
+            out.append(None)
+            continue
+        start = (weights * base(o)).expand(len(targets), len(sample), n_nodes)
+        out.append(start.contiguous().view(len(targets), len(sample), *dim))
     return out
 
 
@@ -113,7 +119,8 @@ class ChunkWalk:
     """One chunk of rows of a rule-based method, after its forward pass.
 
     ``values`` holds every node's value at the rows' data ``(rows, *dim)``;
-    ``start(t)`` the upstream at target ``t``'s node (a number or ``(rows,)``);
+    ``start(o)`` what the targets' weights over output layer ``o``'s entries multiply to
+    start the walk (a number, or ``(rows, n_nodes)`` values);
     ``step`` a layer's backward; ``finish(node, upstream)`` turns the upstream reaching
     a node (an input layer, or the layer attributed to) into values ``(n_targets, rows,
     *dim)``; ``goal`` is what the rows' values should sum to, ``(rows, n_targets)``.
@@ -148,7 +155,7 @@ def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
         row = torch.arange(rows.start, rows.stop, device=goal.device)
         sample, copy = row // n_copies, row % n_copies
         walk = walk_chunk(sample, copy)
-        start = starts(model, explained, targets, len(row), goal, walk.start)
+        start = starts(model, explained, targets, sample, goal, walk.start)
         record = None if records is None else records.recorder(model, walk.finish, sample)
         for k, upstream in enumerate(reverse_walk(model, explained, start, walk.step, stop_at,
                                                   record)):
@@ -156,9 +163,10 @@ def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
                 sums[k].index_add_(1, sample, walk.finish(ends[k], upstream))
         goal.index_add_(0, sample, walk.goal)
         first = copy == 0  # one row per sample passes on its outputs
-        f_data[sample[first]] = target_values([walk.values[i] for i in explained], targets)[first]
-        preds[sample[first]] = target_values([walk.values[i] for i in model.output_nodes],
-                                             targets)[first]
+        f_data[sample[first]] = target_values([walk.values[i] for i in explained], targets,
+                                              sample)[first]
+        preds[sample[first]] = target_values([walk.values[i] for i in setup.prediction_nodes],
+                                             targets, sample)[first]
     if records is not None:
         records.scale(1 / n_copies)
     return Explanation([s.movedim(0, -1) / n_copies for s in sums], goal / n_copies,

@@ -42,24 +42,26 @@ def check_baseline(baseline: Any) -> None:
 
 
 def baseline_features(baseline: Any, setup: Setup, blur_sigma: float | None = None) -> Tensor:
-    """The baseline for every sample as features ``(n_data, p)``."""
+    """The baseline as features: ``(1, p)`` where every sample shares it (``"zeros"``, a
+    number, one reference sample), else ``(n_data, p)``."""
     data = setup.data
+    p = sum(x[0].numel() for x in data)
+    if isinstance(baseline, str) and baseline == "zeros":
+        return data[0].new_zeros(1, p)
     if isinstance(baseline, str):
         per_layer = {
-            "zeros": lambda x: torch.zeros_like(x),
             "mean": lambda x: x.flatten(1).mean(1).view(-1, *[1] * (x.ndim - 1)).expand_as(x),
             "min": lambda x: x.flatten(1).amin(1).view(-1, *[1] * (x.ndim - 1)).expand_as(x),
             "blur": lambda x: gaussian_blur(x, blur_sigma),
         }[baseline]
         return as_features([per_layer(x) for x in data])
     if is_number(baseline):
-        return as_features(data).new_full((data[0].shape[0], sum(x[0].numel() for x in data)),
-                                          float(baseline))
+        return data[0].new_full((1, p), float(baseline))
     refs = as_features(prepare_like(baseline, data, setup.channels_first, "baseline"))
     if refs.shape[0] not in (1, data[0].shape[0]):
         raise ValueError(f"`baseline` must hold one reference sample or one per data sample "
                          f"({data[0].shape[0]}), got {refs.shape[0]}.")
-    return refs.expand(data[0].shape[0], -1)
+    return refs
 
 
 def gaussian_blur(x: Tensor, sigma: float | None) -> Tensor:

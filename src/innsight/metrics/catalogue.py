@@ -15,6 +15,7 @@ from innsight.metrics.base import Metric
 from innsight.metrics.complexity import Completeness, Complexity, Sparseness
 from innsight.metrics.faithfulness import Deletion, FaithfulnessCorrelation, Infidelity, Insertion
 from innsight.metrics.randomisation import RandomLogit, Randomization
+from innsight.metrics.road import ROAD
 from innsight.metrics.robustness import Sensitivity
 
 LERF = "least_relevant_first"
@@ -24,13 +25,17 @@ METRICS: dict[str, Callable[[], Metric]] = {
     "deletion_lerf": partial(Deletion, order=LERF),
     "insertion": Insertion,
     "insertion_lerf": partial(Insertion, order=LERF),
+    "road": ROAD,
+    "road_lerf": partial(ROAD, order=LERF),
     "faithfulness_correlation": FaithfulnessCorrelation,
     "infidelity": Infidelity,
     "sensitivity_max": partial(Sensitivity, aggregate="max"),
     "sensitivity_avg": partial(Sensitivity, aggregate="avg"),
     "completeness": Completeness,
     "randomization": Randomization,
+    "randomization_ssim": partial(Randomization, similarity="ssim"),
     "random_logit": RandomLogit,
+    "random_logit_ssim": partial(RandomLogit, similarity="ssim"),
     "sparseness": Sparseness,
     "complexity": Complexity,
 }

@@ -42,10 +42,11 @@ def evaluate(
         them (the names fill the ``method`` column; a list uses each method's name).
     metrics : list of str or metric objects
         Names from ``ins.metrics.METRICS`` (``"deletion"``, ``"insertion"``,
-        ``"deletion_lerf"``, ``"insertion_lerf"``, ``"faithfulness_correlation"``,
-        ``"infidelity"``, ``"sensitivity_max"``, ``"sensitivity_avg"``,
-        ``"completeness"``, ``"randomization"``, ``"random_logit"``, ``"sparseness"``,
-        ``"complexity"``) or metric objects with settings, e.g.
+        ``"deletion_lerf"``, ``"insertion_lerf"``, ``"road"``, ``"road_lerf"``,
+        ``"faithfulness_correlation"``, ``"infidelity"``, ``"sensitivity_max"``,
+        ``"sensitivity_avg"``, ``"completeness"``, ``"randomization"``,
+        ``"randomization_ssim"``, ``"random_logit"``, ``"random_logit_ssim"``,
+        ``"sparseness"``, ``"complexity"``) or metric objects with settings, e.g.
         ``ins.metrics.Deletion(baseline="blur", feature_groups=patches)``. Default: the
         metrics that do not re-run the method (``DEFAULT_METRICS``).
     batch_size : int, optional
@@ -66,7 +67,7 @@ def evaluate(
         One row per result, metric, sample and explained output node, with columns
         ``method``, ``metric``, ``data`` (sample index), ``output_node`` (label),
         ``value`` (and ``model`` first for comparisons). ``frame.attrs["curves"]``
-        holds the curves behind curve metrics (deletion, insertion, randomization)
+        holds the curves behind curve metrics (deletion, insertion, ROAD, randomization)
         in long form (``step``, ``x``, ``label``, ``value``), and
         ``frame.attrs["higher_is_better"]`` says per metric which way is better.
 
@@ -77,7 +78,7 @@ def evaluate(
     >>> scores.pivot_table(index="method", columns="metric", values="value")  # doctest: +SKIP
     """
     subjects = _named_results(results)
-    chosen = _metrics(metrics)
+    chosen = check_metrics(metrics)
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
     if seed is not None and not is_int(seed):
@@ -104,7 +105,8 @@ def evaluate(
     return frame
 
 
-def _metrics(metrics: Any) -> list[Metric]:
+def check_metrics(metrics: Any) -> list[Metric]:
+    """Metric objects from names or objects; refuses an empty list and repeated labels."""
     if isinstance(metrics, (str, Metric)):
         metrics = [metrics]
     if not isinstance(metrics, Sequence) or not metrics:

@@ -17,7 +17,8 @@
   without normalisation).
 
 Every perturbed input of every sample, explained output node and step is a row of
-one stacked batch, built and evaluated ``batch_size`` rows at a time.
+one stacked batch, built and evaluated ``batch_size`` rows at a time (a curve's
+unchanged and fully changed inputs are rows of it too, once per explained output).
 """
 
 from __future__ import annotations
@@ -56,6 +57,42 @@ def pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
     return (a * b).sum(dim) / ((a * a).sum(dim) * (b * b).sum(dim)).sqrt()
 
 
+def turns(scores: Tensor, order: str) -> Tensor:
+    """Each player's turn ``(n, n_targets, g)`` (int32, 0 first) in ``order`` of its
+    relevance ``scores`` ``(n, g, n_targets)``; ties in the order they come."""
+    ordered = scores.transpose(1, 2).argsort(dim=2, descending=order == ORDERS[0], stable=True)
+    turn = torch.arange(ordered.shape[2], dtype=torch.int32, device=ordered.device)
+    return torch.empty(ordered.shape, dtype=torch.int32, device=ordered.device).scatter_(
+        2, ordered, turn.expand_as(ordered))
+
+
+def rows_of(features: Tensor, sample: Tensor) -> Tensor:
+    """The rows ``sample`` of ``features`` ``(n, p)``; a shared ``(1, p)`` as it is (it
+    broadcasts)."""
+    return features if features.shape[0] == 1 else features.index_select(0, sample)
+
+
+def curve_outputs(subject: Subject, rank: Tensor, counts: Tensor, metric: str,
+                  inputs: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The curves ``(n, n_targets, len(counts))``: the explained output at each step, where
+    the players whose turn ``rank`` ``(n, n_targets, g)`` is below ``counts[step]`` are
+    changed. ``inputs(sample, changed)`` builds the rows' inputs ``(rows, p)`` from their
+    samples ``(rows,)`` and changed players ``(rows, g)``. Every step of every curve is one
+    row (the start and end once per explained output), ``batch_size`` rows at a time."""
+    n, n_targets, g = rank.shape
+    m = len(counts)
+    turn = rank.reshape(n * n_targets, g)  # one row per curve
+
+    def make(rows: Tensor) -> tuple[Tensor, None]:
+        curve, k = rows // m, rows % m  # curve = sample * n_targets + target
+        changed = turn.index_select(0, curve) < counts.index_select(0, k)[:, None]
+        return inputs(curve // n_targets, changed), None
+
+    out, _ = subject.evaluate_rows(n * n_targets * m, make, metric)
+    # each row's own target: (n, n_targets, m, n_targets) -> (n, n_targets, m)
+    return out.view(n, n_targets, m, n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
+
+
 def _spreader(players: Players, p: int) -> Callable[[Tensor], Tensor]:
     """Per-player masks ``(rows, g)`` as per-feature masks ``(rows, p)`` (no copy when
     every feature is its own player)."""
@@ -79,7 +116,7 @@ class _Perturbation(Metric):
             check_positive(self.blur_sigma, "blur_sigma")
 
     def _inputs(self, subject: Subject) -> tuple[Tensor, Tensor]:
-        """The data and the baseline as features, each ``(n_data, p)``."""
+        """The data ``(n_data, p)`` and the baseline, ``(n_data, p)`` or shared ``(1, p)``."""
         x = subject.data(self.label)
         return x, baseline_features(self.baseline, subject.model_setup(self.label),
                                     self.blur_sigma)
@@ -117,31 +154,14 @@ class _Flipping(_Perturbation):
         n, g, n_targets = subject.n_data, players.count, subject.n_targets
         scores = subject.values.new_zeros(n, g, n_targets).index_add_(1, players.group,
                                                                       subject.values)
-        order = scores.transpose(1, 2).argsort(dim=2, descending=self.order == ORDERS[0],
-                                                stable=True)
-        rank = order.argsort(dim=2).to(torch.int32)  # (n, n_targets, g): each player's turn
+        rank = turns(scores, self.order)
         spread = _spreader(players, x.shape[1])
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
-        counts = torch.tensor([*range(0, g, step), g], device=x.device)  # players changed
-        inner = counts[1:-1]
-        m = len(inner)
-
-        def make(rows: Tensor) -> tuple[Tensor, None]:
-            sample, target, k = rows // (n_targets * m), rows // m % n_targets, rows % m
-            changed = rank[sample, target] < inner[k, None]  # (rows, g)
-            return torch.where(spread(changed), end[sample], start[sample]), None
-
-        ends, _ = subject.evaluate_rows(2 * n, lambda rows: (torch.cat([start, end])[rows], None),
-                                        self.label)
-        curve = [ends[:n, :, None]]
-        if m:
-            out, _ = subject.evaluate_rows(n * n_targets * m, make, self.label)
-            target = torch.arange(n * n_targets * m, device=x.device) // m % n_targets
-            curve.append(out[torch.arange(len(out), device=x.device), target]
-                         .view(n, n_targets, m))
-        curve.append(ends[n:, :, None])
+        # players changed, int32 like the turns (no promotion of the (rows, g) comparison)
+        counts = torch.tensor([*range(0, g, step), g], device=x.device, dtype=torch.int32)
+        y = curve_outputs(subject, rank, counts, self.label, lambda sample, changed: torch.where(
+            spread(changed), rows_of(end, sample), rows_of(start, sample)))
         fraction = counts.to(x.dtype) / g
-        y = torch.cat(curve, dim=2)
         return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))
 
 
@@ -220,7 +240,7 @@ class FaithfulnessCorrelation(_Perturbation):
             chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(
                 1, keys.topk(size, dim=1).indices.to(x.device), True))
             relevance = (subject.values[sample] * chosen[..., None]).sum(1)
-            return torch.where(chosen, base[sample], x[sample]), relevance
+            return torch.where(chosen, rows_of(base, sample), x[sample]), relevance
 
         out, relevance = subject.evaluate_rows(len(x) * self.n, make, self.label)
         drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out

@@ -15,7 +15,8 @@ from innsight._validation import check_bool, describe
 from innsight.plotting.colours import MIDDLE, POSITIVE
 
 #: The x axis of each curve metric.
-X_TITLES = {"randomization": "layers randomised (from the top)"}
+X_TITLES = {"randomization": "layers randomised (from the top)",
+            "randomization_ssim": "layers randomised (from the top)"}
 DEFAULT_X_TITLE = "fraction of features changed"
 
 

@@ -12,9 +12,12 @@
   output node's explanation against that of another node of the same output layer
   drawn at random (one draw per node, shared by the samples); lower is better.
 
-Similarity is the Spearman rank correlation (average ranks for ties) of the
-absolute values over all input entries (``absolute=False``: the signed values);
-Quantus' MPRT defaults to the same, its RandomLogit to SSIM.
+Similarity (:mod:`innsight.metrics.similarity`) is the Spearman rank correlation
+(average ranks for ties) of the absolute values over all input entries
+(``absolute=False``: the signed values), or with ``similarity="ssim"`` the mean
+structural similarity of the maps over their spatial axes, channel by channel
+(inputs with a channel axis and 1 to 3 spatial axes; ``win_size`` the side of its
+windows). Quantus' MPRT defaults to Spearman, its RandomLogit to SSIM.
 """
 
 from __future__ import annotations
@@ -25,27 +28,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from innsight._validation import check_bool
+from innsight._validation import check_bool, describe, is_int
 from innsight.converter import ConvertedModel
-from innsight.metrics.base import Curve, Metric, Scores
-from innsight.metrics.faithfulness import pearson
+from innsight.metrics.base import Curve, Metric, Scores, check_choice
+from innsight.metrics.similarity import spearman, ssim
 from innsight.metrics.subject import Subject
 from innsight.methods.engine import row_chunks
 from innsight.outputs import OutputSelection
 
-
-def average_ranks(a: Tensor) -> Tensor:
-    """Ranks ``0..p-1`` of ``a`` ``(n, p, k)`` along axis 1, ties sharing their mean rank."""
-    rows = a.movedim(1, -1).contiguous()
-    ordered = rows.sort(dim=-1).values
-    lower = torch.searchsorted(ordered, rows, right=False)
-    upper = torch.searchsorted(ordered, rows, right=True)
-    return ((lower + upper - 1).to(a.dtype) / 2).movedim(-1, 1)
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of ``a`` and ``b`` ``(n, p, k)`` along axis 1: ``(n, k)``."""
-    return pearson(average_ranks(a), average_ranks(b), dim=1)
+SIMILARITIES = ("spearman", "ssim")
 
 
 @dataclass(frozen=True)
@@ -53,19 +44,43 @@ class _Similarity(Metric):
     """Compares re-run explanations with the original ones."""
 
     absolute: bool = True
+    similarity: str = "spearman"
+    win_size: int = 7
 
     def __post_init__(self) -> None:
         check_bool(self.absolute, "absolute")
+        check_choice(self.similarity, SIMILARITIES, "similarity")
+        if not is_int(self.win_size) or self.win_size < 3 or self.win_size % 2 == 0:
+            raise ValueError(f"`win_size` must be an odd int of at least 3, got "
+                             f"{describe(self.win_size)}.")
+
+    @property
+    def label(self) -> str:
+        return self.name if self.similarity == SIMILARITIES[0] else f"{self.name}_{self.similarity}"
 
     @property
     def higher_is_better(self) -> bool:
         return False
 
-    def similarity(self, subject: Subject, values: Tensor) -> Tensor:
+    def similar(self, subject: Subject, values: Tensor) -> Tensor:
         """Similarity ``(n_data, n_targets)`` of ``values`` to the original values."""
-        if self.absolute:
-            return spearman(values.abs(), subject.values.abs())
-        return spearman(values, subject.values)
+        a, b = (values.abs(), subject.values.abs()) if self.absolute else (values, subject.values)
+        if self.similarity == "spearman":
+            return spearman(a, b)
+        dim = self._map_dim(subject)
+        maps = [v.movedim(2, 1).reshape(-1, *dim) for v in (a, b)]  # (n_data * n_targets, ...)
+        return ssim(*maps, self.win_size).view(subject.n_data, subject.n_targets)
+
+    def _map_dim(self, subject: Subject) -> tuple[int, ...]:
+        data = subject.model_setup(self.label).data
+        dim = tuple(data[0].shape[1:])
+        if len(data) != 1 or not 2 <= len(dim) <= 4 or min(dim[1:]) < self.win_size:
+            raise ValueError(
+                f"`similarity='ssim'` compares maps with a channel axis and 1 to 3 spatial axes "
+                f"of at least `win_size` ({self.win_size}) entries, from one input layer; "
+                f"{subject.name!r} explains inputs of shape "
+                f"{[tuple(x.shape[1:]) for x in data]}.")
+        return dim
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,11 @@ class Randomization(_Similarity):
     ----------
     absolute : bool
         Compare absolute values (default) or signed ones.
+    similarity : {"spearman", "ssim"}
+        Rank correlation over all entries, or the structural similarity of the maps
+        (images and signals; see the module docs).
+    win_size : int
+        Side of the SSIM windows (odd; skimage's default 7).
     """
 
     name = "randomization"
@@ -102,7 +122,7 @@ class Randomization(_Similarity):
                                         device=generator.device, dtype=param.dtype)
                     param.copy_(noise * param.std(unbiased=False))
             values = subject.explain(model=model, generator=subject.generator(1))
-            similarities.append(self.similarity(subject, values))
+            similarities.append(self.similar(subject, values))
         y = torch.stack(similarities, dim=2)  # (n_data, n_targets, steps)
         steps = torch.arange(1, len(weighted) + 1, dtype=y.dtype, device=y.device)
         return Scores(y.mean(2), Curve(steps, y, [model.layer_names[i] for i in weighted]))
@@ -111,7 +131,8 @@ class Randomization(_Similarity):
 @dataclass(frozen=True)
 class RandomLogit(_Similarity):
     """Similarity of each output node's explanation to that of a random other node of
-    its output layer; see the module docs. ``absolute`` as for :class:`Randomization`."""
+    its output layer; see the module docs. ``absolute``, ``similarity``,
+    ``win_size`` as for :class:`Randomization`."""
 
     name = "random_logit"
 
@@ -132,4 +153,4 @@ class RandomLogit(_Similarity):
         selection = OutputSelection(others, [[str(i) for i in layer] for layer in others],
                                     computed=True)
         values = subject.explain(selection=selection, generator=subject.generator(1))
-        return Scores(self.similarity(subject, values))
+        return Scores(self.similar(subject, values))

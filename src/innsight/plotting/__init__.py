@@ -44,6 +44,7 @@ import numpy as np
 
 from innsight._validation import check_bools, describe, is_int
 from innsight.methods.result import Result
+from innsight.plotting.layout import check_layout, input_beside
 from innsight.plotting.merge import merge_panels
 from innsight.plotting.selection import (
     MAX_FACETS,
@@ -133,7 +134,9 @@ def _panels(result: Results, make_panels: Callable[[Result], list[Panel]]) -> tu
     panels = merge_panels({name: make_panels(res) for name, res in named.items()})
     methods = dict.fromkeys(res.method for res in named.values())
     labels = dict.fromkeys(value_label(res) for res in named.values())
-    return panels, " / ".join(labels), f"{', '.join(methods)}: {', '.join(named)}"
+    title = ", ".join(named) if list(methods) == list(named) else \
+        f"{', '.join(methods)}: {', '.join(named)}"  # results named by their methods: once
+    return panels, " / ".join(labels), title
 
 
 def _warn_many_facets(panels: list[Panel]) -> None:
@@ -158,7 +161,7 @@ def _warn_many_facets(panels: list[Panel]) -> None:
 def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
          aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
          show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-         top_k: int | None = None) -> Any:
+         top_k: int | None = None, layout: str = "facets") -> Any:
     """Plot the explanation of samples, one facet per sample and selected output node.
 
     Parameters
@@ -178,7 +181,13 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
     aggr_channels : {"sum", "mean", "norm"}, callable or None
         Channel aggregation of signals and images (see the module docs).
     as_plotly : bool
-        Return a plotly ``Figure`` instead of a plotnine object.
+        Return a plotly ``Figure`` instead of a plotnine object. To share it as a
+        file, choose where it finds plotly.js (4.8 MB) with
+        ``fig.write_html(path, include_plotlyjs=...)``: ``True`` (plotly's default)
+        puts it into the file (self-contained and offline, 4.8 MB each);
+        ``"cdn"`` loads it from the internet (a few kB per figure, to send
+        around); ``"directory"`` writes one ``plotly.min.js`` beside the file
+        (offline; share the folder). ``innsight explain --plotly-js`` offers the same.
     same_scale : bool
         One symmetric value scale for all facets and input layers; otherwise
         bars and lines get a free y scale per facet row and each input
@@ -208,6 +217,13 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
         Tabular inputs: show only the ``top_k`` features of largest mean
         ``|value|`` over the facets shown, largest first (give the number of
         features to sort them all).
+    layout : {"facets", "side_by_side"}
+        ``"facets"``: one facet per sample and output node. ``"side_by_side"``
+        (image inputs): one row per sample, its input image in greys in a first
+        column ``"input"``, then its heatmaps, as Captum's
+        ``visualize_image_attr_multiple`` shows an image beside its attribution
+        (with ``show_input=True`` the heatmaps are drawn over the input too).
+        Other inputs of the model keep their facets.
 
     Returns
     -------
@@ -215,9 +231,12 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
     """
     check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
                 show_input=show_input, normalize=normalize)
+    beside = isinstance(layout, str) and layout == "side_by_side"
     panels, label, title = _panels(result, lambda res: local_panels(
-        res, data_idx, output_idx, output_label, aggr_channels, show_input))
+        res, data_idx, output_idx, output_label, aggr_channels, show_input or beside))
     panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=True)
+    if check_layout(layout, panels) == "side_by_side":
+        panels = [input_beside(p, overlay=show_input) for p in panels]
     _warn_many_facets(panels)
     return _renderer(as_plotly).plot_local(panels, label, title,
                                            _limits(panels, same_scale or normalize), show_preds)
@@ -226,7 +245,8 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
 def plot_global(result: Results, output_idx: Any = None, output_label: Any = None,
                 data_idx: Any = "all", aggr_channels: AggrChannels = "sum",
                 preprocess_fun: Callable[[Any], Any] | None = abs, as_plotly: bool = False,
-                normalize: bool = False, top_k: int | None = None) -> Any:
+                normalize: bool = False, top_k: int | None = None,
+                ref_data_idx: int | None = None) -> Any:
     """Plot the explanations summarised over samples, one facet per output node.
 
     Tabular and signal inputs give box plots per feature (position) over the
@@ -237,12 +257,16 @@ def plot_global(result: Results, output_idx: Any = None, output_label: Any = Non
     ``>= 0`` (magnitudes) are drawn with a sequential colour scale from 0.
     ``normalize`` scales each output node's facet (over all samples) to its
     largest magnitude; ``top_k`` keeps the tabular features of largest mean
-    preprocessed value. Other arguments as in :func:`plot` (several named results
-    are drawn side by side).
+    preprocessed value. ``ref_data_idx`` (an int, as innsight R's
+    ``boxplot(ref_data_idx=)``) highlights that sample among the box plots of
+    tabular and signal inputs: its values, preprocessed and aggregated alike, as
+    orange points (joined by a line along signals); the caption (plotly: legend)
+    names it. Other arguments as in :func:`plot` (several named results are drawn
+    side by side).
     """
     check_bools(as_plotly=as_plotly, normalize=normalize)
     panels, label, title = _panels(result, lambda res: global_panels(
-        res, output_idx, output_label, data_idx, aggr_channels, preprocess_fun))
+        res, output_idx, output_label, data_idx, aggr_channels, preprocess_fun, ref_data_idx))
     if preprocess_fun is not None:  # say what was plotted: |gradient|, sqrt(gradient), ...
         name = getattr(preprocess_fun, "__name__", "preprocessed")
         label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"

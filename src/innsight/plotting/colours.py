@@ -4,6 +4,8 @@ from typing import Any
 
 #: Diverging colours: negative blue, zero white, positive red (ColorBrewer RdBu).
 NEGATIVE, MIDDLE, POSITIVE = "#2166ac", "#f7f7f7", "#b2182b"
+#: One sample highlighted over box plots (``plot_global(ref_data_idx=...)``).
+HIGHLIGHT = "#ff7f00"
 #: Zero on a line coloured by its values: grey, so that the line stays visible on white.
 LINE_MIDDLE = "#b0b0b0"
 #: Values over an input image: the full colour of their sign (brighter than the

@@ -55,7 +55,12 @@ def merge_panels(per_result: dict[str, list[Panel]]) -> list[Panel]:
         # (..., n_nodes) per result -> (..., n_nodes, n_results) -> (..., n_nodes * n_results)
         array = np.stack([panel.array for panel in parts.values()], axis=-1)
         array = array.reshape(*array.shape[:-2], len(labels))
+        highlight = None if first.highlight is None else np.stack(
+            [panel.highlight for panel in parts.values()], axis=-1)
+        if highlight is not None:  # as the array: node-major
+            highlight = highlight.reshape(*highlight.shape[:-2], len(labels))
         merged.append(replace(first, frame=pd.concat(frames, ignore_index=True),
+                              highlight=highlight,
                               facets=_in_facet_order(pd.concat(facets, ignore_index=True),
                                                      first.data_ids),
                               node_labels=labels, array=array, group=len(parts)))

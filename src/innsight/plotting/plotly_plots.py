@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go  # checked by innsight.plotting._renderer
 from plotly.subplots import make_subplots
 
-from innsight.plotting.colours import (INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
+from innsight.plotting.colours import (HIGHLIGHT, INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
                                        OVERLAY_POSITIVE, POSITIVE, overlay_opacity)
 from innsight.plotting.selection import Panel, axis_titles, facet_cell, is_mosaic, mosaic, nonnegative
 
@@ -38,6 +38,8 @@ OVERLAY_COLORSCALE = (
 LINE_COLORSCALE = [[0.0, NEGATIVE], [0.5, LINE_MIDDLE], [1.0, POSITIVE]]
 #: An input image under its values: light greys, as in the plotnine renderer.
 GREYS = [[0.0, _rgba("#000000", 1 - INPUT_DARKEST)], [1.0, "white"]]
+#: An input image alone (``layout="side_by_side"``): black to white.
+GREYS_FULL = [[0.0, "black"], [1.0, "white"]]
 CELL_PX = 260
 #: Width per feature of bars and boxes, so that many features keep readable labels
 #: (a facet is at most MAX_CELL_PX wide; ``top_k`` shows fewer).
@@ -54,9 +56,10 @@ def _nodes(panel: Panel) -> list[str]:
     return ["samples x output nodes"] if is_mosaic(panel) else panel.node_labels
 
 
-def _grey(z: np.ndarray, x: Any, y: Any) -> Any:
-    """An input image's grey levels ``z`` in [0, 1], drawn under its values."""
-    return go.Heatmap(z=z, x=x, y=y, colorscale=GREYS, zmin=0, zmax=1, showscale=False,
+def _grey(z: np.ndarray, x: Any, y: Any, scale: list[list[Any]] | None = None) -> Any:
+    """An input image's grey levels ``z`` in [0, 1], drawn under its values (light greys)
+    or, with ``scale`` :data:`GREYS_FULL`, alone beside them."""
+    return go.Heatmap(z=z, x=x, y=y, colorscale=scale or GREYS, zmin=0, zmax=1, showscale=False,
                       hoverinfo="skip")
 
 
@@ -187,6 +190,22 @@ def _traces(panel: Panel, values: np.ndarray, pred: float | None, coloraxis: str
     return traces
 
 
+def _highlight(panel: Panel, j: int, show_legend: set[str]) -> list[Any]:
+    """``plot_global(ref_data_idx=...)``: the sample's values for node ``j`` as orange
+    markers over the boxes (a line along signals, one per channel kept)."""
+    assert panel.highlight is not None
+    values = panel.highlight[..., j]
+    name = f"sample {panel.highlight_id}"
+    legend = name not in show_legend
+    show_legend.add(name)
+    mode = "lines+markers" if panel.kind == "signal" else "markers"
+    x = np.asarray(panel.x_labels, dtype=object)
+    return [go.Scatter(x=x, y=v, mode=mode, name=name, legendgroup=name, showlegend=legend and c == 0,
+                       marker={"color": HIGHLIGHT, "size": 7}, line={"color": HIGHLIGHT, "width": 1.5},
+                       hoverinfo="text", hovertext=_hover(x, v, None))
+            for c, v in enumerate(values if values.ndim == 2 else values[None])]
+
+
 def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
     value_name = value_name.replace("\n", "<br>")
@@ -226,6 +245,12 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
             layout[f"yaxis{suffix}"].update(y_axis)
             layout.setdefault("shapes", []).extend(_separators(p, suffix))
             continue
+        if p.beside is not None and j == 0:  # layout="side_by_side": the input image
+            traces.append(_grey(p.beside[i], p.x_labels, p.y_labels, GREYS_FULL).update(
+                xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+            layout[f"yaxis{suffix}"].update(autorange="reversed", nticks=6)
+            layout[f"xaxis{suffix}"].update(nticks=6, tickangle=0)
+            continue
         values = p.array[..., j] if not per_sample else p.array[i, ..., j]
         if not per_sample and p.kind == "image":
             values = values[0]
@@ -234,6 +259,9 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
         for trace in _traces(p, values, pred, axes.get(id(p), "coloraxis"), legend,
                              box=not per_sample, inputs=inputs):
             traces.append(trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+        if p.highlight is not None:
+            traces += [trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+                       for trace in _highlight(p, j, legend)]
         input_line = p.kind == "signal" and inputs is not None
         if input_line:  # the y axis is the input's; the values are colours
             values = inputs

@@ -17,6 +17,7 @@ import plotnine as p9
 from plotnine.composition import Beside, Stack
 
 from innsight.plotting.colours import (
+    HIGHLIGHT,
     INPUT_DARKEST,
     LINE_MIDDLE,
     MIDDLE,
@@ -26,11 +27,13 @@ from innsight.plotting.colours import (
     POSITIVE,
     overlay_opacity,
 )
+from innsight.plotting.layout import INPUT_COLUMN
 from innsight.plotting.selection import (
     Panel,
     axis_titles,
     facet_cell,
     facet_columns,
+    highlight_frame,
     input_frame,
     is_mosaic,
     is_wrapped,
@@ -156,6 +159,22 @@ def _heat_layers(frame: pd.DataFrame, value_name: str, limits: tuple[float, floa
                                     name=f"{value_name}\n(opacity: |value|)")]
 
 
+def _beside_layers(panel: Panel) -> list[Any]:
+    """The input images of ``layout="side_by_side"`` in their facet column: black at
+    opacity ``1 - grey`` over the white panel, so greys go from black to white."""
+    if panel.beside is None:
+        return []
+    height = panel.beside.shape[1]
+    sample, row, col = np.indices(panel.beside.shape).reshape(3, -1)
+    frame = pd.DataFrame({
+        "data": np.asarray(panel.data_ids)[sample], "x": col + 1, "y": height - row,
+        "output_node": pd.Categorical([INPUT_COLUMN] * len(sample), categories=panel.node_labels),
+        "shade": 1.0 - panel.beside.ravel()})
+    # the values over the input (show_input) bring their own identity scale of alpha
+    scale = [p9.scale_alpha_identity()] if panel.inputs is None else []
+    return [p9.geom_raster(frame, p9.aes(alpha="shade"), fill="black"), *scale]
+
+
 def _mosaic(panel: Panel, value_name: str, limits: tuple[float, float] | None) -> p9.ggplot:
     """All heatmaps of an image panel as one raster, samples down, output nodes across,
     split by grey lines (one matplotlib image instead of hundreds of facets)."""
@@ -196,7 +215,7 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
         return _mosaic(panel, value_name, limits)
     frame = panel.frame if panel.inputs is None else input_frame(panel)
     if panel.kind == "image":
-        plot = (p9.ggplot(frame, p9.aes("x", "y"))
+        plot = (p9.ggplot(frame, p9.aes("x", "y")) + _beside_layers(panel)
                 + _heat_layers(frame, value_name, limits, _sequential(panel, limits))
                 + _y_image_scale(panel))
     elif panel.kind == "signal" and panel.inputs is not None:
@@ -234,7 +253,8 @@ def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
                    rows=panel.data_ids != [-1] and (panel.has_data or len(panel.data_ids) > 1))
     if show_preds:
         # a leading space keeps the text clear of the panel edge, which clips the box
-        texts = panel.facets.assign(text=" " + panel.facets["text"].str.replace("\n", "\n "))
+        texts = panel.facets[panel.facets["text"] != ""]  # none on input images beside
+        texts = texts.assign(text=" " + texts["text"].str.replace("\n", "\n "))
         plot += p9.geom_label(texts, p9.aes(label="text"), x=-np.inf, y=np.inf, ha="left",
                               va="top", size=5.5, alpha=0.7, inherit_aes=False,
                               label_padding=0.1, label_size=0)
@@ -257,7 +277,21 @@ def _global(panel: Panel, value_name: str, limits: tuple[float, float] | None,
             + p9.scale_x_discrete(labels=lambda xs: [
                 panel.x_labels[int(float(x)) - 1] if int(float(x)) in keep else "" for x in xs])
             + _labs(panel, value_name) + _facet(panel, free_y=True, rows=False))
-    return plot + _theme(panel, per_sample=False)
+    return plot + _highlight_layers(panel) + _theme(panel, per_sample=False)
+
+
+def _highlight_layers(panel: Panel) -> list[Any]:
+    """``plot_global(ref_data_idx=...)``: the sample's values as orange points over the
+    boxes, joined along signals, named in the caption."""
+    if panel.highlight is None:
+        return []
+    frame = highlight_frame(panel)
+    group = {"group": "channel"} if "channel" in frame else {"group": 1}
+    line = [p9.geom_line(frame, p9.aes("factor(x)", "value", **group), color=HIGHLIGHT,
+                         inherit_aes=False, size=0.6)] if panel.kind == "signal" else []
+    return [*line, p9.geom_point(frame, p9.aes("factor(x)", "value"), color=HIGHLIGHT,
+                                 inherit_aes=False, size=1.8),
+            p9.labs(caption=f"orange: sample {panel.highlight_id}")]
 
 
 def _compose(panels: list[Panel], draw: Callable[[Panel], p9.ggplot], title: str) -> Any:

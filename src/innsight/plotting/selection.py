@@ -59,6 +59,13 @@ class Panel:
     inputs: np.ndarray | None = None
     channel_labels: list[str] | None = None  # signals and images: the input's channels
     group: int = 1  # facet columns per output node: the results drawn side by side
+    #: Images ``(n, H, W)`` in grey levels drawn in the first facet column, beside the
+    #: heatmaps (``layout="side_by_side"``, see :mod:`innsight.plotting.layout`).
+    beside: np.ndarray | None = None
+    #: ``plot_global(ref_data_idx=...)``: one sample's values drawn over the box plots,
+    #: ``(*positions, n_nodes)`` as one sample of ``array``, and its id.
+    highlight: np.ndarray | None = None
+    highlight_id: int | None = None
 
 
 #: Most facet columns in one row; more output nodes wrap into further rows, each row
@@ -69,6 +76,8 @@ MAX_COLUMNS = 6
 def facet_columns(panel: Panel) -> int:
     """Facet columns of a panel: all its nodes when they fit in :data:`MAX_COLUMNS`,
     else as few rows as needed, balanced (10 nodes: 2 rows of 5)."""
+    if panel.beside is not None:  # one row per sample: its input, then its heatmaps
+        return len(panel.node_labels)
     nodes, group = len(panel.node_labels) // panel.group, panel.group
     per_row = max(1, MAX_COLUMNS // group)
     rows = -(-nodes // per_row)
@@ -119,7 +128,8 @@ def top_features(panel: Panel, top_k: int) -> Panel:
     frame = panel.frame.assign(x=new_x)[new_x > 0].reset_index(drop=True)
     return replace(panel, frame=frame, x_labels=[panel.x_labels[i] for i in order],
                    array=panel.array[:, order],
-                   inputs=None if panel.inputs is None else panel.inputs[:, order])
+                   inputs=None if panel.inputs is None else panel.inputs[:, order],
+                   highlight=None if panel.highlight is None else panel.highlight[order])
 
 
 def normalize_facets(panel: Panel, per_sample: bool) -> Panel:
@@ -142,8 +152,9 @@ def normalize_facets(panel: Panel, per_sample: bool) -> Panel:
     if per_sample:
         facets = facets.assign(text=[f"{text}\nmax |value|: {s:.3g}".lstrip("\n") for text, s
                                      in zip(facets["text"], divisors(facets))])
+    highlight = None if panel.highlight is None else panel.highlight / scale[0]  # global only
     return replace(panel, frame=panel.frame.assign(value=panel.frame["value"] / divisors(panel.frame)),
-                   array=panel.array / scale, facets=facets)
+                   array=panel.array / scale, facets=facets, highlight=highlight)
 
 
 def value_label(result: Result) -> str:
@@ -321,6 +332,9 @@ def _facets(result: Result, o: int, data_ids: list[int], nodes: list[int]) -> pd
                                ((pred_name, p, ""), ("sum", s, unit), ("goal", g, unit))
                                if not np.isnan(v))
                      for p, s, g in zip(frame["pred"], frame["decomp_sum"], frame["decomp_goal"])]
+    if result.sample_nodes is not None:  # per-sample targets: name each sample's node
+        frame["text"] = [f"node: {result.sample_nodes[d]}\n{text}".rstrip("\n")
+                         for d, text in zip(frame["data"], frame["text"])]
     return frame
 
 
@@ -336,10 +350,10 @@ def box_names(result: Result, o: int) -> tuple[str, str]:
     ``("pred", " (before act)")``; ``("pred", "")`` where they are the same node or the
     result does not say (it was not made by a method on a converted model)."""
     setup = getattr(result, "setup", None)
-    if setup is None or setup.explained[o] == setup.model.output_nodes[o]:
+    if setup is None or setup.explained[o] == setup.prediction_nodes[o]:
         return "pred", ""
     layers = getattr(setup.model, "layers", None)  # a converted model's; a raw module has none
-    output = None if layers is None else layers[setup.model.output_nodes[o]]
+    output = None if layers is None else layers[setup.prediction_nodes[o]]
     act = getattr(output, "act_name", "the last activation")
     return ("probability", " (logit)") if act in PROBABILITIES else ("pred", f" (before {act})")
 
@@ -415,10 +429,12 @@ def local_panels(result: Result, data_idx: Any, output_idx: Any, output_label: A
 
 
 def global_panels(result: Result, output_idx: Any, output_label: Any, data_idx: Any,
-                  aggr_channels: AggrChannels, preprocess_fun: Callable[[Any], Any] | None) -> list[Panel]:
+                  aggr_channels: AggrChannels, preprocess_fun: Callable[[Any], Any] | None,
+                  ref_data_idx: Any = None) -> list[Panel]:
     """Panels of :func:`innsight.plotting.plot_global`: ``preprocess_fun`` is applied to
     the values first (elementwise on a numpy array), then the channels are aggregated;
-    images are averaged over the samples."""
+    images are averaged over the samples. ``ref_data_idx`` (an int) adds that sample's
+    values, transformed alike, as each tabular or signal panel's ``highlight``."""
     if preprocess_fun is not None and not callable(preprocess_fun):
         raise TypeError(f"`preprocess_fun` must be a callable or None, got {describe(preprocess_fun)}.")
     data_ids = select_data(data_idx, result.preds[_first(result)].shape[0], allow_all=True)
@@ -432,8 +448,32 @@ def global_panels(result: Result, output_idx: Any, output_label: Any, data_idx: 
                              f"values, returned shape {pre.shape}.")
         return aggregate(pre, kind)
 
-    return _panels(result, data_ids, chosen, transform,
-                   summarise=lambda a, kind: a.mean(axis=0, keepdims=True))
+    panels = _panels(result, data_ids, chosen, transform,
+                     summarise=lambda a, kind: a.mean(axis=0, keepdims=True))
+    if ref_data_idx is None:
+        return panels
+    n_data = result.preds[_first(result)].shape[0]
+    if not is_int(ref_data_idx) or isinstance(ref_data_idx, bool) or not 0 <= ref_data_idx < n_data:
+        raise ValueError(f"`ref_data_idx` must be an int in [0, {n_data - 1}] (the sample to "
+                         f"highlight) or None, got {describe(ref_data_idx)}.")
+    if any(p.kind == "image" for p in panels):
+        raise ValueError("`ref_data_idx` highlights a sample among box plots (tabular and signal "
+                         "inputs); image inputs are drawn as mean heatmaps: plot one sample's "
+                         f"heatmaps with plot(data_idx={int(ref_data_idx)}).")
+    return [replace(p, highlight=transform(result.values[p.output_layer][p.input_layer].detach()
+                                           .cpu().double().numpy()[[int(ref_data_idx)]]
+                                           [..., chosen[p.output_layer]], p.kind)[0][0],
+                    highlight_id=int(ref_data_idx)) for p in panels]
+
+
+def highlight_frame(panel: Panel) -> pd.DataFrame:
+    """The highlighted sample's values of a box-plot panel as a long frame: ``x``,
+    ``output_node``, ``value`` and, for signals with their channels, ``channel``."""
+    assert panel.highlight is not None
+    channels = panel.highlight.ndim == 3  # (C, L, nodes): signal channels kept
+    axes = ([("channel", None, panel.channel_labels or [])] if channels else []) + \
+        [("feature", "x", panel.x_labels)]
+    return _long(panel.highlight[None], axes, [panel.highlight_id], panel.node_labels)
 
 
 def _first(result: Result) -> int:

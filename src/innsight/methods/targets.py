@@ -1,0 +1,323 @@
+"""What each column of a method's values explains: the ``targets``.
+
+Four kinds, one per way of asking (see :func:`choose_targets`):
+
+- :class:`NodeTargets`: output nodes (``output_idx`` / ``output_label``), one column each;
+- :class:`PerSampleTargets`: one node per sample (``targets=``), one column;
+- :class:`WeightTargets`: weighted sums of output nodes (``target_weights=``), a column per
+  row of weights;
+- :class:`FunctionTargets`: any function of the outputs (``target_fun=``), a column per
+  column of its value.
+
+Every kind gives its columns' values ``(rows, n_targets)`` from the explained outputs (a
+tensor ``(rows, *dim)`` per output layer) and ``sample``, the data sample each row was
+made from, so that a method selects every row's quantity in the pass that computes the
+outputs (gradient methods differentiate these values). The linear kinds also give their
+weights over each output layer's flattened nodes, which start the reverse walk of the
+rule-based methods (LRP, DeepLift, ConnectionWeights).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from innsight._validation import describe, is_int
+from innsight.outputs import DEFAULT_N_OUTPUTS, OutputSelection, Target
+
+#: ``target_fun(outputs) -> (rows,) or (rows, k)``, ``outputs`` one tensor per output layer.
+TargetFun = Callable[[list[Tensor]], Tensor]
+
+
+def _flat(output: Tensor) -> Tensor:
+    return output.reshape(output.shape[0], -1)
+
+
+class Targets:
+    """Base of the four kinds: ``len()`` columns, their ``values`` and ``weights``."""
+
+    #: Per sample, the label of the node it explains (per-sample targets only).
+    sample_labels: list[str] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
+        """The columns ``(rows, n_targets)`` at ``outputs`` (per output layer ``(rows, *dim)``);
+        ``sample`` ``(rows,)`` the data sample of each row."""
+        raise NotImplementedError
+
+    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+        """Weights ``(n_targets, rows or 1, n_nodes)`` over the ``n_nodes`` flattened nodes
+        of output layer ``o`` (``None`` where no column uses that layer), on ``like``'s
+        dtype and device; a TypeError for targets that are not linear."""
+        raise NotImplementedError
+
+    def mean_values(self, outputs: Sequence[Tensor], n_data: int) -> Tensor:
+        """The mean over the rows of ``outputs`` (e.g. references) of the columns, for
+        every sample: ``(1 or n_data, n_targets)``."""
+        return self.values(outputs, None).mean(0, keepdim=True)
+
+
+@dataclass(frozen=True, eq=False)
+class NodeTargets(Targets):
+    """The selected output nodes, one column each."""
+
+    nodes: tuple[Target, ...]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
+        return torch.stack([_flat(outputs[t.layer])[:, t.index] for t in self.nodes], dim=1)
+
+    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+        mine = [(t, target.index) for t, target in enumerate(self.nodes) if target.layer == o]
+        if not mine:
+            return None
+        w = like.new_zeros(len(self.nodes), 1, n_nodes)
+        for t, index in mine:
+            w[t, 0, index] = 1
+        return w
+
+
+@dataclass(frozen=True, eq=False)
+class PerSampleTargets(Targets):
+    """Node ``nodes[i]`` of output layer ``layer`` for sample ``i``: one column."""
+
+    layer: int
+    nodes: Tensor  # (n_data,) long
+    sample_labels: list[str] | None = None
+
+    def __len__(self) -> int:
+        return 1
+
+    def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
+        if sample is None:
+            raise ValueError("These values explain one output node per sample (`targets=`); "
+                             "they cannot be evaluated at rows that are no data samples.")
+        return _flat(outputs[self.layer]).gather(1, self.nodes[sample, None])
+
+    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+        if o != self.layer:
+            return None
+        hot = torch.nn.functional.one_hot(self.nodes[sample], n_nodes)
+        return hot.to(like.dtype)[None]
+
+    def mean_values(self, outputs: Sequence[Tensor], n_data: int) -> Tensor:
+        # linear: the mean of the selected node is the selected node of the mean
+        means = [o.mean(0, keepdim=True).expand(n_data, *o.shape[1:]) for o in outputs]
+        return self.values(means, torch.arange(n_data, device=self.nodes.device))
+
+
+@dataclass(frozen=True, eq=False)
+class WeightTargets(Targets):
+    """``sum_o outputs[o] @ weights[o].T``: a column per row of the weights."""
+
+    weights_per_layer: tuple[Tensor | None, ...]  # per output layer (k, n_nodes) or None
+
+    def __len__(self) -> int:
+        return next(w for w in self.weights_per_layer if w is not None).shape[0]
+
+    def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
+        return sum(_flat(out) @ w.T for out, w in zip(outputs, self.weights_per_layer)
+                   if w is not None)
+
+    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+        w = self.weights_per_layer[o]
+        return None if w is None else w[:, None].to(like.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class FunctionTargets(Targets):
+    """``fun(outputs)``, ``(rows,)`` or ``(rows, k)``: a column per column."""
+
+    fun: TargetFun
+    k: int
+
+    def __len__(self) -> int:
+        return self.k
+
+    def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
+        return _call_fun(self.fun, outputs)
+
+    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+        raise TypeError("`target_fun` has no weights over the output nodes.")
+
+
+def _call_fun(fun: TargetFun, outputs: Sequence[Tensor]) -> Tensor:
+    value = fun(list(outputs))
+    rows = outputs[0].shape[0]
+    if not isinstance(value, Tensor):
+        raise TypeError(f"`target_fun` must return a torch tensor (rows,) or (rows, k), got "
+                        f"{describe(value)}.")
+    if value.ndim == 1:
+        value = value[:, None]
+    if value.ndim != 2 or value.shape[0] != rows:
+        raise ValueError(f"`target_fun` must return a tensor of shape ({rows},) or ({rows}, k) "
+                         f"for outputs of {rows} rows, got shape {tuple(value.shape)}.")
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class ChosenTargets:
+    """What a method explains: the ``targets``, the layout of the result's columns
+    (``selection``: for node targets the nodes themselves; else the columns, numbered
+    ``0..k-1`` and named, in one output layer), and whether the predictions are taken at
+    the explained outputs (custom targets) rather than at the model's outputs."""
+
+    targets: Targets
+    selection: OutputSelection
+    at_explained: bool = False
+
+
+def column_selection(n_layers: int, layer: int, labels: list[str]) -> OutputSelection:
+    """The columns ``0..len(labels)-1`` of a result, all in output layer ``layer``."""
+    indices = [list(range(len(labels))) if o == layer else [] for o in range(n_layers)]
+    return OutputSelection(indices, [labels if o == layer else [] for o in range(n_layers)],
+                           computed=True)
+
+
+def _names(base: str, k: int) -> list[str]:
+    return [base] if k == 1 else [f"{base}_{j + 1}" for j in range(k)]
+
+
+def choose_targets(names: Sequence[Sequence[Sequence[str]]], *, output_idx: Any,
+                   output_label: Any, targets: Any, target_fun: Any, target_weights: Any,
+                   n_data: int, outputs_at_data: Callable[[], list[Tensor]],
+                   outputs_at_first: Callable[[], list[Tensor]],
+                   like: Tensor) -> ChosenTargets:
+    """Check the four ways of asking (at most one of ``targets``, ``target_fun`` and
+    ``target_weights``, none of them together with ``output_idx``/``output_label``) and
+    build the targets.
+
+    ``names`` are the explained output layers' axis labels; ``outputs_at_data()`` the
+    explained outputs at the data (``targets="predicted"``), ``outputs_at_first()`` at
+    the first sample (the number of columns of ``target_fun``); ``like`` gives the dtype
+    and device of weights.
+    """
+    given = {name: value for name, value in (("targets", targets), ("target_fun", target_fun),
+                                              ("target_weights", target_weights))
+             if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"Give at most one of `targets`, `target_fun` and `target_weights`; "
+                         f"got {sorted(given)}.")
+    node_args = {name: value for name, value in (("output_idx", output_idx),
+                                                  ("output_label", output_label))
+                 if value is not None}
+    whole = OutputSelection.whole_model(names)
+    if not given:
+        selection = whole.choose(output_idx, output_label, default=DEFAULT_N_OUTPUTS)
+        return ChosenTargets(NodeTargets(tuple(selection.targets)), selection)
+    (name, value), = given.items()
+    if node_args:
+        raise ValueError(f"`{name}` chooses what is explained; it cannot be combined with "
+                         f"{' or '.join(f'`{n}`' for n in node_args)} (got both).")
+    n_layers = len(names)
+    if name == "targets":
+        labels = whole.labels[0]
+        nodes = _per_sample_nodes(value, labels, n_data, outputs_at_data, like.device)
+        column = "predicted" if isinstance(value, str) else "targets"
+        chosen = PerSampleTargets(0, nodes, [labels[i] for i in nodes.tolist()])
+        return ChosenTargets(chosen, column_selection(n_layers, 0, [column]))
+    if name == "target_fun":
+        if not callable(value):
+            raise TypeError(f"`target_fun` must be a callable outputs -> (rows,) or (rows, k) "
+                            f"tensor, got {describe(value)}.")
+        with torch.no_grad():
+            k = _call_fun(value, outputs_at_first()).shape[1]
+        return ChosenTargets(FunctionTargets(value, k),
+                             column_selection(n_layers, 0, _names("target_fun", k)), True)
+    per_layer = _weights(value, [len(labels) for labels in whole.labels], like)
+    k = next(w for w in per_layer if w is not None).shape[0]
+    first = next(o for o, w in enumerate(per_layer) if w is not None)
+    return ChosenTargets(WeightTargets(tuple(per_layer)),
+                         column_selection(n_layers, first, _names("target_weights", k)), True)
+
+
+def _per_sample_nodes(value: Any, labels: list[str], n_data: int,
+                      outputs_at_data: Callable[[], list[Tensor]],
+                      device: torch.device) -> Tensor:
+    """``targets``: ``"predicted"`` (the arg-max of the first explained output layer at
+    each sample), or one node index or label per sample."""
+    if isinstance(value, str):
+        if value != "predicted":
+            raise ValueError(f"`targets` must be 'predicted' or one output node (index or "
+                             f"label) per sample, got {value!r}.")
+        return _flat(outputs_at_data()[0]).argmax(dim=1).to(device)
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=object)
+    if array.ndim != 1 or len(array) != n_data:
+        raise ValueError(f"`targets` must hold one output node per sample ({n_data}), got "
+                         f"{describe(value)}.")
+    if all(isinstance(v, str) for v in array):
+        unknown = sorted({v for v in array if v not in labels})
+        if unknown:
+            raise ValueError(f"`targets` has labels {unknown[:10]} that are no output node of "
+                             f"the first output layer: its labels are {labels[:20]}"
+                             f"{' ...' if len(labels) > 20 else ''}.")
+        position = {label: i for i, label in enumerate(labels)}
+        nodes = [position[v] for v in array]
+    elif all(is_int(v) for v in array):
+        nodes = [int(v) for v in array]
+        bad = sorted({v for v in nodes if not 0 <= v < len(labels)})
+        if bad:
+            raise ValueError(f"`targets` has node indices {bad[:10]} out of range: the first "
+                             f"output layer has {len(labels)} nodes (valid: 0..{len(labels) - 1}).")
+    else:
+        raise TypeError("`targets` must be 'predicted' or an array of ints (node indices) or "
+                        f"of labels (str), one per sample; got {describe(value)}.")
+    return torch.tensor(nodes, dtype=torch.long, device=device)
+
+
+def _weights(value: Any, sizes: list[int], like: Tensor) -> list[Tensor | None]:
+    """``target_weights``: weights for the first output layer, or a list with an entry
+    (weights or ``None``) per output layer; each ``(n_nodes,)``, ``(k, n_nodes)``, or shaped
+    like the output layer, ``(*dim)`` / ``(k, *dim)``, nodes flattened channels first."""
+    per_layer = isinstance(value, (list, tuple)) and any(
+        v is None or isinstance(v, (Tensor, np.ndarray)) for v in value)
+    entries = list(value) if per_layer else [value]
+    if len(entries) > len(sizes):
+        raise ValueError(f"`target_weights` has {len(entries)} entries, one per output layer, "
+                         f"but the model has {len(sizes)} output layer(s).")
+    entries += [None] * (len(sizes) - len(entries))
+    out: list[Tensor | None] = []
+    for o, (entry, n_nodes) in enumerate(zip(entries, sizes)):
+        where = f"`target_weights[{o}]`" if per_layer else "`target_weights`"
+        if entry is None:
+            out.append(None)
+            continue
+        try:
+            w = torch.as_tensor(entry.detach().cpu().numpy() if isinstance(entry, Tensor)
+                                else np.asarray(entry, dtype=float))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{where} must be an array of numbers, got {describe(entry)}.") from err
+        if w.dtype == torch.bool or w.is_complex() or w.ndim == 0:
+            raise TypeError(f"{where} must be a real array (n_nodes,) or (k, n_nodes), got "
+                            f"{describe(entry)}.")
+        if w.numel() == n_nodes:
+            w = w.reshape(1, n_nodes)
+        elif w.ndim >= 2 and math.prod(w.shape[1:]) == n_nodes:
+            w = w.reshape(w.shape[0], n_nodes)
+        else:
+            raise ValueError(f"{where} must have shape ({n_nodes},) or (k, {n_nodes}) (or an "
+                             f"output's shape, with or without a leading k) for output layer "
+                             f"{o} with {n_nodes} nodes, got shape {tuple(w.shape)}.")
+        w = w.to(dtype=like.dtype, device=like.device)
+        if not torch.isfinite(w).all():
+            raise ValueError(f"{where} contains NaN or infinite values.")
+        out.append(w)
+    ks = {w.shape[0] for w in out if w is not None}
+    if not ks:
+        raise ValueError("`target_weights` gives no weights for any output layer.")
+    if len(ks) > 1:
+        raise ValueError(f"`target_weights` of all output layers must have the same number of "
+                         f"rows k (columns of the result), got {[None if w is None else w.shape[0] for w in out]}.")
+    return out

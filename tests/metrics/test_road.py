@@ -1,0 +1,132 @@
+"""ROAD: noisy linear imputation against a direct solve of the paper's equations, and the
+ROAD curve of a linear model against its closed form.
+
+The reference imputation writes one equation per removed pixel, as Rong et al. 2022
+define it: the pixel equals the weighted mean of its neighbours inside the image
+(1/6 direct, 1/12 diagonal), kept neighbours with their values, and solves the
+sparse system with scipy's direct solver.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse import lil_matrix
+from scipy.sparse.linalg import spsolve
+from torch import nn
+
+import innsight as ins
+from innsight.metrics.imputation import linear_imputation
+
+
+def reference_imputation(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """``image`` ``(C, H, W)`` with the ``removed`` ``(H, W)`` pixels imputed, no noise."""
+    _, h, w = image.shape
+    unknown = [(i, j) for i in range(h) for j in range(w) if removed[i, j]]
+    if not unknown:
+        return image.copy()
+    index = {pixel: k for k, pixel in enumerate(unknown)}
+    a = lil_matrix((len(unknown), len(unknown)))
+    b = np.zeros((len(unknown), image.shape[0]))
+    for k, (i, j) in enumerate(unknown):
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                ii, jj = i + di, j + dj
+                if (di, dj) == (0, 0) or not (0 <= ii < h and 0 <= jj < w):
+                    continue
+                weight = 1 / 12 if di and dj else 1 / 6
+                a[k, k] += weight
+                if removed[ii, jj]:
+                    a[k, index[ii, jj]] -= weight
+                else:
+                    b[k] += weight * image[:, ii, jj]
+    solution = spsolve(a.tocsc(), b).reshape(len(unknown), -1)
+    out = image.copy()
+    for k, (i, j) in enumerate(unknown):
+        out[:, i, j] = solution[k]
+    return out
+
+
+def test_imputation_solves_the_papers_equations():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(5, 2, 7, 6))
+    removed = rng.random((5, 7, 6)) < np.array([0.0, 0.2, 0.5, 0.9, 0.97])[:, None, None]
+    removed[4] = True
+    removed[4, 0, 0] = False  # one kept corner: everything else from it
+    ours = linear_imputation(torch.tensor(images), torch.tensor(removed)).numpy()
+    for i in range(5):
+        np.testing.assert_allclose(ours[i], reference_imputation(images[i], removed[i]),
+                                   atol=1e-7)
+    np.testing.assert_array_equal(ours[0], images[0])  # nothing removed, nothing changed
+    np.testing.assert_allclose(ours[4], images[4][:, :1, :1] * np.ones((1, 7, 6)), atol=1e-7)
+
+
+def test_noise_goes_onto_the_removed_pixels_only():
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    removed = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(1)) < 0.5
+    clean = linear_imputation(x, removed)
+    noisy = linear_imputation(x, removed, 0.5, torch.Generator().manual_seed(7))
+    draws = 0.5 * torch.randn(3 * 2, 5, 5, generator=torch.Generator().manual_seed(7),
+                              dtype=torch.float64).view(3, 2, 5, 5)
+    mask = removed[:, None].expand_as(x)
+    torch.testing.assert_close(noisy[mask], (clean + draws)[mask], rtol=0, atol=1e-12)
+    torch.testing.assert_close(noisy[~mask], x[~mask], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("order", ["most_relevant_first", "least_relevant_first"])
+def test_road_curve_of_a_linear_model(order):
+    c, h, w = 2, 5, 4
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 3)).double().eval()
+    conv = ins.convert(model, input_dim=[c, h, w], dtype="double")
+    x = torch.randn(3, c, h, w, dtype=torch.float64)
+    res = ins.run_grad(conv, x, output_idx=[0, 2], times_input=True, dtype="double")
+    scores = ins.evaluate(res, [ins.metrics.ROAD(order=order, features_in_step=3, noise=0.0)])
+    label = "road" if order == "most_relevant_first" else "road_lerf"
+    assert set(scores["metric"]) == {label}
+    curves = scores.attrs["curves"]
+    weight, bias = (p.detach().numpy() for p in model[1].parameters())
+    values = res.get_result()  # (3, c, h, w, 2)
+    counts = np.arange(0, h * w, 3)
+    for i, sample in enumerate(x.numpy()):
+        for t, node in enumerate([0, 2]):
+            relevance = values[i, ..., t].sum(0).ravel()
+            ranked = np.argsort(-relevance if order == "most_relevant_first" else relevance,
+                                kind="stable")
+            expected = []
+            for k in counts:
+                removed = np.zeros(h * w, bool)
+                removed[ranked[:k]] = True
+                image = reference_imputation(sample, removed.reshape(h, w))
+                expected.append(weight[node] @ image.ravel() + bias[node])
+            ours = curves[(curves["data"] == i) & (curves["output_node"] == f"Y{node + 1}")]
+            np.testing.assert_allclose(ours.sort_values("step")["value"], expected, atol=1e-7)
+            np.testing.assert_allclose(ours.sort_values("step")["x"], counts / (h * w))
+            row = scores[(scores["data"] == i) & (scores["output_node"] == f"Y{node + 1}")]
+            np.testing.assert_allclose(row["value"], np.trapezoid(expected, counts / (h * w)),
+                                       atol=1e-7)
+    assert scores.attrs["higher_is_better"] == {label: order != "most_relevant_first"}
+
+
+def test_road_noise_is_seeded(small_cnn, images):
+    conv = ins.convert(small_cnn, input_dim=[3, 8, 8])
+    res = ins.run_grad(conv, images, output_idx=[1])
+    first, again, other = (ins.evaluate(res, ["road"], seed=s)["value"] for s in (0, 0, 1))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_road_needs_images():
+    conv = ins.convert(nn.Linear(4, 2).eval(), input_dim=[4])
+    with pytest.raises(ValueError, match="'road' imputes pixels of images.*shape \\[\\(4,\\)\\]"):
+        ins.evaluate(ins.run_grad(conv, torch.randn(2, 4)), ["road"])
+
+
+@pytest.mark.parametrize("kwargs, match", [({"noise": -1}, "`noise` must be a number >= 0"),
+                                           ({"noise": "a"}, "`noise` must be a number >= 0"),
+                                           ({"order": "random"}, "`order` must be one of"),
+                                           ({"features_in_step": 0}, "`features_in_step`")])
+def test_road_settings_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ins.metrics.ROAD(**kwargs)
