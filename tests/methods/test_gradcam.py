@@ -3,6 +3,8 @@ the original model (Selvaraju et al. 2017; Chattopadhay et al. 2018)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,11 +22,12 @@ def cnn() -> nn.Sequential:
                          nn.Flatten(), nn.Linear(8, 3)).eval()
 
 
-def paper_cam(model: nn.Module, module: nn.Module, x: Tensor, targets: list[int],
+def paper_cam(model: nn.Module, module: nn.Module, x: Tensor, targets: list[Any],
               plus_plus: bool = False, tokens: int | None = None) -> Tensor:
     """Maps ``(n, 1, H, W, len(targets))`` from the module's output ``A`` and the gradients
-    ``g`` of each target (hooks on the original model). ``tokens``: ``A`` holds ``(n, 1 +
-    tokens, features)`` of which the first is the class token."""
+    ``g`` of each target, an output node or a function ``out -> (n,)`` (hooks on the
+    original model). ``tokens``: ``A`` holds ``(n, 1 + tokens, features)`` of which the
+    first is the class token."""
     store = {}
 
     def hook(mod: nn.Module, args: object, out: Tensor) -> None:
@@ -39,7 +42,7 @@ def paper_cam(model: nn.Module, module: nn.Module, x: Tensor, targets: list[int]
     maps = []
     for t in targets:
         store["a"].grad = None
-        out[:, t].sum().backward(retain_graph=True)
+        (out[:, t] if isinstance(t, int) else t(out)).sum().backward(retain_graph=True)
         a, g = store["a"].detach(), store["a"].grad
         if tokens is not None:  # (n, 1 + h*w, C) -> (n, C, h, w)
             side = int(tokens ** 0.5)
@@ -85,6 +88,18 @@ def test_gradcam_of_predicted_targets_maps_each_samples_own_class():
     expected = paper_cam(model, model[4], x, TARGETS)[torch.arange(len(x)), ..., top]
     close(res.get_result("torch_tensor"), expected.unsqueeze(-1))
     assert res.sample_nodes == [f"Y{int(t) + 1}" for t in top]
+
+
+def test_gradcam_of_a_logit_difference_equals_the_paper_formula():
+    """The same target as weights over the outputs and as a function of them."""
+    model = cnn()
+    x = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    conv = ins.convert(model, input_dim=[3, 12, 12])
+    expected = paper_cam(model, model[4], x, [lambda out: out[:, 0] - out[:, 2]])
+    weighted = ins.run_gradcam(conv, x, target_weights=[1.0, 0.0, -1.0])
+    close(weighted.get_result("torch_tensor"), expected)
+    fun = ins.run_gradcam(conv, x, target_fun=lambda outs: outs[0][:, 0] - outs[0][:, 2])
+    close(fun.get_result("torch_tensor"), expected)
 
 
 def test_gradcam_in_channels_last_layout():

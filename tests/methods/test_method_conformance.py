@@ -79,6 +79,10 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
        "class, checked there" for name in TORCH_METHODS},
     ("GradCAM", "check_output_shapes"): "Grad-CAM gives one map per sample and output, "
     "(n_data, 1, H, W, n_selected), not a value per input channel (tested in test_gradcam)",
+    **{("GradCAM", check): "a Grad-CAM map is the ReLU of a channel sum weighted by the "
+       "target's gradients, so it is not linear in the target (weighted and function targets "
+       "are tested against the paper's formula in test_gradcam)"
+       for check in ("check_target_weights", "check_target_fun")},
 }
 #: Problems a method cannot explain at all, with the reason (reported as a skip).
 NOT_APPLICABLE_PROBLEMS: dict[tuple[str, str], str] = {
