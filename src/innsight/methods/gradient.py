@@ -187,6 +187,8 @@ class Gradient(InterpretingMethod):
     times_input : bool
         Gradient times input (Shrikumar et al. 2016) instead of the gradient.
 
+    Notes
+    -----
     Further parameters: see :class:`InterpretingMethod`.
     """
 
@@ -215,6 +217,8 @@ class SmoothGrad(InterpretingMethod):
     times_input : bool
         Multiply each gradient by its noisy input before averaging.
 
+    Notes
+    -----
     Further parameters: see :class:`InterpretingMethod`.
     """
 
@@ -244,6 +248,8 @@ class IntegratedGradient(InterpretingMethod):
     times_input : bool
         Multiply by ``x - x'`` (the attribution); ``False`` keeps the mean gradient.
 
+    Notes
+    -----
     The values of a sample sum to about ``f(x) - f(x')`` (the decomposition
     goal), closer as ``n`` grows. Further parameters: see :class:`InterpretingMethod`.
     """
@@ -272,6 +278,8 @@ class ExpectedGradient(InterpretingMethod):
     n : int
         Draws of ``(r, a)`` per sample, ``a ~ U(0, 1)``.
 
+    Notes
+    -----
     The values sum to about ``f(x) - mean f(data_ref)``. Further parameters:
     see :class:`InterpretingMethod`.
     """
