@@ -19,6 +19,7 @@ started when none is). A stopped Ray run starts again from the beginning.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from innsight.converter import Converter, convert
 from innsight.datasets.explainer import Explainer
 from innsight.datasets.layout import Layout
 from innsight.datasets.shards import SHARDS, SUMMARY, Manifest, clear, iter_shards
-from innsight.datasets.sources import Batch, RaySource, Source
+from innsight.datasets.sources import ID_COLUMN, Batch, RaySource, Source
 from innsight.datasets.summaries import Summary
 from innsight.methods.base import METHODS
 
@@ -51,7 +52,7 @@ class RayExplainer:
     def __call__(self, columns: dict[str, np.ndarray]) -> pa.Table:
         if isinstance(self.source, RaySource):
             inputs, labels = self.source.to_inputs(columns)
-            batch = Batch(np.asarray(columns["sample_id"]), inputs, labels)
+            batch = Batch(np.asarray(columns[ID_COLUMN]), inputs, labels)
             return self.explainer.table(batch)
         return pa.concat_tables([self.explainer.table(self.source.batch(int(b), self.batch_size))
                                  for b in columns["batch"]])
@@ -69,8 +70,7 @@ def run_ray(out: Path, source: Source, converter: Converter, explainer: Explaine
     manifest.write(out)
     size = manifest.batch_size
     if concurrency is None:
-        resource = "GPU" if num_gpus else "CPU"
-        concurrency = max(1, int(ray.cluster_resources().get(resource, 1) / (num_gpus or 1)))
+        concurrency = default_concurrency(ray.cluster_resources(), num_gpus)
     constructor = {"model_dict": converter.to_dict(), "dtype": _dtype_name(converter),
                    "method": explainer.method.method_name, "method_args": explainer.method_args,
                    "seed": explainer.seed, "source": source, "batch_size": size}
@@ -83,17 +83,38 @@ def run_ray(out: Path, source: Source, converter: Converter, explainer: Explaine
         batch_rows = 1
     explained = dataset.map_batches(RayExplainer, fn_constructor_kwargs=constructor,
                                     batch_size=batch_rows, batch_format="numpy",
-                                    concurrency=concurrency, num_gpus=num_gpus)
-    explained.write_parquet(str(out / SHARDS))
+                                    compute=ray.data.ActorPoolStrategy(size=concurrency),
+                                    num_gpus=num_gpus)
+    options = ray.data.DataContext.get_current().execution_options
+    keep, options.preserve_order = options.preserve_order, True  # rows numbered in order
+    try:
+        explained.write_parquet(str(out / SHARDS))
+    finally:
+        options.preserve_order = keep
     _record(out, manifest)
 
 
+def default_concurrency(resources: dict[str, float], num_gpus: float | None) -> int:
+    """Actors for a cluster's ``resources``: one per GPU share with ``num_gpus``, else one
+    per CPU but one, which is left to Ray's read and write tasks (with every CPU held by
+    an actor they would never be scheduled)."""
+    if num_gpus:
+        return max(1, int(resources.get("GPU", 0) / num_gpus))
+    return max(1, int(resources.get("CPU", 1)) - 1)
+
+
 def _numbered(dataset: Any) -> Any:
-    """A Ray data set with a ``sample_id`` column: each row's position, in order."""
+    """A Ray data set with a ``sample_id`` column: its own where it has one, else each
+    row's position (``Dataset.zip`` with a range, in the order Ray reads the rows, which
+    the run keeps deterministic with ``preserve_order``)."""
     import ray
 
-    ids = ray.data.range(dataset.count()).rename_columns({"id": "sample_id"})
-    return dataset.zip(ids)
+    if ID_COLUMN in dataset.schema().names:
+        return dataset
+    ids = ray.data.range(dataset.count()).rename_columns({"id": ID_COLUMN})
+    with warnings.catch_warnings():  # zip is deprecated from Ray 2.60 on, for a key join
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return dataset.zip(ids)
 
 
 def _dtype_name(converter: Converter) -> str:

@@ -27,6 +27,8 @@ import numpy as np
 
 from innsight._validation import describe
 
+#: The column of a Ray data set that holds sample ids (not a feature).
+ID_COLUMN = "sample_id"
 #: Image file types a folder of images is read from (with Pillow).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -130,15 +132,24 @@ def _take(pending: list[tuple[list[np.ndarray], np.ndarray | None]], size: int
             rest.append((chunk_inputs, chunk_labels))
             continue
         take = min(n, needed)
-        inputs.append([x[:take] for x in chunk_inputs])
+        inputs.append([x[:take] for x in chunk_inputs])  # frames: rows too
         if chunk_labels is not None:
             labels.append(chunk_labels[:take])
         if take < n:
             rest.append(([x[take:] for x in chunk_inputs],
                          None if chunk_labels is None else chunk_labels[take:]))
         needed -= take
-    merged = [np.concatenate(parts) for parts in zip(*inputs)]
+    merged = [_concat(parts) for parts in zip(*inputs)]
     return (merged, np.concatenate(labels) if labels else None), rest
+
+
+def _concat(parts: Sequence[Any]) -> Any:
+    """Chunks of one input layer joined: frames (their column names kept) or arrays."""
+    if hasattr(parts[0], "iloc"):
+        import pandas as pd
+
+        return pd.concat(parts, ignore_index=True)
+    return np.concatenate(parts)
 
 
 # ---- arrays and frames ------------------------------------------------------------------
@@ -378,7 +389,7 @@ class RaySource(Source):
                              f"its columns are {names}.")
         self.dataset = dataset
         self.label_column = label_column
-        self.features = [n for n in names if n != label_column]
+        self.features = [n for n in names if n not in (label_column, ID_COLUMN)]
         self.has_labels = label_column is not None
         self.n_samples = None  # counting would run the whole pipeline
 
