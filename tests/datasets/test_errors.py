@@ -44,6 +44,12 @@ def test_bad_sources(source, error, match, mlp, tmp_path):
         ins.explain_dataset(mlp, source, out=tmp_path / "out")
 
 
+def test_out_must_be_a_folder(mlp, table, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match="`out` must be a folder, got the file"):
+        ins.explain_dataset(mlp, table(3), out=tmp_path / "file")
+
+
 def test_a_shuffled_loader_and_a_missing_label_column(mlp, table, tmp_path):
     import pandas as pd
 

@@ -101,6 +101,8 @@ def explain_dataset(
         raise ValueError(f"`engine` must be one of {list(ENGINES)}, got {describe(engine)}.")
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"`out` must be a folder path (str or os.PathLike), got {describe(out)}.")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"`out` must be a folder, got the file {str(out)!r}.")
     if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
         raise ValueError(f"`batch_size` must be a positive int or None, got {describe(batch_size)}.")
     check_bool(resume, "resume")

@@ -40,7 +40,8 @@ def run_local(out: Path, source: Source, explainer: Explainer, manifest: Manifes
             table = explainer.table(batch)
             write_shard(out, name, table)
         summary.add(table, layout)
-        manifest.shards[name] = {"first": int(batch.ids[0]), "rows": len(batch)}
+        manifest.shards[name] = {"first": int(batch.ids[0]), "last": int(batch.ids[-1]),
+                                 "rows": len(batch)}
         manifest.write(out)
         bar.update()
     bar.close()

@@ -31,7 +31,14 @@ import torch
 from innsight.converter import Converter, convert
 from innsight.datasets.explainer import Explainer
 from innsight.datasets.layout import Layout
-from innsight.datasets.shards import SHARDS, SUMMARY, Manifest, clear, iter_shards
+from innsight.datasets.shards import (
+    SHARDS,
+    SUMMARY,
+    WRITE_OPTIONS,
+    Manifest,
+    clear,
+    iter_shards,
+)
 from innsight.datasets.sources import ID_COLUMN, Batch, RaySource, Source
 from innsight.datasets.summaries import Summary
 from innsight.methods.base import METHODS
@@ -88,7 +95,7 @@ def run_ray(out: Path, source: Source, converter: Converter, explainer: Explaine
     options = ray.data.DataContext.get_current().execution_options
     keep, options.preserve_order = options.preserve_order, True  # rows numbered in order
     try:
-        explained.write_parquet(str(out / SHARDS))
+        explained.write_parquet(str(out / SHARDS), **WRITE_OPTIONS)
     finally:
         options.preserve_order = keep
     _record(out, manifest)
@@ -126,7 +133,8 @@ def _record(out: Path, manifest: Manifest) -> None:
     for path in sorted((out / SHARDS).glob("*.parquet")):
         ids = pq.read_table(path, columns=["sample_id"]).column("sample_id").to_numpy()
         if len(ids):
-            manifest.shards[path.name] = {"first": int(ids.min()), "rows": len(ids)}
+            manifest.shards[path.name] = {"first": int(ids.min()), "last": int(ids.max()),
+                                          "rows": len(ids)}
         else:
             path.unlink()
     layout = Layout.from_dict(manifest.layout)

@@ -93,7 +93,7 @@ class DatasetResult:
         ids = self._ids(data_idx)
         wanted = set(ids.tolist())
         chosen = {name: info for name, info in self.manifest.shards.items()
-                  if any(i in wanted for i in range(info["first"], info["first"] + info["rows"]))}
+                  if np.any((ids >= info["first"]) & (ids <= info["last"]))}
         manifest = type(self.manifest)(**{**self.manifest.__dict__, "shards": chosen})
         tables = [t.filter(np.isin(t.column("sample_id").to_numpy(), ids))
                   for t in iter_shards(self.out, manifest)]

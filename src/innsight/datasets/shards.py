@@ -26,6 +26,9 @@ FORMAT = "innsight-dataset/1"
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 SUMMARY = "summary.npz"
+#: Parquet writer options of every shard: dictionary encoding of float values cost
+#: 30 times the time of the write (0.55 s for 500 rows of 320 values) and saved nothing.
+WRITE_OPTIONS = {"use_dictionary": False}
 
 
 def shard_name(batch: int) -> str:
@@ -35,8 +38,9 @@ def shard_name(batch: int) -> str:
 @dataclass
 class Manifest:
     """A run's record (see the module docs). ``shards`` maps a shard file (relative to
-    ``shards/``) to the first sample id and number of rows it holds; the local engine
-    names shards by batch, Ray's writer by its own scheme."""
+    ``shards/``) to the smallest and largest sample id (``first``, ``last``) and the
+    number of rows it holds; the local engine names shards by batch, Ray's writer by
+    its own scheme."""
 
     fingerprint: str
     engine: str
@@ -80,7 +84,7 @@ def write_shard(out: Path, name: str, table: pa.Table) -> None:
     """Write one shard file atomically (temporary name, then rename)."""
     path = out / SHARDS / name
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, **WRITE_OPTIONS)
     os.replace(tmp, path)
 
 
