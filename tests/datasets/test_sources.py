@@ -34,6 +34,24 @@ def test_memory_map(mlp, table, in_memory, assert_close, tmp_path):
     assert_close(res.get_result(), in_memory(mlp, np.asarray(x), n=5))
 
 
+def test_a_memory_map_travels_as_its_file_name(tmp_path):
+    import pickle
+
+    from innsight.datasets.sources import ArraySource
+
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32,
+                                  shape=(1000, 50))
+    x[:] = np.arange(50_000, dtype=np.float32).reshape(1000, 50)
+    x.flush()
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for array in (mapped, mapped[100:300]):  # a whole map and a slice of one
+        pickled = pickle.dumps(ArraySource([array], None))
+        assert len(pickled) < 1000  # the file name, not 200 kB of samples
+        copy = pickle.loads(pickled).arrays[0]
+        assert isinstance(copy, np.memmap)
+        np.testing.assert_array_equal(copy, x[100:300] if len(array) == 200 else x)
+
+
 def test_pandas_frame_with_a_label_column(mlp, table, in_memory, assert_close, tmp_path):
     x = table(17)
     frame = pd.DataFrame(x, columns=list("abcde")).assign(target=np.arange(17) % 2)
