@@ -10,7 +10,6 @@ layer ``k``, ``values_o{o}_i{k}`` (the sample's values, flattened from
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 

@@ -17,7 +17,14 @@ from tqdm.auto import tqdm
 
 from innsight.datasets.explainer import Explainer
 from innsight.datasets.layout import Layout
-from innsight.datasets.shards import SUMMARY, Manifest, iter_shards, read_shard, shard_name, write_shard
+from innsight.datasets.shards import (
+    SUMMARY,
+    Manifest,
+    iter_shards,
+    read_shard,
+    shard_name,
+    write_shard,
+)
 from innsight.datasets.sources import Batch, Source
 from innsight.datasets.summaries import Summary
 

@@ -16,7 +16,6 @@ one subfolder per class carry their own.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -84,26 +83,21 @@ class Source:
         start = index * batch_size
         return self.rows(start, min(start + batch_size, self.n_samples))
 
-    def batches(self, batch_size: int, skip: int = 0) -> Iterator[Batch]:
-        """Batches ``skip, skip + 1, ...`` of ``batch_size`` samples (the last may be short)."""
-        if self.random_access:
-            assert self.n_samples is not None
-            for index in range(skip, math.ceil(self.n_samples / batch_size)):
-                yield self.batch(index, batch_size)
-            return
-        yield from _rechunk(self.stream(), batch_size, skip)
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Streams: all batches of ``batch_size`` samples in order (the last may be short)."""
+        yield from _rechunk(self.stream(), batch_size)
 
     def first(self) -> Batch:
         """The first sample, as a batch of one."""
         if self.random_access:
             return self.rows(0, 1)
-        return next(_rechunk(self.stream(), 1, 0))
+        return next(_rechunk(self.stream(), 1))
 
 
-def _rechunk(chunks: Iterator[tuple[list[np.ndarray], np.ndarray | None]], size: int,
-             skip: int) -> Iterator[Batch]:
-    """Chunks of any size as batches of ``size`` consecutive samples, from batch ``skip``
-    on; only one batch and one chunk are held at a time."""
+def _rechunk(chunks: Iterator[tuple[list[np.ndarray], np.ndarray | None]], size: int
+             ) -> Iterator[Batch]:
+    """Chunks of any size as batches of ``size`` consecutive samples; only one batch and
+    one chunk are held at a time."""
     pending: list[tuple[list[np.ndarray], np.ndarray | None]] = []
     held, position = 0, 0  # samples pending; id of the first pending sample
     for inputs, labels in chunks:
@@ -112,10 +106,9 @@ def _rechunk(chunks: Iterator[tuple[list[np.ndarray], np.ndarray | None]], size:
         while held >= size:
             batch, pending = _take(pending, size)
             held -= size
-            if position >= skip * size:
-                yield Batch(np.arange(position, position + size), *batch)
+            yield Batch(np.arange(position, position + size), *batch)
             position += size
-    if held and position >= skip * size:
+    if held:
         batch, _ = _take(pending, held)
         yield Batch(np.arange(position, position + held), *batch)
 
