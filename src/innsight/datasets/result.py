@@ -132,7 +132,7 @@ class DatasetResult:
         the frame's ``data`` column holds the sample ids."""
         if type not in RESULT_TYPES:
             raise ValueError(f"`type` must be one of {list(RESULT_TYPES)}, got {type!r}.")
-        ids = self._ids(range(self.n_samples) if data_idx is None else data_idx)
+        ids = self.sample_ids() if data_idx is None else self._ids(data_idx)
         values = self.result(ids).get_result(type)
         if type == "data.frame":
             values["data"] = ids[values["data"].to_numpy()]
