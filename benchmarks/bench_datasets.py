@@ -8,8 +8,9 @@ Tabular: ``rows`` rows of 32 features through an MLP (32-64-64-10). Images:
 32x32 RGB images through a small CNN (10 classes). The data are memory-mapped
 files written in chunks; every run explains all 10 outputs with ``n`` path
 points, in a fresh process that reports samples per second (the whole call:
-reading, explaining, writing shards and summaries) and its peak resident memory
-above the level before the call. Ray runs start a local Ray with 3 CPUs: 2
+reading, explaining, writing shards and summaries), the CPU seconds of the local
+engine (on a busy machine a steadier measure than the wall clock) and its peak
+resident memory above the level before the call. Ray runs start a local Ray with 3 CPUs: 2
 explaining actors and one CPU for Ray's read and write tasks (its start is not
 timed; the actors' start is).
 """
@@ -70,14 +71,16 @@ def measure(engine: str, kind: str, n_samples: int, n: int) -> dict[str, object]
             ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
             ray_args = {"concurrency": 2}
         before = peak_mib()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         res = ins.explain_dataset(conv, x, out=Path(folder) / "out", engine=engine, n=n,
                                   batch_size=500, verbose=False, **ray_args)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         assert res.complete and len(res) == n_samples
+    local = engine == "local"  # Ray's work and memory are in its worker processes
     return {"engine": engine, "data": kind, "samples": n_samples, "seconds": round(seconds, 1),
-            "samples_per_s": round(n_samples / seconds), "peak_increase_mib":
-            round(peak_mib() - before) if engine == "local" else None}
+            "samples_per_s": round(n_samples / seconds),
+            "cpu_seconds": round(cpu_seconds, 1) if local else None,
+            "peak_increase_mib": round(peak_mib() - before) if local else None}
 
 
 def main() -> None:
@@ -96,14 +99,16 @@ def main() -> None:
     if not args.no_ray:
         runs += [("ray", "tabular", max(args.rows)), ("ray", "images", min(args.images))]
     print(f"IntegratedGradient (n={args.n}, 10 outputs, batch_size=500) over memory-mapped data")
-    print(f"{'engine':7} {'data':8} {'samples':>8} {'seconds':>8} {'samples/s':>10} {'peak +MiB':>10}")
+    print(f"{'engine':7} {'data':8} {'samples':>8} {'seconds':>8} {'samples/s':>10} "
+          f"{'CPU s':>8} {'peak +MiB':>10}")
     for engine, kind, n_samples in runs:
         done = subprocess.run([sys.executable, __file__, "--child", engine, kind, str(n_samples),
                                str(args.n)], capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
-        peak = "-" if row["peak_increase_mib"] is None else row["peak_increase_mib"]
+        cpu, peak = (("-" if row[key] is None else row[key])
+                     for key in ("cpu_seconds", "peak_increase_mib"))
         print(f"{engine:7} {kind:8} {n_samples:>8} {row['seconds']:>8} {row['samples_per_s']:>10} "
-              f"{peak:>10}", flush=True)
+              f"{cpu:>8} {peak:>10}", flush=True)
 
 
 if __name__ == "__main__":
