@@ -7,16 +7,14 @@ the table :data:`REDRAW_WITH_BATCH_SIZE` must match it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from method_runs import METHODS, STOCHASTIC, images
 from torch import Tensor, nn
 
 import innsight as ins
-
-N_REF = 6
 
 
 def _net() -> nn.Module:
@@ -25,31 +23,11 @@ def _net() -> nn.Module:
                          nn.Flatten(), nn.Linear(12, 4), nn.Softmax(1)).eval()
 
 
-def _data(n: int, seed: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    return torch.randn(n, 2, 6, 6, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
 @pytest.fixture(scope="module")
 def converter() -> ins.Converter:
     return ins.convert(_net(), input_dim=[2, 6, 6])
 
 
-#: Every method with arguments under which it draws (DeepSHAP: fewer references than given).
-METHODS: dict[str, Callable[..., Any]] = {
-    "Gradient": lambda c, x, **kw: ins.run_grad(c, x, **kw),
-    "SmoothGrad": lambda c, x, **kw: ins.run_smoothgrad(c, x, n=7, **kw),
-    "IntegratedGradient": lambda c, x, **kw: ins.run_intgrad(c, x, n=7, **kw),
-    "ExpectedGradient": lambda c, x, **kw: ins.run_expgrad(c, x, data_ref=_data(N_REF, 9), n=7,
-                                                           **kw),
-    "DeepLift": lambda c, x, **kw: ins.run_deeplift(c, x, **kw),
-    "DeepSHAP": lambda c, x, **kw: ins.run_deepshap(c, x, data_ref=_data(N_REF, 9), limit_ref=3,
-                                                    **kw),
-    "LRP": lambda c, x, **kw: ins.run_lrp(c, x, rule_name="epsilon", **kw),
-    "ConnectionWeights": lambda c, x, **kw: ins.run_cw(c, x, **kw),
-    "LIME": lambda c, x, **kw: ins.run_lime(c, x, _data(N_REF, 9), n=40, **kw),
-    "SHAP": lambda c, x, **kw: ins.run_shap(c, x, _data(N_REF, 9), n=4, **kw),
-}
-STOCHASTIC = ("SmoothGrad", "ExpectedGradient", "DeepSHAP", "LIME", "SHAP")
 #: Stochastic methods whose draws depend on how rows are cut into chunks of ``batch_size``
 #: (they draw per chunk): another ``batch_size`` gives another Monte Carlo estimate.
 #: DeepSHAP and SHAP draw once, before any chunking.
@@ -69,7 +47,7 @@ def _max_rel(actual: Tensor, expected: Tensor) -> float:
 @pytest.mark.parametrize("name", STOCHASTIC)
 def test_a_seed_gives_identical_values_and_another_seed_others(converter, name):
     run = METHODS[name]
-    first, again, other = (_values(run(converter, _data(5, 1), seed=s, verbose=False))
+    first, again, other = (_values(run(converter, images(5, 1), seed=s, verbose=False))
                            for s in (4, 4, 5))
     assert torch.equal(first, again)
     assert not torch.equal(first, other), "the seed does not reach the draws"
@@ -81,10 +59,10 @@ def test_batch_size_changes_only_the_values_documented(converter, name):
     order) for every ``batch_size``; the methods of :data:`REDRAW_WITH_BATCH_SIZE` give
     identical values for the same ``batch_size`` and other draws for another one."""
     run = METHODS[name]
-    by_size = {b: _values(run(converter, _data(5, 1), seed=4, batch_size=b, verbose=False))
+    by_size = {b: _values(run(converter, images(5, 1), seed=4, batch_size=b, verbose=False))
                for b in (17, 80, 1000)}
     if name in REDRAW_WITH_BATCH_SIZE:
-        assert torch.equal(_values(run(converter, _data(5, 1), seed=4, batch_size=80,
+        assert torch.equal(_values(run(converter, images(5, 1), seed=4, batch_size=80,
                                        verbose=False)), by_size[80])
         assert not torch.equal(by_size[17], by_size[80]), (
             f"{name} no longer redraws with batch_size: update REDRAW_WITH_BATCH_SIZE and "
@@ -102,7 +80,7 @@ def test_double_on_a_float_converter_computes_in_float64(converter, name):
     """``dtype="double"`` on a float32 conversion: values, predictions and goals are
     float64 and equal those of a float64 conversion (1e-12: the same computation, not
     float32 numbers cast up)."""
-    x = _data(3, 1, torch.float64)
+    x = images(3, 1, torch.float64)
     converter64 = ins.convert(_net().double(), input_dim=[2, 6, 6], dtype="double")
     result = METHODS[name](converter, x, seed=4, dtype="double", verbose=False)
     reference = METHODS[name](converter64, x, seed=4, dtype="double", verbose=False)
@@ -117,7 +95,7 @@ def test_double_on_a_float_converter_computes_in_float64(converter, name):
 def test_double_gradient_equals_float64_autograd(converter):
     """A float32 conversion asked for float64 gives the float64 gradient (1e-12), which
     float32 arithmetic could not reach."""
-    x = _data(3, 1, torch.float64)
+    x = images(3, 1, torch.float64)
     grad = _values(ins.run_grad(converter, x, output_idx=[0, 2], dtype="double", verbose=False))
     reference = _net()[:-1].double()
     x_grad = x.clone().requires_grad_(True)
@@ -131,7 +109,7 @@ def test_double_gradient_equals_float64_autograd(converter):
                                 ins.torch_expgrad])
 def test_direct_methods_in_double_return_float64(fn):
     model = _net()
-    values = fn(model, _data(3, 1), dtype="double", seed=0)
+    values = fn(model, images(3, 1), dtype="double", seed=0)
     assert values.dtype == torch.float64
     assert next(model.parameters()).dtype == torch.float32  # a copy ran in float64
 
@@ -151,10 +129,10 @@ def test_convert_refuses_half_precisions_by_name(dtype):
 @pytest.mark.parametrize("name", list(METHODS))
 def test_methods_refuse_half_precisions_by_name(converter, name, dtype):
     with pytest.raises(ValueError, match=r"`dtype`.*half precisions are not supported"):
-        METHODS[name](converter, _data(2, 1), dtype=dtype, verbose=False)
+        METHODS[name](converter, images(2, 1), dtype=dtype, verbose=False)
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_direct_methods_refuse_half_precisions_by_name(dtype):
     with pytest.raises(ValueError, match=r"`dtype`.*half precisions are not supported"):
-        ins.torch_grad(_net(), _data(2, 1), dtype=dtype)
+        ins.torch_grad(_net(), images(2, 1), dtype=dtype)

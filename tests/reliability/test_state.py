@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from method_runs import METHODS as CONVERTER_METHODS
+from method_runs import N_REF, STOCHASTIC, images
 from torch import Tensor, nn
 
 import innsight as ins
-
-N_REF = 6
 
 
 class Net(nn.Module):
@@ -49,10 +49,6 @@ def _net(train: bool = False) -> Net:
         model.bn.running_mean.normal_(0, 0.2)
         model.bn.running_var.uniform_(0.5, 1.5)
     return model
-
-
-def _data(n: int, seed: int) -> Tensor:
-    return torch.randn(n, 2, 6, 6, generator=torch.Generator().manual_seed(seed))
 
 
 def snapshot(model: nn.Module) -> dict[str, Any]:
@@ -82,32 +78,16 @@ def assert_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
         assert now[1:] == then[1:], f"{name}: (dtype, device, requires_grad, no grad) {then[1:]} -> {now[1:]}"
 
 
-#: Every method on a converter, with arguments that make the stochastic ones draw.
-CONVERTER_METHODS: dict[str, Callable[..., Any]] = {
-    "Gradient": lambda c, x, **kw: ins.run_grad(c, x, **kw),
-    "SmoothGrad": lambda c, x, **kw: ins.run_smoothgrad(c, x, n=8, **kw),
-    "IntegratedGradient": lambda c, x, **kw: ins.run_intgrad(c, x, n=8, **kw),
-    "ExpectedGradient": lambda c, x, **kw: ins.run_expgrad(c, x, data_ref=_data(N_REF, 9), n=8,
-                                                           **kw),
-    "DeepLift": lambda c, x, **kw: ins.run_deeplift(c, x, **kw),
-    "DeepSHAP": lambda c, x, **kw: ins.run_deepshap(c, x, data_ref=_data(N_REF, 9), limit_ref=3,
-                                                    **kw),
-    "LRP": lambda c, x, **kw: ins.run_lrp(c, x, rule_name="epsilon", **kw),
-    "ConnectionWeights": lambda c, x, **kw: ins.run_cw(c, x, **kw),
-    "LIME": lambda c, x, **kw: ins.run_lime(c, x, _data(N_REF, 9), n=40, **kw),
-    "SHAP": lambda c, x, **kw: ins.run_shap(c, x, _data(N_REF, 9), n=4, **kw),
-}
-STOCHASTIC = ("SmoothGrad", "ExpectedGradient", "DeepSHAP", "LIME", "SHAP")
 #: The methods that run the user's own torch module.
 MODULE_METHODS: dict[str, Callable[..., Any]] = {
     "torch_grad": lambda m, x, **kw: ins.torch_grad(m, x, **kw),
     "torch_smoothgrad": lambda m, x, **kw: ins.torch_smoothgrad(m, x, n=8, **kw),
     "torch_intgrad": lambda m, x, **kw: ins.torch_intgrad(m, x, n=8, **kw),
-    "torch_expgrad": lambda m, x, **kw: ins.torch_expgrad(m, x, data_ref=_data(N_REF, 9), n=8,
+    "torch_expgrad": lambda m, x, **kw: ins.torch_expgrad(m, x, data_ref=images(N_REF, 9), n=8,
                                                           **kw),
-    "LIME(module)": lambda m, x, **kw: ins.run_lime(m, x, _data(N_REF, 9), n=40, verbose=False,
+    "LIME(module)": lambda m, x, **kw: ins.run_lime(m, x, images(N_REF, 9), n=40, verbose=False,
                                                     **kw),
-    "SHAP(module)": lambda m, x, **kw: ins.run_shap(m, x, _data(N_REF, 9), n=4, verbose=False,
+    "SHAP(module)": lambda m, x, **kw: ins.run_shap(m, x, images(N_REF, 9), n=4, verbose=False,
                                                     **kw),
 }
 MODULE_STOCHASTIC = ("torch_smoothgrad", "torch_expgrad", "LIME(module)", "SHAP(module)")
@@ -141,7 +121,7 @@ def test_conversion_leaves_the_model_as_it_was(train, dtype):
 @pytest.mark.parametrize("dtype", ["float", "double"])
 def test_methods_leave_the_converted_model_as_it_was(converter, name, dtype):
     before = snapshot(converter.model)
-    CONVERTER_METHODS[name](converter, _data(3, 1), dtype=dtype, verbose=False)
+    CONVERTER_METHODS[name](converter, images(3, 1), dtype=dtype, verbose=False)
     assert_unchanged(converter.model, before)
 
 
@@ -151,7 +131,7 @@ def test_direct_methods_leave_the_users_module_as_it_was(name, dtype):
     model = _net(train=True)  # train mode: the flags must come back
     before = snapshot(model)
     with pytest.warns(UserWarning, match="training mode"):
-        MODULE_METHODS[name](model, _data(3, 1), dtype=dtype)
+        MODULE_METHODS[name](model, images(3, 1), dtype=dtype)
     assert_unchanged(model, before)
 
 
@@ -210,7 +190,7 @@ def test_a_direct_method_failing_half_way_leaves_the_module_as_it_was(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with pytest.raises(RuntimeError, match="fails half way"):
-            MODULE_METHODS[name](model, _data(4, 1), batch_size=2)
+            MODULE_METHODS[name](model, images(4, 1), batch_size=2)
     assert model.calls == 3
     assert_unchanged(model.net, before)
 
@@ -234,7 +214,7 @@ def _assert_rng_untouched(before: tuple[Tensor, Any, Any]) -> None:
 @pytest.mark.parametrize("name", STOCHASTIC)
 def test_stochastic_methods_leave_the_global_random_state(converter, name, seed):
     before = _global_rng_states()
-    CONVERTER_METHODS[name](converter, _data(3, 1), seed=seed, verbose=False)
+    CONVERTER_METHODS[name](converter, images(3, 1), seed=seed, verbose=False)
     _assert_rng_untouched(before)
 
 
@@ -243,7 +223,7 @@ def test_stochastic_methods_leave_the_global_random_state(converter, name, seed)
 def test_stochastic_direct_methods_leave_the_global_random_state(name, seed):
     model = _net()
     before = _global_rng_states()
-    MODULE_METHODS[name](model, _data(3, 1), seed=seed)
+    MODULE_METHODS[name](model, images(3, 1), seed=seed)
     _assert_rng_untouched(before)
 
 
@@ -251,12 +231,12 @@ def test_stochastic_direct_methods_leave_the_global_random_state(name, seed):
 def test_seeded_methods_ignore_the_global_random_state(converter, name):
     """The same seed gives the same values after the caller reseeded or drew."""
     torch.manual_seed(1)
-    first = _values(CONVERTER_METHODS[name](converter, _data(3, 1), seed=5, verbose=False))
+    first = _values(CONVERTER_METHODS[name](converter, images(3, 1), seed=5, verbose=False))
     torch.manual_seed(2)
     np.random.seed(2)
     random.seed(2)
     torch.rand(7)
-    second = _values(CONVERTER_METHODS[name](converter, _data(3, 1), seed=5, verbose=False))
+    second = _values(CONVERTER_METHODS[name](converter, images(3, 1), seed=5, verbose=False))
     assert torch.equal(first, second)
 
 
@@ -269,7 +249,7 @@ SEEDED = {"seed": 11, "verbose": False}
 @pytest.fixture(scope="module")
 def alone(converter) -> dict[str, Tensor]:
     """Each method's values, run alone."""
-    return {name: _values(run(converter, _data(3, 1), **SEEDED))
+    return {name: _values(run(converter, images(3, 1), **SEEDED))
             for name, run in CONVERTER_METHODS.items()}
 
 
@@ -277,7 +257,7 @@ def test_interleaved_methods_give_the_values_they_give_alone(converter, alone):
     """Every method after others, in three orders (forward, backward, odd after even)."""
     names = list(CONVERTER_METHODS)
     for name in names + names[::-1] + names[::2] + names[1::2]:
-        values = _values(CONVERTER_METHODS[name](converter, _data(3, 1), **SEEDED))
+        values = _values(CONVERTER_METHODS[name](converter, images(3, 1), **SEEDED))
         assert torch.equal(values, alone[name]), name
 
 
@@ -287,7 +267,7 @@ def test_two_threads_on_one_converter_give_the_values_alone(converter, alone):
     jobs = [name for _ in range(4) for name in names]
 
     def run_all(order: list[str]) -> list[tuple[str, Tensor]]:
-        return [(name, _values(CONVERTER_METHODS[name](converter, _data(3, 1), **SEEDED)))
+        return [(name, _values(CONVERTER_METHODS[name](converter, images(3, 1), **SEEDED)))
                 for name in order]
 
     with ThreadPoolExecutor(2) as pool:
@@ -301,7 +281,7 @@ def test_two_threads_on_one_training_module_give_eval_values_and_keep_its_flags(
     back: two threads must neither see its dropout active nor leave it in eval mode."""
     model = _net(train=True)
     before = snapshot(model)
-    x = _data(3, 1)
+    x = images(3, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         expected = ins.torch_grad(model, x)
