@@ -181,14 +181,14 @@ def check_methods(device: str) -> list[str]:
         converter = ins.convert(problem.model, input_dim=problem.input_dim)
         module = copy.deepcopy(problem.model).to(device)
         for dtype in ("double", "float"):
-            x, r = _one(problem.data), _one(problem.background)
+            x, r, g = _one(problem.data), _one(problem.background), problem.groups
             for name, (run, stochastic) in METHODS.items():
                 label = f"{problem.name} {dtype} {name}"
                 shared = {"dtype": dtype, "verbose": False}
                 result = compare(
                     label, run, stochastic,
-                    lambda f, **kw: f(converter, x, r, problem.groups, device=device, **shared, **kw),
-                    lambda f, **kw: f(converter, x, r, problem.groups, device="cpu", **shared, **kw),
+                    lambda f, **kw: f(converter, x, r, g, device=device, **shared, **kw),
+                    lambda f, **kw: f(converter, x, r, g, device="cpu", **shared, **kw),
                     dtype, device)
                 print(f"  {'FAIL' if result else 'ok  '} {label}", flush=True)
                 failures += [result] if result else []
@@ -198,8 +198,8 @@ def check_methods(device: str) -> list[str]:
                 rd = [t.to(device) for t in problem.background]
                 result = compare(
                     label, run, stochastic,
-                    lambda f, **kw: f(module, _one(xd), _one(rd), problem.groups, dtype=dtype, **kw),
-                    lambda f, **kw: f(problem.model, x, r, problem.groups, dtype=dtype, **kw),
+                    lambda f, **kw: f(module, _one(xd), _one(rd), g, dtype=dtype, **kw),
+                    lambda f, **kw: f(problem.model, x, r, g, dtype=dtype, **kw),
                     dtype, device)
                 print(f"  {'FAIL' if result else 'ok  '} {label}", flush=True)
                 failures += [result] if result else []
@@ -243,8 +243,9 @@ def timing(device: str, repeats: int) -> None:
     for label, model, x, devices in cases:
         converter = ins.convert(model, input_dim=list(x.shape[1:]))
         for name, run in runs.items():
-            cells = [f"{d}: {median_seconds(lambda d=d: run(converter, x.to(d), d), repeats, d):8.3f} s"
-                     for d in devices]
+            seconds = {d: median_seconds(lambda d=d: run(converter, x.to(d), d), repeats, d)
+                       for d in devices}
+            cells = [f"{d}: {s:8.3f} s" for d, s in seconds.items()]
             print(f"  {label:24s} {name:26s} " + "   ".join(cells), flush=True)
 
 
@@ -260,7 +261,8 @@ def main() -> None:
                  "machine with an NVIDIA GPU.")
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 comparisons at float32 accuracy
     torch.backends.cudnn.allow_tf32 = False
-    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
+    name = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+            else args.device)
     print(f"torch {torch.__version__}, {name}")
     print("Methods on the device against the CPU:")
     failures = check_methods(args.device)

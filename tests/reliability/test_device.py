@@ -87,7 +87,8 @@ class FactoryWatch(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func in FACTORIES and "device" not in kwargs and isinstance(out, Tensor) and out.ndim:
-            ours = [f for f in traceback.extract_stack() if Path(f.filename).is_relative_to(PACKAGE)]
+            ours = [f for f in traceback.extract_stack()
+                    if Path(f.filename).is_relative_to(PACKAGE)]
             if ours and Path(ours[-1].filename) != INPUT_CONVERSION:
                 self.calls.append(f"{ours[-1].filename}:{ours[-1].lineno} ({func.__name__})")
         return out

@@ -54,7 +54,8 @@ def check_within_batch_size(measured: dict[str, object], method: str) -> None:
     for b in BATCH_SIZES:
         bound = result + PER_ROW * act * b + FIXED
         assert rise[b] <= bound, (
-            f"{method}, batch_size {b}: peak rose {rise[b] / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB "
+            f"{method}, batch_size {b}: peak rose {rise[b] / 2**20:.0f} MiB, bound "
+            f"{bound / 2**20:.0f} MiB "
             f"({act / 2**20:.1f} MiB of activations per sample)")
     small, large = BATCH_SIZES
     per_row = (rise[large] - rise[small]) / (large - small) / act

@@ -75,7 +75,8 @@ def assert_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
     assert after["global hooks"] == before["global hooks"]
     for (name, *now), (_, *then) in zip(after["tensors"], before["tensors"], strict=True):
         assert torch.equal(now[0], then[0]), f"{name}: values changed"
-        assert now[1:] == then[1:], f"{name}: (dtype, device, requires_grad, no grad) {then[1:]} -> {now[1:]}"
+        assert now[1:] == then[1:], (
+            f"{name}: (dtype, device, requires_grad, no grad) {then[1:]} -> {now[1:]}")
 
 
 #: The methods that run the user's own torch module.
@@ -285,7 +286,7 @@ def test_two_threads_on_one_training_module_give_eval_values_and_keep_its_flags(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         expected = ins.torch_grad(model, x)
-        barrier = threading.Barrier(2)
+        barrier = threading.Barrier(2, timeout=120)
 
         def run(_: int) -> list[Tensor]:
             barrier.wait()
