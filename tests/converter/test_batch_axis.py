@@ -266,6 +266,17 @@ def test_einsum_on_heads_merged_into_the_batch_axis(module_from, explained_exact
     explained_exactly(model, [6, 8], tracer="export")
 
 
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_attention_with_a_bias_computed_from_the_inputs(module_from, explained_exactly, tracer):
+    """SAM passes its relative position term (computed from the queries) as attn_mask."""
+    def attention(m, x):  # x (B, 6, 4)
+        bias = torch.einsum("bqd,qkd->bqk", x, m.table)
+        return F.scaled_dot_product_attention(x, x.tanh(), x, attn_mask=bias).flatten(1)
+
+    model = module_from(attention, table=nn.Parameter(torch.randn(6, 6, 4)))
+    explained_exactly(model, [6, 4], tracer=tracer)
+
+
 def test_padding_after_a_moved_or_merged_batch_axis(module_from, explained_exactly):
     """Halo attention pads windows merged into the batch axis; trailing axes pad wherever
     the batch axis is."""

@@ -692,13 +692,19 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
                             "query, key and value need the same rank >= 2 per sample. ")
     for x in (q, k, v):
         t.axis(x, -2)  # refuses a batch axis moved among the tokens or features
-    mask = _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
+    given = arg(node, 3, "attn_mask", None)
+    computed = t.is_tensor(given)  # an additive bias from the inputs (relative positions)
+    if computed and (t.shape(given) != (*t.shape(q)[:-1], t.shape(k)[-2])
+                     or node.meta["tensor_meta"].dtype != given.meta["tensor_meta"].dtype):
+        raise t.unsupported(node, "an attention mask computed from the inputs' values",
+                            "Additive float masks of the scores' full shape convert. ")
+    mask = None if computed else _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
     if arg(node, 7, "enable_gqa", False):
         k, v = (_repeat_heads(t, node, x, t.shape(q)[-3], name) for x, name in ((k, "k"), (v, "v")))
     scale = arg(node, 6, "scale", None)
     return emit_attention(_emitter(t, node), q, k, v,
                           1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank,
-                          mask=mask)
+                          mask=mask, bias=given if computed else None)
 
 
 def _attention_mask(t: Any, node: fx.Node, n_queries: int, n_keys: int) -> Tensor | None:
