@@ -38,11 +38,13 @@ from innsight.methods import (
 )
 from innsight.methods.comparison import Comparison, compare_models
 from innsight import metrics
+from innsight.datasets import DatasetResult, explain_dataset
 from innsight.metrics import evaluate, recommend
 
 __all__ = [
     "LIME", "SHAP", "run_lime", "run_shap",
     "Comparison", "compare_models", "evaluate", "metrics", "recommend",
+    "DatasetResult", "explain_dataset",
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
     "GradCAM", "run_gradcam",

@@ -4,6 +4,7 @@ methods that explain raw modules (the direct ``torch_*`` methods, LIME and SHAP)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -16,16 +17,35 @@ def any_training(model: nn.Module) -> bool:
     return any(module.training for module in model.modules())
 
 
+#: Guards :data:`_EVAL_USERS`.
+_EVAL_LOCK = threading.Lock()
+#: Per module in :func:`eval_mode` (by id): how many runs are inside, and the flags the
+#: first one found, to be restored when the last one leaves.
+_EVAL_USERS: dict[int, tuple[int, dict[nn.Module, bool]]] = {}
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration, then the user's own train/eval flags back."""
-    flags = {module: module.training for module in model.modules()}
-    model.eval()
+    """Eval mode for the duration, then the user's own train/eval flags back. Runs that
+    overlap (threads, or nested calls) share one switch: the first saves the flags, the
+    last restores them, so none sees train mode and none leaves the module in eval mode."""
+    key = id(model)
+    with _EVAL_LOCK:
+        users, flags = _EVAL_USERS.get(key, (0, {}))
+        if users == 0:
+            flags = {module: module.training for module in model.modules()}
+            model.eval()
+        _EVAL_USERS[key] = (users + 1, flags)
     try:
         yield
     finally:
-        for module, flag in flags.items():
-            module.training = flag
+        with _EVAL_LOCK:
+            users, flags = _EVAL_USERS.pop(key)
+            if users > 1:
+                _EVAL_USERS[key] = (users - 1, flags)
+            else:
+                for module, flag in flags.items():
+                    module.training = flag
 
 
 def output_list(output: Any, what: str) -> list[Tensor]:

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 DTYPES = {"float": torch.float32, "double": torch.float64}
+#: Half precisions, refused with a reason: LRP and DeepLift divide by small sums that
+#: vanish in 10 or 7 mantissa bits, and path and noise averages lose their small terms.
+HALF_DTYPES = {"half": torch.float16, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def resolve_dtype(dtype: Any, arg_name: str = "dtype") -> torch.dtype:
@@ -21,6 +24,13 @@ def resolve_dtype(dtype: Any, arg_name: str = "dtype") -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
+    if dtype in HALF_DTYPES.values() or (isinstance(dtype, str) and dtype in HALF_DTYPES):
+        raise ValueError(
+            f"`{arg_name}` must be 'float' or 'double', got {dtype!r}: half precisions are not "
+            "supported (rule-based methods divide by sums that vanish in half precision, and "
+            "averages over noisy copies or path points lose their small terms); compute in "
+            "'float' and cast the results."
+        )
     raise ValueError(
         f"`{arg_name}` must be 'float' or 'double', got {dtype!r}."
     )

@@ -252,6 +252,31 @@ def test_stacking_before_the_batch_axis_moves_it(assert_converts):
     assert_converts(model, [4, 5, 3], tracer="export")  # the sum moves it back
 
 
+def test_einsum_on_heads_merged_into_the_batch_axis(module_from, explained_exactly):
+    """SAM's attention: heads merged into the batch axis, then einsums with a relative
+    position table (a constant) and between two computed tensors."""
+    def attention(m, x):  # x (B, 6, 8): 2 heads of width 4
+        heads = x.view(x.shape[0], 6, 2, 4).transpose(1, 2).reshape(-1, 6, 4)
+        relative = torch.einsum("bqd,qkd->bqk", heads, m.table)
+        scores = torch.einsum("bqd,bkd->bqk", heads, heads.tanh()) + relative
+        out = torch.einsum("bqk,bkd->bqd", scores.softmax(-1), heads)
+        return out.view(x.shape[0], 2, 6, 4).flatten(1)
+
+    model = module_from(attention, table=nn.Parameter(torch.randn(6, 6, 4)))
+    explained_exactly(model, [6, 8], tracer="export")
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_attention_with_a_bias_computed_from_the_inputs(module_from, explained_exactly, tracer):
+    """SAM passes its relative position term (computed from the queries) as attn_mask."""
+    def attention(m, x):  # x (B, 6, 4)
+        bias = torch.einsum("bqd,qkd->bqk", x, m.table)
+        return F.scaled_dot_product_attention(x, x.tanh(), x, attn_mask=bias).flatten(1)
+
+    model = module_from(attention, table=nn.Parameter(torch.randn(6, 6, 4)))
+    explained_exactly(model, [6, 4], tracer=tracer)
+
+
 def test_padding_after_a_moved_or_merged_batch_axis(module_from, explained_exactly):
     """Halo attention pads windows merged into the batch axis; trailing axes pad wherever
     the batch axis is."""

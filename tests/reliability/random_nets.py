@@ -7,7 +7,8 @@ with the shape tracked block by block, and :func:`build` turns it into a float64
 prints a failing one in full and shrinks it to a small one.
 
 Families: ``tabular`` ``(W,)``, ``signal`` ``(C, L)`` (1D convolutions), ``image``
-``(C, H, W)`` (2D convolutions) and ``tokens`` ``(T, D)`` (attention). ``bias_free``
+``(C, H, W)`` (2D convolutions), ``volume`` ``(C, D, H, W)`` (3D convolutions) and
+``tokens`` ``(T, D)`` (attention). ``bias_free``
 specs have no bias or shift anywhere (dense, convolution, batch and layer norm), so that
 LRP epsilon conserves relevance.
 """
@@ -38,7 +39,9 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 #: Activations with ``f(0) != 0``: fed an exact 0, LRP has nowhere to send their relevance.
 NONZERO_AT_ZERO = (nn.Sigmoid, nn.Softplus, nn.LogSigmoid, nn.Hardsigmoid)
 
-FAMILIES = ("tabular", "signal", "image", "tokens")
+FAMILIES = ("tabular", "signal", "image", "volume", "tokens")
+#: The families of convolutional networks.
+SPATIAL = ("signal", "image", "volume")
 Block = tuple[str, tuple[tuple[str, Any], ...]]
 
 
@@ -194,12 +197,14 @@ def nets(draw: Any, families: Sequence[str] = FAMILIES, bias_free: bool = False,
         shape = (draw(st.integers(1, 3)), draw(st.integers(3, 12)))
     elif family == "image":
         shape = (draw(st.integers(1, 3)), draw(st.integers(3, 7)), draw(st.integers(3, 7)))
+    elif family == "volume":
+        shape = (draw(st.integers(1, 2)), *(draw(st.integers(3, 5)) for _ in range(3)))
     else:
         shape = (draw(st.integers(2, 5)), 2 * draw(st.integers(1, 3)))
     input_dim, bias = shape, not bias_free
     blocks = []
     for _ in range(draw(st.integers(1, max_blocks))):
-        if family in ("signal", "image"):
+        if family in SPATIAL:
             block, shape = draw(_spatial_block(shape, bias, acts, adaptive_pooling))
         else:
             block, shape = draw(_dense_block(shape, bias, acts))
@@ -211,11 +216,13 @@ def nets(draw: Any, families: Sequence[str] = FAMILIES, bias_free: bool = False,
 
 # ---- building ----------------------------------------------------------------------------------
 
-CONV = {1: nn.Conv1d, 2: nn.Conv2d}
-POOL = {("avg", 1): nn.AvgPool1d, ("avg", 2): nn.AvgPool2d,
-        ("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d}
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+POOL = {("avg", 1): nn.AvgPool1d, ("avg", 2): nn.AvgPool2d, ("avg", 3): nn.AvgPool3d,
+        ("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d, ("max", 3): nn.MaxPool3d}
 ADAPTIVE = {("avg", 1): nn.AdaptiveAvgPool1d, ("avg", 2): nn.AdaptiveAvgPool2d,
-            ("max", 1): nn.AdaptiveMaxPool1d, ("max", 2): nn.AdaptiveMaxPool2d}
+            ("avg", 3): nn.AdaptiveAvgPool3d, ("max", 1): nn.AdaptiveMaxPool1d,
+            ("max", 2): nn.AdaptiveMaxPool2d, ("max", 3): nn.AdaptiveMaxPool3d}
+BATCH_NORM = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 PADS = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
@@ -328,7 +335,7 @@ def _make(name: str, p: dict[str, Any], n_spatial: int) -> nn.Module:
     if name == "act":
         return ACTIVATIONS[p["name"]]()
     if name in ("bn", "bn1d"):
-        return (nn.BatchNorm1d if name == "bn1d" or n_spatial == 1 else nn.BatchNorm2d)(p["c"])
+        return BATCH_NORM[0 if name == "bn1d" else n_spatial](p["c"])
     if name == "ln":
         return ChannelNorm(p["shape"][0], n_spatial, p["bias"]) if p["channels"] else (
             nn.LayerNorm(list(p["shape"]), bias=p["bias"]))
@@ -387,7 +394,7 @@ def _randomise_norms(model: nn.Module, bias: bool) -> None:
 def build(spec: NetSpec) -> nn.Module:
     """The float64 torch module of ``spec`` in eval mode, weights from ``spec.seed``
     (without touching the global random state)."""
-    n_spatial = len(spec.input_dim) - 1 if spec.family in ("signal", "image") else 0
+    n_spatial = len(spec.input_dim) - 1 if spec.family in SPATIAL else 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         body = nn.Sequential(*(_make(name, dict(params), n_spatial)

@@ -23,18 +23,21 @@ Emit = Callable[..., int]
 
 
 def emit_attention(emit: Emit, q: Any, k: Any, v: Any, scale: float, rank: int,
-                   part: str = "", mask: Tensor | None = None) -> int:
-    """``softmax(scale * q @ k^T + mask) @ v`` over the last two sample axes of
+                   part: str = "", mask: Tensor | None = None, bias: Any = None) -> int:
+    """``softmax(scale * q @ k^T + mask + bias) @ v`` over the last two sample axes of
     ``q (..., L, E)``, ``k (..., S, E)`` and ``v (..., S, Ev)`` (``rank`` sample axes
     each), with the attention weights held fixed under LRP (the AH-rule); the product
     is named ``part``. ``mask`` is a constant added to the scores (a causal or padding
-    mask: 0 where attending, a large negative number where not)."""
+    mask: 0 where attending, a large negative number where not); ``bias`` a tensor
+    computed from the inputs added to them (a relative position term)."""
     swap = [*range(rank - 2), rank - 1, rank - 2]
     k_t = emit("Permute", [k], "key_t", perm=swap)
     q = emit("Affine", [q], "scale", scale=float(scale))
     scores = emit("MatMul", [q, k_t], "scores")
     if mask is not None:
         scores = emit("Affine", [scores], "mask", shift=mask)
+    if bias is not None:
+        scores = emit("Add", [scores, bias], "bias")
     weights = emit("Activation", [scores], "weights", act_name="softmax", axis=rank - 1)
     return emit("MatMul", [weights, v], part, lrp_constant=0)
 

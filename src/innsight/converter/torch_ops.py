@@ -610,6 +610,7 @@ def matrix_product(t: Any, node: fx.Node) -> int:
 
 
 @_register(FUNCTIONS, torch.einsum)
+@_follows_batch_axis("same")
 def _einsum(t: Any, node: fx.Node) -> int:
     """``torch.einsum(equation, *operands)`` or ``(equation, [operands])`` (ATen's form)."""
     operands = list(node.args[1:])
@@ -619,7 +620,8 @@ def _einsum(t: Any, node: fx.Node) -> int:
 
 
 def emit_einsum(t: Any, node: fx.Node, equation: str, operands: list[Any]) -> int:
-    """An einsum of batch-first tensors: a permutation of one tensor, a tensor by a
+    """An einsum of batch-first tensors (entries of the samples may be merged into the
+    batch axis, e.g. attention heads): a permutation of one tensor, a tensor by a
     constant (a dense layer) or two tensors (a matrix product); see
     :mod:`innsight.converter.einsum`."""
     what = f"einsum {equation!r}"
@@ -629,12 +631,18 @@ def emit_einsum(t: Any, node: fx.Node, equation: str, operands: list[Any]) -> in
         raise t.unsupported(node, what, f"{err} ") from err
     computed = [i for i, x in enumerate(operands) if t.is_tensor(x)]
     batch = specs.output[:1]
-    if any(specs.inputs[i][:1] != batch for i in computed):
+    if not batch or any(specs.inputs[i][:1] != batch for i in computed):
         raise t.unsupported(node, what, "The batch axis must be the first letter of the "
                             "result and of every tensor computed from the inputs. ")
-    inputs = [spec.replace(batch, "") if i in computed else spec
-              for i, spec in enumerate(specs.inputs)]
+    if t.batch_axis(node).position != 0:
+        raise t.unsupported(node, f"{what} of tensors whose batch axis is not first")
+    inputs = [spec[1:] if i in computed else spec for i, spec in enumerate(specs.inputs)]
     output = specs.output[1:]
+    if t.batch_axis(node).merged > 1:  # one more letter: the entries merged into the batch
+        merged = next(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      if c not in equation)
+        inputs = [merged + spec if i in computed else spec for i, spec in enumerate(inputs)]
+        output = merged + output
     sizes = {c: n for i in computed for c, n in zip(inputs[i], t.shape(operands[i]))}
     emit = _emitter(t, node)
     try:
@@ -684,13 +692,19 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
                             "query, key and value need the same rank >= 2 per sample. ")
     for x in (q, k, v):
         t.axis(x, -2)  # refuses a batch axis moved among the tokens or features
-    mask = _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
+    given = arg(node, 3, "attn_mask", None)
+    computed = t.is_tensor(given)  # an additive bias from the inputs (relative positions)
+    if computed and (t.shape(given) != (*t.shape(q)[:-1], t.shape(k)[-2])
+                     or node.meta["tensor_meta"].dtype != given.meta["tensor_meta"].dtype):
+        raise t.unsupported(node, "an attention mask computed from the inputs' values",
+                            "Additive float masks of the scores' full shape convert. ")
+    mask = None if computed else _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
     if arg(node, 7, "enable_gqa", False):
         k, v = (_repeat_heads(t, node, x, t.shape(q)[-3], name) for x, name in ((k, "k"), (v, "v")))
     scale = arg(node, 6, "scale", None)
     return emit_attention(_emitter(t, node), q, k, v,
                           1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank,
-                          mask=mask)
+                          mask=mask, bias=given if computed else None)
 
 
 def _attention_mask(t: Any, node: fx.Node, n_queries: int, n_keys: int) -> Tensor | None:

@@ -59,6 +59,8 @@ class ConnectionWeights(InterpretingMethod):
     times_input : bool
         Multiply the importance by each sample (a local variant), which needs data.
 
+    Notes
+    -----
     Further parameters: see :class:`InterpretingMethod`.
     """
 

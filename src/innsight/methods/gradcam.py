@@ -105,6 +105,8 @@ class GradCAM(InterpretingMethod):
         exponential of the output): ``w_c = sum_ij a_cij ReLU(g_cij)``,
         ``a = g^2 / (2 g^2 + sum_ab A_cab g^3)``.
 
+    Notes
+    -----
     The model must have one image input ``(C, H, W)`` (or a volume). Further
     parameters: see :class:`InterpretingMethod`.
     """

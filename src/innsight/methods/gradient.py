@@ -193,6 +193,8 @@ class Gradient(InterpretingMethod):
     times_input : bool
         Gradient times input (Shrikumar et al. 2016) instead of the gradient.
 
+    Notes
+    -----
     Further parameters: see :class:`InterpretingMethod`.
     """
 
@@ -222,6 +224,8 @@ class SmoothGrad(InterpretingMethod):
     times_input : bool
         Multiply each gradient by its noisy input before averaging.
 
+    Notes
+    -----
     With ``attribute_to``, the noise is added to the layer's activations, ``s``
     from their range. Further parameters: see :class:`InterpretingMethod`.
     """
@@ -253,6 +257,8 @@ class IntegratedGradient(InterpretingMethod):
     times_input : bool
         Multiply by ``x - x'`` (the attribution); ``False`` keeps the mean gradient.
 
+    Notes
+    -----
     The values of a sample sum to about ``f(x) - f(x')`` (the decomposition
     goal), closer as ``n`` grows. With ``attribute_to``, the path runs from the
     layer's activations at ``x'`` to those at ``x`` while whatever bypasses the
@@ -286,6 +292,8 @@ class ExpectedGradient(InterpretingMethod):
     n : int
         Draws of ``(r, a)`` per sample, ``a ~ U(0, 1)``.
 
+    Notes
+    -----
     The values sum to about ``f(x) - mean f(data_ref)``. With ``attribute_to``,
     ``x`` and ``r`` are the layer's activations at the sample and at the reference
     (only for layers that no skip connection bypasses). Further parameters:
