@@ -254,6 +254,20 @@ def test_target_fun_at_layer_equals_autograd():
           torch.autograd.grad(out.logsumexp(1).sum(), a)[0].unsqueeze(-1))
 
 
+def test_the_cut_model_feeds_each_row_its_own_samples_bypass():
+    """Rows of the model cut at a bypassed layer take the skip connection of their data
+    sample (the original model at those samples); rows without samples are refused."""
+    model = Residual()
+    x = data()
+    res = ins.run_grad(ins.convert(model, input_dim=[2, 8, 8]), x, attribute_to="conv2",
+                       output_idx=TARGETS)
+    activations = res.setup.data[0]
+    rows = torch.tensor([2, 0, 2, 1])
+    close(res.setup.model_fn([activations[rows]], rows)[0], model(x[rows]).detach())
+    with pytest.raises(ValueError, match="bypasses layer 'conv2', so the model cut there needs"):
+        res.setup.model_fn([activations[:2]])
+
+
 def test_a_layer_by_position_equals_the_layer_by_name():
     conv = ins.convert(cnn(), input_dim=[2, 8, 8])
     x = data()

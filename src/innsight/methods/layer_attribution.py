@@ -97,7 +97,13 @@ class CutModel:
         inputs where something bypasses the layer."""
         rows = len(inputs[0])
         if self.bypass:
-            model_inputs = [x[:rows] if sample is None else x[sample] for x in self.bypass]
+            n_data = len(self.bypass[0])
+            if sample is None and rows != n_data:
+                raise ValueError(
+                    f"A skip connection bypasses layer {self.model.layer_names[self.node]!r}, "
+                    "so the model cut there needs each row's data sample; got "
+                    f"{rows} rows without samples for {n_data} data samples.")
+            model_inputs = self.bypass if sample is None else [x[sample] for x in self.bypass]
         else:  # shapes only: unused
             model_inputs = [torch.empty(rows, *dim, dtype=self.dtype, device=self.device)
                             for dim in self.model.input_dim]
