@@ -191,7 +191,8 @@ class TorchModule:
 
     def _first_outputs(self) -> list[Tensor]:
         with torch.no_grad():
-            return self._outputs(self._first, torch.zeros(1, dtype=torch.long), True)
+            sample = torch.zeros(1, dtype=torch.long, device=self.device)
+            return self._outputs(self._first, sample, True)
 
     def _outputs(self, inputs: list[Tensor], sample: Tensor | None, hooks: bool) -> list[Tensor]:
         """The module's outputs, then (with ``hooks``) those of the hooked submodules."""
