@@ -4,7 +4,7 @@ method, runs every check of :mod:`method_checks` on two small models.
 Methods are taken from ``METHODS`` when the tests are collected, so a new method
 joins by registering itself; its test arguments come from ``CASES`` (a default
 ``Case()`` where it has none), and a check that does not apply to it is declared
-in ``NOT_APPLICABLE`` with the reason, reported as a skip.
+in ``NOT_APPLICABLE`` with the reason and left out of the parametrisation.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ CASES: dict[str, Case] = {
                           redraws=frozenset({CHUNKS, DTYPE})),
 }
 
-#: Checks that do not apply to a method, with the reason (reported as a skip).
+#: Checks that do not apply to a method, with the reason (left out of the suite).
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
     **{(name, "check_channels_last"): "direct torch methods take data in the module's own "
        "layout: they have no channels_first argument" for name in TORCH_METHODS},
@@ -84,7 +84,7 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
        "are tested against the paper's formula in test_gradcam)"
        for check in ("check_target_weights", "check_target_fun")},
 }
-#: Problems a method cannot explain at all, with the reason (reported as a skip).
+#: Problems a method cannot explain at all, with the reason (left out of the suite).
 NOT_APPLICABLE_PROBLEMS: dict[tuple[str, str], str] = {
     ("GradCAM", "two_in_two_out"): "Grad-CAM maps models with one image input",
 }
@@ -188,25 +188,24 @@ def problems() -> dict[str, Problem]:
 # ---- the suite -----------------------------------------------------------------------
 
 
-def _run_check(check: Callable[..., None], explainer: Explainer, problem: Problem) -> None:
-    reason = (NOT_APPLICABLE.get((explainer.name, check.__name__))
-              or NOT_APPLICABLE_PROBLEMS.get((explainer.name, problem.name)))
-    if reason is not None:
-        pytest.skip(reason)
-    check(explainer, problem)
-
-
 #: Every registered method class, then every direct torch method: (how to wrap it, it).
 EXPLAINED = {**{name: (method_explainer, METHODS[name]) for name in sorted(METHODS)},
              **{name: (torch_explainer, fn) for name, fn in TORCH_METHODS.items()}}
 
 
-@pytest.mark.parametrize("problem_name", PROBLEMS)
-@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
-@pytest.mark.parametrize("name", list(EXPLAINED))
+def _applicable() -> list[Any]:
+    """Every (method, check, problem) but those the two tables declare not applicable
+    (they are left out, not skipped: the tables hold the reasons)."""
+    return [pytest.param(name, check, problem, id=f"{name}-{check.__name__}-{problem}")
+            for name in EXPLAINED for check in CHECKS for problem in PROBLEMS
+            if (name, check.__name__) not in NOT_APPLICABLE
+            and (name, problem) not in NOT_APPLICABLE_PROBLEMS]
+
+
+@pytest.mark.parametrize(("name", "check", "problem_name"), _applicable())
 def test_method_conforms(problems, name, check, problem_name):
     wrap, method = EXPLAINED[name]
-    _run_check(check, wrap(method, CASES.get(name, Case())), problems[problem_name])
+    check(wrap(method, CASES.get(name, Case())), problems[problem_name])
 
 
 # ---- the suite's own guarantees --------------------------------------------------------
