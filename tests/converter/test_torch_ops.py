@@ -555,13 +555,11 @@ def test_primitive_is_explained_exactly(module_from, explained_exactly, fn, inpu
 
 
 @pytest.mark.parametrize(("equation", "message"), [
-    ("bcl,bdl", "without"), ("b...l->bl", "ellipses"), ("bcc->bc", "diagonal"),
-    ("bcl,bdl->bl", "summed within one operand"),
+    ("bcl,bdl", "batch axis must be the first letter"), ("b...l->bl", "ellipses"),
+    ("bcc->bc", "diagonal"), ("bcl,bdl->bl", "summed within one operand"),
 ])
 def test_unsupported_einsum_is_refused_by_name(module_from, equation, message):
     """``bcl,bdl`` (no arrow) sums the batch letter away; the others have no layer form."""
-    if equation == "bcl,bdl":
-        message = "batch axis must be the first letter"
     operands = 1 if "," not in equation else 2
     model = module_from(lambda m, x: torch.einsum(equation, *[x] * operands).flatten(1))
     with pytest.raises(ins.ConversionError, match=f"einsum.*{message}"):
@@ -611,3 +609,9 @@ def test_dropout2d_in_cnn_is_skipped(module_from, assert_converts):
                         drop=nn.Dropout2d(0.5), pool=nn.AdaptiveAvgPool2d(1))
     conv = assert_converts(model, IMAGE)
     assert "Dropout" not in repr(conv)
+
+
+def test_max_of_two_tensors_is_refused_by_name(module_from):
+    model = module_from(lambda m, x: torch.max(x, x.tanh()))
+    with pytest.raises(ins.ConversionError, match="max of all entries, or of two tensors"):
+        ins.convert(model, input_dim=[4], tracer="fx")

@@ -112,9 +112,10 @@ def _block_weight(constant: Tensor, constant_spec: str, shared: list[str],
     """The Dense weight ``(shared * own, shared * summed)`` of a linear einsum: the
     constant, summed over its letters that neither the tensor nor the result has, on the
     diagonal of the shared letters, repeated along summed letters it lacks."""
-    free = iter(c for c in string.ascii_letters if c not in constant_spec + output
-                and c not in summed)
-    primed = {c: next(free) for c in shared}
+    primed: dict[str, str] = {}
+    for c in shared:
+        taken = constant_spec + output + "".join(summed) + "".join(primed.values())
+        primed[c] = unused_letter(taken)
     operands = [constant]
     specs = ["".join(primed.get(c, c) for c in constant_spec)]
     for c in shared:  # the diagonal: output letter c equals input letter c'
@@ -131,6 +132,11 @@ def _block_weight(constant: Tensor, constant_spec: str, shared: list[str],
         raise ValueError(f"its dense form would need a {n_rows} x {n_columns} weight.")
     weight = torch.einsum(",".join(specs) + "->" + result, *operands)
     return weight.reshape(n_rows, n_columns)
+
+
+def unused_letter(taken: str) -> str:
+    """A letter for an einsum axis that ``taken`` does not use."""
+    return next(c for c in string.ascii_letters if c not in taken)
 
 
 def _arrange(emit: Emit, source: object, spec: str, order: Sequence[str],

@@ -22,7 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from innsight.converter.attention import Emit, emit_attention, emit_multi_head_attention
-from innsight.converter.einsum import emit_einsum_product, emit_linear_einsum, parse_equation
+from innsight.converter.einsum import (
+    emit_einsum_product,
+    emit_linear_einsum,
+    parse_equation,
+    unused_letter,
+)
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
 from innsight.converter.errors import ConversionError
@@ -639,8 +644,7 @@ def emit_einsum(t: Any, node: fx.Node, equation: str, operands: list[Any]) -> in
     inputs = [spec[1:] if i in computed else spec for i, spec in enumerate(specs.inputs)]
     output = specs.output[1:]
     if t.batch_axis(node).merged > 1:  # one more letter: the entries merged into the batch
-        merged = next(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                      if c not in equation)
+        merged = unused_letter(equation)
         inputs = [merged + spec if i in computed else spec for i, spec in enumerate(inputs)]
         output = merged + output
     sizes = {c: n for i in computed for c, n in zip(inputs[i], t.shape(operands[i]))}
@@ -1279,7 +1283,7 @@ def _amax(t: Any, node: fx.Node) -> int:
 def _max_along(t: Any, node: fx.Node) -> Outputs:
     """``x.max(dim)``: its values (element 0, ``.values``) convert, its indices do not."""
     dim = arg(node, 1, "dim", None)
-    if not isinstance(t.static(dim), int):
+    if t.is_tensor(dim) or not isinstance(t.static(dim), int):
         raise t.unsupported(node, "max of all entries, or of two tensors",
                             "x.max(dim) and x.amax(dims) convert. ")
     return Outputs((_emit_max_over(t, node, dim, arg(node, 2, "keepdim", False)), None))
