@@ -11,6 +11,9 @@ Each is computed per sample and explained output node over all input entries
   methods with a decomposition goal (IntegratedGradient, DeepLift, DeepSHAP, SHAP,
   ...); the absolute gap where the goal is 0; lower is better.
 
+Both are computed in NumPy (float64), like Quantus: on a few thousand entries per
+sample the work is too small for torch's thread pool to pay off.
+
 Quantus computes sparseness after dividing by the batch's largest value and adding
 ``1e-7`` to every entry, and complexity with ``log(p + 1e-12)``; here neither
 offset is added (an all-zero explanation gets NaN), which changes values by less
@@ -21,10 +24,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from innsight.metrics.base import Metric, Scores
 from innsight.metrics.subject import Subject
+
+
+def _absolute(subject: Subject) -> np.ndarray:
+    """``|values|`` ``(n_data, p, n_targets)`` as float64 NumPy."""
+    return np.abs(subject.values.detach().cpu().numpy().astype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -34,11 +43,12 @@ class Sparseness(Metric):
     name = "sparseness"
 
     def compute(self, subject: Subject) -> Scores:
-        a = subject.values.abs().sort(dim=1).values  # (n, p, n_targets), ascending
+        a = np.sort(_absolute(subject), axis=1)  # (n, p, n_targets), ascending
         p = a.shape[1]
-        weights = 2 * torch.arange(1, p + 1, dtype=a.dtype, device=a.device) - p - 1
-        gini = (weights[:, None] * a).sum(1) / (p * a.sum(1))
-        return Scores(gini)
+        weights = 2 * np.arange(1, p + 1) - p - 1
+        with np.errstate(invalid="ignore"):  # an all-zero explanation: NaN
+            gini = np.einsum("p,npt->nt", weights, a) / (p * a.sum(1))
+        return Scores(torch.from_numpy(gini))
 
 
 @dataclass(frozen=True)
@@ -52,9 +62,11 @@ class Complexity(Metric):
         return False
 
     def compute(self, subject: Subject) -> Scores:
-        a = subject.values.abs()
-        share = a / a.sum(1, keepdim=True)
-        return Scores(-torch.special.xlogy(share, share).sum(1))
+        a = _absolute(subject)
+        with np.errstate(invalid="ignore"):  # an all-zero explanation: NaN
+            share = a / a.sum(1, keepdims=True)
+        logs = np.log(share, out=np.zeros_like(share), where=share > 0)  # 0 log 0 = 0
+        return Scores(torch.from_numpy(-(share * logs).sum(1)))
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ def evaluate(
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
     torch_device = None if device is None else resolve_device(device, torch.device("cpu"))
     verbose = is_interactive() if verbose is None else bool(verbose)
+    with_model = any(model is not None for model, _, _ in subjects)
     frames, curves = [], []
     for model, method, result in subjects:
         subject = Subject.of(method, result, batch_size, seed, torch_device, verbose)
@@ -93,14 +94,14 @@ def evaluate(
             scores = metric.compute(subject)
             if scores is None:
                 continue
-            keys = {"model": model, "method": method, "metric": metric.label}
+            keys = {"model": model} if with_model else {}
+            keys.update(method=method, metric=metric.label)
             frames.append(_score_frame(keys, subject, scores))
             if scores.curve is not None:
                 curves.append(_curve_frame(keys, subject, scores))
-    with_model = any(model is not None for model, _, _ in subjects)
-    columns = (["model"] if with_model else []) + COLUMNS
-    frame = _concat(frames, columns)
-    frame.attrs["curves"] = _concat(curves, (["model"] if with_model else []) + CURVE_COLUMNS)
+    first = ["model"] if with_model else []
+    frame = _concat(frames, first + COLUMNS)
+    frame.attrs["curves"] = _concat(curves, first + CURVE_COLUMNS)
     frame.attrs["higher_is_better"] = {m.label: m.higher_is_better for m in chosen}
     return frame
 
@@ -176,6 +177,7 @@ def _curve_frame(keys: dict[str, Any], subject: Subject, scores: Scores) -> pd.D
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """The frames one after the other (each has ``columns`` in that order)."""
     if not frames:
         return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)[columns]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)

@@ -34,17 +34,22 @@ def _per_input(values: list[list[Tensor] | None]) -> list[Tensor]:
     """``values[o][k]`` ``(n, *dim_k, n_o)`` as one tensor ``(n, *dim_k, n_targets)`` per
     input layer, the output layers' nodes one after the other."""
     blocks = [layer for layer in values if layer is not None]
-    return [torch.cat([layer[k] for layer in blocks], dim=-1) for k in range(len(blocks[0]))]
+    return [_joined([layer[k] for layer in blocks], dim=-1) for k in range(len(blocks[0]))]
 
 
 def flat_values(values: list[Tensor]) -> Tensor:
     """Per input layer ``(n, *dim_k, n_targets)`` as features ``(n, p, n_targets)``."""
-    return torch.cat([v.flatten(1, -2) for v in values], dim=1)
+    return _joined([v.flatten(1, -2) for v in values], dim=1)
 
 
 def _cat(blocks: list[Tensor | None] | None) -> Tensor | None:
     kept = [b for b in blocks or [] if b is not None]
-    return torch.cat(kept, dim=-1) if kept else None
+    return _joined(kept, dim=-1) if kept else None
+
+
+def _joined(tensors: list[Tensor], dim: int) -> Tensor:
+    """``torch.cat`` without the copy of a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
 @dataclass
