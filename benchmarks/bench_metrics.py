@@ -14,13 +14,20 @@ ranks channel entries but imputes pixels), so it is timed on a greyscale twin
 records whether the predicted class survives and we record the output, but both
 impute 16 x 49 or 50 images and evaluate them; its imputation is a direct sparse
 solve per image and step, ours conjugate gradients on all images at once.
+Faithfulness correlation: 100 random subsets of 307 entries per sample (Quantus with
+the same counts); infidelity: 50 Gaussian perturbations per sample (Quantus'
+infidelity perturbs patches instead, so it is not timed); max-sensitivity: 10 noisy
+copies per sample in a box of half-width 0.2, each re-explained by gradient x input
+(Quantus through Captum's InputXGradient, ours by re-running the method).
 
 The floor of a curve metric is the bare forward pass of every input it needs (the
 unchanged and the fully changed input and every step between, 16 x 97 rows for
 pixel flipping, 16 x 49 for ROAD), batched as innsight batches them, the inputs
 built beforehand, through the original model (and, printed below the table, through
-the converted graph, which innsight evaluates). Sparseness and complexity need no
-model. Rounds alternate between all timed functions; the table holds medians.
+the converted graph, which innsight evaluates); of faithfulness correlation and
+infidelity the bare forwards of the samples and their perturbed copies; of a
+sensitivity the autograd gradient x input of every noisy copy. Sparseness and
+complexity need no model. Rounds alternate between all timed functions; the table holds medians.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import innsight as ins
 import quantus  # noqa: E402
 
 STEP, ROAD_STEP, CLASS, BATCH = 32, 21, 0, 512
+RUNS, SUBSET, PERTURBATIONS, NOISY = 100, 307, 50, 10
 
 
 def grey_cnn() -> torch.nn.Module:
@@ -60,12 +68,35 @@ def floor_fn(model: torch.nn.Module, x: torch.Tensor, values: torch.Tensor, step
     if pixels:
         removed = removed.view(len(x), len(counts), 1, -1).expand(-1, -1, x.shape[1], -1)
     inputs = torch.where(removed.reshape(len(x), len(counts), -1), 0.0, flat[:, None])
-    inputs = inputs.reshape(-1, *x.shape[1:])
+    return forwards(model, inputs.reshape(-1, *x.shape[1:]))
 
+
+def forwards(model: torch.nn.Module, inputs: torch.Tensor):
+    """Bare forwards of ``inputs``, ``BATCH`` rows at a time."""
     def run() -> None:
         with torch.no_grad():
             for start in range(0, len(inputs), BATCH):
                 model(inputs[start:start + BATCH])
+    return run
+
+
+def perturbed_floor(model: torch.nn.Module, x: torch.Tensor, n: int):
+    """Bare forwards of ``n`` perturbed copies of each sample and the samples themselves
+    (faithfulness correlation, infidelity), the copies made beforehand."""
+    copies = x.repeat_interleave(n, 0) + 0.1 * torch.randn(len(x) * n, *x.shape[1:])
+    return forwards(model, torch.cat([x, copies]))
+
+
+def gradient_floor(model: torch.nn.Module, x: torch.Tensor, n: int):
+    """Gradient x input of class ``CLASS`` by autograd on ``n`` noisy copies of each sample
+    (a sensitivity's re-explanations), ``BATCH`` rows at a time."""
+    noisy = x.repeat_interleave(n, 0) + 0.2 * (2 * torch.rand(len(x) * n, *x.shape[1:]) - 1)
+
+    def run() -> None:
+        for start in range(0, len(noisy), BATCH):
+            rows = noisy[start:start + BATCH].requires_grad_(True)
+            grad, = torch.autograd.grad(model(rows)[:, CLASS].sum(), rows)
+            grad * rows
     return run
 
 
@@ -89,9 +120,18 @@ def main() -> None:
         "complexity": quantus.Complexity(disable_warnings=True),
         "ROAD (grey)": quantus.ROAD(percentages=list(range(1, 100, 2)), noise=0.01,
                                     normalise=False, disable_warnings=True),
+        "faithfulness corr.": quantus.FaithfulnessCorrelation(
+            nr_runs=RUNS, subset_size=SUBSET, perturb_baseline="black", normalise=False,
+            abs=False, return_aggregate=False, disable_warnings=True),
+        "max-sensitivity": quantus.MaxSensitivity(
+            nr_samples=NOISY, lower_bound=0.2, normalise=False, abs=False,
+            disable_warnings=True),
     }
     road = ins.metrics.ROAD(features_in_step=ROAD_STEP)
     ours = {"pixel flipping": deletion, "ROAD": road, "ROAD (grey)": road,
+            "faithfulness corr.": ins.metrics.FaithfulnessCorrelation(n=RUNS, subset_size=SUBSET),
+            "infidelity": ins.metrics.Infidelity(n=PERTURBATIONS),
+            "max-sensitivity": ins.metrics.Sensitivity(n=NOISY, radius=0.2),
             "sparseness": "sparseness", "complexity": "complexity"}
     grey_model = grey_cnn()
     grey_x = torch.rand(16, 1, 32, 32)
@@ -103,7 +143,8 @@ def main() -> None:
     def quantus_call(metric, net=model, data=x, explanation=values):
         return lambda: metric(model=net, x_batch=data.numpy(), y_batch=y,
                               a_batch=explanation.numpy(), softmax=False, channel_first=True,
-                              device="cpu", batch_size=64)
+                              device="cpu", batch_size=64, explain_func=quantus.explain,
+                              explain_func_kwargs={"method": "InputXGradient", "reduce_axes": ()})
 
     curves = ins.evaluate(res, [deletion]).attrs["curves"]
     theirs = np.asarray(quantus_call(quantus_metrics["pixel flipping"])())
@@ -112,7 +153,10 @@ def main() -> None:
 
     floors = {"pixel flipping": floor_fn(model, x, values),
               "ROAD": floor_fn(model, x, values, ROAD_STEP, pixels=True),
-              "ROAD (grey)": floor_fn(grey_model, grey_x, grey_values, ROAD_STEP, pixels=True)}
+              "ROAD (grey)": floor_fn(grey_model, grey_x, grey_values, ROAD_STEP, pixels=True),
+              "faithfulness corr.": perturbed_floor(model, x, RUNS),
+              "infidelity": perturbed_floor(model, x, PERTURBATIONS),
+              "max-sensitivity": gradient_floor(model, x, NOISY)}
     fns = {f"floor {name}": fn for name, fn in floors.items()}
     fns["floor converted pixel flipping"] = floor_fn(conv.model, x, values)
     for name in ours:
@@ -125,7 +169,7 @@ def main() -> None:
             fns[f"quantus {name}"] = quantus_call(quantus_metrics[name])
     times = median_times(fns, repeats)
     print(f"medians of {repeats} rounds")
-    print(f"{'metric':<16}{'innsight s':>12}{'floor s':>10}{'innsight/floor':>16}"
+    print(f"{'metric':<20}{'innsight s':>12}{'floor s':>10}{'innsight/floor':>16}"
           f"{'Quantus s':>12}{'Quantus/innsight':>18}")
     for name in ours:
         mine_s = times[f"innsight {name}"]
@@ -135,7 +179,7 @@ def main() -> None:
         theirs = times.get(f"quantus {name}")
         theirs_text = (f"{theirs:>12.4f}{theirs / mine_s:>18.2f}" if theirs is not None
                        else f"{'-':>12}{'-':>18}")
-        print(f"{name:<16}{mine_s:>12.4f}{floor_text}{theirs_text}")
+        print(f"{name:<20}{mine_s:>12.4f}{floor_text}{theirs_text}")
     converted = times["floor converted pixel flipping"]
     print(f"pixel flipping floor through the converted graph: {converted:.4f} s (innsight / it: "
           f"{times['innsight pixel flipping'] / converted:.2f})")

@@ -93,11 +93,25 @@ def curve_outputs(subject: Subject, rank: Tensor, counts: Tensor, metric: str,
     return out.view(n, n_targets, m, n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
 
 
+def _is_identity(players: Players, p: int) -> bool:
+    """Whether every one of the ``p`` features is its own player, in order."""
+    identity = torch.arange(p, device=players.group.device)
+    return players.count == p and bool((players.group == identity).all())
+
+
+def player_values(subject: Subject, players: Players) -> Tensor:
+    """The relevance of each player, its features' summed: ``(n, g, n_targets)``."""
+    values = subject.values
+    if _is_identity(players, values.shape[1]):
+        return values
+    return values.new_zeros(len(values), players.count, values.shape[2]).index_add_(
+        1, players.group, values)
+
+
 def _spreader(players: Players, p: int) -> Callable[[Tensor], Tensor]:
     """Per-player masks ``(rows, g)`` as per-feature masks ``(rows, p)`` (no copy when
     every feature is its own player)."""
-    identity = torch.arange(p, device=players.group.device)
-    if players.count == p and bool((players.group == identity).all()):
+    if _is_identity(players, p):
         return lambda mask: mask
     return lambda mask: mask[:, players.group]
 
@@ -151,10 +165,8 @@ class _Flipping(_Perturbation):
         x, base = self._inputs(subject)
         start, end = (base, x) if self.inserting else (x, base)
         players = subject.players(self.feature_groups)
-        n, g, n_targets = subject.n_data, players.count, subject.n_targets
-        scores = subject.values.new_zeros(n, g, n_targets).index_add_(1, players.group,
-                                                                      subject.values)
-        rank = turns(scores, self.order)
+        g = players.count
+        rank = turns(player_values(subject, players), self.order)
         spread = _spreader(players, x.shape[1])
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
         # players changed, int32 like the turns (no promotion of the (rows, g) comparison)
@@ -233,14 +245,15 @@ class FaithfulnessCorrelation(_Perturbation):
                              f"{describe(self.subset_size)}.")
         generator = subject.generator()
         spread = _spreader(players, x.shape[1])
+        relevance = player_values(subject, players)  # (n, g, n_targets)
 
         def make(rows: Tensor) -> tuple[Tensor, Tensor]:
             sample = rows // self.n
             keys = torch.rand(len(rows), g, generator=generator, device=generator.device)
-            chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(
-                1, keys.topk(size, dim=1).indices.to(x.device), True))
-            relevance = (subject.values[sample] * chosen[..., None]).sum(1)
-            return torch.where(chosen, rows_of(base, sample), x[sample]), relevance
+            picked = keys.topk(size, dim=1).indices.to(x.device)  # (rows, size)
+            chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(1, picked, True))
+            picked_relevance = relevance[sample[:, None], picked].sum(1)  # (rows, n_targets)
+            return torch.where(chosen, rows_of(base, sample), x[sample]), picked_relevance
 
         out, relevance = subject.evaluate_rows(len(x) * self.n, make, self.label)
         drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out

@@ -5,10 +5,10 @@
 ``[-radius, radius]`` per entry and is explained again by the same method with the
 same arguments; each draw gives ``||values(x + e) - values(x)|| / ||values(x)||``
 (Frobenius norms over all input entries), and the metric is their maximum
-(``"max"``) or mean (``"avg"``); lower is better. Each draw re-runs the method on
-all samples at once (its own batching applies). Max and avg share their draws.
-Methods whose references default to the data itself (ExpectedGradient, DeepSHAP
-with ``data_ref=None``) then use the perturbed data as references.
+(``"max"``) or mean (``"avg"``); lower is better. The method re-runs once on all
+``n x n_data`` noisy copies (its own ``batch_size`` chunks them). Max and avg share
+their draws. Methods whose references default to the data itself (ExpectedGradient,
+DeepSHAP with ``data_ref=None``) then use all noisy copies as references.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from torch import Tensor
 from innsight.metrics.base import Metric, Scores, check_choice, check_positive
 from innsight.metrics.subject import Subject
 from innsight.methods.base import check_positive_int
-from innsight.methods.engine import row_chunks
 
 AGGREGATES = ("max", "avg")
 
@@ -64,12 +63,8 @@ class Sensitivity(Metric):
     def _ratios(self, subject: Subject) -> Tensor:
         """``||values(x + e_j) - values(x)|| / ||values(x)||``, ``(n_data, n, n_targets)``."""
         x = subject.data(self.label)
-        generator = subject.generator()
-        norm = subject.values.norm(dim=1)
-        ratios = []
-        for draw in row_chunks(self.n, 1, subject.verbose, "sensitivity"):
-            noise = torch.rand(x.shape, generator=generator, device=generator.device,
-                               dtype=x.dtype).mul_(2).sub_(1).mul_(self.radius)
-            values = subject.explain(x + noise, generator=subject.generator(draw.start + 1))
-            ratios.append((values - subject.values).norm(dim=1) / norm)
-        return torch.stack(ratios, dim=1)
+        noise = torch.rand((self.n, *x.shape), generator=subject.generator(),
+                           device=x.device, dtype=x.dtype).mul_(2).sub_(1).mul_(self.radius)
+        values = subject.explain((x + noise).flatten(0, 1), generator=subject.generator(1))
+        change = (values.view(self.n, *subject.values.shape) - subject.values).norm(dim=2)
+        return (change / subject.values.norm(dim=1)).transpose(0, 1)
