@@ -36,7 +36,7 @@ first plot, so that ``import innsight`` stays light.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -46,6 +46,7 @@ from innsight._validation import check_bools, describe, is_int
 from innsight.methods.result import Result
 from innsight.plotting.layout import check_layout, input_beside
 from innsight.plotting.merge import merge_panels
+from innsight.plotting.tokens import TokenHTML, TokenLayout, check_labels, check_values, layout_html, token_layout
 from innsight.plotting.selection import (
     MAX_FACETS,
     AggrChannels,
@@ -60,7 +61,7 @@ from innsight.plotting.selection import (
     value_label,
 )
 
-__all__ = ["plot", "plot_global"]
+__all__ = ["plot", "plot_global", "plot_tokens", "tokens_html"]
 
 #: What the plot functions draw: one result, or several named ones side by side.
 Results = Result | Mapping[str, Result]
@@ -272,3 +273,89 @@ def plot_global(result: Results, output_idx: Any = None, output_label: Any = Non
         label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"
     panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=False)
     return _renderer(as_plotly).plot_global(panels, label, title, _limits(panels, normalize))
+
+
+def _tokens(relevance: Any, tokens: Any, target_names: Any, line_chars: int | None,
+            normalize: bool) -> TokenLayout:
+    """The checked arguments of :func:`plot_tokens` and :func:`tokens_html` as a layout."""
+    check_bools(normalize=normalize)
+    values = check_values(relevance)
+    n_rows, n_tokens = values.shape
+    tokens = check_labels(tokens, n_tokens, "tokens", "token (the last axis of `relevance`)")
+    names = check_labels(target_names, n_rows, "target_names",
+                         "target (the first axis of `relevance`)") or [f"target {i}" for i in range(n_rows)]
+    if len(set(names)) < len(names):
+        raise ValueError(f"`target_names` must be distinct, got {names}.")
+    if normalize:
+        scale = np.abs(values).max(axis=1, keepdims=True)
+        values = values / np.where(scale > 0, scale, 1.0)
+    return token_layout(values, tokens, names, line_chars, limit=1.0 if normalize else None)
+
+
+def plot_tokens(relevance: Any, tokens: Sequence[str] | None = None,
+                target_names: Sequence[str] | None = None, as_plotly: bool = False,
+                line_chars: int | None = None, normalize: bool = False,
+                value_name: str = "relevance", title: str = "") -> Any:
+    """Relevance over a sequence of tokens as coloured text, one row per explained target.
+
+    Parameters
+    ----------
+    relevance : array-like (n_targets, n_tokens) or (n_tokens,)
+        One value per token and target (numpy, torch or nested lists), e.g. what
+        LRP gives per token of a language model for each explained next token.
+    tokens : list of str, optional
+        The token strings (``tokenizer.convert_ids_to_tokens(ids)``), drawn in
+        their tiles; without them each token is one cell of a heat strip.
+    target_names : list of str, optional
+        Distinct row names, e.g. the explained next tokens. Default ``"target 0"``, ...
+    as_plotly : bool
+        Return a plotly ``Figure`` (``fig.write_html(path)``; hover gives each
+        token's position and value) instead of a plotnine ``ggplot``
+        (``.save("tokens.png")``).
+    line_chars : int, optional
+        Characters per line: each row wraps into lines as text does, a token taking
+        as many character cells as its text. Default 80, longer where the rows
+        would need more than 80 lines (at most 400).
+    normalize : bool
+        Divide each row by its largest |value| (colour limits ``[-1, 1]``); else one
+        scale for all rows, symmetric about 0 (``[-m, m]``, ``m`` the largest |value|).
+    value_name : str
+        The colour bar's title.
+    title : str
+        The figure's title.
+
+    Returns
+    -------
+    plotnine.ggplot or plotly.graph_objects.Figure
+
+    Notes
+    -----
+    Colours diverge from white at 0 to red (positive) and blue (negative). Line
+    breaks and tabs inside tokens are drawn as visible signs. The static figure
+    keeps within 25 inches by shrinking its text; for thousands of tokens the
+    interactive figure (zoom, hover) or :func:`tokens_html` reads better.
+
+    Examples
+    --------
+    >>> fig = plot_tokens([[0.5, -0.2, 1.0]], ["The", " cat", " sat"], ["next: ' on'"])
+    >>> fig.save("tokens.png")  # doctest: +SKIP
+    """
+    check_bools(as_plotly=as_plotly)
+    layout = _tokens(relevance, tokens, target_names, line_chars, normalize)
+    return _renderer(as_plotly).plot_tokens(layout, value_name, title)
+
+
+def tokens_html(relevance: Any, tokens: Sequence[str] | None = None,
+                target_names: Sequence[str] | None = None, normalize: bool = False,
+                value_name: str = "relevance") -> TokenHTML:
+    """:func:`plot_tokens` as plain HTML (no JavaScript): a ``str`` that a notebook
+    shows rendered; the browser wraps the tokens, and each shows its position and
+    value as a tooltip. Arguments as in :func:`plot_tokens`.
+
+    Examples
+    --------
+    >>> page = tokens_html([0.5, -0.2], ["Hello", " world"])
+    >>> "Hello" in page
+    True
+    """
+    return layout_html(_tokens(relevance, tokens, target_names, None, normalize), value_name)

@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from innsight.plotting.colours import (HIGHLIGHT, INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
                                        OVERLAY_POSITIVE, POSITIVE, overlay_opacity)
 from innsight.plotting.selection import Panel, axis_titles, facet_cell, is_mosaic, mosaic, nonnegative
+from innsight.plotting.tokens import TokenLayout, text_colours
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -316,3 +317,43 @@ def plot_global(panels: list[Panel], value_name: str, method: str,
                 limits: Callable[[Panel], tuple[float, float] | None]) -> Any:
     """The plotly figure of :func:`innsight.plotting.plot_global`."""
     return _figure(panels, method, value_name, False, limits, False)
+
+
+#: Token plots: pixels per character cell and per line, and the text size.
+TOKEN_CHAR_PX, TOKEN_LINE_PX, TOKEN_FONT_PX = 8, 24, 12
+#: Lines of space above each row for its name.
+TOKEN_GAP = 1.5
+
+
+def plot_tokens(layout: TokenLayout, value_name: str, title: str) -> Any:
+    """The tokens of a layout as one trace of horizontal bars (a bar per token, its
+    text inside, coloured by value), rows one under another, each named above its
+    first line; the hover gives row, position, token and value."""
+    frame = layout.frame
+    rows = frame["row"].cat.codes.to_numpy()
+    y = frame["line"].to_numpy() + TOKEN_GAP * rows  # a gap between rows for their names
+    shade = frame["shade"].to_numpy()
+    bars = go.Bar(
+        orientation="h", y=y, base=frame["x0"], x=frame["x1"] - frame["x0"], width=0.86,
+        marker={"color": frame["value"], "coloraxis": "coloraxis", "line": {"width": 0}},
+        text=frame["token"] if layout.has_text else None, textposition="inside",
+        insidetextanchor="middle", textangle=0,
+        textfont={"family": "monospace", "size": TOKEN_FONT_PX, "color": text_colours(shade)},
+        customdata=np.stack([frame["row"].astype(str), frame["position"], frame["token"]], axis=-1),
+        hovertemplate="%{customdata[0]}<br>position %{customdata[1]}: %{customdata[2]}"
+                      "<br>value: %{marker.color:.4g}<extra></extra>")
+    names = [{"text": f"<b>{label}</b>", "xref": "paper", "yref": "y", "x": 0,
+              "y": r * (layout.lines_per_row + TOKEN_GAP) - 0.9, "showarrow": False,
+              "xanchor": "left", "yanchor": "middle", "font": {"size": 12}}
+             for r, label in enumerate(layout.row_labels)]
+    height = layout.n_lines + TOKEN_GAP * len(layout.row_labels)
+    return go.Figure(data=[bars], layout={
+        "title": {"text": title}, "template": "plotly_white", "annotations": names,
+        "coloraxis": {"colorscale": COLORSCALE, "cmin": -layout.limit, "cmax": layout.limit,
+                      "colorbar": {"title": {"text": value_name}}},
+        "xaxis": {"range": [0, layout.line_chars], "visible": False},
+        "yaxis": {"range": [height - TOKEN_GAP + 0.5, -TOKEN_GAP], "visible": False},
+        "uniformtext": {"minsize": TOKEN_FONT_PX - 2, "mode": "show"},
+        "margin": {"l": 20, "r": 20, "t": 60, "b": 20},
+        "width": 160 + TOKEN_CHAR_PX * layout.line_chars,
+        "height": 80 + TOKEN_LINE_PX * (height + 1), "bargap": 0, "showlegend": False})
