@@ -46,6 +46,7 @@ from innsight._validation import check_bools, describe, is_int
 from innsight.methods.result import Result
 from innsight.plotting.layout import check_layout, input_beside
 from innsight.plotting.merge import merge_panels
+from innsight.plotting.strip import STRIP, along_sequence, as_strip
 from innsight.plotting.tokens import TokenHTML, TokenLayout, check_labels, check_values, layout_html, token_layout
 from innsight.plotting.selection import (
     MAX_FACETS,
@@ -144,7 +145,7 @@ def _warn_many_facets(panels: list[Panel]) -> None:
     """Say when a panel has more than MAX_FACETS facets: images become one mosaic,
     other kinds are slow to draw."""
     for p in panels:
-        if n_facets(p) <= MAX_FACETS:
+        if n_facets(p) <= MAX_FACETS or p.kind == STRIP:  # strips are rows of one image
             continue
         what = (f"{len(p.data_ids)} samples x {len(p.node_labels)} output nodes "
                 f"(output layer {p.output_layer}, input layer {p.input_layer})")
@@ -162,7 +163,7 @@ def _warn_many_facets(panels: list[Panel]) -> None:
 def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
          aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
          show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-         top_k: int | None = None, layout: str = "facets") -> Any:
+         top_k: int | None = None, layout: str = "facets", sequence_axis: int | None = None) -> Any:
     """Plot the explanation of samples, one facet per sample and selected output node.
 
     Parameters
@@ -218,13 +219,24 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
         Tabular inputs: show only the ``top_k`` features of largest mean
         ``|value|`` over the facets shown, largest first (give the number of
         features to sort them all).
-    layout : {"facets", "side_by_side"}
+    layout : {"facets", "side_by_side", "strip"}
         ``"facets"``: one facet per sample and output node. ``"side_by_side"``
         (image inputs): one row per sample, its input image in greys in a first
         column ``"input"``, then its heatmaps, as Captum's
         ``visualize_image_attr_multiple`` shows an image beside its attribution
         (with ``show_input=True`` the heatmaps are drawn over the input too).
-        Other inputs of the model keep their facets.
+        Other inputs of the model keep their facets. ``"strip"`` (sequence
+        inputs: tokens ``(tokens,)``, time steps ``(features, time)`` or ``(time,
+        features)``): a heat strip over the sequence per sample and output node,
+        the features aggregated by ``aggr_channels``, wrapped into lines as text
+        (see :func:`plot_tokens`); positions named by ``input_names`` (tokens) show
+        their names, and the row name gives the info box.
+    sequence_axis : {0, 1}, optional
+        ``layout="strip"``: the sequence axis of a two-axis sample in the data's
+        layout (as ``get_result()`` gives it). Default: the signal axis (the last
+        of ``(C, L)``, the first of channels-last data ``(L, C)``); torch models
+        that take ``(tokens, features)`` (recurrent layers with ``batch_first``,
+        Hugging Face text models) need ``sequence_axis=0``.
 
     Returns
     -------
@@ -233,11 +245,22 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
     check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
                 show_input=show_input, normalize=normalize)
     beside = isinstance(layout, str) and layout == "side_by_side"
+    strip = isinstance(layout, str) and layout == STRIP
+    if not strip and sequence_axis is not None:
+        raise ValueError("`sequence_axis` chooses the sequence axis of layout='strip', got "
+                         f"layout={layout!r}; leave sequence_axis=None.")
+    if strip and (show_input or top_k is not None):
+        raise ValueError("`layout='strip'` draws the values along the sequence in its order; "
+                         "leave show_input=False and top_k=None.")
     panels, label, title = _panels(result, lambda res: local_panels(
-        res, data_idx, output_idx, output_label, aggr_channels, show_input or beside))
+        along_sequence(res, sequence_axis) if strip else res, data_idx, output_idx, output_label,
+        aggr_channels, show_input or beside))
     panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=True)
-    if check_layout(layout, panels) == "side_by_side":
+    chosen = check_layout(layout, panels)
+    if chosen == "side_by_side":
         panels = [input_beside(p, overlay=show_input) for p in panels]
+    elif chosen == STRIP:
+        panels = [as_strip(p) for p in panels]
     _warn_many_facets(panels)
     return _renderer(as_plotly).plot_local(panels, label, title,
                                            _limits(panels, same_scale or normalize), show_preds)
@@ -342,7 +365,9 @@ def plot_tokens(relevance: Any, tokens: Sequence[str] | None = None,
     """
     check_bools(as_plotly=as_plotly)
     layout = _tokens(relevance, tokens, target_names, line_chars, normalize)
-    return _renderer(as_plotly).plot_tokens(layout, value_name, title)
+    if as_plotly:
+        return _renderer(True).plot_tokens([("", layout)], value_name, title)
+    return _renderer(False).plot_tokens(layout, value_name, title)
 
 
 def tokens_html(relevance: Any, tokens: Sequence[str] | None = None,

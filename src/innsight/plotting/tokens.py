@@ -29,6 +29,8 @@ LINE_CHARS = 80
 MAX_LINES = 120
 #: Widest line by default, in characters (about 25 inches of 7 pt monospace text).
 MAX_LINE_CHARS = 400
+#: Fewest character cells across a figure (a short sequence leaves room on the right).
+MIN_SPAN = 30
 #: Tiles whose |value| is above this fraction of the limit get white text.
 DARK = 0.55
 #: Shown for tokens that would draw as nothing (empty, or white space alone).
@@ -43,7 +45,8 @@ class TokenLayout:
     order), ``position`` (0-based token index), ``token`` (its text as shown),
     ``value``, ``x0``/``x1`` (character cells along its line), ``line`` (0-based,
     counted over all rows from the top) and ``shade`` (``value / limit`` in [-1, 1]).
-    ``limit`` is the largest |value| (the colour scale is ``[-limit, limit]``).
+    ``limit`` is the largest |value| (the colour scale is ``[-limit, limit]``),
+    ``line_chars`` the widest line drawn.
     """
 
     frame: pd.DataFrame
@@ -52,6 +55,12 @@ class TokenLayout:
     line_chars: int
     limit: float
     has_text: bool
+
+    @property
+    def span(self) -> int:
+        """Character cells across the figure: the widest line, or more to fit the
+        row names (about a cell per character) and at least :data:`MIN_SPAN`."""
+        return max(self.line_chars, MIN_SPAN, *(len(label) for label in self.row_labels))
 
     @property
     def n_lines(self) -> int:
@@ -147,8 +156,8 @@ def token_layout(values: np.ndarray, tokens: list[str] | None, row_labels: list[
         "line": rows * per_row + np.tile(lines, n_rows),
         "shade": np.clip(values.ravel() / limit, -1.0, 1.0),
     })
-    return TokenLayout(frame, row_labels, per_row, int(line_chars), float(limit),
-                       has_text=tokens is not None)
+    used = int(np.ceil((starts + widths).max()))  # a short sequence: a short line
+    return TokenLayout(frame, row_labels, per_row, used, float(limit), has_text=tokens is not None)
 
 
 def _blend(shade: np.ndarray) -> np.ndarray:
