@@ -338,7 +338,7 @@ def plot_tokens(relevance: Any, tokens: Sequence[str] | None = None,
     line_chars : int, optional
         Characters per line: each row wraps into lines as text does, a token taking
         as many character cells as its text. Default 80, longer where the rows
-        would need more than 80 lines (at most 400).
+        would need more than 60 lines (at most 400).
     normalize : bool
         Divide each row by its largest |value| (colour limits ``[-1, 1]``); else one
         scale for all rows, symmetric about 0 (``[-m, m]``, ``m`` the largest |value|).

@@ -26,7 +26,7 @@ from innsight.plotting.colours import MIDDLE, NEGATIVE, POSITIVE
 #: Characters per line by default (as a page of text).
 LINE_CHARS = 80
 #: At most this many lines per figure by default: longer texts get longer lines.
-MAX_LINES = 120
+MAX_LINES = 60
 #: Widest line by default, in characters (about 25 inches of 7 pt monospace text).
 MAX_LINE_CHARS = 400
 #: Fewest character cells across a figure (a short sequence leaves room on the right).
