@@ -145,3 +145,37 @@ def test_strip_errors(recurrent, conv1d):
         recurrent.plot(layout="strip", sequence_axis=2)
     with pytest.raises(ValueError, match=r"leave show_input=False and top_k=None"):
         recurrent.plot(layout="strip", show_input=True)
+
+
+class TwoSequences(nn.Module):
+    """Tokens (6,) and a signal (3, 10) in, two classes out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Linear(6, 3)
+        self.signal = nn.Conv1d(3, 2, 3)
+        self.out = nn.Linear(3 + 16, 2)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([torch.relu(self.tokens(x)),
+                                   torch.relu(self.signal(y)).flatten(1)], 1))
+
+
+def test_several_input_layers_get_a_strip_and_a_colour_scale_each():
+    torch.manual_seed(0)
+    conv = ins.convert(TwoSequences().eval(), input_dim=[[6], [3, 10]],
+                       input_names=[[WORDS], [["a", "b", "c"], [f"t{i}" for i in range(10)]]])
+    gen = torch.Generator().manual_seed(5)
+    res = ins.run_grad(conv, [torch.randn(2, 6, generator=gen), torch.randn(2, 3, 10, generator=gen)])
+    expected = [res.get_result()[0][0].astype(float)[0],  # (tokens, nodes)
+                res.get_result()[0][1].astype(float)[0].sum(axis=0)]  # (steps, nodes)
+    composed = res.plot(layout="strip", show_preds=False)
+    assert len(composed) == 2  # beside each other
+    pytest.importorskip("plotly")
+    fig = res.plot(layout="strip", as_plotly=True, show_preds=False)
+    assert fig.layout.barmode == "overlay"  # bars of several traces at their own rows
+    for n, (bars, values) in enumerate(zip(fig.data, expected)):
+        np.testing.assert_allclose(np.asarray(bars.marker.color), values.T.ravel(), rtol=1e-6)
+        axis = fig.layout["coloraxis" if n == 0 else f"coloraxis{n + 1}"]
+        assert axis.cmax == -axis.cmin == pytest.approx(np.abs(values).max())
+    assert list(fig.data[1].text) == [f"t{i}" for i in range(10)] * 2

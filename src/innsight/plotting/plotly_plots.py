@@ -362,8 +362,9 @@ def _token_bars(layout: TokenLayout, top: float, coloraxis: str) -> tuple[Any, l
 def plot_tokens(layouts: list[tuple[str, TokenLayout]], value_name: str, title: str) -> Any:
     """Token layouts one under another, each under its heading (if any) with a colour
     bar of its own; the hover gives row, position, token and value."""
-    traces, notes, axes, top = [], [], {}, 0.0
+    traces, notes, axes, extents, top = [], [], {}, [], 0.0
     for n, (heading, layout) in enumerate(layouts):
+        start = top
         if heading:
             notes.append({"text": heading, "xref": "paper", "yref": "y", "x": 0, "y": top - 0.3,
                           "showarrow": False, "xanchor": "left", "font": {"size": 14}})
@@ -372,16 +373,20 @@ def plot_tokens(layouts: list[tuple[str, TokenLayout]], value_name: str, title: 
         bars, names = _token_bars(layout, top, axis)
         traces.append(bars)
         notes += names
-        whose = f"<br>{heading}" if heading and len(layouts) > 1 else ""
         axes[axis] = {"colorscale": COLORSCALE, "cmin": -layout.limit, "cmax": layout.limit,
-                      "colorbar": {"title": {"text": value_name + whose}, "x": 1.02 + 0.12 * n}}
+                      "colorbar": {"title": {"text": value_name}, "x": 1.01}}
         top += layout.n_lines + TOKEN_GAP * len(layout.row_labels)
+        extents.append((start, top))
+    low, high = -TOKEN_GAP, top - TOKEN_GAP + 0.5  # the y range, top down
+    for axis, (start, end) in zip(axes.values(), extents):  # each colour bar beside its rows
+        axis["colorbar"].update(y=1 - ((start + end) / 2 - low) / (high - low), yanchor="middle",
+                                len=max(0.15, (end - start) / (high - low) - 0.02))
     span = max(layout.span for _, layout in layouts)
     return go.Figure(data=traces, layout={
         "title": {"text": title}, "template": "plotly_white", "annotations": notes, **axes,
         "xaxis": {"range": [0, span], "visible": False},
-        "yaxis": {"range": [top - TOKEN_GAP + 0.5, -TOKEN_GAP], "visible": False},
+        "yaxis": {"range": [high, low], "visible": False},
         "uniformtext": {"minsize": TOKEN_FONT_PX - 2, "mode": "show"},
-        "margin": {"l": 20, "r": 20 + 90 * (len(layouts) - 1), "t": 60, "b": 20},
-        "width": 160 + 90 * (len(layouts) - 1) + TOKEN_CHAR_PX * span,
-        "height": 80 + TOKEN_LINE_PX * (top + 1), "bargap": 0, "showlegend": False})
+        "margin": {"l": 20, "r": 20, "t": 60, "b": 20},
+        "width": 160 + TOKEN_CHAR_PX * span, "height": 80 + TOKEN_LINE_PX * (top + 1),
+        "barmode": "overlay", "bargap": 0, "showlegend": False})
