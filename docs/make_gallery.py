@@ -230,7 +230,7 @@ def layer_gallery() -> None:
 
 
 SENTENCE = ("The film starts slowly , but the second half is wonderful : sharp dialogue , "
-            "a moving score and two great leads . I would not watch it again though .").split(" ")
+            "a moving score and two great leads . I would not watch it again though .")
 
 
 class Recurrent(nn.Module):
@@ -249,10 +249,11 @@ class Recurrent(nn.Module):
 def sequence_gallery() -> None:
     """Token plots, heat strips over sequences, and a segmentation map's output nodes."""
     torch.manual_seed(0)
-    words = [w if i == 0 else f" {w}" for i, w in enumerate(SENTENCE)]
-    vocabulary = sorted(set(SENTENCE))
+    split = SENTENCE.split(" ")
+    words = [w if i == 0 else f" {w}" for i, w in enumerate(split)]
+    vocabulary = sorted(set(split))
     table = data(len(vocabulary), 8, seed=5)  # a fixed random word vector per word
-    x = table[[vocabulary.index(w) for w in SENTENCE]][None]
+    x = table[[vocabulary.index(w) for w in split]][None]
     conv = ins.convert(Recurrent().eval(), input_dim=[len(words), 8],
                        input_names=[[words, [f"e{i}" for i in range(8)]]],
                        output_names=[["negative", "neutral", "positive"]])

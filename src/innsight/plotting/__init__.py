@@ -46,8 +46,6 @@ from innsight._validation import check_bools, describe, is_int
 from innsight.methods.result import Result
 from innsight.plotting.layout import check_layout, input_beside
 from innsight.plotting.merge import merge_panels
-from innsight.plotting.strip import STRIP, along_sequence, as_strip
-from innsight.plotting.tokens import TokenHTML, TokenLayout, check_labels, check_values, layout_html, token_layout
 from innsight.plotting.selection import (
     MAX_FACETS,
     AggrChannels,
@@ -60,6 +58,15 @@ from innsight.plotting.selection import (
     normalize_facets,
     top_features,
     value_label,
+)
+from innsight.plotting.strip import STRIP, along_sequence, as_strip
+from innsight.plotting.tokens import (
+    TokenHTML,
+    TokenLayout,
+    check_labels,
+    check_values,
+    layout_html,
+    token_layout,
 )
 
 __all__ = ["plot", "plot_global", "plot_tokens", "tokens_html"]

@@ -12,13 +12,28 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 import plotly.graph_objects as go  # checked by innsight.plotting._renderer
 from plotly.subplots import make_subplots
 
-from innsight.plotting.colours import (HIGHLIGHT, INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
-                                       OVERLAY_POSITIVE, POSITIVE, overlay_opacity)
-from innsight.plotting.selection import Panel, axis_titles, facet_cell, is_mosaic, mosaic, nonnegative
+from innsight.plotting.colours import (
+    HIGHLIGHT,
+    INPUT_DARKEST,
+    LINE_MIDDLE,
+    MIDDLE,
+    NEGATIVE,
+    OVERLAY_NEGATIVE,
+    OVERLAY_POSITIVE,
+    POSITIVE,
+    overlay_opacity,
+)
+from innsight.plotting.selection import (
+    Panel,
+    axis_titles,
+    facet_cell,
+    is_mosaic,
+    mosaic,
+    nonnegative,
+)
 from innsight.plotting.strip import STRIP, strip_layout
 from innsight.plotting.tokens import TokenLayout, text_colours
 
