@@ -41,10 +41,10 @@ def test_static_plot_has_a_tile_per_token_and_target_centred_on_zero():
     low, high = _scale(plot, "fill").limits
     assert low == -high == -np.abs(values).max()
     text = next(layer for layer in plot.layers if type(layer.geom).__name__ == "geom_text")
-    shown = frame[frame["row"] == "a"].sort_values("position")["token"].tolist()
+    shown = frame[frame["row"] == "a"].sort_values("position")["label"].tolist()
     # every token's own text, line breaks as a visible sign
     assert shown == [t if t != "\n" else "\u21b5" for t in TOKENS]
-    assert text.mapping["label"] == "token"
+    assert text.mapping["label"] == "label"
     assert plot.facet.__class__.__name__ == "facet_wrap"
 
 
@@ -115,6 +115,18 @@ def test_html_holds_every_token_escaped_with_its_value():
     assert "&lt;b&gt;" in page and " &amp; " in page and "ok</span>" in page
     assert page.count("<span style=\"background:") == 3 + 3  # the tokens and the scale
     assert 'title="1: -1"' in page and "next" in page
+
+
+def test_special_characters_are_drawn_as_they_are(tmp_path):
+    """A ``$`` would start matplotlib's math mode, ``<s>`` a plotly tag (strike through)."""
+    tokens, names = ["<s>", " $", "5", " $", " a&b", "  "], ["cost $", "<b>"]
+    plot = plot_tokens(_values(2, 6), tokens, names)
+    assert plot.data["label"].tolist()[:6] == ["<s>", r" \$", "5", r" \$", " a&b", "\u2423\u2423"]
+    plot.save(tmp_path / "tokens.png", dpi=30, verbose=False)  # mathtext would fail on "$5 $"
+    pytest.importorskip("plotly")
+    fig = plot_tokens(_values(2, 6), tokens, names, as_plotly=True)
+    assert list(fig.data[0].text[:6]) == ["&lt;s&gt;", " $", "5", " $", " a&amp;b", "\u2423\u2423"]
+    assert [a.text for a in fig.layout.annotations] == ["<b>cost $</b>", "<b>&lt;b&gt;</b>"]
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [

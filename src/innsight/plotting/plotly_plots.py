@@ -8,6 +8,7 @@ the prediction.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any
 
@@ -357,17 +358,20 @@ def _token_bars(layout: TokenLayout, top: float, coloraxis: str) -> tuple[Any, l
     frame = layout.frame
     rows = frame["row"].cat.codes.to_numpy()
     y = top + frame["line"].to_numpy() + TOKEN_GAP * rows  # a gap between rows for their names
+    # plotly reads tags in text: "<s>" (a language model's first token) would strike through
+    tokens = np.array([html.escape(t) for t in frame["token"]], dtype=object)
     bars = go.Bar(
         orientation="h", y=y, base=frame["x0"], x=frame["x1"] - frame["x0"], width=0.86,
         marker={"color": frame["value"], "coloraxis": coloraxis, "line": {"width": 0}},
-        text=frame["token"] if layout.has_text else None, textposition="inside",
+        text=tokens if layout.has_text else None, textposition="inside",
         insidetextanchor="middle", textangle=0,
         textfont={"family": "monospace", "size": TOKEN_FONT_PX,
                   "color": text_colours(frame["shade"].to_numpy())},
-        customdata=np.stack([frame["row"].astype(str), frame["position"], frame["token"]], axis=-1),
+        customdata=np.stack([[html.escape(str(r)) for r in frame["row"]], frame["position"], tokens],
+                            axis=-1),
         hovertemplate="%{customdata[0]}<br>position %{customdata[1]}: %{customdata[2]}"
                       "<br>value: %{marker.color:.4g}<extra></extra>")
-    names = [{"text": f"<b>{label}</b>", "xref": "paper", "yref": "y", "x": 0,
+    names = [{"text": f"<b>{html.escape(label)}</b>", "xref": "paper", "yref": "y", "x": 0,
               "y": top + r * (layout.lines_per_row + TOKEN_GAP) - 0.9, "showarrow": False,
               "xanchor": "left", "yanchor": "middle", "font": {"size": 12}}
              for r, label in enumerate(layout.row_labels)]
@@ -381,7 +385,7 @@ def plot_tokens(layouts: list[tuple[str, TokenLayout]], value_name: str, title: 
     for n, (heading, layout) in enumerate(layouts):
         start = top
         if heading:
-            notes.append({"text": heading, "xref": "paper", "yref": "y", "x": 0, "y": top - 0.3,
+            notes.append({"text": html.escape(heading), "xref": "paper", "yref": "y", "x": 0, "y": top - 0.3,
                           "showarrow": False, "xanchor": "left", "font": {"size": 14}})
             top += 1.2
         axis = "coloraxis" if n == 0 else f"coloraxis{n + 1}"

@@ -338,6 +338,11 @@ TOKEN_TEXT_PT, TOKEN_LINE = 8.0, 2.2
 TOKEN_MARGIN_IN, TOKEN_TOP_IN, TOKEN_STRIP_IN = 1.9, 0.8, 0.3
 
 
+def _literal(text: str) -> str:
+    """Text that matplotlib draws as it is: a ``$`` would start its math mode."""
+    return text.replace("$", r"\$")
+
+
 def _token_size(layout: TokenLayout) -> tuple[float, tuple[float, float]]:
     """Text size (pt) and figure inches: monospace characters fill their cells (a
     character is 0.6 text sizes wide); the text shrinks to keep within MAX_INCHES."""
@@ -358,7 +363,8 @@ def plot_tokens(layout: TokenLayout, value_name: str, title: str) -> p9.ggplot:
     y = -(frame["line"] % layout.lines_per_row)  # each facet's lines, top down
     frame = frame.assign(y=y, bottom=y - 0.45, top=y + 0.45, left=frame["x0"] + inset,
                          right=frame["x1"] - inset, middle=(frame["x0"] + frame["x1"]) / 2,
-                         ink=text_colours(frame["shade"].to_numpy()))
+                         ink=text_colours(frame["shade"].to_numpy()),
+                         label=[_literal(t) for t in frame["token"]])
     plot = (p9.ggplot(frame)
             + p9.geom_rect(p9.aes(xmin="left", xmax="right", ymin="bottom", ymax="top",
                                   fill="value"))
@@ -366,7 +372,7 @@ def plot_tokens(layout: TokenLayout, value_name: str, title: str) -> p9.ggplot:
                                       limits=(-layout.limit, layout.limit), name=value_name)
             + p9.scale_x_continuous(limits=(0, layout.span), expand=(0, 0.2))
             + p9.scale_y_continuous(expand=(0, 0.1))
-            + p9.facet_wrap("row", ncol=1, scales="free_y")
+            + p9.facet_wrap("row", ncol=1, scales="free_y", labeller=p9.as_labeller(_literal))
             + p9.labs(title=title, x="", y="")
             + p9.theme_bw() + p9.theme(
                 figure_size=figure_size, axis_text=p9.element_blank(),
@@ -374,6 +380,6 @@ def plot_tokens(layout: TokenLayout, value_name: str, title: str) -> p9.ggplot:
                 strip_text_x=p9.element_text(size=8, ha="left"),
                 strip_background=p9.element_rect(fill="#eeeeee")))
     if layout.has_text:
-        plot += [p9.geom_text(p9.aes("middle", "y", label="token", color="ink"), size=size,
+        plot += [p9.geom_text(p9.aes("middle", "y", label="label", color="ink"), size=size,
                               family="monospace"), p9.scale_color_identity()]
     return plot
