@@ -74,7 +74,7 @@ def strip_layout(panel: Panel, limits: tuple[float, float] | None, show_preds: b
     """The token layout of a strip panel: rows sample by sample, node by node, named
     ``"sample d · node"`` and, with ``show_preds``, the info box's text."""
     n, length, nodes = panel.array.shape
-    values = np.nan_to_num(panel.array.transpose(0, 2, 1).reshape(n * nodes, length))
+    values = panel.array.transpose(0, 2, 1).reshape(n * nodes, length)
     texts = panel.facets["text"].to_numpy() if show_preds else [""] * (n * nodes)
     labels = [f"sample {d} · {node}" for d in panel.data_ids for node in panel.node_labels]
     labels = [f"{label}   ({text.replace(chr(10), ', ')})" if text else label
