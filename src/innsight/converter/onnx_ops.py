@@ -50,9 +50,11 @@ from onnx2torch.node_converters import (
 from torch import Tensor, fx
 
 from innsight.converter.torch_ops import (
+    BATCH_AXIS_HANDLERS,
     FUNCTIONS,
     MODULES,
     Split,
+    _permutation,
     alias_input,
     arg,
     emit_activation,
@@ -304,15 +306,14 @@ _register(reshape.OnnxReshape, flatten.OnnxFlatten, squeeze.OnnxSqueezeStaticAxe
 
 @_register(transpose.OnnxTranspose)
 def _transpose(t: Any, node: fx.Node) -> int:
-    source = node.args[0]
-    ndim = len(t.shape(source)) + 1
+    """A permutation; the batch axis goes where it sends it (time-first around recurrent
+    nodes) and must end up first again before the output or a batch-first operation."""
+    ndim = len(node.meta["tensor_meta"].shape)
     perm = t.module(node).perm
-    perm = list(range(ndim))[::-1] if perm is None else [p % ndim for p in perm]
-    if perm[0] != 0:
-        raise t.unsupported(node, f"the permutation {perm}", "It must keep the batch axis first. ")
-    if perm == list(range(ndim)):
-        return t.layer(source)
-    return t.emit(node, "Permute", [source], perm=[p - 1 for p in perm[1:]])
+    return _permutation(t, node, list(range(ndim))[::-1] if perm is None else list(perm))
+
+
+BATCH_AXIS_HANDLERS[_transpose] = "any"
 
 
 @_register(concat.OnnxConcat)
