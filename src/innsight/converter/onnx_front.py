@@ -69,7 +69,7 @@ def _describe(
     dims, batch_sizes = _input_dims(onnx, proto, inputs, input_dim)
     working = _working_copy(onnx, proto)
     from innsight.converter import onnx_ops  # registers onnx2torch's modules
-    from innsight.converter import onnx_recurrent  # noqa: F401  (converters for onnx2torch)
+    from innsight.converter import onnx_recurrent, onnx_trilu  # noqa: F401  (converters for onnx2torch)
 
     graph_module = _onnx_to_fx(onnx, onnx2torch, working)
 
