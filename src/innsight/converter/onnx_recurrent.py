@@ -6,10 +6,11 @@ over time with :mod:`innsight.converter.recurrent`, as the torch front-end unrol
 The ONNX weights are per direction ``W (D, G * H, E)``, ``R (D, G * H, H)`` and
 ``B (D, 2 * G * H)`` (input biases, then recurrent biases), the gate blocks in ONNX's
 order: LSTM ``(i, o, f, c)``, GRU ``(z, r, h)``; they are reordered into torch's
-(``(i, f, g, o)``, ``(r, z, n)``). With ``layout=0`` (what exporters write) the time
-axis comes first, ``X (L, B, E)``, ``Y (L, D, B, H)``, ``Y_h (D, B, H)``; the batch axis
-follows the tensors wherever it is (the ONNX front-end finds it), and the layers hold
-each sample as ``(L, E)``, ``(L, D, H)`` and ``(D, H)`` for either layout.
+(``(i, f, g, o)``, ``(r, z, n)``). The time axis comes first (``layout=0``, what
+exporters write and all that onnxruntime runs): ``X (L, B, E)``, ``Y (L, D, B, H)``,
+``Y_h (D, B, H)``; the batch axis follows the tensors wherever it is (the ONNX
+front-end finds it), and the layers hold each sample as ``(L, E)``, ``(L, D, H)`` and
+``(D, H)``.
 
 Converted: the default activations (an RNN's may be ``Tanh``, ``Relu`` or ``Sigmoid``),
 a GRU with ``linear_before_reset=1`` (as torch and Keras compute it), zero initial
@@ -54,16 +55,14 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
     ``(Y, Y_h, Y_c)``."""
 
     def __init__(self, op_type: str, hidden_size: int, directions: list[bool],
-                 act_name: str, layout: int) -> None:
+                 act_name: str) -> None:
         super().__init__()
-        self.op_type, self.hidden_size, self.layout = op_type, hidden_size, layout
+        self.op_type, self.hidden_size = op_type, hidden_size
         self.directions, self.act_name = directions, act_name  # reverse flag per direction
 
     def forward(self, x: Tensor, w: Tensor, r: Tensor, b: Tensor | None = None,
                 sequence_lens: Tensor | None = None, initial_h: Tensor | None = None,
                 initial_c: Tensor | None = None) -> tuple[Tensor, ...]:
-        if self.layout:  # (B, L, E) -> (L, B, E)
-            x = x.transpose(0, 1)
         steps, batch, _ = x.shape
         hidden = self.hidden_size
         ys, last_h, last_c = [], [], []
@@ -81,8 +80,6 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
             last_h.append(h)
             last_c.append(c)
         y, y_h, y_c = torch.stack(ys, 1), torch.stack(last_h), torch.stack(last_c)
-        if self.layout:  # (L, D, B, H) -> (B, L, D, H); (D, B, H) -> (B, D, H)
-            y, y_h, y_c = y.permute(2, 0, 1, 3), y_h.transpose(0, 1), y_c.transpose(0, 1)
         return (y, y_h, y_c) if self.op_type == "LSTM" else (y, y_h)
 
     def _step(self, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
@@ -124,6 +121,8 @@ def _convert(node: Any, graph: Any) -> OperationConverterResult:
     known = first[0] in _RNN_ACTIVATIONS if op_type == "RNN" else first == defaults
     refused = [
         (f"direction={direction!r}", directions is None),
+        ("layout=1 (batch-first; onnxruntime does not run it either)",
+         attributes.get("layout", 0)),
         (f"clip={attributes.get('clip')}", "clip" in attributes),
         ("input_forget=1", attributes.get("input_forget", 0)),
         ("linear_before_reset=0 (the reset gate applied before the recurrent weights; "
@@ -137,8 +136,7 @@ def _convert(node: Any, graph: Any) -> OperationConverterResult:
         if is_refused:
             raise NotImplementedError(f"innsight does not convert {op_type} with {what}")
     module = OnnxRecurrent(op_type, int(attributes["hidden_size"]), directions,
-                           _RNN_ACTIVATIONS.get(first[0], ""),
-                           int(attributes.get("layout", 0)))
+                           _RNN_ACTIVATIONS.get(first[0], ""))
     return OperationConverterResult(torch_module=module,
                                     onnx_mapping=onnx_mapping_from_node(node=node))
 
