@@ -211,3 +211,67 @@ def test_recurrent_classifier_in_torch_and_keras_agrees(cell):
                                          dtype="double", seed=0, **args).get_result()
         np.testing.assert_allclose(keras_res, torch_res, rtol=0,
                                    atol=TOL * np.abs(torch_res).max(), err_msg=f"{method} {args}")
+
+
+# ---- a U-Net: torch, ONNX, Keras (transposed convolution, upsampling, group norm) ------------------------
+
+
+class UNet(nn.Module):
+    """Two levels: a strided encoder, a transposed convolution and a nearest upsampling
+    back to the input size, a skip connection, group norm; a (3, 8, 8) map of logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(2, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(6, 4, 2, stride=2)
+        self.bottom = nn.Conv2d(6, 2, 1)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Conv2d(10, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = torch.relu(self.norm(self.enc(x)))
+        low = torch.relu(self.down(skip))
+        joined = torch.cat([skip, self.up(low), self.upsample(self.bottom(low))], dim=1)
+        return self.head(joined)
+
+
+def keras_unet(model: UNet):
+    """The same U-Net in Keras (channels last): kernels (kh, kw, in, out), transposed
+    kernels (kh, kw, out, in), group norm with torch's epsilon; torch's padding 1 of the
+    strided convolution is Keras' padding (1, 0) here (its last padded row is unused)."""
+    keras = keras_module()
+    layers = keras.layers
+    x = keras.Input((8, 8, 2))
+    skip = layers.ReLU()(layers.GroupNormalization(2, epsilon=model.norm.eps, name="norm")(
+        layers.Conv2D(4, 3, padding="same", name="enc")(x)))
+    low = layers.Conv2D(6, 3, strides=2, activation="relu", name="down")(
+        layers.ZeroPadding2D(((1, 0), (1, 0)))(skip))
+    up = layers.Conv2DTranspose(4, 2, strides=2, name="up")(low)
+    upsampled = layers.UpSampling2D(2, interpolation="nearest")(
+        layers.Conv2D(2, 1, name="bottom")(low))
+    out = layers.Conv2D(3, 1, name="head")(layers.Concatenate()([skip, up, upsampled]))
+    net = keras.Model(x, out)
+    for name in ("enc", "norm", "down", "up", "bottom", "head"):
+        m = getattr(model, name)
+        weight = m.weight.detach()
+        net.get_layer(name).set_weights([
+            weight.permute(2, 3, 1, 0).numpy() if weight.ndim == 4 else weight.numpy(),
+            m.bias.detach().numpy()])
+    return net
+
+
+def test_unet_in_three_frameworks_agrees(tmp_path):
+    torch.manual_seed(7)
+    model = UNet().eval()
+    for p in model.norm.parameters():  # not the initial ones and zeros
+        nn.init.normal_(p)
+    converters = {
+        "torch": ins.convert(model, input_dim=[2, 8, 8], dtype="double"),
+        "onnx": ins.convert(export_onnx(model, [2, 8, 8], tmp_path / "unet.onnx"),
+                            dtype="double"),
+        "keras": ins.convert(keras_unet(model), dtype="double"),
+    }
+    x = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert_all_agree(converters, x)

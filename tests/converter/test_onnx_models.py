@@ -187,16 +187,27 @@ def test_more_zoo_models_match_onnxruntime(tmp_path, zoo_model, name):
 # ---- graphs, layouts and operations -----------------------------------------------------------------
 
 
-def test_group_norm_matches_onnxruntime(tmp_path):
-    """ONNX writes group norm as a reshape, InstanceNormalization and a reshape; instance
-    norm converts as a layer norm per channel."""
+def test_group_norm_matches_onnxruntime_and_the_torch_conversion(tmp_path):
+    """ONNX writes group norm as a reshape, InstanceNormalization, a reshape back, Mul and
+    Add; they fuse into the group norm's layers, so that every LRP rule gives what it
+    gives for the torch model (unfused, the epsilon stabiliser of five layers differs)."""
     torch.manual_seed(0)
     norm = nn.GroupNorm(2, 4)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
-    model = nn.Sequential(nn.Conv1d(2, 4, 3), norm, nn.Flatten(), nn.Linear(16, 2))
-    check_against_onnxruntime(export(model, [[2, 6]], tmp_path / "gn.onnx"), [[2, 6]])
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), norm, nn.Flatten(), nn.Linear(16, 2)).eval()
+    conv = check_against_onnxruntime(export(model, [[2, 6]], tmp_path / "gn.onnx"), [[2, 6]])
+    direct = ins.convert(model, input_dim=[2, 6])
+    assert [layer.type_name for layer in conv.model.layers] == [
+        layer.type_name for layer in direct.model.layers]
+    conv = ins.convert(str(tmp_path / "gn.onnx"), dtype="double")
+    direct = ins.convert(model, input_dim=[2, 6], dtype="double")
+    x = torch.randn(3, 2, 6, dtype=torch.float64)
+    for rule_name, rule_param in (("epsilon", 0.01), ("alpha_beta", 2.0)):
+        cmp = ins.compare_models({"torch": direct, "onnx": conv}, x, "LRP", dtype="double",
+                                 rule_name=rule_name, rule_param=rule_param)
+        assert (cmp.differences()["max_rel_diff"] < 1e-10).all()
 
 
 class Decoder(nn.Module):

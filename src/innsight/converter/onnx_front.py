@@ -89,6 +89,7 @@ def _describe(
             "dynamic_axes={'x': {0: 'batch'}}))."
         ) from err
     onnx_ops.fuse_activations(graph_module)
+    onnx_ops.fuse_group_norms(graph_module)
     onnx_names = _name_nodes_after_onnx(graph_module, working)
     _refuse_unknown_modules(graph_module)
     description, _ = describe_torch(graph_module, [list(d) for d in dims],
@@ -320,12 +321,14 @@ def _fold_constants(graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -
     The values come from one run at the tracing batch size; only the sample axes
     of shape arguments are used later, so the batch size baked into them is harmless.
     A second run on one more sample finds where each tensor has its batch axis
-    (``meta["batch_axis"]``: the time-first tensors around recurrent nodes have it second).
+    (``meta["batch_axis"]``: the time-first tensors around recurrent nodes have it second);
+    the shapes of the first run stay in ``meta["traced_shape"]`` for the fusions.
     """
     recorder, other = (_record(graph_module, dims, batch)
                        for batch in (TRACE_BATCH, TRACE_BATCH + 1))
     for node, value in recorder.values.items():
         if recorder.from_input[node] and isinstance(value, Tensor):
+            node.meta["traced_shape"] = tuple(value.shape)
             batch_axis = _batch_axis(value.shape, other.values[node].shape)
             if batch_axis is not None:
                 node.meta["batch_axis"] = batch_axis
