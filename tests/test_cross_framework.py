@@ -163,43 +163,59 @@ def test_cnn_in_three_frameworks_agrees(cnn, tmp_path):
 
 
 class RecurrentClassifier(nn.Module):
-    def __init__(self, cell: type[nn.Module]) -> None:
+    """A recurrent layer over (5 steps, 3 features) without biases; its last output (one
+    direction) or its whole flattened sequence (both directions) through a dense layer."""
+
+    def __init__(self, cell: type[nn.Module], bidirectional: bool = False) -> None:
         super().__init__()
-        self.rnn = cell(3, 4, batch_first=True, bias=False)
-        self.fc = nn.Linear(4, 3)
+        self.rnn = cell(3, 4, batch_first=True, bias=False, bidirectional=bidirectional)
+        self.fc = nn.Linear(5 * 8 if bidirectional else 4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
-        return torch.softmax(self.fc(out[:, -1]), dim=1)
+        out = out.flatten(1) if self.rnn.bidirectional else out[:, -1]
+        return torch.softmax(self.fc(out), dim=1)
 
 
 def keras_recurrent(model: RecurrentClassifier):
-    """The same classifier in Keras: kernels transposed, GRU gate blocks (r, z, n) in
-    Keras' order (z, r, h)."""
+    """The same classifier in Keras (``Bidirectional`` with the backward weights of torch's
+    reverse direction): kernels transposed, GRU gate blocks (r, z, n) in Keras' order
+    (z, r, h)."""
     keras = keras_module()
     layers = keras.layers
     cell = {nn.LSTM: layers.LSTM, nn.GRU: layers.GRU}[type(model.rnn)]
-    net = keras.Sequential([keras.Input((5, 3)), cell(4, use_bias=False),
-                            layers.Dense(3, activation="softmax")])
-    w_ih, w_hh = (getattr(model.rnn, name).detach().numpy() for name in ("weight_ih_l0",
-                                                                         "weight_hh_l0"))
-    if isinstance(model.rnn, nn.GRU):
-        w_ih, w_hh = (np.concatenate([w[4:8], w[:4], w[8:]]) for w in (w_ih, w_hh))
-    net.set_weights([w_ih.T, w_hh.T, model.fc.weight.detach().numpy().T,
-                     model.fc.bias.detach().numpy()])
+    rnn = cell(4, use_bias=False, return_sequences=model.rnn.bidirectional)
+    stack = ([layers.Bidirectional(rnn), layers.Flatten()] if model.rnn.bidirectional
+             else [rnn])
+    net = keras.Sequential([keras.Input((5, 3)), *stack, layers.Dense(3, activation="softmax")])
+    for keras_rnn, suffix in ([(stack[0].forward_layer, ""), (stack[0].backward_layer,
+                                                              "_reverse")]
+                              if model.rnn.bidirectional else [(rnn, "")]):
+        w_ih, w_hh = (getattr(model.rnn, name + suffix).detach().numpy()
+                      for name in ("weight_ih_l0", "weight_hh_l0"))
+        if isinstance(model.rnn, nn.GRU):
+            w_ih, w_hh = (np.concatenate([w[4:8], w[:4], w[8:]]) for w in (w_ih, w_hh))
+        keras_rnn.set_weights([w_ih.T, w_hh.T])
+    net.layers[-1].set_weights([model.fc.weight.detach().numpy().T, model.fc.bias.detach().numpy()])
     return net
 
 
-@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
-def test_recurrent_classifier_in_torch_and_keras_agrees(cell):
+@pytest.mark.parametrize(("cell", "bidirectional"), [(nn.LSTM, False), (nn.GRU, False),
+                                                     (nn.LSTM, True)],
+                         ids=["lstm", "gru", "bi-lstm"])
+def test_recurrent_classifier_in_three_frameworks_agrees(cell, bidirectional, tmp_path):
+    """torch, ONNX (exported from torch: time-first RNN nodes) and Keras (``LSTM``, ``GRU``,
+    ``Bidirectional``) give the same outputs and explanations."""
     torch.manual_seed(6)
-    model = RecurrentClassifier(cell).eval()
+    model = RecurrentClassifier(cell, bidirectional).eval()
     converters = {"torch": ins.convert(model, input_dim=[5, 3], dtype="double"),
+                  "onnx": ins.convert(export_onnx(model, [5, 3], tmp_path / "rnn.onnx"),
+                                      dtype="double"),
                   "keras": ins.convert(keras_recurrent(model), dtype="double")}
     x = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    # Keras holds (time steps, features) channels first inside: give it its own layout
-    keras_x = x.permute(0, 2, 1)
-    outputs = [converters["torch"].model(x), converters["keras"].model(keras_x)]
+    # torch and ONNX hold (time steps, features); Keras holds them channels first
+    assert_all_agree({k: converters[k] for k in ("torch", "onnx")}, x)
+    outputs = [converters["torch"].model(x), converters["keras"].model(x.permute(0, 2, 1))]
     np.testing.assert_allclose(outputs[1].detach().numpy(), outputs[0].detach().numpy(),
                                rtol=0, atol=TOL)
     # SmoothGrad draws its noise in each model's inside layout: (steps, features) for
