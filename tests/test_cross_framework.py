@@ -1,6 +1,9 @@
 """One architecture with identical weights in torch, ONNX (exported from torch),
 Keras and, for an MLP, scikit-learn: the converted models give the same outputs
-and the same Gradient, IntegratedGradient, LRP and DeepLift results.
+and the same Gradient, IntegratedGradient, LRP and DeepLift results. The
+architectures: an MLP, a CNN, LSTM, GRU and bi-LSTM classifiers (ONNX's time-first
+recurrent nodes, Keras' ``Bidirectional``) and a U-Net (transposed convolution,
+upsampling, group norm, which ONNX spells out in five nodes).
 
 Each converted model is checked against its own framework by the conversion's
 dry run; here the frameworks are checked against each other, through

@@ -460,35 +460,13 @@ def test_spelled_out_gelu_and_silu_become_activations(tmp_path):
 # ---- recurrent nodes (RNN, LSTM, GRU) and Trilu, which onnx2torch does not read ------------------
 
 
-class RecurrentClassifier(nn.Module):
-    """A recurrent layer over (6 steps, 4 features), its last output through a dense layer."""
-
-    def __init__(self, cell: type[nn.Module], bias: bool = True, **options: Any) -> None:
-        super().__init__()
-        self.rnn = cell(4, 5, batch_first=True, bias=bias, **options)
-        self.fc = nn.Linear(5 * (2 if options.get("bidirectional") else 1), 3, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.rnn(x)[0][:, -1])
+#: Classifiers of ``tests/conftest.py``: both directions, two layers, the three cells.
+RECURRENT = ["lstm", "gru", "bi-lstm", "rnn-relu-2-layers", "bi-gru-2-layers"]
 
 
-RECURRENT = {
-    "lstm": (nn.LSTM, {}),
-    "gru": (nn.GRU, {}),
-    "bi-lstm": (nn.LSTM, {"bidirectional": True}),
-    "rnn-relu-2-layers": (nn.RNN, {"nonlinearity": "relu", "num_layers": 2}),
-    "bi-gru-2-layers": (nn.GRU, {"bidirectional": True, "num_layers": 2}),
-}
-
-
-def recurrent_classifier(name: str, bias: bool = True) -> nn.Module:
-    torch.manual_seed(3)
-    cell, options = RECURRENT[name]
-    return RecurrentClassifier(cell, bias=bias, **options).eval()
-
-
-@pytest.mark.parametrize("name", list(RECURRENT))
-def test_recurrent_nodes_match_onnxruntime_torch_and_autograd(tmp_path, name):
+@pytest.mark.parametrize("name", RECURRENT)
+def test_recurrent_nodes_match_onnxruntime_torch_and_autograd(tmp_path, name,
+                                                              recurrent_classifier):
     """torch.onnx.export writes time-first RNN/LSTM/GRU nodes between transposes: the
     batch axis is followed through them, and the unrolled layers reproduce onnxruntime
     (float) and the torch model (double), with its gradient."""
@@ -504,7 +482,8 @@ def test_recurrent_nodes_match_onnxruntime_torch_and_autograd(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "bi-lstm"])
-def test_recurrent_nodes_deeplift_sums_and_lrp_conserves(tmp_path, name):
+def test_recurrent_nodes_deeplift_sums_and_lrp_conserves(tmp_path, name,
+                                                         recurrent_classifier):
     """DeepLift sums to ``f(x) - f(x_ref)`` of the torch model; LRP epsilon without
     biases conserves relevance (the gates, held fixed, get none)."""
     model = recurrent_classifier(name, bias=False)

@@ -31,7 +31,12 @@ from torch import Tensor, fx, nn
 
 from innsight._validation import as_dim_list
 from innsight.converter.errors import ConversionError
-from innsight.converter.torch_fx import TRACE_BATCH, BatchAxis, describe_torch, random_inputs
+from innsight.converter.torch_fx import (
+    TRACE_BATCH,
+    BatchAxis,
+    describe_torch,
+    random_inputs,
+)
 
 EXTRA_HINT = "pip install innsight[onnx]"
 
@@ -68,8 +73,8 @@ def _describe(
     inputs = _graph_inputs(proto)
     dims, batch_sizes = _input_dims(onnx, proto, inputs, input_dim)
     working = _working_copy(onnx, proto)
-    from innsight.converter import onnx_ops  # registers onnx2torch's modules
-    from innsight.converter import onnx_recurrent, onnx_trilu  # noqa: F401  (converters for onnx2torch)
+    # registers onnx2torch's modules, and converters for the ops onnx2torch lacks
+    from innsight.converter import onnx_ops, onnx_recurrent, onnx_trilu  # noqa: F401
 
     graph_module = _onnx_to_fx(onnx, onnx2torch, working)
 

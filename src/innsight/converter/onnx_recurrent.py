@@ -24,8 +24,11 @@ from typing import Any
 
 import torch
 from onnx2torch.node_converters.registry import add_converter
-from onnx2torch.utils.common import OnnxToTorchModule, OperationConverterResult
-from onnx2torch.utils.common import onnx_mapping_from_node
+from onnx2torch.utils.common import (
+    OnnxToTorchModule,
+    OperationConverterResult,
+    onnx_mapping_from_node,
+)
 from torch import Tensor, fx, nn
 
 from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
@@ -82,21 +85,16 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         y, y_h, y_c = torch.stack(ys, 1), torch.stack(last_h), torch.stack(last_c)
         return (y, y_h, y_c) if self.op_type == "LSTM" else (y, y_h)
 
-    def _step(self, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
-              b_ih: Tensor | None, b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One step in torch's equations: the new hidden and cell state ``(B, H)``."""
-        from_x = nn.functional.linear(x, w_ih, b_ih)
-        from_h = nn.functional.linear(h, w_hh, b_hh)
-        if self.op_type == "RNN":
-            return getattr(torch, self.act_name)(from_x + from_h), c
+    def _step(self, x: Tensor, h: Tensor, c: Tensor, *weights: Tensor | None
+              ) -> tuple[Tensor, Tensor]:
+        """One step of torch's cell: the new hidden and cell state ``(B, H)``."""
         if self.op_type == "LSTM":
-            i, f, g, o = (from_x + from_h).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            return torch.sigmoid(o) * torch.tanh(c), c
-        (r_x, z_x, n_x), (r_h, z_h, n_h) = from_x.chunk(3, dim=1), from_h.chunk(3, dim=1)
-        r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
-        n = torch.tanh(n_x + r * n_h)
-        return (1 - z) * n + z * h, c
+            return torch.lstm_cell(x, (h, c), *weights)
+        if self.op_type == "GRU":
+            return torch.gru_cell(x, h, *weights), c
+        w_ih, w_hh, b_ih, b_hh = weights
+        return getattr(torch, self.act_name)(nn.functional.linear(x, w_ih, b_ih)
+                                             + nn.functional.linear(h, w_hh, b_hh)), c
 
 
 def torch_weights(op_type: str, weight: Tensor) -> Tensor:
@@ -125,8 +123,8 @@ def _convert(node: Any, graph: Any) -> OperationConverterResult:
          attributes.get("layout", 0)),
         (f"clip={attributes.get('clip')}", "clip" in attributes),
         ("input_forget=1", attributes.get("input_forget", 0)),
-        ("linear_before_reset=0 (the reset gate applied before the recurrent weights; "
-         "torch and Keras' reset_after=True apply it after)",
+        (("linear_before_reset=0 (the reset gate applied before the recurrent weights; "
+          "torch and Keras' reset_after=True apply it after)"),
          op_type == "GRU" and not attributes.get("linear_before_reset", 0)),
         (f"activations {activations}", not known or activations != first * n_directions),
     ]
@@ -149,6 +147,15 @@ for _op_type in _CELLS:
             pass
 
 
+#: Per op type: one direction unrolled, ``(emit, source, shape, w_ih, w_hh, b_ih, b_hh,
+#: act_name, reverse, part) -> hidden states (L, H)``.
+_UNROLL = {
+    "RNN": emit_rnn,
+    "LSTM": lambda *args: emit_lstm(*args[:7], *args[8:]),
+    "GRU": lambda *args: emit_gru(*args[:7], *args[8:]),
+}
+
+
 def _handler(t: Any, node: fx.Node) -> Outputs:
     """The node unrolled over time; ``Y`` as ``(L, D, H)`` and ``Y_h`` as ``(D, H)``
     per sample, ``Y_c`` not converted."""
@@ -159,9 +166,11 @@ def _handler(t: Any, node: fx.Node) -> Outputs:
         if value is not None and (not isinstance(state, Tensor) or bool(state.any())):
             raise t.unsupported(node, f"{m.op_type} with a non-zero {name}",
                                 "Initial states must be zero (absent). ")
-    weights = [t.constant(node.args[k]) for k in (1, 2)]
-    bias = arg(node, 3, "b", None)
-    bias = None if bias is None else t.constant(bias)
+    given = [v for v in (node.args[1], node.args[2], arg(node, 3, "b", None)) if v is not None]
+    constants = [t.constant(v) for v in given]
+    if any(not isinstance(c, Tensor) for c in constants):
+        raise t.unsupported(node, f"{m.op_type} with weights computed from the model input")
+    weights, bias = constants[:2], constants[2] if len(constants) > 2 else None
     source, shape = node.args[0], t.shape(node.args[0])
     emit = _emitter(t, node)
     hidden = m.hidden_size
@@ -171,13 +180,8 @@ def _handler(t: Any, node: fx.Node) -> Outputs:
         b_ih, b_hh = (None, None) if bias is None else (
             torch_weights(m.op_type, part) for part in bias[d].chunk(2))
         part = f"d{d}"
-        if m.op_type == "LSTM":
-            seq = emit_lstm(emit, source, shape, w_ih, w_hh, b_ih, b_hh, reverse, part)
-        elif m.op_type == "GRU":
-            seq = emit_gru(emit, source, shape, w_ih, w_hh, b_ih, b_hh, reverse, part)
-        else:
-            seq = emit_rnn(emit, source, shape, w_ih, w_hh, b_ih, b_hh, m.act_name, reverse,
-                           part)
+        seq = _UNROLL[m.op_type](emit, source, shape, w_ih, w_hh, b_ih, b_hh, m.act_name,
+                                 reverse, part)
         end = 0 if reverse else shape[0] - 1
         sequences.append(emit("Reshape", [seq], f"{part}_y", shape=[shape[0], 1, hidden]))
         last.append(emit("Slice", [seq], f"{part}_y_h", ranges=[[end, end + 1, 1],
