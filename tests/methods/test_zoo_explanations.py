@@ -97,7 +97,8 @@ def test_gradient_deeplift_and_lrp_epsilon_without_biases(name, zoo_model):
     """In float64, in the model with every bias zero (one conversion for all three): the
     Gradient equals autograd, DeepLift (rescale, a random reference) sums to
     ``f(x) - f(x_ref)``, and LRP epsilon relevance sums to the explained output (an
-    epsilon of 1e-12 keeps what its stabiliser absorbs below 1e-8)."""
+    epsilon of 1e-9 times the output scale keeps what its stabiliser absorbs below 1e-6:
+    without biases, DeepLabV3's outputs are of order 1e-11)."""
     build, input_dim, nodes = MODELS[name]
     model = without_biases(build(name, zoo_model))
     conv = ins.convert(model, input_dim=input_dim, dtype="double")
@@ -118,8 +119,8 @@ def test_gradient_deeplift_and_lrp_epsilon_without_biases(name, zoo_model):
     sums = res.get_result("torch_tensor").flatten(1, -2).sum(1)
     assert (sums - goal).abs().max() <= 1e-8 * goal.abs().max()
 
-    res = ins.run_lrp(conv, x, output_idx=nodes, rule_name="epsilon", rule_param=1e-12,
-                      dtype="double")
+    res = ins.run_lrp(conv, x, output_idx=nodes, rule_name="epsilon",
+                      rule_param=1e-9 * out.abs().max().item(), dtype="double")
     sums, goal = res.decomp_sum[0], res.decomp_goal[0]
     assert goal.abs().min() > 0, "degenerate: an explained output is zero"
-    assert ((sums - goal).abs() <= 1e-8 * goal.abs().max()).all()
+    assert ((sums - goal).abs() <= 1e-6 * goal.abs().max()).all()
