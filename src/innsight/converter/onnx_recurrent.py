@@ -73,8 +73,8 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
             w_ih, w_hh = torch_weights(self.op_type, w[d]), torch_weights(self.op_type, r[d])
             b_ih, b_hh = (None, None) if b is None else (
                 torch_weights(self.op_type, part) for part in b[d].chunk(2))
-            h = x.new_zeros(batch, hidden) if initial_h is None else initial_h[d]
-            c = x.new_zeros(batch, hidden) if initial_c is None else initial_c[d]
+            h, c = (x.new_zeros(batch, hidden) if state is None
+                    else state[d].expand(batch, hidden) for state in (initial_h, initial_c))
             states: list[Tensor] = [x] * steps
             for t in (reversed(range(steps)) if reverse else range(steps)):
                 h, c = self._step(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
