@@ -280,6 +280,38 @@ def randomize_batch_norm(model: nn.Module, seed: int = 1, spread: float = 1.0) -
     return model
 
 
+class RecurrentClassifier(nn.Module):
+    """A recurrent layer over (6 steps, 4 features), its last output through a dense layer."""
+
+    def __init__(self, cell: type[nn.Module], bias: bool = True, **options: Any) -> None:
+        super().__init__()
+        self.rnn = cell(4, 5, batch_first=True, bias=bias, **options)
+        self.fc = nn.Linear(5 * (2 if options.get("bidirectional") else 1), 3, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
+
+
+#: Recurrent classifiers by name: the torch module and its options.
+RECURRENT_CELLS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "lstm": (nn.LSTM, {}),
+    "gru": (nn.GRU, {}),
+    "bi-lstm": (nn.LSTM, {"bidirectional": True}),
+    "gru-2-layers": (nn.GRU, {"num_layers": 2}),
+    "rnn-tanh": (nn.RNN, {}),
+    "bi-rnn-relu": (nn.RNN, {"nonlinearity": "relu", "bidirectional": True}),
+    "rnn-relu-2-layers": (nn.RNN, {"nonlinearity": "relu", "num_layers": 2}),
+    "bi-gru-2-layers": (nn.GRU, {"bidirectional": True, "num_layers": 2}),
+}
+
+
+def _recurrent_classifier(name: str, bias: bool = True) -> nn.Module:
+    torch.manual_seed(4)
+    cell, options = RECURRENT_CELLS[name]
+    return RecurrentClassifier(cell, bias=bias, **options).eval()
+
+
 def build(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
     """``factory()`` with seeded weights and random batch-norm statistics, in eval mode."""
     torch.manual_seed(seed)
@@ -437,6 +469,13 @@ def module_from() -> Callable[..., nn.Module]:
 def mlp() -> nn.Module:
     """Input (5,), output (3,)."""
     return build(MLP)
+
+
+@pytest.fixture
+def recurrent_classifier() -> Callable[..., nn.Module]:
+    """``recurrent_classifier(name, bias=True)``: a seeded :class:`RecurrentClassifier`
+    (names in :data:`RECURRENT_CELLS`) in eval mode; input (6, 4), output (3,)."""
+    return _recurrent_classifier
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
 """One architecture with identical weights in torch, ONNX (exported from torch),
 Keras and, for an MLP, scikit-learn: the converted models give the same outputs
-and the same Gradient, IntegratedGradient, LRP and DeepLift results.
+and the same Gradient, IntegratedGradient, LRP and DeepLift results. The
+architectures: an MLP, a CNN, LSTM, GRU and bi-LSTM classifiers (ONNX's time-first
+recurrent nodes, Keras' ``Bidirectional``) and a U-Net (transposed convolution,
+upsampling, group norm, which ONNX spells out in five nodes).
 
 Each converted model is checked against its own framework by the conversion's
 dry run; here the frameworks are checked against each other, through
@@ -163,43 +166,59 @@ def test_cnn_in_three_frameworks_agrees(cnn, tmp_path):
 
 
 class RecurrentClassifier(nn.Module):
-    def __init__(self, cell: type[nn.Module]) -> None:
+    """A recurrent layer over (5 steps, 3 features) without biases; its last output (one
+    direction) or its whole flattened sequence (both directions) through a dense layer."""
+
+    def __init__(self, cell: type[nn.Module], bidirectional: bool = False) -> None:
         super().__init__()
-        self.rnn = cell(3, 4, batch_first=True, bias=False)
-        self.fc = nn.Linear(4, 3)
+        self.rnn = cell(3, 4, batch_first=True, bias=False, bidirectional=bidirectional)
+        self.fc = nn.Linear(5 * 8 if bidirectional else 4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
-        return torch.softmax(self.fc(out[:, -1]), dim=1)
+        out = out.flatten(1) if self.rnn.bidirectional else out[:, -1]
+        return torch.softmax(self.fc(out), dim=1)
 
 
 def keras_recurrent(model: RecurrentClassifier):
-    """The same classifier in Keras: kernels transposed, GRU gate blocks (r, z, n) in
-    Keras' order (z, r, h)."""
+    """The same classifier in Keras (``Bidirectional`` with the backward weights of torch's
+    reverse direction): kernels transposed, GRU gate blocks (r, z, n) in Keras' order
+    (z, r, h)."""
     keras = keras_module()
     layers = keras.layers
     cell = {nn.LSTM: layers.LSTM, nn.GRU: layers.GRU}[type(model.rnn)]
-    net = keras.Sequential([keras.Input((5, 3)), cell(4, use_bias=False),
-                            layers.Dense(3, activation="softmax")])
-    w_ih, w_hh = (getattr(model.rnn, name).detach().numpy() for name in ("weight_ih_l0",
-                                                                         "weight_hh_l0"))
-    if isinstance(model.rnn, nn.GRU):
-        w_ih, w_hh = (np.concatenate([w[4:8], w[:4], w[8:]]) for w in (w_ih, w_hh))
-    net.set_weights([w_ih.T, w_hh.T, model.fc.weight.detach().numpy().T,
-                     model.fc.bias.detach().numpy()])
+    rnn = cell(4, use_bias=False, return_sequences=model.rnn.bidirectional)
+    stack = ([layers.Bidirectional(rnn), layers.Flatten()] if model.rnn.bidirectional
+             else [rnn])
+    net = keras.Sequential([keras.Input((5, 3)), *stack, layers.Dense(3, activation="softmax")])
+    for keras_rnn, suffix in ([(stack[0].forward_layer, ""), (stack[0].backward_layer,
+                                                              "_reverse")]
+                              if model.rnn.bidirectional else [(rnn, "")]):
+        w_ih, w_hh = (getattr(model.rnn, name + suffix).detach().numpy()
+                      for name in ("weight_ih_l0", "weight_hh_l0"))
+        if isinstance(model.rnn, nn.GRU):
+            w_ih, w_hh = (np.concatenate([w[4:8], w[:4], w[8:]]) for w in (w_ih, w_hh))
+        keras_rnn.set_weights([w_ih.T, w_hh.T])
+    net.layers[-1].set_weights([model.fc.weight.detach().numpy().T, model.fc.bias.detach().numpy()])
     return net
 
 
-@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
-def test_recurrent_classifier_in_torch_and_keras_agrees(cell):
+@pytest.mark.parametrize(("cell", "bidirectional"), [(nn.LSTM, False), (nn.GRU, False),
+                                                     (nn.LSTM, True)],
+                         ids=["lstm", "gru", "bi-lstm"])
+def test_recurrent_classifier_in_three_frameworks_agrees(cell, bidirectional, tmp_path):
+    """torch, ONNX (exported from torch: time-first RNN nodes) and Keras (``LSTM``, ``GRU``,
+    ``Bidirectional``) give the same outputs and explanations."""
     torch.manual_seed(6)
-    model = RecurrentClassifier(cell).eval()
+    model = RecurrentClassifier(cell, bidirectional).eval()
     converters = {"torch": ins.convert(model, input_dim=[5, 3], dtype="double"),
+                  "onnx": ins.convert(export_onnx(model, [5, 3], tmp_path / "rnn.onnx"),
+                                      dtype="double"),
                   "keras": ins.convert(keras_recurrent(model), dtype="double")}
     x = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    # Keras holds (time steps, features) channels first inside: give it its own layout
-    keras_x = x.permute(0, 2, 1)
-    outputs = [converters["torch"].model(x), converters["keras"].model(keras_x)]
+    # torch and ONNX hold (time steps, features); Keras holds them channels first
+    assert_all_agree({k: converters[k] for k in ("torch", "onnx")}, x)
+    outputs = [converters["torch"].model(x), converters["keras"].model(x.permute(0, 2, 1))]
     np.testing.assert_allclose(outputs[1].detach().numpy(), outputs[0].detach().numpy(),
                                rtol=0, atol=TOL)
     # SmoothGrad draws its noise in each model's inside layout: (steps, features) for
@@ -211,3 +230,67 @@ def test_recurrent_classifier_in_torch_and_keras_agrees(cell):
                                          dtype="double", seed=0, **args).get_result()
         np.testing.assert_allclose(keras_res, torch_res, rtol=0,
                                    atol=TOL * np.abs(torch_res).max(), err_msg=f"{method} {args}")
+
+
+# ---- a U-Net: torch, ONNX, Keras (transposed convolution, upsampling, group norm) ------------------------
+
+
+class UNet(nn.Module):
+    """Two levels: a strided encoder, a transposed convolution and a nearest upsampling
+    back to the input size, a skip connection, group norm; a (3, 8, 8) map of logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(2, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(6, 4, 2, stride=2)
+        self.bottom = nn.Conv2d(6, 2, 1)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Conv2d(10, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = torch.relu(self.norm(self.enc(x)))
+        low = torch.relu(self.down(skip))
+        joined = torch.cat([skip, self.up(low), self.upsample(self.bottom(low))], dim=1)
+        return self.head(joined)
+
+
+def keras_unet(model: UNet):
+    """The same U-Net in Keras (channels last): kernels (kh, kw, in, out), transposed
+    kernels (kh, kw, out, in), group norm with torch's epsilon; torch's padding 1 of the
+    strided convolution is Keras' padding (1, 0) here (its last padded row is unused)."""
+    keras = keras_module()
+    layers = keras.layers
+    x = keras.Input((8, 8, 2))
+    skip = layers.ReLU()(layers.GroupNormalization(2, epsilon=model.norm.eps, name="norm")(
+        layers.Conv2D(4, 3, padding="same", name="enc")(x)))
+    low = layers.Conv2D(6, 3, strides=2, activation="relu", name="down")(
+        layers.ZeroPadding2D(((1, 0), (1, 0)))(skip))
+    up = layers.Conv2DTranspose(4, 2, strides=2, name="up")(low)
+    upsampled = layers.UpSampling2D(2, interpolation="nearest")(
+        layers.Conv2D(2, 1, name="bottom")(low))
+    out = layers.Conv2D(3, 1, name="head")(layers.Concatenate()([skip, up, upsampled]))
+    net = keras.Model(x, out)
+    for name in ("enc", "norm", "down", "up", "bottom", "head"):
+        m = getattr(model, name)
+        weight = m.weight.detach()
+        net.get_layer(name).set_weights([
+            weight.permute(2, 3, 1, 0).numpy() if weight.ndim == 4 else weight.numpy(),
+            m.bias.detach().numpy()])
+    return net
+
+
+def test_unet_in_three_frameworks_agrees(tmp_path):
+    torch.manual_seed(7)
+    model = UNet().eval()
+    for p in model.norm.parameters():  # not the initial ones and zeros
+        nn.init.normal_(p)
+    converters = {
+        "torch": ins.convert(model, input_dim=[2, 8, 8], dtype="double"),
+        "onnx": ins.convert(export_onnx(model, [2, 8, 8], tmp_path / "unet.onnx"),
+                            dtype="double"),
+        "keras": ins.convert(keras_unet(model), dtype="double"),
+    }
+    x = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert_all_agree(converters, x)

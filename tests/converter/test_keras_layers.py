@@ -226,6 +226,17 @@ LAYER_CASES = {
     "simple-rnn": lambda: sequential((6, 4), layers.SimpleRNN(5, bias_initializer="ones")),
     "simple-rnn-relu-stacked": lambda: sequential((6, 4), layers.SimpleRNN(
         4, activation="relu", return_sequences=True), layers.LSTM(3)),
+    # Bidirectional: every merge mode, the sequence (the backward one flipped back into
+    # time order) and the last states
+    **{f"bidirectional-{cell.__name__.lower()}-{mode}-{'sequence' if seq else 'last'}":
+       (lambda cell=cell, mode=mode, seq=seq: sequential((5, 3), layers.Bidirectional(
+           cell(4, return_sequences=seq, bias_initializer="random_normal"), merge_mode=mode)))
+       for cell, mode, seq in [
+           (layers.LSTM, "concat", True), (layers.LSTM, "concat", False),
+           (layers.GRU, "sum", True), (layers.GRU, "sum", False),
+           (layers.SimpleRNN, "mul", True), (layers.LSTM, "mul", False),
+           (layers.GRU, "ave", True), (layers.SimpleRNN, "ave", False),
+           (layers.LSTM, None, True), (layers.GRU, None, False)]},
 }
 
 
@@ -585,7 +596,15 @@ def test_a_handler_failure_is_a_conversion_error_naming_the_layer(monkeypatch):
     (layers.GRU(3, reset_after=False), "GRU with reset_after=False"),
     (layers.LSTM(3, recurrent_activation="hard_sigmoid"), "recurrent_activation hard_sigmoid"),
     (layers.SimpleRNN(3, activation="sigmoid"), "SimpleRNN with activation sigmoid"),
-], ids=["backwards", "reset-before", "hard-sigmoid", "sigmoid-rnn"])
+    (layers.Bidirectional(layers.GRU(3, reset_after=False)), "GRU with reset_after=False"),
+], ids=["backwards", "reset-before", "hard-sigmoid", "sigmoid-rnn", "bidirectional-inner"])
 def test_recurrent_layers_refuse_what_does_not_convert(layer, what):
     with pytest.raises(ins.ConversionError, match=what):
         ins.convert(sequential((6, 4), layer))
+
+
+def test_bidirectional_with_return_state_is_refused():
+    x = keras.Input((6, 4))
+    out = layers.Bidirectional(layers.LSTM(3, return_state=True))(x)[0]
+    with pytest.raises(ins.ConversionError, match="Bidirectional with return_state"):
+        ins.convert(keras.Model(x, out))

@@ -187,16 +187,27 @@ def test_more_zoo_models_match_onnxruntime(tmp_path, zoo_model, name):
 # ---- graphs, layouts and operations -----------------------------------------------------------------
 
 
-def test_group_norm_matches_onnxruntime(tmp_path):
-    """ONNX writes group norm as a reshape, InstanceNormalization and a reshape; instance
-    norm converts as a layer norm per channel."""
+def test_group_norm_matches_onnxruntime_and_the_torch_conversion(tmp_path):
+    """ONNX writes group norm as a reshape, InstanceNormalization, a reshape back, Mul and
+    Add; they fuse into the group norm's layers, so that every LRP rule gives what it
+    gives for the torch model (unfused, the epsilon stabiliser of five layers differs)."""
     torch.manual_seed(0)
     norm = nn.GroupNorm(2, 4)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
-    model = nn.Sequential(nn.Conv1d(2, 4, 3), norm, nn.Flatten(), nn.Linear(16, 2))
-    check_against_onnxruntime(export(model, [[2, 6]], tmp_path / "gn.onnx"), [[2, 6]])
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), norm, nn.Flatten(), nn.Linear(16, 2)).eval()
+    conv = check_against_onnxruntime(export(model, [[2, 6]], tmp_path / "gn.onnx"), [[2, 6]])
+    direct = ins.convert(model, input_dim=[2, 6])
+    assert [layer.type_name for layer in conv.model.layers] == [
+        layer.type_name for layer in direct.model.layers]
+    conv = ins.convert(str(tmp_path / "gn.onnx"), dtype="double")
+    direct = ins.convert(model, input_dim=[2, 6], dtype="double")
+    x = torch.randn(3, 2, 6, dtype=torch.float64)
+    for rule_name, rule_param in (("epsilon", 0.01), ("alpha_beta", 2.0)):
+        cmp = ins.compare_models({"torch": direct, "onnx": conv}, x, "LRP", dtype="double",
+                                 rule_name=rule_name, rule_param=rule_param)
+        assert (cmp.differences()["max_rel_diff"] < 1e-10).all()
 
 
 class Decoder(nn.Module):
@@ -444,3 +455,172 @@ def test_spelled_out_gelu_and_silu_become_activations(tmp_path):
     for name in ("LRP", "DeepLift"):
         cmp = ins.compare_models({"torch": direct, "onnx": conv}, x, name, dtype="double")
         assert (cmp.differences()["max_rel_diff"] < 1e-7).all()
+
+
+# ---- recurrent nodes (RNN, LSTM, GRU) and Trilu, which onnx2torch does not read ------------------
+
+
+#: Classifiers of ``tests/conftest.py``: both directions, two layers, the three cells.
+RECURRENT = ["lstm", "gru", "bi-lstm", "rnn-relu-2-layers", "bi-gru-2-layers"]
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_recurrent_nodes_match_onnxruntime_torch_and_autograd(tmp_path, name,
+                                                              recurrent_classifier):
+    """torch.onnx.export writes time-first RNN/LSTM/GRU nodes between transposes: the
+    batch axis is followed through them, and the unrolled layers reproduce onnxruntime
+    (float) and the torch model (double), with its gradient."""
+    model = recurrent_classifier(name)
+    path = export(model, [[6, 4]], tmp_path / f"{name}.onnx")
+    check_against_onnxruntime(path, [[6, 4]])
+    conv = ins.convert(str(path), dtype="double")
+    x = torch.randn(3, 6, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(conv.model(x), model.double()(x), 1e-12)
+    res = ins.run_grad(conv, x, output_idx=[0, 2], dtype="double")
+    assert_close(res.get_result(), autograd_gradient(model, x, [0, 2]), 1e-10)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "bi-lstm"])
+def test_recurrent_nodes_deeplift_sums_and_lrp_conserves(tmp_path, name,
+                                                         recurrent_classifier):
+    """DeepLift sums to ``f(x) - f(x_ref)`` of the torch model; LRP epsilon without
+    biases conserves relevance (the gates, held fixed, get none)."""
+    model = recurrent_classifier(name, bias=False)
+    conv = ins.convert(str(export(model, [[6, 4]], tmp_path / "m.onnx")), dtype="double")
+    model = model.double()
+    x, x_ref = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(1, 6, 4,
+                                                                      dtype=torch.float64)
+    res = ins.run_deeplift(conv, x, x_ref=x_ref, dtype="double")
+    with torch.no_grad():
+        goal = model(x) - model(x_ref)
+    assert_close(res.get_result("torch_tensor").sum((1, 2)), goal, 1e-9)
+    res = ins.run_lrp(conv, x, rule_name="epsilon", rule_param=1e-9, dtype="double")
+    assert_close(res.decomp_sum[0], res.decomp_goal[0], 1e-6)
+
+
+def recurrent_node(path: Path, op_type: str, hidden: int, steps: int, features: int,
+                   outputs: Sequence[str], inputs: Sequence[str] = (),
+                   initializers: Sequence[Any] = (), **attributes: Any) -> Path:
+    """A graph of one ``op_type`` node on ``x`` (batch-first, transposed to time-first) with
+    random weights, returning the node's ``outputs`` (``Y``, ``Y_h``, ``Y_c``) batch-first."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op_type]
+    directions = 2 if attributes.get("direction") == "bidirectional" else 1
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=shape).astype(np.float32) * 0.5 for shape in (
+        (directions, gates * hidden, features), (directions, gates * hidden, hidden),
+        (directions, 2 * gates * hidden))]
+    nodes = [helper.make_node("Transpose", ["x"], ["x_t"], perm=[1, 0, 2])]
+    nodes.append(helper.make_node(op_type, ["x_t", "W", "R", "B", *inputs],
+                                  ["Y", "Y_h", "Y_c"] if op_type == "LSTM" else ["Y", "Y_h"],
+                                  hidden_size=hidden, **attributes))
+    final_outputs = []
+    for name in outputs:
+        rank = 4 if name == "Y" else 3
+        perm = [2, 0, 1, 3] if rank == 4 else [1, 0, 2]
+        nodes.append(helper.make_node("Transpose", [name], [f"{name}_out"], perm=perm))
+        final_outputs.append(helper.make_tensor_value_info(
+            f"{name}_out", onnx.TensorProto.FLOAT, ["b", *(f"{name}_{k}" for k in range(1, rank))]))
+    graph = helper.make_graph(
+        nodes, "recurrent",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", steps, features])],
+        final_outputs,
+        [numpy_helper.from_array(w, n) for w, n in zip(weights, "WRB")] + list(initializers))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("op_type", "attributes"), [
+    ("LSTM", {"direction": "reverse"}),
+    ("LSTM", {"direction": "bidirectional"}),
+    ("GRU", {"direction": "bidirectional", "linear_before_reset": 1}),
+    ("RNN", {"activations": ["Relu"]}),
+    ("RNN", {"direction": "bidirectional", "activations": ["Sigmoid", "Sigmoid"]}),
+], ids=["lstm-reverse", "lstm-bidirectional", "gru-bidirectional", "rnn-relu",
+        "rnn-sigmoid-bidirectional"])
+def test_recurrent_node_outputs_match_onnxruntime(tmp_path, op_type, attributes):
+    """Both outputs ``Y (L, D, H)`` and ``Y_h (D, H)`` per sample, read backwards and in
+    both directions."""
+    path = recurrent_node(tmp_path / "node.onnx", op_type, 3, 5, 2, ["Y", "Y_h"], **attributes)
+    check_against_onnxruntime(path, [[5, 2]])
+
+
+@pytest.mark.parametrize(("op_type", "outputs", "inputs", "attributes", "what"), [
+    ("LSTM", ["Y"], [], {"clip": 3.0}, "LSTM with clip=3.0"),
+    ("LSTM", ["Y"], [], {"input_forget": 1}, "LSTM with input_forget=1"),
+    ("LSTM", ["Y"], [], {"layout": 1}, "LSTM with layout=1"),
+    ("GRU", ["Y"], [], {}, "GRU with linear_before_reset=0"),
+    ("LSTM", ["Y"], [], {"activations": ["Sigmoid", "Relu", "Tanh"]}, "LSTM with activations"),
+    ("RNN", ["Y"], [], {"activations": ["Elu"]}, "RNN with activations"),
+    ("LSTM", ["Y"], ["lens"], {}, "LSTM with the input sequence_lens"),
+    ("LSTM", ["Y"], ["", "h0"], {}, "LSTM with a non-zero initial_h"),
+    ("LSTM", ["Y_c"], [], {}, "element 2 of the output"),
+], ids=["clip", "input-forget", "batch-first", "reset-before", "lstm-activations", "rnn-activation",
+        "sequence-lens", "initial-state", "cell-state-output"])
+def test_recurrent_nodes_refuse_what_does_not_convert(tmp_path, op_type, outputs, inputs,
+                                                      attributes, what):
+    initializers = [onnx.numpy_helper.from_array(np.full(4, 5, np.int32), "lens"),
+                    onnx.numpy_helper.from_array(np.ones((1, 1, 3), np.float32), "h0")]
+    path = recurrent_node(tmp_path / "node.onnx", op_type, 3, 5, 2, outputs, inputs=inputs,
+                          initializers=[i for i in initializers if i.name in inputs],
+                          **attributes)
+    with pytest.raises(ins.ConversionError, match=what):
+        ins.convert(str(path))
+
+
+def trilu_graph(path: Path, body: list[Any], shape: Sequence[Any]) -> Path:
+    """A graph from ``x`` of ``shape`` (batch first) to ``y`` through ``body``."""
+    helper = onnx.helper
+    graph = helper.make_graph(
+        body, "trilu", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_trilu_of_a_constant_folds_and_of_the_data_is_a_mask(tmp_path):
+    """A causal mask (the lower triangle of ones) multiplies the data; the upper triangle
+    of the data above the diagonal is added: onnxruntime, autograd and DeepLift's sum."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    body = [
+        helper.make_node("Constant", [], ["ones"], value=numpy_helper.from_array(
+            np.ones((5, 5), np.float32))),
+        helper.make_node("Trilu", ["ones"], ["causal"], upper=0),
+        helper.make_node("Mul", ["x", "causal"], ["masked"]),
+        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(
+            np.array(1, np.int64))),
+        helper.make_node("Trilu", ["x", "k"], ["above"]),
+        helper.make_node("Add", ["masked", "above"], ["sum"]),
+        helper.make_node("Tanh", ["sum"], ["y"]),
+    ]
+    conv = check_against_onnxruntime(trilu_graph(tmp_path / "trilu.onnx", body, ["b", 3, 5, 5]),
+                                     [[3, 5, 5]])
+    assert [layer.type_name for layer in conv.model.layers] == [
+        "Input", "Affine", "Affine", "Add", "Activation"]
+
+    def reference(x: Tensor) -> Tensor:
+        return torch.tanh(x * torch.ones(5, 5, dtype=x.dtype).tril() + x.triu(1)).flatten(1)
+
+    conv = ins.convert(str(tmp_path / "trilu.onnx"), dtype="double")
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    res = ins.run_grad(conv, x, output_idx=[0, 6, 30, 74], ignore_last_act=False,
+                       dtype="double")
+    xg = x.clone().requires_grad_(True)
+    out = reference(xg)
+    expected = torch.stack([torch.autograd.grad(out[:, j].sum(), xg, retain_graph=True)[0]
+                            for j in (0, 6, 30, 74)], -1)
+    assert_close(res.get_result(), expected, 1e-12)
+    res = ins.run_deeplift(conv, x, output_idx=[0, 6, 30, 74], ignore_last_act=False,
+                           dtype="double")
+    with torch.no_grad():
+        goal = reference(x) - reference(torch.zeros_like(x))
+    assert_close(res.get_result("torch_tensor").sum((1, 2, 3)), goal[:, [0, 6, 30, 74]], 1e-10)
+
+
+def test_trilu_over_the_batch_axis_is_refused(tmp_path):
+    body = [onnx.helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+            onnx.helper.make_node("Trilu", ["t"], ["u"]),
+            onnx.helper.make_node("Transpose", ["u"], ["y"], perm=[1, 0, 2])]
+    with pytest.raises(ins.ConversionError, match="Trilu over the batch axis"):
+        ins.convert(str(trilu_graph(tmp_path / "trilu.onnx", body, ["b", 4, 4])))

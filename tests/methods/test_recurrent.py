@@ -15,40 +15,14 @@ import innsight as ins
 from innsight.layers import LAYER_TYPES
 from innsight.layers.lrp_rules import LRP_RULES
 
-
-class Classifier(nn.Module):
-    """A recurrent layer over (6 steps, 4 features), its last output through a dense layer."""
-
-    def __init__(self, cell: type[nn.Module], bias: bool = True, **options: object) -> None:
-        super().__init__()
-        self.rnn = cell(4, 5, batch_first=True, bias=bias, **options)
-        width = 5 * (2 if options.get("bidirectional") else 1)
-        self.fc = nn.Linear(width, 3, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.fc(out[:, -1])
+#: Classifiers of ``tests/conftest.py``: one direction and two, one layer and two.
+CELLS = ["lstm", "gru", "bi-lstm", "gru-2-layers", "rnn-tanh", "bi-rnn-relu"]
 
 
-CELLS = {
-    "lstm": (nn.LSTM, {}),
-    "gru": (nn.GRU, {}),
-    "bi-lstm": (nn.LSTM, {"bidirectional": True}),
-    "gru-2-layers": (nn.GRU, {"num_layers": 2}),
-    "rnn-tanh": (nn.RNN, {}),
-    "bi-rnn-relu": (nn.RNN, {"nonlinearity": "relu", "bidirectional": True}),
-}
-
-
-def _model(name: str, bias: bool = True) -> nn.Module:
-    torch.manual_seed(4)
-    cell, options = CELLS[name]
-    return Classifier(cell, bias=bias, **options).eval()
-
-
-@pytest.mark.parametrize("name", list(CELLS))
-def test_conversion_reproduces_the_original_and_its_gradient(name, assert_converts):
-    model = _model(name)
+@pytest.mark.parametrize("name", CELLS)
+def test_conversion_reproduces_the_original_and_its_gradient(name, assert_converts,
+                                                             recurrent_classifier):
+    model = recurrent_classifier(name)
     assert_converts(model, [6, 4])
     conv = ins.convert(model, input_dim=[6, 4], dtype="double")
     x = torch.randn(3, 6, 4, dtype=torch.float64)
@@ -63,8 +37,9 @@ def test_conversion_reproduces_the_original_and_its_gradient(name, assert_conver
 
 @pytest.mark.parametrize("rule_name", ["rescale", "reveal_cancel"])
 @pytest.mark.parametrize("name", ["lstm", "gru", "bi-rnn-relu"])
-def test_deeplift_sums_to_the_difference_of_the_original_outputs(name, rule_name):
-    model = _model(name).double()
+def test_deeplift_sums_to_the_difference_of_the_original_outputs(name, rule_name,
+                                                                 recurrent_classifier):
+    model = recurrent_classifier(name).double()
     conv = ins.convert(model, input_dim=[6, 4], dtype="double")
     x, x_ref = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(1, 6, 4,
                                                                       dtype=torch.float64)
@@ -78,9 +53,11 @@ def test_deeplift_sums_to_the_difference_of_the_original_outputs(name, rule_name
 @pytest.mark.parametrize(("rule_name", "rule_param", "rel_tol"),
                          [("simple", None, 1e-10), ("epsilon", 1e-9, 1e-6)])
 @pytest.mark.parametrize("name", ["lstm", "gru", "bi-lstm"])
-def test_lrp_conserves_relevance_without_biases(name, rule_name, rule_param, rel_tol):
+def test_lrp_conserves_relevance_without_biases(name, rule_name, rule_param, rel_tol,
+                                                recurrent_classifier):
     """Gates get no relevance (signal-take-all); all of it flows through the signals."""
-    conv = ins.convert(_model(name, bias=False), input_dim=[6, 4], dtype="double")
+    conv = ins.convert(recurrent_classifier(name, bias=False), input_dim=[6, 4],
+                       dtype="double")
     x = torch.randn(2, 6, 4, dtype=torch.float64)
     res = ins.run_lrp(conv, x, rule_name=rule_name, rule_param=rule_param, dtype="double")
     sums, goal = res.decomp_sum[0], res.decomp_goal[0]

@@ -369,19 +369,19 @@ def _gru_blocks(array: np.ndarray, hidden: int) -> np.ndarray:
     return np.concatenate([array[k * hidden:(k + 1) * hidden] for k in _GRU_ORDER])
 
 
-@_register("LSTM", "GRU", "SimpleRNN")
-def _recurrent(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
-    """A recurrent layer over ``(time steps, features)`` unrolled over time (see
-    :mod:`innsight.converter.recurrent`); the sequence (``return_sequences``) or its last
-    hidden state."""
-    op, x = node.operation, xs[0]
+def _unroll(t: Any, node: Any, op: Any, x: Value, source: int, reverse: bool,
+            part: str) -> int:
+    """The hidden states ``(L, H)`` of the recurrent layer ``op`` over ``source (L, E)``
+    (``x`` in Keras' time-major layout), unrolled over time (see
+    :mod:`innsight.converter.recurrent`); ``reverse`` reads the sequence backwards (the
+    backward layer of a ``Bidirectional``) and the states stay in time order."""
     cell, kind = op.cell, type(op).__name__
     given = {k: v for k, v in node.arguments.kwargs.items()
              if k in ("mask", "initial_state") and v is not None}
     act = cell.activation.__name__
     gate_act = getattr(getattr(cell, "recurrent_activation", None), "__name__", None)
     refused = [name for name, used in (
-        ("go_backwards", op.go_backwards), ("stateful", op.stateful),
+        ("go_backwards", op.go_backwards != reverse), ("stateful", op.stateful),
         ("return_state", op.return_state), ("a mask or an initial state", given),
         ("reset_after=False", kind == "GRU" and not cell.reset_after),
         (f"activation {act}", act not in (("tanh", "relu") if kind == "SimpleRNN" else ("tanh",))),
@@ -390,28 +390,82 @@ def _recurrent(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) 
     if refused or x.rank != 2:
         raise t.unsupported(f"{kind} with {', '.join(refused) or f'samples of rank {x.rank}'}",
                             "Recurrent layers convert over (time steps, features) with their "
-                            "default activations, forwards, without masks or states. ")
-    emit = lambda type_name, reads, part, **params: t.emit(  # noqa: E731
-        type_name, reads, part and f"/{part}", **params)
-    source = t.to_keras_layout(x, "/time_major")  # (time steps, features)
+                            "default activations, forwards (backwards inside Bidirectional), "
+                            "without masks or states. ")
+    emit = lambda type_name, reads, name, **params: t.emit(  # noqa: E731
+        type_name, reads, f"/{part}_{name}" if name else f"/{part}", **params)
     kernel, recurrent = to_numpy(cell.kernel).T, to_numpy(cell.recurrent_kernel).T
     bias = to_numpy(cell.bias) if cell.use_bias else None
     hidden = recurrent.shape[1]
     if kind == "LSTM":
-        seq = emit_lstm(emit, source, x.shape, kernel, recurrent, bias, None, False, "cell")
-    elif kind == "GRU":
+        return emit_lstm(emit, source, x.shape, kernel, recurrent, bias, None, reverse, "")
+    if kind == "GRU":
         b_in, b_rec = (None, None) if bias is None else (_gru_blocks(bias[0], hidden),
                                                          _gru_blocks(bias[1], hidden))
-        seq = emit_gru(emit, source, x.shape, _gru_blocks(kernel, hidden),
-                       _gru_blocks(recurrent, hidden), b_in, b_rec, False, "cell")
-    else:
-        seq = emit_rnn(emit, source, x.shape, kernel, recurrent, bias, None, act, False,
-                       "cell")
+        return emit_gru(emit, source, x.shape, _gru_blocks(kernel, hidden),
+                        _gru_blocks(recurrent, hidden), b_in, b_rec, reverse, "")
+    return emit_rnn(emit, source, x.shape, kernel, recurrent, bias, None, act, reverse, "")
+
+
+def _last_state(t: Any, seq: int, length: int, hidden: int, reverse: bool, part: str) -> int:
+    """The state ``(H,)`` after the last step read: row ``L - 1`` of the states ``(L, H)``,
+    row 0 where the sequence is read backwards."""
+    row = 0 if reverse else length - 1
+    last = t.emit("Slice", [seq], f"/{part}_last", ranges=[[row, row + 1, 1], [0, hidden, 1]])
+    return t.emit("Reshape", [last], f"/{part}_last_state", shape=[hidden])
+
+
+@_register("LSTM", "GRU", "SimpleRNN")
+def _recurrent(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    """A recurrent layer over ``(time steps, features)`` unrolled over time; the sequence
+    (``return_sequences``) or its last hidden state."""
+    op, x = node.operation, xs[0]
+    seq = _unroll(t, node, op, x, t.to_keras_layout(x, "/time_major"), False, "cell")
     if op.return_sequences:
         return [t.from_keras_layout(seq, 2, "/channels_first")]
-    length = x.shape[0]
-    last = t.emit("Slice", [seq], "/last", ranges=[[length - 1, length, 1], [0, hidden, 1]])
-    return [t.emit("Reshape", [last], "/last_state", shape=[hidden])]
+    return [_last_state(t, seq, x.shape[0], outs[0][-1], False, "cell")]
+
+
+#: ``Bidirectional``'s merge modes: the layer that joins the two directions, its
+#: parameters given the axis of the features, and an affine map after it.
+_MERGES: dict[str, tuple[str, Callable[[int], dict[str, Any]], float]] = {
+    "concat": ("Concatenate", lambda axis: {"axis": axis}, 1.0),
+    "sum": ("Add", lambda axis: {}, 1.0),
+    "ave": ("Add", lambda axis: {}, 0.5),
+    "mul": ("Multiply", lambda axis: {}, 1.0),
+}
+
+
+@_register("Bidirectional")
+def _bidirectional(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]
+                   ) -> list[int]:
+    """A recurrent layer read forwards and backwards, both unrolled over time; the two
+    sequences (the backward one in time order, as Keras flips it) or last states
+    merged by ``merge_mode`` (``concat``, ``sum``, ``ave``, ``mul``; ``None``: both)."""
+    op, x = node.operation, xs[0]
+    if op.return_state:
+        raise t.unsupported("Bidirectional with return_state")
+    source = t.to_keras_layout(x, "/time_major")
+    sequences = op.forward_layer.return_sequences
+    directions = []
+    for layer, reverse, part in ((op.forward_layer, False, "forward"),
+                                 (op.backward_layer, True, "backward")):
+        seq = _unroll(t, node, layer, x, source, reverse, part)
+        hidden = layer.cell.units
+        directions.append(seq if sequences else _last_state(t, seq, x.shape[0], hidden,
+                                                            reverse, part))
+    if op.merge_mode is None:
+        merged = directions
+    else:
+        type_name, params, scale = _MERGES[op.merge_mode]
+        merged = [t.emit(type_name, directions, f"/{op.merge_mode}",
+                         **params(1 if sequences else 0))]
+        if scale != 1.0:
+            merged = [t.emit("Affine", merged, "/mean", scale=scale)]
+    if not sequences:
+        return merged
+    return [t.from_keras_layout(m, 2, f"/channels_first{k or ''}") for k, m in
+            enumerate(merged)]
 
 
 def _one_internal_axis(t: Any, keras_axis: Any, rank: int, what: str) -> int:

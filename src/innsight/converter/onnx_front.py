@@ -31,7 +31,12 @@ from torch import Tensor, fx, nn
 
 from innsight._validation import as_dim_list
 from innsight.converter.errors import ConversionError
-from innsight.converter.torch_fx import TRACE_BATCH, describe_torch, random_inputs
+from innsight.converter.torch_fx import (
+    TRACE_BATCH,
+    BatchAxis,
+    describe_torch,
+    random_inputs,
+)
 
 EXTRA_HINT = "pip install innsight[onnx]"
 
@@ -68,8 +73,10 @@ def _describe(
     inputs = _graph_inputs(proto)
     dims, batch_sizes = _input_dims(onnx, proto, inputs, input_dim)
     working = _working_copy(onnx, proto)
+    # registers onnx2torch's modules, and converters for the ops onnx2torch lacks
+    from innsight.converter import onnx_ops, onnx_recurrent, onnx_trilu  # noqa: F401
+
     graph_module = _onnx_to_fx(onnx, onnx2torch, working)
-    from innsight.converter import onnx_ops  # registers onnx2torch's modules
 
     # The original for the dry run: onnxruntime, or else onnx2torch's module as it came
     # (the passes below bake the tracing batch size into shape arguments).
@@ -87,6 +94,7 @@ def _describe(
             "dynamic_axes={'x': {0: 'batch'}}))."
         ) from err
     onnx_ops.fuse_activations(graph_module)
+    onnx_ops.fuse_group_norms(graph_module)
     onnx_names = _name_nodes_after_onnx(graph_module, working)
     _refuse_unknown_modules(graph_module)
     description, _ = describe_torch(graph_module, [list(d) for d in dims],
@@ -317,16 +325,18 @@ def _fold_constants(graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -
 
     The values come from one run at the tracing batch size; only the sample axes
     of shape arguments are used later, so the batch size baked into them is harmless.
+    A second run on one more sample finds where each tensor has its batch axis
+    (``meta["batch_axis"]``: the time-first tensors around recurrent nodes have it second);
+    the shapes of the first run stay in ``meta["traced_shape"]`` for the fusions.
     """
-    recorder = _Values(graph_module)
-    try:
-        with torch.no_grad():
-            recorder.run(*random_inputs(graph_module, dims, TRACE_BATCH))
-    except Exception as err:  # onnx2torch's modules raise what torch raises
-        raise ConversionError(
-            f"onnx2torch's torch module of the ONNX model fails on a batch of {TRACE_BATCH} "
-            f"random samples of shape(s) {[list(d) for d in dims]}: {err}"
-        ) from err
+    recorder, other = (_record(graph_module, dims, batch)
+                       for batch in (TRACE_BATCH, TRACE_BATCH + 1))
+    for node, value in recorder.values.items():
+        if recorder.from_input[node] and isinstance(value, Tensor):
+            node.meta["traced_shape"] = tuple(value.shape)
+            batch_axis = _batch_axis(value.shape, other.values[node].shape)
+            if batch_axis is not None:
+                node.meta["batch_axis"] = batch_axis
     graph = graph_module.graph
     count = 0
     for node in list(graph.nodes):
@@ -344,6 +354,31 @@ def _fold_constants(graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -
         node.replace_all_uses_with(constant)
     graph.eliminate_dead_code()
     graph_module.recompile()
+
+
+def _record(graph_module: fx.GraphModule, dims: list[tuple[int, ...]], batch: int) -> _Values:
+    """The values of one run on ``batch`` random samples."""
+    recorder = _Values(graph_module)
+    try:
+        with torch.no_grad():
+            recorder.run(*random_inputs(graph_module, dims, batch))
+    except Exception as err:  # onnx2torch's modules raise what torch raises
+        raise ConversionError(
+            f"onnx2torch's torch module of the ONNX model fails on a batch of {batch} "
+            f"random samples of shape(s) {[list(d) for d in dims]}: {err}"
+        ) from err
+    return recorder
+
+
+def _batch_axis(shape: torch.Size, other: torch.Size) -> BatchAxis | None:
+    """Where the batch axis is in a tensor of ``shape`` at ``TRACE_BATCH`` samples and of
+    ``other`` at one more: the one axis whose size grows by the same whole factor (the
+    entries of each sample merged into it); ``None`` where it is not one axis."""
+    grown = [k for k, (a, b) in enumerate(zip(shape, other)) if a != b]
+    if len(shape) != len(other) or len(grown) != 1:
+        return None
+    size, factor = shape[grown[0]], other[grown[0]] - shape[grown[0]]
+    return BatchAxis(grown[0], factor) if size == TRACE_BATCH * factor else None
 
 
 def _name_nodes_after_onnx(graph_module: fx.GraphModule, proto: Any) -> dict[str, str]:

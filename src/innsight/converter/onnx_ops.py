@@ -50,9 +50,11 @@ from onnx2torch.node_converters import (
 from torch import Tensor, fx
 
 from innsight.converter.torch_ops import (
+    BATCH_AXIS_HANDLERS,
     FUNCTIONS,
     MODULES,
     Split,
+    _permutation,
     alias_input,
     arg,
     emit_activation,
@@ -304,15 +306,14 @@ _register(reshape.OnnxReshape, flatten.OnnxFlatten, squeeze.OnnxSqueezeStaticAxe
 
 @_register(transpose.OnnxTranspose)
 def _transpose(t: Any, node: fx.Node) -> int:
-    source = node.args[0]
-    ndim = len(t.shape(source)) + 1
+    """A permutation; the batch axis goes where it sends it (time-first around recurrent
+    nodes) and must end up first again before the output or a batch-first operation."""
+    ndim = len(node.meta["tensor_meta"].shape)
     perm = t.module(node).perm
-    perm = list(range(ndim))[::-1] if perm is None else [p % ndim for p in perm]
-    if perm[0] != 0:
-        raise t.unsupported(node, f"the permutation {perm}", "It must keep the batch axis first. ")
-    if perm == list(range(ndim)):
-        return t.layer(source)
-    return t.emit(node, "Permute", [source], perm=[p - 1 for p in perm[1:]])
+    return _permutation(t, node, list(range(ndim))[::-1] if perm is None else list(perm))
+
+
+BATCH_AXIS_HANDLERS[_transpose] = "any"
 
 
 @_register(concat.OnnxConcat)
@@ -458,6 +459,75 @@ def fuse_activations(graph_module: fx.GraphModule) -> None:
     graph_module.recompile()
 
 
+def fuse_group_norms(graph_module: fx.GraphModule) -> None:
+    """Replace the ONNX spelling of group norm (``torch.onnx.export`` up to opset 20:
+    ``Reshape`` to ``(B, G, -1)``, ``InstanceNormalization`` with unit scale and zero
+    bias, ``Reshape`` back, ``Mul`` by the per-channel scale, ``Add`` of the shift) by an
+    ``nn.GroupNorm``, so that it becomes the layers of a torch model's group norm (LRP
+    rules act per layer: five layers would give other epsilon and alpha-beta relevances
+    than one).
+
+    Runs after constant folding (uses ``meta["traced_shape"]``).
+    """
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        parts = _group_norm_parts(graph_module, node)
+        if parts is None:
+            continue
+        x, norm, weight, bias = parts
+        target = f"{node.target}_groupnorm"
+        module = torch.nn.GroupNorm(norm.num_features, weight.numel(), eps=norm.eps)
+        with torch.no_grad():
+            module.weight.copy_(weight.flatten())
+            module.bias.copy_(bias.flatten())
+        graph_module.add_submodule(target, module.eval())
+        with graph.inserting_before(node):
+            fused = graph.call_module(target, (x,))
+        fused.meta.update(node.meta)
+        node.replace_all_uses_with(fused)
+    graph.eliminate_dead_code()
+    graph_module.recompile()
+
+
+def _group_norm_parts(gm: fx.GraphModule, node: fx.Node) -> tuple[Any, Any, Tensor, Tensor] | None:
+    """``(x, instance norm, scale, shift)`` of ``Add(Mul(Reshape(InstanceNorm(Reshape(x))),
+    scale), shift)`` (operands in either order) where it is a group norm of ``x``."""
+    terms = _match_binary(gm, node, "Add")
+    for scaled, shift in ((terms, terms[::-1]) if terms else ()):
+        product = _match_binary(gm, scaled, "Mul")
+        for back, scale in ((product, product[::-1]) if product else ()):
+            norm = back.args[0] if _is_module(gm, back, reshape.OnnxReshape) else None
+            grouped = norm.args[0] if _is_module(gm, norm, torch.nn.InstanceNorm1d) else None
+            if not _is_module(gm, grouped, reshape.OnnxReshape):
+                continue
+            x, module = grouped.args[0], gm.get_submodule(norm.target)
+            shape = x.meta.get("traced_shape")
+            values = [_constant_value(gm, v) for v in (scale, shift)]
+            if (shape is None or len(shape) < 3 or back.meta.get("traced_shape") != shape
+                    or any(v is None or v.numel() != shape[1] for v in values)
+                    or any(len(n.users) != 1 for n in (grouped, norm, back, scaled))):
+                continue
+            groups = module.num_features
+            per_channel = all(v.reshape((1,) * (len(shape) - v.ndim) + tuple(v.shape)).shape
+                              == (1, shape[1], *[1] * (len(shape) - 2)) for v in values)
+            unit = module.weight is None or (bool((module.weight == 1).all())
+                                             and bool((module.bias == 0).all()))
+            if per_channel and unit and grouped.meta.get("traced_shape") == (
+                    shape[0], groups, math.prod(shape[1:]) // groups):
+                return x, module, values[0], values[1]
+    return None
+
+
+def _constant_value(gm: fx.GraphModule, node: Any) -> Tensor | None:
+    """The value of a constant attribute of the graph, else ``None``."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    value: Any = gm
+    for part in node.target.split("."):
+        value = getattr(value, part)
+    return value if isinstance(value, Tensor) else None
+
+
 _ONNX_MATH = binary_math_operations._TORCH_FUNCTION_FROM_ONNX_TYPE
 
 
@@ -480,12 +550,8 @@ def _is_module(gm: fx.GraphModule, node: Any, cls: type) -> bool:
 
 def _scalar(gm: fx.GraphModule, node: Any) -> float | None:
     """The value of a one-element constant attribute, else ``None``."""
-    if not isinstance(node, fx.Node) or node.op != "get_attr":
-        return None
-    value: Any = gm
-    for part in node.target.split("."):
-        value = getattr(value, part)
-    return float(value) if isinstance(value, Tensor) and value.numel() == 1 else None
+    value = _constant_value(gm, node)
+    return float(value) if value is not None and value.numel() == 1 else None
 
 
 def _silu_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:

@@ -562,10 +562,13 @@ def _single_tensor(node: fx.Node) -> bool:
 
 
 def _find_batch_axis(node: fx.Node) -> BatchAxis | None:
-    """The :class:`BatchAxis` of ``node``'s tensor: read off the symbolic batch size of a
-    ``torch.export`` graph, else (``torch.fx``, ONNX) the first axis if it has the
-    batch's size; ``None`` where there is none."""
+    """The :class:`BatchAxis` of ``node``'s tensor: as the front-end recorded it in
+    ``meta["batch_axis"]`` (ONNX), read off the symbolic batch size of a ``torch.export``
+    graph, else (``torch.fx``) the first axis if it has the batch's size; ``None`` where
+    there is none."""
     value, shape = node.meta.get("val"), node.meta["tensor_meta"].shape
+    if "batch_axis" in node.meta:  # found by the front-end (ONNX: at two batch sizes)
+        return node.meta["batch_axis"]
     if isinstance(value, Tensor):
         return _symbolic_batch_axis(value)
     return BATCH_FIRST if len(shape) and shape[0] == TRACE_BATCH else None
