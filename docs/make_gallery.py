@@ -126,7 +126,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the mosaic warning is the point here
         save(intgrad.plot(data_idx=list(range(20))), "image28_mosaic",
-             "Image 28x28, `plot()` of 20 samples x 10 outputs: more than 50 facets become one mosaic (samples down, outputs across); saved at 50 dpi.", dpi=50)
+             "Image 28x28, `plot()` of 20 samples x 10 outputs: more than 50 facets become one mosaic (samples down, outputs across); saved at 50 dpi.", dpi=60)
 
     # images 224 x 224 with three channels, summed
     big = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
@@ -162,6 +162,7 @@ def main() -> None:
          "`compare_models(...).plot()`: the same sample explained by two converted models, one facet per output and model on one scale.")
 
     layer_gallery()
+    sequence_gallery()
 
     # plotly, photographed in headless Chromium
     screenshot(both.plot(data_idx=[0, 1], as_plotly=True), "plotly_two_inputs",
@@ -226,6 +227,71 @@ def layer_gallery() -> None:
                           attribute_to="encoder.layers.encoder_layer_1.ln_1")
     save(tokens.plot(data_idx=[0, 1]), "vit_tokens_on_grid",
          "Vision transformer, gradient x activation of a block's 17 tokens: drawn on the 4x4 patch grid, the class token left out (features summed).")
+
+
+SENTENCE = ("The film starts slowly , but the second half is wonderful : sharp dialogue , "
+            "a moving score and two great leads . I would not watch it again though .").split(" ")
+
+
+class Recurrent(nn.Module):
+    """An LSTM over word vectors (batch first), its last state into three classes."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(width, 12, batch_first=True)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
+
+
+def sequence_gallery() -> None:
+    """Token plots, heat strips over sequences, and a segmentation map's output nodes."""
+    torch.manual_seed(0)
+    words = [w if i == 0 else f" {w}" for i, w in enumerate(SENTENCE)]
+    vocabulary = sorted(set(SENTENCE))
+    table = data(len(vocabulary), 8, seed=5)  # a fixed random word vector per word
+    x = table[[vocabulary.index(w) for w in SENTENCE]][None]
+    conv = ins.convert(Recurrent().eval(), input_dim=[len(words), 8],
+                       input_names=[[words, [f"e{i}" for i in range(8)]]],
+                       output_names=[["negative", "neutral", "positive"]])
+    lrp = ins.run_lrp(conv, x, rule_name="epsilon")
+    save(lrp.plot(layout="strip", sequence_axis=0), "strip_tokens",
+         "`plot(layout='strip', sequence_axis=0)`: LRP relevance of an LSTM's (tokens, features) input, features summed, as a heat strip over the tokens named by `input_names`; one row per sample and class, named with the info box.")
+    cnn1d = nn.Sequential(nn.Conv1d(3, 4, 5, padding=2), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 50, 2)).eval()
+    signal = ins.run_deeplift(ins.convert(cnn1d, input_dim=[3, 50]), data(2, 3, 50))
+    save(signal.plot(data_idx=[0, 1], layout="strip"), "strip_signal",
+         "1D signal, `plot(layout='strip')`: DeepLift contributions summed over channels as a heat strip along the signal (default names L1.. give plain cells).")
+    relevance = lrp.get_result()[0].sum(axis=1).T  # (classes, tokens)
+    save(ins.plot_tokens(relevance, words, ["negative", "neutral", "positive"], title="LRP"),
+         "tokens", "`plot_tokens(relevance, tokens, target_names)`: relevance per token as coloured text, one row per explained target, colours centred on 0 with symmetric limits.")
+    long = torch.cumsum(data(2, 1500, seed=6), dim=1) / 10
+    save(ins.plot_tokens(long, [f" w{i % 97}" for i in range(1500)], ["next token", "span"]),
+         "tokens_long", "`plot_tokens` of 1500 tokens: the rows wrap into lines as text does (at most 60 lines for both rows, so here lines of about 220 characters); saved at 60 dpi.", dpi=60)
+    screenshot(ins.plot_tokens(relevance, words, ["negative", "neutral", "positive"],
+                               as_plotly=True, title="LRP"), "plotly_tokens",
+               "`plot_tokens(..., as_plotly=True)`: the same tokens in plotly (hover: position, token, value); `tokens_html` gives plain HTML for notebooks.")
+
+    unet = TinyUNet().eval()
+    seg = ins.convert(unet, input_dim=[3, 16, 16], output_names=[["road", "sky"], [f"h{i}" for i in range(16)], [f"w{i}" for i in range(16)]])
+    nodes = [0 * 256 + 12 * 16 + 4, 1 * 256 + 3 * 16 + 10]  # road at (12, 4), sky at (3, 10)
+    grad = ins.run_grad(seg, smooth(2, 3, 16, 16), output_idx=nodes, times_input=True)
+    save(grad.plot(data_idx=[0, 1]), "segmentation_nodes",
+         "A segmentation model's output map (classes, H, W): `output_idx` over the flattened map picks class-and-pixel nodes, named `<class>_<row>_<column>` from `output_names`; gradient x input per node.")
+
+
+class TinyUNet(nn.Module):
+    """A convolution down, a transposed convolution up: a map of two classes per pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, padding=1)
+        self.up = nn.ConvTranspose2d(8, 2, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.relu(nn.functional.avg_pool2d(self.down(x), 2)))
 
 
 class TwoInTwoOut(nn.Module):

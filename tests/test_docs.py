@@ -30,7 +30,7 @@ NOTEBOOKS = sorted((DOCS / "notebooks").glob("*.py"))
 #: Pages that hooks generate at build time (they have no file in docs/).
 GENERATED = {"coverage.md"} | {f"notebooks/{path.stem}.md" for path in NOTEBOOKS}
 #: Pages written by hand whose Python blocks are examples to run as printed.
-EXAMPLE_PAGES = ["index.md", "dict-format.md", "conventions.md",
+EXAMPLE_PAGES = ["index.md", "dict-format.md", "conventions.md", "plots.md",
                  *sorted(f"methods/{path.name}" for path in (DOCS / "methods").glob("*.md"))]
 _ENTRY = re.compile(r"^::: (innsight(?:\.\w+)+)", re.M)
 

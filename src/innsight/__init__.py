@@ -40,6 +40,7 @@ from innsight.methods.comparison import Comparison, compare_models
 from innsight import metrics
 from innsight.datasets import DatasetResult, explain_dataset
 from innsight.metrics import evaluate, recommend
+from innsight.plotting import plot_tokens, tokens_html
 
 __all__ = [
     "LIME", "SHAP", "run_lime", "run_shap",
@@ -48,6 +49,7 @@ __all__ = [
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
     "GradCAM", "run_gradcam",
+    "plot_tokens", "tokens_html",
     "ConversionError", "ConvertedModel", "Converter", "ExpectedGradient", "Gradient",
     "IntegratedGradient", "InterpretingMethod", "Result", "SmoothGrad", "convert", "embed_tokens",
     "run_expgrad", "run_grad", "run_intgrad", "run_smoothgrad", "torch_expgrad", "torch_grad",

@@ -85,7 +85,7 @@ def test_plotly_has_a_grey_image_then_the_heatmaps_per_row(images):
 
 def test_layout_errors(images):
     res, _ = images
-    with pytest.raises(ValueError, match=r"`layout` must be one of \['facets', 'side_by_side'\]"):
+    with pytest.raises(ValueError, match=r"`layout` must be one of \['facets', 'side_by_side', 'strip'\]"):
         res.plot(layout="beside")
     tabular = ins.run_grad(ins.convert(nn.Linear(3, 2).eval(), input_dim=[3]), torch.randn(2, 3))
     with pytest.raises(ValueError, match="puts each input image beside its heatmaps"):

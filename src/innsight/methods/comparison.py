@@ -191,7 +191,8 @@ class Comparison:
     def plot(self, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = True,
              show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-             top_k: int | None = None, layout: str = "facets") -> Any:
+             top_k: int | None = None, layout: str = "facets",
+             sequence_axis: int | None = None) -> Any:
         """Each model's explanation of the samples ``data_idx``, side by side: one facet
         column per output node and model (``"Y1 (torch)"``, ``"Y1 (onnx)"``, ...).
 
@@ -207,7 +208,7 @@ class Comparison:
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
                              show_input=show_input, normalize=normalize, top_k=top_k,
-                             layout=layout)
+                             layout=layout, sequence_axis=sequence_axis)
 
     def plot_global(self, output_idx: Any = None, output_label: Any = None,
                     data_idx: Any = "all", aggr_channels: Any = "sum",

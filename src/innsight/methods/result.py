@@ -107,7 +107,8 @@ class Result:
     def plot(self, data_idx: int = 0, output_idx: Any = None, output_label: Any = None,
              aggr_channels: Any = "sum", as_plotly: bool = False, same_scale: bool = False,
              show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-             top_k: int | None = None, layout: str = "facets") -> Any:
+             top_k: int | None = None, layout: str = "facets",
+             sequence_axis: int | None = None) -> Any:
         """Plot one sample's explanation per selected output node (see :func:`innsight.plotting.plot`)."""
         from innsight import plotting  # on first use: import innsight loads no plotting library
 
@@ -115,7 +116,7 @@ class Result:
                              output_label=output_label, aggr_channels=aggr_channels,
                              as_plotly=as_plotly, same_scale=same_scale, show_preds=show_preds,
                              show_input=show_input, normalize=normalize, top_k=top_k,
-                             layout=layout)
+                             layout=layout, sequence_axis=sequence_axis)
 
     def plot_global(self, output_idx: Any = None, output_label: Any = None,
                     data_idx: Any = "all", aggr_channels: Any = "sum",

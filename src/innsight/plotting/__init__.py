@@ -36,7 +36,7 @@ first plot, so that ``import innsight`` stays light.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -46,6 +46,8 @@ from innsight._validation import check_bools, describe, is_int
 from innsight.methods.result import Result
 from innsight.plotting.layout import check_layout, input_beside
 from innsight.plotting.merge import merge_panels
+from innsight.plotting.strip import STRIP, along_sequence, as_strip
+from innsight.plotting.tokens import TokenHTML, TokenLayout, check_labels, check_values, layout_html, token_layout
 from innsight.plotting.selection import (
     MAX_FACETS,
     AggrChannels,
@@ -60,7 +62,7 @@ from innsight.plotting.selection import (
     value_label,
 )
 
-__all__ = ["plot", "plot_global"]
+__all__ = ["plot", "plot_global", "plot_tokens", "tokens_html"]
 
 #: What the plot functions draw: one result, or several named ones side by side.
 Results = Result | Mapping[str, Result]
@@ -143,7 +145,7 @@ def _warn_many_facets(panels: list[Panel]) -> None:
     """Say when a panel has more than MAX_FACETS facets: images become one mosaic,
     other kinds are slow to draw."""
     for p in panels:
-        if n_facets(p) <= MAX_FACETS:
+        if n_facets(p) <= MAX_FACETS or p.kind == STRIP:  # strips are rows of one image
             continue
         what = (f"{len(p.data_ids)} samples x {len(p.node_labels)} output nodes "
                 f"(output layer {p.output_layer}, input layer {p.input_layer})")
@@ -161,7 +163,7 @@ def _warn_many_facets(panels: list[Panel]) -> None:
 def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_label: Any = None,
          aggr_channels: AggrChannels = "sum", as_plotly: bool = False, same_scale: bool = False,
          show_preds: bool = True, show_input: bool = False, normalize: bool = False,
-         top_k: int | None = None, layout: str = "facets") -> Any:
+         top_k: int | None = None, layout: str = "facets", sequence_axis: int | None = None) -> Any:
     """Plot the explanation of samples, one facet per sample and selected output node.
 
     Parameters
@@ -217,13 +219,24 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
         Tabular inputs: show only the ``top_k`` features of largest mean
         ``|value|`` over the facets shown, largest first (give the number of
         features to sort them all).
-    layout : {"facets", "side_by_side"}
+    layout : {"facets", "side_by_side", "strip"}
         ``"facets"``: one facet per sample and output node. ``"side_by_side"``
         (image inputs): one row per sample, its input image in greys in a first
         column ``"input"``, then its heatmaps, as Captum's
         ``visualize_image_attr_multiple`` shows an image beside its attribution
         (with ``show_input=True`` the heatmaps are drawn over the input too).
-        Other inputs of the model keep their facets.
+        Other inputs of the model keep their facets. ``"strip"`` (sequence
+        inputs: tokens ``(tokens,)``, time steps ``(features, time)`` or ``(time,
+        features)``): a heat strip over the sequence per sample and output node,
+        the features aggregated by ``aggr_channels``, wrapped into lines as text
+        (see :func:`plot_tokens`); positions named by ``input_names`` (tokens) show
+        their names, and the row name gives the info box.
+    sequence_axis : {0, 1}, optional
+        ``layout="strip"``: the sequence axis of a two-axis sample in the data's
+        layout (as ``get_result()`` gives it). Default: the signal axis (the last
+        of ``(C, L)``, the first of channels-last data ``(L, C)``); torch models
+        that take ``(tokens, features)`` (recurrent layers with ``batch_first``,
+        Hugging Face text models) need ``sequence_axis=0``.
 
     Returns
     -------
@@ -232,11 +245,22 @@ def plot(result: Results, data_idx: Any = 0, output_idx: Any = None, output_labe
     check_bools(same_scale=same_scale, show_preds=show_preds, as_plotly=as_plotly,
                 show_input=show_input, normalize=normalize)
     beside = isinstance(layout, str) and layout == "side_by_side"
+    strip = isinstance(layout, str) and layout == STRIP
+    if not strip and sequence_axis is not None:
+        raise ValueError("`sequence_axis` chooses the sequence axis of layout='strip', got "
+                         f"layout={layout!r}; leave sequence_axis=None.")
+    if strip and (show_input or top_k is not None):
+        raise ValueError("`layout='strip'` draws the values along the sequence in its order; "
+                         "leave show_input=False and top_k=None.")
     panels, label, title = _panels(result, lambda res: local_panels(
-        res, data_idx, output_idx, output_label, aggr_channels, show_input or beside))
+        along_sequence(res, sequence_axis) if strip else res, data_idx, output_idx, output_label,
+        aggr_channels, show_input or beside))
     panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=True)
-    if check_layout(layout, panels) == "side_by_side":
+    chosen = check_layout(layout, panels)
+    if chosen == "side_by_side":
         panels = [input_beside(p, overlay=show_input) for p in panels]
+    elif chosen == STRIP:
+        panels = [as_strip(p) for p in panels]
     _warn_many_facets(panels)
     return _renderer(as_plotly).plot_local(panels, label, title,
                                            _limits(panels, same_scale or normalize), show_preds)
@@ -272,3 +296,91 @@ def plot_global(result: Results, output_idx: Any = None, output_label: Any = Non
         label = f"|{label}|" if preprocess_fun is abs else f"{name}({label})"
     panels, label, title = _shape(panels, label, title, top_k, normalize, per_sample=False)
     return _renderer(as_plotly).plot_global(panels, label, title, _limits(panels, normalize))
+
+
+def _tokens(relevance: Any, tokens: Any, target_names: Any, line_chars: int | None,
+            normalize: bool) -> TokenLayout:
+    """The checked arguments of :func:`plot_tokens` and :func:`tokens_html` as a layout."""
+    check_bools(normalize=normalize)
+    values = check_values(relevance)
+    n_rows, n_tokens = values.shape
+    tokens = check_labels(tokens, n_tokens, "tokens", "token (the last axis of `relevance`)")
+    names = check_labels(target_names, n_rows, "target_names",
+                         "target (the first axis of `relevance`)") or [f"target {i}" for i in range(n_rows)]
+    if len(set(names)) < len(names):
+        raise ValueError(f"`target_names` must be distinct, got {names}.")
+    if normalize:
+        scale = np.abs(values).max(axis=1, keepdims=True)
+        values = values / np.where(scale > 0, scale, 1.0)
+    return token_layout(values, tokens, names, line_chars, limit=1.0 if normalize else None)
+
+
+def plot_tokens(relevance: Any, tokens: Sequence[str] | None = None,
+                target_names: Sequence[str] | None = None, as_plotly: bool = False,
+                line_chars: int | None = None, normalize: bool = False,
+                value_name: str = "relevance", title: str = "") -> Any:
+    """Relevance over a sequence of tokens as coloured text, one row per explained target.
+
+    Parameters
+    ----------
+    relevance : array-like (n_targets, n_tokens) or (n_tokens,)
+        One value per token and target (numpy, torch or nested lists), e.g. what
+        LRP gives per token of a language model for each explained next token.
+    tokens : list of str, optional
+        The token strings (``tokenizer.convert_ids_to_tokens(ids)``), drawn in
+        their tiles; without them each token is one cell of a heat strip.
+    target_names : list of str, optional
+        Distinct row names, e.g. the explained next tokens. Default ``"target 0"``, ...
+    as_plotly : bool
+        Return a plotly ``Figure`` (``fig.write_html(path)``; hover gives each
+        token's position and value) instead of a plotnine ``ggplot``
+        (``.save("tokens.png")``).
+    line_chars : int, optional
+        Characters per line: each row wraps into lines as text does, a token taking
+        as many character cells as its text. Default 80, longer where the rows
+        would need more than 60 lines (at most 400).
+    normalize : bool
+        Divide each row by its largest |value| (colour limits ``[-1, 1]``); else one
+        scale for all rows, symmetric about 0 (``[-m, m]``, ``m`` the largest |value|).
+    value_name : str
+        The colour bar's title.
+    title : str
+        The figure's title.
+
+    Returns
+    -------
+    plotnine.ggplot or plotly.graph_objects.Figure
+
+    Notes
+    -----
+    Colours diverge from white at 0 to red (positive) and blue (negative). Line
+    breaks and tabs inside tokens are drawn as visible signs. The static figure
+    keeps within 25 inches by shrinking its text; for thousands of tokens the
+    interactive figure (zoom, hover) or :func:`tokens_html` reads better.
+
+    Examples
+    --------
+    >>> fig = plot_tokens([[0.5, -0.2, 1.0]], ["The", " cat", " sat"], ["next: ' on'"])
+    >>> fig.save("tokens.png")  # doctest: +SKIP
+    """
+    check_bools(as_plotly=as_plotly)
+    layout = _tokens(relevance, tokens, target_names, line_chars, normalize)
+    if as_plotly:
+        return _renderer(True).plot_tokens([("", layout)], value_name, title)
+    return _renderer(False).plot_tokens(layout, value_name, title)
+
+
+def tokens_html(relevance: Any, tokens: Sequence[str] | None = None,
+                target_names: Sequence[str] | None = None, normalize: bool = False,
+                value_name: str = "relevance") -> TokenHTML:
+    """:func:`plot_tokens` as plain HTML (no JavaScript): a ``str`` that a notebook
+    shows rendered; the browser wraps the tokens, and each shows its position and
+    value as a tooltip. Arguments as in :func:`plot_tokens`.
+
+    Examples
+    --------
+    >>> page = tokens_html([0.5, -0.2], ["Hello", " world"])
+    >>> "Hello" in page
+    True
+    """
+    return layout_html(_tokens(relevance, tokens, target_names, None, normalize), value_name)

@@ -17,7 +17,7 @@ import pandas as pd
 from innsight._validation import describe
 from innsight.plotting.selection import MAX_FACETS, Panel, n_facets
 
-LAYOUTS = ("facets", "side_by_side")
+LAYOUTS = ("facets", "side_by_side", "strip")
 #: The facet column that holds the input images in the side-by-side layout.
 INPUT_COLUMN = "input"
 

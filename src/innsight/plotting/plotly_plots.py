@@ -19,6 +19,8 @@ from plotly.subplots import make_subplots
 from innsight.plotting.colours import (HIGHLIGHT, INPUT_DARKEST, LINE_MIDDLE, MIDDLE, NEGATIVE, OVERLAY_NEGATIVE,
                                        OVERLAY_POSITIVE, POSITIVE, overlay_opacity)
 from innsight.plotting.selection import Panel, axis_titles, facet_cell, is_mosaic, mosaic, nonnegative
+from innsight.plotting.strip import STRIP, strip_layout
+from innsight.plotting.tokens import TokenLayout, text_colours
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -308,7 +310,15 @@ def _figure(panels: list[Panel], title: str, value_name: str, per_sample: bool,
 
 def plot_local(panels: list[Panel], value_name: str, method: str,
                limits: Callable[[Panel], tuple[float, float] | None], show_preds: bool) -> Any:
-    """The plotly figure of :func:`innsight.plotting.plot`."""
+    """The plotly figure of :func:`innsight.plotting.plot`; strip panels (all or none,
+    ``layout="strip"``) as token layouts one under another."""
+    if panels[0].kind == STRIP:
+        several_in = len({p.input_layer for p in panels}) > 1
+        several_out = len({p.output_layer for p in panels}) > 1
+        return plot_tokens([(" · ".join(([f"output layer {p.output_layer}"] if several_out else [])
+                                        + ([f"input layer {p.input_layer}"] if several_in else [])),
+                             strip_layout(p, limits(p), show_preds)) for p in panels],
+                           value_name.replace("\n", "<br>"), method)
     return _figure(panels, method, value_name, True, limits, show_preds)
 
 
@@ -316,3 +326,67 @@ def plot_global(panels: list[Panel], value_name: str, method: str,
                 limits: Callable[[Panel], tuple[float, float] | None]) -> Any:
     """The plotly figure of :func:`innsight.plotting.plot_global`."""
     return _figure(panels, method, value_name, False, limits, False)
+
+
+
+#: Token plots: pixels per character cell and per line, and the text size.
+TOKEN_CHAR_PX, TOKEN_LINE_PX, TOKEN_FONT_PX = 8, 24, 12
+#: Lines of space above each row for its name.
+TOKEN_GAP = 1.5
+
+
+def _token_bars(layout: TokenLayout, top: float, coloraxis: str) -> tuple[Any, list[dict[str, Any]]]:
+    """One trace of horizontal bars for a layout's tokens (a bar per token, its text
+    inside, coloured by value), its rows one under another from line ``top``, and the
+    annotations naming each row above its first line."""
+    frame = layout.frame
+    rows = frame["row"].cat.codes.to_numpy()
+    y = top + frame["line"].to_numpy() + TOKEN_GAP * rows  # a gap between rows for their names
+    bars = go.Bar(
+        orientation="h", y=y, base=frame["x0"], x=frame["x1"] - frame["x0"], width=0.86,
+        marker={"color": frame["value"], "coloraxis": coloraxis, "line": {"width": 0}},
+        text=frame["token"] if layout.has_text else None, textposition="inside",
+        insidetextanchor="middle", textangle=0,
+        textfont={"family": "monospace", "size": TOKEN_FONT_PX,
+                  "color": text_colours(frame["shade"].to_numpy())},
+        customdata=np.stack([frame["row"].astype(str), frame["position"], frame["token"]], axis=-1),
+        hovertemplate="%{customdata[0]}<br>position %{customdata[1]}: %{customdata[2]}"
+                      "<br>value: %{marker.color:.4g}<extra></extra>")
+    names = [{"text": f"<b>{label}</b>", "xref": "paper", "yref": "y", "x": 0,
+              "y": top + r * (layout.lines_per_row + TOKEN_GAP) - 0.9, "showarrow": False,
+              "xanchor": "left", "yanchor": "middle", "font": {"size": 12}}
+             for r, label in enumerate(layout.row_labels)]
+    return bars, names
+
+
+def plot_tokens(layouts: list[tuple[str, TokenLayout]], value_name: str, title: str) -> Any:
+    """Token layouts one under another, each under its heading (if any) with a colour
+    bar of its own; the hover gives row, position, token and value."""
+    traces, notes, axes, extents, top = [], [], {}, [], 0.0
+    for n, (heading, layout) in enumerate(layouts):
+        start = top
+        if heading:
+            notes.append({"text": heading, "xref": "paper", "yref": "y", "x": 0, "y": top - 0.3,
+                          "showarrow": False, "xanchor": "left", "font": {"size": 14}})
+            top += 1.2
+        axis = "coloraxis" if n == 0 else f"coloraxis{n + 1}"
+        bars, names = _token_bars(layout, top, axis)
+        traces.append(bars)
+        notes += names
+        axes[axis] = {"colorscale": COLORSCALE, "cmin": -layout.limit, "cmax": layout.limit,
+                      "colorbar": {"title": {"text": value_name}, "x": 1.01}}
+        top += layout.n_lines + TOKEN_GAP * len(layout.row_labels)
+        extents.append((start, top))
+    low, high = -TOKEN_GAP, top - TOKEN_GAP + 0.5  # the y range, top down
+    for axis, (start, end) in zip(axes.values(), extents):  # each colour bar beside its rows
+        axis["colorbar"].update(y=1 - ((start + end) / 2 - low) / (high - low), yanchor="middle",
+                                len=max(0.15, (end - start) / (high - low) - 0.02))
+    span = max(layout.span for _, layout in layouts)
+    return go.Figure(data=traces, layout={
+        "title": {"text": title}, "template": "plotly_white", "annotations": notes, **axes,
+        "xaxis": {"range": [0, span], "visible": False},
+        "yaxis": {"range": [high, low], "visible": False},
+        "uniformtext": {"minsize": TOKEN_FONT_PX - 2, "mode": "show"},
+        "margin": {"l": 20, "r": 20, "t": 60, "b": 20},
+        "width": 160 + TOKEN_CHAR_PX * span, "height": 80 + TOKEN_LINE_PX * (top + 1),
+        "barmode": "overlay", "bargap": 0, "showlegend": False})

@@ -40,6 +40,8 @@ from innsight.plotting.selection import (
     mosaic,
     nonnegative,
 )
+from innsight.plotting.strip import STRIP, strip_layout
+from innsight.plotting.tokens import TokenLayout, text_colours
 
 #: At most this many tick labels per axis (tabular bars are labelled one by one).
 TICKS = {"tabular": 30, "signal": 8, "image": 5}
@@ -210,7 +212,10 @@ def _labs(panel: Panel, value_name: str) -> p9.labs:
 
 def _local(panel: Panel, value_name: str, limits: tuple[float, float] | None,
            show_preds: bool, per_sample: bool = True) -> p9.ggplot:
-    """One sample's values per facet: bars (tabular), lines (signals), heatmap (images)."""
+    """One sample's values per facet: bars (tabular), lines (signals), heatmap (images);
+    strips (``layout="strip"``) as rows of coloured cells."""
+    if panel.kind == STRIP:
+        return plot_tokens(strip_layout(panel, limits, show_preds), value_name, "")
     if is_mosaic(panel):
         return _mosaic(panel, value_name, limits)
     frame = panel.frame if panel.inputs is None else input_frame(panel)
@@ -325,3 +330,50 @@ def plot_global(panels: list[Panel], value_name: str, method: str,
                 limits: Callable[[Panel], tuple[float, float] | None]) -> Any:
     """The plotnine figure of :func:`innsight.plotting.plot_global`."""
     return _compose(panels, lambda p: _global(p, value_name, limits(p), False), method)
+
+
+#: Token plots: the largest text size (pt) and line height (in text sizes).
+TOKEN_TEXT_PT, TOKEN_LINE = 8.0, 2.2
+#: Inches besides the lines: the colour bar and margins across, title and strips down.
+TOKEN_MARGIN_IN, TOKEN_TOP_IN, TOKEN_STRIP_IN = 1.9, 0.8, 0.3
+
+
+def _token_size(layout: TokenLayout) -> tuple[float, tuple[float, float]]:
+    """Text size (pt) and figure inches: monospace characters fill their cells (a
+    character is 0.6 text sizes wide); the text shrinks to keep within MAX_INCHES."""
+    rows = len(layout.row_labels)
+    across = (MAX_INCHES - TOKEN_MARGIN_IN) * 72 / (0.6 * layout.span)
+    down = (MAX_INCHES - TOKEN_TOP_IN - TOKEN_STRIP_IN * rows) * 72 / (TOKEN_LINE * layout.n_lines)
+    size = max(1.0, min(TOKEN_TEXT_PT, across, down))
+    return size, (TOKEN_MARGIN_IN + 0.6 * size * layout.span / 72,
+                  TOKEN_TOP_IN + TOKEN_STRIP_IN * rows + TOKEN_LINE * size * layout.n_lines / 72)
+
+
+def plot_tokens(layout: TokenLayout, value_name: str, title: str) -> p9.ggplot:
+    """The tokens of a layout as coloured tiles with their text, one facet per row,
+    lines top down (see :mod:`innsight.plotting.tokens`)."""
+    size, figure_size = _token_size(layout)
+    frame = layout.frame
+    inset = 0.04 if layout.has_text else 0.0  # heat strips without text: no gaps
+    y = -(frame["line"] % layout.lines_per_row)  # each facet's lines, top down
+    frame = frame.assign(y=y, bottom=y - 0.45, top=y + 0.45, left=frame["x0"] + inset,
+                         right=frame["x1"] - inset, middle=(frame["x0"] + frame["x1"]) / 2,
+                         ink=text_colours(frame["shade"].to_numpy()))
+    plot = (p9.ggplot(frame)
+            + p9.geom_rect(p9.aes(xmin="left", xmax="right", ymin="bottom", ymax="top",
+                                  fill="value"))
+            + p9.scale_fill_gradient2(low=NEGATIVE, mid=MIDDLE, high=POSITIVE, midpoint=0,
+                                      limits=(-layout.limit, layout.limit), name=value_name)
+            + p9.scale_x_continuous(limits=(0, layout.span), expand=(0, 0.2))
+            + p9.scale_y_continuous(expand=(0, 0.1))
+            + p9.facet_wrap("row", ncol=1, scales="free_y")
+            + p9.labs(title=title, x="", y="")
+            + p9.theme_bw() + p9.theme(
+                figure_size=figure_size, axis_text=p9.element_blank(),
+                axis_ticks=p9.element_blank(), panel_grid=p9.element_blank(),
+                strip_text_x=p9.element_text(size=8, ha="left"),
+                strip_background=p9.element_rect(fill="#eeeeee")))
+    if layout.has_text:
+        plot += [p9.geom_text(p9.aes("middle", "y", label="token", color="ink"), size=size,
+                              family="monospace"), p9.scale_color_identity()]
+    return plot
