@@ -17,7 +17,9 @@ References:
 from __future__ import annotations
 
 import functools
+import re
 
+import numpy as np
 import pytest
 import torch
 import transformers as tf
@@ -159,3 +161,92 @@ def test_uniform_splits_a_product_with_attention_weights_half_and_half():
     held_a, held_b = layer.relevance(r, [a, b], z, LRP_RULES["epsilon"](eps))
     assert held_a.abs().max() == 0
     torch.testing.assert_close(held_b, 2 * expected_b, rtol=1e-10, atol=1e-12)
+
+
+# ---- explain_tokens ------------------------------------------------------------------------
+
+
+def _ids() -> torch.Tensor:
+    ids = torch.randint(0, VOCAB, (2, TOKENS), generator=torch.Generator().manual_seed(1))
+    ids[1, 3:] = ids[0, 3:]  # a span shared by both sequences
+    return ids
+
+
+def test_explain_tokens_top1_and_pairs_equal_lxt():
+    model, conv, _ = _converted("llama")
+    ids = _ids()
+    embeddings = ins.embed_tokens(model, ids)
+    top1 = ins.explain_tokens(model, ids, converter=conv, dtype="double", verbose=False)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    top = logits[:, -1].argmax(-1)
+    assert top1.target_tokens[:, 0].tolist() == top.tolist()
+    torch.testing.assert_close(torch.tensor(top1.scores[:, 0]), logits[:, -1].max(-1).values)
+    reference = lxt_relevance(model, embeddings,
+                              lambda lg: lg[:, -1].gather(1, top[:, None])[:, 0])
+    assert abs(top1.relevance[:, 0] - reference.numpy()).max() <= 1e-4 * reference.abs().max()
+
+    pairs = ins.explain_tokens(model, ids, [(-1, TOKEN), (2, 9)], converter=conv,
+                               dtype="double", verbose=False)
+    assert pairs.target_names == [f"{TOKENS - 1}->{TOKEN}", "2->9"]
+    reference = lxt_relevance(model, embeddings, lambda lg: lg[:, 2, 9])
+    assert abs(pairs.relevance[:, 1] - reference.numpy()).max() <= 1e-4 * reference.abs().max()
+    # A span's relevance is the sum over its tokens' targets (each at the position before).
+    span = ins.explain_tokens(model, ids, "span", span=(4, 6), converter=conv, dtype="double",
+                              verbose=False)
+    parts = ins.explain_tokens(model, ids, [(3, int(ids[0, 4])), (4, int(ids[0, 5]))],
+                               converter=conv, dtype="double", verbose=False)
+    np.testing.assert_allclose(span.relevance[:, 0], parts.relevance.sum(1), rtol=1e-10,
+                               atol=1e-14)
+
+
+def test_explain_tokens_log_probabilities_are_gradient_times_input():
+    model, conv, _ = _converted("llama")
+    ids = _ids()
+    ex = ins.explain_tokens(model, ids, "span", span=(3, 6), score="logprob",
+                            method="grad_x_input", converter=conv, dtype="double",
+                            tokens=list("abcdef"), verbose=False)
+    x = ins.embed_tokens(model, ids).requires_grad_(True)
+    logp = torch.log_softmax(model(inputs_embeds=x).logits, -1)
+    total = sum(logp[:, t - 1].gather(1, ids[:, t, None])[:, 0] for t in range(3, 6))
+    (grad,) = torch.autograd.grad(total.sum(), x)
+    expected = (x * grad).sum(-1).detach().numpy()
+    np.testing.assert_allclose(ex.relevance[:, 0], expected, rtol=1e-6,
+                               atol=1e-6 * abs(expected).max())
+    np.testing.assert_allclose(ex.scores[:, 0], total.detach().numpy(), rtol=1e-6)
+    frame = ex.frame()
+    assert list(frame.columns) == ["data", "target", "target_token", "score", "position",
+                                   "token", "relevance"]
+    assert len(frame) == 2 * TOKENS and list(frame["token"][:TOKENS]) == list("abcdef")
+    np.testing.assert_array_equal(frame["relevance"].to_numpy(), ex.relevance.ravel())
+    assert "innsight-token" in ex.html(1)
+    assert ex.plot(0).data["token"].tolist() == list("abcdef")
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    (dict(model="llama"), TypeError, "`model` must be a Hugging Face causal language model"),
+    (dict(method="lime"), ValueError, "`method` must be one of ['attnlrp', 'lrp', "),
+    (dict(score="prob"), ValueError, "`score` must be one of ['logit', 'logprob']"),
+    (dict(score="logprob"), ValueError, "`score='logprob'` is not linear in the logits"),
+    (dict(targets=[(1,)]), TypeError, "`targets` must be 'top1', 'span' or a list of"),
+    (dict(targets=[(6, 1)]), ValueError, "`targets` pair (6, 1) is out of range"),
+    (dict(targets="span", span=(0, 3)), ValueError, "`span` must be (start, stop) with 1 <="),
+    (dict(targets="span", span=(1, 3)), ValueError, "must be the same in every sample"),
+    (dict(span=(1, 3)), ValueError, "`span` is for targets='span' only"),
+    (dict(tokens=["a"]), ValueError, "`tokens` must hold 6 strings"),
+    (dict(input_ids=np.zeros((2, 6))), TypeError, "`input_ids` must be integer token ids"),
+])
+def test_explain_tokens_refuses_bad_arguments(args, error, message):
+    model, conv, _ = _converted("llama")
+    call = {"model": model, "input_ids": _ids(), "converter": conv, "dtype": "double", **args}
+    with pytest.raises(error, match=re.escape(message)):
+        ins.explain_tokens(call.pop("model"), call.pop("input_ids"), **call)
+
+
+def test_explain_tokens_refuses_a_conversion_for_another_length_and_a_bad_sample():
+    model, conv, _ = _converted("llama")
+    with pytest.raises(ValueError, match="`converter` must be a conversion of `model` for 5"):
+        ins.explain_tokens(model, _ids()[:, :5], converter=conv)
+    ex = ins.explain_tokens(model, _ids(), converter=conv, dtype="double", verbose=False)
+    with pytest.raises(ValueError, match=r"`data_idx` must be a sample index in 0..1, got 2"):
+        ex.plot(2)
