@@ -169,7 +169,7 @@ class Activation(Layer):
             back = r - y * r.sum(dim=dim + 1 if dim >= 0 else dim, keepdim=True)
         else:
             back = derivative(self._fn, x) * divide(r, y)
-        return torch.where(y == 0, 0.0, x * back)
+        return (x * back).masked_fill_(y == 0, 0.0)
 
     def weight_paths(self, m: Tensor) -> list[Tensor]:
         return [m]

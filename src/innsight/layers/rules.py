@@ -145,8 +145,8 @@ def reciprocal(den: Tensor, eps: float = 0.0) -> Tensor:
     """``1 / (den + eps * sign(den))`` with ``sign(0) = 1``, and ``0`` where that is 0
     (nothing to redistribute). ``den`` holds forward values ``(batch, *dim)``: the
     reciprocal is taken once and broadcast against upstream ``(n_targets, batch, *dim)``."""
-    if eps > 0:
-        return torch.where(den >= 0, den + eps, den - eps).reciprocal_()
+    if eps > 0:  # eps with the sign of den (+0 counts as positive), in place
+        return torch.full_like(den, eps).copysign_(den).add_(den).reciprocal_()
     zero = den == 0
     return den.masked_fill(zero, 1).reciprocal_().masked_fill_(zero, 0)
 
