@@ -34,7 +34,7 @@ import transformers as tf
 import innsight as ins
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "methods"))
-from lxt_reference import lxt_attnlrp  # noqa: E402
+from lxt_reference import lxt_attnlrp
 
 
 class PeakMemory:
@@ -121,7 +121,7 @@ def run(tokens: int, args: argparse.Namespace) -> list[tuple[str, float, float, 
                              verbose=False, device=device)
         return result.get_result("torch_tensor")[0, ..., 0].sum(-1)
 
-    def grad_x_input(patched: bool = False) -> torch.Tensor:
+    def grad_x_input() -> torch.Tensor:
         x = embeddings.detach().clone().requires_grad_(True)
         model(inputs_embeds=x).logits[0, -1, top].backward()
         return (x * x.grad).sum(-1)[0].detach()

@@ -232,12 +232,12 @@ class LRP(InterpretingMethod):
 
     @classmethod
     def get_tunables(cls) -> dict[str, Any]:
-        """``rule_name``: the registered rules that apply to every layer with their
-        default parameter; ``rule_param``: per rule, its search range ``(float, low, high)``
+        """``rule_name``: the registered rules that apply to every layer with weights, with
+        their default parameter; ``rule_param``: per rule, its search range ``(float, low, high)``
         (pass it together with that rule); ``winner_takes_all``: both."""
         usable = [name for name, rule in LRP_RULES.items()
-                  if not rule.shape_preserving_only and not (rule.takes_param
-                                                             and rule.default_param is None)]
+                  if "map" in rule.kinds and not rule.shape_preserving_only
+                  and not (rule.takes_param and rule.default_param is None)]
         ranges = {name: (float, *LRP_RULES[name].tunable_range) for name in usable
                   if LRP_RULES[name].tunable_range is not None}
         return {"rule_name": usable, "rule_param": ranges, "winner_takes_all": [True, False]}
