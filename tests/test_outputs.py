@@ -15,8 +15,13 @@ MODEL = OutputSelection([[0, 1, 2, 3], [0, 1, 2]], [["Y1", "Y2", "Y3", "Y4"], ["
 def test_whole_model_labels_every_flat_node():
     names = [[["Y1", "Y2"]], [["C1", "C2"], ["L1", "L2", "L3"]]]
     whole = OutputSelection.whole_model(names)
-    assert whole.indices == [[0, 1], list(range(6))]
-    assert whole.labels[1] == ["C1_L1", "C1_L2", "C1_L3", "C2_L1", "C2_L2", "C2_L3"]
+    assert [list(layer) for layer in whole.indices] == [[0, 1], list(range(6))]
+    expected = ["C1_L1", "C1_L2", "C1_L3", "C2_L1", "C2_L2", "C2_L3"]
+    assert list(whole.labels[1]) == expected  # made when asked for, one by one or all
+    assert [whole.labels[1][i] for i in range(-6, 6)] == expected * 2
+    assert whole.labels[1][2:4] == expected[2:4] and whole.labels[1].index("C2_L1") == 3
+    with pytest.raises(IndexError, match="label index 6 out of range for 6 nodes"):
+        whole.labels[1][6]
     assert OutputSelection.whole_model([[]]).labels == [["Y1"]]  # an output without axes
 
 

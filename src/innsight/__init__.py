@@ -37,6 +37,7 @@ from innsight.methods import (
     torch_smoothgrad,
 )
 from innsight.methods.comparison import Comparison, compare_models
+from innsight.methods.tokens import TokenExplanation, explain_tokens
 from innsight import metrics
 from innsight.datasets import DatasetResult, explain_dataset
 from innsight.metrics import evaluate, recommend
@@ -49,7 +50,7 @@ __all__ = [
     "ConnectionWeights", "DeepLift", "DeepSHAP", "LRP", "run_cw", "run_deeplift", "run_deepshap",
     "run_lrp",
     "GradCAM", "run_gradcam",
-    "plot_tokens", "tokens_html",
+    "plot_tokens", "tokens_html", "TokenExplanation", "explain_tokens",
     "ConversionError", "ConvertedModel", "Converter", "ExpectedGradient", "Gradient",
     "IntegratedGradient", "InterpretingMethod", "Result", "SmoothGrad", "convert", "embed_tokens",
     "run_expgrad", "run_grad", "run_intgrad", "run_smoothgrad", "torch_expgrad", "torch_grad",

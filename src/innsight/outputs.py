@@ -10,6 +10,7 @@ selects per output layer. A node selected twice is refused.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +32,39 @@ class Target:
     index: int
 
 
-def flat_labels(names: Sequence[Sequence[str]]) -> list[str]:
+class FlatLabels(Sequence):
+    """Labels of the flattened nodes of one output layer (axis labels joined by ``_``),
+    made when asked for: a language model's ``(tokens, vocab)`` output has millions."""
+
+    def __init__(self, names: Sequence[Sequence[str]]) -> None:
+        self.names = [list(axis) for axis in names]
+        self.sizes = [len(axis) for axis in self.names]
+        self.size = math.prod(self.sizes)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.size))]
+        if not -self.size <= i < self.size:
+            raise IndexError(f"label index {i} out of range for {self.size} nodes")
+        position = np.unravel_index(i % self.size, self.sizes)
+        return "_".join(axis[p] for axis, p in zip(self.names, position))
+
+    def __iter__(self) -> Any:
+        return ("_".join(combo) for combo in itertools.product(*self.names))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
+def flat_labels(names: Sequence[Sequence[str]]) -> Sequence[str]:
     """Labels of the flattened nodes of one output layer (axis labels joined by ``_``);
     an output without axes (one value per sample) is ``Y1``."""
     if not names:
         return ["Y1"]
-    return ["_".join(combo) for combo in itertools.product(*names)]
+    return FlatLabels(names)
 
 
 @dataclass(frozen=True)
@@ -45,15 +73,15 @@ class OutputSelection:
     for output layers without selected nodes). ``computed`` marks the nodes a result
     was computed for (rather than every node of a model), for error messages."""
 
-    indices: list[list[int]]
-    labels: list[list[str]]
+    indices: list[Sequence[int]]  # lists, or ranges for every node of a layer
+    labels: list[Sequence[str]]
     computed: bool = False
 
     @classmethod
     def whole_model(cls, output_names: Sequence[Sequence[Sequence[str]]]) -> OutputSelection:
         """Every node of every output layer, labelled by ``output_names``."""
         labels = [flat_labels(names) for names in output_names]
-        return cls([list(range(len(layer))) for layer in labels], labels, computed=False)
+        return cls([range(len(layer)) for layer in labels], labels, computed=False)
 
     @property
     def targets(self) -> list[Target]:
@@ -108,7 +136,7 @@ class OutputSelection:
             if len(set(nodes)) != len(nodes):
                 raise ValueError(f"`{arg_name}` has repeated output nodes in output layer {o}: "
                                  f"{nodes}.")
-            positions.append([list(known[o]).index(n) for n in nodes])
+            positions.append([known[o].index(n) for n in nodes])
         if not any(positions):
             raise ValueError(f"`{arg_name}` selects no output node, got "
                              f"{describe(output_idx if output_label is None else output_label)}.")

@@ -93,3 +93,36 @@ def test_text_model_with_a_bad_input_dim_is_refused_by_name(input_dim):
     with pytest.raises(ValueError, match=r"`input_dim` of the text model "
                        r"BertForSequenceClassification must be \[tokens\] or \[tokens, 16\]"):
         ins.convert(_build("bert"), input_dim=input_dim)
+
+
+#: Parameters and buffers that add a constant to what the explained input feeds: biases,
+#: position and token-type embeddings, class tokens, batch norm's running means.
+_CONSTANT_TERMS = ("bias", "position_embeddings", "wpe.", "token_type_embeddings", "cls_token",
+                   "running_mean")
+
+
+def _without_biases(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if any(term in name for term in _CONSTANT_TERMS) and tensor.is_floating_point():
+                tensor.zero_()
+    return model
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_lrp_conserves_relevance_without_biases(name):
+    """The default rules (the AH-rule for attention, the LN-rule for norms, the z-rule)
+    absorb nothing when the model adds no constants: the values sum to the logit, and
+    every layer passes on what it receives (``keep_layers``)."""
+    model, input_dim = _without_biases(_build(name)).double(), MODELS[name][1]
+    conv = ins.convert(model, input_dim=input_dim, dtype="double")
+    x = torch.randn(2, *conv.input_dim[0], dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(3))
+    result = ins.run_lrp(conv, x, output_idx=[0, 1], dtype="double", keep_layers=True,
+                         verbose=False)
+    with torch.no_grad():
+        logits = _logits(model)(x)[:, :2]
+    sums = result.get_result("torch_tensor").flatten(1, -2).sum(1)
+    scale = logits.abs().max()
+    assert (sums - logits).abs().max() <= 1e-6 * scale
+    assert result.layer_report()["absorbed"].abs().max() <= 1e-6 * scale

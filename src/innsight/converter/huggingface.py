@@ -12,10 +12,13 @@ score per label.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innsight._validation import as_dim_list
@@ -50,12 +53,43 @@ def describe_huggingface(
     if input_name == "input_ids":
         input_name = "inputs_embeds"
         input_dim = _embedding_dims(model, input_dim)
-    description, run_original = describe_torch(
-        _Logits(model, input_name), input_dim, tracer="export" if tracer == "auto" else tracer)
+    with _fused_activations():
+        description, run_original = describe_torch(
+            _Logits(model, input_name), input_dim, tracer="export" if tracer == "auto" else tracer)
     labels = getattr(model.config, "id2label", None) or {}
     if labels and _output_dims(model, run_original, description) == [(len(labels),)]:
         description["output_names"] = [[[str(labels[i]) for i in range(len(labels))]]]
     return description, run_original
+
+
+#: ``transformers`` activation modules that write a GELU out in primitive operations
+#: (``0.5 * x * (1 + tanh(...))``), and the fused function they equal: while a model is
+#: traced they call it, so that the graph holds one GELU layer, which rule-based methods
+#: treat as one nonlinearity (LRP's identity rule), not as a product of two branches.
+_FUSED_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "NewGELUActivation": partial(F.gelu, approximate="tanh"),
+    "FastGELUActivation": partial(F.gelu, approximate="tanh"),
+    "GELUTanh": partial(F.gelu, approximate="tanh"),
+    "GELUActivation": F.gelu,
+}
+
+
+@contextlib.contextmanager
+def _fused_activations() -> Iterator[None]:
+    """The classes of :data:`_FUSED_ACTIVATIONS` computing their fused function, for the
+    duration of the block (the conversion's dry run then compares against the original)."""
+    import transformers.activations as activations
+
+    classes = [(cls, cls.__dict__["forward"]) for cls in (
+        getattr(activations, name, None) for name in _FUSED_ACTIVATIONS) if cls is not None]
+    try:
+        for cls, _ in classes:
+            fused = _FUSED_ACTIVATIONS[cls.__name__]
+            cls.forward = lambda self, x, fused=fused: fused(x)
+        yield
+    finally:
+        for cls, forward in classes:
+            cls.forward = forward
 
 
 def embed_tokens(model: nn.Module, input_ids: Tensor) -> Tensor:

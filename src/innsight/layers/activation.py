@@ -19,6 +19,7 @@ from innsight.layers.rules import (
     Pair,
     collapse,
     derivative,
+    divide,
     negligible,
     vjp_at,
 )
@@ -89,7 +90,10 @@ class Activation(Layer):
     activation's own parameters, e.g. ``negative_slope`` for ``leaky_relu`` or
     ``axis`` (a sample axis, 0 = channels) for ``softmax``.
 
-    Rules: LRP and ConnectionWeights pass values through unchanged. DeepLift
+    Rules: LRP follows the layer's rule (type key ``"Activation"``, or ``"Softmax"``
+    for softmax): ``pass`` (default, the identity rule: relevance unchanged) or
+    ``linearise`` (the linearisation at the input, AttnLRP's rule for softmax).
+    ConnectionWeights passes values through unchanged. DeepLift
     uses ``dy / dx`` per entry (``rescale``; the derivative at the midpoint
     ``(x + x_ref) / 2`` where ``|dx|`` is tiny) or Shrikumar et al.'s
     ``reveal_cancel``, which treats the positive and negative parts of ``dx``
@@ -101,6 +105,11 @@ class Activation(Layer):
     required = ("act_name",)
     is_activation = True
     rule_paths = ALL_PATHS
+    takes_lrp_rule = True
+    shape_preserving = True
+    lrp_kind = "activation"
+    default_lrp_rule = "pass"
+    rule_keys = ("Softmax",)
 
     @classmethod
     def from_params(cls, type_name: str, params: Mapping[str, Any], where: str) -> Layer:
@@ -145,8 +154,22 @@ class Activation(Layer):
     def _fn(self, x: Tensor) -> Tensor:
         return self.spec.fn(x, **self.args)
 
+    def rule_key(self) -> str:
+        return "Softmax" if self.act_name == "softmax" else self.type_name
+
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
-        return [r]
+        return [rule.relevance(self, r, xs[0], y)]
+
+    def linearised(self, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """Relevance ``r (T, B, *dim)`` through the linearisation at ``x``:
+        ``x * J(x)^T (r / y)``; softmax in closed form, ``x * (r - y * sum(r))`` over its
+        axis. Entries with ``y = 0`` (a masked score, ``x = -inf``) get none."""
+        if self.act_name == "softmax":
+            dim = tensor_dim(self.args["axis"])
+            back = r - y * r.sum(dim=dim + 1 if dim >= 0 else dim, keepdim=True)
+        else:
+            back = derivative(self._fn, x) * divide(r, y)
+        return (x * back).masked_fill_(y == 0, 0.0)
 
     def weight_paths(self, m: Tensor) -> list[Tensor]:
         return [m]

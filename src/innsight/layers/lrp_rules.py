@@ -53,6 +53,12 @@ class LrpRule(Rule):
     tunable_range: ClassVar[tuple[float, float] | None] = None
     #: Whether the rule needs a layer whose input and output have the same shape.
     shape_preserving_only: ClassVar[bool] = False
+    #: The layer kinds (``RuleLayer.lrp_kind``) the formula is written for; a rule named
+    #: for every layer at once (``rule_name="epsilon"``) leaves the others at their default.
+    kinds: ClassVar[frozenset[str]] = frozenset({"map", "product"})
+    #: Whether a product holds the operand its ``lrp_constant`` names fixed (the
+    #: AH-rule; CP-LRP), rather than splitting relevance between both operands.
+    holds_operand: ClassVar[bool] = True
 
     def __init__(self, param: Any = None, winner_takes_all: bool = True) -> None:
         super().__init__(winner_takes_all)
@@ -80,6 +86,11 @@ class LrpRule(Rule):
         return float(param)
 
     def refusal(self, layer: RuleLayer) -> str | None:
+        if layer.lrp_kind not in self.kinds:
+            fits = sorted(name for name, rule in LRP_RULES.items()
+                          if layer.lrp_kind in rule.kinds and name != "none")
+            return (f"the LRP rule {self.name!r} is not for layer type '{layer.type_name}' "
+                    f"(rules for it: {', '.join(fits)})")
         if self.shape_preserving_only and not layer.shape_preserving:
             return (f"the LRP rule {self.name!r} only moves relevance through shape-preserving "
                     f"layers, not layer type '{layer.type_name}'")
@@ -158,10 +169,12 @@ class AlphaBeta(LrpRule):
 
 
 class Pass(LrpRule):
-    """``pass``: relevance goes through unchanged (shape-preserving layers only)."""
+    """``pass``: relevance goes through unchanged (shape-preserving layers only); for
+    activations this is the identity rule, their default."""
 
     name = "pass"
     shape_preserving_only = True
+    kinds = frozenset({"map", "product", "activation"})
 
     def relevance(self, layer: LinearMap, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
         return r
@@ -248,3 +261,37 @@ class ZBox(LrpRule):
         s = divide(r, z)
         return (x * layer.lin_t(s, "w") - low * layer.lin_t(s, "pos")
                 - high * _zero_if_none(layer.lin_t(s, "neg")))
+
+
+class Linearise(LrpRule):
+    """``linearise``: an activation by its linearisation at the input,
+    ``R_x = x * J(x)^T (r / y)``; for softmax ``R_x = x * (r - y * sum(r))`` (AttnLRP,
+    Achtibat et al. 2024, Prop. 3.1). The rest of ``r``, the linearisation's bias term,
+    is absorbed."""
+
+    name = "linearise"
+    kinds = frozenset({"activation"})
+
+    def relevance(self, layer: Any, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        return layer.linearised(r, x, y)
+
+
+class Uniform(Epsilon):
+    """``uniform``: a product of two tensors gives each operand half of the relevance,
+    each through the ``epsilon`` rule with the other operand fixed, whatever its
+    ``lrp_constant`` (AttnLRP's uniform rule for matrix products, Achtibat et al. 2024,
+    Eq. 7, where the AH-rule would hold the attention weights fixed)."""
+
+    name = "uniform"
+    kinds = frozenset({"product"})
+    holds_operand = False
+
+
+#: Named rule choices, data only: ``rule_name=<preset>`` stands for the preset's rule
+#: names and, where ``rule_param`` is not given, its parameters, both keyed like
+#: ``rule_name`` dicts (``"*"``: every layer the rule fits, the others keep their default).
+LRP_PRESETS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
+    # AttnLRP (Achtibat et al. 2024): epsilon for linear maps and the LN-rule (the identity
+    # rule on the normalisation), the uniform rule for products, softmax linearised.
+    "attnlrp": ({"*": "epsilon", "MatMul": "uniform", "Softmax": "linearise"}, {"*": 1e-9}),
+}

@@ -167,8 +167,8 @@ class MatMul(_Product):
     through that map; the fixed operand gets none. This is the AH-rule of Ali et al.
     2022 ("XAI for Transformers: Better Explanations through Conservative Propagation")
     when the fixed operand is the attention weights (the softmax output); the torch
-    front-end sets it for attention modules and for any product with a softmax.
-    Without it, each operand gets half of the relevance through the map with the other
+    front-end sets it for attention modules and for any product with a softmax. The
+    rule ``uniform`` ignores it (AttnLRP's uniform rule). Without it, each operand gets half of the relevance through the map with the other
     operand fixed (``a * b`` of :class:`Multiply` as a 1x1 case). DeepLift uses the
     exact split ``d(ab) = da ((b + b')/2) + ((a + a')/2) db``
     whatever ``lrp_constant``. ConnectionWeights is not defined for it.
@@ -176,6 +176,7 @@ class MatMul(_Product):
 
     type_names = ("MatMul",)
     takes_lrp_rule = True
+    lrp_kind = "product"
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         if a.ndim < 3 or b.ndim != a.ndim or a.shape[-1] != b.shape[-2]:
@@ -186,12 +187,13 @@ class MatMul(_Product):
         return torch.matmul(a, b)
 
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
+        constant = self.lrp_constant if rule.holds_operand else None
         out = []
         for side, x in enumerate(xs):
-            if side == self.lrp_constant:
+            if side == constant:
                 out.append(r.new_zeros(r.shape[0], *x.shape))
                 continue
-            share = r if self.lrp_constant is not None else r / 2
+            share = r if constant is not None else r / 2
             fixed = FrozenMatMul(self, xs[1 - side], side)
             out.append(fixed.relevance(share, [x], y, rule)[0])
         return out

@@ -145,8 +145,8 @@ def reciprocal(den: Tensor, eps: float = 0.0) -> Tensor:
     """``1 / (den + eps * sign(den))`` with ``sign(0) = 1``, and ``0`` where that is 0
     (nothing to redistribute). ``den`` holds forward values ``(batch, *dim)``: the
     reciprocal is taken once and broadcast against upstream ``(n_targets, batch, *dim)``."""
-    if eps > 0:
-        return torch.where(den >= 0, den + eps, den - eps).reciprocal_()
+    if eps > 0:  # eps with the sign of den (+0 counts as positive), in place
+        return torch.full_like(den, eps).copysign_(den).add_(den).reciprocal_()
     zero = den == 0
     return den.masked_fill(zero, 1).reciprocal_().masked_fill_(zero, 0)
 
@@ -224,6 +224,15 @@ class RuleLayer:
     no_rule_reason: ClassVar[str] = ""
     #: Whether ``rule_name``/``rule_param`` apply to this layer (LRP).
     takes_lrp_rule: ClassVar[bool] = False
+    #: Which LRP rules fit a layer taking one (``LrpRule.kinds``): ``"map"`` (a linear
+    #: map: ``epsilon``, ``alpha_beta``, ...), ``"product"`` (a product of two tensors:
+    #: those and ``uniform``) or ``"activation"`` (``pass``, ``linearise``).
+    lrp_kind: ClassVar[str] = "map"
+    #: The LRP rule of this layer where ``rule_name`` names none that fits it.
+    default_lrp_rule: ClassVar[str] = "simple"
+    #: The keys of ``rule_name``/``rule_param`` dicts that may choose its rule, besides
+    #: layer names: its type names, and finer ones (``"Softmax"``).
+    rule_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether input and output have the same shape (the LRP rule ``pass`` needs it).
     shape_preserving: ClassVar[bool] = False
     #: Whether the DeepLift backward understands :class:`Pair` multipliers of its
@@ -234,6 +243,10 @@ class RuleLayer:
     def sample_rank(self) -> int:
         """The number of axes of one sample of the (first) input, batch axis excluded."""
         return len(self.input_dim[0])
+
+    def rule_key(self) -> str:
+        """The type key that chooses this layer's LRP rule (after its name)."""
+        return self.type_name
 
     def no_rule(self, method: str) -> str:
         """Why this layer cannot take part in ``method``, a key of :data:`RULE_PATHS`

@@ -22,39 +22,70 @@ from torch import Tensor
 from innsight._validation import check_bool, describe
 from innsight.converter import ConvertedModel
 from innsight.layers import LAYER_TYPES
-from innsight.layers.lrp_rules import LRP_RULES, LrpRule
+from innsight.layers.lrp_rules import LRP_PRESETS, LRP_RULES, LrpRule
 from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
 from innsight.methods.engine import target_values
 from innsight.methods.layer_report import LayerRecords
 from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_walk
 
-#: Layer types whose LRP rule can be chosen.
-RULE_TYPES = tuple(sorted(name for name, cls in LAYER_TYPES.items() if cls.takes_lrp_rule))
+#: Keys of ``rule_name``/``rule_param`` dicts besides layer names: the layer types whose
+#: LRP rule can be chosen, their finer keys (``"Softmax"``), and ``"*"`` for every layer
+#: the rule fits.
+RULE_TYPES = tuple(sorted({key for name, cls in LAYER_TYPES.items() if cls.takes_lrp_rule
+                           for key in (name, *cls.rule_keys)}))
+_EVERY = "*"
 
 
 def _check_keys(arg_name: str, value: Any, model: ConvertedModel) -> None:
     if not isinstance(value, Mapping):
         return
-    known = set(RULE_TYPES) | {
+    known = set(RULE_TYPES) | {_EVERY} | {
         name for name, layer in zip(model.layer_names, model.layers) if layer.takes_lrp_rule
     }
     unknown = sorted(str(k) for k in value if k not in known)
     if unknown:
         raise ValueError(
             f"`{arg_name}` has keys {unknown} that are neither a layer type taking an LRP "
-            f"rule {list(RULE_TYPES)} nor the name of such a layer in the model."
+            f"rule {list(RULE_TYPES)}, '*' (every layer) nor the name of such a layer in the "
+            f"model."
         )
+
+
+def _pick(value: Mapping[str, Any], layer_name: str, layer: Any) -> tuple[Any, str] | None:
+    """The entry of ``value`` for a layer: by its name, its rule key or its type (in that
+    order), with the key as ``"['key']"`` for messages; ``None`` if there is none."""
+    for key in (layer_name, layer.rule_key(), layer.type_name):
+        if key in value:
+            return value[key], f"['{key}']"
+    return None
+
+
+def _rule_class(rule_name: Any, layer_name: str, layer: Any) -> type[LrpRule]:
+    """The rule class of a layer taking a rule: named for it, or named for every layer
+    (``"*"`` or one name) where that rule fits its kind, else the layer's default."""
+    named = rule_name if isinstance(rule_name, Mapping) else {_EVERY: rule_name}
+    picked = _pick(named, layer_name, layer)
+    if picked is not None:
+        return LRP_RULES[picked[0]]
+    every = LRP_RULES.get(named.get(_EVERY))
+    return every if every is not None and layer.lrp_kind in every.kinds else LRP_RULES[
+        layer.default_lrp_rule]
 
 
 def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
                 winner_takes_all: bool) -> list[LrpRule]:
-    """The rule of every layer: from ``rule_name``/``rule_param`` (one value, or dicts
-    keyed by layer name or layer type; a name wins over a type) for the layers that
-    take a rule, and ``winner_takes_all`` for max pooling: one rule object of
-    :data:`~innsight.layers.lrp_rules.LRP_RULES` per layer, its parameter checked
-    (layers that take no rule get a plain :class:`LrpRule`)."""
+    """The rule of every layer: from ``rule_name``/``rule_param`` (one value, dicts keyed
+    by layer name, layer type or ``"*"``, or a preset name of
+    :data:`~innsight.layers.lrp_rules.LRP_PRESETS`; a name wins over a type, a type over
+    ``"*"``) for the layers that take a rule, and ``winner_takes_all`` for max pooling:
+    one rule object of :data:`~innsight.layers.lrp_rules.LRP_RULES` per layer, its
+    parameter checked (layers that take no rule get a plain :class:`LrpRule`)."""
     if not isinstance(rule_name, (str, Mapping)):
-        raise TypeError(f"`rule_name` must be a rule name or a dict, got {describe(rule_name)}.")
+        raise TypeError(f"`rule_name` must be a rule name or a dict (or a preset name), got "
+                        f"{describe(rule_name)}.")
+    if isinstance(rule_name, str) and rule_name in LRP_PRESETS:
+        rule_name, preset_param = LRP_PRESETS[rule_name]
+        rule_param = preset_param if rule_param is None else rule_param
     for arg_name, value in (("rule_name", rule_name), ("rule_param", rule_param)):
         _check_keys(arg_name, value, model)
     names = rule_name.values() if isinstance(rule_name, Mapping) else [rule_name]
@@ -62,16 +93,8 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
         if not isinstance(name, str) or name not in LRP_RULES:
             raise ValueError(
                 f"Unknown LRP rule {describe(name)} in `rule_name`; expected one of "
-                f"{list(LRP_RULES)}."
+                f"{list(LRP_RULES)} or a preset {list(LRP_PRESETS)}."
             )
-
-    def pick(value: Any, layer_name: str, type_name: str | None, default: Any) -> tuple[Any, str]:
-        if not isinstance(value, Mapping):
-            return value, ""
-        for key in (layer_name, type_name):
-            if key is not None and key in value:
-                return value[key], f"['{key}']"
-        return default, ""
 
     rules = []
     single_param_used = False
@@ -79,12 +102,18 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
         if not layer.takes_lrp_rule:
             rules.append(LrpRule(winner_takes_all=winner_takes_all))
             continue
-        rule_class = LRP_RULES[pick(rule_name, name, layer.type_name, "simple")[0]]
+        rule_class = _rule_class(rule_name, name, layer)
         takes_param = rule_class.takes_param
-        # A value for many layers (one value, or one per type) serves only the rules
-        # that take one; a value for this layer by name must fit its rule.
-        param, where = pick(rule_param, name, layer.type_name if takes_param else None, None)
-        if rule_param is not None and not isinstance(rule_param, Mapping):
+        param, where = None, ""
+        if isinstance(rule_param, Mapping):
+            # A value for many layers (per type or "*") serves only the rules that take
+            # one; a value for this layer by name must fit its rule.
+            picked = _pick(rule_param, name, layer) if takes_param else (
+                (rule_param[name], f"['{name}']") if name in rule_param else None)
+            if picked is None and takes_param and _EVERY in rule_param:
+                picked = rule_param[_EVERY], f"['{_EVERY}']"
+            param, where = picked if picked is not None else (None, "")
+        elif rule_param is not None:
             single_param_used |= takes_param
             param = rule_param if takes_param else None
         rules.append(rule_class(rule_class.check_param(param, where), winner_takes_all))
@@ -133,16 +162,20 @@ class LRP(InterpretingMethod):
         A name in :data:`~innsight.layers.lrp_rules.LRP_RULES`, where each rule
         is one class with its formula (:mod:`innsight.layers.lrp_rules`):
         ``"simple"`` (default), ``"epsilon"``, ``"alpha_beta"``, ``"pass"``,
-        ``"z_plus"``, ``"gamma"``, ``"w_square"``, ``"flat"`` or ``"z_box"``; or a
-        dict keyed by layer type (``"Dense"``, ``"Conv2D"``, ``"BatchNorm"``,
-        ``"AvgPool2D"``, ...) or by a layer's name in the converted model
-        (``conv.model.layer_names``); a name wins over a type, and layers not
-        named use ``"simple"``.
+        ``"z_plus"``, ``"gamma"``, ``"w_square"``, ``"flat"`` or ``"z_box"`` for
+        layers with weights and products; ``"uniform"`` for products of two tensors;
+        ``"pass"`` (default) or ``"linearise"`` for activations. One name applies to
+        every layer it fits; the others keep their default. Or a dict keyed by layer
+        type (``"Dense"``, ``"Conv2D"``, ``"BatchNorm"``, ``"MatMul"``,
+        ``"Activation"``, ``"Softmax"``, ...), by a layer's name in the converted
+        model (``conv.model.layer_names``) or ``"*"`` (every layer the rule fits);
+        a name wins over a type, a type over ``"*"``. Or a preset of
+        :data:`~innsight.layers.lrp_rules.LRP_PRESETS`: ``"attnlrp"`` (see Notes).
     rule_param : number, tuple or dict
-        ``epsilon`` (default 0.01), ``alpha`` of ``alpha_beta`` (default 1,
-        ``beta = alpha - 1``), ``gamma`` (default 0.25) or ``(low, high)`` for
-        ``z_box``; one value for every layer whose rule takes one, or a dict
-        keyed like ``rule_name``.
+        ``epsilon`` (default 0.01; also of ``uniform``), ``alpha`` of
+        ``alpha_beta`` (default 1, ``beta = alpha - 1``), ``gamma`` (default 0.25)
+        or ``(low, high)`` for ``z_box``; one value for every layer whose rule takes
+        one, or a dict keyed like ``rule_name``.
     winner_takes_all : bool
         Max pooling sends relevance to each window's maximum (True) or spreads it
         in proportion to the inputs (False).
@@ -166,6 +199,18 @@ class LRP(InterpretingMethod):
     ``attribute_to``, the walk stops at that layer: the values are the relevance
     it passes through the layer's output.
 
+    Transformers: by default a matrix product with a softmax operand holds the
+    attention weights fixed (the AH-rule of Ali et al. 2022, CP-LRP), so the softmax
+    gets no relevance, and normalisers are held fixed (the LN-rule). The preset
+    ``rule_name="attnlrp"`` is AttnLRP (Achtibat et al. 2024), the rules of
+    ``lxt.efficient`` (tested equal): ``epsilon`` (``1e-9``) for layers with weights and
+    for layer norms (held standard deviation: the identity rule on the
+    normalisation), ``uniform`` for matrix products (half of the relevance to each
+    operand, attention weights included) and ``linearise`` for softmax, whose
+    linearisation at the input absorbs relevance (see ``keep_layers``); other
+    activations pass relevance on unchanged (the identity rule) and elementwise
+    products (gates) split it equally.
+
     Against Zennit (tested): ``epsilon``, ``alpha_beta`` (the bias joins the
     positive or negative part by its sign), ``flat`` and ``z_box`` agree with
     Zennit's rules of the same name; ``z_plus`` and ``w_square`` agree with
@@ -187,12 +232,12 @@ class LRP(InterpretingMethod):
 
     @classmethod
     def get_tunables(cls) -> dict[str, Any]:
-        """``rule_name``: the registered rules that apply to every layer with their
-        default parameter; ``rule_param``: per rule, its search range ``(float, low, high)``
+        """``rule_name``: the registered rules that apply to every layer with weights, with
+        their default parameter; ``rule_param``: per rule, its search range ``(float, low, high)``
         (pass it together with that rule); ``winner_takes_all``: both."""
         usable = [name for name, rule in LRP_RULES.items()
-                  if not rule.shape_preserving_only and not (rule.takes_param
-                                                             and rule.default_param is None)]
+                  if "map" in rule.kinds and not rule.shape_preserving_only
+                  and not (rule.takes_param and rule.default_param is None)]
         ranges = {name: (float, *LRP_RULES[name].tunable_range) for name in usable
                   if LRP_RULES[name].tunable_range is not None}
         return {"rule_name": usable, "rule_param": ranges, "winner_takes_all": [True, False]}

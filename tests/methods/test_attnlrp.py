@@ -1,0 +1,252 @@
+"""AttnLRP (``rule_name="attnlrp"``, Achtibat et al. 2024) on Hugging Face transformers
+built from tiny configs (random weights, no download), in float64.
+
+References:
+
+- LXT's efficient AttnLRP (``lxt.efficient``, the authors' code): the relevance of a
+  token is its input embedding times the gradient under LXT's patches, summed over the
+  hidden dimension. ``lxt`` 2.1 does not import with ``transformers`` 5.x; the helper
+  :mod:`lxt_reference` applies LXT's own patch functions as its fixed upstream main does
+  (its docstring says how) and restores the patched classes afterwards.
+- Accounting: the token relevances plus what each layer reports as absorbed
+  (``keep_layers=True``) equal the explained logit.
+- Each new rule against its matrix form written here: ``linearise`` against autograd's
+  Jacobian, ``uniform`` against the explicit sum over the product's terms.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+import pytest
+import torch
+import transformers as tf
+from lxt_reference import lxt_relevance
+
+import innsight as ins
+from innsight.layers import LAYER_TYPES
+from innsight.layers.lrp_rules import LRP_RULES
+
+TOKENS, VOCAB, TOKEN = 6, 50, 7
+_TEXT = dict(vocab_size=VOCAB, max_position_embeddings=32, hidden_size=16, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=32)
+#: name -> (build the model, index of the explained output node, that node of the logits).
+MODELS = {
+    "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=1, **_TEXT)),
+    "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(num_key_value_heads=1, **_TEXT)),
+    "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(
+        vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=32, bos_token_id=0,
+        eos_token_id=0)),
+    "bert": lambda: tf.BertForSequenceClassification(tf.BertConfig(num_labels=3, **_TEXT)),
+}
+
+
+def _target(name: str) -> tuple[int, object]:
+    """The explained node: the logit of token ``TOKEN`` after the last position (causal
+    LMs, output ``(tokens, vocab)``), class 1 (BERT); its index among the flattened output
+    nodes and a function picking it from the original's logits."""
+    if name == "bert":
+        return 1, lambda logits: logits[:, 1]
+    return (TOKENS - 1) * VOCAB + TOKEN, lambda logits: logits[:, -1, TOKEN]
+
+
+@functools.cache
+def _converted(name: str) -> tuple[torch.nn.Module, ins.Converter, torch.Tensor]:
+    """The float64 model, its conversion and the input embeddings of 2 random sequences."""
+    torch.manual_seed(0)
+    model = MODELS[name]().eval().double()
+    conv = ins.convert(model, input_dim=[TOKENS], dtype="double")
+    ids = torch.randint(0, VOCAB, (2, TOKENS), generator=torch.Generator().manual_seed(1))
+    return model, conv, ins.embed_tokens(model, ids)
+
+
+def _per_token(result: ins.LRP) -> torch.Tensor:
+    """``(n_data, tokens)``: the relevance of each embedding summed over the hidden axis."""
+    return result.get_result("torch_tensor")[..., 0].sum(-1)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_attnlrp_equals_lxt_per_token(name):
+    model, conv, embeddings = _converted(name)
+    node, pick = _target(name)
+    ours = _per_token(ins.run_lrp(conv, embeddings, rule_name="attnlrp", output_idx=[node],
+                                  dtype="double", verbose=False))
+    reference = lxt_relevance(model, embeddings, pick)
+    error = (ours - reference).abs().max()
+    assert error <= 1e-4 * reference.abs().max()
+    # The rule that holds attention fixed (CP-LRP) is much further from the reference:
+    # the comparison tells the two apart.
+    cp = _per_token(ins.run_lrp(conv, embeddings, output_idx=[node], dtype="double",
+                                rule_name="epsilon", rule_param=1e-9, verbose=False))
+    assert (cp - reference).abs().max() > 100 * error
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_token_relevances_and_what_layers_absorb_sum_to_the_logit(name):
+    model, conv, embeddings = _converted(name)
+    node, pick = _target(name)
+    result = ins.run_lrp(conv, embeddings, rule_name="attnlrp", output_idx=[node],
+                         dtype="double", keep_layers=True, verbose=False)
+    report = result.layer_report()
+    absorbed = torch.tensor(report.groupby("data")["absorbed"].sum().to_numpy())
+    with torch.no_grad():
+        logit = pick(model(inputs_embeds=embeddings).logits)
+    total = _per_token(result).sum(1) + absorbed
+    assert (total - logit).abs().max() <= 1e-6 * logit.abs().max()
+    # The softmax linearisation absorbs relevance, as the paper says.
+    softmax = report[report["layer"].str.endswith("_weights")]
+    assert (softmax["rule"] == "linearise").all() and len(softmax) == 2 * 2  # layers x data
+    assert softmax["absorbed"].abs().max() > 1e-6 * logit.abs().max()
+
+
+def test_rules_are_chosen_per_layer_type_and_the_preset_spells_them_out():
+    model, conv, embeddings = _converted("llama")
+    node, _ = _target("llama")
+    names = {"*": "epsilon", "MatMul": "uniform", "Softmax": "linearise"}
+    run = functools.partial(ins.run_lrp, conv, embeddings, output_idx=[node], dtype="double",
+                            verbose=False, keep_layers=True)
+    preset, spelled = run(rule_name="attnlrp"), run(rule_name=names, rule_param=1e-9)
+    torch.testing.assert_close(preset.get_result("torch_tensor"),
+                               spelled.get_result("torch_tensor"), rtol=0, atol=0)
+    rules = preset.layer_report().drop_duplicates("layer").set_index("layer")["rule"]
+    assert rules["scaled_dot_product_attention_weights"] == "linearise"
+    assert rules["scaled_dot_product_attention"] == "uniform"
+    assert rules["silu"] == "pass" and rules["linear"] == "epsilon"
+    # A rule for every layer it fits ("*" or one name) leaves activations at "pass".
+    one_name = run(rule_name="epsilon", rule_param=1e-9).layer_report()
+    assert set(one_name[one_name["type"] == "Activation"]["rule"]) == {"pass"}
+
+
+# ---- the rules against their matrix forms -----------------------------------------------
+
+
+def _layer(type_name: str, params: dict, input_dim: list[tuple[int, ...]]):
+    layer = LAYER_TYPES[type_name].from_params(type_name, params, "here").double()
+    layer.input_dim = input_dim
+    return layer
+
+
+@pytest.mark.parametrize(("act", "params"), [("softmax", {"axis": 1}), ("tanh", {}),
+                                             ("gelu", {})])
+def test_linearise_is_the_input_times_the_jacobian_transpose_of_r_over_y(act, params):
+    layer = _layer("Activation", {"act_name": act, **params}, [(3, 4)])
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, dtype=torch.float64, generator=gen)
+    r = torch.randn(5, 2, 3, 4, dtype=torch.float64, generator=gen)
+    y = layer(x)
+    (actual,) = layer.relevance(r, [x], y, LRP_RULES["linearise"]())
+    jac = torch.autograd.functional.jacobian(layer, x)  # (2, 3, 4, 2, 3, 4)
+    expected = x * torch.einsum("bijckl,tbij->tckl", jac, r / y)
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_uniform_splits_a_product_with_attention_weights_half_and_half():
+    layer = _layer("MatMul", {"lrp_constant": 0}, [(2, 3, 4), (2, 4, 5)])
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randn(2, 2, 3, 4, dtype=torch.float64, generator=gen)
+    b = torch.randn(2, 2, 4, 5, dtype=torch.float64, generator=gen)
+    r = torch.randn(3, 2, 2, 3, 5, dtype=torch.float64, generator=gen)
+    eps = 0.1
+    z = a @ b
+    terms = torch.einsum("bhij,bhjp->bhijp", a, b)  # a_ij b_jp, the terms of z_ip
+    share = r / (2 * torch.where(z >= 0, z + eps, z - eps))  # (T, B, h, i, p)
+    expected_a = torch.einsum("bhijp,tbhip->tbhij", terms, share)
+    expected_b = torch.einsum("bhijp,tbhip->tbhjp", terms, share)
+    to_a, to_b = layer.relevance(r, [a, b], z, LRP_RULES["uniform"](eps))
+    torch.testing.assert_close(to_a, expected_a, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(to_b, expected_b, rtol=1e-10, atol=1e-12)
+    # The AH-rule (any other rule) holds the weights, operand 0, fixed.
+    held_a, held_b = layer.relevance(r, [a, b], z, LRP_RULES["epsilon"](eps))
+    assert held_a.abs().max() == 0
+    torch.testing.assert_close(held_b, 2 * expected_b, rtol=1e-10, atol=1e-12)
+
+
+# ---- explain_tokens ------------------------------------------------------------------------
+
+
+def _ids() -> torch.Tensor:
+    ids = torch.randint(0, VOCAB, (2, TOKENS), generator=torch.Generator().manual_seed(1))
+    ids[1, 3:] = ids[0, 3:]  # a span shared by both sequences
+    return ids
+
+
+def test_explain_tokens_top1_and_pairs_equal_lxt():
+    model, conv, _ = _converted("llama")
+    ids = _ids()
+    embeddings = ins.embed_tokens(model, ids)
+    top1 = ins.explain_tokens(model, ids, converter=conv, dtype="double", verbose=False)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    top = logits[:, -1].argmax(-1)
+    assert top1.target_tokens[:, 0].tolist() == top.tolist()
+    torch.testing.assert_close(torch.tensor(top1.scores[:, 0]), logits[:, -1].max(-1).values)
+    reference = lxt_relevance(model, embeddings,
+                              lambda lg: lg[:, -1].gather(1, top[:, None])[:, 0])
+    assert abs(top1.relevance[:, 0] - reference.numpy()).max() <= 1e-4 * reference.abs().max()
+
+    pairs = ins.explain_tokens(model, ids, [(-1, TOKEN), (2, 9)], converter=conv,
+                               dtype="double", verbose=False)
+    assert pairs.target_names == [f"{TOKENS - 1}->{TOKEN}", "2->9"]
+    reference = lxt_relevance(model, embeddings, lambda lg: lg[:, 2, 9])
+    assert abs(pairs.relevance[:, 1] - reference.numpy()).max() <= 1e-4 * reference.abs().max()
+    # A span's relevance is the sum over its tokens' targets (each at the position before).
+    span = ins.explain_tokens(model, ids, "span", span=(4, 6), converter=conv, dtype="double",
+                              verbose=False)
+    parts = ins.explain_tokens(model, ids, [(3, int(ids[0, 4])), (4, int(ids[0, 5]))],
+                               converter=conv, dtype="double", verbose=False)
+    np.testing.assert_allclose(span.relevance[:, 0], parts.relevance.sum(1), rtol=1e-10,
+                               atol=1e-14)
+
+
+def test_explain_tokens_log_probabilities_are_gradient_times_input():
+    model, conv, _ = _converted("llama")
+    ids = _ids()
+    ex = ins.explain_tokens(model, ids, "span", span=(3, 6), score="logprob",
+                            method="grad_x_input", converter=conv, dtype="double",
+                            tokens=list("abcdef"), verbose=False)
+    x = ins.embed_tokens(model, ids).requires_grad_(True)
+    logp = torch.log_softmax(model(inputs_embeds=x).logits, -1)
+    total = sum(logp[:, t - 1].gather(1, ids[:, t, None])[:, 0] for t in range(3, 6))
+    (grad,) = torch.autograd.grad(total.sum(), x)
+    expected = (x * grad).sum(-1).detach().numpy()
+    np.testing.assert_allclose(ex.relevance[:, 0], expected, rtol=1e-6,
+                               atol=1e-6 * abs(expected).max())
+    np.testing.assert_allclose(ex.scores[:, 0], total.detach().numpy(), rtol=1e-6)
+    frame = ex.frame()
+    assert list(frame.columns) == ["data", "target", "target_token", "score", "position",
+                                   "token", "relevance"]
+    assert len(frame) == 2 * TOKENS and list(frame["token"][:TOKENS]) == list("abcdef")
+    np.testing.assert_array_equal(frame["relevance"].to_numpy(), ex.relevance.ravel())
+    assert "innsight-token" in ex.html(1)
+    assert ex.plot(0).data["token"].tolist() == list("abcdef")
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    (dict(model="llama"), TypeError, "`model` must be a Hugging Face causal language model"),
+    (dict(method="lime"), ValueError, "`method` must be one of ['attnlrp', 'lrp', "),
+    (dict(score="prob"), ValueError, "`score` must be one of ['logit', 'logprob']"),
+    (dict(score="logprob"), ValueError, "`score='logprob'` is not linear in the logits"),
+    (dict(targets=[(1,)]), TypeError, "`targets` must be 'top1', 'span' or a list of"),
+    (dict(targets=[(6, 1)]), ValueError, "`targets` pair (6, 1) is out of range"),
+    (dict(targets="span", span=(0, 3)), ValueError, "`span` must be (start, stop) with 1 <="),
+    (dict(targets="span", span=(1, 3)), ValueError, "must be the same in every sample"),
+    (dict(span=(1, 3)), ValueError, "`span` is for targets='span' only"),
+    (dict(tokens=["a"]), ValueError, "`tokens` must hold 6 strings"),
+    (dict(input_ids=np.zeros((2, 6))), TypeError, "`input_ids` must be integer token ids"),
+])
+def test_explain_tokens_refuses_bad_arguments(args, error, message):
+    model, conv, _ = _converted("llama")
+    call = {"model": model, "input_ids": _ids(), "converter": conv, "dtype": "double", **args}
+    with pytest.raises(error, match=re.escape(message)):
+        ins.explain_tokens(call.pop("model"), call.pop("input_ids"), **call)
+
+
+def test_explain_tokens_refuses_a_conversion_for_another_length_and_a_bad_sample():
+    model, conv, _ = _converted("llama")
+    with pytest.raises(ValueError, match="`converter` must be a conversion of `model` for 5"):
+        ins.explain_tokens(model, _ids()[:, :5], converter=conv)
+    ex = ins.explain_tokens(model, _ids(), converter=conv, dtype="double", verbose=False)
+    with pytest.raises(ValueError, match=r"`data_idx` must be a sample index in 0..1, got 2"):
+        ex.plot(2)
