@@ -325,6 +325,9 @@ def _target_name(target: Any) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
 
 
+#: Calls that return their operand's values in its shape (a view of the token ids).
+_SAME_VALUES = {"view", "reshape", "_unsafe_view", "clone", "contiguous", "alias"}
+
 #: Dropout calls: random only with their training flag (the third argument) set.
 _DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
              "feature_dropout", "feature_alpha_dropout"}
@@ -419,6 +422,12 @@ class _Translator:
         if node.meta["depends_on"] == "shapes":
             if "constant_value" in node.meta:  # not a list, whose items fold one by one
                 self._fold_batch_constant(node)
+            return
+        source = node.args[0] if node.args else None
+        if (source in self.token_inputs and _target_name(node.target) in _SAME_VALUES
+                and node.meta["tensor_meta"].shape == source.meta["tensor_meta"].shape):
+            self.token_inputs.add(node)  # input_ids.view(-1, tokens): the same ids
+            self.layer_of_node[node] = self.layer(source)
             return
         if self._is_helper(node):
             self.helpers.add(node)
