@@ -129,7 +129,8 @@ class Converter:
         torch_dtype = resolve_dtype(dtype)
         options = {}
         if text_input is not None:
-            if text_input not in TEXT_INPUTS or not accepts_huggingface(model):
+            if text_input not in TEXT_INPUTS or not accepts_huggingface(model) or (
+                    model.main_input_name != "input_ids"):
                 raise ValueError(
                     f"`text_input` chooses what a Hugging Face text model takes, one of "
                     f"{list(TEXT_INPUTS)}; got {text_input!r} for a {type(model).__name__}.")
