@@ -101,10 +101,7 @@ def test_text_model_with_a_bad_input_dim_is_refused_by_name(input_dim):
 
 # ---- token ids: the default for text models ------------------------------------------
 
-#: Gemma is left out: its logits from token ids match, but its gradient at the embedding
-#: output differs from autograd w.r.t. inputs_embeds by a factor near sqrt(hidden) (its
-#: embedding normaliser), not yet explained.
-TEXT_MODELS = [name for name in MODELS if MODELS[name][1] == [6] and name != "gemma"]
+TEXT_MODELS = [name for name in MODELS if MODELS[name][1] == [6]]
 
 
 def _token_inputs(batch: int = 3):

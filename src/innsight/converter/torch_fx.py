@@ -416,6 +416,8 @@ class _Translator:
         }
 
     def _translate(self, node: fx.Node) -> None:
+        if node in self.layer_of_node:
+            return  # folded into the layer of an earlier node (a scaled embedding)
         meta = node.meta.get("tensor_meta")
         if meta is None or node.meta["depends_on"] == "nothing":
             return  # a size or a flag (only shapes depend on it), or a folded constant

@@ -1877,7 +1877,26 @@ def _embedding(t: Any, node: fx.Node, ids: Any, weight: Any, max_norm: Any = Non
     if max_norm is not None:
         raise t.unsupported(node, "an embedding with max_norm",
                             "It rescales the table's rows in place on lookup. ")
-    return t.emit(node, "Embedding", [ids], weight=table)
+    scaled, factor = _embedding_scale(t, node)
+    layer = t.emit(node, "Embedding", [ids], weight=table * factor)
+    if scaled is not None:  # the scaled lookup is one embedding: methods start after it
+        t.layer_of_node[scaled] = layer
+    return layer
+
+
+def _embedding_scale(t: Any, node: fx.Node) -> tuple[fx.Node | None, float]:
+    """The one use of an embedding lookup that multiplies it by a constant number
+    (Gemma's ``embed_scale``), and that number; ``(None, 1.0)`` where there is none."""
+    users = list(node.users)
+    target = users[0].target if users else None
+    name = target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
+    if len(users) != 1 or name not in ("mul", "__mul__"):
+        return None, 1.0
+    operands = [a for a in users[0].args if a is not node]
+    found = t.constant(operands[0]) if len(operands) == 1 and len(users[0].args) == 2 else None
+    if isinstance(found, Tensor) and found.numel() == 1:
+        found = float(found)
+    return (users[0], found) if isinstance(found, float) else (None, 1.0)
 
 
 @_register(MODULES, nn.Embedding)
