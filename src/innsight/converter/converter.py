@@ -21,7 +21,7 @@ from innsight.converter.keras_front import accepts_keras, describe_keras
 from innsight.converter.names import Names
 from innsight.converter.onnx_front import accepts_onnx, describe_onnx
 from innsight.converter.sklearn_front import accepts_sklearn, describe_sklearn
-from innsight.converter.torch_fx import InputSpec, describe_torch, random_inputs
+from innsight.converter.torch_fx import InputSpec, describe_torch, input_specs, random_inputs
 
 #: Batch size of the dry run; differs from the tracing batch to expose batch-size
 #: assumptions baked into a model.
@@ -65,8 +65,8 @@ FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
     # first: a Keras model may be an nn.Module too
     (accepts_keras, _traced_as_given(describe_keras)),
     (accepts_huggingface, describe_huggingface),
-    (lambda model: isinstance(model, nn.Module),
-     lambda model, input_dim, tracer: describe_torch(model, input_dim, tracer=tracer)),
+    (lambda model: isinstance(model, nn.Module), lambda model, input_dim, tracer, **options:
+     describe_torch(model, input_dim, tracer=tracer, **options)),
     (lambda model: isinstance(model, dict), _traced_as_given(_describe_dict)),
     (accepts_onnx, _traced_as_given(describe_onnx)),
     (accepts_sklearn, _traced_as_given(describe_sklearn)),
@@ -109,6 +109,12 @@ class Converter:
         ``"embeddings"`` (its input embeddings ``(batch, tokens, hidden)``, which
         :func:`~innsight.converter.huggingface.embed_tokens` computes). Other models
         leave it ``None``.
+    input_kinds
+        For a torch ``nn.Module``: what each input holds, ``"real"`` (the default),
+        ``"ids"`` (token ids, explained per token through the ``nn.Embedding`` that
+        looks them up), ``"int"`` (integers that are not explained: attention masks,
+        token type ids, position ids) or ``"extra"`` (real numbers that are not
+        explained). Inputs that are not explained are given per call as ``extra_args``.
 
     Attributes
     ----------
@@ -125,9 +131,16 @@ class Converter:
         dtype: str = "float",
         tracer: str = "auto",
         text_input: str | None = None,
+        input_kinds: Any = None,
     ) -> None:
         torch_dtype = resolve_dtype(dtype)
-        options = {}
+        options: dict[str, Any] = {}
+        if input_kinds is not None:
+            if not isinstance(model, nn.Module) or accepts_keras(model) or accepts_huggingface(model):
+                raise ValueError("`input_kinds` says what the inputs of a torch nn.Module hold; "
+                                 f"got it for a {type(model).__name__}.")
+            n_inputs = len(as_dim_list(input_dim, "input_dim")) if input_dim is not None else 0
+            options["inputs"] = input_specs(model, input_kinds, n_inputs)
         if text_input is not None:
             if text_input not in TEXT_INPUTS or not accepts_huggingface(model) or (
                     model.main_input_name != "input_ids"):
@@ -193,7 +206,7 @@ class Converter:
 convert = Converter
 
 
-def input_specs(model: ConvertedModel) -> list[InputSpec]:
+def _converted_specs(model: ConvertedModel) -> list[InputSpec]:
     """What each input of ``model`` holds (random token ids below its vocabulary size)."""
     specs = []
     for k, node in enumerate(model.input_nodes):
@@ -207,7 +220,7 @@ def _dry_run(
     converted: ConvertedModel, original: Any, run_original: Callable[[list[Tensor]], list[Tensor]]
 ) -> None:
     """Compare the converted and the original output on random inputs."""
-    inputs = random_inputs(original, converted.input_dim, DRY_RUN_BATCH, input_specs(converted))
+    inputs = random_inputs(original, converted.input_dim, DRY_RUN_BATCH, _converted_specs(converted))
     try:
         expected = run_original(inputs)
     except Exception as err:  # the user's model raised on a batch of another size

@@ -16,7 +16,7 @@ import inspect
 import operator
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -75,6 +75,26 @@ class InputSpec:
             return torch.randn(batch, *dim, generator=generator, dtype=dtype).to(device)
         return torch.randint(self.high, (batch, *dim), generator=generator).to(
             device=device, dtype=INPUT_DTYPES[self.dtype])
+
+
+#: What a torch model's input may hold (``input_kinds`` of ``ins.convert``): real
+#: numbers or token ids, explained; or integers (masks, token type ids, position ids)
+#: or real numbers (an additive mask) that are not explained, given per call.
+INPUT_KINDS = {"real": InputSpec(), "ids": InputSpec("int64"),
+               "int": InputSpec("int64", explained=False),
+               "extra": InputSpec(explained=False)}
+
+
+def input_specs(model: nn.Module, kinds: Any, n_inputs: int) -> list[InputSpec]:
+    """The :class:`InputSpec` of each of ``n_inputs`` inputs from ``input_kinds``; random
+    token ids stay below the smallest ``nn.Embedding`` vocabulary of ``model``."""
+    if (not isinstance(kinds, (list, tuple)) or len(kinds) != n_inputs
+            or any(kind not in INPUT_KINDS for kind in kinds)):
+        raise ValueError(f"`input_kinds` must list one of {list(INPUT_KINDS)} per input "
+                         f"({n_inputs}), got {kinds!r}.")
+    vocab = min((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)),
+                default=2)
+    return [replace(INPUT_KINDS[kind], high=vocab if kind == "ids" else 2) for kind in kinds]
 
 
 def describe_torch(
@@ -439,7 +459,7 @@ class _Translator:
             if node.target is operator.getitem:  # one tensor of a helper returning several
                 self.layer_of_node[node] = self._emit_helper(node.args[0], node.args[1], node)
                 return
-            if _target_name(node.target) != "embedding":  # a lookup of a token type, a position
+            if not self._is_lookup(node):  # a lookup of token types or positions: a layer
                 if _single_tensor(node):  # else its getitem nodes emit it
                     self.layer_of_node[node] = self._emit_helper(node)
                 return
@@ -486,8 +506,14 @@ class _Translator:
         found = [a in self.helpers or a in self.token_inputs for a in operands]
         if not found or not all(found):
             return False
-        return not (_target_name(node.target) == "embedding"
-                    and any(a in self.token_inputs for a in operands))
+        return not (self._is_lookup(node) and any(a in self.token_inputs for a in operands))
+
+    def _is_lookup(self, node: fx.Node) -> bool:
+        """Whether ``node`` is an embedding lookup (``nn.Embedding``, ``F.embedding``,
+        ``aten.embedding``)."""
+        if node.op == "call_module":
+            return isinstance(self.module(node), nn.Embedding)
+        return node.op == "call_function" and _target_name(node.target) == "embedding"
 
     def _emit_helper(self, node: fx.Node, item: int | None = None,
                      named: fx.Node | None = None) -> int:

@@ -1148,8 +1148,8 @@ def _is_normaliser(layer: dict[str, Any]) -> bool:
 def _mul(t: Any, node: fx.Node) -> int:
     a, b = _operands(t, node)
     if t.is_tensor(a) and t.is_tensor(b):
-        fixed = next((i for i, x in enumerate((a, b)) if _is_normaliser(t.layers[t.layer(x)])),
-                     None)
+        fixed = next((i for i, x in enumerate((a, b)) if x in t.helpers  # a padding mask
+                      or _is_normaliser(t.layers[t.layer(x)])), None)
         return t.emit(node, "Multiply", [a, b], lrp_constant=fixed)
     tensor, const = (a, b) if t.is_tensor(a) else (b, a)
     const = _operand_constant(t, node, const)
