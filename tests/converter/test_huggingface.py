@@ -133,7 +133,7 @@ def test_text_model_takes_token_ids_and_is_explained_per_token(name, dtype):
     tol = {"rtol": 1e-6 if MODELS[name][2] else 1e-9, "atol": 1e-7 if MODELS[name][2] else 1e-11}
     if dtype == "float":
         tol = {"rtol": 1e-4, "atol": 1e-6}
-    args = dict(extra_args={"attention_mask": mask}, dtype=dtype, verbose=False)
+    args = {"extra_args": {"attention_mask": mask}, "dtype": dtype, "verbose": False}
     per_dim = ins.run_grad(conv, ids, keep_embedding_dim=True, **args)
     torch.testing.assert_close(per_dim.get_result("torch_tensor").to(grads.dtype), grads, **tol)
     norms = ins.run_grad(conv, ids, **args).get_result("torch_tensor")
@@ -151,7 +151,7 @@ def test_text_model_takes_token_ids_and_is_explained_per_token(name, dtype):
 def test_token_results_follow_the_aggregation_rules_and_references():
     model, (ids, mask) = _build("bert"), _token_inputs()
     conv = ins.convert(model, input_dim=[6], dtype="double")
-    args = dict(extra_args={"attention_mask": mask}, dtype="double", verbose=False)
+    args = {"extra_args": {"attention_mask": mask}, "dtype": "double", "verbose": False}
     per_dim = ins.run_intgrad(conv, ids, keep_embedding_dim=True, x_ref=0, n=20, **args)
     summed = ins.run_intgrad(conv, ids, x_ref=0, n=20, **args)
     torch.testing.assert_close(summed.get_result("torch_tensor"),
@@ -171,8 +171,8 @@ def test_token_results_follow_the_aggregation_rules_and_references():
 
 @pytest.mark.parametrize(("data", "extra_args", "error", "match"), [
     (torch.rand(2, 6), None, TypeError, r"`data` must hold integers"),
-    (torch.full((2, 6), 50), None, ValueError, r"`data` holds token ids from 50 to 50; "
-     r"the embedding's vocabulary is 0..49"),
+    (torch.full((2, 6), 50), None, ValueError,
+     r"`data` holds token ids from 50 to 50; the embedding's vocabulary is 0..49"),
     (torch.ones(2, 6, dtype=torch.long), {"attention_mask": torch.ones(2, 5)}, ValueError,
      r"`extra_args\['attention_mask'\]` has shape \(2, 5\), expected \(2, 6\)"),
     (torch.ones(2, 6, dtype=torch.long), {"mask": torch.ones(2, 6)}, ValueError,

@@ -54,7 +54,7 @@ def _at_embedding(model: TinyText, embedded: torch.Tensor, mask: torch.Tensor) -
         handle.remove()
 
 
-ARGS = dict(dtype="double", verbose=False)
+ARGS = {"dtype": "double", "verbose": False}
 
 
 def test_forward_and_gradient_match_the_original():

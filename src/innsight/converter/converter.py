@@ -21,7 +21,12 @@ from innsight.converter.keras_front import accepts_keras, describe_keras
 from innsight.converter.names import Names
 from innsight.converter.onnx_front import accepts_onnx, describe_onnx
 from innsight.converter.sklearn_front import accepts_sklearn, describe_sklearn
-from innsight.converter.torch_fx import InputSpec, describe_torch, input_specs, random_inputs
+from innsight.converter.torch_fx import (
+    InputSpec,
+    describe_torch,
+    input_specs,
+    random_inputs,
+)
 
 #: Batch size of the dry run; differs from the tracing batch to expose batch-size
 #: assumptions baked into a model.

@@ -27,8 +27,6 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from innsight._torch_modules import any_training, eval_mode, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
-from innsight.layers.input import INPUT_DTYPES
-from innsight.layers.tokens import DROPPED_KWARGS, encode_argument
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
     FUNCTIONS,
@@ -39,6 +37,8 @@ from innsight.converter.torch_ops import (
     Outputs,
     Split,
 )
+from innsight.layers.input import INPUT_DTYPES
+from innsight.layers.tokens import DROPPED_KWARGS, encode_argument
 
 #: Batch size of the random inputs that record shapes; the dry run uses another.
 TRACE_BATCH = 2
