@@ -202,3 +202,28 @@ def test_token_model_round_trips_through_its_dict():
     with torch.no_grad():
         inputs = [ids, mask, torch.zeros_like(ids)]  # with its token type ids
         assert torch.equal(again.model(inputs), conv.model(inputs))
+
+
+@pytest.mark.parametrize(("build", "rtol"), [
+    # Llama's RMSNorm computes in float32 inside a float64 model
+    (lambda: tf.LlamaForCausalLM(tf.LlamaConfig(
+        num_key_value_heads=1, pad_token_id=0, tie_word_embeddings=True, **_TEXT)), 1e-4),
+    (lambda: tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2,
+                                              n_positions=32)), 1e-6),
+], ids=["llama_tied", "gpt2_tied"])
+def test_causal_lm_with_tied_embeddings_from_token_ids(build, rtol):
+    torch.manual_seed(0)
+    model = build().double().eval()
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    conv = ins.convert(model, input_dim=[6], dtype="double")
+    ids, mask = _token_inputs(2)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(conv.model([ids, mask]).view(2, 6, 50), logits.view(2, 6, 50))
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    out = model(inputs_embeds=embeds, attention_mask=mask).logits
+    (grad,) = torch.autograd.grad(out[:, -1, 7].sum(), embeds)
+    res = ins.run_grad(conv, ids, extra_args={"attention_mask": mask}, output_idx=[5 * 50 + 7],
+                       keep_embedding_dim=True, dtype="double", verbose=False)
+    torch.testing.assert_close(res.get_result("torch_tensor")[..., 0], grad, rtol=rtol,
+                               atol=rtol * float(grad.abs().max()))
