@@ -110,7 +110,7 @@ def run(tokens: int, args: argparse.Namespace) -> list[tuple[str, float, float, 
     ids = torch.randint(0, 1000, (1, tokens), generator=torch.Generator().manual_seed(1))
     embeddings = ins.embed_tokens(model, ids.to(device))
     start = time.perf_counter()
-    conv = ins.convert(model, input_dim=[tokens])
+    conv = ins.convert(model, input_dim=[tokens], text_input="embeddings")
     convert_s = time.perf_counter() - start
     with torch.no_grad():
         top = int(model(inputs_embeds=embeddings).logits[0, -1].argmax())

@@ -392,15 +392,15 @@ def check_conversion(model: nn.Module, input_dim: Any, batch: int = 3,
 def check_explained_exactly(model: nn.Module, input_dim: list[int], tracer: str = "auto",
                             outputs: tuple[int, ...] = (0, 1),
                             forward: Callable[[Tensor], Tensor] | None = None,
-                            rel_tol: float = 1e-10) -> None:
+                            rel_tol: float = 1e-10, **convert_args: Any) -> None:
     """In float64 (``model.double()``), with the last activation kept: the Gradient
     equals autograd on the original, DeepLift (zero reference) sums to ``f(x) - f(0)``,
     and LRP epsilon gives finite relevances; ``forward(x)`` is the original's output
     (default ``model(x)``), and ``rel_tol`` the tolerance relative to the largest
-    expected value (DeepLift: 10x)."""
+    expected value (DeepLift: 10x); ``convert_args`` go to ``ins.convert``."""
     model = model.double()
     forward = forward or model
-    conv = ins.convert(model, input_dim=input_dim, tracer=tracer, dtype="double")
+    conv = ins.convert(model, input_dim=input_dim, tracer=tracer, dtype="double", **convert_args)
     x = torch.randn(3, *conv.input_dim[0], dtype=torch.float64,
                     generator=torch.Generator().manual_seed(5))
     idx = list(outputs)

@@ -58,11 +58,16 @@ class LayerCase:
     scale: float = 1.0
     #: Inputs are ``|scale * N(0, 1)| + 0.1`` (for square roots and their reciprocals).
     positive: bool = False
+    #: Inputs are integer ids in ``[0, ids)`` (token ids; 0: real numbers).
+    ids: int = 0
 
     def inputs(self, batch: int, seed: int, positive: bool = False) -> list[Tensor]:
         """Random inputs of the case's shapes, ``batch`` samples from ``seed``; positive
         ones where the case or the caller asks for them."""
         generator = torch.Generator().manual_seed(seed)
+        if self.ids:
+            return [torch.randint(self.ids, (batch, *shape), generator=generator)
+                    for shape in self.in_shapes]
         xs = [self.scale * torch.randn(batch, *shape, generator=generator, dtype=torch.float64)
               for shape in self.in_shapes]
         return [x.abs() + 0.1 for x in xs] if positive or self.positive else xs
@@ -473,6 +478,8 @@ def _affine_case(id: str, shape: tuple[int, ...], scale: Any, shift: Any) -> Lay
 
 
 _SE_GATE = (3, 1, 1)
+_EMBEDDING = 0.5 * np.random.default_rng(7).standard_normal((7, 4))  # own stream: the
+# cases above draw from _RNG in order
 
 CASES: list[LayerCase] = [
     # dense
@@ -667,7 +674,26 @@ CASES: list[LayerCase] = [
     _affine_case("affine_per_channel", (3, 4, 5), _randn(3, 1, 1), _randn(3, 1, 1)),
     _affine_case("affine_full_shape", (4,), _randn(4), _randn(4)),
     LayerCase("affine_defaults", "Affine", {}, ((2, 3),), lambda x: x * 1.0 + 0.0),
+    # token inputs: an embedding lookup, and helper operations on integers
+    LayerCase("embedding", "Embedding", {"weight": _EMBEDDING}, ((5,),),
+              lambda ids: _t(_EMBEDDING)[ids], ids=7),
+    LayerCase("embedding_grid", "Embedding", {"weight": _EMBEDDING}, ((2, 3),),
+              lambda ids: _t(_EMBEDDING)[ids], ids=7),
+    LayerCase("helper_not_equal", "Helper", {"op": "aten.ne.Scalar", "args": [{"input": 0}, 1]},
+              ((5,),), lambda ids: ids != 1, ids=3),
+    LayerCase("helper_positions", "Helper",
+              {"op": "aten.cumsum.default", "args": [{"input": 0}, 1],
+               "kwargs": {"dtype": {"dtype": "int64"}}},
+              ((5,),), lambda mask: torch.stack([mask[:, :k + 1].sum(1) for k in range(5)], 1),
+              ids=2),
+    LayerCase("helper_batch_expand", "Helper",
+              {"op": "aten.expand.default", "args": [{"input": 0}, [{"batch": 1}, 3]]},
+              ((3,),), lambda ids: ids * 1, ids=3),
+    LayerCase("helper_max_item", "Helper",
+              {"op": "aten.max.dim", "args": [{"input": 0}, 2], "item": 0},
+              ((2, 5),), lambda ids: ids.amax(2), ids=9),
     # input
+    LayerCase("input_token_ids", "Input", {"dtype": "int64"}, ((4,),), lambda x: x * 1, ids=9),
     LayerCase("input_vector", "Input", {}, ((4,),), lambda x: x * 1),
     LayerCase("input_image", "Input", {}, ((2, 3, 4),), lambda x: x * 1),
 ]
@@ -679,7 +705,8 @@ _IDS = [case.id for case in CASES]
 
 
 def _inputs(case: LayerCase, seed: int = 0, requires_grad: bool = False) -> list[Tensor]:
-    return [x.requires_grad_(requires_grad) for x in case.inputs(BATCH, seed)]
+    return [x.requires_grad_(requires_grad and x.is_floating_point())
+            for x in case.inputs(BATCH, seed)]
 
 
 def _layer(case: LayerCase):
@@ -692,7 +719,8 @@ def model_dict(case: LayerCase) -> dict[str, Any]:
         return {"input_dim": [list(case.in_shapes[0])], "input_nodes": [0], "output_nodes": [0],
                 "layers": [{"type": "Input", "name": "in", "input_layers": [], **case.params}]}
     n = len(case.in_shapes)
-    layers = [{"type": "Input", "name": f"in{k}", "input_layers": []} for k in range(n)]
+    kind = {"dtype": "int64"} if case.ids else {}
+    layers = [{"type": "Input", "name": f"in{k}", "input_layers": [], **kind} for k in range(n)]
     layers.append({"type": case.type, "name": "probe", "input_layers": list(range(n)),
                    **case.params})
     return {
@@ -739,7 +767,8 @@ def test_forward_matches_reference(case: LayerCase) -> None:
     with torch.no_grad():
         actual = _layer(case)(*xs)
         expected = case.ref(*xs)
-    assert actual.dtype == torch.float64
+    assert actual.dtype == (expected.dtype if case.ids and case.type != "Embedding"
+                            else torch.float64)
     torch.testing.assert_close(actual, expected, **TOL)
 
 
@@ -789,6 +818,9 @@ def test_output_dim_matches_reference_shape(case: LayerCase) -> None:
 def test_input_gradient_matches_reference(case: LayerCase) -> None:
     xs = _inputs(case, seed=3, requires_grad=True)
     out = _layer(case)(*xs)
+    if case.ids:  # integers take no gradient: nothing flows back to them
+        assert not out.requires_grad
+        return
     generator = torch.Generator().manual_seed(4)
     weights = torch.randn(out.shape, generator=generator, dtype=torch.float64)
     actual = torch.autograd.grad((out * weights).sum(), xs)

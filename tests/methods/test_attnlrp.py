@@ -57,7 +57,7 @@ def _converted(name: str) -> tuple[torch.nn.Module, ins.Converter, torch.Tensor]
     """The float64 model, its conversion and the input embeddings of 2 random sequences."""
     torch.manual_seed(0)
     model = MODELS[name]().eval().double()
-    conv = ins.convert(model, input_dim=[TOKENS], dtype="double")
+    conv = ins.convert(model, input_dim=[TOKENS], dtype="double", text_input="embeddings")
     ids = torch.randint(0, VOCAB, (2, TOKENS), generator=torch.Generator().manual_seed(1))
     return model, conv, ins.embed_tokens(model, ids)
 

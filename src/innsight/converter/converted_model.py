@@ -127,9 +127,32 @@ class ConvertedModel(nn.Module):
                              "pass the position of the one to explain.")
         return found[0]
 
-    def node_values(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
-        """The output of every layer for ``x``, in layer order (for backward walks)."""
-        return self._run(self.check_input(x), keep=None)
+    def node_values(self, x: Tensor | Sequence[Tensor],
+                    given: Mapping[int, Tensor] | None = None) -> list[Tensor]:
+        """The output of every layer for ``x``, in layer order (for backward walks);
+        ``given`` replaces the values of some layers (see :meth:`run_nodes`)."""
+        return self._run(self.check_input(x), keep=None, given=given)
+
+    @property
+    def explained_inputs(self) -> list[int]:
+        """The positions of the explained inputs (the others: attention masks, token
+        type ids, given per call as ``extra_args``)."""
+        return [k for k, node in enumerate(self.input_nodes) if self.layers[node].explained]
+
+    def token_embedding(self, k: int) -> int | None:
+        """The :class:`~innsight.layers.tokens.Embedding` layer that reads input ``k``
+        (token ids), ``None`` for an input of real numbers; an input of integers that
+        no embedding or several read is refused (nothing to explain it by)."""
+        node = self.input_nodes[k]
+        if self.layers[node].kind == "float":
+            return None
+        found = [j for j in self.output_layers[node] if self.layers[j].type_name == "Embedding"]
+        if len(found) != 1:
+            raise ValueError(
+                f"Input {k} ('{self.layer_names[node]}') holds integers and is explained, but "
+                f"{len(found)} embedding layers read it; token ids are explained through the "
+                "one embedding that looks them up (mark other integer inputs explained=False).")
+        return found[0]
 
     def needed(self, nodes: Iterable[int], stop: AbstractSet[int] = frozenset()) -> set[int]:
         """The layers whose values ``nodes`` depend on (``nodes`` included), not looking
@@ -222,7 +245,31 @@ class ConvertedModel(nn.Module):
                     f"input {k} has {value.shape[0]}."
                 )
             batch = value.shape[0]
-        return [value.to(dtype=self.dtype, device=self.device) for value in xs]
+        return [self.check_integers(value, k, f"`x` for input {k}")
+                .to(dtype=self.layers[node].value_dtype(self.dtype), device=self.device)
+                for k, (value, node) in enumerate(zip(xs, self.input_nodes))]
+
+    def vocab_size(self, k: int) -> int | None:
+        """The number of token ids input ``k`` may hold: the smallest vocabulary of the
+        embeddings reading it; ``None`` where no embedding reads it."""
+        return min((self.layers[j].vocab_size for j in self.output_layers[self.input_nodes[k]]
+                    if self.layers[j].type_name == "Embedding"), default=None)
+
+    def check_integers(self, value: Tensor, k: int, what: str) -> Tensor:
+        """``value`` for input ``k``; for an input of integers it must hold integers (token
+        ids in ``[0, vocab)`` of the embeddings reading it), else ``what`` is refused."""
+        layer = self.layers[self.input_nodes[k]]
+        if layer.kind == "float":
+            return value
+        if value.is_floating_point() or value.is_complex():
+            raise TypeError(f"{what} must hold integers ({layer.kind}: token ids or a mask), "
+                            f"got a tensor of dtype {value.dtype}.")
+        vocab = self.vocab_size(k)
+        if vocab is not None and value.numel() and (
+                int(value.min()) < 0 or int(value.max()) >= vocab):
+            raise ValueError(f"{what} holds token ids from {int(value.min())} to "
+                             f"{int(value.max())}; the embedding's vocabulary is 0..{vocab - 1}.")
+        return value
 
 
 def _last_uses(input_layers: Sequence[tuple[int, ...]], keep: set[int]) -> list[list[int]]:

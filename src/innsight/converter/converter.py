@@ -12,12 +12,21 @@ from innsight._validation import as_dim_list, describe, resolve_dtype
 from innsight.converter.converted_model import ConvertedModel
 from innsight.converter.dict_format import build_model, model_to_dict
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
-from innsight.converter.huggingface import accepts_huggingface, describe_huggingface
+from innsight.converter.huggingface import (
+    TEXT_INPUTS,
+    accepts_huggingface,
+    describe_huggingface,
+)
 from innsight.converter.keras_front import accepts_keras, describe_keras
 from innsight.converter.names import Names
 from innsight.converter.onnx_front import accepts_onnx, describe_onnx
 from innsight.converter.sklearn_front import accepts_sklearn, describe_sklearn
-from innsight.converter.torch_fx import describe_torch, random_inputs
+from innsight.converter.torch_fx import (
+    InputSpec,
+    describe_torch,
+    input_specs,
+    random_inputs,
+)
 
 #: Batch size of the dry run; differs from the tracing batch to expose batch-size
 #: assumptions baked into a model.
@@ -61,8 +70,8 @@ FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
     # first: a Keras model may be an nn.Module too
     (accepts_keras, _traced_as_given(describe_keras)),
     (accepts_huggingface, describe_huggingface),
-    (lambda model: isinstance(model, nn.Module),
-     lambda model, input_dim, tracer: describe_torch(model, input_dim, tracer=tracer)),
+    (lambda model: isinstance(model, nn.Module), lambda model, input_dim, tracer, **options:
+     describe_torch(model, input_dim, tracer=tracer, **options)),
     (lambda model: isinstance(model, dict), _traced_as_given(_describe_dict)),
     (accepts_onnx, _traced_as_given(describe_onnx)),
     (accepts_sklearn, _traced_as_given(describe_sklearn)),
@@ -97,6 +106,20 @@ class Converter:
         through Python control flow that ``torch.fx`` cannot follow), or ``"auto"``
         (``torch.fx`` first, ``torch.export`` where that cannot trace or convert the
         model). Other models leave it ``"auto"``.
+    text_input
+        What a Hugging Face text model takes: ``"ids"`` (the default: token ids
+        ``(batch, tokens)``, with ``attention_mask`` (and ``token_type_ids`` where the
+        model has token types) as inputs that are not explained, given per call as
+        ``extra_args``; methods explain the embedding output per token) or
+        ``"embeddings"`` (its input embeddings ``(batch, tokens, hidden)``, which
+        :func:`~innsight.converter.huggingface.embed_tokens` computes). Other models
+        leave it ``None``.
+    input_kinds
+        For a torch ``nn.Module``: what each input holds, ``"real"`` (the default),
+        ``"ids"`` (token ids, explained per token through the ``nn.Embedding`` that
+        looks them up), ``"int"`` (integers that are not explained: attention masks,
+        token type ids, position ids) or ``"extra"`` (real numbers that are not
+        explained). Inputs that are not explained are given per call as ``extra_args``.
 
     Attributes
     ----------
@@ -112,8 +135,24 @@ class Converter:
         output_names: Any = None,
         dtype: str = "float",
         tracer: str = "auto",
+        text_input: str | None = None,
+        input_kinds: Any = None,
     ) -> None:
         torch_dtype = resolve_dtype(dtype)
+        options: dict[str, Any] = {}
+        if input_kinds is not None:
+            if not isinstance(model, nn.Module) or accepts_keras(model) or accepts_huggingface(model):
+                raise ValueError("`input_kinds` says what the inputs of a torch nn.Module hold; "
+                                 f"got it for a {type(model).__name__}.")
+            n_inputs = len(as_dim_list(input_dim, "input_dim")) if input_dim is not None else 0
+            options["inputs"] = input_specs(model, input_kinds, n_inputs)
+        if text_input is not None:
+            if text_input not in TEXT_INPUTS or not accepts_huggingface(model) or (
+                    model.main_input_name != "input_ids"):
+                raise ValueError(
+                    f"`text_input` chooses what a Hugging Face text model takes, one of "
+                    f"{list(TEXT_INPUTS)}; got {text_input!r} for a {type(model).__name__}.")
+            options["text_input"] = text_input
         describer = next((d for accepts, d in FRONTENDS if accepts(model)), None)
         if describer is None:
             raise TypeError(
@@ -123,7 +162,7 @@ class Converter:
                 f"model dict, got {describe(model)} "
                 f"of type {type(model).__name__}."
             )
-        description, run_original = describer(model, input_dim, tracer)
+        description, run_original = describer(model, input_dim, tracer, **options)
         self.model: ConvertedModel = build_model(description, torch_dtype, input_names, output_names,
                                                  fake_shapes=run_original is not None)
         if run_original is not None:
@@ -172,11 +211,21 @@ class Converter:
 convert = Converter
 
 
+def _converted_specs(model: ConvertedModel) -> list[InputSpec]:
+    """What each input of ``model`` holds (random token ids below its vocabulary size)."""
+    specs = []
+    for k, node in enumerate(model.input_nodes):
+        layer = model.layers[node]
+        specs.append(InputSpec(layer.kind, layer.explained, layer.default,
+                               model.vocab_size(k) or 2))
+    return specs
+
+
 def _dry_run(
     converted: ConvertedModel, original: Any, run_original: Callable[[list[Tensor]], list[Tensor]]
 ) -> None:
     """Compare the converted and the original output on random inputs."""
-    inputs = random_inputs(original, converted.input_dim, DRY_RUN_BATCH)
+    inputs = random_inputs(original, converted.input_dim, DRY_RUN_BATCH, _converted_specs(converted))
     try:
         expected = run_original(inputs)
     except Exception as err:  # the user's model raised on a batch of another size

@@ -165,9 +165,10 @@ def _graph_entries(
                 f"layers[{i}] reads layers {late}, which do not come before it; list the "
                 "layers in topological order."
             )
-        n_reads, wanted = len(entry["input_layers"]), LAYER_TYPES[entry["type"]].n_inputs
-        if (wanted is None and n_reads < 2) or (wanted is not None and n_reads != wanted):
-            expected = "two or more" if wanted is None else str(wanted)
+        layer_cls = LAYER_TYPES[entry["type"]]
+        n_reads, wanted, fewest = len(entry["input_layers"]), layer_cls.n_inputs, layer_cls.min_inputs
+        if (wanted is None and n_reads < fewest) or (wanted is not None and n_reads != wanted):
+            expected = f"{'two' if fewest == 2 else fewest} or more" if wanted is None else str(wanted)
             raise ValueError(
                 f"layers[{i}] of type '{entry['type']}' reads {n_reads} layer(s), expected {expected}."
             )
@@ -246,7 +247,7 @@ def _record_shapes(
     fake mode) and set each layer's ``input_dim``/``output_dim`` from the shapes seen."""
     values: list[torch.Tensor | None] = [None] * len(layers)
     for k, node in enumerate(input_nodes):
-        values[node] = torch.zeros(1, *input_dim[k], dtype=dtype)
+        values[node] = torch.zeros(1, *input_dim[k], dtype=layers[node].value_dtype(dtype))
         layers[node].input_dim = [input_dim[k]]
         layers[node].output_dim = input_dim[k]
     for i, layer in enumerate(layers):

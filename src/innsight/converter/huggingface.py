@@ -1,18 +1,22 @@
 """Hugging Face ``transformers`` models: a ``PreTrainedModel`` converts as the function of
 its main input that returns its ``logits``.
 
-Image models (``pixel_values``) take their images. Text models (``input_ids``) are
-explained with respect to their input embeddings, the first tensor that can be
-differentiated: the converted model takes ``inputs_embeds`` of shape
-``(tokens, hidden size)`` per sample, which ``embed_tokens`` computes from token ids.
-They are traced with ``torch.export`` (``transformers`` no longer supports
-``torch.fx``); output names come from ``config.id2label`` where the logits are one
-score per label.
+Image models (``pixel_values``) take their images. Text models (``input_ids``) take
+token ids by default (``text_input="ids"``): the converted model's inputs are the ids
+(explained, through the embedding output) and the ``attention_mask`` (and
+``token_type_ids`` where the model has token types), which are not explained, given per
+call as ``extra_args`` and filled with the model's defaults (ones, zeros) where left
+out. With ``text_input="embeddings"`` the converted model takes ``inputs_embeds`` of
+shape ``(tokens, hidden size)`` per sample instead, which ``embed_tokens`` computes
+from token ids. Models are traced with ``torch.export`` (``transformers`` no longer
+supports ``torch.fx``); output names come from ``config.id2label`` where the logits
+are one score per label.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -22,7 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innsight._validation import as_dim_list
-from innsight.converter.torch_fx import describe_torch
+from innsight.converter.torch_fx import InputSpec, describe_torch
+
+#: What a text model may take (``text_input``).
+TEXT_INPUTS = ("ids", "embeddings")
 
 
 def accepts_huggingface(model: Any) -> bool:
@@ -44,18 +51,46 @@ class _Logits(nn.Module):
         return self.model(**{self.input_name: x}).logits
 
 
+class _TokenLogits(nn.Module):
+    """``model(input_ids, attention_mask, [token_type_ids]).logits``: the model as a
+    function of its token ids and its non-explained inputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.training = model.training
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        extras = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extras).logits
+
+
 def describe_huggingface(
-    model: nn.Module, input_dim: Any, tracer: str,
+    model: nn.Module, input_dim: Any, tracer: str, text_input: str = "ids",
 ) -> tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]]]:
     """The model dict of ``model``'s logits as a function of its images or, for a text
-    model, of its input embeddings (``input_dim`` ``[tokens]`` or ``[tokens, hidden]``)."""
-    input_name = model.main_input_name
-    if input_name == "input_ids":
-        input_name = "inputs_embeds"
-        input_dim = _embedding_dims(model, input_dim)
+    model, of its token ids (``input_dim`` ``[tokens]``) with its masks, or of its input
+    embeddings (``text_input="embeddings"``; ``[tokens]`` or ``[tokens, hidden]``)."""
+    input_name, specs = model.main_input_name, None
+    tracer = "export" if tracer == "auto" else tracer
+    if input_name == "input_ids" and text_input == "ids":
+        tokens, extras = _token_dims(model, input_dim), _extra_inputs(model)
+        wrapped: nn.Module = _TokenLogits(model)
+        specs = [InputSpec("int64", high=model.get_input_embeddings().num_embeddings),
+                 *extras.values()]
+        input_dim = [[tokens]] * len(specs)
+    elif input_name == "input_ids":
+        wrapped, input_dim = _Logits(model, "inputs_embeds"), _embedding_dims(model, input_dim)
+    else:
+        wrapped = _Logits(model, input_name)
     with _fused_activations():
-        description, run_original = describe_torch(
-            _Logits(model, input_name), input_dim, tracer="export" if tracer == "auto" else tracer)
+        description, run_original = describe_torch(wrapped, input_dim, tracer=tracer,
+                                                   inputs=specs)
+    if specs is not None:
+        names = ["input_ids", *_extra_inputs(model)]
+        for node, name in zip(description["input_nodes"], names):
+            description["layers"][node]["name"] = name
     labels = getattr(model.config, "id2label", None) or {}
     if labels and _output_dims(model, run_original, description) == [(len(labels),)]:
         description["output_names"] = [[[str(labels[i]) for i in range(len(labels))]]]
@@ -99,6 +134,27 @@ def embed_tokens(model: nn.Module, input_ids: Tensor) -> Tensor:
         return model.get_input_embeddings()(input_ids)
 
 
+def _extra_inputs(model: nn.Module) -> dict[str, InputSpec]:
+    """The non-explained inputs of a text model with their defaults: ``attention_mask``
+    (ones), and ``token_type_ids`` (zeros) where the model has several token types."""
+    extras = {"attention_mask": InputSpec("int64", explained=False, default=1)}
+    takes = inspect.signature(model.forward).parameters
+    if "token_type_ids" in takes and getattr(model.config, "type_vocab_size", 1) > 1:
+        extras["token_type_ids"] = InputSpec("int64", explained=False, default=0)
+    return extras
+
+
+def _token_dims(model: nn.Module, input_dim: Any) -> int:
+    """The number of tokens from ``input_dim`` ``[tokens]``."""
+    dims = as_dim_list(input_dim, "input_dim") if input_dim is not None else None
+    if dims is None or len(dims) != 1 or len(dims[0]) != 1:
+        raise ValueError(
+            f"`input_dim` of the text model {type(model).__name__} must be [tokens] (it "
+            f"takes token ids; the masks have the same shape), got {input_dim!r}."
+        )
+    return dims[0][0]
+
+
 def _embedding_dims(model: nn.Module, input_dim: Any) -> list[int]:
     """``[tokens, hidden]`` from ``[tokens]`` or ``[tokens, hidden]``."""
     hidden = model.get_input_embeddings().embedding_dim
@@ -117,5 +173,7 @@ def _output_dims(model: nn.Module, run_original: Callable[[list[Tensor]], list[T
                  description: dict[str, Any]) -> list[tuple[int, ...]]:
     """The shape of one sample of each output, from the original on one zero input."""
     dtype = next(model.parameters()).dtype
-    inputs = [torch.zeros(1, *d, dtype=dtype) for d in description["input_dim"]]
+    kinds = [description["layers"][node].get("dtype", "float") for node in description["input_nodes"]]
+    inputs = [torch.zeros(1, *d, dtype=dtype if kind == "float" else torch.int64)
+              for d, kind in zip(description["input_dim"], kinds)]
     return [tuple(out.shape[1:]) for out in run_original(inputs)]

@@ -13,9 +13,10 @@ whole, whose ATen form moves the batch axis) and ``torch.export`` where that fai
 from __future__ import annotations
 
 import inspect
+import operator
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -36,6 +37,8 @@ from innsight.converter.torch_ops import (
     Outputs,
     Split,
 )
+from innsight.layers.input import INPUT_DTYPES
+from innsight.layers.tokens import DROPPED_KWARGS, encode_argument
 
 #: Batch size of the random inputs that record shapes; the dry run uses another.
 TRACE_BATCH = 2
@@ -45,14 +48,66 @@ TRACE_BATCH = 2
 TRACERS = ("auto", "fx", "export")
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """What one model input holds: its :class:`~innsight.layers.input.Input` parameters
+    (``dtype``, ``explained``, ``default``), and for integers without a default the
+    exclusive upper bound ``high`` of random example values (the vocabulary size)."""
+
+    dtype: str = "float"
+    explained: bool = True
+    default: float | None = None
+    high: int = 2
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of its ``Input`` layer entry that differ from the defaults."""
+        found = {"dtype": self.dtype, "explained": self.explained, "default": self.default}
+        return {k: v for k, v in found.items() if v != InputSpec.__dataclass_fields__[k].default}
+
+    def example(self, batch: int, dim: tuple[int, ...], generator: torch.Generator,
+                dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Random example values: standard normal reals, integers in ``[0, high)``, or
+        ``default`` throughout."""
+        if self.default is not None:
+            kind = dtype if self.dtype == "float" else INPUT_DTYPES[self.dtype]
+            return torch.full((batch, *dim), self.default, dtype=kind, device=device)
+        if self.dtype == "float":
+            return torch.randn(batch, *dim, generator=generator, dtype=dtype).to(device)
+        return torch.randint(self.high, (batch, *dim), generator=generator).to(
+            device=device, dtype=INPUT_DTYPES[self.dtype])
+
+
+#: What a torch model's input may hold (``input_kinds`` of ``ins.convert``): real
+#: numbers or token ids, explained; or integers (masks, token type ids, position ids)
+#: or real numbers (an additive mask) that are not explained, given per call.
+INPUT_KINDS = {"real": InputSpec(), "ids": InputSpec("int64"),
+               "int": InputSpec("int64", explained=False),
+               "extra": InputSpec(explained=False)}
+
+
+def input_specs(model: nn.Module, kinds: Any, n_inputs: int) -> list[InputSpec]:
+    """The :class:`InputSpec` of each of ``n_inputs`` inputs from ``input_kinds``; random
+    token ids stay below the smallest ``nn.Embedding`` vocabulary of ``model``."""
+    if (not isinstance(kinds, (list, tuple)) or len(kinds) != n_inputs
+            or any(kind not in INPUT_KINDS for kind in kinds)):
+        raise ValueError(f"`input_kinds` must list one of {list(INPUT_KINDS)} per input "
+                         f"({n_inputs}), got {kinds!r}.")
+    vocab = min((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)),
+                default=2)
+    return [replace(INPUT_KINDS[kind], high=vocab if kind == "ids" else 2) for kind in kinds]
+
+
 def describe_torch(
     model: nn.Module, input_dim: Any, graph_module: fx.GraphModule | None = None,
-    tracer: str = "auto",
+    tracer: str = "auto", inputs: Sequence[InputSpec] | None = None,
 ) -> tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]]]:
     """The model dict of ``model`` and a function running the original on inputs.
 
     ``graph_module`` is a graph of ``model`` that a front-end built itself (ONNX
-    through onnx2torch); without it, ``model`` is traced by ``tracer``.
+    through onnx2torch); without it, ``model`` is traced by ``tracer``. ``inputs``
+    says what each input holds (default: real numbers, all explained); values computed
+    from integer inputs become :class:`~innsight.layers.tokens.Helper` layers, which
+    needs ``tracer="export"``.
     """
     if tracer not in TRACERS:
         raise ValueError(f"`tracer` must be one of {list(TRACERS)}, got {tracer!r}.")
@@ -63,6 +118,7 @@ def describe_torch(
             "shapes for several inputs)."
         )
     dims = as_dim_list(input_dim, "input_dim")
+    specs = list(inputs) if inputs is not None else [InputSpec()] * len(dims)
     if any_training(model):
         warnings.warn(
             f"The model {type(model).__name__} is in training mode; it is converted with "
@@ -73,11 +129,11 @@ def describe_torch(
         )
     with eval_mode(model):
         if graph_module is not None:
-            description = _describe_graph(model, graph_module, dims)
+            description = _describe_graph(model, graph_module, dims, specs)
         elif tracer == "auto":
-            description = _describe_fx_or_export(model, dims)
+            description = _describe_fx_or_export(model, dims, specs)
         else:
-            description = _describe_graph(model, TRACE[tracer](model, dims), dims)
+            description = _describe_graph(model, TRACE[tracer](model, dims, specs), dims, specs)
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
         with eval_mode(model), torch.no_grad():
@@ -90,10 +146,10 @@ def describe_torch(
 
 
 def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
-                    dims: list[tuple[int, ...]]) -> dict[str, Any]:
+                    dims: list[tuple[int, ...]], specs: list[InputSpec]) -> dict[str, Any]:
     """The model dict of a traced graph of ``model``, after one run on random inputs that
     records every node's shape (on fake tensors where the graph allows)."""
-    examples = random_inputs(model, dims, TRACE_BATCH)
+    examples = random_inputs(model, dims, TRACE_BATCH, specs)
     try:
         with torch.no_grad():
             try:
@@ -109,7 +165,7 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
         if _fails_on(model, examples):  # the inputs are wrong, not the trace: no chain
             raise InputsRefused.hiding(message, err) from None
         raise ConversionError(message) from err
-    return _Translator(graph_module, dims).describe()
+    return _Translator(graph_module, dims, specs).describe()
 
 
 class InputsRefused(ConversionError):
@@ -127,30 +183,34 @@ def _fails_on(model: nn.Module, examples: list[Tensor]) -> bool:
     return False
 
 
-def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]]) -> dict[str, Any]:
+def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]],
+                           specs: list[InputSpec]) -> dict[str, Any]:
     """``tracer="auto"``: the graph of ``torch.fx``, or where it cannot be traced or
     converted, the graph of ``torch.export``; both reasons where neither converts."""
     try:
-        return _describe_graph(model, _trace(model, len(dims)), dims)
+        return _describe_graph(model, _trace(model, len(dims)), dims, specs)
     except InputsRefused:
         raise
     except ConversionError as fx_error:
         try:
-            return _describe_graph(model, _export(model, dims), dims)
+            return _describe_graph(model, _export(model, dims, specs), dims, specs)
         except ConversionError as export_error:
             raise ConversionError(
                 f"{fx_error}\nTraced with torch.export instead (tracer='export'): {export_error}"
             ) from export_error
 
 
-def random_inputs(model: nn.Module, dims: Sequence[tuple[int, ...]], batch: int) -> list[Tensor]:
-    """Standard normal inputs on the model's device and in its dtype, from a private seed."""
+def random_inputs(model: nn.Module, dims: Sequence[tuple[int, ...]], batch: int,
+                  specs: Sequence[InputSpec] | None = None) -> list[Tensor]:
+    """Random inputs (see :meth:`InputSpec.example`; default standard normal) on the
+    model's device and in its dtype, from a private seed."""
     params = model.parameters() if isinstance(model, nn.Module) else ()  # e.g. an ONNX model
     param = next((p for p in params if p.is_floating_point()), None)
     dtype = param.dtype if param is not None else torch.get_default_dtype()
     device = param.device if param is not None else torch.device("cpu")
     generator = torch.Generator().manual_seed(batch)
-    return [torch.randn(batch, *d, generator=generator, dtype=dtype).to(device) for d in dims]
+    specs = specs or [InputSpec()] * len(dims)
+    return [spec.example(batch, d, generator, dtype, device) for spec, d in zip(specs, dims)]
 
 
 def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
@@ -173,9 +233,10 @@ def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
         ) from err
 
 
-def _export(model: nn.Module, dims: list[tuple[int, ...]]) -> fx.GraphModule:
+def _export(model: nn.Module, dims: list[tuple[int, ...]],
+            specs: list[InputSpec]) -> fx.GraphModule:
     """The ATen graph of ``model`` from ``torch.export``, its batch size left free."""
-    examples = tuple(random_inputs(model, dims, TRACE_BATCH))
+    examples = tuple(random_inputs(model, dims, TRACE_BATCH, specs))
     batch = torch.export.Dim("batch")
     try:
         exported = torch.export.export(model, examples,
@@ -190,8 +251,9 @@ def _export(model: nn.Module, dims: list[tuple[int, ...]]) -> fx.GraphModule:
 
 
 #: ``tracer`` -> how it turns a model with inputs of shapes ``dims`` into a graph.
-TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]]], fx.GraphModule]] = {
-    "fx": lambda model, dims: _trace(model, len(dims)),
+TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]], list[InputSpec]],
+                          fx.GraphModule]] = {
+    "fx": lambda model, dims, specs: _trace(model, len(dims)),
     "export": _export,
 }
 
@@ -283,6 +345,9 @@ def _target_name(target: Any) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
 
 
+#: Calls that return their operand's values in its shape (a view of the token ids).
+_SAME_VALUES = {"view", "reshape", "_unsafe_view", "clone", "contiguous", "alias"}
+
 #: Dropout calls: random only with their training flag (the third argument) set.
 _DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
              "feature_dropout", "feature_alpha_dropout"}
@@ -325,9 +390,16 @@ class _Translator:
     helpers below to read shapes, constants and tensor arguments.
     """
 
-    def __init__(self, graph_module: fx.GraphModule, dims: list[tuple[int, ...]]) -> None:
+    def __init__(self, graph_module: fx.GraphModule, dims: list[tuple[int, ...]],
+                 specs: list[InputSpec]) -> None:
         self.graph_module = graph_module
         self.dims = dims
+        self.specs = specs
+        #: Nodes computed from integer or non-explained inputs only (no gradient reaches
+        #: them): they become :class:`~innsight.layers.tokens.Helper` layers.
+        self.helpers: set[fx.Node] = set()
+        #: The explained inputs of integers (token ids).
+        self.token_inputs: set[fx.Node] = set()
         self.layers: list[dict[str, Any]] = []
         self.layer_of_node: dict[fx.Node, int] = {}
         self.splits: dict[fx.Node, Split] = {}
@@ -342,8 +414,11 @@ class _Translator:
         input_nodes = []
         for node in graph.nodes:
             if node.op == "placeholder":
-                input_nodes.append(self.emit(node, "Input", []))
+                spec = self.specs[len(input_nodes)]
+                input_nodes.append(self.emit(node, "Input", [], **spec.params()))
                 self.layer_of_node[node] = input_nodes[-1]
+                if spec.dtype != "float" or not spec.explained:
+                    (self.token_inputs if spec.explained else self.helpers).add(node)
             elif node in needed and node.op in ("call_module", "call_function", "call_method"):
                 self._translate(node)
         results = _output_args(output)
@@ -361,6 +436,8 @@ class _Translator:
         }
 
     def _translate(self, node: fx.Node) -> None:
+        if node in self.layer_of_node:
+            return  # folded into the layer of an earlier node (a scaled embedding)
         meta = node.meta.get("tensor_meta")
         if meta is None or node.meta["depends_on"] == "nothing":
             return  # a size or a flag (only shapes depend on it), or a folded constant
@@ -368,6 +445,24 @@ class _Translator:
             if "constant_value" in node.meta:  # not a list, whose items fold one by one
                 self._fold_batch_constant(node)
             return
+        source = node.args[0] if node.args else None
+        if (source in self.token_inputs and _target_name(node.target) in _SAME_VALUES
+                and node.meta["tensor_meta"].shape == source.meta["tensor_meta"].shape):
+            self.token_inputs.add(node)  # input_ids.view(-1, tokens): the same ids
+            self.layer_of_node[node] = self.layer(source)
+            return
+        if self._is_helper(node):
+            self.helpers.add(node)
+            if _target_name(node.target) in _DROPOUTS and not _is_random(node):
+                self.layer_of_node[node] = self.layer(node.args[0])  # dropout switched off
+                return
+            if node.target is operator.getitem:  # one tensor of a helper returning several
+                self.layer_of_node[node] = self._emit_helper(node.args[0], node.args[1], node)
+                return
+            if not self._is_lookup(node):  # a lookup of token types or positions: a layer
+                if _single_tensor(node):  # else its getitem nodes emit it
+                    self.layer_of_node[node] = self._emit_helper(node)
+                return
         handler = self._handler(node)
         self._check_batch_axes(node, handler)
         try:
@@ -403,6 +498,74 @@ class _Translator:
         if handler is None:
             raise self.unsupported(node, what)
         return handler
+
+    def _is_helper(self, node: fx.Node) -> bool:
+        """Whether ``node`` computes from integer or non-explained inputs only (an
+        embedding lookup of token ids is the first value that is explained)."""
+        operands = [a for a in node.all_input_nodes if a.meta.get("depends_on") == "values"]
+        found = [a in self.helpers or a in self.token_inputs for a in operands]
+        if not found or not all(found):
+            return False
+        return not (self._is_lookup(node) and any(a in self.token_inputs for a in operands))
+
+    def _is_lookup(self, node: fx.Node) -> bool:
+        """Whether ``node`` is an embedding lookup (``nn.Embedding``, ``F.embedding``,
+        ``aten.embedding``)."""
+        if node.op == "call_module":
+            return isinstance(self.module(node), nn.Embedding)
+        return node.op == "call_function" and _target_name(node.target) == "embedding"
+
+    def _emit_helper(self, node: fx.Node, item: int | None = None,
+                     named: fx.Node | None = None) -> int:
+        """A :class:`~innsight.layers.tokens.Helper` layer computing ``node`` as traced
+        (its tensor ``item`` where it returns several; named after ``named``): its
+        operands as layers (operands computed from shapes, e.g. ``arange`` of the batch
+        size, as helpers of their own), constants and sizes in place."""
+        if not isinstance(node.target, torch._ops.OpOverload):
+            raise self.unsupported(
+                node, f"{_qualified_name(node.target)} on values computed from integer or "
+                "non-explained inputs", "Such values are computed by ATen operations: "
+                "convert with tracer='export'. ")
+        reads: list[int] = []
+
+        def encode(value: Any) -> Any:
+            if self.is_tensor(value) or (isinstance(value, fx.Node)
+                                         and value.meta.get("depends_on") == "shapes"
+                                         and "tensor_meta" in value.meta):
+                layer = self.layer(value) if self.is_tensor(value) else self._emit_helper(value)
+                self.layer_of_node.setdefault(value, layer)
+                reads.append(layer)
+                return {"input": len(reads) - 1}
+            constant = self.constant(value) if isinstance(value, fx.Node) else None
+            if isinstance(constant, Tensor):
+                return constant
+            if isinstance(value, fx.Node):
+                return self._static_size(node, value)
+            return value
+
+        args = encode_argument(fx.node.map_aggregate(node.args, encode))
+        kwargs = encode_argument(fx.node.map_aggregate(
+            {k: v for k, v in node.kwargs.items() if k not in DROPPED_KWARGS}, encode))
+        if not reads:  # it reads the batch size only: from the first input
+            reads.append(self.layer_of_node[next(n for n in self.graph_module.graph.nodes
+                                                 if n.op == "placeholder")])
+        extra = {} if item is None else {"item": item}
+        return self.emit(named or node, "Helper", reads, op=str(node.target), args=args,
+                         kwargs=kwargs, **extra)
+
+    def _static_size(self, node: fx.Node, value: fx.Node) -> Any:
+        """A size argument of a helper: a number, or ``{"batch": f}`` for ``f`` times the
+        batch size of a ``torch.export`` graph."""
+        found = value.meta.get("val")
+        if isinstance(found, torch.SymInt):
+            expr = found.node.expr
+            symbols = expr.free_symbols
+            factor = expr / next(iter(symbols)) if len(symbols) == 1 else None
+            if factor is None or not factor.is_Integer:
+                raise self.unsupported(node, f"the size {expr} of a helper computation",
+                                       "Sizes must be numbers or multiples of the batch size. ")
+            return {"batch": int(factor)}
+        return self.static(value)
 
     def _fold_batch_constant(self, node: fx.Node) -> None:
         """A tensor computed from constants and the inputs' shapes: without a batch axis

@@ -697,6 +697,9 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     for x in (q, k, v):
         t.axis(x, -2)  # refuses a batch axis moved among the tokens or features
     given = arg(node, 3, "attn_mask", None)
+    if given in t.helpers:  # a padding mask from the masks given per call
+        return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)), rank,
+                              bias=_additive_mask(t, node, given))
     computed = t.is_tensor(given)  # an additive bias from the inputs (relative positions)
     if computed and (t.shape(given) != (*t.shape(q)[:-1], t.shape(k)[-2])
                      or node.meta["tensor_meta"].dtype != given.meta["tensor_meta"].dtype):
@@ -705,10 +708,26 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     mask = None if computed else _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
     if arg(node, 7, "enable_gqa", False):
         k, v = (_repeat_heads(t, node, x, t.shape(q)[-3], name) for x, name in ((k, "k"), (v, "v")))
-    scale = arg(node, 6, "scale", None)
-    return emit_attention(_emitter(t, node), q, k, v,
-                          1 / math.sqrt(t.shape(q)[-1]) if scale is None else scale, rank,
+    return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)), rank,
                           mask=mask, bias=given if computed else None)
+
+
+def _scale(node: fx.Node, query_shape: tuple[int, ...]) -> float:
+    """The scale of the scores of an attention call (``1 / sqrt(E)`` by default)."""
+    scale = arg(node, 6, "scale", None)
+    return 1 / math.sqrt(query_shape[-1]) if scale is None else scale
+
+
+def _additive_mask(t: Any, node: fx.Node, given: fx.Node) -> int:
+    """The attention mask ``given``, computed from the masks given per call, as helper
+    layers adding to the scores: a boolean mask as 0 where attending and the most
+    negative float32 where not (exp of it is 0 in every precision), a float one as it is."""
+    if given.meta["tensor_meta"].dtype != torch.bool:
+        return t.layer(given)
+    additive = t.emit(node, "Helper", [given], suffix="_mask_additive", op="aten.where.Scalar",
+                      args=[{"input": 0}, 0.0, torch.finfo(torch.float32).min])
+    return t.emit(node, "Helper", [additive], suffix="_mask", op="aten._to_copy.default",
+                  args=[{"input": 0}], kwargs={"dtype": {"dtype": "float32"}})
 
 
 def _attention_mask(t: Any, node: fx.Node, n_queries: int, n_keys: int) -> Tensor | None:
@@ -1129,8 +1148,8 @@ def _is_normaliser(layer: dict[str, Any]) -> bool:
 def _mul(t: Any, node: fx.Node) -> int:
     a, b = _operands(t, node)
     if t.is_tensor(a) and t.is_tensor(b):
-        fixed = next((i for i, x in enumerate((a, b)) if _is_normaliser(t.layers[t.layer(x)])),
-                     None)
+        fixed = next((i for i, x in enumerate((a, b)) if x in t.helpers  # a padding mask
+                      or _is_normaliser(t.layers[t.layer(x)])), None)
         return t.emit(node, "Multiply", [a, b], lrp_constant=fixed)
     tensor, const = (a, b) if t.is_tensor(a) else (b, a)
     const = _operand_constant(t, node, const)
@@ -1703,12 +1722,31 @@ def _index_op(t: Any, node: fx.Node) -> int:
     if (len(indices) == position + 1 and all(i is None for i in indices[:-1])
             and _is_sample_index(indices[-1])):
         return t.layer(source)
+    if (len(indices) == 2 and position == 0 and _is_sample_index(indices[0])
+            and indices[1] in t.helpers and len(indices[1].meta["tensor_meta"].shape) == 1):
+        return _pick_per_sample(t, node, source, indices[1])
     given = [(dim, i) for dim, i in enumerate(indices) if i is not None]
     if len(given) == 1 and given[0][0] != position:
         return _gather_constant(t, node, source, *given[0])
     raise t.unsupported(node, "indexing with tensors (advanced indexing)",
                         "x[torch.arange(batch size)] and a constant integer vector along one "
                         "sample axis convert. ")
+
+
+def _pick_per_sample(t: Any, node: fx.Node, source: fx.Node, index: fx.Node) -> int:
+    """``x[arange(batch), i]`` with one index per sample computed from the token ids
+    (Hugging Face's pooling of the last real token): a product of a one-hot row, held
+    fixed under LRP, with each sample's ``(tokens, ...)`` tensor."""
+    shape = t.shape(source)
+    one_hot = t.emit(node, "Helper", [index], suffix="_one_hot", op="aten.one_hot.default",
+                     args=[{"input": 0}, shape[0]])
+    row = t.emit(node, "Helper", [one_hot], suffix="_row", op="aten._to_copy.default",
+                 args=[{"input": 0}], kwargs={"dtype": {"dtype": "float32"}})
+    row = t.emit(node, "Helper", [row], suffix="_row_shape", op="aten.view.default",
+                 args=[{"input": 0}, [{"batch": 1}, 1, shape[0]]])
+    flat = t.emit(node, "Reshape", [source], suffix="_tokens", shape=[shape[0], math.prod(shape[1:])])
+    picked = t.emit(node, "MatMul", [row, flat], suffix="_pick", lrp_constant=0)
+    return t.emit(node, "Reshape", [picked], shape=list(t.shape(node)))
 
 
 def _gather_constant(t: Any, node: fx.Node, source: fx.Node, dim: int, index: Any) -> int:
@@ -1825,3 +1863,57 @@ for _mode, _align_position in (("nearest", None), ("nearest_exact", None), ("lin
             _aten_upsample(_mode.replace("_", "-"), _align_position))
 _register(FUNCTIONS, getattr(torch.ops.aten.expand, "default", None))(METHODS["expand"])
 _register(FUNCTIONS, getattr(torch.ops.aten.contiguous, "default", None))(alias_input)
+
+
+# ---- token inputs ---------------------------------------------------------------------
+
+
+def _embedding(t: Any, node: fx.Node, ids: Any, weight: Any, max_norm: Any = None) -> int:
+    """An embedding lookup of integer ids ``ids`` in a constant table ``weight``."""
+    table = weight if isinstance(weight, Tensor) else t.constant(weight)
+    if not isinstance(table, Tensor) or table.ndim != 2:
+        raise t.unsupported(node, "an embedding lookup in a table computed from the inputs",
+                            "The table must be a parameter or a constant of shape (vocab, dim). ")
+    if max_norm is not None:
+        raise t.unsupported(node, "an embedding with max_norm",
+                            "It rescales the table's rows in place on lookup. ")
+    scaled, factor = _embedding_scale(t, node)
+    layer = t.emit(node, "Embedding", [ids], weight=table * factor)
+    if scaled is not None:  # the scaled lookup is one embedding: methods start after it
+        t.layer_of_node[scaled] = layer
+    return layer
+
+
+def _embedding_scale(t: Any, node: fx.Node) -> tuple[fx.Node | None, float]:
+    """The one use of an embedding lookup that multiplies it by a constant number
+    (Gemma's ``embed_scale``), and that number; ``(None, 1.0)`` where there is none."""
+    users = list(node.users)
+    target = users[0].target if users else None
+    name = target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
+    if len(users) != 1 or name not in ("mul", "__mul__"):
+        return None, 1.0
+    operands = [a for a in users[0].args if a is not node]
+    found = t.constant(operands[0]) if len(operands) == 1 and len(users[0].args) == 2 else None
+    if isinstance(found, Tensor) and found.numel() == 1:
+        found = float(found)
+    return (users[0], found) if isinstance(found, float) else (None, 1.0)
+
+
+@_register(MODULES, nn.Embedding)
+def _embedding_module(t: Any, node: fx.Node) -> int:
+    """``nn.Embedding`` (without ``max_norm``)."""
+    module = t.module(node)
+    return _embedding(t, node, node.args[0], module.weight, module.max_norm)
+
+
+@_register(FUNCTIONS, F.embedding)
+def _embedding_function(t: Any, node: fx.Node) -> int:
+    """``F.embedding(input, weight, padding_idx, max_norm, ...)``."""
+    return _embedding(t, node, arg(node, 0, "input"), arg(node, 1, "weight"),
+                      arg(node, 3, "max_norm", None))
+
+
+@_register(FUNCTIONS, getattr(torch.ops.aten.embedding, "default", None))
+def _embedding_op(t: Any, node: fx.Node) -> int:
+    """``aten.embedding(weight, indices, ...)`` of an exported graph."""
+    return _embedding(t, node, node.args[1], node.args[0])

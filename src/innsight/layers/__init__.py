@@ -16,6 +16,7 @@ from innsight.layers import (  # noqa: F401  (imported to register the layer typ
     reduction,
     resize,
     shape,
+    tokens,
 )
 from innsight.layers.activation import ACTIVATIONS
 from innsight.layers.base import LAYER_TYPES, Layer

@@ -25,7 +25,7 @@ class Layer(RuleLayer, nn.Module):
 
     Subclasses declare the ``type`` names they are registered under
     (``type_names``), how many tensors they read (``n_inputs``; ``None`` for
-    two or more) and their parameters: ``required`` names and ``optional``
+    ``min_inputs`` or more) and their parameters: ``required`` names and ``optional``
     names with defaults. ``__init__`` receives exactly those parameters.
 
     The graph builder sets ``input_dim`` (one shape per read tensor) and
@@ -37,6 +37,8 @@ class Layer(RuleLayer, nn.Module):
 
     type_names: ClassVar[tuple[str, ...]] = ()
     n_inputs: ClassVar[int | None] = 1
+    #: The fewest tensors a layer with ``n_inputs = None`` reads.
+    min_inputs: ClassVar[int] = 2
     required: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[Mapping[str, Any]] = {}
     #: Whether this layer is an activation (``ignore_last_act`` skips it at an output).

@@ -222,6 +222,9 @@ class RuleLayer:
     rule_paths: ClassVar[frozenset[str]] = frozenset()
     #: Why it has none of the others, completing "layer type 'X' has no ... rule (...)".
     no_rule_reason: ClassVar[str] = ""
+    #: Whether the rule-based walks end at this layer (it reads integers: token ids,
+    #: masks), dropping what reaches it; such a layer needs no rule.
+    ends_walks: ClassVar[bool] = False
     #: Whether ``rule_name``/``rule_param`` apply to this layer (LRP).
     takes_lrp_rule: ClassVar[bool] = False
     #: Which LRP rules fit a layer taking one (``LrpRule.kinds``): ``"map"`` (a linear

@@ -33,6 +33,7 @@ from innsight.methods.engine import (
     target_values,
 )
 from innsight.methods.layer_attribution import AttributedLayer, at_layer, layer_node
+from innsight.methods.model_inputs import ModelInputs, needs_start, per_token
 from innsight.methods.model_interface import ExplainableModel, TorchModule
 from innsight.methods.result import Result
 from innsight.methods.targets import ChosenTargets, NodeTargets, Targets, choose_targets
@@ -247,6 +248,15 @@ class InterpretingMethod(Result):
         values are then shaped like that layer's output ``(n_data, *layer_dim,
         n_targets)``, in the layout of the data. Combines with every way of
         choosing targets above and with ``output_layer`` (the layer must lead to it).
+    extra_args : dict or tuple, optional
+        The model's non-explained inputs (``attention_mask``, ``token_type_ids``), a
+        dict keyed by input name or a tuple in their order, each ``(n_data, *dim)``
+        (or one sample for all); left out, an input takes its default (a mask of
+        ones). Noisy copies and path points of a sample get that sample's rows.
+    keep_embedding_dim : bool
+        For token inputs: keep the values per embedding dimension ``(n_data, tokens,
+        D, n_targets)`` instead of one per token (their sum, or their 2-norm for
+        plain gradients; see :mod:`~innsight.methods.model_inputs`).
     """
 
     method_name = "InterpretingMethod"
@@ -294,6 +304,8 @@ class InterpretingMethod(Result):
         target_weights: Any = None,
         output_layer: Any = None,
         attribute_to: str | int | None = None,
+        extra_args: Any = None,
+        keep_embedding_dim: bool = False,
         **own_args: Any,
     ) -> None:
         self._check_own_args(own_args)
@@ -308,15 +320,20 @@ class InterpretingMethod(Result):
         check_bool(ignore_last_act, "ignore_last_act")
         verbose = is_interactive() if verbose is None else check_bool(verbose, "verbose")
         torch_dtype = resolve_dtype(dtype)
+        check_bool(keep_embedding_dim, "keep_embedding_dim")
         model = self._model(converter, data, channels_first, torch_dtype, device)
         torch_device = model.device
+        inputs = self._model_inputs(model, data, extra_args, channels_first, torch_dtype)
 
         without_data = data is None and self.data_optional
         if without_data:
             data = [torch.zeros(1, *user_dim(dim, channels_first))
                     for dim in model.input_dim]  # shapes only
-        tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype,
-                                        torch_device)
+        if inputs is None:
+            tensors, columns = prepare_data(data, model.input_dim, channels_first, torch_dtype,
+                                            torch_device)
+        else:
+            tensors, columns = inputs.tensors, inputs.columns
         if without_data and targets is not None:
             raise ValueError(f"`targets` selects an output node per sample and needs data; "
                              f"got data=None and targets={describe(targets)}.")
@@ -349,11 +366,17 @@ class InterpretingMethod(Result):
                                  f"`attribute_to`={attribute_to!r}.")
             node = layer_node(setup.model, attribute_to, setup.explained, "attribute_to")
             setup = at_layer(setup, node, cut=self.layer_attribution == "cut")
+        elif inputs is not None:
+            converted = model
+            setup = at_layer(setup, inputs.start, cut=self.layer_attribution == "cut",
+                             lift=lambda value, arg_name: inputs.lift(
+                                 converted, value, arg_name, channels_first))
         self.converter = converter
         #: What the method ran with (model, explained nodes, data, batch size): the metrics
         #: (:mod:`innsight.metrics`) evaluate the model and re-run ``_explain`` through it.
         self.setup = setup
         explanation = self._explain(setup, **own_args)
+        values = explanation.values
         if without_data:  # no data, no predictions: nothing is run for them
             preds = tensors[0].new_full((1, len(selection.targets)), float("nan"))
         else:
@@ -363,14 +386,22 @@ class InterpretingMethod(Result):
             for cols, names in zip(columns, model.input_names)
         ]
         layer = setup.layer
-        if layer is not None:
+        if inputs is not None and attribute_to is None:  # reported per input, not per layer
+            input_names, tensors = [model.input_names[inputs.k]], [inputs.tensors[inputs.k]]
+            if inputs.tokens and keep_embedding_dim:
+                width = values[0].shape[-2]
+                input_names = [[*input_names[0], [f"E{i + 1}" for i in range(width)]]]
+            elif inputs.tokens:
+                values = [per_token(values[0], self.token_reduction(own_args))]
+            tensors, layer = [tensors[0].to(torch_dtype)], None
+        elif layer is not None:
             input_names, tensors = [layer.names], [layer.activations]
         goal = explanation.goal
         super().__init__(
             method=self.method_name,
             value_name=self.value_name,
             args=own_args,
-            values=split_by_output(explanation.values, selection),
+            values=split_by_output(values, selection),
             output_idx=selection.indices,
             output_labels=selection.labels,
             input_names=input_names,
@@ -384,6 +415,29 @@ class InterpretingMethod(Result):
             else layer.grid,
             layer_records=explanation.layer_records,
         )
+
+    def token_reduction(self, own_args: dict[str, Any]) -> str:
+        """How values at an embedding become one per token: ``"sum"`` for values that
+        add up to a goal (the default), ``"norm"`` for plain gradients."""
+        return "sum"
+
+    def _model_inputs(self, model: Any, data: Any, extra_args: Any, channels_first: bool,
+                      dtype: torch.dtype) -> ModelInputs | None:
+        """The inputs of a model with token ids or non-explained inputs (see
+        :mod:`~innsight.methods.model_inputs`), ``None`` for other models."""
+        if not needs_start(model):
+            if extra_args is not None and not isinstance(model, TorchModule):
+                raise ValueError("`extra_args` passes the model's non-explained inputs, but "
+                                 "this model has none; got extra_args="
+                                 f"{describe(extra_args)}.")
+            return None
+        if self.layer_attribution is None:
+            raise ValueError(
+                f"{self.method_name} cannot explain a model with token ids or non-explained "
+                "inputs (masks): it needs inputs it can vary or weights back to them; use "
+                "Gradient, SmoothGrad, IntegratedGradient, ExpectedGradient, DeepLift, "
+                "DeepSHAP or LRP, which explain the embedding output per token.")
+        return ModelInputs.build(model, data, extra_args, channels_first, dtype, model.device)
 
     def _check_own_args(self, own_args: dict[str, Any]) -> None:
         """Refuse keywords that are neither shared nor this method's own, by name."""
@@ -437,7 +491,7 @@ def what_to_explain(model: ExplainableModel, data: list[Tensor], ignore_last_act
         outputs_at_data=lambda: evaluate(
             lambda xs, sample: model.run_nodes(xs, explained, sample), data, rows),
         outputs_at_first=lambda: model.run_nodes([x[:1] for x in data], explained, first),
-        like=data[0])
+        like=data[0] if data[0].is_floating_point() else data[0].to(model.dtype))
     return explained, chosen
 
 

@@ -61,8 +61,13 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int
     def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
         b = len(sample)
         xs, x_refs = [x[sample] for x in setup.data], refs(sample, copy)
+        layer = setup.layer
         with torch.no_grad():
-            both = model.node_values([torch.cat(pair) for pair in zip(xs, x_refs)])
+            if layer is not None and layer.start:  # references at the layer, inputs as given
+                both = model.node_values([torch.cat([x, x]) for x in xs], given={
+                    layer.node: torch.cat([layer.activations[sample], x_refs[0]])})
+            else:
+                both = model.node_values([torch.cat(pair) for pair in zip(xs, x_refs)])
         at_x = [None if v is None else v[:b] for v in both]
         at_ref = [None if v is None else v[b:] for v in both]
         splits = _splits(model, nodes, at_x, at_ref) if rule.splits else None
@@ -196,8 +201,11 @@ class DeepSHAP(InterpretingMethod):
         rule = _rule(rule_name, winner_takes_all)
         check_bool(keep_layers, "keep_layers")
         limit_ref = check_positive_int(limit_ref, "limit_ref")
+        start = setup.layer is not None and setup.layer.start
         if data_ref is None:
-            refs = setup.data
+            refs = [setup.layer.activations] if start else setup.data  # type: ignore[union-attr]
+        elif start:
+            refs = setup.prepare_refs(data_ref, "data_ref")
         else:
             refs = prepare_like(data_ref, setup.data, setup.channels_first, "data_ref")
         if refs[0].shape[0] > limit_ref:

@@ -133,7 +133,7 @@ class ReferenceDraws:
     @classmethod
     def build(cls, setup: Setup, data_ref: Any, n: Any) -> ReferenceDraws:
         n = check_positive_int(n, "n")
-        if setup.layer is not None and setup.model.per_sample:
+        if setup.layer is not None and setup.model.per_sample and not setup.layer.start:
             raise ValueError(
                 f"ExpectedGradient cannot attribute to layer {setup.layer.name!r}: "  # type: ignore[union-attr]
                 "a skip connection bypasses it, so the outputs at a reference depend on "
@@ -210,6 +210,9 @@ class Gradient(InterpretingMethod):
         check_bool(times_input, "times_input")
         return explain_gradients(PlainGradient(times_input), setup)
 
+    def token_reduction(self, own_args: dict[str, Any]) -> str:
+        return "sum" if own_args["times_input"] else "norm"
+
 
 class SmoothGrad(InterpretingMethod):
     """Mean gradient over ``n`` noisy copies ``x + e``, ``e ~ N(0, s^2)`` (Smilkov et al. 2017).
@@ -243,6 +246,8 @@ class SmoothGrad(InterpretingMethod):
 
     def _explain(self, setup: Setup, n: Any, noise_level: Any, times_input: Any) -> Explanation:
         return explain_gradients(NoisyCopies.build(setup.data, n, noise_level, times_input), setup)
+
+    token_reduction = Gradient.token_reduction
 
 
 class IntegratedGradient(InterpretingMethod):
@@ -279,6 +284,8 @@ class IntegratedGradient(InterpretingMethod):
     def _explain(self, setup: Setup, x_ref: Any, n: Any, times_input: Any) -> Explanation:
         recipe = PathPoints.build(setup, x_ref, n, times_input)
         return explain_gradients(recipe, setup)
+
+    token_reduction = Gradient.token_reduction
 
 
 class ExpectedGradient(InterpretingMethod):

@@ -65,6 +65,10 @@ class AttributedLayer:
     #: checked as ``arg_name`` (zero inputs for ``None``); ``None`` where the method works on the whole model
     #: (rule-based methods).
     lift: Callable[[Any, str], Tensor] | None = None
+    #: Whether the layer is where the inputs start to be explained (a token embedding,
+    #: see :mod:`~innsight.methods.model_inputs`): references live in its space for every
+    #: method, and the model inputs feed the rest sample by sample.
+    start: bool = False
 
 
 class CutModel:
@@ -129,11 +133,16 @@ def attributed_layer(setup: Setup, node: int, cut: bool) -> AttributedLayer:
                            layer_grids(model)[node], lift if cut else None)
 
 
-def at_layer(setup: Setup, node: int, cut: bool) -> Setup:
+def at_layer(setup: Setup, node: int, cut: bool,
+             lift: Callable[[Any, str], Tensor] | None = None) -> Setup:
     """``setup`` attributing to layer ``node`` (see :func:`layer_node`): for gradient
     methods (``cut``) the model cut at the layer with its activations as data; for
-    rule-based methods the whole model, whose walk stops at the layer."""
+    rule-based methods the whole model, whose walk stops at the layer. A ``lift`` of
+    its own makes the layer the start of the inputs (token embeddings): references are
+    given in its space for every method."""
     layer = attributed_layer(setup, node, cut)
+    if lift is not None:
+        layer = replace(layer, lift=lift, start=True)
     if not cut:
         return replace(setup, layer=layer)
     model = CutModel(setup.model, layer.node, setup.data,

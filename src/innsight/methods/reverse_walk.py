@@ -49,6 +49,8 @@ def check_rules(model: ConvertedModel, nodes: Sequence[int], method: str,
     """
     for i in ancestors(model, nodes):
         layer = model.layers[i]
+        if layer.ends_walks:
+            continue
         if method in layer.rule_paths:
             reason = layer.setting_refusal(rules(i))
         else:
@@ -103,8 +105,8 @@ def reverse_walk(model: ConvertedModel, explained: Sequence[int], start: Sequenc
     with torch.no_grad():
         for i in range(max(explained), -1 if stop_at is None else stop_at, -1):
             reads = model.input_layers[i]
-            if upstream[i] is None or not reads:
-                continue
+            if upstream[i] is None or not reads or model.layers[i].ends_walks:
+                continue  # an input, or a value computed from integers: nothing passes back
             value, upstream[i] = upstream[i], None
             backs = step(i, value)
             if record is not None:
@@ -148,7 +150,7 @@ def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
     n_data = setup.data[0].shape[0]
     stop_at = None if setup.layer is None else setup.layer.node
     ends = model.input_nodes if stop_at is None else [stop_at]
-    like = setup.data[0]
+    like = setup.data[0] if setup.layer is None else setup.layer.activations
     sums = [like.new_zeros(len(targets), n_data, *model.layers[node].output_dim) for node in ends]
     goal, f_data, preds = (like.new_zeros(n_data, len(targets)) for _ in range(3))
     for rows in row_chunks(n_data * n_copies, chunk_rows, setup.verbose):

@@ -180,7 +180,8 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
         Token strings (``tokenizer.convert_ids_to_tokens(ids)``), one list for all
         samples or one per sample; default the ids as text.
     converter : innsight.Converter, optional
-        A conversion of ``model`` for this sequence length, to reuse.
+        A conversion of ``model`` for this sequence length with
+        ``text_input="embeddings"``, to reuse.
     dtype : {"float", "double"}
         Precision of the conversion and the method.
 
@@ -216,7 +217,8 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
     ids = _as_ids(input_ids)
     n_tokens = ids.shape[1]
     if converter is None:
-        converter = Converter(model, input_dim=[n_tokens], dtype=dtype)
+        converter = Converter(model, input_dim=[n_tokens], dtype=dtype,
+                              text_input="embeddings")
     elif not isinstance(converter, Converter) or converter.input_dim != [
             (n_tokens, model.get_input_embeddings().embedding_dim)]:
         raise ValueError(f"`converter` must be a conversion of `model` for {n_tokens} tokens, "
