@@ -265,6 +265,16 @@ def test_maxpool3d_in_float32(strides):  # TensorFlow has no float64 MaxPool3D
         keras_outputs(model, [x])[0])) == 0
 
 
+def test_normalization_centres_before_scaling_in_float32():
+    """Inputs near a large mean with a small spread: centred first, as Keras computes,
+    the float32 conversion keeps Keras' float32 digits (folded into ``x / std - mean /
+    std`` it was 3e-4 off)."""
+    model = sequential((4,), layers.Normalization(mean=1000.0, variance=1e-4))
+    x = (1000 + 0.05 * np.random.default_rng(0).standard_normal((5, 4))).astype("float32")
+    conv = ins.convert(model)
+    assert max_rel_error(conv.model(torch.as_tensor(x)), keras_outputs(model, [x])[0]) < 1e-6
+
+
 def test_normalization_adapted():
     with float64():
         norm = layers.Normalization()

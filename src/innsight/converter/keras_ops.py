@@ -801,11 +801,12 @@ def _normalization(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...
     std = np.maximum(np.sqrt(to_numpy(op.variance).astype(np.float64)), t.keras.config.epsilon())
     mean, std = (a.reshape(a.shape[1:]) if a.ndim == x.rank + 1 else a for a in (mean, std))
     if op.invert:  # mean + x * std
-        scale, shift = std, mean
-    else:  # (x - mean) / std
-        scale, shift = 1.0 / std, -mean / std
-    return [t.emit("Affine", [x], scale=to_internal_array(scale, x.rank),
-                   shift=to_internal_array(shift, x.rank))]
+        return [t.emit("Affine", [x], scale=to_internal_array(std, x.rank),
+                       shift=to_internal_array(mean, x.rank))]
+    # (x - mean) / std, centred first as Keras does: folded into x / std - mean / std it
+    # would lose float32 digits to cancellation for inputs near a large mean.
+    centred = t.emit("Affine", [x], "/centre", shift=to_internal_array(-mean, x.rank))
+    return [t.emit("Affine", [centred], scale=to_internal_array(1.0 / std, x.rank))]
 
 
 @_register("keras.src.applications.inception_resnet_v2:CustomScaleLayer")
