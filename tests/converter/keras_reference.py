@@ -97,7 +97,7 @@ def application(name: str, size: int = 32, n: int = 2, seed: int = 0) -> tuple[A
     model = build(weights=None, input_shape=(size, size, 3), classifier_activation=None)
     images = np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
     preprocess = importlib.import_module(build.__module__).preprocess_input
-    return model, np.asarray(preprocess(images))
+    return model, np.ascontiguousarray(preprocess(images))  # caffe-style BGR flips are views
 
 
 def randomize_batch_norm(model: Any, seed: int = 1) -> None:
