@@ -50,12 +50,15 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_agnostic.py
 	$(BIN)/python benchmarks/bench_metrics.py
 
-# One model per family of timm and torchvision: which convert, which are refused (and by
-# which operation); timm comes from the `coverage` extra. Takes a while on 2 cores.
+# One model per family of timm and torchvision, and every Keras application: which
+# convert, which are refused (and by which operation), and for Keras how far the float32
+# gradients lie from tf.GradientTape; timm comes from the `coverage` extra. Takes a
+# while on 2 cores (the Keras sweep about an hour).
 coverage: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[coverage]"
 	$(BIN)/python benchmarks/coverage.py torchvision
 	$(BIN)/python benchmarks/coverage.py timm
+	$(BIN)/python benchmarks/coverage.py keras
 
 # The documentation site in site/ (mkdocs.yml), strict: any warning fails the build.
 # The teaching notebooks run in a Jupyter kernel (about 1.5 min on 2 cores; kept in

@@ -2,6 +2,7 @@
 
     python benchmarks/coverage.py timm [--tracer auto] [--limit N] [--size 64]
     python benchmarks/coverage.py torchvision
+    python benchmarks/coverage.py keras [--size 32] [--float64]
 
 For each family (a timm model module, or a torchvision classifier) the smallest
 model by name is built without pretrained weights, converted, and its output
@@ -10,6 +11,15 @@ compared with the original's on random inputs. Prints one row per model:
 ``refused`` with the first line of the ConversionError (which names the
 operation), or ``crashed`` with the exception type (a defect: every refusal
 must be a ConversionError), and the counts. Needs ``pip install timm`` for timm.
+
+The ``keras`` mode takes every ``keras.applications`` model at ``--size`` (or the
+smallest size it accepts) with random weights and logits out, on uniform [0, 255]
+images passed through the application's own ``preprocess_input`` (the input range it
+expects), and reports two norm-wise relative errors ``||ours - keras|| / ||keras||``
+over the whole tensor (all samples, all entries): the logits, and the float32
+Gradient of two logits against Keras' float32 ``tf.GradientTape`` (the larger of
+the two). ``--float64`` adds the float32 noise of the model itself: Keras'
+float32 gradient against a float64 copy of the same model.
 """
 
 from __future__ import annotations
@@ -17,15 +27,21 @@ from __future__ import annotations
 import argparse
 import re
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision  # noqa: F401  (before anything that may load tensorflow)
 
 import innsight as ins
+
+# the tests' Keras references (forward, tf.GradientTape, float64 models)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "converter"))
 
 #: Name fragments of small variants, smallest first: the first match names a family's model.
 SIZES = ["atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "small", "mini", "s", "18",
@@ -57,6 +73,56 @@ def _timm_model(timm: Any, name: str, size: int) -> torch.nn.Module:
 def torchvision_models() -> Iterator[tuple[str, Callable[[int], torch.nn.Module]]]:
     for name in torchvision.models.list_models(module=torchvision.models):
         yield name, lambda size, name=name: torchvision.models.get_model(name, weights=None)
+
+
+#: The logits whose gradients the keras mode compares.
+KERAS_CLASSES = [0, 7]
+
+
+def keras_applications() -> Iterator[tuple[str, Callable[[int], tuple[Any, np.ndarray]]]]:
+    import keras
+    from keras_reference import application
+
+    for name in sorted(n for n in dir(keras.applications) if n[0].isupper()):
+        yield name, lambda size, name=name: application(name, size)
+
+
+def check_keras(make: Callable[[int], tuple[Any, np.ndarray]], size: int, float64: bool,
+                seconds: int) -> tuple[str, str]:
+    """(status, detail) of converting one Keras application and comparing its logits and
+    float32 gradients with Keras' (see the module's docstring)."""
+    from keras_reference import float64 as keras_float64
+    from keras_reference import keras_outputs, norm_rel_error, tape_gradients
+
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(seconds)
+    try:
+        model, x = make(size)
+        conv = ins.convert(model)
+        with torch.no_grad():
+            logits = conv.model(torch.as_tensor(np.moveaxis(x, -1, 1))).numpy()
+        forward = norm_rel_error(logits, keras_outputs(model, [x])[0])
+        res = ins.run_grad(conv, x, channels_first=False, output_idx=KERAS_CLASSES)
+        ours = np.asarray(res.get_result("array"))
+        tape = tape_gradients(model, [x], 0, KERAS_CLASSES)[0]
+        grad = max(norm_rel_error(ours[..., k], tape[..., k]) for k in range(len(KERAS_CLASSES)))
+        detail = f"logits {forward:.1e}  gradient {grad:.1e}"
+        if float64:
+            with keras_float64():
+                double, _ = make(size)  # the same architecture in float64
+            double.set_weights([w.astype("float64") for w in model.get_weights()])
+            exact = tape_gradients(double, [x.astype("float64")], 0, KERAS_CLASSES)[0]
+            noise = max(norm_rel_error(tape[..., k], exact[..., k]) for k in range(len(KERAS_CLASSES)))
+            detail += f"  keras f32 vs f64 gradient {noise:.1e}"
+        return "converted", detail
+    except ins.ConversionError as err:
+        return "refused", str(err).splitlines()[0][:160]
+    except _Timeout:
+        return "timeout", f"more than {seconds} s"
+    except Exception as err:  # a defect: every refusal must be a ConversionError
+        return "crashed", f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    finally:
+        signal.alarm(0)
 
 
 class _Timeout(Exception):
@@ -118,9 +184,11 @@ def _last_reason(message: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("zoo", choices=["timm", "torchvision"])
+    parser.add_argument("zoo", choices=["timm", "torchvision", "keras"])
     parser.add_argument("--tracer", default="auto", choices=["auto", "fx", "export"])
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=None, help="default 64 (keras: 32)")
+    parser.add_argument("--float64", action="store_true",
+                        help="keras: also Keras' own float32 gradient against float64")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seconds", type=int, default=120, help="per model")
     parser.add_argument("--only", default=None,
@@ -128,7 +196,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    models = timm_models() if args.zoo == "timm" else torchvision_models()
+    zoos = {"timm": timm_models, "torchvision": torchvision_models, "keras": keras_applications}
+    models = zoos[args.zoo]()
+    size = args.size or (32 if args.zoo == "keras" else 64)
     counts: dict[str, int] = {}
     for k, (name, make) in enumerate(models):
         if args.limit is not None and k >= args.limit:
@@ -136,7 +206,10 @@ def main() -> None:
         if args.only and not any(part in name for part in args.only.split(",")):
             continue
         start = time.perf_counter()
-        status, detail = check(make, args.size, args.tracer, args.seconds)
+        if args.zoo == "keras":
+            status, detail = check_keras(make, size, args.float64, args.seconds)
+        else:
+            status, detail = check(make, size, args.tracer, args.seconds)
         counts[status] = counts.get(status, 0) + 1
         print(f"{name:45s} {status:9s} {time.perf_counter() - start:6.1f} s  {detail}", flush=True)
     print("counts:", ", ".join(f"{status} {n}" for status, n in sorted(counts.items())))

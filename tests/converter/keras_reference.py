@@ -8,6 +8,7 @@ Imported by the ``test_keras_*`` modules (torchvision is imported first by
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -72,6 +73,31 @@ def max_rel_error(actual: Any, expected: np.ndarray) -> float:
     actual = np.asarray(actual.detach() if hasattr(actual, "detach") else actual)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-300))
+
+
+def norm_rel_error(actual: Any, expected: np.ndarray) -> float:
+    """``||actual - expected|| / ||expected||`` over the whole tensor (all samples)."""
+    actual = np.asarray(actual.detach() if hasattr(actual, "detach") else actual)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-300))
+
+
+#: Smallest input side of the Keras applications that refuse 32 x 32 pixels.
+APPLICATION_MIN_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
+
+
+def application(name: str, size: int = 32, n: int = 2, seed: int = 0) -> tuple[Any, np.ndarray]:
+    """The Keras application ``name`` with random weights (Keras' seed ``seed``) and
+    logits out, at ``size`` pixels or its smallest size, and ``n`` uniform [0, 255]
+    images (channels last, float32) through its own ``preprocess_input``: the input
+    range it expects."""
+    size = max(size, APPLICATION_MIN_SIZE.get(name, 0))
+    build = getattr(keras.applications, name)
+    keras.utils.set_random_seed(seed)
+    model = build(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    images = np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+    preprocess = importlib.import_module(build.__module__).preprocess_input
+    return model, np.ascontiguousarray(preprocess(images))  # caffe-style BGR flips are views
 
 
 def randomize_batch_norm(model: Any, seed: int = 1) -> None:

@@ -121,6 +121,17 @@ LAYER_CASES = {
         sequential((9, 8, 2), layers.AveragePooling2D(2, strides=2, padding="same")),
     "avgpool1d-same": lambda:
         sequential((11, 2), layers.AveragePooling1D(4, strides=3, padding="same")),
+    # 'same' with an odd total padding (the odd pixel after): an even window at stride 1
+    "maxpool2d-same-even-stride1": lambda:
+        sequential((6, 5, 2), layers.MaxPooling2D(2, strides=1, padding="same")),
+    "avgpool2d-same-even-stride1": lambda:
+        sequential((6, 5, 2), layers.AveragePooling2D((4, 2), strides=1, padding="same")),
+    "maxpool1d-same-even-stride1-wider-than-input": lambda:
+        sequential((3, 2), layers.MaxPooling1D(6, strides=1, padding="same")),
+    "avgpool1d-same-even-stride1-wider-than-input": lambda:
+        sequential((3, 2), layers.AveragePooling1D(6, strides=1, padding="same")),
+    "avgpool2d-same-mixed-strides": lambda:
+        sequential((7, 6, 2), layers.AveragePooling2D((2, 3), strides=(1, 2), padding="same")),
     "maxpool1d-valid": lambda: sequential((11, 2), layers.MaxPooling1D(3)),
     "global-avg2d": lambda: sequential((5, 6, 3), layers.GlobalAveragePooling2D()),
     "global-max2d-keepdims": lambda:
@@ -255,13 +266,24 @@ def test_layer(case):
     check(model, tol=1e-6 if case in FLOAT32_INSIDE else DOUBLE_TOL)
 
 
-def test_maxpool3d_in_float32():  # TensorFlow has no float64 MaxPool3D
+@pytest.mark.parametrize("strides", [2, 1])  # stride 1: the odd pixel after
+def test_maxpool3d_in_float32(strides):  # TensorFlow has no float64 MaxPool3D
     keras.utils.set_random_seed(0)
-    model = sequential((5, 6, 4, 2), layers.MaxPooling3D(2, padding="same"))
+    model = sequential((5, 6, 4, 2), layers.MaxPooling3D(2, strides, padding="same"))
     x = np.random.default_rng(0).standard_normal((2, 5, 6, 4, 2)).astype("float32")
     conv = ins.convert(model)
     assert max_rel_error(conv.model(torch.as_tensor(channels_first(x))), channels_first(
         keras_outputs(model, [x])[0])) == 0
+
+
+def test_normalization_centres_before_scaling_in_float32():
+    """Inputs near a large mean with a small spread: centred first, as Keras computes,
+    the float32 conversion keeps Keras' float32 digits (folded into ``x / std - mean /
+    std`` it was 3e-4 off)."""
+    model = sequential((4,), layers.Normalization(mean=1000.0, variance=1e-4))
+    x = (1000 + 0.05 * np.random.default_rng(0).standard_normal((5, 4))).astype("float32")
+    conv = ins.convert(model)
+    assert max_rel_error(conv.model(torch.as_tensor(x)), keras_outputs(model, [x])[0]) < 1e-6
 
 
 def test_normalization_adapted():

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import innsight as ins
+from innsight.converter.converter import DRY_RUN_TOLERANCE
 
 pytestmark = pytest.mark.usefixtures("torch_seed")
 
@@ -361,3 +362,41 @@ def test_in_place_update_of_reused_tensor_is_caught_by_dry_run(module_from):
         return h + h.relu_()  # relu_ also changes the first summand
 
     assert_refused(module_from(forward, fc=nn.Linear(4, 4)), [4], "differs", WAY_OUT)
+
+
+def cancelling_fc() -> nn.Linear:
+    """A float64 linear map whose two outputs, about 1e5, differ by about 10: their
+    difference loses about 1e-3 relative to rounding in float32."""
+    torch.manual_seed(0)
+    fc = nn.Linear(64, 2, bias=False).double()
+    u = torch.randn(64, dtype=torch.float64)
+    with torch.no_grad():
+        fc.weight.copy_(torch.stack([1e4 * u, 1e4 * u + torch.randn(64, dtype=torch.float64)]))
+    return fc
+
+
+def test_dry_run_accepts_a_deviation_within_the_models_own_float32_noise(module_from):
+    """A model that computes in float64 and returns float32 is more accurate than its
+    float32 conversion, by more than the dry run's tolerance: the difference lies within
+    the float32 noise of the conversion (float32 against float64), so it converts; in
+    float64 the conversion reproduces the original."""
+    model = module_from(lambda m, x: (m.fc(x)[:, :1] - m.fc(x)[:, 1:]).float(),
+                        fc=cancelling_fc())
+    conv = ins.convert(model, input_dim=[64])
+    x = torch.randn(3, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected, actual = model(x), conv.model(x.float())
+        exact = ins.convert(model, input_dim=[64], dtype="double").model(x)
+    scale = max(1.0, expected.abs().max().item())
+    assert (actual - expected).abs().max() > DRY_RUN_TOLERANCE * scale  # the fixed test fails
+    assert (exact - expected).abs().max() < 1e-5 * scale
+
+
+def test_dry_run_refuses_a_wrong_conversion_of_a_noisy_model(module_from):
+    def forward(m, x):
+        h = m.fc(x)[:, :1] - m.fc(x)[:, 1:]
+        return (h + h.relu_()).float()  # relu_ also changes the first summand
+
+    message = assert_refused(module_from(forward, fc=cancelling_fc()), [64], "differs",
+                             "float32 noise", WAY_OUT)
+    assert "more than 10 times" in message

@@ -232,7 +232,8 @@ def test_numpy_tensor_int_and_single_sample_inputs(softmax_mlp, grad_ref, close)
     ints = np.array([[1, -2, 0, 3, 1], [0, 2, 2, -1, 4]])
     x = torch.tensor(ints, dtype=torch.float64)
     expected = grad_ref(softmax_mlp.double()[:-1], x, [0, 1, 2])[0]
-    for data in (ints, x, x.numpy(), x.float()):
+    reversed_view = np.ascontiguousarray(x.numpy()[:, ::-1])[:, ::-1]  # negative strides
+    for data in (ints, x, x.numpy(), x.float(), reversed_view):
         close(ins.run_grad(conv, data, dtype="double", verbose=False).get_result(), expected,
               1e-10 if data is not x.float() else 1e-6)
     one = ins.run_grad(conv, x[1], dtype="double", verbose=False).get_result()

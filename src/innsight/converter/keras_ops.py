@@ -601,13 +601,14 @@ def _multi_head_attention(t: Any, node: Any, xs: list[Value],
 # ---- pooling -------------------------------------------------------------------------------
 
 
-def _torch_pool_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """Output length of torch pooling (ceil mode drops a window starting in the padding)."""
-    span = n + 2 * p - k
-    out = (-(-span // s) if ceil else span // s) + 1
-    if ceil and (out - 1) * s >= n + p:
-        out -= 1
-    return out
+def _window_counts(sizes: Sequence[int], pool: Sequence[int], strides: Sequence[int],
+                   pads: Sequence[Sequence[int]], out_sizes: Sequence[int]) -> np.ndarray:
+    """How many real inputs each pooling window covers: ``(1, *out_sizes)``."""
+    counts = np.ones([1], dtype=np.float64)
+    for n, k, s, (before, _), m in zip(sizes, pool, strides, pads, out_sizes):
+        start = np.arange(m) * s - before
+        counts = np.multiply.outer(counts, np.minimum(start + k, n) - np.maximum(start, 0))
+    return counts
 
 
 def _pool(kind: str) -> Handler:
@@ -616,23 +617,24 @@ def _pool(kind: str) -> Handler:
         source, sizes = _spatial_in(t, xs[0], op.data_format)
         n = len(sizes)
         pads = explicit_padding(op.padding, sizes, op.pool_size, op.strides, [1] * n)
-        # TensorFlow's 'same' puts the odd padding after; torch pads symmetrically and
-        # ceil mode adds the window that covers the end (ignoring what lies outside).
-        before = [p for p, _ in pads]
-        ceil = any(a != b for a, b in pads)
-        out_sizes = _spatial_sizes(outs[0], op.data_format)
-        expected = [_torch_pool_size(*v, ceil)
-                    for v in zip(sizes, op.pool_size, op.strides, before)]
-        if list(out_sizes) != expected or any(2 * p > k for p, k in zip(before, op.pool_size)):
-            raise t.unsupported(
-                f"pooling with these sizes (input {list(sizes)}, pool {list(op.pool_size)}, "
-                f"strides {list(op.strides)}, {op.padding!r})"
-            )
-        params: dict[str, Any] = dict(kernel_size=list(op.pool_size), stride=list(op.strides),
-                                      padding=before, ceil_mode=ceil)
+        params: dict[str, Any] = {"kernel_size": list(op.pool_size), "stride": list(op.strides)}
+        if all(before == after for before, after in pads):  # as torch pads
+            params["padding"] = [before for before, _ in pads]
+            if kind == "Avg":
+                params["count_include_pad"] = False  # TensorFlow averages the real inputs
+            pool = t.emit(f"{kind}Pool{n}D", [source], **params)
+            return [_spatial_out(t, pool, xs[0].rank, op.data_format)]
+        # TensorFlow's 'same' puts the odd pixel after, which torch's symmetric padding
+        # cannot: pad explicitly. A max pool pads copies of the edge (every window that
+        # reaches into the padding holds the edge value, so its max is unchanged); an
+        # average pool pads zeros and rescales each window's mean to its real inputs.
+        padded = t.emit("Padding", [source], "/pad", padding=pads,
+                        mode="replicate" if kind == "Max" else "constant")
+        pool = t.emit(f"{kind}Pool{n}D", [padded], "/pool" if kind == "Avg" else "", **params)
         if kind == "Avg":
-            params["count_include_pad"] = False  # TensorFlow averages over the real inputs
-        pool = t.emit(f"{kind}Pool{n}D", [source], **params)
+            counts = _window_counts(sizes, op.pool_size, op.strides, pads,
+                                    _spatial_sizes(outs[0], op.data_format))
+            pool = t.emit("Affine", [pool], scale=math.prod(op.pool_size) / counts)
         return [_spatial_out(t, pool, xs[0].rank, op.data_format)]
 
     return handler
@@ -853,11 +855,12 @@ def _normalization(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...
     std = np.maximum(np.sqrt(to_numpy(op.variance).astype(np.float64)), t.keras.config.epsilon())
     mean, std = (a.reshape(a.shape[1:]) if a.ndim == x.rank + 1 else a for a in (mean, std))
     if op.invert:  # mean + x * std
-        scale, shift = std, mean
-    else:  # (x - mean) / std
-        scale, shift = 1.0 / std, -mean / std
-    return [t.emit("Affine", [x], scale=to_internal_array(scale, x.rank),
-                   shift=to_internal_array(shift, x.rank))]
+        return [t.emit("Affine", [x], scale=to_internal_array(std, x.rank),
+                       shift=to_internal_array(mean, x.rank))]
+    # (x - mean) / std, centred first as Keras does: folded into x / std - mean / std it
+    # would lose float32 digits to cancellation for inputs near a large mean.
+    centred = t.emit("Affine", [x], "/centre", shift=to_internal_array(-mean, x.rank))
+    return [t.emit("Affine", [centred], scale=to_internal_array(1.0 / std, x.rank))]
 
 
 @_register("keras.src.applications.inception_resnet_v2:CustomScaleLayer")

@@ -98,8 +98,10 @@ def _to_tensor(
             x = part.detach()
         else:
             array = np.asarray(part)
-            # torch warns about read-only arrays (pandas' to_numpy); nothing here writes to them
-            x = torch.as_tensor(array if array.flags.writeable else array.copy())
+            # torch warns about read-only arrays (pandas' to_numpy) and cannot hold negative
+            # strides (x[..., ::-1], as BGR preprocessing makes): a copy for both
+            usable = array.flags.writeable and min(array.strides, default=0) >= 0
+            x = torch.as_tensor(array if usable else array.copy())
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"`{where}` must be a numpy array, torch tensor or pandas DataFrame, "
