@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from innsight._validation import as_dim_list, describe, resolve_dtype
 from innsight.converter.converted_model import ConvertedModel
-from innsight.converter.dict_format import build_model, model_to_dict
+from innsight.converter.dict_format import build_model, build_model_on, model_to_dict
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.huggingface import accepts_huggingface, describe_huggingface
 from innsight.converter.keras_front import accepts_keras, describe_keras
@@ -19,9 +19,10 @@ from innsight.converter.onnx_front import accepts_onnx, describe_onnx
 from innsight.converter.sklearn_front import accepts_sklearn, describe_sklearn
 from innsight.converter.torch_fx import describe_torch, random_inputs
 
-#: Batch size of the dry run; differs from the tracing batch to expose batch-size
-#: assumptions baked into a model.
-DRY_RUN_BATCH = 3
+#: Batch size of the dry run: one sample, whose forward pass through the converted
+#: layers also records their shapes; it differs from the tracing batch (2) to expose
+#: batch sizes baked into a model.
+DRY_RUN_BATCH = 1
 #: Largest allowed deviation of the dry run, relative to the output scale.
 DRY_RUN_TOLERANCE = 1e-4
 
@@ -124,10 +125,12 @@ class Converter:
                 f"of type {type(model).__name__}."
             )
         description, run_original = describer(model, input_dim, tracer)
-        self.model: ConvertedModel = build_model(description, torch_dtype, input_names, output_names,
-                                                 fake_shapes=run_original is not None)
-        if run_original is not None:
-            _dry_run(self.model, model, run_original)
+        if run_original is None:
+            self.model: ConvertedModel = build_model(description, torch_dtype, input_names,
+                                                     output_names)
+        else:
+            self.model = _build_checked(description, torch_dtype, input_names, output_names,
+                                        model, run_original)
 
     @property
     def input_dim(self) -> list[tuple[int, ...]]:
@@ -172,21 +175,24 @@ class Converter:
 convert = Converter
 
 
-def _dry_run(
-    converted: ConvertedModel, original: Any, run_original: Callable[[list[Tensor]], list[Tensor]]
-) -> None:
-    """Compare the converted and the original output on random inputs."""
-    inputs = random_inputs(original, converted.input_dim, DRY_RUN_BATCH)
+def _build_checked(
+    description: dict[str, Any], dtype: torch.dtype, input_names: Any, output_names: Any,
+    original: Any, run_original: Callable[[list[Tensor]], list[Tensor]],
+) -> ConvertedModel:
+    """The converted model of ``description``, built on a random sample whose converted
+    output must match the original's (the dry run: one forward pass of each)."""
+    dims = as_dim_list(description["input_dim"], "input_dim")
+    inputs = random_inputs(original, dims, DRY_RUN_BATCH)
+    with torch.no_grad():
+        converted, actual = build_model_on(description, dtype, inputs, input_names,
+                                           output_names)
     try:
         expected = run_original(inputs)
     except Exception as err:  # the user's model raised on a batch of another size
         raise ConversionError(
-            f"The original model failed on a batch of {DRY_RUN_BATCH} random samples: {err}. "
-            "Models must accept any batch size."
+            f"The original model failed on a batch of {DRY_RUN_BATCH} random sample(s): "
+            f"{err}. Models must accept any batch size."
         ) from err
-    with torch.no_grad():
-        actual = converted(inputs)
-    actual = actual if isinstance(actual, list) else [actual]
     for k, (a, e) in enumerate(zip(actual, expected)):
         same_shape = tuple(a.shape) == tuple(e.shape)
         scale = max(1.0, e.abs().max().item())
@@ -199,3 +205,4 @@ def _dry_run(
                 "differently than its conversion assumes (in-place updates of a tensor "
                 f"that is used again, for example). {DIRECT_METHODS_HINT}"
             )
+    return converted
