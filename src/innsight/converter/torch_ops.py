@@ -221,22 +221,22 @@ def _per_axis(value: Any, n_axes: int) -> list[int]:
     return [value] * n_axes if isinstance(value, int) else list(value)
 
 
-def emit_per_entry(t: Any, node: fx.Node, source: fx.Node | int,
-                   emit_layer: Callable[[fx.Node | int, int], int], suffix: str = "") -> int:
-    """A channels-first layer (convolution, pooling, batch norm) of ``source``, which holds
-    the node's first argument or a padded copy: ``emit_layer(source, extra)`` emits it
-    with ``extra`` more leading spatial axes, of kernel size 1.
+def emit_per_entry(t: Any, node: fx.Node,
+                   emit_layer: Callable[[fx.Node | int, int], int]) -> int:
+    """A channels-first layer (convolution, pooling, batch norm) of the node's first
+    argument: ``emit_layer(source, extra)`` emits it on ``source`` with ``extra`` more
+    leading spatial axes, of kernel size 1.
 
     Where the batch axis merges ``m`` entries of each sample (``x.reshape(B * m, C, H, W)``,
     one sample ``(m, C, H, W)`` as its layer holds it), the layer runs on
     ``(C, m, H, W)`` with ``extra=1`` and the result is permuted back.
     """
-    if t.batch_axis(node.args[0]).merged == 1:
+    source = node.args[0]
+    if t.batch_axis(source).merged == 1:
         return emit_layer(source, 0)
-    swap = [1, 0, *range(2, len(t.shape(node.args[0])))]
-    source = t.emit(node, "Permute", [source], suffix=f"{suffix}_channels_first", perm=swap)
-    return t.emit(node, "Permute", [emit_layer(source, 1)], suffix=f"{suffix}_entries_first",
-                  perm=swap)
+    swap = [1, 0, *range(2, len(t.shape(source)))]
+    source = t.emit(node, "Permute", [source], suffix="_channels_first", perm=swap)
+    return t.emit(node, "Permute", [emit_layer(source, 1)], suffix="_entries_first", perm=swap)
 
 
 def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride: Any,
@@ -247,20 +247,21 @@ def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride
     n_axes = weight.ndim - 2
     dilation = _per_axis(dilation, n_axes)
     pads = _conv_padding(padding, weight.shape[2:], dilation)
-    source: fx.Node | int = node.args[0]
-    if padding_mode != "zeros":
-        source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=padding_mode)
-        pads = [[0, 0]] * n_axes
 
     def conv(source: fx.Node | int, extra: int) -> int:
+        padding = [[0, 0]] * extra + pads
+        if padding_mode != "zeros":
+            source = t.emit(node, "Padding", [source], suffix="_pad", padding=padding,
+                            mode=padding_mode)
+            padding = [[0, 0]] * (extra + n_axes)
         return t.emit(
             node, f"Conv{n_axes + extra}D", [source], suffix=suffix,
             weight=weight[(slice(None), slice(None), *[None] * extra)], bias=bias,
-            stride=[1] * extra + _per_axis(stride, n_axes), padding=[[0, 0]] * extra + pads,
+            stride=[1] * extra + _per_axis(stride, n_axes), padding=padding,
             dilation=[1] * extra + dilation, groups=groups,
         )
 
-    return emit_per_entry(t, node, source, conv, suffix)
+    return emit_per_entry(t, node, conv)
 
 
 @_register(MODULES, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -304,7 +305,7 @@ def emit_batch_norm(t: Any, node: fx.Node, running_mean: Tensor | None,
             node, "batch norm without running statistics (track_running_stats=False)",
             "It normalises each sample with the statistics of its batch mates. ",
         )
-    return emit_per_entry(t, node, node.args[0], lambda source, extra: t.emit(
+    return emit_per_entry(t, node, lambda source, extra: t.emit(
         node, "BatchNorm", [source], running_mean=running_mean, running_var=running_var,
         weight=weight, bias=bias, eps=float(eps)))
 
@@ -865,7 +866,7 @@ def _emit_pool(t: Any, node: fx.Node, kind: str, kernel: Any, stride: Any, paddi
                       kernel_size=[1] * extra + kernel, stride=[1] * extra + stride,
                       padding=[0] * extra + _per_axis(padding, n_axes), **params)
 
-    return emit_per_entry(t, node, node.args[0], pool)
+    return emit_per_entry(t, node, pool)
 
 
 def _max_pool(t: Any, node: fx.Node, kernel: Any, stride: Any, padding: Any,
@@ -938,7 +939,7 @@ def _adaptive_pool(t: Any, node: fx.Node) -> int:
     output_size = list(node.meta["tensor_meta"].shape[2:])
     kind = "Max" if is_max else "Avg"
     entries = [t.batch_axis(node).merged]
-    return emit_per_entry(t, node, node.args[0], lambda source, extra: t.emit(
+    return emit_per_entry(t, node, lambda source, extra: t.emit(
         node, f"Adaptive{kind}Pool{len(output_size) + extra}D", [source],
         output_size=entries * extra + output_size))
 
