@@ -1380,8 +1380,10 @@ def _repeat_interleave(t: Any, node: fx.Node) -> int:
     if dim % _ndim(source) == before.position:
         if (before.position, before.merged, after.position, after.merged) != (0, 1, 0, repeats):
             raise t.unsupported(node, "repeat_interleave along a moved or merged batch axis")
+        if repeats == 1:
+            return t.layer(source)
         spread = t.emit(node, "Reshape", [source], suffix="_entry", shape=[1, *shape])
-        return t.layer(spread) if repeats == 1 else _copies(t, node, spread, 0, repeats, "")
+        return _copies(t, node, spread, 0, repeats, "")
     axis = t.axis(source, dim)
     spread = t.emit(node, "Reshape", [source], suffix="_entry",
                     shape=shape[:axis + 1] + [1] + shape[axis + 1:])
