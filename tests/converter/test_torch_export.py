@@ -162,7 +162,7 @@ class AutocastOff(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
         with torch.autocast("cpu", enabled=False):
-            h = torch.tanh(h.float()) * h
+            h = torch.tanh(h) * h
         return self.out(h + x.sum(-1, keepdim=True))
 
 
