@@ -1,19 +1,29 @@
 """What converting a model costs, against one forward pass of the original.
 
 Usage: python benchmarks/bench_convert.py [--model resnet50] [--size 224] [--repeats 3]
+       python benchmarks/bench_convert.py --ab OLD_SRC [--tracer fx]
 
 Prints the median time of one forward of the original on one sample, of tracing
 alone (``torch.fx`` symbolic tracing; ``torch.export`` with a free batch size),
 and of ``ins.convert`` with each tracer, and the ratios of conversion to the
 forward pass (the design asks for at most 1.5 forwards plus tracing). Runs
 alternate so that machine load affects all alike.
+
+``--ab OLD_SRC`` compares two trees in one run: subprocesses alternately import
+innsight from ``OLD_SRC`` and from this checkout's ``src`` and each time the
+conversion with ``--tracer`` and one forward; it prints the median conversion
+time of each tree in forwards of the original and the ratio old / new.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 import torch
@@ -28,12 +38,51 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+#: One A/B measurement, run in a subprocess: "<forward s> <convert s>" of the tree on its path.
+_ONE_RUN = """
+import time, torch, torchvision, innsight as ins
+model = torchvision.models.get_model({model!r}, weights=None).eval()
+x = torch.randn(1, 3, {size}, {size})
+with torch.no_grad():
+    model(x)
+    start = time.perf_counter(); model(x); forward = time.perf_counter() - start
+start = time.perf_counter()
+ins.convert(model, input_dim=[3, {size}, {size}], tracer={tracer!r})
+print(forward, time.perf_counter() - start)
+"""
+
+
+def _ab(old_src: str, model: str, size: int, tracer: str, repeats: int) -> None:
+    """Conversion of the old and the new tree, alternately in subprocesses."""
+    trees = {"old": str(Path(old_src).resolve()),
+             "new": str(Path(__file__).resolve().parents[1] / "src")}
+    code = _ONE_RUN.format(model=model, size=size, tracer=tracer)
+    forwards: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(repeats):
+        for name, path in trees.items():
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    env={**os.environ, "PYTHONPATH": path}, check=True)
+            forward, convert = map(float, result.stdout.split()[-2:])
+            forwards[name].append(convert / forward)
+    median = {name: statistics.median(values) for name, values in forwards.items()}
+    print(f"{model} at {size} x {size}, tracer={tracer}, median of {repeats} runs per tree:")
+    for name, value in median.items():
+        print(f"  {name}: convert = {value:5.2f} forwards of one sample  ({trees[name]})")
+    print(f"  old / new: {median['old'] / median['new']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ab", default=None, metavar="OLD_SRC",
+                        help="compare with the innsight source tree at OLD_SRC")
+    parser.add_argument("--tracer", default="fx", help="the tracer of the A/B runs")
     args = parser.parse_args()
+    if args.ab:
+        _ab(args.ab, args.model, args.size, args.tracer, args.repeats)
+        return
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(args.model, weights=None).eval()

@@ -1,16 +1,20 @@
 """Which models of a zoo convert: one model per family, random weights, a small input.
 
-    python benchmarks/coverage.py timm [--tracer auto] [--limit N] [--size 64]
+    python benchmarks/coverage.py timm [--tracer auto] [--limit N] [--size 64] [--out F]
     python benchmarks/coverage.py torchvision
     python benchmarks/coverage.py keras [--size 32] [--float64]
 
 For each family (a timm model module, or a torchvision classifier) the smallest
 model by name is built without pretrained weights, converted, and its output
 compared with the original's on random inputs. Prints one row per model:
-``converted`` with the largest deviation relative to the output scale,
-``refused`` with the first line of the ConversionError (which names the
-operation), or ``crashed`` with the exception type (a defect: every refusal
-must be a ConversionError), and the counts. Needs ``pip install timm`` for timm.
+``converted`` with the largest deviation relative to the output scale and the
+method checks (Gradient against autograd on the original, DeepLift's sum
+against its goal, both as the largest deviation relative to their scale, and
+whether LRP epsilon runs), ``refused`` with the first line of the
+ConversionError (which names the operation), or ``crashed`` with the exception
+type (a defect: every refusal must be a ConversionError), and the counts.
+``--out`` writes the rows as JSON (the docs' coverage page shows
+``docs/data/coverage_timm.json``). Needs ``pip install timm`` for timm.
 
 The ``keras`` mode takes every ``keras.applications`` model at ``--size`` (or the
 smallest size it accepts) with random weights and logits out, on uniform [0, 255]
@@ -25,6 +29,7 @@ float32 gradient against a float64 copy of the same model.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import signal
 import sys
@@ -145,10 +150,8 @@ def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
             expected, actual = model(x), conv.model(x)
-        expected = expected if isinstance(expected, torch.Tensor) else expected[0]
-        actual = actual if isinstance(actual, torch.Tensor) else actual[0]
-        error = ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
-        return "converted", f"{error:.1e}"
+        expected, actual = _first(expected), _first(actual)
+        return "converted", f"{_relative(actual, expected):.1e}  " + _method_checks(model, conv, x)
     except ins.ConversionError as err:
         return "refused", _last_reason(str(err))[:160]
     except _Timeout:
@@ -157,6 +160,39 @@ def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
         return "crashed", f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
     finally:
         signal.alarm(0)
+
+
+def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """The largest deviation of ``actual`` from ``expected`` relative to its scale."""
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def _method_checks(model: torch.nn.Module, conv: Any, x: torch.Tensor) -> str:
+    """``grad <err> deeplift <err> lrp ok|<error>`` for the original's top output of the
+    first sample: the Gradient against autograd on the original, the DeepLift sum (zero
+    reference) against ``f(x) - f(0)``, both relative to their scale."""
+    x = x[:1]
+    with torch.no_grad():
+        k = int(_first(model(x)).argmax())
+    source = x.clone().requires_grad_(True)
+    _first(model(source))[:, k].sum().backward()
+    grad = ins.run_grad(conv, x, output_idx=[k], ignore_last_act=False)
+    grad_error = _relative(grad.get_result("torch_tensor")[..., 0], source.grad)
+    deeplift = ins.run_deeplift(conv, x, output_idx=[k], ignore_last_act=False)
+    with torch.no_grad():
+        goal = _first(model(x))[:, k] - _first(model(torch.zeros_like(x)))[:, k]
+    total = deeplift.get_result("torch_tensor")[..., 0].flatten(1).sum(1)
+    deeplift_error = _relative(total, goal)
+    try:
+        lrp = ins.run_lrp(conv, x, rule_name="epsilon", output_idx=[k], ignore_last_act=False)
+        lrp_state = "ok" if bool(lrp.get_result("torch_tensor").isfinite().all()) else "nonfinite"
+    except Exception as err:  # report, do not stop the sweep
+        lrp_state = type(err).__name__
+    return f"grad {grad_error:.1e} deeplift {deeplift_error:.1e} lrp {lrp_state}"
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
 
 
 def _working_size(model: torch.nn.Module, size: int) -> int:
@@ -193,17 +229,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=120, help="per model")
     parser.add_argument("--only", default=None,
                         help="comma-separated parts of model names: check only those")
+    parser.add_argument("--out", default=None, help="write the rows to this JSON file")
+    parser.add_argument("--part", default="0/1",
+                        help="i/n: check only every n-th model from the i-th (parallel runs)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     zoos = {"timm": timm_models, "torchvision": torchvision_models, "keras": keras_applications}
     models = zoos[args.zoo]()
     size = args.size or (32 if args.zoo == "keras" else 64)
+    part, parts = (int(n) for n in args.part.split("/"))
     counts: dict[str, int] = {}
+    rows = []
     for k, (name, make) in enumerate(models):
         if args.limit is not None and k >= args.limit:
             break
         if args.only and not any(part in name for part in args.only.split(",")):
+            continue
+        if k % parts != part:
             continue
         start = time.perf_counter()
         if args.zoo == "keras":
@@ -211,8 +254,15 @@ def main() -> None:
         else:
             status, detail = check(make, size, args.tracer, args.seconds)
         counts[status] = counts.get(status, 0) + 1
-        print(f"{name:45s} {status:9s} {time.perf_counter() - start:6.1f} s  {detail}", flush=True)
+        seconds = time.perf_counter() - start
+        rows.append({"model": name, "status": status, "seconds": round(seconds, 1),
+                     "detail": detail})
+        print(f"{name:45s} {status:9s} {seconds:6.1f} s  {detail}", flush=True)
     print("counts:", ", ".join(f"{status} {n}" for status, n in sorted(counts.items())))
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump({"zoo": args.zoo, "size": size, "tracer": args.tracer,
+                       "torch": torch.__version__, "rows": rows}, file, indent=1)
 
 
 if __name__ == "__main__":

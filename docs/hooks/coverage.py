@@ -6,21 +6,27 @@ on (``innsight.converter.torch_ops``, ``keras_ops``, ``onnx_ops``,
 (``innsight.layers.LAYER_TYPES``) and the rule registries
 (``innsight.layers.lrp_rules.LRP_RULES``, ``innsight.layers.rules.DEEPLIFT_RULES``).
 The page cannot drift from the code: a new handler, layer type or rule appears on
-the next build. ``python docs/hooks/coverage.py`` prints the page.
+the next build. The model-zoo section shows the last sweep of
+``benchmarks/coverage.py timm --out docs/data/coverage_timm.json``.
+``python docs/hooks/coverage.py`` prints the page.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import operator
 import re
 import types
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 PAGE = "coverage.md"
+#: The last timm sweep of ``benchmarks/coverage.py`` (its ``--out`` file).
+ZOO_SWEEP = Path(__file__).resolve().parents[1] / "data" / "coverage_timm.json"
 
 _ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc):`~?(?:[\w.]*\.)?(\w+)`")
 
@@ -275,6 +281,31 @@ def dict_section() -> str:
     ])
 
 
+def zoo_section(path: Path = ZOO_SWEEP) -> str:
+    """The timm sweep: one model per family, its status, deviation and method checks."""
+    if not path.exists():
+        return ""
+    sweep = json.loads(path.read_text())
+    rows = sweep["rows"]
+    counts = {status: sum(row["status"] == status for row in rows)
+              for status in sorted({row["status"] for row in rows})}
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return "\n\n".join([
+        "## timm models",
+        (f"One model per timm family ({len(rows)}), random weights, {sweep['size']} x "
+        f"{sweep['size']} pixels (or the model's own size), `tracer=\"{sweep['tracer']}\"`, "
+        f"torch {sweep['torch']}: {summary}. *Detail* gives, for a converted model, the "
+        "largest deviation of its output from the original's relative to the output scale, "
+        "of its Gradient from autograd on the original and of DeepLift's sum from "
+        "`f(x) - f(0)`, and whether LRP epsilon runs; for a refused one, the reason. "
+        "`python benchmarks/coverage.py timm --out docs/data/coverage_timm.json` "
+         "refreshes it."),
+        table(["model", "status", "detail"],
+              [[f"`{row['model']}`", row["status"], row["detail"].replace("|", "\\|")]
+               for row in rows]),
+    ])
+
+
 def coverage_page() -> str:
     """The whole coverage page as Markdown."""
     import innsight  # noqa: F401  (registers every layer type and handler)
@@ -285,7 +316,7 @@ def coverage_page() -> str:
         f"built ({date.today().isoformat()}, innsight {innsight.__version__}); "
         "`docs/hooks/coverage.py` writes it.",
         layer_section(), torch_section(), keras_section(), onnx_section(), sklearn_section(),
-        dict_section(),
+        dict_section(), zoo_section(),
     ]) + "\n"
 
 

@@ -297,12 +297,59 @@ def test_padding_after_a_moved_or_merged_batch_axis(module_from, explained_exact
         (lambda x: x.transpose(0, 1).softmax(1).transpose(0, 1), "along the batch axis"),
         (lambda x: F.avg_pool1d(x.transpose(0, 1), 2).transpose(0, 1), "batch axis is at "
                                                                         "position 1"),
-        (lambda x: F.avg_pool1d(x.reshape(-1, 1, 6), 2).reshape(x.shape[0], 5, 3),
+        (lambda x: F.interpolate(x.reshape(-1, 1, 6), scale_factor=2).reshape(x.shape[0], -1),
          "merged with 5 entries"),
         (lambda x: x.transpose(0, 1), "output whose batch axis is not first"),
     ],
-    ids=["pad-batch-axis", "softmax-over-batch", "pool-batch-second", "pool-batch-merged", "output"],
+    ids=["pad-batch-axis", "softmax-over-batch", "pool-batch-second", "upsample-batch-merged",
+         "output"],
 )
 def test_operations_on_a_moved_batch_axis_are_refused_by_name(module_from, fn, what):
     with pytest.raises(ins.ConversionError, match=what):
         ins.convert(module_from(lambda m, x: fn(x)), input_dim=[5, 6], tracer="export")
+
+
+class PooledWindows(nn.Module):
+    """Channels-first operations on windows merged into the batch axis (TNT's pixel
+    embedding, MViT's pooled attention, LeViT's ``BatchNorm1d`` on ``(B * N, C)``): each
+    runs on ``(C, windows, ...)`` with a kernel of 1 along the windows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, stride=2, groups=1)
+        self.depthwise = nn.Conv1d(4, 4, 3, padding=1, groups=4)
+        self.bn = nn.BatchNorm2d(4)
+        self.bn1d = nn.BatchNorm1d(4)
+        self.head = nn.Linear(4 * 4 * 2 + 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, 12, 8, 8)
+        b = x.shape[0]
+        w = torch.relu(self.bn(self.conv(x.reshape(b * 4, 3, 8, 8))))  # (4B, 4, 4, 4)
+        pooled = F.max_pool2d(w, 2) + F.avg_pool2d(w, 3, 2, 1) + F.adaptive_avg_pool2d(w, 2)
+        signal = self.depthwise(pooled.flatten(2)).reshape(b, 4, 4, 4)  # (B, 4, 4, 4)
+        tokens = self.bn1d(pooled.mean((2, 3))).reshape(b, 16)
+        return self.head(torch.cat([signal[..., :2].reshape(b, -1), tokens], 1))
+
+
+def test_channels_first_operations_on_windows_merged_into_the_batch_axis(explained_exactly,
+                                                                       assert_converts):
+    torch.manual_seed(0)
+    model = PooledWindows().eval()
+    with torch.no_grad():
+        for bn in (model.bn, model.bn1d):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    assert_converts(model, [12, 8, 8], tracer="export")
+    explained_exactly(model, [12, 8, 8], tracer="export")
+
+
+def test_repeat_interleave_along_the_batch_axis_merges_copies_into_it(module_from,
+                                                                      explained_exactly):
+    """GCViT's global query: one per sample, repeated for each window of its sample."""
+    def global_query(m, x):  # x (B, 6, 4): 3 windows of 2 tokens
+        windows = x.reshape(x.shape[0] * 3, 2, 4)
+        query = m.fc(x.mean(1)).repeat_interleave(windows.shape[0] // x.shape[0], dim=0)
+        scores = (windows * query.unsqueeze(1)).sum(-1, keepdim=True).softmax(1)
+        return (scores * windows).reshape(x.shape[0], -1)
+
+    explained_exactly(module_from(global_query, fc=nn.Linear(4, 4)), [6, 4], tracer="export")

@@ -148,3 +148,28 @@ def test_a_handler_failure_is_a_conversion_error_and_export_takes_over(assert_co
         ins.convert(ShapePadding(), input_dim=[3, 6, 6], tracer="fx")
     assert isinstance(info.value.__cause__, TypeError)
     assert_converts(ShapePadding(), [3, 6, 6])
+
+
+class AutocastOff(nn.Module):
+    """A region computed in the model's own precision (EfficientViT's linear attention):
+    ``torch.export`` wraps it in a higher-order call, which the converter inlines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        with torch.autocast("cpu", enabled=False):
+            h = torch.tanh(h) * h
+        return self.out(h + x.sum(-1, keepdim=True))
+
+
+def test_a_region_with_autocast_disabled_is_inlined(explained_exactly, assert_converts):
+    torch.manual_seed(0)
+    model = AutocastOff().eval()
+    wrapped = torch.export.export(model, (torch.randn(2, 4),)).module()
+    assert any("wrap_with_autocast" in str(node.target) for node in wrapped.graph.nodes)
+    assert_converts(model, [4], tracer="export")
+    explained_exactly(model, [4], tracer="export")

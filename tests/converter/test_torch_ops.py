@@ -508,6 +508,17 @@ PRIMITIVES = [
     case("einsum-two-tensors", lambda m, x: torch.einsum("bcl,bdl->bcd", x, x.tanh()), SIGNAL),
     case("einsum-batched-product-list",
          lambda m, x: torch.einsum("bchw,bcwk->bkch", [x, x.transpose(2, 3).tanh()]), IMAGE),
+    case("torch.addcmul-constants", lambda m, x: torch.addcmul(m.b, m.w, x, value=0.5), IMAGE,
+         w=lambda: nn.Parameter(torch.randn(6)), b=lambda: nn.Parameter(torch.randn(6))),
+    case("x.addcmul-tensors", lambda m, x: x.addcmul(x.tanh(), x, value=-2), SIGNAL),
+    case("addcmul-tensor-by-constant", lambda m, x: torch.addcmul(x, x.tanh(), m.w), SIGNAL,
+         w=lambda: nn.Parameter(torch.randn(4, 1))),
+    case("x.repeat", lambda m, x: x.repeat(1, 2, 3), SIGNAL),
+    case("x.repeat-images", lambda m, x: x.repeat(1, 1, 2, 1) * x.repeat(1, 1, 1, 1).tanh()
+         .repeat(1, 1, 2, 1), IMAGE),
+    case("x.repeat_interleave", lambda m, x: x.repeat_interleave(2, dim=2), SIGNAL),
+    case("torch.repeat_interleave", lambda m, x: torch.repeat_interleave(x, 3, 1), IMAGE),
+    case("cat-empty-slice", lambda m, x: torch.cat([x[:, :, :0], x[:, :, 1:].tanh()], 2), SIGNAL),
 ]
 
 FORMS = [*ATTENTION, *ACTIVATIONS, *SHAPES, *ARITHMETIC, *POOLING, *PADDING, *CONVOLUTION,

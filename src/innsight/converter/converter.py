@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from innsight._validation import as_dim_list, describe, resolve_dtype
 from innsight.converter.converted_model import ConvertedModel
-from innsight.converter.dict_format import build_model, model_to_dict
+from innsight.converter.dict_format import build_model, build_model_on, model_to_dict
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.huggingface import (
     TEXT_INPUTS,
@@ -29,13 +29,14 @@ from innsight.converter.torch_fx import (
     random_inputs,
 )
 
-#: Batch size of the dry run; differs from the tracing batch to expose batch-size
-#: assumptions baked into a model.
-DRY_RUN_BATCH = 3
+#: Batch size of the dry run: one sample, whose forward pass through the converted
+#: layers also records their shapes; it differs from the tracing batch (2) to expose
+#: batch sizes baked into a model.
+DRY_RUN_BATCH = 1
 #: Largest allowed deviation of the dry run, relative to the output scale.
 DRY_RUN_TOLERANCE = 1e-4
 #: A float32 original may lie this many times the model's own float32 noise from the
-#: conversion in float64 (see ``_dry_run``).
+#: conversion in float64 (see ``_build_checked``).
 DRY_RUN_NOISE_FACTOR = 10.0
 
 #: ``describe(model, input_dim, tracer) -> (model dict, run the original or None)``.
@@ -167,10 +168,12 @@ class Converter:
                 f"of type {type(model).__name__}."
             )
         description, run_original = describer(model, input_dim, tracer, **options)
-        self.model: ConvertedModel = build_model(description, torch_dtype, input_names, output_names,
-                                                 fake_shapes=run_original is not None)
-        if run_original is not None:
-            _dry_run(self.model, model, run_original)
+        if run_original is None:
+            self.model: ConvertedModel = build_model(description, torch_dtype, input_names,
+                                                     output_names)
+        else:
+            self.model = _build_checked(description, torch_dtype, input_names, output_names,
+                                        model, run_original)
 
     @property
     def input_dim(self) -> list[tuple[int, ...]]:
@@ -215,20 +218,25 @@ class Converter:
 convert = Converter
 
 
-def _converted_specs(model: ConvertedModel) -> list[InputSpec]:
-    """What each input of ``model`` holds (random token ids below its vocabulary size)."""
-    specs = []
-    for k, node in enumerate(model.input_nodes):
-        layer = model.layers[node]
-        specs.append(InputSpec(layer.kind, layer.explained, layer.default,
-                               model.vocab_size(k) or 2))
+def _description_specs(description: dict[str, Any]) -> list[InputSpec]:
+    """What each input of the described model holds, from its ``Input`` entries (random
+    token ids below the smallest vocabulary of the embeddings that read them)."""
+    layers, specs = description["layers"], []
+    for node in description["input_nodes"]:
+        entry = layers[node]
+        vocabs = [len(layer["weight"]) for layer in layers
+                  if layer["type"] == "Embedding" and node in layer.get("input_layers", ())]
+        specs.append(InputSpec(entry.get("dtype", "float"), entry.get("explained", True),
+                               entry.get("default"), min(vocabs, default=2)))
     return specs
 
 
-def _dry_run(
-    converted: ConvertedModel, original: Any, run_original: Callable[[list[Tensor]], list[Tensor]]
-) -> None:
-    """Compare the converted and the original output on random inputs.
+def _build_checked(
+    description: dict[str, Any], dtype: torch.dtype, input_names: Any, output_names: Any,
+    original: Any, run_original: Callable[[list[Tensor]], list[Tensor]],
+) -> ConvertedModel:
+    """The converted model of ``description``, built on a random sample whose converted
+    output must match the original's (the dry run: one forward pass of each).
 
     An output passes within ``DRY_RUN_TOLERANCE`` of its scale; an output the original
     computes in float32 also passes where the original lies within
@@ -237,16 +245,19 @@ def _dry_run(
     ill-conditioned model (cancellation, large activations) is accepted where its two
     float32 computations differ, a wrong conversion still is not.
     """
-    inputs = random_inputs(original, converted.input_dim, DRY_RUN_BATCH,
-                           _converted_specs(converted))
+    dims = as_dim_list(description["input_dim"], "input_dim")
+    inputs = random_inputs(original, dims, DRY_RUN_BATCH,
+                           _description_specs(description))
+    with torch.no_grad():
+        converted, actual = build_model_on(description, dtype, inputs, input_names,
+                                           output_names)
     try:
         expected = run_original(inputs)
     except Exception as err:  # the user's model raised on a batch of another size
         raise ConversionError(
-            f"The original model failed on a batch of {DRY_RUN_BATCH} random samples: {err}. "
-            "Models must accept any batch size."
+            f"The original model failed on a batch of {DRY_RUN_BATCH} random sample(s): "
+            f"{err}. Models must accept any batch size."
         ) from err
-    actual = _outputs(converted, inputs)
     noise: tuple[list[Tensor], list[Tensor]] | None = None  # float32 and float64 outputs
     for k, (a, e) in enumerate(zip(actual, expected)):
         same_shape = tuple(a.shape) == tuple(e.shape)
@@ -272,6 +283,7 @@ def _dry_run(
             "differently than its conversion assumes (in-place updates of a tensor "
             f"that is used again, for example). {DIRECT_METHODS_HINT}"
         )
+    return converted
 
 
 def _outputs(model: ConvertedModel, inputs: list[Tensor]) -> list[Tensor]:

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 from innsight._validation import as_dim_list, describe
 from innsight.converter.converted_model import ConvertedModel
@@ -40,15 +39,25 @@ def build_model(
     dtype: torch.dtype,
     input_names: Any = None,
     output_names: Any = None,
-    fake_shapes: bool = False,
 ) -> ConvertedModel:
     """Check ``description`` and build its :class:`ConvertedModel` in ``dtype``.
 
     ``input_names``/``output_names`` override the names in the description.
-    ``fake_shapes=True`` infers the layers' shapes on fake tensors, which cost no
-    compute but miss some bad parameters (a softmax axis out of range): only for
-    descriptions whose model is run for real afterwards (a front-end's dry run).
     """
+    return build_model_on(description, dtype, None, input_names, output_names)[0]
+
+
+def build_model_on(
+    description: Mapping[str, Any],
+    dtype: torch.dtype,
+    sample: list[torch.Tensor] | None,
+    input_names: Any = None,
+    output_names: Any = None,
+) -> tuple[ConvertedModel, list[torch.Tensor]]:
+    """:func:`build_model`, and the model's outputs ``(1, *output_dim)`` for ``sample``
+    (one tensor ``(1, *input_dim)`` per input; zeros where ``None``), from the one
+    forward pass that infers the layers' shapes (a front-end's dry run compares them
+    with the original's)."""
     if not isinstance(description, Mapping):
         raise TypeError(f"A model description must be a dict, got {describe(description)}.")
     unknown = sorted(set(description) - set(TOP_KEYS))
@@ -70,7 +79,8 @@ def build_model(
         layers.append(layer_cls.from_params(entry["type"], params, where))
         names.append(name)
     reads = [tuple(entry["input_layers"]) for entry in entries]
-    _infer_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset, fake_shapes)
+    sample = sample or [torch.zeros(1, *dim, dtype=dtype) for dim in input_dim]
+    values = _record_shapes(layers, names, reads, input_nodes, sample, dtype, offset)
 
     in_dims = [layers[i].output_dim for i in input_nodes]
     out_dims = [layers[i].output_dim for i in output_nodes]
@@ -83,7 +93,7 @@ def build_model(
         input_names=_names(input_names, description.get("input_names"), in_dims, "input_names", False),
         output_names=_names(output_names, description.get("output_names"), out_dims, "output_names", True),
     )
-    return model.to(dtype)
+    return model.to(dtype), [values[i] for i in output_nodes]
 
 
 def model_to_dict(model: ConvertedModel) -> dict[str, Any]:
@@ -206,50 +216,26 @@ def _indices(value: Any, where: str, n_layers: int) -> list[int]:
     return [int(v) for v in value]
 
 
-def _infer_shapes(
-    layers: list[Layer],
-    names: list[str],
-    reads: list[tuple[int, ...]],
-    input_nodes: list[int],
-    input_dim: list[tuple[int, ...]],
-    dtype: torch.dtype,
-    offset: int,
-    fake: bool,
-) -> None:
-    """Set each layer's ``input_dim``/``output_dim`` by one forward pass of one sample.
-
-    With ``fake`` the pass runs on fake tensors (shapes only, no compute) where the
-    layers allow, else on zeros. ``offset`` layers were put in front of the user's;
-    messages count without them.
-    """
-    for layer in layers:
-        layer.to(dtype)
-    if fake:
-        try:
-            with FakeTensorMode(allow_non_fake_inputs=True):
-                _record_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
-            return
-        except Exception:  # a layer that reads data, or a real error that zeros repeat
-            pass
-    _record_shapes(layers, names, reads, input_nodes, input_dim, dtype, offset)
-
-
 def _record_shapes(
     layers: list[Layer],
     names: list[str],
     reads: list[tuple[int, ...]],
     input_nodes: list[int],
-    input_dim: list[tuple[int, ...]],
+    sample: list[torch.Tensor],
     dtype: torch.dtype,
     offset: int,
-) -> None:
-    """Run the layers in order on one sample of zeros per input (fake tensors inside a
-    fake mode) and set each layer's ``input_dim``/``output_dim`` from the shapes seen."""
+) -> list[torch.Tensor]:
+    """Run the layers in ``dtype`` and in order on ``sample`` (one tensor ``(1, *input_dim)``
+    per input), set each layer's ``input_dim``/``output_dim`` from the shapes seen, and
+    return every layer's value. ``offset`` layers were put in front of the user's;
+    messages count without them."""
     values: list[torch.Tensor | None] = [None] * len(layers)
+    for layer in layers:
+        layer.to(dtype)
     for k, node in enumerate(input_nodes):
-        values[node] = torch.zeros(1, *input_dim[k], dtype=layers[node].value_dtype(dtype))
-        layers[node].input_dim = [input_dim[k]]
-        layers[node].output_dim = input_dim[k]
+        values[node] = sample[k].to(layers[node].value_dtype(dtype))
+        layers[node].input_dim = [tuple(sample[k].shape[1:])]
+        layers[node].output_dim = tuple(sample[k].shape[1:])
     for i, layer in enumerate(layers):
         if not reads[i]:
             continue
@@ -266,6 +252,7 @@ def _record_shapes(
             raise ValueError(f"layers[{i - offset}] ('{names[i]}') does not keep the batch axis.")
         layer.output_dim = tuple(out.shape[1:])
         values[i] = out
+    return values
 
 
 def _names(given: Any, described: Any, dims: list[tuple[int, ...]], arg_name: str, output: bool) -> list:

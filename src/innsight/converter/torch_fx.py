@@ -247,7 +247,45 @@ def _export(model: nn.Module, dims: list[tuple[int, ...]],
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. "
             f"{DIRECT_METHODS_HINT}"
         ) from err
-    return exported.module()
+    return _inline_wrappers(exported.module())
+
+
+def _wrapped_call(node: fx.Node) -> tuple[fx.Node, tuple] | None:
+    """``(submodule node, operands)`` of a region that ``torch.export`` wraps in a
+    higher-order call although it computes as written: ``with torch.autocast(...,
+    enabled=False)`` (the precision stays the model's) or ``with torch.set_grad_enabled``;
+    ``None`` for any other node."""
+    higher_order = getattr(torch.ops, "higher_order", None)
+    autocast = getattr(higher_order, "wrap_with_autocast", None)
+    grad_mode = getattr(higher_order, "wrap_with_set_grad_enabled", None)
+    if autocast is not None and node.target is autocast and node.args[2] is False:
+        return node.args[4], node.args[5:]
+    if grad_mode is not None and node.target is grad_mode:
+        return node.args[1], node.args[2:]
+    return None
+
+
+def _inline_wrappers(graph_module: fx.GraphModule) -> fx.GraphModule:
+    """``graph_module`` with the graphs of its wrapped regions (see :func:`_wrapped_call`)
+    copied in place of their calls; where none is, as it was."""
+    graph = graph_module.graph
+    calls = [(node, found) for node in graph.nodes if (found := _wrapped_call(node))]
+    for node, (submodule_node, operands) in calls:
+        submodule = graph_module.get_submodule(submodule_node.target)
+        for inner in submodule.graph.nodes:  # its attributes, as seen from the outer module
+            if inner.op == "get_attr":
+                inner.target = f"{submodule_node.target}.{inner.target}"
+        placeholders = [n for n in submodule.graph.nodes if n.op == "placeholder"]
+        with graph.inserting_before(node):
+            results = graph.graph_copy(submodule.graph, dict(zip(placeholders, operands)))
+        for user in list(node.users):  # getitem(call, i) of the tuple it returns
+            user.replace_all_uses_with(results[user.args[1]])
+            graph.erase_node(user)
+        graph.erase_node(node)
+    if calls:
+        graph.lint()
+        graph_module.recompile()
+    return graph_module
 
 
 #: ``tracer`` -> how it turns a model with inputs of shapes ``dims`` into a graph.
@@ -263,8 +301,8 @@ class _ShapeAndValueProp(fx.Interpreter):
     (``meta["static_value"]``) that later index or scale tensors, what each value depends
     on (``meta["depends_on"]``, see :func:`_depends_on`) and the value of every tensor
     that does not depend on the inputs' values (``meta["constant_value"]``: a parameter,
-    an ``arange`` position table, a mask expanded to the batch), so that those fold
-    into constants.
+    an ``arange`` position table, a mask expanded to the batch, a tensor without entries
+    such as the slice ``x[:, :0]`` of no prefix tokens), so that those fold into constants.
 
     With ``fake=True`` the tensors that depend on the inputs' values are fake tensors
     (shapes and dtypes, no data, no compute): recording costs no forward pass. Only the
@@ -287,6 +325,9 @@ class _ShapeAndValueProp(fx.Interpreter):
                 result = super().run_node(n)
         else:
             result = super().run_node(n)
+        if isinstance(result, Tensor) and result.numel() == 0:
+            n.meta["depends_on"] = "nothing"  # no entries whose values could depend on anything
+            result = _real_stand_in(result)
         if isinstance(result, Tensor) and n.meta["depends_on"] != "values":
             n.meta["constant_value"] = result.detach()
         if isinstance(result, Tensor) or (
@@ -592,7 +633,8 @@ class _Translator:
         operands = [self.batch_axis(a) for a in node.all_input_nodes if self.is_tensor(a)]
         result = _find_batch_axis(node) if _single_tensor(node) else None
         result = result or BATCH_FIRST  # a result without one: its handler says why
-        expected = result if kind == "same" else BATCH_FIRST
+        follows = kind == "same" or (kind == "entries" and result.position == 0)
+        expected = result if follows else BATCH_FIRST
         for found in [result, *operands]:
             if found != expected:
                 moved = next(b for b in (result, *operands) if b != BATCH_FIRST)
@@ -601,8 +643,9 @@ class _Translator:
                     + (f"at position {moved.position}" if moved.merged == 1 else
                        f"merged with {moved.merged} entries of each sample"),
                     "Permutations, reshapes, indexing and elementwise or last-axis "
-                    "operations follow a moved batch axis; this operation needs its "
-                    "operands batch-first. ")
+                    "operations follow a moved batch axis, convolutions, pooling and "
+                    "batch norm one that merges entries of each sample into it; this "
+                    "operation needs its operands batch-first. ")
 
     # ---- helpers for handlers -------------------------------------------------
 

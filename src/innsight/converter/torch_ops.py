@@ -63,7 +63,9 @@ FUNCTIONS_BY_NAME: dict[str, Handler] = {}
 #: ``torch.export`` graph (see :class:`~innsight.converter.torch_fx.BatchAxis`):
 #: ``"same"`` for operations whose tensor operands and result have it in the same place
 #: (elementwise and last-axes operations, which the layers then apply batch-first),
-#: ``"any"`` for the shape operations that move it. Other handlers get batch-first tensors.
+#: ``"any"`` for the shape operations that move it, ``"entries"`` for channels-first
+#: operations that also run where the batch axis is first but merges entries of each
+#: sample into it (see :func:`emit_per_entry`). Other handlers get batch-first tensors.
 BATCH_AXIS_HANDLERS: dict[Handler, str] = {}
 
 
@@ -219,6 +221,24 @@ def _per_axis(value: Any, n_axes: int) -> list[int]:
     return [value] * n_axes if isinstance(value, int) else list(value)
 
 
+def emit_per_entry(t: Any, node: fx.Node,
+                   emit_layer: Callable[[fx.Node | int, int], int]) -> int:
+    """A channels-first layer (convolution, pooling, batch norm) of the node's first
+    argument: ``emit_layer(source, extra)`` emits it on ``source`` with ``extra`` more
+    leading spatial axes, of kernel size 1.
+
+    Where the batch axis merges ``m`` entries of each sample (``x.reshape(B * m, C, H, W)``,
+    one sample ``(m, C, H, W)`` as its layer holds it), the layer runs on
+    ``(C, m, H, W)`` with ``extra=1`` and the result is permuted back.
+    """
+    source = node.args[0]
+    if t.batch_axis(source).merged == 1:
+        return emit_layer(source, 0)
+    swap = [1, 0, *range(2, len(t.shape(source)))]
+    source = t.emit(node, "Permute", [source], suffix="_channels_first", perm=swap)
+    return t.emit(node, "Permute", [emit_layer(source, 1)], suffix="_entries_first", perm=swap)
+
+
 def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride: Any,
               padding: Any, dilation: Any, groups: int, padding_mode: str = "zeros",
               suffix: str = "") -> int:
@@ -227,17 +247,25 @@ def emit_conv(t: Any, node: fx.Node, weight: Tensor, bias: Tensor | None, stride
     n_axes = weight.ndim - 2
     dilation = _per_axis(dilation, n_axes)
     pads = _conv_padding(padding, weight.shape[2:], dilation)
-    source: fx.Node | int = node.args[0]
-    if padding_mode != "zeros":
-        source = t.emit(node, "Padding", [source], suffix="_pad", padding=pads, mode=padding_mode)
-        pads = [[0, 0]] * n_axes
-    return t.emit(
-        node, f"Conv{n_axes}D", [source], suffix=suffix, weight=weight, bias=bias,
-        stride=_per_axis(stride, n_axes), padding=pads, dilation=dilation, groups=groups,
-    )
+
+    def conv(source: fx.Node | int, extra: int) -> int:
+        padding = [[0, 0]] * extra + pads
+        if padding_mode != "zeros":
+            source = t.emit(node, "Padding", [source], suffix="_pad", padding=padding,
+                            mode=padding_mode)
+            padding = [[0, 0]] * (extra + n_axes)
+        return t.emit(
+            node, f"Conv{n_axes + extra}D", [source], suffix=suffix,
+            weight=weight[(slice(None), slice(None), *[None] * extra)], bias=bias,
+            stride=[1] * extra + _per_axis(stride, n_axes), padding=padding,
+            dilation=[1] * extra + dilation, groups=groups,
+        )
+
+    return emit_per_entry(t, node, conv)
 
 
 @_register(MODULES, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+@_follows_batch_axis("entries")
 def _conv_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return emit_conv(t, node, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups,
@@ -258,6 +286,7 @@ def _parameters(t: Any, node: fx.Node, what: str, *args: tuple[int, str, bool]) 
 
 
 @_register(FUNCTIONS, F.conv1d, F.conv2d, F.conv3d)
+@_follows_batch_axis("entries")
 def _functional_conv(t: Any, node: fx.Node) -> int:
     """``F.conv2d(x, weight, bias, stride, padding, dilation, groups)`` (also the
     ``aten.conv*d`` of an exported graph, whose arguments are the same)."""
@@ -276,11 +305,13 @@ def emit_batch_norm(t: Any, node: fx.Node, running_mean: Tensor | None,
             node, "batch norm without running statistics (track_running_stats=False)",
             "It normalises each sample with the statistics of its batch mates. ",
         )
-    return t.emit(node, "BatchNorm", [node.args[0]], running_mean=running_mean,
-                  running_var=running_var, weight=weight, bias=bias, eps=float(eps))
+    return emit_per_entry(t, node, lambda source, extra: t.emit(
+        node, "BatchNorm", [source], running_mean=running_mean, running_var=running_var,
+        weight=weight, bias=bias, eps=float(eps)))
 
 
 @_register(MODULES, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+@_follows_batch_axis("entries")
 def _batch_norm_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return emit_batch_norm(t, node, m.running_mean, m.running_var, m.weight, m.bias, m.eps)
@@ -301,7 +332,7 @@ def _functional_batch_norm(positions: dict[str, int]) -> Handler:
         eps = t.static(arg(node, positions["eps"], "eps", 1e-5))
         return emit_batch_norm(t, node, mean, var, weight, bias, eps)
 
-    return handler
+    return _follows_batch_axis("entries")(handler)
 
 
 _register(FUNCTIONS, F.batch_norm)(_functional_batch_norm(
@@ -511,7 +542,7 @@ def _functional_instance_norm(positions: dict[str, int]) -> Handler:
             return _group_norm(t, node, t.shape(node.args[0])[0], weight, bias, eps)
         return emit_batch_norm(t, node, mean, var, weight, bias, eps)
 
-    return handler
+    return _follows_batch_axis("entries")(handler)
 
 
 _register(FUNCTIONS, F.instance_norm)(_functional_instance_norm(
@@ -834,31 +865,47 @@ def _recurrent(t: Any, node: fx.Node) -> Outputs:
 
 
 def _n_spatial(t: Any, node: fx.Node) -> int:
-    return len(t.shape(node.args[0])) - 1
+    """How many spatial axes the node's first argument has (its channels first)."""
+    return len(node.args[0].meta["tensor_meta"].shape) - 2
+
+
+def _emit_pool(t: Any, node: fx.Node, kind: str, kernel: Any, stride: Any, padding: Any,
+               **params: Any) -> int:
+    """A pooling layer ``{kind}Pool{n}D`` of the node's first argument (see
+    :func:`emit_per_entry`); ``kernel``, ``stride`` and ``padding`` as torch takes them."""
+    n_axes = _n_spatial(t, node)
+    kernel = _per_axis(kernel, n_axes)
+    stride = _per_axis(stride or kernel, n_axes)
+    dilation = params.pop("dilation", None)
+
+    def pool(source: fx.Node | int, extra: int) -> int:
+        if dilation is not None:
+            params["dilation"] = [1] * extra + _per_axis(dilation, n_axes)
+        return t.emit(node, f"{kind}Pool{n_axes + extra}D", [source],
+                      kernel_size=[1] * extra + kernel, stride=[1] * extra + stride,
+                      padding=[0] * extra + _per_axis(padding, n_axes), **params)
+
+    return emit_per_entry(t, node, pool)
 
 
 def _max_pool(t: Any, node: fx.Node, kernel: Any, stride: Any, padding: Any,
               dilation: Any, ceil_mode: Any, return_indices: Any) -> int:
     if return_indices:
         raise t.unsupported(node, "max pooling with return_indices=True")
-    return t.emit(
-        node, f"MaxPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
-        stride=stride or None, padding=padding, dilation=dilation, ceil_mode=bool(ceil_mode),
-    )
+    return _emit_pool(t, node, "Max", kernel, stride, padding, dilation=dilation,
+                      ceil_mode=bool(ceil_mode))
 
 
 def _avg_pool(t: Any, node: fx.Node, kernel: Any, stride: Any, padding: Any,
               ceil_mode: Any, count_include_pad: Any, divisor_override: Any) -> int:
     if divisor_override is not None:
         raise t.unsupported(node, "average pooling with divisor_override")
-    return t.emit(
-        node, f"AvgPool{_n_spatial(t, node)}D", [node.args[0]], kernel_size=kernel,
-        stride=stride or None, padding=padding, ceil_mode=bool(ceil_mode),
-        count_include_pad=bool(count_include_pad),
-    )
+    return _emit_pool(t, node, "Avg", kernel, stride, padding, ceil_mode=bool(ceil_mode),
+                      count_include_pad=bool(count_include_pad))
 
 
 @_register(MODULES, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+@_follows_batch_axis("entries")
 def _max_pool_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return _max_pool(t, node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
@@ -866,6 +913,7 @@ def _max_pool_module(t: Any, node: fx.Node) -> int:
 
 
 @_register(FUNCTIONS, F.max_pool1d, F.max_pool2d, F.max_pool3d)
+@_follows_batch_axis("entries")
 def _max_pool_function(t: Any, node: fx.Node) -> int:
     return _max_pool(
         t, node, arg(node, 1, "kernel_size"), arg(node, 2, "stride", None),
@@ -875,6 +923,7 @@ def _max_pool_function(t: Any, node: fx.Node) -> int:
 
 
 @_register(MODULES, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+@_follows_batch_axis("entries")
 def _avg_pool_module(t: Any, node: fx.Node) -> int:
     m = t.module(node)
     return _avg_pool(t, node, m.kernel_size, m.stride, m.padding, m.ceil_mode,
@@ -882,6 +931,7 @@ def _avg_pool_module(t: Any, node: fx.Node) -> int:
 
 
 @_register(FUNCTIONS, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
+@_follows_batch_axis("entries")
 def _avg_pool_function(t: Any, node: fx.Node) -> int:
     return _avg_pool(
         t, node, arg(node, 1, "kernel_size"), arg(node, 2, "stride", None),
@@ -894,6 +944,7 @@ def _avg_pool_function(t: Any, node: fx.Node) -> int:
            nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 @_register(FUNCTIONS, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
            F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)
+@_follows_batch_axis("entries")
 def _adaptive_pool(t: Any, node: fx.Node) -> int:
     if node.op == "call_module":
         m = t.module(node)
@@ -904,10 +955,12 @@ def _adaptive_pool(t: Any, node: fx.Node) -> int:
     if return_indices:
         raise t.unsupported(node, "adaptive max pooling with return_indices=True")
     # The traced output shape resolves `None` entries of output_size.
-    output_size = list(t.shape(node)[1:])
+    output_size = list(node.meta["tensor_meta"].shape[2:])
     kind = "Max" if is_max else "Avg"
-    return t.emit(node, f"Adaptive{kind}Pool{len(output_size)}D", [node.args[0]],
-                  output_size=output_size)
+    entries = [t.batch_axis(node).merged]
+    return emit_per_entry(t, node, lambda source, extra: t.emit(
+        node, f"Adaptive{kind}Pool{len(output_size) + extra}D", [source],
+        output_size=entries * extra + output_size))
 
 
 # ---- activations -------------------------------------------------------------------
@@ -1158,6 +1211,33 @@ def _mul(t: Any, node: fx.Node) -> int:
     return t.emit(node, "Affine", [tensor], scale=const)
 
 
+@_register(FUNCTIONS, torch.addcmul)
+@_register(METHODS, "addcmul")
+@_follows_batch_axis("same")
+def _addcmul(t: Any, node: fx.Node) -> int:
+    """``torch.addcmul(x, a, b, value=v)``, ``x + v * a * b`` (timm's global response
+    norm): a product of two tensors, or of a tensor and a constant, plus a tensor or a
+    constant."""
+    base, a, b = node.args[:3]
+    value = float(t.static(arg(node, 3, "value", 1)))
+    if t.is_tensor(a) and t.is_tensor(b):
+        product = t.emit(node, "Multiply", [a, b], suffix="_product")
+        scale = value
+    else:
+        tensor, factor = (a, b) if t.is_tensor(a) else (b, a)
+        factor = _operand_constant(t, node, factor)
+        if not t.is_tensor(tensor) or factor is None:
+            raise t.unsupported(node, "addcmul of two constant factors")
+        product, scale = t.layer(tensor), value * factor
+    if t.is_tensor(base):
+        scaled = t.emit(node, "Affine", [product], suffix="_scale", scale=scale)
+        return t.emit(node, "Add", [base, scaled])
+    shift = _operand_constant(t, node, base)
+    if shift is None:
+        raise t.unsupported(node, "addcmul with this first operand")
+    return t.emit(node, "Affine", [product], scale=scale, shift=shift)
+
+
 @_register(FUNCTIONS, operator.truediv, operator.itruediv, torch.div, torch.true_divide)
 @_register(METHODS, "div", "div_")
 @_follows_batch_axis("same")
@@ -1272,6 +1352,62 @@ def _expand(t: Any, node: fx.Node) -> int:
         if n_in != n_out:
             result = t.emit(node, "Concatenate", [result] * n_out, suffix=f"_{axis}", axis=axis)
     return result if isinstance(result, int) else t.layer(result)
+
+
+def _copies(t: Any, node: fx.Node, source: fx.Node | int, axis: int, n: int,
+            suffix: str) -> fx.Node | int:
+    """``n`` copies of ``source`` joined along sample axis ``axis`` (``source`` if 1)."""
+    if n == 1:
+        return source
+    return t.emit(node, "Concatenate", [source] * n, suffix=suffix, axis=axis)
+
+
+@_register(METHODS, "repeat")
+@_follows_batch_axis("same")
+def _repeat(t: Any, node: fx.Node) -> int:
+    """``x.repeat(*sizes)``: whole copies of a tensor joined along each of its axes (new
+    leading axes of size 1 first where ``sizes`` has more); the batch axis repeats once."""
+    source, sizes = node.args[0], t.static(node.args[1:])
+    sizes = list(sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes)
+    batch, ndim = t.batch_axis(node), _ndim(source)
+    if sizes[batch.position] != 1:
+        raise t.unsupported(node, f"repeat{tuple(sizes)}", "It repeats along the batch axis. ")
+    result: fx.Node | int = source
+    if len(sizes) > ndim:
+        shape = [1] * (len(sizes) - ndim) + list(t.shape(source))
+        result = t.emit(node, "Reshape", [result], suffix="_axes", shape=shape)
+    for dim, n in enumerate(sizes):
+        if dim != batch.position:
+            result = _copies(t, node, result, t.axis(node, dim), n, f"_{dim}")
+    return result if isinstance(result, int) else t.layer(result)
+
+
+@_register(FUNCTIONS, torch.repeat_interleave)
+@_register(METHODS, "repeat_interleave")
+@_follows_batch_axis("any")
+def _repeat_interleave(t: Any, node: fx.Node) -> int:
+    """``x.repeat_interleave(n, dim)`` with a whole number ``n``: each entry ``n`` times in
+    a row. Along the batch axis (gcvit's global query, one per window of its image) the
+    copies of each sample merge into the batch axis (see ``BatchAxis``)."""
+    source, repeats = node.args[0], t.static(arg(node, 1, "repeats"))
+    dim = arg(node, 2, "dim", None)
+    if not isinstance(repeats, int) or dim is None:
+        raise t.unsupported(node, "repeat_interleave other than by a whole number along one "
+                            "axis")
+    before, after = t.batch_axis(source), t.batch_axis(node)
+    shape = list(t.shape(source))
+    if dim % _ndim(source) == before.position:
+        if (before.position, before.merged, after.position, after.merged) != (0, 1, 0, repeats):
+            raise t.unsupported(node, "repeat_interleave along a moved or merged batch axis")
+        if repeats == 1:
+            return t.layer(source)
+        spread = t.emit(node, "Reshape", [source], suffix="_entry", shape=[1, *shape])
+        return _copies(t, node, spread, 0, repeats, "")
+    axis = t.axis(source, dim)
+    spread = t.emit(node, "Reshape", [source], suffix="_entry",
+                    shape=shape[:axis + 1] + [1] + shape[axis + 1:])
+    copies = _copies(t, node, spread, axis + 1, repeats, "_copies")
+    return t.emit(node, "Reshape", [copies], shape=list(t.shape(node)))
 
 
 @_register(FUNCTIONS, torch.mean)
@@ -1842,7 +1978,9 @@ def _aten_aliases() -> dict[str, Any]:
         "alias.default": torch.clone, "clamp_min.default": "clamp_min",
         "clamp_max.default": "clamp_max", "einsum.default": torch.einsum,
         "im2col.default": F.unfold, "col2im.default": F.fold, "unfold.default": "unfold",
-        "amax.default": torch.amax, "max.dim": torch.max,
+        "amax.default": torch.amax, "max.dim": torch.max, "addcmul.default": torch.addcmul,
+        "reshape_as.default": "reshape_as", "view_as.default": "view_as",
+        "repeat.default": "repeat", "repeat_interleave.self_int": torch.repeat_interleave,
     }
 
 
