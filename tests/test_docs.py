@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -91,7 +92,7 @@ def test_coverage_page_holds_the_registries():
     page = load_hook("coverage").coverage_page()
     sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", page, re.M | re.S))
     assert set(sections) == {"Layer types and their rules", "PyTorch", "Keras", "ONNX",
-                             "scikit-learn", "Model as dict"}
+                             "scikit-learn", "Model as dict", "timm models"}
     for type_name in LAYER_TYPES:
         assert f"| `{type_name}` |" in sections["Model as dict"]
     for rule in set(LRP_RULES) - {"none"}:
@@ -105,6 +106,10 @@ def test_coverage_page_holds_the_registries():
     assert "`Gemm`" in onnx_rows and "`Conv`" in onnx_rows
     assert "`TopK`" in refused and "`Gemm`" not in refused
     assert "`MLPClassifier`" in sections["scikit-learn"]
+    sweep = json.loads((ROOT / "docs" / "data" / "coverage_timm.json").read_text())
+    for row in sweep["rows"]:  # one table row per model of the last timm sweep
+        assert f"| {row['model']} |" in sections["timm models"] or \
+            f"| `{row['model']}` |" in sections["timm models"]
 
 
 def test_notebook_outputs_become_markdown_and_figures():

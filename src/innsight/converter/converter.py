@@ -218,9 +218,12 @@ class Converter:
 convert = Converter
 
 
-def _description_specs(description: dict[str, Any]) -> list[InputSpec]:
+def _description_specs(description: dict[str, Any]) -> list[InputSpec] | None:
     """What each input of the described model holds, from its ``Input`` entries (random
-    token ids below the smallest vocabulary of the embeddings that read them)."""
+    token ids below the smallest vocabulary of the embeddings that read them); ``None``
+    (real numbers) for a description whose inputs are put in front of its layers."""
+    if "input_nodes" not in description:
+        return None
     layers, specs = description["layers"], []
     for node in description["input_nodes"]:
         entry = layers[node]
