@@ -296,8 +296,9 @@ def zoo_section(path: Path = ZOO_SWEEP) -> str:
         f"{sweep['size']} pixels (or the model's own size), `tracer=\"{sweep['tracer']}\"`, "
         f"torch {sweep['torch']}: {summary}. *Detail* gives, for a converted model, the "
         "largest deviation of its output from the original's relative to the output scale, "
-        "of its Gradient from autograd on the original and of DeepLift's sum from "
-        "`f(x) - f(0)`, and whether LRP epsilon runs; for a refused one, the reason. "
+        "of its Gradient from autograd on the original, and of DeepLift's sum from "
+        "`f(x) - f(0)` relative to the larger of `|f(x)|` and `|f(0)|`, and whether LRP "
+        "epsilon runs; for a refused one, the reason. "
         "`python benchmarks/coverage.py timm --out docs/data/coverage_timm.json` "
          "refreshes it."),
         table(["model", "status", "detail"],
