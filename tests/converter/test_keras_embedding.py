@@ -85,7 +85,7 @@ def test_deeplift_sums_to_the_difference_from_zero_embeddings():
     totals = res.get_result("array").sum(1)  # (n, 3): summed over tokens
     zero = np.asarray(_tail(parts, tf.zeros((1, TOKENS, DIM), dtype=tf.float64)))
     expected = np.asarray(model(ids)) - zero
-    assert max_rel_error(totals, expected) < 1e-8
+    assert max_rel_error(totals, expected) < DOUBLE_TOL
 
 
 def test_float_keras_input_read_by_embedding_holds_token_ids():
@@ -99,6 +99,11 @@ def test_float_keras_input_read_by_embedding_holds_token_ids():
     assert max_rel_error(actual, np.asarray(model(ids.astype("float64")))) < DOUBLE_TOL
 
 
+def _torch(value) -> torch.Tensor:
+    """A Keras variable as a torch tensor."""
+    return torch.as_tensor(np.asarray(value))
+
+
 class TorchLSTM(nn.Module):
     """The torch twin of ``_model("lstm")``: embedding, LSTM (its last state), dense."""
 
@@ -109,15 +114,14 @@ class TorchLSTM(nn.Module):
         self.lstm = nn.LSTM(DIM, 5, batch_first=True)
         self.lin = nn.Linear(5, 3)
         self.double()  # before copying, so that the Keras weights stay exact
-        as_tensor = lambda v: torch.as_tensor(np.asarray(v))  # noqa: E731
         with torch.no_grad():  # Keras' gate order (i, f, c, o) is torch's (i, f, g, o)
-            self.emb.weight.copy_(as_tensor(emb.embeddings))
-            self.lstm.weight_ih_l0.copy_(as_tensor(lstm.cell.kernel).T)
-            self.lstm.weight_hh_l0.copy_(as_tensor(lstm.cell.recurrent_kernel).T)
-            self.lstm.bias_ih_l0.copy_(as_tensor(lstm.cell.bias))
+            self.emb.weight.copy_(_torch(emb.embeddings))
+            self.lstm.weight_ih_l0.copy_(_torch(lstm.cell.kernel).T)
+            self.lstm.weight_hh_l0.copy_(_torch(lstm.cell.recurrent_kernel).T)
+            self.lstm.bias_ih_l0.copy_(_torch(lstm.cell.bias))
             self.lstm.bias_hh_l0.zero_()
-            self.lin.weight.copy_(as_tensor(dense.kernel).T)
-            self.lin.bias.copy_(as_tensor(dense.bias))
+            self.lin.weight.copy_(_torch(dense.kernel).T)
+            self.lin.bias.copy_(_torch(dense.bias))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lin(self.lstm(self.emb(ids))[0][:, -1])

@@ -25,6 +25,9 @@ axis of ``Concatenate``, ``Softmax``, ``BatchNormalization``,
 channels-first tensor. ``MultiHeadAttention`` works on token-major copies
 ``(tokens, width)`` of its inputs and moves its result back. Layers with
 ``data_format="channels_first"`` are wrapped in permutations to the same end.
+An input that an ``Embedding`` reads holds token ids ``(tokens,)`` (an integer
+``Input``, explained through the embedding output ``(tokens, D)``, which is held
+``(D, tokens)`` after it).
 
 Names
 -----
