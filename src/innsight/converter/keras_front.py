@@ -277,8 +277,8 @@ class _Translator:
         if others or not tokens:
             readers_text = ", ".join(others) if others else "no Embedding layer"
             raise ConversionError(
-                f"The Keras input '{self.layers[index]['name']}' holds token ids "
-                f"({keras_dtype}), but is read by {readers_text}. Integer inputs convert "
+                f"The Keras input '{self.layers[index]['name']}' holds integers or token "
+                f"ids ({keras_dtype}), but is read by {readers_text}. Integer inputs convert "
                 "as token ids read by Embedding layers only.")
         self.layers[index]["dtype"] = "int64"
 

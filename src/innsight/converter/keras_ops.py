@@ -472,7 +472,7 @@ def _bidirectional(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...
 def _embedding(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     """The lookup of a model input of token ids ``(T,)`` in the table ``(vocab, D)``:
     the embedding ``(T, D)`` (what methods explain the ids through), held as ``(D, T)``.
-    The input becomes an input of integers (see :meth:`_Translator.describe`)."""
+    The input becomes an input of integers (``_Translator.mark_token_ids``)."""
     op, x = node.operation, xs[0]
     refused = [name for name, used in (
         ("mask_zero=True", op.mask_zero),
