@@ -25,6 +25,9 @@ axis of ``Concatenate``, ``Softmax``, ``BatchNormalization``,
 channels-first tensor. ``MultiHeadAttention`` works on token-major copies
 ``(tokens, width)`` of its inputs and moves its result back. Layers with
 ``data_format="channels_first"`` are wrapped in permutations to the same end.
+An input that an ``Embedding`` reads holds token ids ``(tokens,)`` (an integer
+``Input``, explained through the embedding output ``(tokens, D)``, which is held
+``(D, tokens)`` after it).
 
 Names
 -----
@@ -194,6 +197,8 @@ class _Translator:
             self.name = x._keras_history.operation.name if x._keras_history.operation else x.name
             inputs.append(Value(self.emit("Input", []), shape))
         outputs = self.walk(graph, inputs, prefix="")
+        for x, v in zip(graph.inputs, inputs):
+            self.mark_token_ids(v.index, str(x.dtype))
         return {
             "input_dim": [list(channels_first(shape)) for shape in input_shapes],
             "input_nodes": [v.index for v in inputs],
@@ -259,6 +264,23 @@ class _Translator:
                 f"{[list(v.shape) for v in xs]}: {err}"
             ) from err
         return [tuple(int(s) for s in x.shape[1:]) for x in self.keras.tree.flatten(spec)]
+
+    def mark_token_ids(self, index: int, keras_dtype: str) -> None:
+        """Make the ``Input`` entry ``index`` an input of token ids where an ``Embedding``
+        reads it (Keras casts float ids to integers, so a float Keras input may hold
+        them); an integer Keras input must be read by embeddings only."""
+        readers = [layer for layer in self.layers if index in layer["input_layers"]]
+        others = [f"'{r['name']}' ({r['type']})" for r in readers if r["type"] != "Embedding"]
+        tokens = len(others) < len(readers)
+        if not tokens and not keras_dtype.startswith(("int", "uint", "bool")):
+            return
+        if others or not tokens:
+            readers_text = ", ".join(others) if others else "no Embedding layer"
+            raise ConversionError(
+                f"The Keras input '{self.layers[index]['name']}' holds integers or token "
+                f"ids ({keras_dtype}), but is read by {readers_text}. Integer inputs convert "
+                "as token ids read by Embedding layers only.")
+        self.layers[index]["dtype"] = "int64"
 
     # ---- helpers for handlers ----------------------------------------------------
 

@@ -468,6 +468,26 @@ def _bidirectional(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...
             enumerate(merged)]
 
 
+@_register("Embedding")
+def _embedding(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
+    """The lookup of a model input of token ids ``(T,)`` in the table ``(vocab, D)``:
+    the embedding ``(T, D)`` (what methods explain the ids through), held as ``(D, T)``.
+    The input becomes an input of integers (``_Translator.mark_token_ids``)."""
+    op, x = node.operation, xs[0]
+    refused = [name for name, used in (
+        ("mask_zero=True", op.mask_zero),
+        (f"quantization mode {op.quantization_mode}", op.quantization_mode),
+        (f"ids of shape {list(x.shape)}", x.rank != 1),
+        ("ids computed by other layers", t.layers[x.index]["type"] != "Input"),
+    ) if used]
+    if refused:
+        raise t.unsupported(f"Embedding with {', '.join(refused)}",
+                            "Embeddings convert on a model input of token ids of shape "
+                            "(tokens,), without masks or quantization. ")
+    lookup = t.emit("Embedding", [x], weight=to_numpy(op.embeddings))
+    return [t.from_keras_layout(lookup, 2, "/channels_first")]
+
+
 def _one_internal_axis(t: Any, keras_axis: Any, rank: int, what: str) -> int:
     """A layer's Keras ``axis`` (an int or a one-element list) as an internal sample
     axis; several axes are refused naming ``what``."""

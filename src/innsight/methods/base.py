@@ -386,6 +386,8 @@ class InterpretingMethod(Result):
             for cols, names in zip(columns, model.input_names)
         ]
         layer = setup.layer
+        # Values per token ``(tokens, D)`` have no channels axis to move (Keras' or torch's).
+        per_token_values = inputs is not None and attribute_to is None and inputs.tokens
         if inputs is not None and attribute_to is None:  # reported per input, not per layer
             input_names, tensors = [model.input_names[inputs.k]], [inputs.tensors[inputs.k]]
             if inputs.tokens and keep_embedding_dim:
@@ -405,7 +407,7 @@ class InterpretingMethod(Result):
             output_idx=selection.indices,
             output_labels=selection.labels,
             input_names=input_names,
-            channels_first=channels_first,
+            channels_first=channels_first or per_token_values,
             preds=selection.split(preds),
             decomp_goal=None if goal is None else selection.split(goal),
             data=None if without_data else tensors,

@@ -108,9 +108,10 @@ class CutModel:
                     "so the model cut there needs each row's data sample; got "
                     f"{rows} rows without samples for {n_data} data samples.")
             model_inputs = self.bypass if sample is None else [x[sample] for x in self.bypass]
-        else:  # shapes only: unused
-            model_inputs = [torch.empty(rows, *dim, dtype=self.dtype, device=self.device)
-                            for dim in self.model.input_dim]
+        else:  # shapes only: unused (zeros pass the checks of token ids)
+            model_inputs = [torch.zeros(rows, *dim, device=self.device,
+                                        dtype=self.model.layers[node].value_dtype(self.dtype))
+                            for node, dim in zip(self.model.input_nodes, self.model.input_dim)]
         return self.model.run_nodes(model_inputs, nodes, given={self.node: inputs[0]})
 
 
