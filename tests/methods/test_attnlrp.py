@@ -30,8 +30,8 @@ from innsight.layers import LAYER_TYPES
 from innsight.layers.lrp_rules import LRP_RULES
 
 TOKENS, VOCAB, TOKEN = 6, 50, 7
-_TEXT = dict(vocab_size=VOCAB, max_position_embeddings=32, hidden_size=16, num_hidden_layers=2,
-             num_attention_heads=2, intermediate_size=32)
+_TEXT = {"vocab_size": VOCAB, "max_position_embeddings": 32, "hidden_size": 16, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 32}
 #: name -> (build the model, index of the explained output node, that node of the logits).
 MODELS = {
     "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=1, **_TEXT)),
@@ -102,7 +102,7 @@ def test_token_relevances_and_what_layers_absorb_sum_to_the_logit(name):
 
 
 def test_rules_are_chosen_per_layer_type_and_the_preset_spells_them_out():
-    model, conv, embeddings = _converted("llama")
+    _model, conv, embeddings = _converted("llama")
     node, _ = _target("llama")
     names = {"*": "epsilon", "MatMul": "uniform", "Softmax": "linearise"}
     run = functools.partial(ins.run_lrp, conv, embeddings, output_idx=[node], dtype="double",
@@ -224,17 +224,17 @@ def test_explain_tokens_log_probabilities_are_gradient_times_input():
 
 
 @pytest.mark.parametrize(("args", "error", "message"), [
-    (dict(model="llama"), TypeError, "`model` must be a Hugging Face causal language model"),
-    (dict(method="lime"), ValueError, "`method` must be one of ['attnlrp', 'lrp', "),
-    (dict(score="prob"), ValueError, "`score` must be one of ['logit', 'logprob']"),
-    (dict(score="logprob"), ValueError, "`score='logprob'` is not linear in the logits"),
-    (dict(targets=[(1,)]), TypeError, "`targets` must be 'top1', 'span' or a list of"),
-    (dict(targets=[(6, 1)]), ValueError, "`targets` pair (6, 1) is out of range"),
-    (dict(targets="span", span=(0, 3)), ValueError, "`span` must be (start, stop) with 1 <="),
-    (dict(targets="span", span=(1, 3)), ValueError, "must be the same in every sample"),
-    (dict(span=(1, 3)), ValueError, "`span` is for targets='span' only"),
-    (dict(tokens=["a"]), ValueError, "`tokens` must hold 6 strings"),
-    (dict(input_ids=np.zeros((2, 6))), TypeError, "`input_ids` must be integer token ids"),
+    ({"model": "llama"}, TypeError, "`model` must be a Hugging Face causal language model"),
+    ({"method": "lime"}, ValueError, "`method` must be one of ['attnlrp', 'lrp', "),
+    ({"score": "prob"}, ValueError, "`score` must be one of ['logit', 'logprob']"),
+    ({"score": "logprob"}, ValueError, "`score='logprob'` is not linear in the logits"),
+    ({"targets": [(1,)]}, TypeError, "`targets` must be 'top1', 'span' or a list of"),
+    ({"targets": [(6, 1)]}, ValueError, "`targets` pair (6, 1) is out of range"),
+    ({"targets": "span", "span": (0, 3)}, ValueError, "`span` must be (start, stop) with 1 <="),
+    ({"targets": "span", "span": (1, 3)}, ValueError, "must be the same in every sample"),
+    ({"span": (1, 3)}, ValueError, "`span` is for targets='span' only"),
+    ({"tokens": ["a"]}, ValueError, "`tokens` must hold 6 strings"),
+    ({"input_ids": np.zeros((2, 6))}, TypeError, "`input_ids` must be integer token ids"),
 ])
 def test_explain_tokens_refuses_bad_arguments(args, error, message):
     model, conv, _ = _converted("llama")

@@ -113,7 +113,7 @@ _FUSED_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 def _fused_activations() -> Iterator[None]:
     """The classes of :data:`_FUSED_ACTIVATIONS` computing their fused function, for the
     duration of the block (the conversion's dry run then compares against the original)."""
-    import transformers.activations as activations
+    from transformers import activations
 
     classes = [(cls, cls.__dict__["forward"]) for cls in (
         getattr(activations, name, None) for name in _FUSED_ACTIVATIONS) if cls is not None]
