@@ -54,13 +54,13 @@ from innsight.converter.torch_ops import (
     FUNCTIONS,
     MODULES,
     Split,
-    _permutation,
     alias_input,
     arg,
     emit_activation,
     emit_einsum,
     emit_interpolation,
     emit_layer_norm,
+    emit_permutation,
     matrix_product,
 )
 
@@ -310,7 +310,7 @@ def _transpose(t: Any, node: fx.Node) -> int:
     nodes) and must end up first again before the output or a batch-first operation."""
     ndim = len(node.meta["tensor_meta"].shape)
     perm = t.module(node).perm
-    return _permutation(t, node, list(range(ndim))[::-1] if perm is None else list(perm))
+    return emit_permutation(t, node, list(range(ndim))[::-1] if perm is None else list(perm))
 
 
 BATCH_AXIS_HANDLERS[_transpose] = "any"

@@ -28,9 +28,9 @@ from innsight.converter.einsum import (
     parse_equation,
     unused_letter,
 )
+from innsight.converter.errors import ConversionError
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
-from innsight.converter.errors import ConversionError
 
 
 @dataclass(frozen=True)
@@ -1643,7 +1643,7 @@ def _move_axis(ndim: int, source: int, destination: int) -> list[int]:
     return order
 
 
-def _permutation(t: Any, node: fx.Node, perm: list[int]) -> int:
+def emit_permutation(t: Any, node: fx.Node, perm: list[int]) -> int:
     """The torch permutation ``perm`` of the node's first argument: the batch axis goes
     where it sends it (see ``BatchAxis``), the other axes are permuted in the layer."""
     source = node.args[0]
@@ -1665,7 +1665,7 @@ def _permutation(t: Any, node: fx.Node, perm: list[int]) -> int:
 def _permute(t: Any, node: fx.Node) -> int:
     rest = node.args[1:]
     dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
-    return _permutation(t, node, list(dims or node.kwargs["dims"]))
+    return emit_permutation(t, node, list(dims or node.kwargs["dims"]))
 
 
 @_register(FUNCTIONS, torch.movedim, torch.moveaxis)
@@ -1679,7 +1679,7 @@ def _movedim(t: Any, node: fx.Node) -> int:
     sources, destinations = [s % ndim for s in sources], [d % ndim for d in destinations]
     rest = iter(a for a in range(ndim) if a not in sources)
     moved = dict(zip(destinations, sources))
-    return _permutation(t, node, [moved[d] if d in moved else next(rest) for d in range(ndim)])
+    return emit_permutation(t, node, [moved[d] if d in moved else next(rest) for d in range(ndim)])
 
 
 @_register(FUNCTIONS, torch.transpose, torch.swapaxes, torch.swapdims)
@@ -1690,7 +1690,7 @@ def _transpose(t: Any, node: fx.Node) -> int:
     first, second = node.args[1] % ndim, node.args[2] % ndim
     perm = list(range(ndim))
     perm[first], perm[second] = perm[second], perm[first]
-    return _permutation(t, node, perm)
+    return emit_permutation(t, node, perm)
 
 
 @_register(FUNCTIONS, torch.unbind)
@@ -1755,9 +1755,9 @@ def _getitem(t: Any, node: fx.Node) -> int:
     if isinstance(source, fx.Node) and source in t.outputs:
         layer = t.outputs[source].layers[index]
         if layer is None:
+            converted = [i for i, kept in enumerate(t.outputs[source].layers) if kept is not None]
             raise t.unsupported(node, f"element {index} of the output of node '{source.name}'",
-                                "Only the first element (the attention output, the sequence "
-                                "of a recurrent layer) converts. ")
+                                f"Of that output, elements {converted} convert. ")
         return layer
     if not t.is_tensor(source):
         raise t.unsupported(node, "indexing into a value that is not a tensor")
