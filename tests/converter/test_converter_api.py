@@ -214,6 +214,31 @@ def test_repr_lists_every_layer_with_its_shape(request, fixture, input_dim):
                    for line in lines), f"module {name!r}: {shapes[name]} not in\n{text}"
 
 
+class SharedBlock(nn.Module):
+    """One linear layer and one ReLU, each called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.act = nn.Linear(4, 4), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(self.act(self.fc(x))))
+
+
+def test_a_module_called_twice_gives_layers_of_distinct_names():
+    model = SharedBlock().eval()
+    conv = ins.convert(model, input_dim=[4])
+    names = conv.model.layer_names
+    assert names[1:] == ["fc", "act", "fc_1", "act_1"], names
+    x = torch.randn(3, 4)
+    # Gradient explains the logits (the second call of fc): towards the first call's
+    # ReLU output that is fc's weight, towards the logits themselves the identity
+    first = ins.run_grad(conv, x, attribute_to="act").get_result("torch_tensor")
+    second = ins.run_grad(conv, x, attribute_to="fc_1").get_result("torch_tensor")
+    assert torch.allclose(first, model.fc.weight.detach().T.expand(3, 4, 4), atol=1e-6)
+    assert torch.equal(second, torch.eye(4).expand(3, 4, 4))
+
+
 def test_print_shows_inputs_and_outputs(two_input_net, capsys):
     conv = ins.convert(two_input_net, input_dim=[[3, 10, 10], [4]])
     print(conv)

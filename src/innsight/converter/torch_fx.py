@@ -442,6 +442,8 @@ class _Translator:
         #: The explained inputs of integers (token ids).
         self.token_inputs: set[fx.Node] = set()
         self.layers: list[dict[str, Any]] = []
+        #: Layer names given so far: a module called twice gets ``name_1`` the second time.
+        self.layer_names: set[str] = set()
         self.layer_of_node: dict[fx.Node, int] = {}
         self.splits: dict[fx.Node, Split] = {}
         self.outputs: dict[fx.Node, Outputs] = {}
@@ -655,9 +657,15 @@ class _Translator:
     ) -> int:
         """Add a layer entry for ``node`` reading ``reads`` (graph nodes or layer indices).
 
-        The layer is named after the module path (or the node) plus ``suffix``.
+        The layer is named after the module path (or the node) plus ``suffix``, with
+        ``_1``, ``_2``, ... appended for the second, third, ... call of a module.
         """
-        name = (node.target if node.op == "call_module" else node.name) + suffix
+        base = (node.target if node.op == "call_module" else node.name) + suffix
+        name, calls = base, 0
+        while name in self.layer_names:
+            calls += 1
+            name = f"{base}_{calls}"
+        self.layer_names.add(name)
         indices = [r if isinstance(r, int) else self.layer(r) for r in reads]
         self.layers.append({"type": type_name, "name": name, "input_layers": indices, **params})
         return len(self.layers) - 1
