@@ -459,6 +459,11 @@ def test_other_refusals(cnn, cnn_conv, seeded):
     reused = seeded(ReusedReLU)
     with pytest.raises(ValueError, match="runs more than once"):
         ins.torch_grad(reused, torch.randn(2, 4), output_layer="act")
-    conv = ins.convert(reused, input_dim=(4,))
+    # converted, the second call of a module gets its own name; a hand-written dict
+    # may still give two layers one name
+    described = ins.convert(reused, input_dim=(4,)).to_dict()
+    names = [layer["name"] for layer in described["layers"]]
+    assert [name for name in names if name.startswith("act")] == ["act", "act_1"]
+    described["layers"][names.index("act_1")]["name"] = "act"
     with pytest.raises(ValueError, match="names 2 layers.*pass the position"):
-        ins.run_grad(conv, torch.randn(2, 4), output_layer="act")
+        ins.run_grad(ins.convert(described), torch.randn(2, 4), output_layer="act")

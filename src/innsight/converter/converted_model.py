@@ -122,8 +122,8 @@ class ConvertedModel(nn.Module):
             raise ValueError(f"`{arg_name}` {name!r} is no layer of the model (see "
                              f"conv.model.layer_names){hint}.")
         if len(found) > 1:
-            raise ValueError(f"`{arg_name}` {name!r} names {len(found)} layers (a module used "
-                             f"several times), at positions {found} of conv.model.layer_names; "
+            raise ValueError(f"`{arg_name}` {name!r} names {len(found)} layers (the model's "
+                             f"dict repeats it), at positions {found} of conv.model.layer_names; "
                              "pass the position of the one to explain.")
         return found[0]
 
