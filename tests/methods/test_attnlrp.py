@@ -251,6 +251,13 @@ def test_explain_tokens_refuses_a_conversion_for_another_length_and_a_bad_sample
         ins.explain_tokens(model, _ids()[:, :5], converter=conv)
     with pytest.raises(ValueError, match="`model` is a conversion already; give no `converter`"):
         ins.explain_tokens(_ids_converted(), _ids(), converter=conv)
+    with pytest.raises(ValueError, match=r"`model`, a conversion, must take 6 token ids .* "
+                                         r"inputs \[\(6, 16\)\]"):
+        ins.explain_tokens(conv, _ids())
+    bert, bert_conv, _ = _converted("bert")  # a classifier: no logits per token
+    with pytest.raises(ValueError, match=r"must give logits \(tokens, vocab\) per sample, it "
+                                         r"gives \[\(3,\)\]"):
+        ins.explain_tokens(bert, _ids(), converter=bert_conv)
     ex = ins.explain_tokens(model, _ids(), converter=conv, dtype="double", verbose=False)
     with pytest.raises(ValueError, match=r"`data_idx` must be a sample index in 0..1, got 2"):
         ex.plot(2)

@@ -230,7 +230,9 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
     dims = converter.output_dim
     if len(dims) != 1 or len(dims[0]) != 2 or dims[0][0] != n_tokens:
         raise ValueError(f"`model` must give logits (tokens, vocab) per sample, it gives "
-                         f"{dims}.")
+                         f"{dims}. (A Keras model's (tokens, vocab) output converts channels "
+                         f"first, as (vocab, tokens): explain it with `run_lrp` or `run_grad` "
+                         f"and `target_weights` over those nodes.)")
     vocab = dims[0][1]
 
     if span is not None and not (isinstance(targets, str) and targets == "span"):
@@ -288,6 +290,9 @@ def _conversion(model: Any, converter: Any, ids: Tensor, dtype: str) -> tuple[An
         return converter, ids
     if hugging and converter.input_dim == [(n_tokens, model.get_input_embeddings().embedding_dim)]:
         return converter, embed_tokens(model, ids.to(model.device))
+    if converter is model:
+        raise ValueError(f"`model`, a conversion, must take {n_tokens} token ids (explained "
+                         f"through an embedding), got one with inputs {converter.input_dim}.")
     raise ValueError(f"`converter` must be a conversion of `model` taking {n_tokens} token ids "
                      f"(or, for a Hugging Face model, their input embeddings), got one with "
                      f"inputs {converter.input_dim}.")
