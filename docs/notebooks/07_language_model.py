@@ -79,7 +79,7 @@ config = transformers.LlamaConfig(
     bos_token_id=None, eos_token_id=None, pad_token_id=None)
 lm = transformers.LlamaForCausalLM(config)
 optimiser = torch.optim.AdamW(lm.parameters(), lr=1e-2)
-for step in range(250):
+for step in range(150):
     ids, lists = sequences(64, seed=step)
     logits = lm(input_ids=ids).logits[:, N:]            # positions N..2N-1 predict w0..w4
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), lists.reshape(-1))
@@ -213,7 +213,7 @@ table
 # Both LRP variants point at the copied word. CP-LRP hands it nearly the whole logit
 # (its values add up to the logit, see below); AttnLRP about half of it, because its
 # softmax rule keeps the rest (next section). Gradient×Input also marks the copied
-# word, but its values are three hundred times smaller than the logit, add up to
+# word, but its values are a few hundred times smaller than the logit, add up to
 # almost nothing, and it puts more weight against the word on the last token than for
 # it on the copied one. The trained model is sure of itself: its attention softmax is
 # saturated, and a saturated softmax has almost no gradient, so the local slope says
