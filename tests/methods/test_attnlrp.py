@@ -224,7 +224,8 @@ def test_explain_tokens_log_probabilities_are_gradient_times_input():
 
 
 @pytest.mark.parametrize(("args", "error", "message"), [
-    ({"model": "llama"}, TypeError, "`model` must be a Hugging Face causal language model"),
+    ({"model": "llama"}, TypeError, "`model` must be a causal language model taking token ids"),
+    ({"converter": "conv"}, TypeError, "`converter` must be an innsight Converter, got 'conv'"),
     ({"method": "lime"}, ValueError, "`method` must be one of ['attnlrp', 'lrp', "),
     ({"score": "prob"}, ValueError, "`score` must be one of ['logit', 'logprob']"),
     ({"score": "logprob"}, ValueError, "`score='logprob'` is not linear in the logits"),
@@ -245,8 +246,101 @@ def test_explain_tokens_refuses_bad_arguments(args, error, message):
 
 def test_explain_tokens_refuses_a_conversion_for_another_length_and_a_bad_sample():
     model, conv, _ = _converted("llama")
-    with pytest.raises(ValueError, match="`converter` must be a conversion of `model` for 5"):
+    with pytest.raises(ValueError, match=r"`converter` must be a conversion of `model` taking 5 "
+                                         r"token ids .* inputs \[\(6, 16\)\]"):
         ins.explain_tokens(model, _ids()[:, :5], converter=conv)
+    with pytest.raises(ValueError, match="`model` is a conversion already; give no `converter`"):
+        ins.explain_tokens(_ids_converted(), _ids(), converter=conv)
+    with pytest.raises(ValueError, match=r"`model`, a conversion, must take 6 token ids .* "
+                                         r"inputs \[\(6, 16\)\]"):
+        ins.explain_tokens(conv, _ids())
+    bert, bert_conv, _ = _converted("bert")  # a classifier: no logits per token
+    with pytest.raises(ValueError, match=r"must give logits \(tokens, vocab\) per sample, it "
+                                         r"gives \[\(3,\)\]"):
+        ins.explain_tokens(bert, _ids(), converter=bert_conv)
     ex = ins.explain_tokens(model, _ids(), converter=conv, dtype="double", verbose=False)
     with pytest.raises(ValueError, match=r"`data_idx` must be a sample index in 0..1, got 2"):
         ex.plot(2)
+
+
+# ---- explain_tokens on a conversion with token ids -------------------------------------------
+
+
+@functools.cache
+def _ids_converted() -> ins.Converter:
+    """The float64 Llama converted with token ids (``ins.convert``'s default)."""
+    model, _, _ = _converted("llama")
+    return ins.convert(model, input_dim=[TOKENS], dtype="double")
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "lrp", "grad_x_input"])
+def test_explain_tokens_with_token_ids_equals_the_embeddings_path(method):
+    model, conv, _ = _converted("llama")
+    ids, by_ids = _ids(), _ids_converted()
+    asked = [("top1", {}), ([(-1, TOKEN), (2, 9)], {}), ("span", {"span": (3, 6)})]
+    for targets, span in asked:
+        run = functools.partial(ins.explain_tokens, input_ids=ids, targets=targets,
+                                method=method, dtype="double", verbose=False, **span)
+        embedded = run(model, converter=conv)
+        # The two graphs differ in where the causal mask is made, which moves float64
+        # rounding (that AttnLRP's divisions by products amplify) by ~1e-11 of the largest.
+        for ex in (run(model, converter=by_ids), run(by_ids)):
+            np.testing.assert_allclose(ex.relevance, embedded.relevance, rtol=1e-7,
+                                       atol=1e-10 * abs(embedded.relevance).max())
+            np.testing.assert_allclose(ex.scores, embedded.scores, rtol=1e-10)
+            assert ex.target_names == embedded.target_names
+
+
+def test_explain_tokens_with_token_ids_equals_lxt_and_autograd():
+    model, _, _ = _converted("llama")
+    ids, by_ids = _ids(), _ids_converted()
+    embeddings = ins.embed_tokens(model, ids)
+    ex = ins.explain_tokens(model, ids, [(2, 9)], dtype="double", verbose=False)  # converts
+    reference = lxt_relevance(model, embeddings, lambda lg: lg[:, 2, 9])
+    assert abs(ex.relevance[:, 0] - reference.numpy()).max() <= 1e-4 * reference.abs().max()
+    ex = ins.explain_tokens(by_ids, ids, [(2, 9)], method="grad_x_input", dtype="double",
+                            verbose=False)
+    x = embeddings.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(inputs_embeds=x).logits[:, 2, 9].sum(), x)
+    expected = (x * grad).sum(-1).detach().numpy()
+    # Llama's rotary angles are computed in float32 by the original (as in the test of
+    # log-probabilities above): agreement to ~1e-6, not float64 rounding.
+    np.testing.assert_allclose(ex.relevance[:, 0], expected, rtol=1e-5,
+                               atol=1e-6 * abs(expected).max())
+
+
+class _TinyLM(torch.nn.Module):
+    """Token ids -> logits ``(batch, tokens, vocab)``: an embedding, a causal running mean
+    over the tokens (a dense layer along the token axis), tanh and a head; not a Hugging
+    Face model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, 8)
+        self.mix = torch.nn.Linear(TOKENS, TOKENS, bias=False)
+        with torch.no_grad():
+            self.mix.weight.copy_(torch.tril(torch.ones(TOKENS, TOKENS)))
+            self.mix.weight /= self.mix.weight.sum(1, keepdim=True)
+        self.head = torch.nn.Linear(8, VOCAB)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.embed(ids))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mix(h.transpose(1, 2)).transpose(1, 2)))
+
+
+def test_explain_tokens_converts_a_torch_module_taking_token_ids():
+    torch.manual_seed(0)
+    lm, ids = _TinyLM().double().eval(), _ids()
+    ex = ins.explain_tokens(lm, ids, [(-1, TOKEN), (1, 3)], method="grad_x_input",
+                            dtype="double", verbose=False)
+    x = lm.embed(ids).detach().requires_grad_(True)
+    logits = lm.logits(x)
+    for k, (p, t) in enumerate([(-1, TOKEN), (1, 3)]):
+        (grad,) = torch.autograd.grad(logits[:, p, t].sum(), x, retain_graph=True)
+        expected = (x * grad).sum(-1).detach().numpy()
+        np.testing.assert_allclose(ex.relevance[:, k], expected, rtol=1e-9,
+                                   atol=1e-12 * abs(expected).max())
+        np.testing.assert_allclose(ex.scores[:, k], logits[:, p, t].detach().numpy(),
+                                   rtol=1e-10)

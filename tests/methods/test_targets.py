@@ -285,6 +285,29 @@ def test_region_target_of_a_segmentation_net_is_the_autograd_of_the_masked_sum(s
     per_class.plot(data_idx=0)
 
 
+@pytest.mark.parametrize("run", [ins.run_grad, ins.run_intgrad, ins.run_lrp, ins.run_deeplift,
+                                 ins.run_deepshap])
+def test_sparse_weights_equal_the_dense_ones(seeded, run):
+    # The dense weights are checked against autograd and DeepLift's sum above; the sparse
+    # ones (which start the walk from their entries only) must give the same numbers.
+    model = seeded(SegNet).double()
+    conv = ins.convert(model, input_dim=(3, 8, 8), dtype="double")
+    x = randn(3, 3, 8, 8, seed=10)
+    dense = torch.zeros(2, 4 * 8 * 8, dtype=torch.float64)
+    dense[0, [70, 71, 200]] = torch.tensor([1.0, 0.5, -2.0], dtype=torch.float64)
+    dense[1, 130] = 1.0
+    args = {**RUN, "n": 4} if run is ins.run_intgrad else RUN
+    expected = run(conv, x, target_weights=dense, **args)
+    for sparse in (dense.to_sparse(), dense[1].to_sparse()):
+        result = run(conv, x, target_weights=sparse, **args)
+        k = slice(None) if sparse.ndim == 2 else slice(1, 2)
+        assert_close(result.get_result(), expected.get_result()[..., k], 1e-12)
+        if expected.decomp_goal is not None:
+            assert_close(result.decomp_goal[0], expected.decomp_goal[0][:, k], 1e-12)
+        assert result.output_labels == [["target_weights"] if sparse.ndim == 1
+                                        else ["target_weights_1", "target_weights_2"]]
+
+
 def test_weights_per_output_layer(two_in_two_out):
     model = two_in_two_out.double()
     conv = ins.convert(model, input_dim=[(2, 6, 6), (4,)], dtype="double")
@@ -430,6 +453,12 @@ BAD = [
     ({"target_weights": [np.ones(3), np.ones(2)]}, ValueError, "2 entries, one per output layer"),
     ({"target_weights": [None]}, ValueError, "no weights for any output layer"),
     ({"target_weights": "w"}, TypeError, "`target_weights` must be"),
+    ({"target_weights": torch.ones(2).to_sparse()}, ValueError,
+     r"`target_weights` is sparse and must have shape \(3,\) or \(k, 3\) .* got shape \(2,\)"),
+    ({"target_weights": torch.tensor([1.0, np.inf, 0.0]).to_sparse()}, ValueError,
+     "`target_weights` contains NaN or infinite"),
+    ({"target_weights": torch.ones(3, dtype=torch.complex64).to_sparse()}, TypeError,
+     "`target_weights` must hold real numbers"),
 ]
 
 

@@ -220,7 +220,11 @@ class InterpretingMethod(Result):
         output's shape, with or without a leading ``k``; nodes flattened channels
         first) for the first output layer, or a list with one such array (or ``None``)
         per output layer; columns ``target_weights`` or ``target_weights_1..k``. LRP
-        starts from ``w * f``, DeepLift from the multipliers ``w``.
+        starts from ``w * f``, DeepLift from the multipliers ``w``. A sparse torch
+        tensor ``(n_nodes,)`` or ``(k, n_nodes)`` (e.g. ``torch.sparse_coo_tensor``)
+        picks a few nodes cheaply: the rule-based methods start their walk from its
+        entries, with no dense ``(k, n_nodes)`` array (a language model's logits have
+        ``tokens x vocab`` nodes).
     output_layer : str, int or list of them, optional
         Explain these layers (names from ``conv.model.layer_names``, or positions in
         it; a module name from ``dict(model.named_modules())`` for the direct torch

@@ -73,12 +73,9 @@ def starts(model: ConvertedModel, explained: Sequence[int], targets: Targets,
     for o, node in enumerate(explained):
         dim = model.layers[node].output_dim
         n_nodes = math.prod(dim)
-        weights = targets.weights(o, sample, n_nodes, like)
-        if weights is None:
-            out.append(None)
-            continue
-        start = (weights * base(o)).expand(len(targets), len(sample), n_nodes)
-        out.append(start.contiguous().view(len(targets), len(sample), *dim))
+        start = targets.start(o, sample, n_nodes, base(o), like)
+        out.append(None if start is None
+                   else start.contiguous().view(len(targets), len(sample), *dim))
     return out
 
 

@@ -12,9 +12,12 @@ Four kinds, one per way of asking (see :func:`choose_targets`):
 Every kind gives its columns' values ``(rows, n_targets)`` from the explained outputs (a
 tensor ``(rows, *dim)`` per output layer) and ``sample``, the data sample each row was
 made from, so that a method selects every row's quantity in the pass that computes the
-outputs (gradient methods differentiate these values). The linear kinds also give their
-weights over each output layer's flattened nodes, which start the reverse walk of the
-rule-based methods (LRP, DeepLift, ConnectionWeights).
+outputs (gradient methods differentiate these values). The linear kinds also give the
+start of the reverse walk of the rule-based methods (LRP, DeepLift, ConnectionWeights):
+their weights over each output layer's flattened nodes times a base (the outputs, or a
+number). Targets that pick single nodes (node and per-sample targets, sparse
+``target_weights``) write only those entries, never a dense ``(n_targets, n_nodes)``
+array of weights: a language model's logits have ``tokens x vocab`` nodes.
 """
 
 from __future__ import annotations
@@ -53,10 +56,13 @@ class Targets:
         ``sample`` ``(rows,)`` the data sample of each row."""
         raise NotImplementedError
 
-    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
-        """Weights ``(n_targets, rows or 1, n_nodes)`` over the ``n_nodes`` flattened nodes
-        of output layer ``o`` (``None`` where no column uses that layer), on ``like``'s
-        dtype and device; a TypeError for targets that are not linear."""
+    def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
+              like: Tensor) -> Tensor | None:
+        """The start of a reverse walk at output layer ``o``, ``(n_targets, rows,
+        n_nodes)``: each column's weights over the ``n_nodes`` flattened nodes times
+        ``base`` (a number, or the rows' values ``(rows, n_nodes)``), on ``like``'s dtype
+        and device; ``None`` where no column uses that layer, a TypeError for targets
+        that are not linear. ``sample`` ``(rows,)`` holds each row's data sample."""
         raise NotImplementedError
 
     def mean_values(self, outputs: Sequence[Tensor], n_data: int) -> Tensor:
@@ -77,14 +83,14 @@ class NodeTargets(Targets):
     def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
         return torch.stack([_flat(outputs[t.layer])[:, t.index] for t in self.nodes], dim=1)
 
-    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+    def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
+              like: Tensor) -> Tensor | None:
         mine = [(t, target.index) for t, target in enumerate(self.nodes) if target.layer == o]
         if not mine:
             return None
-        w = like.new_zeros(len(self.nodes), 1, n_nodes)
-        for t, index in mine:
-            w[t, 0, index] = 1
-        return w
+        column, node = torch.tensor(mine, device=like.device).T
+        return _picked(len(self), column, node, like.new_ones(len(mine)), len(sample),
+                       n_nodes, base, like)
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,11 +110,15 @@ class PerSampleTargets(Targets):
                              "they cannot be evaluated at rows that are no data samples.")
         return _flat(outputs[self.layer]).gather(1, self.nodes[sample, None])
 
-    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+    def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
+              like: Tensor) -> Tensor | None:
         if o != self.layer:
             return None
-        hot = torch.nn.functional.one_hot(self.nodes[sample], n_nodes)
-        return hot.to(like.dtype)[None]
+        out = like.new_zeros(1, len(sample), n_nodes)
+        rows = torch.arange(len(sample), device=like.device)
+        nodes = self.nodes[sample]
+        out[0, rows, nodes] = base[rows, nodes] if isinstance(base, Tensor) else base
+        return out
 
     def mean_values(self, outputs: Sequence[Tensor], n_data: int) -> Tensor:
         # linear: the mean of the selected node is the selected node of the mean
@@ -118,7 +128,9 @@ class PerSampleTargets(Targets):
 
 @dataclass(frozen=True, eq=False)
 class WeightTargets(Targets):
-    """``sum_o outputs[o] @ weights[o].T``: a column per row of the weights."""
+    """``sum_o outputs[o] @ weights[o].T``: a column per row of the weights, which are
+    dense or sparse (a coalesced ``torch.sparse_coo`` tensor: the walk then starts from
+    its entries only)."""
 
     weights_per_layer: tuple[Tensor | None, ...]  # per output layer (k, n_nodes) or None
 
@@ -126,12 +138,20 @@ class WeightTargets(Targets):
         return next(w for w in self.weights_per_layer if w is not None).shape[0]
 
     def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
-        return sum(_flat(out) @ w.T for out, w in zip(outputs, self.weights_per_layer)
+        return sum((w @ _flat(out).T).T for out, w in zip(outputs, self.weights_per_layer)
                    if w is not None)
 
-    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+    def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
+              like: Tensor) -> Tensor | None:
         w = self.weights_per_layer[o]
-        return None if w is None else w[:, None].to(like.dtype)
+        if w is None:
+            return None
+        w = w.to(like.dtype)
+        if w.is_sparse:
+            column, node = w.indices()
+            return _picked(len(self), column, node, w.values(), len(sample), n_nodes, base,
+                           like)
+        return (w[:, None] * base).expand(len(self), len(sample), n_nodes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,8 +167,20 @@ class FunctionTargets(Targets):
     def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
         return _call_fun(self.fun, outputs)
 
-    def weights(self, o: int, sample: Tensor, n_nodes: int, like: Tensor) -> Tensor | None:
+    def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
+              like: Tensor) -> Tensor | None:
         raise TypeError("`target_fun` has no weights over the output nodes.")
+
+
+def _picked(k: int, column: Tensor, node: Tensor, weight: Tensor, rows: int, n_nodes: int,
+            base: Tensor | float, like: Tensor) -> Tensor:
+    """``(k, rows, n_nodes)``, zero but at the entries ``(column[j], :, node[j])``, which
+    hold ``weight[j]`` times ``base`` there (``base`` a number or ``(rows, n_nodes)``);
+    ``(column, node)`` pairs are distinct."""
+    out = like.new_zeros(k, rows, n_nodes)
+    picked = weight[:, None] * (base[:, node].T if isinstance(base, Tensor) else base)
+    out[column, :, node] = picked.to(like.dtype)
+    return out
 
 
 def _call_fun(fun: TargetFun, outputs: Sequence[Tensor]) -> Tensor:
@@ -280,7 +312,8 @@ def _per_sample_nodes(value: Any, labels: list[str], n_data: int,
 def _weights(value: Any, sizes: list[int], like: Tensor) -> list[Tensor | None]:
     """``target_weights``: weights for the first output layer, or a list with an entry
     (weights or ``None``) per output layer; each ``(n_nodes,)``, ``(k, n_nodes)``, or shaped
-    like the output layer, ``(*dim)`` / ``(k, *dim)``, nodes flattened channels first."""
+    like the output layer, ``(*dim)`` / ``(k, *dim)``, nodes flattened channels first; or
+    a sparse torch tensor ``(n_nodes,)`` / ``(k, n_nodes)``."""
     per_layer = isinstance(value, (list, tuple)) and any(
         v is None or isinstance(v, (Tensor, np.ndarray)) for v in value)
     entries = list(value) if per_layer else [value]
@@ -293,6 +326,9 @@ def _weights(value: Any, sizes: list[int], like: Tensor) -> list[Tensor | None]:
         where = f"`target_weights[{o}]`" if per_layer else "`target_weights`"
         if entry is None:
             out.append(None)
+            continue
+        if isinstance(entry, Tensor) and entry.layout != torch.strided:
+            out.append(_sparse_weights(entry, n_nodes, where, like))
             continue
         try:
             w = torch.as_tensor(entry.detach().cpu().numpy() if isinstance(entry, Tensor)
@@ -321,3 +357,21 @@ def _weights(value: Any, sizes: list[int], like: Tensor) -> list[Tensor | None]:
         raise ValueError(f"`target_weights` of all output layers must have the same number of "
                          f"rows k (columns of the result), got {[None if w is None else w.shape[0] for w in out]}.")
     return out
+
+
+def _sparse_weights(entry: Tensor, n_nodes: int, where: str, like: Tensor) -> Tensor:
+    """A sparse ``target_weights`` entry (COO, CSR, ...) as a coalesced COO tensor
+    ``(k, n_nodes)`` on ``like``'s dtype and device."""
+    w = entry.detach().to_sparse_coo().coalesce()
+    if w.is_complex():
+        raise TypeError(f"{where} must hold real numbers, got {describe(entry)}.")
+    if w.ndim == 1 and w.shape[0] == n_nodes:
+        w = w.unsqueeze(0).coalesce()
+    if w.ndim != 2 or w.shape[1] != n_nodes or w.shape[0] == 0:
+        raise ValueError(f"{where} is sparse and must have shape ({n_nodes},) or (k, {n_nodes}) "
+                         f"for an output layer with {n_nodes} nodes, got shape "
+                         f"{tuple(w.shape)}.")
+    w = w.to(dtype=like.dtype, device=like.device)
+    if not torch.isfinite(w.values()).all():
+        raise ValueError(f"{where} contains NaN or infinite values.")
+    return w

@@ -1,11 +1,13 @@
 """Explaining a causal language model token by token: :func:`explain_tokens`.
 
-A Hugging Face causal LM converts as the function of its input embeddings
-``(tokens, hidden)`` that returns its logits ``(tokens, vocab)`` per sample (output
-node ``p * vocab + v`` is the logit of token ``v`` following position ``p``). The
-helper turns what is asked for (the top-1 prediction at the last position, given next
-tokens at given positions, or the sum over a span of tokens already in the sequence)
-into the targets of the existing machinery (``targets=``, ``target_weights=`` or, for
+A causal LM converts as the function of its token ids ``(tokens,)`` (explained through
+the output of its embedding layer) or, for a Hugging Face model with
+``text_input="embeddings"``, of its input embeddings ``(tokens, hidden)``; either way
+it returns its logits ``(tokens, vocab)`` per sample (output node ``p * vocab + v`` is
+the logit of token ``v`` following position ``p``). The helper turns what is asked for
+(the top-1 prediction at the last position, given next tokens at given positions, or
+the sum over a span of tokens already in the sequence) into the targets of the
+existing machinery (``targets=``, sparse ``target_weights=`` or, for
 log-probabilities, ``target_fun=``), runs the method once for all of them, and sums
 each embedding's values over the hidden axis: one value per token and target.
 """
@@ -19,11 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from innsight._validation import describe, is_int
 from innsight.methods.gradient import run_grad
 from innsight.methods.lrp import run_lrp
+from innsight.methods.model_inputs import ModelInputs
 
 #: ``method`` of :func:`explain_tokens` -> the run function and its arguments.
 TOKEN_METHODS: dict[str, tuple[Any, dict[str, Any]]] = {
@@ -157,8 +160,11 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
 
     Parameters
     ----------
-    model : transformers.PreTrainedModel
-        A causal LM (logits ``(tokens, vocab)``) taking ``input_ids``.
+    model : transformers.PreTrainedModel, torch.nn.Module or innsight.Converter
+        A causal LM (logits ``(tokens, vocab)`` per sample): a Hugging Face model
+        taking ``input_ids``; a torch module taking token ids ``(batch, tokens)``
+        (converted with ``input_kinds=["ids"]``); or a conversion of either that
+        takes token ids (``ins.convert(model, input_dim=[tokens])``).
     input_ids : array-like of int, (tokens,) or (n_data, tokens)
         The token ids of each sequence (all of the same length).
     targets : "top1", "span" or list of (int, int)
@@ -175,13 +181,15 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
     method : {"attnlrp", "lrp", "grad_x_input"}
         ``run_lrp(rule_name="attnlrp")``, ``run_lrp`` with its default rules (the
         AH-rule for attention, CP-LRP) or ``run_grad(times_input=True)``;
-        ``method_args`` go to that function.
+        ``method_args`` go to that function (e.g. ``extra_args={"attention_mask":
+        mask}`` for a conversion with token ids, ``keep_layers=True``).
     tokens : list of str, optional
         Token strings (``tokenizer.convert_ids_to_tokens(ids)``), one list for all
         samples or one per sample; default the ids as text.
     converter : innsight.Converter, optional
-        A conversion of ``model`` for this sequence length with
-        ``text_input="embeddings"``, to reuse.
+        A conversion of a Hugging Face ``model`` for this sequence length to reuse:
+        with token ids (the default of ``ins.convert``) or with
+        ``text_input="embeddings"``. Without it, ``model`` is converted with token ids.
     dtype : {"float", "double"}
         Precision of the conversion and the method.
 
@@ -189,6 +197,14 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
     -------
     TokenExplanation
         ``relevance (n_data, n_targets, tokens)``, ``frame()``, ``plot()``, ``html()``.
+
+    Notes
+    -----
+    Both conversions of a Hugging Face model give the same values: with token ids the
+    methods explain the output of the embedding layer, which is what the other
+    conversion takes as its input. Targets that pick logits start the walk of the
+    rule-based methods at those logits only (sparse ``target_weights``): no dense
+    ``(n_targets, tokens x vocab)`` array is made.
 
     Examples
     --------
@@ -200,12 +216,6 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
     >>> ex.relevance.shape
     (1, 2, 6)
     """
-    from innsight.converter.converter import Converter
-    from innsight.converter.huggingface import accepts_huggingface, embed_tokens
-
-    if not accepts_huggingface(model) or model.main_input_name != "input_ids":
-        raise TypeError(f"`model` must be a Hugging Face causal language model taking "
-                        f"`input_ids`, got {describe(model)}.")
     if method not in TOKEN_METHODS:
         raise ValueError(f"`method` must be one of {list(TOKEN_METHODS)}, got {describe(method)}.")
     if score not in SCORES:
@@ -216,28 +226,21 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
                          f"{method!r} explains; use method='grad_x_input' or score='logit'.")
     ids = _as_ids(input_ids)
     n_tokens = ids.shape[1]
-    if converter is None:
-        converter = Converter(model, input_dim=[n_tokens], dtype=dtype,
-                              text_input="embeddings")
-    elif not isinstance(converter, Converter) or converter.input_dim != [
-            (n_tokens, model.get_input_embeddings().embedding_dim)]:
-        raise ValueError(f"`converter` must be a conversion of `model` for {n_tokens} tokens, "
-                         f"got {describe(converter)}.")
+    converter, data = _conversion(model, converter, ids, dtype)
     dims = converter.output_dim
     if len(dims) != 1 or len(dims[0]) != 2 or dims[0][0] != n_tokens:
         raise ValueError(f"`model` must give logits (tokens, vocab) per sample, it gives "
-                         f"{dims}.")
+                         f"{dims}. (A Keras model's (tokens, vocab) output converts channels "
+                         f"first, as (vocab, tokens): explain it with `run_lrp` or `run_grad` "
+                         f"and `target_weights` over those nodes.)")
     vocab = dims[0][1]
-    embeddings = embed_tokens(model, ids.to(model.device)).to(
-        torch.float64 if dtype == "double" else torch.float32)
-    with torch.no_grad():
-        logits = converter.model(embeddings).reshape(len(ids), n_tokens, vocab)
 
     if span is not None and not (isinstance(targets, str) and targets == "span"):
         raise ValueError("`span` is for targets='span' only.")
     rows = None  # per target, the (position, token) pairs whose scores it sums
     if isinstance(targets, str) and targets == "top1":
-        top = logits[:, -1].argmax(-1).cpu()
+        logits = _logits(converter, data, method_args.get("extra_args"))
+        top = logits.reshape(len(ids), n_tokens, vocab)[:, -1].argmax(-1).cpu()
         chosen = {"targets": ((n_tokens - 1) * vocab + top).numpy()}
         names, target_tokens = ["top-1 next token"], top[:, None].numpy()
     elif isinstance(targets, str) and targets == "span":
@@ -251,17 +254,79 @@ def explain_tokens(model: Any, input_ids: Any, targets: Any = "top1", *,
     if score == "logprob":
         chosen = {"target_fun": _logprob_fun(rows, n_tokens, vocab)}
     elif rows is not None:
-        weights = np.zeros((len(rows), n_tokens * vocab))
-        for k, row in enumerate(rows):
-            for p, t in row:
-                weights[k, p * vocab + t] += 1.0
-        chosen = {"target_weights": weights}
-    result = run(converter, embeddings, dtype=dtype, **{**defaults, **chosen, **method_args})
-    values = result.get_result("torch_tensor")  # (n_data, tokens, hidden, n_targets)
-    relevance = values.sum(2).permute(0, 2, 1).detach().cpu().double().numpy()
+        chosen = {"target_weights": _picking_weights(rows, n_tokens * vocab, vocab)}
+    result = run(converter, data, dtype=dtype, **{**defaults, **chosen, **method_args})
+    values = result.get_result("torch_tensor")  # (n_data, tokens, [hidden,] n_targets)
+    values = values.reshape(len(ids), n_tokens, -1, values.shape[-1]).sum(2)
+    relevance = values.permute(0, 2, 1).detach().cpu().double().numpy()
     scores = result.preds[0].detach().cpu().double().numpy().reshape(len(ids), -1)
     return TokenExplanation(relevance, _token_strings(tokens, ids), names, target_tokens,
                             scores, result)
+
+
+def _conversion(model: Any, converter: Any, ids: Tensor, dtype: str) -> tuple[Any, Tensor]:
+    """The conversion to explain (``converter``, or one of ``model`` with token ids) and
+    its data: the token ids, or their input embeddings for a conversion that takes
+    those."""
+    from innsight.converter.converter import Converter
+    from innsight.converter.huggingface import accepts_huggingface, embed_tokens
+
+    n_tokens = ids.shape[1]
+    hugging = accepts_huggingface(model)
+    if isinstance(model, Converter):
+        if converter is not None:
+            raise ValueError("`model` is a conversion already; give no `converter` with it.")
+        converter = model
+    elif not isinstance(model, nn.Module) or (hugging and model.main_input_name != "input_ids"):
+        raise TypeError(f"`model` must be a causal language model taking token ids (a Hugging "
+                        f"Face model taking `input_ids`, a torch module or a conversion of "
+                        f"one), got {describe(model)}.")
+    elif converter is None:
+        kinds = {} if hugging else {"input_kinds": ["ids"]}
+        return Converter(model, input_dim=[n_tokens], dtype=dtype, **kinds), ids
+    if not isinstance(converter, Converter):
+        raise TypeError(f"`converter` must be an innsight Converter, got {describe(converter)}.")
+    if _takes_ids(converter, n_tokens):
+        return converter, ids
+    if hugging and converter.input_dim == [(n_tokens, model.get_input_embeddings().embedding_dim)]:
+        return converter, embed_tokens(model, ids.to(model.device))
+    if converter is model:
+        raise ValueError(f"`model`, a conversion, must take {n_tokens} token ids (explained "
+                         f"through an embedding), got one with inputs {converter.input_dim}.")
+    raise ValueError(f"`converter` must be a conversion of `model` taking {n_tokens} token ids "
+                     f"(or, for a Hugging Face model, their input embeddings), got one with "
+                     f"inputs {converter.input_dim}.")
+
+
+def _takes_ids(converter: Any, n_tokens: int) -> bool:
+    """Whether ``converter`` explains token ids ``(n_tokens,)`` through an embedding."""
+    model = converter.model
+    explained = model.explained_inputs
+    return (len(explained) == 1 and model.input_dim[explained[0]] == (n_tokens,)
+            and model.layers[model.input_nodes[explained[0]]].kind != "float"
+            and model.token_embedding(explained[0]) is not None)
+
+
+def _logits(converter: Any, data: Tensor, extra_args: Any) -> Tensor:
+    """The converted model's output at ``data`` (token ids with ``extra_args`` and the
+    other inputs' defaults, or embeddings)."""
+    model = converter.model
+    if data.is_floating_point():
+        inputs = [data.to(model.dtype)]
+    else:
+        inputs = ModelInputs.build(model, data, extra_args, True, model.dtype,
+                                   model.device).tensors
+    with torch.no_grad():
+        return model([t.to(model.device) for t in inputs])
+
+
+def _picking_weights(rows: list[list[tuple[int, int]]], n_nodes: int, vocab: int) -> Tensor:
+    """Sparse ``target_weights`` ``(len(rows), n_nodes)``: row ``k`` sums the logits of
+    its ``(position, token)`` pairs (node ``position * vocab + token``)."""
+    entries = [(k, p * vocab + t) for k, row in enumerate(rows) for p, t in row]
+    index = torch.tensor(entries, dtype=torch.long).T
+    return torch.sparse_coo_tensor(index, torch.ones(len(entries), dtype=torch.float64),
+                                   (len(rows), n_nodes), check_invariants=True).coalesce()
 
 
 def _logprob_fun(rows: list[list[tuple[int, int]]] | None, n_tokens: int, vocab: int) -> Any:

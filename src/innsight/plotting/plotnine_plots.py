@@ -336,6 +336,8 @@ def plot_global(panels: list[Panel], value_name: str, method: str,
 TOKEN_TEXT_PT, TOKEN_LINE = 8.0, 2.2
 #: Inches besides the lines: the colour bar and margins across, title and strips down.
 TOKEN_MARGIN_IN, TOKEN_TOP_IN, TOKEN_STRIP_IN = 1.9, 0.8, 0.3
+#: The least height (inches) that holds the colour bar and its title.
+TOKEN_MIN_HEIGHT_IN = 2.4
 
 
 def _literal(text: str) -> str:
@@ -351,7 +353,8 @@ def _token_size(layout: TokenLayout) -> tuple[float, tuple[float, float]]:
     down = (MAX_INCHES - TOKEN_TOP_IN - TOKEN_STRIP_IN * rows) * 72 / (TOKEN_LINE * layout.n_lines)
     size = max(1.0, min(TOKEN_TEXT_PT, across, down))
     return size, (TOKEN_MARGIN_IN + 0.6 * size * layout.span / 72,
-                  TOKEN_TOP_IN + TOKEN_STRIP_IN * rows + TOKEN_LINE * size * layout.n_lines / 72)
+                  max(TOKEN_MIN_HEIGHT_IN, TOKEN_TOP_IN + TOKEN_STRIP_IN * rows
+                      + TOKEN_LINE * size * layout.n_lines / 72))
 
 
 def plot_tokens(layout: TokenLayout, value_name: str, title: str) -> p9.ggplot:
