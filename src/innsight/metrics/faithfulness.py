@@ -73,20 +73,20 @@ def rows_of(features: Tensor, sample: Tensor) -> Tensor:
 
 
 def curve_outputs(subject: Subject, rank: Tensor, counts: Tensor, metric: str,
-                  inputs: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+                  inputs: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Tensor:
     """The curves ``(n, n_targets, len(counts))``: the explained output at each step, where
     the players whose turn ``rank`` ``(n, n_targets, g)`` is below ``counts[step]`` are
-    changed. ``inputs(sample, changed)`` builds the rows' inputs ``(rows, p)`` from their
-    samples ``(rows,)`` and changed players ``(rows, g)``. Every step of every curve is one
-    row (the start and end once per explained output), ``batch_size`` rows at a time."""
+    changed. ``inputs(curve, count, changed)`` builds the rows' inputs ``(rows, p)`` from
+    their curves ``(rows,)`` (``sample * n_targets + target``), counts ``(rows,)`` and
+    changed players ``(rows, g)``. Every step of every curve is one row (the start and end
+    once per explained output), ``batch_size`` rows at a time."""
     n, n_targets, g = rank.shape
     m = len(counts)
     turn = rank.reshape(n * n_targets, g)  # one row per curve
 
     def make(rows: Tensor) -> tuple[Tensor, None]:
-        curve, k = rows // m, rows % m  # curve = sample * n_targets + target
-        changed = turn.index_select(0, curve) < counts.index_select(0, k)[:, None]
-        return inputs(curve // n_targets, changed), None
+        curve, count = rows // m, counts.index_select(0, rows % m)
+        return inputs(curve, count, turn.index_select(0, curve) < count[:, None]), None
 
     out, _ = subject.evaluate_rows(n * n_targets * m, make, metric)
     # each row's own target: (n, n_targets, m, n_targets) -> (n, n_targets, m)
@@ -171,8 +171,10 @@ class _Flipping(_Perturbation):
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
         # players changed, int32 like the turns (no promotion of the (rows, g) comparison)
         counts = torch.tensor([*range(0, g, step), g], device=x.device, dtype=torch.int32)
-        y = curve_outputs(subject, rank, counts, self.label, lambda sample, changed: torch.where(
-            spread(changed), rows_of(end, sample), rows_of(start, sample)))
+        n_targets = subject.n_targets
+        y = curve_outputs(subject, rank, counts, self.label, lambda curve, _, changed: (
+            torch.where(spread(changed), rows_of(end, curve // n_targets),
+                        rows_of(start, curve // n_targets))))
         fraction = counts.to(x.dtype) / g
         return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))
 

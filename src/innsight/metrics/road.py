@@ -20,11 +20,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from innsight._validation import describe, is_number
 from innsight.metrics.base import Curve, Metric, Scores, check_choice
 from innsight.metrics.faithfulness import DEFAULT_STEPS, ORDERS, curve_outputs, turns
-from innsight.metrics.imputation import linear_imputation
+from innsight.metrics.imputation import noisy_imputation
 from innsight.metrics.subject import Subject
 from innsight.methods.base import check_positive_int
 
@@ -79,9 +80,16 @@ class ROAD(Metric):
         # pixels removed, never all; int32 like the turns
         counts = torch.arange(0, h * w, step, device=x.device, dtype=torch.int32)
         images = x.view(n, c, h, w)
+        turn = rank.view(n * n_targets, h * w)
         generator = subject.generator()
-        y = curve_outputs(subject, rank, counts, self.label, lambda sample, removed: (
-            linear_imputation(images.index_select(0, sample), removed.view(-1, h, w),
-                              self.noise, generator).flatten(1)))
+
+        def inputs(curve: Tensor, count: Tensor, _: Tensor) -> Tensor:
+            first = int(curve[0])  # the rows' curves are consecutive
+            curves = torch.arange(first, int(curve[-1]) + 1, device=x.device)
+            return noisy_imputation(images.index_select(0, curves // n_targets),
+                                    turn.index_select(0, curves), curve - first, count,
+                                    self.noise, generator).flatten(1)
+
+        y = curve_outputs(subject, rank, counts, self.label, inputs)
         fraction = counts.to(x.dtype) / (h * w)
         return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))
