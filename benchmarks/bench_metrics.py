@@ -1,6 +1,7 @@
 """Metrics against Quantus and against the bare batched forward passes, in one process.
 
 Usage: python benchmarks/bench_metrics.py [--repeats 5] [--metrics ROAD "ROAD (grey)" ...]
+       [--no-quantus]
 
 The model: 3x32x32 images, conv 16-32 with max pooling, dense 10 (the CNN of
 bench_agnostic.py); 16 images, float32; one explanation (gradient x input of
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--metrics", nargs="+", metavar="NAME",
                         help="time only these rows of the table (default: all)")
+    parser.add_argument("--no-quantus", action="store_true",
+                        help="time innsight against the floors only")
     args = parser.parse_args()
     repeats = args.repeats
     torch.manual_seed(0)
@@ -153,7 +156,7 @@ def main() -> None:
                               device="cpu", batch_size=64, explain_func=quantus.explain,
                               explain_func_kwargs={"method": "InputXGradient", "reduce_axes": ()})
 
-    if "pixel flipping" in ours:
+    if "pixel flipping" in ours and not args.no_quantus:
         curves = ins.evaluate(res, [deletion]).attrs["curves"]
         theirs = np.asarray(quantus_call(quantus_metrics["pixel flipping"])())
         mine = curves.pivot(index="data", columns="step", values="value").to_numpy()[:, 1:]
@@ -172,10 +175,10 @@ def main() -> None:
     for name in ours:
         fns[f"innsight {name}"] = lambda m=ours[name], r=results[name]: ins.evaluate(
             r, [m], batch_size=BATCH)
-        if name == "ROAD (grey)":
+        if name == "ROAD (grey)" and not args.no_quantus:
             fns[f"quantus {name}"] = quantus_call(quantus_metrics[name], grey_model, grey_x,
                                                   grey_values)
-        elif name in quantus_metrics:
+        elif name in quantus_metrics and not args.no_quantus:
             fns[f"quantus {name}"] = quantus_call(quantus_metrics[name])
     times = median_times(fns, repeats)
     print(f"medians of {repeats} rounds")

@@ -19,6 +19,9 @@
 Every perturbed input of every sample, explained output node and step is a row of
 one stacked batch, built and evaluated ``batch_size`` rows at a time (a curve's
 unchanged and fully changed inputs are rows of it too, once per explained output).
+The random subsets and perturbations are drawn once, ``n`` of them, and shared by all
+samples (as by all methods): each sample's value has the distribution it would have
+with draws of its own, and does not depend on the other samples or on ``batch_size``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def outputs_at_data(subject: Subject, metric: str) -> Tensor:
     """The explained outputs ``(n_data, n_targets)`` at the data, computed once per result."""
     x = subject.data(metric)
     return subject.cached("outputs at data", lambda: subject.evaluate_rows(
-        len(x), lambda rows: (x[rows], None), "outputs")[0])
+        len(x), lambda rows: x[rows], "outputs"))
 
 
 def pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
@@ -84,11 +87,11 @@ def curve_outputs(subject: Subject, rank: Tensor, counts: Tensor, metric: str,
     m = len(counts)
     turn = rank.reshape(n * n_targets, g)  # one row per curve
 
-    def make(rows: Tensor) -> tuple[Tensor, None]:
+    def make(rows: Tensor) -> Tensor:
         curve, count = rows // m, counts.index_select(0, rows % m)
-        return inputs(curve, count, turn.index_select(0, curve) < count[:, None]), None
+        return inputs(curve, count, turn.index_select(0, curve) < count[:, None])
 
-    out, _ = subject.evaluate_rows(n * n_targets * m, make, metric)
+    out = subject.evaluate_rows(n * n_targets * m, make, metric)
     # each row's own target: (n, n_targets, m, n_targets) -> (n, n_targets, m)
     return out.view(n, n_targets, m, n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
 
@@ -246,21 +249,22 @@ class FaithfulnessCorrelation(_Perturbation):
             raise ValueError(f"`subset_size` must be at most the number of players ({g}), got "
                              f"{describe(self.subset_size)}.")
         generator = subject.generator()
-        spread = _spreader(players, x.shape[1])
-        relevance = player_values(subject, players)  # (n, g, n_targets)
+        keys = torch.rand(self.n, g, generator=generator, device=generator.device)
+        picked = keys.topk(size, dim=1, sorted=False).indices.to(x.device)
+        chosen = torch.zeros(self.n, g, dtype=torch.bool, device=x.device).scatter_(
+            1, picked, True)
+        # the relevance in each subset, (n_data, n, n_targets)
+        removed = torch.einsum("kg,igt->ikt", chosen.to(x.dtype), player_values(subject, players))
+        changed = _spreader(players, x.shape[1])(chosen)  # (n, p)
 
-        def make(rows: Tensor) -> tuple[Tensor, Tensor]:
+        def make(rows: Tensor) -> Tensor:
             sample = rows // self.n
-            keys = torch.rand(len(rows), g, generator=generator, device=generator.device)
-            picked = keys.topk(size, dim=1).indices.to(x.device)  # (rows, size)
-            chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(1, picked, True))
-            picked_relevance = relevance[sample[:, None], picked].sum(1)  # (rows, n_targets)
-            return torch.where(chosen, rows_of(base, sample), x[sample]), picked_relevance
+            return torch.where(changed.index_select(0, rows % self.n), rows_of(base, sample),
+                               x.index_select(0, sample))
 
-        out, relevance = subject.evaluate_rows(len(x) * self.n, make, self.label)
+        out = subject.evaluate_rows(len(x) * self.n, make, self.label)
         drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out
-        shape = (len(x), self.n, subject.n_targets)
-        return Scores(pearson(relevance.view(shape), drop.view(shape), dim=1))
+        return Scores(pearson(removed, drop.view(removed.shape), dim=1))
 
 
 @dataclass(frozen=True)
@@ -291,14 +295,13 @@ class Infidelity(Metric):
     def compute(self, subject: Subject) -> Scores:
         x = subject.data(self.label)
         generator = subject.generator()
+        noise = torch.randn(self.n, x.shape[1], generator=generator, device=generator.device,
+                            dtype=x.dtype).mul_(self.noise)  # (n, p)
+        predicted = torch.einsum("kp,ipt->ikt", noise, subject.values)  # (n_data, n, n_targets)
 
-        def make(rows: Tensor) -> tuple[Tensor, Tensor]:
-            sample = rows // self.n
-            noise = self.noise * torch.randn(len(rows), x.shape[1], generator=generator,
-                                             device=generator.device, dtype=x.dtype)
-            return x[sample] - noise, torch.einsum("rp,rpt->rt", noise, subject.values[sample])
+        def make(rows: Tensor) -> Tensor:
+            return x.index_select(0, rows // self.n) - noise.index_select(0, rows % self.n)
 
-        out, predicted = subject.evaluate_rows(len(x) * self.n, make, self.label)
+        out = subject.evaluate_rows(len(x) * self.n, make, self.label)
         drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out
-        error = (predicted - drop).square().view(len(x), self.n, subject.n_targets)
-        return Scores(error.mean(1))
+        return Scores((predicted - drop.view(predicted.shape)).square().mean(1))

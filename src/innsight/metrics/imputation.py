@@ -16,18 +16,18 @@ is symmetric and positive definite while some pixel is kept.
 - Images of up to :data:`DENSE_PIXELS` pixels (a ROAD curve removes pixels in a fixed
   order, so each of its steps is a leading block of one ``L``): ``L`` in removal order
   is factorised once per image by Cholesky, and every step's removed values follow
-  from the factor by one product and one triangular solve, all steps at once. In
-  float64 the imputed values equal a direct sparse solve to about 1e-7, in float32 to
-  about 1e-5.
+  from the factor by one product and one triangular solve, all steps at once. The
+  imputed values equal a direct sparse solve to about 1e-7 in float64; in float32, on
+  data of unit scale, to about 1e-5 (1e-4 where all but one pixel are removed).
 - Larger images (one dense factor would not fit), and any masks in
-  :func:`linear_imputation`: conjugate gradients on all rows of a batch at once, until every residual is below
-  ``sqrt(eps(dtype))`` of its right-hand side, starting from the mean of each removed
-  pixel's kept neighbours (the image's mean where it has none); maps that have
-  converged leave the iteration. In float64 the imputed values then equal a direct
-  sparse solve to about 1e-7; in float32, on data of unit scale, to about 5e-3 where
-  almost every pixel is removed (below the default noise of 0.01; pass float64 data for
-  more). The neighbour sum is separable: ``[1, 2, 1]`` along each axis minus four
-  times the centre, over twelve.
+  :func:`linear_imputation`: conjugate gradients on all rows of a batch at once, until
+  every residual is below ``sqrt(eps(dtype))`` of its right-hand side, starting from
+  the mean of each removed pixel's kept neighbours (the image's mean where it has
+  none); maps that have converged leave the iteration. In float64 the imputed values
+  then equal a direct sparse solve to about 1e-7; in float32, on data of unit scale, to
+  about 5e-3 where almost every pixel is removed (below the default noise of 0.01; pass
+  float64 data for more). The neighbour sum is separable: ``[1, 2, 1]`` along each
+  axis minus four times the centre, over twelve.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from innsight.methods.base import InterpretingMethod, Setup
 from innsight.methods.engine import row_chunks, target_values
 from innsight.methods.result import Result
 
-#: ``make(rows) -> (model inputs (len(rows), p), side values (len(rows), ...) or None)``.
-RowMaker = Callable[[Tensor], tuple[Tensor, Tensor | None]]
+#: ``make(rows) -> model inputs (len(rows), p)``.
+RowMaker = Callable[[Tensor], Tensor]
 
 
 def _per_input(values: list[list[Tensor] | None]) -> list[Tensor]:
@@ -143,18 +143,14 @@ class Subject:
             return target_values(setup.model_fn(from_features(features, setup.data)),
                                  setup.targets)
 
-    def evaluate_rows(self, n_rows: int, make: RowMaker, desc: str) -> tuple[Tensor, Tensor | None]:
-        """The outputs ``(n_rows, n_targets)`` at the rows ``make`` builds, chunk by chunk,
-        and ``make``'s side values of every row concatenated (``None`` if it gives none)."""
+    def evaluate_rows(self, n_rows: int, make: RowMaker, desc: str) -> Tensor:
+        """The outputs ``(n_rows, n_targets)`` at the rows ``make`` builds, chunk by chunk."""
         setup = self.model_setup(desc)
-        outputs, sides = [], []
+        outputs = []
         for chunk in row_chunks(n_rows, self.batch_size, self.verbose, desc):
             rows = torch.arange(chunk.start, chunk.stop, device=setup.data[0].device)
-            inputs, side = make(rows)
-            outputs.append(self.outputs(inputs))
-            if side is not None:
-                sides.append(side)
-        return torch.cat(outputs), (torch.cat(sides) if sides else None)
+            outputs.append(self.outputs(make(rows)))
+        return torch.cat(outputs)
 
     def explain(self, features: Tensor | None = None, generator: torch.Generator | None = None,
                 **changes: Any) -> Tensor:
