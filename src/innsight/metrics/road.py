@@ -83,12 +83,13 @@ class ROAD(Metric):
         turn = rank.view(n * n_targets, h * w)
         generator = subject.generator()
 
-        def inputs(curve: Tensor, count: Tensor, _: Tensor) -> Tensor:
-            first = int(curve[0])  # the rows' curves are consecutive
-            curves = torch.arange(first, int(curve[-1]) + 1, device=x.device)
-            return noisy_imputation(images.index_select(0, curves // n_targets),
-                                    turn.index_select(0, curves), curve - first, count,
-                                    self.noise, generator).flatten(1)
+        def inputs(curves: slice, steps: slice, _: Tensor) -> Tensor:
+            curve = torch.arange(curves.start, curves.stop, device=x.device)
+            count = counts[steps]
+            owner = torch.arange(len(curve), device=x.device).repeat_interleave(len(count))
+            return noisy_imputation(images.index_select(0, curve // n_targets), turn[curves],
+                                    owner, count.repeat(len(curve)), self.noise,
+                                    generator).flatten(1)
 
         y = curve_outputs(subject, rank, counts, self.label, inputs)
         fraction = counts.to(x.dtype) / (h * w)
