@@ -1,7 +1,7 @@
 """Metrics against Quantus and against the bare batched forward passes, in one process.
 
 Usage: python benchmarks/bench_metrics.py [--repeats 5] [--metrics ROAD "ROAD (grey)" ...]
-       [--no-quantus]
+       [--no-quantus] [--clock cpu]
 
 The model: 3x32x32 images, conv 16-32 with max pooling, dense 10 (the CNN of
 bench_agnostic.py); 16 images, float32; one explanation (gradient x input of
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 
 import numpy as np
 import torch
@@ -112,6 +113,8 @@ def main() -> None:
                         help="time only these rows of the table (default: all)")
     parser.add_argument("--no-quantus", action="store_true",
                         help="time innsight against the floors only")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or the process's CPU time (steadier under load)")
     args = parser.parse_args()
     repeats = args.repeats
     torch.manual_seed(0)
@@ -184,8 +187,9 @@ def main() -> None:
                                                   grey_values)
         elif name in quantus_metrics and not args.no_quantus:
             fns[f"quantus {name}"] = quantus_call(quantus_metrics[name])
-    times = median_times(fns, repeats)
-    print(f"medians of {repeats} rounds")
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    times = median_times(fns, repeats, clock)
+    print(f"medians of {repeats} rounds, {args.clock} time")
     print(f"{'metric':<20}{'innsight s':>12}{'floor s':>10}{'innsight/floor':>16}"
           f"{'Quantus s':>12}{'Quantus/innsight':>18}")
     for name in ours:

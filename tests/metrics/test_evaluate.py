@@ -96,7 +96,8 @@ def test_invariant_to_batch_size_and_batch_mates(conv, images):
     res = ins.run_grad(conv, images, output_idx=[0, 1], times_input=True)
     some = ins.run_grad(conv, images[:2], output_idx=[0, 1], times_input=True)
     metrics = [ins.metrics.Deletion(features_in_step=7), ins.metrics.Insertion(baseline="mean"),
-               ins.metrics.FaithfulnessCorrelation(n=9), ins.metrics.Infidelity(n=6)]
+               ins.metrics.FaithfulnessCorrelation(n=9), ins.metrics.Infidelity(n=6),
+               ins.metrics.ROAD(noise=0.0)]
     whole = ins.evaluate(res, metrics, batch_size=1000, seed=0)
     chunked = ins.evaluate(res, metrics, batch_size=9, seed=0)
     alone = ins.evaluate(some, metrics, seed=0)
