@@ -84,15 +84,18 @@ def captum_intgrad(model: nn.Module, x: torch.Tensor, n_outputs: int) -> None:
                             method="riemann_right")
 
 
-def median_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function; rounds alternate between them so load hits all alike."""
+def median_times(fns: dict[str, Callable[[], None]], repeats: int,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds of each function; rounds alternate between them so load hits all alike.
+    ``clock``: wall time by default, ``time.process_time`` for the process's CPU time (which
+    other jobs on a loaded machine disturb less)."""
     times: dict[str, list[float]] = {label: [] for label in fns}
     for round_ in range(repeats + 1):
         for label, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
             if round_:  # round 0 warms up
-                times[label].append(time.perf_counter() - start)
+                times[label].append(clock() - start)
     return {label: statistics.median(values) for label, values in times.items()}
 
 

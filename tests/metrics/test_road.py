@@ -17,7 +17,7 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 import innsight as ins
-from innsight.metrics.imputation import linear_imputation
+from innsight.metrics.imputation import linear_imputation, noisy_imputation, stepped_imputation
 
 
 def reference_imputation(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
@@ -62,16 +62,35 @@ def test_imputation_solves_the_papers_equations():
     np.testing.assert_allclose(ours[4], images[4][:, :1, :1] * np.ones((1, 7, 6)), atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-7), (torch.float32, 1e-5)])
+def test_stepped_imputation_solves_the_papers_equations(dtype, atol):
+    """Every step of nested removals (in any order of rows, one image's rows apart),
+    down to one kept pixel, against the direct sparse solve."""
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(3, 2, 7, 6))
+    turn = np.stack([rng.permutation(42) for _ in range(3)])
+    owner = np.repeat(np.arange(3), 8)
+    count = np.tile([0, 1, 5, 13, 21, 30, 40, 41], 3)
+    pick = rng.permutation(len(owner))[:-2]
+    owner, count = owner[pick], count[pick]
+    ours = stepped_imputation(torch.tensor(images, dtype=dtype), torch.tensor(turn),
+                              torch.tensor(owner), torch.tensor(count)).double().numpy()
+    for row, (o, k) in enumerate(zip(owner, count, strict=True)):
+        expected = reference_imputation(images[o], (turn[o] < k).reshape(7, 6))
+        np.testing.assert_allclose(ours[row], expected, atol=atol)
+
+
 def test_noise_goes_onto_the_removed_pixels_only():
     x = torch.randn(3, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    removed = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(1)) < 0.5
-    clean = linear_imputation(x, removed)
-    noisy = linear_imputation(x, removed, 0.5, torch.Generator().manual_seed(7))
-    draws = 0.5 * torch.randn(3 * 2, 5, 5, generator=torch.Generator().manual_seed(7),
-                              dtype=torch.float64).view(3, 2, 5, 5)
-    mask = removed[:, None].expand_as(x)
+    turn = torch.rand(3, 25, generator=torch.Generator().manual_seed(1)).argsort(1).argsort(1)
+    owner, count = torch.tensor([0, 1, 2, 2]), torch.tensor([12, 3, 0, 20])
+    clean = noisy_imputation(x, turn, owner, count)
+    noisy = noisy_imputation(x, turn, owner, count, 0.5, torch.Generator().manual_seed(7))
+    draws = 0.5 * torch.randn(4, 2, 5, 5, generator=torch.Generator().manual_seed(7),
+                              dtype=torch.float64)
+    mask = (turn[owner] < count[:, None]).view(4, 1, 5, 5).expand_as(clean)
     torch.testing.assert_close(noisy[mask], (clean + draws)[mask], rtol=0, atol=1e-12)
-    torch.testing.assert_close(noisy[~mask], x[~mask], rtol=0, atol=0)
+    torch.testing.assert_close(noisy[~mask], x[owner][~mask], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("order", ["most_relevant_first", "least_relevant_first"])

@@ -19,6 +19,9 @@
 Every perturbed input of every sample, explained output node and step is a row of
 one stacked batch, built and evaluated ``batch_size`` rows at a time (a curve's
 unchanged and fully changed inputs are rows of it too, once per explained output).
+The random subsets and perturbations are drawn once, ``n`` of them, and shared by all
+samples (as by all methods): each sample's value has the distribution it would have
+with draws of its own, and does not depend on the other samples or on ``batch_size``.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ DEFAULT_STEPS = 50
 def outputs_at_data(subject: Subject, metric: str) -> Tensor:
     """The explained outputs ``(n_data, n_targets)`` at the data, computed once per result."""
     x = subject.data(metric)
-    return subject.cached("outputs at data", lambda: subject.evaluate_rows(
-        len(x), lambda rows: (x[rows], None), "outputs")[0])
+    return subject.cached("outputs at data", lambda: subject.evaluate_blocks(
+        len(x), 1, lambda outer, _: x[outer], "outputs"))
 
 
 def pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
@@ -67,30 +70,29 @@ def turns(scores: Tensor, order: str) -> Tensor:
 
 
 def rows_of(features: Tensor, sample: Tensor) -> Tensor:
-    """The rows ``sample`` of ``features`` ``(n, p)``; a shared ``(1, p)`` as it is (it
-    broadcasts)."""
-    return features if features.shape[0] == 1 else features.index_select(0, sample)
+    """The rows ``sample`` of ``features`` ``(n, p)`` as ``(len(sample), 1, p)``; a shared
+    ``(1, p)`` as ``(1, 1, p)`` (it broadcasts)."""
+    rows = features if features.shape[0] == 1 else features.index_select(0, sample)
+    return rows[:, None]
 
 
 def curve_outputs(subject: Subject, rank: Tensor, counts: Tensor, metric: str,
-                  inputs: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+                  inputs: Callable[[slice, slice, Tensor], Tensor]) -> Tensor:
     """The curves ``(n, n_targets, len(counts))``: the explained output at each step, where
     the players whose turn ``rank`` ``(n, n_targets, g)`` is below ``counts[step]`` are
-    changed. ``inputs(sample, changed)`` builds the rows' inputs ``(rows, p)`` from their
-    samples ``(rows,)`` and changed players ``(rows, g)``. Every step of every curve is one
-    row (the start and end once per explained output), ``batch_size`` rows at a time."""
+    changed. ``inputs(curves, steps, changed)`` builds the inputs ``(q * s, p)`` of a block
+    of ``q`` curves (``sample * n_targets + target``) and ``s`` steps from their changed
+    players ``(q, s, g)``. Every step of every curve is one row (the start and end once per
+    explained output), ``batch_size`` rows at a time."""
     n, n_targets, g = rank.shape
-    m = len(counts)
     turn = rank.reshape(n * n_targets, g)  # one row per curve
 
-    def make(rows: Tensor) -> tuple[Tensor, None]:
-        curve, k = rows // m, rows % m  # curve = sample * n_targets + target
-        changed = turn.index_select(0, curve) < counts.index_select(0, k)[:, None]
-        return inputs(curve // n_targets, changed), None
+    def make(curves: slice, steps: slice) -> Tensor:
+        return inputs(curves, steps, turn[curves, None] < counts[None, steps, None])
 
-    out, _ = subject.evaluate_rows(n * n_targets * m, make, metric)
+    out = subject.evaluate_blocks(n * n_targets, len(counts), make, metric)
     # each row's own target: (n, n_targets, m, n_targets) -> (n, n_targets, m)
-    return out.view(n, n_targets, m, n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
+    return out.view(n, n_targets, len(counts), n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
 
 
 def _is_identity(players: Players, p: int) -> bool:
@@ -109,11 +111,11 @@ def player_values(subject: Subject, players: Players) -> Tensor:
 
 
 def _spreader(players: Players, p: int) -> Callable[[Tensor], Tensor]:
-    """Per-player masks ``(rows, g)`` as per-feature masks ``(rows, p)`` (no copy when
+    """Per-player masks ``(..., g)`` as per-feature masks ``(..., p)`` (no copy when
     every feature is its own player)."""
     if _is_identity(players, p):
         return lambda mask: mask
-    return lambda mask: mask[:, players.group]
+    return lambda mask: mask[..., players.group]
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,14 @@ class _Flipping(_Perturbation):
         step = self.features_in_step or math.ceil(g / DEFAULT_STEPS)
         # players changed, int32 like the turns (no promotion of the (rows, g) comparison)
         counts = torch.tensor([*range(0, g, step), g], device=x.device, dtype=torch.int32)
-        y = curve_outputs(subject, rank, counts, self.label, lambda sample, changed: torch.where(
-            spread(changed), rows_of(end, sample), rows_of(start, sample)))
+        n_targets = subject.n_targets
+
+        def inputs(curves: slice, _: slice, changed: Tensor) -> Tensor:
+            sample = torch.arange(curves.start, curves.stop, device=x.device) // n_targets
+            return torch.where(spread(changed), rows_of(end, sample),
+                               rows_of(start, sample)).flatten(0, 1)
+
+        y = curve_outputs(subject, rank, counts, self.label, inputs)
         fraction = counts.to(x.dtype) / g
         return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))
 
@@ -244,21 +252,22 @@ class FaithfulnessCorrelation(_Perturbation):
             raise ValueError(f"`subset_size` must be at most the number of players ({g}), got "
                              f"{describe(self.subset_size)}.")
         generator = subject.generator()
-        spread = _spreader(players, x.shape[1])
-        relevance = player_values(subject, players)  # (n, g, n_targets)
+        keys = torch.rand(self.n, g, generator=generator, device=generator.device)
+        picked = keys.topk(size, dim=1, sorted=False).indices.to(x.device)
+        chosen = torch.zeros(self.n, g, dtype=torch.bool, device=x.device).scatter_(
+            1, picked, True)
+        # the relevance in each subset, (n_data, n, n_targets)
+        removed = chosen.to(x.dtype) @ player_values(subject, players)
+        changed = _spreader(players, x.shape[1])(chosen)  # (n, p)
 
-        def make(rows: Tensor) -> tuple[Tensor, Tensor]:
-            sample = rows // self.n
-            keys = torch.rand(len(rows), g, generator=generator, device=generator.device)
-            picked = keys.topk(size, dim=1).indices.to(x.device)  # (rows, size)
-            chosen = spread(torch.zeros_like(keys, dtype=torch.bool).scatter_(1, picked, True))
-            picked_relevance = relevance[sample[:, None], picked].sum(1)  # (rows, n_targets)
-            return torch.where(chosen, rows_of(base, sample), x[sample]), picked_relevance
+        def make(samples: slice, draws: slice) -> Tensor:
+            sample = torch.arange(samples.start, samples.stop, device=x.device)
+            return torch.where(changed[None, draws], rows_of(base, sample),
+                               x[samples, None]).flatten(0, 1)
 
-        out, relevance = subject.evaluate_rows(len(x) * self.n, make, self.label)
+        out = subject.evaluate_blocks(len(x), self.n, make, self.label)
         drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out
-        shape = (len(x), self.n, subject.n_targets)
-        return Scores(pearson(relevance.view(shape), drop.view(shape), dim=1))
+        return Scores(pearson(removed, drop.view(removed.shape), dim=1))
 
 
 @dataclass(frozen=True)
@@ -289,14 +298,11 @@ class Infidelity(Metric):
     def compute(self, subject: Subject) -> Scores:
         x = subject.data(self.label)
         generator = subject.generator()
+        noise = torch.randn(self.n, x.shape[1], generator=generator, device=generator.device,
+                            dtype=x.dtype).mul_(self.noise)  # (n, p)
+        predicted = noise @ subject.values  # (n_data, n, n_targets)
 
-        def make(rows: Tensor) -> tuple[Tensor, Tensor]:
-            sample = rows // self.n
-            noise = self.noise * torch.randn(len(rows), x.shape[1], generator=generator,
-                                             device=generator.device, dtype=x.dtype)
-            return x[sample] - noise, torch.einsum("rp,rpt->rt", noise, subject.values[sample])
-
-        out, predicted = subject.evaluate_rows(len(x) * self.n, make, self.label)
+        out = subject.evaluate_blocks(len(x), self.n, lambda samples, draws: (
+            x[samples, None] - noise[None, draws]).flatten(0, 1), self.label)
         drop = outputs_at_data(subject, self.label).repeat_interleave(self.n, 0) - out
-        error = (predicted - drop).square().view(len(x), self.n, subject.n_targets)
-        return Scores(error.mean(1))
+        return Scores((predicted - drop.view(predicted.shape)).square().mean(1))

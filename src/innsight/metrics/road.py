@@ -20,11 +20,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from innsight._validation import describe, is_number
 from innsight.metrics.base import Curve, Metric, Scores, check_choice
 from innsight.metrics.faithfulness import DEFAULT_STEPS, ORDERS, curve_outputs, turns
-from innsight.metrics.imputation import linear_imputation
+from innsight.metrics.imputation import noisy_imputation
 from innsight.metrics.subject import Subject
 from innsight.methods.base import check_positive_int
 
@@ -79,9 +80,17 @@ class ROAD(Metric):
         # pixels removed, never all; int32 like the turns
         counts = torch.arange(0, h * w, step, device=x.device, dtype=torch.int32)
         images = x.view(n, c, h, w)
+        turn = rank.view(n * n_targets, h * w)
         generator = subject.generator()
-        y = curve_outputs(subject, rank, counts, self.label, lambda sample, removed: (
-            linear_imputation(images.index_select(0, sample), removed.view(-1, h, w),
-                              self.noise, generator).flatten(1)))
+
+        def inputs(curves: slice, steps: slice, _: Tensor) -> Tensor:
+            curve = torch.arange(curves.start, curves.stop, device=x.device)
+            count = counts[steps]
+            owner = torch.arange(len(curve), device=x.device).repeat_interleave(len(count))
+            return noisy_imputation(images.index_select(0, curve // n_targets), turn[curves],
+                                    owner, count.repeat(len(curve)), self.noise,
+                                    generator).flatten(1)
+
+        y = curve_outputs(subject, rank, counts, self.label, inputs)
         fraction = counts.to(x.dtype) / (h * w)
         return Scores(torch.trapezoid(y, fraction, dim=2), Curve(fraction, y))

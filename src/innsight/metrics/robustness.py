@@ -63,8 +63,8 @@ class Sensitivity(Metric):
     def _ratios(self, subject: Subject) -> Tensor:
         """``||values(x + e_j) - values(x)|| / ||values(x)||``, ``(n_data, n, n_targets)``."""
         x = subject.data(self.label)
-        noise = torch.rand((self.n, *x.shape), generator=subject.generator(),
-                           device=x.device, dtype=x.dtype).mul_(2).sub_(1).mul_(self.radius)
+        noise = torch.empty((self.n, *x.shape), device=x.device, dtype=x.dtype).uniform_(
+            -self.radius, self.radius, generator=subject.generator())
         values = subject.explain((x + noise).flatten(0, 1), generator=subject.generator(1))
         change = (values.view(self.n, *subject.values.shape) - subject.values).norm(dim=2)
         return (change / subject.values.norm(dim=1)).transpose(0, 1)

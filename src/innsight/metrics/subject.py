@@ -7,7 +7,7 @@ inputs are. The model is evaluated, and the method re-run, through the
 :class:`~innsight.methods.base.Setup` the method ran with: the explained output
 nodes (pre-activation with ``ignore_last_act``) of a converted model, a torch
 module or a model known by its predictions alike. Every model evaluation goes
-through :meth:`Subject.evaluate_rows`: stacked rows made chunk by chunk, at most
+through :meth:`Subject.evaluate_blocks`: stacked rows made block by block, at most
 ``batch_size`` at a time.
 """
 
@@ -23,11 +23,11 @@ from torch import Tensor
 
 from innsight.methods.agnostic import Players, as_features, feature_players, from_features
 from innsight.methods.base import InterpretingMethod, Setup
-from innsight.methods.engine import row_chunks, target_values
+from innsight.methods.engine import progress, target_values
 from innsight.methods.result import Result
 
-#: ``make(rows) -> (model inputs (len(rows), p), side values (len(rows), ...) or None)``.
-RowMaker = Callable[[Tensor], tuple[Tensor, Tensor | None]]
+#: ``make(outer, inner) -> model inputs (len(outer) * len(inner), p)``, outer-major.
+BlockMaker = Callable[[slice, slice], Tensor]
 
 
 def _per_input(values: list[list[Tensor] | None]) -> list[Tensor]:
@@ -143,18 +143,22 @@ class Subject:
             return target_values(setup.model_fn(from_features(features, setup.data)),
                                  setup.targets)
 
-    def evaluate_rows(self, n_rows: int, make: RowMaker, desc: str) -> tuple[Tensor, Tensor | None]:
-        """The outputs ``(n_rows, n_targets)`` at the rows ``make`` builds, chunk by chunk,
-        and ``make``'s side values of every row concatenated (``None`` if it gives none)."""
-        setup = self.model_setup(desc)
-        outputs, sides = [], []
-        for chunk in row_chunks(n_rows, self.batch_size, self.verbose, desc):
-            rows = torch.arange(chunk.start, chunk.stop, device=setup.data[0].device)
-            inputs, side = make(rows)
-            outputs.append(self.outputs(inputs))
-            if side is not None:
-                sides.append(side)
-        return torch.cat(outputs), (torch.cat(sides) if sides else None)
+    def evaluate_blocks(self, n_outer: int, n_inner: int, make: BlockMaker,
+                        desc: str) -> Tensor:
+        """The outputs ``(n_outer * n_inner, n_targets)`` at the rows ``(outer, inner)``
+        (outer-major, e.g. sample and perturbation) that ``make`` builds block by block:
+        as many whole outer rows as fit into ``batch_size``, or pieces of one where
+        ``n_inner`` does not fit. Whole blocks let ``make`` broadcast instead of gathering."""
+        size = self.batch_size
+        if n_inner <= size:
+            per = size // n_inner
+            blocks = [(slice(o, min(o + per, n_outer)), slice(0, n_inner))
+                      for o in range(0, n_outer, per)]
+        else:
+            blocks = [(slice(o, o + 1), slice(i, min(i + size, n_inner)))
+                      for o in range(n_outer) for i in range(0, n_inner, size)]
+        return torch.cat([self.outputs(make(outer, inner))
+                          for outer, inner in progress(blocks, len(blocks), self.verbose, desc)])
 
     def explain(self, features: Tensor | None = None, generator: torch.Generator | None = None,
                 **changes: Any) -> Tensor:
