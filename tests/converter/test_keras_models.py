@@ -171,6 +171,37 @@ def test_convnext_in_float32():
     assert max_rel_error(actual, expected) < FLOAT_TOL
 
 
+def chaotic_mlp() -> keras.Model:
+    """30 layers ``tanh(W h)`` of width 16 with weights N(0, 1) (gain 4), 8 logits: a
+    chaotic map that amplifies float32 rounding to about 1e-3 of its output, float64
+    rounding to about 1e-11."""
+    x = keras.Input((16,))
+    h = x
+    for k in range(30):
+        h = layers.Dense(16, activation="tanh", use_bias=False,
+                         kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=k))(h)
+    return keras.Model(x, layers.Dense(8, kernel_initializer=keras.initializers.RandomNormal(
+        seed=30))(h))
+
+
+def test_chaotic_float32_model_converts_where_it_agrees_in_float64():
+    """TensorFlow's and torch's float32 rounding, amplified by a chaotic map, put the
+    converted output outside the dry run's tolerance on its own sample (one standard
+    normal row from seed 1); the dry run re-checks against a float64 copy of the Keras
+    model and converts it. The float64 conversion matches a float64 Keras model with
+    the same weights."""
+    model = chaotic_mlp()
+    with float64():
+        model64 = chaotic_mlp()
+    model64.set_weights([w.astype("float64") for w in model.get_weights()])
+    conv = ins.convert(model)
+    x = torch.randn(1, 16, generator=torch.Generator().manual_seed(1))  # the dry run's
+    single = conv.model(x).detach()
+    exact = ins.convert(model, dtype="double").model(x.double()).detach()
+    assert max_rel_error(single, keras_outputs(model, [x.numpy()])[0]) > 10 * FLOAT_TOL
+    assert max_rel_error(exact, keras_outputs(model64, [x.double().numpy()])[0]) < 1e-9
+
+
 # ---- applications in float32, on the inputs they expect ---------------------------------
 # (every application: ``python benchmarks/coverage.py keras``)
 
