@@ -63,7 +63,8 @@ def main() -> None:
         with float64():
             copy, _ = application(args.name, args.size)
         copy.set_weights([w.astype("float64") for w in model.get_weights()])
-        layers64 = [copy.get_layer(layer.name) for layer in layers]
+        layers64 = [layer for layer in copy.layers  # Keras names them anew
+                    if not isinstance(layer, keras.layers.InputLayer)]
         keras64 = [channels_first(np.asarray(v))
                    for v in _layer_outputs(copy, layers64, x.astype("float64"))]
     inputs = torch.as_tensor(np.moveaxis(x, -1, 1))

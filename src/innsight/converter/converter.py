@@ -252,8 +252,7 @@ def _build_checked(
             f"The original model failed on a batch of {DRY_RUN_BATCH} random sample(s): "
             f"{err}. Models must accept any batch size."
         ) from err
-    refusal = _dry_run_refusal(description, converted.dtype, inputs, actual, expected,
-                               run_original)
+    refusal = _dry_run_refusal(description, converted, inputs, actual, expected, run_original)
     if refusal:
         raise ConversionError(
             f"The converted model's output {refusal}. An operation behaves differently than "
@@ -263,10 +262,10 @@ def _build_checked(
     return converted
 
 
-def _dry_run_refusal(description: dict[str, Any], dtype: torch.dtype, inputs: list[Tensor],
-                     actual: list[Tensor], expected: list[Tensor],
+def _dry_run_refusal(description: dict[str, Any], converted: ConvertedModel,
+                     inputs: list[Tensor], actual: list[Tensor], expected: list[Tensor],
                      run_original: Callable[[list[Tensor]], list[Tensor]]) -> str | None:
-    """Why the outputs ``actual`` of ``description`` converted in ``dtype`` do not
+    """Why the outputs ``actual`` of ``converted`` (built from ``description``) do not
     reproduce the original's ``expected`` on ``inputs``, or ``None`` where they do.
 
     An output agrees where its largest deviation is within ``DRY_RUN_TOLERANCE`` of its
@@ -277,7 +276,10 @@ def _dry_run_refusal(description: dict[str, Any], dtype: torch.dtype, inputs: li
     float64: float32 rounding that an ill-conditioned model amplifies (cancellation,
     chaotic depth) is thus told apart from a wrong conversion, which deviates in float64
     as much. An original that cannot run in float64 (an ONNX model in onnxruntime) is
-    compared as it is, so a float32 output that rounding swamped is refused.
+    compared as it is, so a float32 output that rounding swamped is refused. Where the
+    model amplifies rounding beyond float64 too, a runner that gives the original's
+    values per layer (``run_original.layer_values``, Keras) has the conversion checked
+    layer by layer (:func:`_layer_by_layer_refusal`).
     """
     for k, (a, e) in enumerate(zip(actual, expected)):
         if tuple(a.shape) != tuple(e.shape):
@@ -287,7 +289,7 @@ def _dry_run_refusal(description: dict[str, Any], dtype: torch.dtype, inputs: li
         return None
     doubles = [x.double() if x.is_floating_point() else x for x in inputs]
     with torch.no_grad():  # built anew: a float32 conversion has rounded the weights
-        exact = actual if dtype == torch.float64 else build_model_on(
+        exact = actual if converted.dtype == torch.float64 else build_model_on(
             description, torch.float64, doubles)[1]
     try:
         original = run_original(doubles)
@@ -299,9 +301,46 @@ def _dry_run_refusal(description: dict[str, Any], dtype: torch.dtype, inputs: li
     k = next(j for j, d in enumerate(in_float64) if not d <= DRY_RUN_TOLERANCE)
     how = ("in float64" if original[k].dtype == torch.float64 else
            "against the conversion in float64 (the original cannot run in float64)")
-    return (f"{k} differs from the original's on a random input by {deviations[k]:.3g} of its "
-            f"largest magnitude ({expected[k].abs().max().item():.3g}), and by "
-            f"{in_float64[k]:.3g} {how}; the tolerance is {DRY_RUN_TOLERANCE:g}")
+    refusal = (f"{k} differs from the original's on a random input by {deviations[k]:.3g} of "
+               f"its largest magnitude ({expected[k].abs().max().item():.3g}), and by "
+               f"{in_float64[k]:.3g} {how}; the tolerance is {DRY_RUN_TOLERANCE:g}")
+    layer_values = getattr(run_original, "layer_values", None)
+    if layer_values is None:
+        return refusal
+    by_layer = _layer_by_layer_refusal(converted, inputs, layer_values(inputs))
+    return None if by_layer is None else f"{refusal}; layer by layer, {by_layer}"
+
+
+def _layer_by_layer_refusal(converted: ConvertedModel, inputs: list[Tensor],
+                            values: dict[str, Tensor]) -> str | None:
+    """Why the converted layers do not reproduce the original's layers (``values``: the
+    output of each, by name), or ``None`` where they do: every converted layer that holds
+    an original layer's output (the last one named after it) gets that value, and each
+    such layer, run on the values it reads, must reproduce it within
+    ``DRY_RUN_TOLERANCE`` of its largest magnitude. Rounding is not amplified
+    from layer to layer, so a model that amplifies it beyond float64 can still be
+    checked; the outputs must be among the layers checked."""
+    given: dict[int, Tensor] = {}
+    for name, value in values.items():
+        held = [i for i, n in enumerate(converted.layer_names)
+                if n == name or n.startswith(name + "/")]
+        if held and tuple(converted.layers[held[-1]].output_dim) == tuple(value.shape[1:]):
+            given[held[-1]] = value.to(converted.dtype)
+    unchecked = [converted.layer_names[i] for i in converted.output_nodes if i not in given]
+    if unchecked:
+        return f"the output layer(s) {unchecked} cannot be compared"
+    with torch.no_grad():
+        node_values = converted.node_values(inputs, given=given)
+        for node, value in given.items():
+            args = [node_values[j] for j in converted.input_layers[node]]
+            if not args:
+                continue
+            error = _relative_deviation(converted.layers[node](*args), value)
+            if not error <= DRY_RUN_TOLERANCE:
+                return (f"layer '{converted.layer_names[node]}', run on the original's values, "
+                        f"differs from the original's layer by {error:.3g} of its largest "
+                        "magnitude")
+    return None
 
 
 def _relative_deviation(actual: Tensor, expected: Tensor) -> float:

@@ -337,18 +337,32 @@ def _original_runner(keras: Any, model: Any, graph: Any) -> Callable[[list[Tenso
     copies: dict[str, Any] = {}
 
     def run(inputs: list[Tensor]) -> list[Tensor]:
-        arrays = [np.moveaxis(x.cpu().numpy(), 1, -1) if x.ndim > 2 else x.cpu().numpy()
-                  for x in inputs]
         runs = model
         if any(x.dtype == torch.float64 for x in inputs):
             if "float64" not in copies:
                 copies["float64"] = _float64_copy(keras, model)
             runs = copies["float64"] or model
-        arrays = [a.astype(x.dtype) for a, x in zip(arrays, _graph_of(keras, runs).inputs)]
-        outputs = run_keras(keras, runs, graph, arrays)
+        outputs = run_keras(keras, runs, graph, _keras_arrays(_graph_of(keras, runs), inputs))
         return [torch.as_tensor(np.moveaxis(e, -1, 1) if e.ndim > 2 else e) for e in outputs]
 
+    def layer_values(inputs: list[Tensor]) -> dict[str, Tensor]:
+        """The output of every layer called once with one output, channels first."""
+        layers = [layer for layer in graph.layers
+                  if not isinstance(layer, keras.layers.InputLayer)
+                  and len(layer._inbound_nodes) == 1 and not isinstance(layer.output, (list, tuple))]
+        probe = keras.Model(graph.inputs, [layer.output for layer in layers])
+        outputs = run_keras(keras, probe, graph, _keras_arrays(graph, inputs))
+        return {layer.name: torch.as_tensor(np.moveaxis(e, -1, 1) if e.ndim > 2 else e)
+                for layer, e in zip(layers, outputs)}
+
+    run.layer_values = layer_values  # type: ignore[attr-defined]  # the dry run's last resort
     return run
+
+
+def _keras_arrays(graph: Any, inputs: list[Tensor]) -> list[np.ndarray]:
+    """Channels-first tensors as channels-last arrays in the dtypes of ``graph``'s inputs."""
+    return [(np.moveaxis(x.cpu().numpy(), 1, -1) if x.ndim > 2 else x.cpu().numpy()).astype(
+        k.dtype) for x, k in zip(inputs, graph.inputs)]
 
 
 def _float64_copy(keras: Any, model: Any) -> Any:
