@@ -40,7 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "converte
 
 
 def main() -> None:
-    from keras_reference import application, channels_first, float64, keras, norm_rel_error
+    from keras_reference import (
+        application,
+        channels_first,
+        float64,
+        keras,
+        norm_rel_error,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a keras.applications model, e.g. ResNet50")

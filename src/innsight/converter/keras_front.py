@@ -376,7 +376,7 @@ def _float64_copy(keras: Any, model: Any) -> Any:
         copy = keras.models.clone_model(model, clone_function=in_float64, recursive=True)
         copy.set_weights([w.astype("float64") if np.issubdtype(w.dtype, np.floating) else w
                           for w in model.get_weights()])
-    except Exception:  # custom layers, configs Keras cannot round-trip: no copy
+    except Exception:  # noqa: BLE001  (custom layers, configs Keras cannot round-trip)
         return None
     return copy
 
