@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -46,6 +47,32 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             else:
                 for module, flag in flags.items():
                     module.training = flag
+
+
+@contextmanager
+def in_float64(model: nn.Module) -> Iterator[None]:
+    """The module's floating-point parameters and buffers in float64 for the duration,
+    then its own tensors back (the same ``Parameter`` objects, their values untouched).
+    For the converter's dry run, which re-runs a float32 original in float64; the model
+    must not be used by another thread meanwhile."""
+    saved: list[tuple[Any, str, Tensor]] = []  # (owner, attribute or buffer name, tensor)
+    try:
+        for param in model.parameters():
+            if param.is_floating_point() and param.dtype != torch.float64:
+                saved.append((param, "data", param.data))
+                param.data = param.data.double()
+        for module in model.modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float64:
+                    saved.append((module._buffers, name, buffer))
+                    module._buffers[name] = buffer.double()
+        yield
+    finally:
+        for owner, name, tensor in reversed(saved):
+            if isinstance(owner, dict):
+                owner[name] = tensor
+            else:
+                owner.data = tensor
 
 
 def output_list(output: Any, what: str) -> list[Tensor]:

@@ -165,7 +165,8 @@ def test_integer_input_read_by_other_layers_is_refused_by_name():
     with float64():
         ids = keras.Input((TOKENS,), dtype="int32", name="ids")
         embedded = layers.GlobalAveragePooling1D()(layers.Embedding(VOCAB, DIM)(ids))
-        model = keras.Model(ids, layers.Concatenate()([embedded, layers.Identity()(ids)]))
+        model = keras.Model(ids, layers.Concatenate(name="concatenate")(
+            [embedded, layers.Identity()(ids)]))
     with pytest.raises(ins.ConversionError,
                        match=r"input 'ids' holds integers or token ids \(int32\), but is read "
                              r"by 'concatenate'"):

@@ -185,6 +185,8 @@ LAYER_CASES = {
     "cropping1d": lambda: sequential((8, 2), layers.Cropping1D((1, 2))),
     "cropping2d": lambda: sequential((7, 6, 2), layers.Cropping2D(((2, 1), (0, 3)))),
     "rescaling": lambda: sequential((4, 4, 3), layers.Rescaling(1 / 128, offset=-1.0)),
+    # Keras casts a number through float32 even in a float64 model: 1/255 rounded
+    "rescaling-inexact": lambda: sequential((4, 4, 3), layers.Rescaling(1 / 255, offset=0.1)),
     "rescaling-per-channel": lambda:
         sequential((4, 4, 3), layers.Rescaling([0.5, 2.0, 3.0], offset=[1.0, 0.0, -1.0])),
     "normalization": lambda:

@@ -171,6 +171,69 @@ def test_convnext_in_float32():
     assert max_rel_error(actual, expected) < FLOAT_TOL
 
 
+def chaotic_mlp(depth: int = 30) -> keras.Model:
+    """``depth`` layers ``tanh(W h)`` (named ``d0``, ``d1``, ...) of width 16 with weights
+    N(0, 1) (gain 4), 8 logits: a chaotic map. At depth 30 it amplifies float32 rounding
+    to about 1e-3 of its output and float64 rounding to about 1e-11; at depth 150 float64
+    rounding to about 1e-2."""
+    x = keras.Input((16,))
+    h = x
+    for k in range(depth):
+        h = layers.Dense(16, activation="tanh", use_bias=False, name=f"d{k}",
+                         kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=k))(h)
+    return keras.Model(x, layers.Dense(8, name="logits", kernel_initializer=(
+        keras.initializers.RandomNormal(seed=999)))(h))
+
+
+def in_float64_too(depth: int) -> tuple[keras.Model, keras.Model]:
+    """:func:`chaotic_mlp` in float32, and a float64 model with the same weights."""
+    model = chaotic_mlp(depth)
+    with float64():
+        model64 = chaotic_mlp(depth)
+    model64.set_weights([w.astype("float64") for w in model.get_weights()])
+    return model, model64
+
+
+#: The dry run's sample for one input of 16 numbers.
+DRY_RUN_SAMPLE = torch.randn(1, 16, generator=torch.Generator().manual_seed(1))
+
+
+def test_chaotic_float32_model_converts_where_it_agrees_in_float64():
+    """TensorFlow's and torch's float32 rounding, amplified by a chaotic map, put the
+    converted output outside the dry run's tolerance on its own sample; the dry run
+    re-checks against a float64 copy of the Keras model and converts it. The float64
+    conversion matches a float64 Keras model with the same weights."""
+    model, model64 = in_float64_too(30)
+    conv = ins.convert(model)
+    x = DRY_RUN_SAMPLE
+    single = conv.model(x).detach()
+    exact = ins.convert(model, dtype="double").model(x.double()).detach()
+    assert max_rel_error(single, keras_outputs(model, [x.numpy()])[0]) > 10 * FLOAT_TOL
+    assert max_rel_error(exact, keras_outputs(model64, [x.double().numpy()])[0]) < 1e-9
+
+
+def test_model_chaotic_beyond_float64_is_checked_layer_by_layer():
+    """At depth 150 the map amplifies float64 rounding beyond the tolerance too (against
+    a float64 Keras model with the same weights, on the dry run's sample): the dry run
+    compares each converted layer, run on Keras' values of the layers it reads, with
+    Keras' layer and converts it. A conversion of another model (one kernel 0.1% off)
+    is refused there, naming the layer."""
+    from innsight.converter.converter import _build_checked
+    from innsight.converter.keras_front import describe_keras
+
+    model, model64 = in_float64_too(150)
+    x = DRY_RUN_SAMPLE
+    exact = ins.convert(model, dtype="double").model(x.double()).detach()  # converts
+    assert max_rel_error(exact, keras_outputs(model64, [x.double().numpy()])[0]) > FLOAT_TOL
+    wrong = chaotic_mlp(150)
+    wrong.get_layer("d70").kernel.assign(1.001 * np.asarray(wrong.get_layer("d70").kernel))
+    _, run_wrong = describe_keras(wrong, None)
+    description, _ = describe_keras(model, None)
+    with pytest.raises(ins.ConversionError, match="layer by layer, layer 'd70") as info:
+        _build_checked(description, torch.float32, None, None, wrong, run_wrong)
+    assert "in float64" in str(info.value)
+
+
 # ---- applications in float32, on the inputs they expect ---------------------------------
 # (every application: ``python benchmarks/coverage.py keras``)
 

@@ -331,16 +331,54 @@ class _Translator:
 def _original_runner(keras: Any, model: Any, graph: Any) -> Callable[[list[Tensor]], list[Tensor]]:
     """The Keras model as a function of channels-first tensors, for the converter's dry
     run: inputs are moved to channels last and cast to the Keras inputs' dtypes, the
-    outputs moved back to channels first."""
+    outputs moved back to channels first. Float64 inputs run a float64 copy of the model
+    (the dry run's re-check of an ill-conditioned model), made on first use, where Keras
+    can rebuild the model from its config; otherwise the model as it is."""
+    copies: dict[str, Any] = {}
 
     def run(inputs: list[Tensor]) -> list[Tensor]:
-        arrays = [np.moveaxis(x.cpu().numpy(), 1, -1) if x.ndim > 2 else x.cpu().numpy()
-                  for x in inputs]
-        arrays = [a.astype(x.dtype) for a, x in zip(arrays, graph.inputs)]
-        outputs = run_keras(keras, model, graph, arrays)
+        runs = model
+        if any(x.dtype == torch.float64 for x in inputs):
+            if "float64" not in copies:
+                copies["float64"] = _float64_copy(keras, model)
+            runs = copies["float64"] or model
+        outputs = run_keras(keras, runs, graph, _keras_arrays(_graph_of(keras, runs), inputs))
         return [torch.as_tensor(np.moveaxis(e, -1, 1) if e.ndim > 2 else e) for e in outputs]
 
+    def layer_values(inputs: list[Tensor]) -> dict[str, Tensor]:
+        """The output of every layer called once with one output, channels first."""
+        layers = [layer for layer in graph.layers
+                  if not isinstance(layer, keras.layers.InputLayer)
+                  and len(layer._inbound_nodes) == 1 and not isinstance(layer.output, (list, tuple))]
+        probe = keras.Model(graph.inputs, [layer.output for layer in layers])
+        outputs = run_keras(keras, probe, graph, _keras_arrays(graph, inputs))
+        return {layer.name: torch.as_tensor(np.moveaxis(e, -1, 1) if e.ndim > 2 else e)
+                for layer, e in zip(layers, outputs)}
+
+    run.layer_values = layer_values  # type: ignore[attr-defined]  # the dry run's last resort
     return run
+
+
+def _keras_arrays(graph: Any, inputs: list[Tensor]) -> list[np.ndarray]:
+    """Channels-first tensors as channels-last arrays in the dtypes of ``graph``'s inputs."""
+    return [(np.moveaxis(x.cpu().numpy(), 1, -1) if x.ndim > 2 else x.cpu().numpy()).astype(
+        k.dtype) for x, k in zip(inputs, graph.inputs)]
+
+
+def _float64_copy(keras: Any, model: Any) -> Any:
+    """A copy of the model computing in float64 with its weights cast exactly, or
+    ``None`` where Keras cannot rebuild a layer from its config."""
+
+    def in_float64(layer: Any) -> Any:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=in_float64, recursive=True)
+        copy.set_weights([w.astype("float64") if np.issubdtype(w.dtype, np.floating) else w
+                          for w in model.get_weights()])
+    except Exception:  # noqa: BLE001  (custom layers, configs Keras cannot round-trip)
+        return None
+    return copy
 
 
 def run_keras(keras: Any, model: Any, graph: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:

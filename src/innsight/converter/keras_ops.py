@@ -863,8 +863,10 @@ def _keras_constant(value: Any) -> Any:
 @_register("Rescaling")
 def _rescaling(t: Any, node: Any, xs: list[Value], outs: list[tuple[int, ...]]) -> list[int]:
     op, x = node.operation, t.expand_rank(xs[0], len(outs[0]))
-    scale = to_internal_array(_keras_constant(op.scale), x.rank)
-    shift = to_internal_array(_keras_constant(op.offset), x.rank)
+    # the values Keras computes with: it casts a number through float32 (the default
+    # dtype of a Python float in every backend), even in a float64 model
+    scale, shift = (to_internal_array(to_numpy(t.keras.ops.cast(c, op.compute_dtype)), x.rank)
+                    for c in (_keras_constant(op.scale), _keras_constant(op.offset)))
     return [t.emit("Affine", [x], scale=scale, shift=shift)]
 
 

@@ -16,6 +16,7 @@ import inspect
 import operator
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch import Tensor, fx, nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from innsight._torch_modules import any_training, eval_mode, output_list
+from innsight._torch_modules import any_training, eval_mode, in_float64, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.torch_ops import (
@@ -136,7 +137,10 @@ def describe_torch(
             description = _describe_graph(model, TRACE[tracer](model, dims, specs), dims, specs)
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
-        with eval_mode(model), torch.no_grad():
+        """The model's outputs; in float64 where an input is float64 (the dry run's
+        re-check of an ill-conditioned model)."""
+        double = any(x.dtype == torch.float64 for x in inputs)
+        with eval_mode(model), torch.no_grad(), in_float64(model) if double else nullcontext():
             try:
                 return output_list(model(*inputs), "the model's output")
             except TypeError as err:
