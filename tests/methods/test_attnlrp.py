@@ -95,10 +95,12 @@ def test_token_relevances_and_what_layers_absorb_sum_to_the_logit(name):
         logit = pick(model(inputs_embeds=embeddings).logits)
     total = _per_token(result).sum(1) + absorbed
     assert (total - logit).abs().max() <= 1e-6 * logit.abs().max()
-    # The softmax linearisation absorbs relevance, as the paper says.
-    softmax = report[report["layer"].str.endswith("_weights")]
-    assert (softmax["rule"] == "linearise").all() and len(softmax) == 2 * 2  # layers x data
-    assert softmax["absorbed"].abs().max() > 1e-6 * logit.abs().max()
+    # The softmax linearisation absorbs relevance, as the paper says: the attention
+    # layers (their softmax is the part "weights") absorb more than the stabilisers do.
+    attention = report[report["type"] == "ScaledDotProductAttention"]
+    assert (attention["rule"] == "uniform, weights: linearise").all()
+    assert len(attention) == 2 * 2  # layers x data
+    assert attention["absorbed"].abs().max() > 1e-6 * logit.abs().max()
 
 
 def test_rules_are_chosen_per_layer_type_and_the_preset_spells_them_out():
@@ -111,12 +113,22 @@ def test_rules_are_chosen_per_layer_type_and_the_preset_spells_them_out():
     torch.testing.assert_close(preset.get_result("torch_tensor"),
                                spelled.get_result("torch_tensor"), rtol=0, atol=0)
     rules = preset.layer_report().drop_duplicates("layer").set_index("layer")["rule"]
-    assert rules["scaled_dot_product_attention_weights"] == "linearise"
-    assert rules["scaled_dot_product_attention"] == "uniform"
+    assert rules["scaled_dot_product_attention"] == "uniform, weights: linearise"
     assert rules["silu"] == "pass" and rules["linear"] == "epsilon"
+    # The softmax inside an attention layer is chosen by the name <layer>_weights too,
+    # and changes the result.
+    one_softmax = run(rule_name={**names, "scaled_dot_product_attention_weights": "pass"},
+                      rule_param=1e-9)
+    rules = one_softmax.layer_report().drop_duplicates("layer").set_index("layer")["rule"]
+    assert rules["scaled_dot_product_attention"] == "uniform, weights: pass"
+    assert rules["scaled_dot_product_attention_1"] == "uniform, weights: linearise"
+    assert not torch.equal(one_softmax.get_result("torch_tensor"),
+                           preset.get_result("torch_tensor"))
     # A rule for every layer it fits ("*" or one name) leaves activations at "pass".
     one_name = run(rule_name="epsilon", rule_param=1e-9).layer_report()
     assert set(one_name[one_name["type"] == "Activation"]["rule"]) == {"pass"}
+    assert set(one_name[one_name["type"] == "ScaledDotProductAttention"]["rule"]) == {
+        "epsilon, weights: pass"}
 
 
 # ---- the rules against their matrix forms -----------------------------------------------

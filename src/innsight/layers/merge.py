@@ -194,7 +194,7 @@ class MatMul(_Product):
                 out.append(r.new_zeros(r.shape[0], *x.shape))
                 continue
             share = r if constant is not None else r / 2
-            fixed = FrozenMatMul(self, xs[1 - side], side)
+            fixed = FrozenMatMul(self.type_name, self.input_dim[side], xs[1 - side], side)
             out.append(fixed.relevance(share, [x], y, rule)[0])
         return out
 
@@ -208,14 +208,16 @@ class MatMul(_Product):
 
 
 class FrozenMatMul(FrozenMap):
-    """A :class:`MatMul` with one operand held at its values ``fixed (B, ..., ., .)``:
+    """A matrix product (layer type ``type_name``) with one operand held at its values
+    ``fixed (B, ..., ., .)``, the other of sample shape ``operand_dim``:
     the linear map ``x -> x @ fixed`` (``side=0``, ``x`` varies) or ``x -> fixed @ x``
     (``side=1``), different for each sample. The fixed operand is the rule weight, so
     that the LRP rules' weight modifications act on it entry by entry."""
 
-    def __init__(self, layer: MatMul, fixed: Tensor, side: int) -> None:
-        self.type_name = layer.type_name
-        self.input_dim = [layer.input_dim[side]]
+    def __init__(self, type_name: str, operand_dim: tuple[int, ...], fixed: Tensor,
+                 side: int) -> None:
+        self.type_name = type_name
+        self.input_dim = [operand_dim]
         self._fixed = fixed
         self._side = side
 

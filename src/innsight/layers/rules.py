@@ -212,6 +212,24 @@ class RuleError(ValueError):
     """A layer has no rule for a method (or for a rule's setting)."""
 
 
+@dataclass(frozen=True)
+class RulePart:
+    """A part of a fused layer that follows its own LRP rule, chosen as for a layer of
+    its own (see :class:`RuleLayer`): by the name ``<layer name>_<suffix>``, its
+    ``rule_key`` or ``type_name``, or a rule named for every layer that fits
+    ``lrp_kind``, else ``default_lrp_rule`` (e.g. the softmax inside an attention layer)."""
+
+    suffix: str
+    type_name: str
+    key: str
+    lrp_kind: str
+    default_lrp_rule: str
+    shape_preserving: bool = True
+
+    def rule_key(self) -> str:
+        return self.key
+
+
 class RuleLayer:
     """The interface of the rule-based backward passes; :class:`~innsight.layers.Layer`
     inherits it, and every layer family overrides what it supports."""
@@ -238,6 +256,8 @@ class RuleLayer:
     rule_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether input and output have the same shape (the LRP rule ``pass`` needs it).
     shape_preserving: ClassVar[bool] = False
+    #: Parts that take LRP rules of their own (``LrpRule.parts``, keyed by suffix).
+    rule_parts: ClassVar[tuple[RulePart, ...]] = ()
     #: Whether the DeepLift backward understands :class:`Pair` multipliers of its
     #: output's own split (else they are collapsed by the sign of its output difference).
     splits_pairs: ClassVar[bool] = False

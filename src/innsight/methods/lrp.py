@@ -32,7 +32,8 @@ from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_wal
 #: LRP rule can be chosen, their finer keys (``"Softmax"``), and ``"*"`` for every layer
 #: the rule fits.
 RULE_TYPES = tuple(sorted({key for name, cls in LAYER_TYPES.items() if cls.takes_lrp_rule
-                           for key in (name, *cls.rule_keys)}))
+                           for key in (name, *cls.rule_keys,
+                                       *(part.key for part in cls.rule_parts))}))
 _EVERY = "*"
 
 
@@ -40,7 +41,8 @@ def _check_keys(arg_name: str, value: Any, model: ConvertedModel) -> None:
     if not isinstance(value, Mapping):
         return
     known = set(RULE_TYPES) | {_EVERY} | {
-        name for name, layer in zip(model.layer_names, model.layers) if layer.takes_lrp_rule
+        part_name for name, layer in zip(model.layer_names, model.layers) if layer.takes_lrp_rule
+        for part_name in (name, *(f"{name}_{part.suffix}" for part in layer.rule_parts))
     }
     unknown = sorted(str(k) for k in value if k not in known)
     if unknown:
@@ -96,12 +98,10 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
                 f"{list(LRP_RULES)} or a preset {list(LRP_PRESETS)}."
             )
 
-    rules = []
     single_param_used = False
-    for name, layer in zip(model.layer_names, model.layers):
-        if not layer.takes_lrp_rule:
-            rules.append(LrpRule(winner_takes_all=winner_takes_all))
-            continue
+
+    def rule_of(name: str, layer: Any) -> LrpRule:
+        nonlocal single_param_used
         rule_class = _rule_class(rule_name, name, layer)
         takes_param = rule_class.takes_param
         param, where = None, ""
@@ -116,7 +116,16 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
         elif rule_param is not None:
             single_param_used |= takes_param
             param = rule_param if takes_param else None
-        rules.append(rule_class(rule_class.check_param(param, where), winner_takes_all))
+        return rule_class(rule_class.check_param(param, where), winner_takes_all)
+
+    rules = []
+    for name, layer in zip(model.layer_names, model.layers):
+        if not layer.takes_lrp_rule:
+            rules.append(LrpRule(winner_takes_all=winner_takes_all))
+            continue
+        rules.append(rule_of(name, layer))
+        rules[-1].parts = {part.suffix: rule_of(f"{name}_{part.suffix}", part)
+                           for part in layer.rule_parts}
     if rule_param is not None and not isinstance(rule_param, Mapping) and not single_param_used:
         taking = ", ".join(key for key, cls in LRP_RULES.items() if cls.takes_param)
         raise ValueError(
@@ -149,7 +158,7 @@ def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -
     records = None
     if keep_layers:
         records = LayerRecords(model, len(setup.targets), setup.data[0].shape[0],
-                               lambda i: rules[i].name if model.layers[i].takes_lrp_rule else "-")
+                               lambda i: rules[i].label() if model.layers[i].takes_lrp_rule else "-")
     return explain_by_walk(setup, 1, setup.batch_size, walk_chunk, records)
 
 
