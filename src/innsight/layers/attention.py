@@ -17,9 +17,30 @@ from torch import Tensor
 
 from innsight.layers.activation import rescaled_gradient, softmax_linearised
 from innsight.layers.base import Layer, frozen_param
-from innsight.layers.lrp_rules import LrpRule
+from innsight.layers.lrp_rules import Linearise, LrpRule
 from innsight.layers.merge import FrozenMatMul
-from innsight.layers.rules import DeepLiftRule, Multipliers, Pair, RulePart, collapse, divide, sum_to
+from innsight.layers.rules import (
+    DeepLiftRule,
+    Multipliers,
+    Pair,
+    RulePart,
+    collapse,
+    divide,
+    fold,
+    sum_to,
+    unfold,
+)
+
+#: Mask entries at or below this count as "not attending" (``-inf`` after the softmax).
+_MASKED = -1e30
+
+
+def _is_causal(mask: Tensor) -> bool:
+    """Whether ``mask (..., L, L)`` is 0 on and below the diagonal and masks the rest."""
+    if mask.ndim < 2 or mask.shape[-1] != mask.shape[-2]:
+        return False
+    above = torch.ones(mask.shape[-2:], dtype=torch.bool, device=mask.device).triu(1)
+    return bool((mask.masked_fill(above, 0) == 0).all() and (mask[..., above] <= _MASKED).all())
 
 
 def _softmax(x: Tensor) -> Tensor:
@@ -69,6 +90,9 @@ class ScaledDotProductAttention(Layer):
             raise ValueError(f"`scale` must be a finite number, got {scale!r}.")
         self.scale = float(scale)
         self.mask = None if mask is None else frozen_param(mask, "mask")
+        #: A causal mask runs as such (``is_causal``), so that fused kernels skip the
+        #: masked half rather than read the mask.
+        self.causal = self.mask is not None and _is_causal(self.mask)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         if not (q.ndim == k.ndim == v.ndim >= 3 and q.shape[-1] == k.shape[-1]
@@ -78,6 +102,8 @@ class ScaledDotProductAttention(Layer):
                 f"[and bias broadcastable to (..., L, S)] of the same rank, got "
                 f"{[list(x.shape[1:]) for x in (q, k, v, bias) if x is not None]}."
             )
+        if bias is None and self.causal:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         add = self.mask if bias is None else bias if self.mask is None else bias + self.mask
         return F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=self.scale)
 
@@ -102,20 +128,49 @@ class ScaledDotProductAttention(Layer):
         """The softmax part linearised at its input (the rule ``linearise``)."""
         return softmax_linearised(r, x, y, -1)
 
+    def _gradients(self, s: Tensor, xs: list[Tensor], wanted: list[int]) -> list[Tensor]:
+        """The gradients of ``s . forward(*xs)`` (``s (T, B, ..., L, Ev)``) with respect
+        to the inputs ``wanted``, ``(T, B, *in)`` each, through torch's fused kernel
+        (no ``(L, S)`` tensor where it has a memory-efficient backward)."""
+        n_targets = s.shape[0]
+        with torch.inference_mode(False), torch.enable_grad():
+            at = [(x.clone() if x.is_inference() else x.detach()).expand(
+                n_targets, *x.shape).reshape(-1, *x.shape[1:]) for x in xs]
+            for i in wanted:
+                at[i].requires_grad_(True)
+            grads = torch.autograd.grad(self(*at), [at[i] for i in wanted], fold(s))
+        return [unfold(g, n_targets) for g in grads]
+
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
+        weights_rule = rule.part("weights", "pass")
+        s = rule.quotient(r if rule.holds_operand else r * 0.5, y)
+        if s is not None and rule.holds_operand:
+            (g_v,) = self._gradients(s, xs, [2])
+            return [None, None, xs[2] * g_v] + [None] * (len(xs) - 3)
+        if s is not None and isinstance(weights_rule, Linearise):
+            # The linearised softmax passes z * g (g: the gradient at its input z), which
+            # the scores' product splits half and half as x * g: the input times the
+            # gradient, as for the values.
+            grads = self._gradients(s, xs, list(range(len(xs))))
+            shares = [0.5, 0.5, 1.0] + [1.0] * (len(xs) - 3)
+            return [x * g * share for x, g, share in zip(xs, grads, shares)]
+        return self._relevance_written_out(r, xs, y, rule, weights_rule)
+
+    def _relevance_written_out(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule,
+                               weights_rule: LrpRule) -> list[Tensor]:
+        """The relevance with the scores and weights ``(T, B, ..., L, S)`` written out."""
         q, k, v, *bias = xs
         qs, z, w = self._steps(q, k, bias)
         q_dim, k_dim, v_dim = self.input_dim[:3]
         s_dim = (*q_dim[:-1], k_dim[-2])
         if rule.holds_operand:
             r_v = rule.relevance(FrozenMatMul(self.type_name, v_dim, w, 1), r, v, y)
-            return [r.new_zeros(r.shape[0], *x.shape) for x in (q, k)] + [r_v] + [
-                r.new_zeros(r.shape[0], *b.shape) for b in bias]
+            return [None, None, r_v] + [None] * len(bias)
         half = r * 0.5
         r_v = rule.relevance(FrozenMatMul(self.type_name, v_dim, w, 1), half, v, y)
         r_w = rule.relevance(FrozenMatMul(self.type_name, s_dim, v, 0), half, w, y)
         del half
-        r_z = rule.part("weights", "pass").relevance(self, r_w, z, w)
+        r_z = weights_rule.relevance(self, r_w, z, w)
         del r_w, w
         half = r_z * 0.5
         r_q = rule.relevance(FrozenMatMul(self.type_name, q_dim, k.mT, 0), half, qs, z)

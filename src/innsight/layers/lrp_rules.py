@@ -115,6 +115,12 @@ class LrpRule(Rule):
         onto its input, ``(T, B, *in)``."""
         raise NotImplementedError(f"{type(self).__name__} has no relevance formula")
 
+    def quotient(self, r: Tensor, y: Tensor) -> Tensor | None:
+        """For rules whose relevance is ``x * L_W^T(s)`` (input times the gradient of
+        ``s . L_W(x)``), ``s`` from ``r (T, B, *out)`` and ``y (B, *out)``; ``None`` for
+        the others."""
+        return None
+
 
 class Simple(LrpRule):
     """``simple``: ``s = r / z`` with ``z = L_W(x) + b``, then ``x * L_W^T(s)``; relevance
@@ -125,8 +131,11 @@ class Simple(LrpRule):
     def _stabiliser(self) -> float:
         return 0.0
 
+    def quotient(self, r: Tensor, y: Tensor) -> Tensor:
+        return r * reciprocal(y, self._stabiliser())
+
     def relevance(self, layer: LinearMap, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        return x * layer.lin_t(r * reciprocal(y, self._stabiliser()), "w")
+        return x * layer.lin_t(self.quotient(r, y), "w")
 
 
 class Epsilon(Simple):
