@@ -87,6 +87,10 @@ class Concatenate(Mover, Layer):
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.cat(xs, dim=tensor_dim(self.axis))
 
+    def _move_back(self, upstream: Tensor) -> list[Tensor]:
+        sizes = [dim[self.axis] for dim in self.input_dim]
+        return list(upstream.split(sizes, dim=self.axis + 2 if self.axis >= 0 else self.axis))
+
     def get_params(self) -> dict[str, Any]:
         return {"axis": self.axis}
 
@@ -138,8 +142,8 @@ class Multiply(_Product):
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         if self.lrp_constant is None:
             return [sum_to(r / 2, x.shape) for x in xs]
-        return [r.new_zeros(r.shape[0], *x.shape) if side == self.lrp_constant
-                else sum_to(r, x.shape) for side, x in enumerate(xs)]
+        return [None if side == self.lrp_constant else sum_to(r, x.shape)
+                for side, x in enumerate(xs)]
 
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
                      y_ref: Tensor, rule: DeepLiftRule,
@@ -191,7 +195,7 @@ class MatMul(_Product):
         out = []
         for side, x in enumerate(xs):
             if side == constant:
-                out.append(r.new_zeros(r.shape[0], *x.shape))
+                out.append(None)
                 continue
             share = r if constant is not None else r / 2
             fixed = FrozenMatMul(self.type_name, self.input_dim[side], xs[1 - side], side)

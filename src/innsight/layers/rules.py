@@ -283,8 +283,10 @@ class RuleLayer:
         unless a layer's own setting limits it further."""
         return None if rule is None else rule.refusal(self)
 
-    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
-        """LRP: relevance ``(T, B, *out)`` onto each input ``(T, B, *in_k)``."""
+    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor,
+                  rule: LrpRule) -> list[Tensor | None]:
+        """LRP: relevance ``(T, B, *out)`` onto each input ``(T, B, *in_k)``; ``None`` for
+        an input that gets none (an operand the rule holds fixed)."""
         raise RuleError(self.no_rule("lrp"))
 
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
