@@ -113,6 +113,9 @@ class ScaledDotProductAttention(Layer):
     def rule_key(self) -> str:
         return "MatMul"
 
+    def held_inputs(self, rule: LrpRule) -> frozenset[int]:
+        return frozenset({0, 1, 3}) if rule.holds_operand else frozenset()
+
     def _steps(self, q: Tensor, k: Tensor, bias: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """The scaled query ``q * scale``, the scores ``z`` (softmax input, ``(B, ..., L,
         S)``) and the attention weights ``softmax(z)``."""

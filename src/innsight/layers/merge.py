@@ -113,6 +113,10 @@ class _Product(Layer):
     def get_params(self) -> dict[str, Any]:
         return {"lrp_constant": self.lrp_constant}
 
+    def held_inputs(self, rule: LrpRule) -> frozenset[int]:
+        held = self.lrp_constant is not None and rule.holds_operand
+        return frozenset({self.lrp_constant}) if held else frozenset()
+
     def summary(self) -> str:
         return self.type_name if self.lrp_constant is None else (
             f"{self.type_name}(LRP: input {self.lrp_constant} fixed)")

@@ -258,6 +258,8 @@ class RuleLayer:
     shape_preserving: ClassVar[bool] = False
     #: Parts that take LRP rules of their own (``LrpRule.parts``, keyed by suffix).
     rule_parts: ClassVar[tuple[RulePart, ...]] = ()
+    #: Whether the rule-based passes read the forward values (inputs and output).
+    reads_values: ClassVar[bool] = True
     #: Whether the DeepLift backward understands :class:`Pair` multipliers of its
     #: output's own split (else they are collapsed by the sign of its output difference).
     splits_pairs: ClassVar[bool] = False
@@ -276,6 +278,11 @@ class RuleLayer:
         missing from its ``rule_paths``."""
         reason = f" ({self.no_rule_reason})" if self.no_rule_reason else ""
         return f"layer type '{self.type_name}' has no {RULE_PATHS[method]} rule{reason}"
+
+    def held_inputs(self, rule: LrpRule) -> frozenset[int]:
+        """The inputs that LRP under ``rule`` gives no relevance (``None``: operands the
+        rule holds fixed); the walk does not reach further through them."""
+        return frozenset()
 
     def setting_refusal(self, rule: Rule | None) -> str | None:
         """Why this layer cannot follow ``rule`` (a method's rule for this layer, ``None``
@@ -311,6 +318,8 @@ class Mover(RuleLayer):
     move itself, without any constant added."""
 
     rule_paths = ALL_PATHS
+    #: Moving values back needs no forward values.
+    reads_values = False
 
     def _linear(self, *xs: Tensor) -> Tensor:
         return self(*xs)

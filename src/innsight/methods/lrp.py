@@ -135,22 +135,43 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
     return rules
 
 
+def walk_values(model: ConvertedModel, explained: list[int], rules: list[LrpRule]) -> set[int]:
+    """The layers whose values the walk back from ``explained`` under ``rules`` reads:
+    the inputs and output of each layer it reaches (through inputs not held fixed) that
+    reads forward values at all."""
+    reached, read = set(explained), set()
+    for i in sorted(model.needed(explained), reverse=True):
+        layer, reads = model.layers[i], model.input_layers[i]
+        if i not in reached or layer.ends_walks or not reads:
+            continue
+        held = layer.held_inputs(rules[i])
+        reached.update(j for k, j in enumerate(reads) if k not in held)
+        if layer.reads_values:
+            read.update((i, *reads))
+    return read
+
+
 def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -> Explanation:
     """Relevances per input layer ``(n_data, *dim, n_targets)``; their goal is the
     explained value (of a weighted target ``sum w f``, each node starting with ``w f``).
     ``keep_layers`` records every layer's totals."""
     model = setup.model
     check_rules(model, setup.explained, "lrp", lambda i: rules[i])
+    kept = set(setup.explained) | set(setup.prediction_nodes)  # read after the walk
+    read = walk_values(model, setup.explained, rules) | kept
 
     def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
         with torch.no_grad():
-            values = model.node_values([x[sample] for x in setup.data])
+            values = model.node_values([x[sample] for x in setup.data], keep=read)
         outputs = [values[node] for node in setup.explained]
         f = target_values(outputs, setup.targets, sample)
 
-        def step(i: int, r: Tensor) -> list[Tensor]:
+        def step(i: int, r: Tensor) -> list[Tensor | None]:
             reads = model.input_layers[i]
-            return model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
+            backs = model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
+            if i not in kept:
+                values[i] = None  # the layers still to visit come before it: none reads it
+            return backs
 
         return ChunkWalk(values, lambda o: outputs[o].reshape(len(sample), -1), step,
                          lambda node, r: r, f)
