@@ -104,6 +104,7 @@ class Activation(Layer):
     type_names = ("Activation",)
     required = ("act_name",)
     is_activation = True
+    recomputable = True
     rule_paths = ALL_PATHS
     takes_lrp_rule = True
     shape_preserving = True

@@ -37,6 +37,7 @@ class Add(Layer):
     type_names = ("Add",)
     n_inputs = None
     can_overwrite = True
+    recomputable = True
     splits_pairs = True
     rule_paths = ALL_PATHS
 
@@ -139,6 +140,7 @@ class Multiply(_Product):
     """
 
     type_names = ("Multiply",)
+    recomputable = True
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a * b

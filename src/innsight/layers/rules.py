@@ -260,6 +260,9 @@ class RuleLayer:
     rule_parts: ClassVar[tuple[RulePart, ...]] = ()
     #: Whether the rule-based passes read the forward values (inputs and output).
     reads_values: ClassVar[bool] = True
+    #: Whether a walk may recompute the value from the inputs rather than keep it from
+    #: the forward pass (elementwise and moving layers: cheap, no large temporaries).
+    recomputable: ClassVar[bool] = False
     #: Whether the DeepLift backward understands :class:`Pair` multipliers of its
     #: output's own split (else they are collapsed by the sign of its output difference).
     splits_pairs: ClassVar[bool] = False
@@ -320,6 +323,7 @@ class Mover(RuleLayer):
     rule_paths = ALL_PATHS
     #: Moving values back needs no forward values.
     reads_values = False
+    recomputable = True
 
     def _linear(self, *xs: Tensor) -> Tensor:
         return self(*xs)

@@ -151,6 +151,40 @@ def walk_values(model: ConvertedModel, explained: list[int], rules: list[LrpRule
     return read
 
 
+def stored_values(model: ConvertedModel, read: set[int], kept: set[int]) -> set[int]:
+    """The values to keep from the forward pass: those in ``read`` (or ``kept``) that are
+    not recomputable (``RuleLayer.recomputable``), and those that recomputing the
+    others starts from."""
+    stored, seen, stack = set(kept), set(), list(read)
+    while stack:
+        j = stack.pop()
+        if j in seen:
+            continue
+        seen.add(j)
+        if j in kept or not model.layers[j].recomputable or not model.input_layers[j]:
+            stored.add(j)
+        else:
+            stack.extend(model.input_layers[j])
+    return stored
+
+
+def recompute(model: ConvertedModel, values: list[Tensor | None], nodes: list[int],
+              read: set[int]) -> None:
+    """Fill in the values of ``nodes`` that were not kept, from the values that were
+    (recomputable layers only, see :func:`stored_values`); intermediate values outside
+    ``read`` are dropped again."""
+    todo, stack = set(), [j for j in nodes if values[j] is None]
+    while stack:
+        j = stack.pop()
+        if j not in todo:
+            todo.add(j)
+            stack.extend(k for k in model.input_layers[j] if values[k] is None)
+    for j in sorted(todo):
+        values[j] = model.layers[j](*[values[k] for k in model.input_layers[j]])
+    for j in todo - read:
+        values[j] = None
+
+
 def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -> Explanation:
     """Relevances per input layer ``(n_data, *dim, n_targets)``; their goal is the
     explained value (of a weighted target ``sum w f``, each node starting with ``w f``).
@@ -159,15 +193,18 @@ def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -
     check_rules(model, setup.explained, "lrp", lambda i: rules[i])
     kept = set(setup.explained) | set(setup.prediction_nodes)  # read after the walk
     read = walk_values(model, setup.explained, rules) | kept
+    stored = stored_values(model, read, kept)
 
     def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
         with torch.no_grad():
-            values = model.node_values([x[sample] for x in setup.data], keep=read)
+            values = model.node_values([x[sample] for x in setup.data], keep=stored)
         outputs = [values[node] for node in setup.explained]
         f = target_values(outputs, setup.targets, sample)
 
         def step(i: int, r: Tensor) -> list[Tensor | None]:
             reads = model.input_layers[i]
+            if model.layers[i].reads_values:
+                recompute(model, values, [i, *reads], read)
             backs = model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
             if i not in kept:
                 values[i] = None  # the layers still to visit come before it: none reads it
