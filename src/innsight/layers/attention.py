@@ -114,7 +114,8 @@ class ScaledDotProductAttention(Layer):
         return "MatMul"
 
     def held_inputs(self, rule: LrpRule) -> frozenset[int]:
-        return frozenset({0, 1, 3}) if rule.holds_operand else frozenset()
+        return frozenset({0, 1, *range(3, len(self.input_dim))}) if rule.holds_operand else (
+            frozenset())
 
     def _steps(self, q: Tensor, k: Tensor, bias: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """The scaled query ``q * scale``, the scores ``z`` (softmax input, ``(B, ..., L,

@@ -268,7 +268,10 @@ class LRP(InterpretingMethod):
 
     Transformers: by default a matrix product with a softmax operand holds the
     attention weights fixed (the AH-rule of Ali et al. 2022, CP-LRP), so the softmax
-    gets no relevance, and normalisers are held fixed (the LN-rule). The preset
+    gets no relevance, and normalisers are held fixed (the LN-rule). Attention
+    converts to one ``ScaledDotProductAttention`` layer: its rule is that of its
+    products (key ``"MatMul"``), its softmax follows ``"Softmax"`` or the name
+    ``<layer>_weights`` (a part of the layer with its own rule). The preset
     ``rule_name="attnlrp"`` is AttnLRP (Achtibat et al. 2024), the rules of
     ``lxt.efficient`` (tested equal): ``epsilon`` (``1e-9``) for layers with weights and
     for layer norms (held standard deviation: the identity rule on the
