@@ -6,9 +6,11 @@ Usage: python benchmarks/bench_attnlrp.py [--tokens 128 1024] [--layers 4]
        [--hidden 256] [--device cpu|cuda] [--repeats 3]
 
 Each explains the logit of the top-1 next token after the last position of one
-sequence, float32, with respect to the input embeddings. Time: the median of
-``--repeats`` runs (after one warm-up run), wall-clock and CPU time of the process
-(steadier than wall-clock on a shared machine), the conversion excluded (quoted apart).
+sequence, float32, with respect to the input embeddings. Time: the fastest of
+``--repeats`` rounds (after one warm-up run; each round runs every method once, so
+that changes of the machine's load hit all alike), wall-clock and CPU time of the
+process (steadier than wall-clock on a shared machine), the conversion excluded
+(quoted apart).
 Peak memory: above what was in use before the run; on CUDA
 ``torch.cuda.max_memory_allocated``, on CPU the peak resident set size sampled every
 millisecond (after returning freed memory to the system with ``malloc_trim``), which
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import statistics
 import sys
 import threading
 import time
@@ -77,22 +78,27 @@ class PeakMemory:
         self.peak = max(self.top, self._rss()) - self.base
 
 
-def measure(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int
-            ) -> tuple[float, float, int, torch.Tensor]:
-    """Median wall seconds, median CPU seconds of the process, peak bytes (of the first
-    measured run) and the result of ``fn``."""
-    fn()  # warm-up
-    walls, cpus, peak, out = [], [], 0, None
-    for k in range(repeats):
-        with PeakMemory(device) as memory:
-            start, cpu = time.perf_counter(), time.process_time()
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            walls.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - cpu)
-        peak = memory.peak if k == 0 else peak
-    return statistics.median(walls), statistics.median(cpus), peak, out
+def measure(fns: dict[str, Callable[[], torch.Tensor]], device: torch.device, repeats: int
+            ) -> dict[str, tuple[float, float, int, torch.Tensor]]:
+    """Per method: the fastest wall seconds and CPU seconds of the process over
+    ``repeats`` rounds, its peak bytes (first round) and its result. Each round runs
+    every method once, so that a change of the machine's load hits all of them alike;
+    the fastest run is the one least disturbed by other processes."""
+    for fn in fns.values():
+        fn()  # warm-up
+    walls, cpus, peaks, outs = ({name: [] for name in fns} for _ in range(4))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            with PeakMemory(device) as memory:
+                start, cpu = time.perf_counter(), time.process_time()
+                outs[name] = fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                walls[name].append(time.perf_counter() - start)
+                cpus[name].append(time.process_time() - cpu)
+            peaks[name].append(memory.peak)
+    return {name: (min(walls[name]), min(cpus[name]), peaks[name][0], outs[name])
+            for name in fns}
 
 
 def build(layers: int, hidden: int, tokens: int, device: torch.device) -> tf.PreTrainedModel:
@@ -130,12 +136,10 @@ def run(tokens: int, args: argparse.Namespace) -> list[tuple[str, float, float, 
         with lxt_attnlrp(model):
             return grad_x_input()
 
-    rows = []
-    results = {}
-    for name, fn in (("innsight AttnLRP", ours), ("LXT AttnLRP", lxt),
-                     ("Gradient x Input", grad_x_input)):
-        wall, cpu, peak, results[name] = measure(fn, device, args.repeats)
-        rows.append((name, wall, cpu, peak))
+    measured = measure({"innsight AttnLRP": ours, "LXT AttnLRP": lxt,
+                        "Gradient x Input": grad_x_input}, device, args.repeats)
+    rows = [(name, wall, cpu, peak) for name, (wall, cpu, peak, _) in measured.items()]
+    results = {name: out for name, (*_, out) in measured.items()}
     gap = (results["innsight AttnLRP"] - results["LXT AttnLRP"].to(results["innsight AttnLRP"]))
     rel = (gap.abs().max() / results["LXT AttnLRP"].abs().max()).item()
     print(f"tokens={tokens}: conversion {convert_s:.2f} s; innsight vs LXT max relative "

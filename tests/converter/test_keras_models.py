@@ -28,6 +28,7 @@ from keras_reference import (
 from torch import nn
 
 import innsight as ins
+from innsight.layers.lrp_rules import LRP_RULES
 
 layers = keras.layers
 
@@ -401,10 +402,11 @@ def test_keras_encoder_matches_keras_and_gradient_tape(encoders):
     x = np.random.default_rng(6).standard_normal((4, 5, 6))
     conv = assert_matches_keras(model, [x], [[0, 1, 2]])
     assert conv.input_dim == [(6, 5)]
-    products = [layer for layer in conv.model.layers if layer.type_name == "MatMul"]
-    # q k^T varies in both operands; the attention weights (softmax output) times the
-    # values holds the weights fixed under LRP (the AH-rule)
-    assert [layer.lrp_constant for layer in products] == [None, 0]
+    (attention,) = [layer for layer in conv.model.layers
+                    if layer.type_name == "ScaledDotProductAttention"]
+    # The attention weights stay fixed under LRP (the AH-rule): the queries and keys
+    # get no relevance from the epsilon rule, all of it goes to the values.
+    assert attention.held_inputs(LRP_RULES["epsilon"]()) == {0, 1}
     lrp = ins.run_lrp(conv, x, channels_first=False, rule_name="epsilon", dtype="double")
     values = lrp.get_result("array")
     assert values.shape == (4, 5, 6, 3) and np.isfinite(values).all() and np.abs(values).max() > 0

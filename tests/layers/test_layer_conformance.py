@@ -45,6 +45,18 @@ def _t(value: Any) -> Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float64))
 
 
+#: A causal mask of 4 tokens (the most negative float32 above the diagonal) and one
+#: that masks the last key.
+_CAUSAL = np.triu(np.full((4, 4), np.finfo(np.float32).min), 1)
+_PADDING = np.array([[0.0, 0.0, 0.0, -1e9]] * 4)
+
+
+def _attention(scores: Tensor, v: Tensor) -> Tensor:
+    """``softmax(scores) @ v`` written out."""
+    weights = scores.exp() / scores.exp().sum(-1, keepdim=True)
+    return torch.einsum("...ij,...je->...ie", weights, v)
+
+
 @dataclass(frozen=True)
 class LayerCase:
     """One layer entry, its input shape(s) and an independent reference ``ref(*xs)``."""
@@ -660,6 +672,15 @@ CASES: list[LayerCase] = [
               lambda a, b: torch.einsum("bik,bkj->bij", a, b)),
     LayerCase("matmul_broadcast", "MatMul", {"lrp_constant": 1}, ((1, 3, 4), (2, 4, 5)),
               lambda a, b: torch.einsum("bik,bhkj->bhij", a[:, 0], b)),
+    LayerCase("attention_heads", "ScaledDotProductAttention", {"scale": 0.4},
+              ((2, 3, 4), (2, 5, 4), (2, 5, 6)),
+              lambda q, k, v: _attention(0.4 * torch.einsum("bhie,bhje->bhij", q, k), v)),
+    LayerCase("attention_causal", "ScaledDotProductAttention",
+              {"scale": 0.5, "mask": _CAUSAL}, ((4, 3), (4, 3), (4, 2)),
+              lambda q, k, v: _attention(0.5 * q @ k.mT + _t(_CAUSAL), v)),
+    LayerCase("attention_mask_and_bias", "ScaledDotProductAttention",
+              {"scale": 1.0, "mask": _PADDING}, ((4, 3), (4, 3), (4, 2), (4, 4)),
+              lambda q, k, v, b: _attention(q @ k.mT + _t(_PADDING) + b, v)),
     # reductions
     LayerCase("mean_spatial", "Mean", {"axes": [1, 2]}, ((3, 4, 5),),
               lambda x: x.sum((2, 3)) / 20),
@@ -1015,6 +1036,14 @@ LAYER_ERRORS = [
      _shape_error("MatMul", "[[2, 3], [1, 3, 2]]", 2) + r".*of the same rank"),
     ("matmul_lrp_constant", {"type": "MatMul", "lrp_constant": 2}, [(2, 3), (3, 2)],
      _where("MatMul", 2) + r": `lrp_constant` must be 0, 1 or None, got 2"),
+    ("attention_reads_two", {"type": "ScaledDotProductAttention", "scale": 1.0},
+     [(2, 3), (2, 3)], r"reads 2 layer\(s\), expected 3 to 4"),
+    ("attention_key_width", {"type": "ScaledDotProductAttention", "scale": 1.0},
+     [(2, 3), (2, 4), (2, 4)],
+     _shape_error("ScaledDotProductAttention", "[[2, 3], [2, 4], [2, 4]]", 3)),
+    ("attention_scale", {"type": "ScaledDotProductAttention", "scale": "big"},
+     [(2, 3), (2, 3), (2, 3)],
+     _where("ScaledDotProductAttention", 3) + r": `scale` must be a finite number"),
     # NaN and infinite weights
     ("nan_weight", {"type": "Dense", "weight": _NAN_W}, [(4,)],
      _where("Dense") + r": `weight` contains NaN or infinite values"),

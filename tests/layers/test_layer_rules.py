@@ -89,8 +89,12 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
 #: operand) built at the values ``xs``: ``(layer, xs) -> [(input index, map)]``.
 FROZEN_MAPS: dict[str, Callable[[Any, list[Tensor]], list[tuple[int, LinearMap]]]] = {
     "LayerNorm": lambda layer, xs: [(0, FrozenLayerNorm(layer, xs[0]))],
-    "MatMul": lambda layer, xs: [(0, FrozenMatMul(layer, xs[1], 0)),
-                                 (1, FrozenMatMul(layer, xs[0], 1))],
+    "MatMul": lambda layer, xs: [(0, FrozenMatMul(layer.type_name, layer.input_dim[0], xs[1], 0)),
+                                 (1, FrozenMatMul(layer.type_name, layer.input_dim[1], xs[0], 1))],
+    # The values through the attention weights held fixed (the AH-rule).
+    "ScaledDotProductAttention": lambda layer, xs: [
+        (2, FrozenMatMul(layer.type_name, layer.input_dim[2], layer._steps(*xs[:2], xs[3:])[2],
+                         1))],
 }
 
 #: ``rule_param`` for the rules without a usable default.
@@ -262,10 +266,18 @@ def _depends_on_inputs(layer: Layer, xs: list[Tensor]) -> Tensor:
     return jv != 0
 
 
+def _relevance(layer: Layer, r: Tensor, xs: list[Tensor], y: Tensor,
+               rule: LrpRule) -> list[Tensor]:
+    """The layer's relevance of each input, zeros where it passes none (``None``)."""
+    back = layer.relevance(r, xs, y, rule)
+    return [torch.zeros(N_TARGETS, *x.shape, dtype=x.dtype) if b is None else b
+            for b, x in zip(back, xs)]
+
+
 def _assert_conserves(layer: Layer, xs: list[Tensor], rule: LrpRule, seed: int) -> None:
     y = layer(*xs)
     r = _randn(N_TARGETS, *y.shape, seed=seed) * _depends_on_inputs(layer, xs)
-    back = layer.relevance(r, xs, y, rule)
+    back = _relevance(layer, r, xs, y, rule)
     assert [b.shape for b in back] == [(N_TARGETS, *x.shape) for x in xs]
     torch.testing.assert_close(sum(_per_target(b) for b in back), _per_target(r), **TOL)
 
@@ -389,7 +401,7 @@ def check_rule_runs(rule_class: type[LrpRule], case: LayerCase) -> None:
         return
     xs = _values(case, seed=50)
     y = layer(*xs)
-    back = layer.relevance(_randn(N_TARGETS, *y.shape, seed=51), xs, y, rule)
+    back = _relevance(layer, _randn(N_TARGETS, *y.shape, seed=51), xs, y, rule)
     assert [b.shape for b in back] == [(N_TARGETS, *x.shape) for x in xs]
     assert all(torch.isfinite(b).all() for b in back)
 

@@ -95,10 +95,12 @@ def test_token_relevances_and_what_layers_absorb_sum_to_the_logit(name):
         logit = pick(model(inputs_embeds=embeddings).logits)
     total = _per_token(result).sum(1) + absorbed
     assert (total - logit).abs().max() <= 1e-6 * logit.abs().max()
-    # The softmax linearisation absorbs relevance, as the paper says.
-    softmax = report[report["layer"].str.endswith("_weights")]
-    assert (softmax["rule"] == "linearise").all() and len(softmax) == 2 * 2  # layers x data
-    assert softmax["absorbed"].abs().max() > 1e-6 * logit.abs().max()
+    # The softmax linearisation absorbs relevance, as the paper says: the attention
+    # layers (their softmax is the part "weights") absorb more than the stabilisers do.
+    attention = report[report["type"] == "ScaledDotProductAttention"]
+    assert (attention["rule"] == "uniform, weights: linearise").all()
+    assert len(attention) == 2 * 2  # layers x data
+    assert attention["absorbed"].abs().max() > 1e-6 * logit.abs().max()
 
 
 def test_rules_are_chosen_per_layer_type_and_the_preset_spells_them_out():
@@ -111,12 +113,22 @@ def test_rules_are_chosen_per_layer_type_and_the_preset_spells_them_out():
     torch.testing.assert_close(preset.get_result("torch_tensor"),
                                spelled.get_result("torch_tensor"), rtol=0, atol=0)
     rules = preset.layer_report().drop_duplicates("layer").set_index("layer")["rule"]
-    assert rules["scaled_dot_product_attention_weights"] == "linearise"
-    assert rules["scaled_dot_product_attention"] == "uniform"
+    assert rules["scaled_dot_product_attention"] == "uniform, weights: linearise"
     assert rules["silu"] == "pass" and rules["linear"] == "epsilon"
+    # The softmax inside an attention layer is chosen by the name <layer>_weights too,
+    # and changes the result.
+    one_softmax = run(rule_name={**names, "scaled_dot_product_attention_weights": "pass"},
+                      rule_param=1e-9)
+    rules = one_softmax.layer_report().drop_duplicates("layer").set_index("layer")["rule"]
+    assert rules["scaled_dot_product_attention"] == "uniform, weights: pass"
+    assert rules["scaled_dot_product_attention_1"] == "uniform, weights: linearise"
+    assert not torch.equal(one_softmax.get_result("torch_tensor"),
+                           preset.get_result("torch_tensor"))
     # A rule for every layer it fits ("*" or one name) leaves activations at "pass".
     one_name = run(rule_name="epsilon", rule_param=1e-9).layer_report()
     assert set(one_name[one_name["type"] == "Activation"]["rule"]) == {"pass"}
+    assert set(one_name[one_name["type"] == "ScaledDotProductAttention"]["rule"]) == {
+        "epsilon, weights: pass"}
 
 
 # ---- the rules against their matrix forms -----------------------------------------------
@@ -159,7 +171,7 @@ def test_uniform_splits_a_product_with_attention_weights_half_and_half():
     torch.testing.assert_close(to_b, expected_b, rtol=1e-10, atol=1e-12)
     # The AH-rule (any other rule) holds the weights, operand 0, fixed.
     held_a, held_b = layer.relevance(r, [a, b], z, LRP_RULES["epsilon"](eps))
-    assert held_a.abs().max() == 0
+    assert held_a is None  # nothing passes to the held operand
     torch.testing.assert_close(held_b, 2 * expected_b, rtol=1e-10, atol=1e-12)
 
 
@@ -344,3 +356,44 @@ def test_explain_tokens_converts_a_torch_module_taking_token_ids():
                                    atol=1e-12 * abs(expected).max())
         np.testing.assert_allclose(ex.scores[:, k], logits[:, p, t].detach().numpy(),
                                    rtol=1e-10)
+
+
+@pytest.mark.parametrize("softmax_rule", ["linearise", "pass"])
+def test_the_attention_layer_follows_its_rules_written_out(softmax_rule):
+    """``softmax(scale q k^T + mask + bias) @ v`` under ``uniform``: the context product
+    half and half (epsilon rule), the softmax by its part's rule, the scores' product
+    half and half with mask and bias in its denominator, ``bias`` its share as a
+    summand. With the softmax linearised, ``R_z = z * g`` (``g``: the gradient at the
+    softmax input), so the scores' shares are ``x * g`` exactly."""
+    mask = torch.tensor([[0.0, 0.0, -1e9, 0.0]] * 3, dtype=torch.float64)
+    layer = _layer("ScaledDotProductAttention", {"scale": 0.7, "mask": mask},
+                   [(2, 3, 4), (2, 4, 4), (2, 4, 5), (2, 3, 4)])
+    gen = torch.Generator().manual_seed(5)
+    q, k, b = (torch.randn(2, 2, n, 4, dtype=torch.float64, generator=gen) for n in (3, 4, 3))
+    v = torch.randn(2, 2, 4, 5, dtype=torch.float64, generator=gen)
+    r = torch.randn(3, 2, 2, 3, 5, dtype=torch.float64, generator=gen)
+    eps = 0.1
+    rule = LRP_RULES["uniform"](eps)
+    rule.parts = {"weights": LRP_RULES[softmax_rule]()}
+
+    def stabilised(t):
+        return torch.where(t >= 0, t + eps, t - eps)
+
+    z = 0.7 * q @ k.mT + mask + b
+    w = torch.softmax(z, -1)
+    y = w @ v
+    s = r / (2 * stabilised(y))
+    r_v = v * torch.einsum("bhij,tbhie->tbhje", w, s)
+    r_w = w * torch.einsum("tbhie,bhje->tbhij", s, v)
+    if softmax_rule == "linearise":
+        r_z = z * (r_w - w * r_w.sum(-1, keepdim=True))
+        s_z = r_z / z / 2
+    else:
+        r_z = r_w
+        s_z = r_z / (2 * stabilised(z))
+    r_q = 0.7 * q * torch.einsum("tbhij,bhje->tbhie", s_z, k)
+    r_k = k * torch.einsum("tbhij,bhie->tbhje", s_z, 0.7 * q)
+    r_b = b * r_z / z
+    actual = layer.relevance(r, [q, k, v, b], layer(q, k, v, b), rule)
+    for got, expected in zip(actual, (r_q, r_k, r_v, r_b)):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)

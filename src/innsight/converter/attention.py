@@ -3,9 +3,8 @@
 Both front-ends hand in an :data:`Emit` function, so that the same layer graph
 comes out whichever framework the attention came from: dense projections of
 token-major ``(tokens, width)`` tensors, a reshape and permutation per head,
-``softmax(scale * q @ k^T) @ v`` with the attention weights held fixed under LRP
-(the AH-rule of :class:`~innsight.layers.merge.MatMul`), the heads joined again and
-the output projection.
+``softmax(scale * q @ k^T) @ v`` as one attention layer whose weights LRP holds
+fixed by default (the AH-rule), the heads joined again and the output projection.
 """
 
 from __future__ import annotations
@@ -22,24 +21,17 @@ from torch import Tensor
 Emit = Callable[..., int]
 
 
-def emit_attention(emit: Emit, q: Any, k: Any, v: Any, scale: float, rank: int,
-                   part: str = "", mask: Tensor | None = None, bias: Any = None) -> int:
+def emit_attention(emit: Emit, q: Any, k: Any, v: Any, scale: float, part: str = "",
+                   mask: Tensor | None = None, bias: Any = None) -> int:
     """``softmax(scale * q @ k^T + mask + bias) @ v`` over the last two sample axes of
-    ``q (..., L, E)``, ``k (..., S, E)`` and ``v (..., S, Ev)`` (``rank`` sample axes
-    each), with the attention weights held fixed under LRP (the AH-rule); the product
-    is named ``part``. ``mask`` is a constant added to the scores (a causal or padding
-    mask: 0 where attending, a large negative number where not); ``bias`` a tensor
-    computed from the inputs added to them (a relative position term)."""
-    swap = [*range(rank - 2), rank - 1, rank - 2]
-    k_t = emit("Permute", [k], "key_t", perm=swap)
-    q = emit("Affine", [q], "scale", scale=float(scale))
-    scores = emit("MatMul", [q, k_t], "scores")
-    if mask is not None:
-        scores = emit("Affine", [scores], "mask", shift=mask)
-    if bias is not None:
-        scores = emit("Add", [scores, bias], "bias")
-    weights = emit("Activation", [scores], "weights", act_name="softmax", axis=rank - 1)
-    return emit("MatMul", [weights, v], part, lrp_constant=0)
+    ``q (..., L, E)``, ``k (..., S, E)`` and ``v (..., S, Ev)``, as one
+    :class:`~innsight.layers.attention.ScaledDotProductAttention` layer named ``part``
+    (its softmax, the part ``weights``, is held fixed under LRP by default: the
+    AH-rule). ``mask`` is a constant added to the scores (a causal or padding mask: 0
+    where attending, a large negative number where not); ``bias`` a tensor computed
+    from the inputs added to them (a relative position term)."""
+    reads = [q, k, v] if bias is None else [q, k, v, bias]
+    return emit("ScaledDotProductAttention", reads, part, scale=float(scale), mask=mask)
 
 
 def emit_multi_head_attention(emit: Emit, inputs: Sequence[Any], lengths: Sequence[int],
@@ -62,7 +54,7 @@ def emit_multi_head_attention(emit: Emit, inputs: Sequence[Any], lengths: Sequen
         split = emit("Reshape", [projected], f"{name}_heads",
                      shape=[length, num_heads, weight.shape[0] // num_heads])
         heads.append(emit("Permute", [split], f"{name}_t", perm=[1, 0, 2]))
-    attended = emit_attention(emit, *heads, scale, rank=3, part="context")
+    attended = emit_attention(emit, *heads, scale, part="context")
     merged = emit("Permute", [attended], "merge", perm=[1, 0, 2])
     weight, bias = output
     joined = emit("Reshape", [merged], "join", shape=[lengths[0], weight.shape[1]])

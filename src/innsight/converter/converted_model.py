@@ -128,10 +128,13 @@ class ConvertedModel(nn.Module):
         return found[0]
 
     def node_values(self, x: Tensor | Sequence[Tensor],
-                    given: Mapping[int, Tensor] | None = None) -> list[Tensor]:
+                    given: Mapping[int, Tensor] | None = None,
+                    keep: set[int] | None = None) -> list[Tensor | None]:
         """The output of every layer for ``x``, in layer order (for backward walks);
-        ``given`` replaces the values of some layers (see :meth:`run_nodes`)."""
-        return self._run(self.check_input(x), keep=None, given=given)
+        ``given`` replaces the values of some layers (see :meth:`run_nodes`). With
+        ``keep``, only those layers' values (and the model outputs) are kept, the
+        others ``None``."""
+        return self._run(self.check_input(x), keep=keep, given=given)
 
     @property
     def explained_inputs(self) -> list[int]:

@@ -177,8 +177,11 @@ def _graph_entries(
             )
         layer_cls = LAYER_TYPES[entry["type"]]
         n_reads, wanted, fewest = len(entry["input_layers"]), layer_cls.n_inputs, layer_cls.min_inputs
-        if (wanted is None and n_reads < fewest) or (wanted is not None and n_reads != wanted):
-            expected = f"{'two' if fewest == 2 else fewest} or more" if wanted is None else str(wanted)
+        most = layer_cls.max_inputs
+        if (wanted is None and not fewest <= n_reads <= (most or n_reads)) or (
+                wanted is not None and n_reads != wanted):
+            expected = (str(wanted) if wanted is not None else f"{fewest} to {most}" if most
+                        else f"{'two' if fewest == 2 else fewest} or more")
             raise ValueError(
                 f"layers[{i}] of type '{entry['type']}' reads {n_reads} layer(s), expected {expected}."
             )

@@ -729,7 +729,7 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
         t.axis(x, -2)  # refuses a batch axis moved among the tokens or features
     given = arg(node, 3, "attn_mask", None)
     if given in t.helpers:  # a padding mask from the masks given per call
-        return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)), rank,
+        return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)),
                               bias=_additive_mask(t, node, given))
     computed = t.is_tensor(given)  # an additive bias from the inputs (relative positions)
     if computed and (t.shape(given) != (*t.shape(q)[:-1], t.shape(k)[-2])
@@ -739,7 +739,7 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     mask = None if computed else _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
     if arg(node, 7, "enable_gqa", False):
         k, v = (_repeat_heads(t, node, x, t.shape(q)[-3], name) for x, name in ((k, "k"), (v, "v")))
-    return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)), rank,
+    return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)),
                           mask=mask, bias=given if computed else None)
 
 

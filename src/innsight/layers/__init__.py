@@ -6,6 +6,7 @@ Importing this package registers every layer type in :data:`LAYER_TYPES`.
 from innsight.layers import (  # noqa: F401  (imported to register the layer types)
     activation,
     affine,
+    attention,
     conv,
     dense,
     input,

@@ -104,6 +104,7 @@ class Activation(Layer):
     type_names = ("Activation",)
     required = ("act_name",)
     is_activation = True
+    recomputable = True
     rule_paths = ALL_PATHS
     takes_lrp_rule = True
     shape_preserving = True
@@ -166,10 +167,8 @@ class Activation(Layer):
         axis. Entries with ``y = 0`` (a masked score, ``x = -inf``) get none."""
         if self.act_name == "softmax":
             dim = tensor_dim(self.args["axis"])
-            back = r - y * r.sum(dim=dim + 1 if dim >= 0 else dim, keepdim=True)
-        else:
-            back = derivative(self._fn, x) * divide(r, y)
-        return (x * back).masked_fill_(y == 0, 0.0)
+            return softmax_linearised(r, x, y, dim + 1 if dim >= 0 else dim)
+        return (x * derivative(self._fn, x) * divide(r, y)).masked_fill_(y == 0, 0.0)
 
     def weight_paths(self, m: Tensor) -> list[Tensor]:
         return [m]
@@ -180,7 +179,7 @@ class Activation(Layer):
         (x,), (x_ref,) = xs, refs
         n = collapse(m, y - y_ref)
         if self.act_name == "softmax":
-            return [self._rescaled_gradient(n, x, x_ref, y - y_ref)]
+            return [rescaled_gradient(self._fn, n, x, x_ref, y - y_ref)]
         if rule.splits:
             pos, neg = self._reveal_cancel(x_ref, splits[0], y, y_ref)
             return [Pair(n * pos, n * neg)]
@@ -203,18 +202,29 @@ class Activation(Layer):
         dy_neg = ((at_neg - y_ref) + (y - at_pos)) / 2
         return (self._secant(x_ref, split.pos, dy_pos), self._secant(x_ref, split.neg, dy_neg))
 
-    def _rescaled_gradient(self, n: Tensor, x: Tensor, x_ref: Tensor, dy: Tensor) -> Tensor:
-        """Softmax: the gradient at the midpoint, scaled per sample and target so that
-        the contributions ``dx * m`` sum to ``n * dy``."""
-        grad = vjp_at(self._fn, (x + x_ref) / 2, n)
-        dx = x - x_ref
-        wanted = (n * dy).flatten(2).sum(2)
-        got = (grad * dx).flatten(2).sum(2)
-        size = (grad * dx).abs().flatten(2).sum(2)
-        usable = ~negligible(got, size, torch.zeros_like(size)) & (got != 0)
-        scale = torch.where(usable, wanted / torch.where(usable, got, torch.ones_like(got)),
-                            torch.ones_like(got))
-        return grad * scale.view(*scale.shape, *[1] * (grad.ndim - 2))
-
     def extra_repr(self) -> str:
         return f"{self.act_name}" + "".join(f", {k}={v!r}" for k, v in self.args.items())
+
+
+def softmax_linearised(r: Tensor, x: Tensor, y: Tensor, dim: int) -> Tensor:
+    """Relevance ``r (T, B, *dim)`` through the linearisation of ``y = softmax(x)`` over
+    the tensor axis ``dim`` of ``r`` at ``x (B, *dim)``: ``x * (r - y * sum(r))``; entries
+    with ``y = 0`` (a masked score, ``x = -inf``) get none."""
+    total = r.sum(dim=dim, keepdim=True)
+    return torch.addcmul(r, y, total, value=-1).mul_(x).masked_fill_(y == 0, 0.0)
+
+
+def rescaled_gradient(fn: Callable[[Tensor], Tensor], n: Tensor, x: Tensor, x_ref: Tensor,
+                      dy: Tensor) -> Tensor:
+    """DeepLift multipliers ``(T, B, *dim)`` of a non-elementwise ``fn`` (softmax): the
+    gradient at the midpoint of ``x`` and ``x_ref``, scaled per sample and target so that
+    the contributions ``dx * m`` sum to ``n * dy``."""
+    grad = vjp_at(fn, (x + x_ref) / 2, n)
+    dx = x - x_ref
+    wanted = (n * dy).flatten(2).sum(2)
+    got = (grad * dx).flatten(2).sum(2)
+    size = (grad * dx).abs().flatten(2).sum(2)
+    usable = ~negligible(got, size, torch.zeros_like(size)) & (got != 0)
+    scale = torch.where(usable, wanted / torch.where(usable, got, torch.ones_like(got)),
+                        torch.ones_like(got))
+    return grad * scale.view(*scale.shape, *[1] * (grad.ndim - 2))

@@ -89,6 +89,7 @@ class Affine(LinearMap, Layer):
 
     type_names = ("Affine",)
     shape_preserving = True
+    recomputable = True
     optional = {"scale": 1.0, "shift": 0.0}
 
     def __init__(self, type_name: str, scale: Any, shift: Any) -> None:

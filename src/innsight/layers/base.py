@@ -37,8 +37,10 @@ class Layer(RuleLayer, nn.Module):
 
     type_names: ClassVar[tuple[str, ...]] = ()
     n_inputs: ClassVar[int | None] = 1
-    #: The fewest tensors a layer with ``n_inputs = None`` reads.
+    #: The fewest and the most (``None``: no limit) tensors a layer with
+    #: ``n_inputs = None`` reads.
     min_inputs: ClassVar[int] = 2
+    max_inputs: ClassVar[int | None] = None
     required: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[Mapping[str, Any]] = {}
     #: Whether this layer is an activation (``ignore_last_act`` skips it at an output).

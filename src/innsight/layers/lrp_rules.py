@@ -63,6 +63,16 @@ class LrpRule(Rule):
     def __init__(self, param: Any = None, winner_takes_all: bool = True) -> None:
         super().__init__(winner_takes_all)
         self.param = param
+        #: The rules of a fused layer's parts (``RuleLayer.rule_parts``), by suffix.
+        self.parts: dict[str, LrpRule] = {}
+
+    def part(self, suffix: str, default: str) -> LrpRule:
+        """The rule of the part ``suffix``, or the rule named ``default`` if none was set."""
+        return self.parts.get(suffix) or LRP_RULES[default]()
+
+    def label(self) -> str:
+        """The name, followed by the parts' rules, e.g. ``"uniform, weights: linearise"``."""
+        return ", ".join([self.name, *(f"{k}: {r.name}" for k, r in self.parts.items())])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(param={self.param!r}, "
@@ -86,6 +96,10 @@ class LrpRule(Rule):
         return float(param)
 
     def refusal(self, layer: RuleLayer) -> str | None:
+        for part in getattr(layer, "rule_parts", ()):
+            reason = self.part(part.suffix, part.default_lrp_rule).refusal(part)
+            if reason is not None:
+                return reason
         if layer.lrp_kind not in self.kinds:
             fits = sorted(name for name, rule in LRP_RULES.items()
                           if layer.lrp_kind in rule.kinds and name != "none")
@@ -101,6 +115,12 @@ class LrpRule(Rule):
         onto its input, ``(T, B, *in)``."""
         raise NotImplementedError(f"{type(self).__name__} has no relevance formula")
 
+    def quotient(self, r: Tensor, y: Tensor) -> Tensor | None:
+        """For rules whose relevance is ``x * L_W^T(s)`` (input times the gradient of
+        ``s . L_W(x)``), ``s`` from ``r (T, B, *out)`` and ``y (B, *out)``; ``None`` for
+        the others."""
+        return None
+
 
 class Simple(LrpRule):
     """``simple``: ``s = r / z`` with ``z = L_W(x) + b``, then ``x * L_W^T(s)``; relevance
@@ -111,8 +131,11 @@ class Simple(LrpRule):
     def _stabiliser(self) -> float:
         return 0.0
 
+    def quotient(self, r: Tensor, y: Tensor) -> Tensor:
+        return r * reciprocal(y, self._stabiliser())
+
     def relevance(self, layer: LinearMap, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        return x * layer.lin_t(r * reciprocal(y, self._stabiliser()), "w")
+        return x * layer.lin_t(self.quotient(r, y), "w")
 
 
 class Epsilon(Simple):

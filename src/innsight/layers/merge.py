@@ -37,6 +37,7 @@ class Add(Layer):
     type_names = ("Add",)
     n_inputs = None
     can_overwrite = True
+    recomputable = True
     splits_pairs = True
     rule_paths = ALL_PATHS
 
@@ -87,6 +88,10 @@ class Concatenate(Mover, Layer):
     def forward(self, *xs: Tensor) -> Tensor:
         return torch.cat(xs, dim=tensor_dim(self.axis))
 
+    def _move_back(self, upstream: Tensor) -> list[Tensor]:
+        sizes = [dim[self.axis] for dim in self.input_dim]
+        return list(upstream.split(sizes, dim=self.axis + 2 if self.axis >= 0 else self.axis))
+
     def get_params(self) -> dict[str, Any]:
         return {"axis": self.axis}
 
@@ -108,6 +113,10 @@ class _Product(Layer):
 
     def get_params(self) -> dict[str, Any]:
         return {"lrp_constant": self.lrp_constant}
+
+    def held_inputs(self, rule: LrpRule) -> frozenset[int]:
+        held = self.lrp_constant is not None and rule.holds_operand
+        return frozenset({self.lrp_constant}) if held else frozenset()
 
     def summary(self) -> str:
         return self.type_name if self.lrp_constant is None else (
@@ -131,6 +140,7 @@ class Multiply(_Product):
     """
 
     type_names = ("Multiply",)
+    recomputable = True
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return a * b
@@ -138,8 +148,8 @@ class Multiply(_Product):
     def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
         if self.lrp_constant is None:
             return [sum_to(r / 2, x.shape) for x in xs]
-        return [r.new_zeros(r.shape[0], *x.shape) if side == self.lrp_constant
-                else sum_to(r, x.shape) for side, x in enumerate(xs)]
+        return [None if side == self.lrp_constant else sum_to(r, x.shape)
+                for side, x in enumerate(xs)]
 
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
                      y_ref: Tensor, rule: DeepLiftRule,
@@ -191,10 +201,10 @@ class MatMul(_Product):
         out = []
         for side, x in enumerate(xs):
             if side == constant:
-                out.append(r.new_zeros(r.shape[0], *x.shape))
+                out.append(None)
                 continue
             share = r if constant is not None else r / 2
-            fixed = FrozenMatMul(self, xs[1 - side], side)
+            fixed = FrozenMatMul(self.type_name, self.input_dim[side], xs[1 - side], side)
             out.append(fixed.relevance(share, [x], y, rule)[0])
         return out
 
@@ -208,14 +218,16 @@ class MatMul(_Product):
 
 
 class FrozenMatMul(FrozenMap):
-    """A :class:`MatMul` with one operand held at its values ``fixed (B, ..., ., .)``:
+    """A matrix product (layer type ``type_name``) with one operand held at its values
+    ``fixed (B, ..., ., .)``, the other of sample shape ``operand_dim``:
     the linear map ``x -> x @ fixed`` (``side=0``, ``x`` varies) or ``x -> fixed @ x``
     (``side=1``), different for each sample. The fixed operand is the rule weight, so
     that the LRP rules' weight modifications act on it entry by entry."""
 
-    def __init__(self, layer: MatMul, fixed: Tensor, side: int) -> None:
-        self.type_name = layer.type_name
-        self.input_dim = [layer.input_dim[side]]
+    def __init__(self, type_name: str, operand_dim: tuple[int, ...], fixed: Tensor,
+                 side: int) -> None:
+        self.type_name = type_name
+        self.input_dim = [operand_dim]
         self._fixed = fixed
         self._side = side
 

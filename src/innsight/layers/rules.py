@@ -212,6 +212,24 @@ class RuleError(ValueError):
     """A layer has no rule for a method (or for a rule's setting)."""
 
 
+@dataclass(frozen=True)
+class RulePart:
+    """A part of a fused layer that follows its own LRP rule, chosen as for a layer of
+    its own (see :class:`RuleLayer`): by the name ``<layer name>_<suffix>``, its
+    ``rule_key`` or ``type_name``, or a rule named for every layer that fits
+    ``lrp_kind``, else ``default_lrp_rule`` (e.g. the softmax inside an attention layer)."""
+
+    suffix: str
+    type_name: str
+    key: str
+    lrp_kind: str
+    default_lrp_rule: str
+    shape_preserving: bool = True
+
+    def rule_key(self) -> str:
+        return self.key
+
+
 class RuleLayer:
     """The interface of the rule-based backward passes; :class:`~innsight.layers.Layer`
     inherits it, and every layer family overrides what it supports."""
@@ -238,6 +256,13 @@ class RuleLayer:
     rule_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether input and output have the same shape (the LRP rule ``pass`` needs it).
     shape_preserving: ClassVar[bool] = False
+    #: Parts that take LRP rules of their own (``LrpRule.parts``, keyed by suffix).
+    rule_parts: ClassVar[tuple[RulePart, ...]] = ()
+    #: Whether the rule-based passes read the forward values (inputs and output).
+    reads_values: ClassVar[bool] = True
+    #: Whether a walk may recompute the value from the inputs rather than keep it from
+    #: the forward pass (elementwise and moving layers: cheap, no large temporaries).
+    recomputable: ClassVar[bool] = False
     #: Whether the DeepLift backward understands :class:`Pair` multipliers of its
     #: output's own split (else they are collapsed by the sign of its output difference).
     splits_pairs: ClassVar[bool] = False
@@ -257,14 +282,21 @@ class RuleLayer:
         reason = f" ({self.no_rule_reason})" if self.no_rule_reason else ""
         return f"layer type '{self.type_name}' has no {RULE_PATHS[method]} rule{reason}"
 
+    def held_inputs(self, rule: LrpRule) -> frozenset[int]:
+        """The inputs that LRP under ``rule`` gives no relevance (``None``: operands the
+        rule holds fixed); the walk does not reach further through them."""
+        return frozenset()
+
     def setting_refusal(self, rule: Rule | None) -> str | None:
         """Why this layer cannot follow ``rule`` (a method's rule for this layer, ``None``
         for ConnectionWeights) on a path it has; ``None`` if it can. The rule decides,
         unless a layer's own setting limits it further."""
         return None if rule is None else rule.refusal(self)
 
-    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
-        """LRP: relevance ``(T, B, *out)`` onto each input ``(T, B, *in_k)``."""
+    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor,
+                  rule: LrpRule) -> list[Tensor | None]:
+        """LRP: relevance ``(T, B, *out)`` onto each input ``(T, B, *in_k)``; ``None`` for
+        an input that gets none (an operand the rule holds fixed)."""
         raise RuleError(self.no_rule("lrp"))
 
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
@@ -289,6 +321,9 @@ class Mover(RuleLayer):
     move itself, without any constant added."""
 
     rule_paths = ALL_PATHS
+    #: Moving values back needs no forward values.
+    reads_values = False
+    recomputable = True
 
     def _linear(self, *xs: Tensor) -> Tensor:
         return self(*xs)

@@ -111,5 +111,10 @@ class Slice(Mover, Layer):
             )
         return x[self._index]
 
+    def _move_back(self, upstream: Tensor) -> list[Tensor]:
+        back = upstream.new_zeros(*upstream.shape[:2], *self.input_dim[0])
+        back[(slice(None), *self._index)] = upstream
+        return [back]
+
     def get_params(self) -> dict[str, Any]:
         return {"ranges": [list(r) for r in self.ranges]}

@@ -32,7 +32,8 @@ from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_wal
 #: LRP rule can be chosen, their finer keys (``"Softmax"``), and ``"*"`` for every layer
 #: the rule fits.
 RULE_TYPES = tuple(sorted({key for name, cls in LAYER_TYPES.items() if cls.takes_lrp_rule
-                           for key in (name, *cls.rule_keys)}))
+                           for key in (name, *cls.rule_keys,
+                                       *(part.key for part in cls.rule_parts))}))
 _EVERY = "*"
 
 
@@ -40,7 +41,8 @@ def _check_keys(arg_name: str, value: Any, model: ConvertedModel) -> None:
     if not isinstance(value, Mapping):
         return
     known = set(RULE_TYPES) | {_EVERY} | {
-        name for name, layer in zip(model.layer_names, model.layers) if layer.takes_lrp_rule
+        part_name for name, layer in zip(model.layer_names, model.layers) if layer.takes_lrp_rule
+        for part_name in (name, *(f"{name}_{part.suffix}" for part in layer.rule_parts))
     }
     unknown = sorted(str(k) for k in value if k not in known)
     if unknown:
@@ -96,12 +98,10 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
                 f"{list(LRP_RULES)} or a preset {list(LRP_PRESETS)}."
             )
 
-    rules = []
     single_param_used = False
-    for name, layer in zip(model.layer_names, model.layers):
-        if not layer.takes_lrp_rule:
-            rules.append(LrpRule(winner_takes_all=winner_takes_all))
-            continue
+
+    def rule_of(name: str, layer: Any) -> LrpRule:
+        nonlocal single_param_used
         rule_class = _rule_class(rule_name, name, layer)
         takes_param = rule_class.takes_param
         param, where = None, ""
@@ -116,7 +116,16 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
         elif rule_param is not None:
             single_param_used |= takes_param
             param = rule_param if takes_param else None
-        rules.append(rule_class(rule_class.check_param(param, where), winner_takes_all))
+        return rule_class(rule_class.check_param(param, where), winner_takes_all)
+
+    rules = []
+    for name, layer in zip(model.layer_names, model.layers):
+        if not layer.takes_lrp_rule:
+            rules.append(LrpRule(winner_takes_all=winner_takes_all))
+            continue
+        rules.append(rule_of(name, layer))
+        rules[-1].parts = {part.suffix: rule_of(f"{name}_{part.suffix}", part)
+                           for part in layer.rule_parts}
     if rule_param is not None and not isinstance(rule_param, Mapping) and not single_param_used:
         taking = ", ".join(key for key, cls in LRP_RULES.items() if cls.takes_param)
         raise ValueError(
@@ -126,22 +135,80 @@ def layer_rules(model: ConvertedModel, rule_name: Any, rule_param: Any,
     return rules
 
 
+def walk_values(model: ConvertedModel, explained: list[int], rules: list[LrpRule]) -> set[int]:
+    """The layers whose values the walk back from ``explained`` under ``rules`` reads:
+    the inputs and output of each layer it reaches (through inputs not held fixed) that
+    reads forward values at all."""
+    reached, read = set(explained), set()
+    for i in sorted(model.needed(explained), reverse=True):
+        layer, reads = model.layers[i], model.input_layers[i]
+        if i not in reached or layer.ends_walks or not reads:
+            continue
+        held = layer.held_inputs(rules[i])
+        reached.update(j for k, j in enumerate(reads) if k not in held)
+        if layer.reads_values:
+            read.update((i, *reads))
+    return read
+
+
+def stored_values(model: ConvertedModel, read: set[int], kept: set[int]) -> set[int]:
+    """The values to keep from the forward pass: those in ``read`` (or ``kept``) that are
+    not recomputable (``RuleLayer.recomputable``), and those that recomputing the
+    others starts from."""
+    stored, seen, stack = set(kept), set(), list(read)
+    while stack:
+        j = stack.pop()
+        if j in seen:
+            continue
+        seen.add(j)
+        if j in kept or not model.layers[j].recomputable or not model.input_layers[j]:
+            stored.add(j)
+        else:
+            stack.extend(model.input_layers[j])
+    return stored
+
+
+def recompute(model: ConvertedModel, values: list[Tensor | None], nodes: list[int],
+              read: set[int]) -> None:
+    """Fill in the values of ``nodes`` that were not kept, from the values that were
+    (recomputable layers only, see :func:`stored_values`); intermediate values outside
+    ``read`` are dropped again."""
+    todo, stack = set(), [j for j in nodes if values[j] is None]
+    while stack:
+        j = stack.pop()
+        if j not in todo:
+            todo.add(j)
+            stack.extend(k for k in model.input_layers[j] if values[k] is None)
+    for j in sorted(todo):
+        values[j] = model.layers[j](*[values[k] for k in model.input_layers[j]])
+    for j in todo - read:
+        values[j] = None
+
+
 def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -> Explanation:
     """Relevances per input layer ``(n_data, *dim, n_targets)``; their goal is the
     explained value (of a weighted target ``sum w f``, each node starting with ``w f``).
     ``keep_layers`` records every layer's totals."""
     model = setup.model
     check_rules(model, setup.explained, "lrp", lambda i: rules[i])
+    kept = set(setup.explained) | set(setup.prediction_nodes)  # read after the walk
+    read = walk_values(model, setup.explained, rules) | kept
+    stored = stored_values(model, read, kept)
 
     def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
         with torch.no_grad():
-            values = model.node_values([x[sample] for x in setup.data])
+            values = model.node_values([x[sample] for x in setup.data], keep=stored)
         outputs = [values[node] for node in setup.explained]
         f = target_values(outputs, setup.targets, sample)
 
-        def step(i: int, r: Tensor) -> list[Tensor]:
+        def step(i: int, r: Tensor) -> list[Tensor | None]:
             reads = model.input_layers[i]
-            return model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
+            if model.layers[i].reads_values:
+                recompute(model, values, [i, *reads], read)
+            backs = model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
+            if i not in kept:
+                values[i] = None  # the layers still to visit come before it: none reads it
+            return backs
 
         return ChunkWalk(values, lambda o: outputs[o].reshape(len(sample), -1), step,
                          lambda node, r: r, f)
@@ -149,7 +216,7 @@ def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -
     records = None
     if keep_layers:
         records = LayerRecords(model, len(setup.targets), setup.data[0].shape[0],
-                               lambda i: rules[i].name if model.layers[i].takes_lrp_rule else "-")
+                               lambda i: rules[i].label() if model.layers[i].takes_lrp_rule else "-")
     return explain_by_walk(setup, 1, setup.batch_size, walk_chunk, records)
 
 
@@ -201,7 +268,10 @@ class LRP(InterpretingMethod):
 
     Transformers: by default a matrix product with a softmax operand holds the
     attention weights fixed (the AH-rule of Ali et al. 2022, CP-LRP), so the softmax
-    gets no relevance, and normalisers are held fixed (the LN-rule). The preset
+    gets no relevance, and normalisers are held fixed (the LN-rule). Attention
+    converts to one ``ScaledDotProductAttention`` layer: its rule is that of its
+    products (key ``"MatMul"``), its softmax follows ``"Softmax"`` or the name
+    ``<layer>_weights`` (a part of the layer with its own rule). The preset
     ``rule_name="attnlrp"`` is AttnLRP (Achtibat et al. 2024), the rules of
     ``lxt.efficient`` (tested equal): ``epsilon`` (``1e-9``) for layers with weights and
     for layer norms (held standard deviation: the identity rule on the

@@ -4,8 +4,9 @@ Upstream values start at the explained nodes with every target (each a weighting
 of the explained nodes' entries, see :mod:`innsight.methods.targets`) in a leading
 axis, ``(n_targets, batch, *dim)``, and flow back through the
 layers in reverse topological order; each layer turns its upstream into one
-upstream per input (its ``relevance``, ``contribution`` or ``weight_paths``),
-and upstreams meeting at a node are summed. One walk explains every output.
+upstream per input (its ``relevance``, ``contribution`` or ``weight_paths``; ``None``
+where nothing passes), and upstreams meeting at a node are summed; layers that
+nothing reaches are skipped. One walk explains every output.
 :func:`explain_by_walk` is the skeleton LRP and DeepLift share: chunks of rows
 (sample, copy), a forward pass, one walk per chunk, values summed per sample.
 """
@@ -80,8 +81,10 @@ def starts(model: ConvertedModel, explained: Sequence[int], targets: Targets,
 
 
 def _add(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
+    """The sum of two upstreams, either ``None`` for nothing (e.g. the back of an
+    operand a rule holds fixed)."""
+    if a is None or b is None:
+        return b if a is None else a
     if isinstance(a, Pair) != isinstance(b, Pair):
         a = a if isinstance(a, Pair) else Pair(a, a)
         b = b if isinstance(b, Pair) else Pair(b, b)

@@ -1,0 +1,198 @@
+"""Scaled dot-product attention as one layer: ``softmax(scale * q @ k^T + mask + bias) @ v``.
+
+One layer rather than its steps written out (scores, mask, softmax, product) keeps
+no ``(L, S)`` tensor between the forward pass and the reverse walk: the forward
+pass uses torch's fused kernel, and the rule-based walks recompute the scores and
+the attention weights from ``q`` and ``k`` when they reach the layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from innsight.layers.activation import rescaled_gradient, softmax_linearised
+from innsight.layers.base import Layer, frozen_param
+from innsight.layers.lrp_rules import Linearise, LrpRule
+from innsight.layers.merge import FrozenMatMul
+from innsight.layers.rules import (
+    DeepLiftRule,
+    Multipliers,
+    Pair,
+    RulePart,
+    collapse,
+    divide,
+    fold,
+    sum_to,
+    unfold,
+)
+
+#: Mask entries at or below this count as "not attending" (``-inf`` after the softmax).
+_MASKED = -1e30
+
+
+def _is_causal(mask: Tensor) -> bool:
+    """Whether ``mask (..., L, L)`` is 0 on and below the diagonal and masks the rest."""
+    if mask.ndim < 2 or mask.shape[-1] != mask.shape[-2]:
+        return False
+    above = torch.ones(mask.shape[-2:], dtype=torch.bool, device=mask.device).triu(1)
+    return bool((mask.masked_fill(above, 0) == 0).all() and (mask[..., above] <= _MASKED).all())
+
+
+def _softmax(x: Tensor) -> Tensor:
+    return torch.softmax(x, dim=-1)
+
+
+class ScaledDotProductAttention(Layer):
+    """Attention over the last two sample axes of ``q (batch, ..., L, E)``, ``k (batch,
+    ..., S, E)``, ``v (batch, ..., S, Ev)`` and an optional ``bias`` broadcastable to ``(batch, ...,
+    L, S)``, computed from the inputs (a relative position term): ``softmax(scale * q @ k^T +
+    mask + bias) @ v``, ``(batch, ..., L, Ev)``. Parameters: ``scale`` (a number) and an
+    optional constant ``mask`` broadcastable to the scores ``(..., L, S)`` of one sample
+    (a causal or padding mask: 0 where attending, a large negative number where not).
+
+    LRP: the layer's rule (type keys ``"ScaledDotProductAttention"`` and ``"MatMul"``) is
+    the rule of its two matrix products; a rule that holds an operand (every rule but
+    ``uniform``) holds the attention weights fixed (the AH-rule, CP-LRP), so that ``v``
+    gets all the relevance and ``q``, ``k`` and ``bias`` none. ``uniform`` (AttnLRP)
+    gives each operand of both products half: the weights' half passes the softmax by
+    the rule of the part ``weights`` (key ``"Softmax"`` or the name
+    ``<layer>_weights``; ``pass`` by default, ``linearise`` in AttnLRP), then
+    reaches ``q`` (scaled) and ``k``, the scores' ``mask`` and ``bias`` counting as the
+    product's bias; ``bias`` gets its share in proportion to its value, as a summand of
+    the scores. DeepLift follows the steps: the exact split of each product,
+    ``d(ab) = da (b + b')/2 + (a + a')/2 db``, and the softmax's gradient at the
+    midpoint rescaled to sum to its difference. ConnectionWeights is not defined for
+    it.
+    """
+
+    type_names = ("ScaledDotProductAttention",)
+    n_inputs = None
+    min_inputs = 3
+    max_inputs = 4
+    required = ("scale",)
+    optional = {"mask": None}
+    rule_paths = frozenset({"lrp", "deeplift"})
+    no_rule_reason = "a product of two tensors has no weights to follow"
+    takes_lrp_rule = True
+    lrp_kind = "product"
+    rule_keys = ("MatMul",)
+    rule_parts = (RulePart("weights", "Activation", "Softmax", "activation", "pass"),)
+
+    def __init__(self, type_name: str, scale: Any, mask: Any) -> None:
+        super().__init__(type_name)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(
+                scale):
+            raise ValueError(f"`scale` must be a finite number, got {scale!r}.")
+        self.scale = float(scale)
+        self.mask = None if mask is None else frozen_param(mask, "mask")
+        #: A causal mask runs as such (``is_causal``), so that fused kernels skip the
+        #: masked half rather than read the mask.
+        self.causal = self.mask is not None and _is_causal(self.mask)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+        if not (q.ndim == k.ndim == v.ndim >= 3 and q.shape[-1] == k.shape[-1]
+                and k.shape[-2] == v.shape[-2]):
+            raise ValueError(
+                f"ScaledDotProductAttention needs q (..., L, E), k (..., S, E), v (..., S, Ev) "
+                f"[and bias broadcastable to (..., L, S)] of the same rank, got "
+                f"{[list(x.shape[1:]) for x in (q, k, v, bias) if x is not None]}."
+            )
+        if bias is None and self.causal:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        add = self.mask if bias is None else bias if self.mask is None else bias + self.mask
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=self.scale)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"scale": self.scale, "mask": self.mask}
+
+    def rule_key(self) -> str:
+        return "MatMul"
+
+    def held_inputs(self, rule: LrpRule) -> frozenset[int]:
+        return frozenset({0, 1, *range(3, len(self.input_dim))}) if rule.holds_operand else (
+            frozenset())
+
+    def _steps(self, q: Tensor, k: Tensor, bias: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The scaled query ``q * scale``, the scores ``z`` (softmax input, ``(B, ..., L,
+        S)``) and the attention weights ``softmax(z)``."""
+        qs = q * self.scale
+        z = qs @ k.mT
+        if self.mask is not None:
+            z.add_(self.mask)
+        for b in bias:
+            z.add_(b)
+        return qs, z, _softmax(z)
+
+    def linearised(self, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """The softmax part linearised at its input (the rule ``linearise``)."""
+        return softmax_linearised(r, x, y, -1)
+
+    def _gradients(self, s: Tensor, xs: list[Tensor], wanted: list[int]) -> list[Tensor]:
+        """The gradients of ``s . forward(*xs)`` (``s (T, B, ..., L, Ev)``) with respect
+        to the inputs ``wanted``, ``(T, B, *in)`` each, through torch's fused kernel
+        (no ``(L, S)`` tensor where it has a memory-efficient backward)."""
+        n_targets = s.shape[0]
+        with torch.inference_mode(False), torch.enable_grad():
+            at = [(x.clone() if x.is_inference() else x.detach()).expand(
+                n_targets, *x.shape).reshape(-1, *x.shape[1:]) for x in xs]
+            for i in wanted:
+                at[i].requires_grad_(True)
+            grads = torch.autograd.grad(self(*at), [at[i] for i in wanted], fold(s))
+        return [unfold(g, n_targets) for g in grads]
+
+    def relevance(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule) -> list[Tensor]:
+        weights_rule = rule.part("weights", "pass")
+        s = rule.quotient(r if rule.holds_operand else r * 0.5, y)
+        if s is not None and rule.holds_operand:
+            (g_v,) = self._gradients(s, xs, [2])
+            return [None, None, xs[2] * g_v] + [None] * (len(xs) - 3)
+        if s is not None and isinstance(weights_rule, Linearise):
+            # The linearised softmax passes z * g (g: the gradient at its input z), which
+            # the scores' product splits half and half as x * g: the input times the
+            # gradient, as for the values.
+            grads = self._gradients(s, xs, list(range(len(xs))))
+            shares = [0.5, 0.5, 1.0] + [1.0] * (len(xs) - 3)
+            return [x * g * share for x, g, share in zip(xs, grads, shares)]
+        return self._relevance_written_out(r, xs, y, rule, weights_rule)
+
+    def _relevance_written_out(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule,
+                               weights_rule: LrpRule) -> list[Tensor]:
+        """The relevance with the scores and weights ``(T, B, ..., L, S)`` written out."""
+        q, k, v, *bias = xs
+        qs, z, w = self._steps(q, k, bias)
+        q_dim, k_dim, v_dim = self.input_dim[:3]
+        s_dim = (*q_dim[:-1], k_dim[-2])
+        if rule.holds_operand:
+            r_v = rule.relevance(FrozenMatMul(self.type_name, v_dim, w, 1), r, v, y)
+            return [None, None, r_v] + [None] * len(bias)
+        half = r * 0.5
+        r_v = rule.relevance(FrozenMatMul(self.type_name, v_dim, w, 1), half, v, y)
+        r_w = rule.relevance(FrozenMatMul(self.type_name, s_dim, v, 0), half, w, y)
+        del half
+        r_z = weights_rule.relevance(self, r_w, z, w)
+        del r_w, w
+        half = r_z * 0.5
+        r_q = rule.relevance(FrozenMatMul(self.type_name, q_dim, k.mT, 0), half, qs, z)
+        k_t = (*k_dim[:-2], k_dim[-1], k_dim[-2])
+        r_k = rule.relevance(FrozenMatMul(self.type_name, k_t, qs, 1), half, k.mT, z).mT
+        del half
+        return [r_q, r_k, r_v] + [sum_to(divide(r_z, z) * b, b.shape) for b in bias]
+
+    def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
+                     y_ref: Tensor, rule: DeepLiftRule,
+                     splits: list[Pair] | None) -> list[Multipliers]:
+        n = collapse(m, y - y_ref)
+        (q, k, v, *bias), (q_ref, k_ref, v_ref, *bias_ref) = xs, refs
+        qs, z, w = self._steps(q, k, bias)
+        qs_ref, z_ref, w_ref = self._steps(q_ref, k_ref, bias_ref)
+        m_v = ((w + w_ref) / 2).mT @ n
+        m_z = rescaled_gradient(_softmax, n @ ((v + v_ref) / 2).mT, z, z_ref, w - w_ref)
+        m_q = (m_z @ ((k + k_ref) / 2)) * self.scale
+        m_k = m_z.mT @ ((qs + qs_ref) / 2)
+        return [sum_to(m_q, q.shape), sum_to(m_k, k.shape), sum_to(m_v, v.shape)] + [
+            sum_to(m_z, b.shape) for b in bias]
