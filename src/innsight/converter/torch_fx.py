@@ -23,12 +23,11 @@ import torch
 from torch import Tensor, fx, nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
-from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_map_only
 
 from innsight._torch_modules import any_training, eval_mode, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
     FUNCTIONS,
@@ -314,20 +313,6 @@ def _propagate(graph_module: fx.GraphModule, examples: list[Tensor]) -> None:
     _ShapeAndValueProp(graph_module, PROPAGATIONS[-1]).propagate(*examples)
 
 
-class _OnMeta(TorchFunctionMode):
-    """Runs every torch call on the meta device: real tensor operands (parameters,
-    constants) enter as meta tensors of their shape and dtype, nothing is computed."""
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
-                           kwargs: dict | None = None) -> Any:
-        args, kwargs = tree_map_only(Tensor, _as_meta, (args, kwargs or {}))
-        return func(*args, **kwargs)
-
-
-def _as_meta(value: Tensor) -> Tensor:
-    return value if value.is_meta else value.to("meta")
-
-
 class _ShapeAndValueProp(fx.Interpreter):
     """Records tensor shapes (``meta["tensor_meta"]``), non-tensor values such as sizes
     (``meta["static_value"]``) that later index or scale tensors, what each value depends
@@ -343,8 +328,8 @@ class _ShapeAndValueProp(fx.Interpreter):
 
     def __init__(self, graph_module: fx.GraphModule, on: str) -> None:
         super().__init__(graph_module)
-        self.mode: TorchFunctionMode | FakeTensorMode | None = (
-            _OnMeta() if on == "meta" else
+        self.mode: OnMeta | FakeTensorMode | None = (
+            OnMeta() if on == "meta" else
             FakeTensorMode(allow_non_fake_inputs=True) if on == "fake" else None)
         self.device = torch.device("cpu")  # of the inputs: where real stand-ins go
 
