@@ -12,8 +12,9 @@ from torch.utils._pytree import tree_map_only
 
 #: Functions whose result has the shape and dtype of their first operand, answered so
 #: without their meta kernel: batch normalisation's is a Python decomposition into a
-#: dozen elementwise operations, which costs more than every convolution of a ResNet.
-SAME_SHAPE = (F.batch_norm,)
+#: dozen elementwise operations, which costs more than every convolution of a ResNet
+#: (``F.batch_norm`` of ``torch.fx`` graphs, ``aten.batch_norm`` of ``torch.export``'s).
+SAME_SHAPE = (F.batch_norm, torch.ops.aten.batch_norm.default)
 
 
 class OnMeta(TorchFunctionMode):

@@ -295,7 +295,7 @@ TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]], list[InputSpec]],
 
 
 #: How :class:`_ShapeAndValueProp` runs the tensors that depend on the inputs' values,
-#: cheapest first: on the meta device (shapes only, meta kernels in C++), as fake tensors
+#: cheapest first: on the meta device (shapes only, through meta kernels), as fake tensors
 #: (shapes only, more operations, slower dispatch), or for real.
 PROPAGATIONS = ("meta", "fake", "real")
 
@@ -304,13 +304,13 @@ def _propagate(graph_module: fx.GraphModule, examples: list[Tensor]) -> None:
     """Record shapes, dependencies and constants of every node of ``graph_module`` (see
     :class:`_ShapeAndValueProp`), by the cheapest of :data:`PROPAGATIONS` that runs the
     graph; the error of the real run where none does."""
-    for on in PROPAGATIONS[:-1]:
+    for on in PROPAGATIONS:
         try:
             _ShapeAndValueProp(graph_module, on).propagate(*examples)
             return
-        except Exception:  # an operation without data cannot run (reading values)
-            continue
-    _ShapeAndValueProp(graph_module, PROPAGATIONS[-1]).propagate(*examples)
+        except Exception:  # an operation without data cannot run (it reads values)
+            if on == PROPAGATIONS[-1]:
+                raise
 
 
 class _ShapeAndValueProp(fx.Interpreter):
