@@ -180,7 +180,7 @@ class Converter:
         description, run_original = describer(model, input_dim, tracer, **options)
         if run_original is None or not check:
             self.model: ConvertedModel = build_model(description, torch_dtype, input_names,
-                                                     output_names)
+                                                     output_names, on_meta=not check)
         else:
             self.model = _build_checked(description, torch_dtype, input_names, output_names,
                                         model, run_original)

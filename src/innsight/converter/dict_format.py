@@ -40,14 +40,16 @@ def build_model(
     dtype: torch.dtype,
     input_names: Any = None,
     output_names: Any = None,
+    on_meta: bool = False,
 ) -> ConvertedModel:
     """Check ``description`` and build its :class:`ConvertedModel` in ``dtype``.
 
     ``input_names``/``output_names`` override the names in the description. The
-    layers' shapes come from one pass of a sample on the meta device (no arithmetic),
-    or of zeros where a layer cannot run there.
+    layers' shapes come from one pass of zeros; with ``on_meta``, on the meta device (no
+    arithmetic; for descriptions of a traced model: meta kernels check less than real
+    ones, a softmax along an axis the tensor lacks passes), where every layer runs there.
     """
-    return _build(description, dtype, None, input_names, output_names)[0]
+    return _build(description, dtype, None, input_names, output_names, on_meta)[0]
 
 
 def build_model_on(
@@ -65,10 +67,10 @@ def build_model_on(
 
 def _build(
     description: Mapping[str, Any], dtype: torch.dtype, sample: list[torch.Tensor] | None,
-    input_names: Any, output_names: Any,
+    input_names: Any, output_names: Any, on_meta: bool = False,
 ) -> tuple[ConvertedModel, list[torch.Tensor]]:
-    """The model of ``description`` and its outputs for ``sample`` (meta tensors where
-    ``None``: shapes only)."""
+    """The model of ``description`` and its outputs for ``sample`` (zeros where ``None``;
+    see :func:`build_model` for ``on_meta``)."""
     if not isinstance(description, Mapping):
         raise TypeError(f"A model description must be a dict, got {describe(description)}.")
     unknown = sorted(set(description) - set(TOP_KEYS))
@@ -93,7 +95,11 @@ def _build(
     for layer in layers:
         layer.to(dtype)
     graph = (layers, names, reads, input_nodes, output_nodes, offset, dtype)
-    values = _record_shapes(*graph, sample) if sample is not None else _shapes_only(*graph, input_dim)
+    if sample is None and on_meta:
+        values = _shapes_on_meta(*graph, input_dim)
+    else:
+        values = _record_shapes(*graph, sample or [torch.zeros(1, *dim, dtype=dtype)
+                                                   for dim in input_dim])
 
     in_dims = [layers[i].output_dim for i in input_nodes]
     out_dims = [layers[i].output_dim for i in output_nodes]
@@ -229,11 +235,11 @@ def _indices(value: Any, where: str, n_layers: int) -> list[int]:
     return [int(v) for v in value]
 
 
-def _shapes_only(
+def _shapes_on_meta(
     layers: list[Layer], names: list[str], reads: list[tuple[int, ...]], input_nodes: list[int],
     output_nodes: list[int], offset: int, dtype: torch.dtype, input_dim: list[tuple[int, ...]],
 ) -> list[torch.Tensor]:
-    """:func:`_record_shapes` of a sample on the meta device (no arithmetic), or of zeros
+    """:func:`_record_shapes` of zeros on the meta device (no arithmetic), or for real
     where a layer cannot run there (it reads values)."""
     graph = (layers, names, reads, input_nodes, output_nodes, offset, dtype)
     try:
