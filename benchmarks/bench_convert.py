@@ -1,13 +1,17 @@
 """What converting a model costs, against one forward pass of the original.
 
 Usage: python benchmarks/bench_convert.py [--model resnet50] [--size 224] [--repeats 3]
-       python benchmarks/bench_convert.py --ab OLD_SRC [--tracer fx]
+                                          [--threads N] [--cpu-time]
+       python benchmarks/bench_convert.py --ab OLD_SRC [--tracer fx] [--threads N]
 
 Prints the median time of one forward of the original on one sample, of tracing
 alone (``torch.fx`` symbolic tracing; ``torch.export`` with a free batch size),
-and of ``ins.convert`` with each tracer, and the ratios of conversion to the
-forward pass (the design asks for at most 1.5 forwards plus tracing). Runs
-alternate so that machine load affects all alike.
+and of ``ins.convert`` with each tracer (and with ``check=False``, which skips the
+dry run), and the ratios of conversion to the forward pass (the design asks for at
+most 1.5 forwards plus tracing). Runs alternate so that machine load affects all
+alike. ``--threads`` sets torch's threads: on a loaded machine one thread gives
+steadier ratios (with more, torch's threads wait on each other), and it is the
+harder measure, since the Python work of conversion does not shrink with the forward.
 
 ``--ab OLD_SRC`` compares two trees in one run: subprocesses alternately import
 innsight from ``OLD_SRC`` and from this checkout's ``src`` and each time the
@@ -23,40 +27,48 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torchvision
 
 import innsight as ins
 
+#: The clock of the measurements (``--cpu-time``: the process's CPU time).
+_CLOCK = [time.perf_counter]
+
 
 def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = _CLOCK[0]()
     fn()
-    return time.perf_counter() - start
+    return _CLOCK[0]() - start
 
 
 #: One A/B measurement, run in a subprocess: "<forward s> <convert s>" of the tree on its path.
 _ONE_RUN = """
-import time, torch, torchvision, innsight as ins
+import statistics, time, torch, torchvision, innsight as ins
+if {threads}:
+    torch.set_num_threads({threads})
 model = torchvision.models.get_model({model!r}, weights=None).eval()
 x = torch.randn(1, 3, {size}, {size})
 with torch.no_grad():
     model(x)
-    start = time.perf_counter(); model(x); forward = time.perf_counter() - start
+    times = []
+    for _ in range(3):
+        start = time.perf_counter(); model(x); times.append(time.perf_counter() - start)
+    forward = statistics.median(times)
 start = time.perf_counter()
 ins.convert(model, input_dim=[3, {size}, {size}], tracer={tracer!r})
 print(forward, time.perf_counter() - start)
 """
 
 
-def _ab(old_src: str, model: str, size: int, tracer: str, repeats: int) -> None:
+def _ab(old_src: str, model: str, size: int, tracer: str, repeats: int, threads: int) -> None:
     """Conversion of the old and the new tree, alternately in subprocesses."""
     trees = {"old": str(Path(old_src).resolve()),
              "new": str(Path(__file__).resolve().parents[1] / "src")}
-    code = _ONE_RUN.format(model=model, size=size, tracer=tracer)
+    code = _ONE_RUN.format(model=model, size=size, tracer=tracer, threads=threads)
     forwards: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(repeats):
         for name, path in trees.items():
@@ -79,10 +91,18 @@ def main() -> None:
     parser.add_argument("--ab", default=None, metavar="OLD_SRC",
                         help="compare with the innsight source tree at OLD_SRC")
     parser.add_argument("--tracer", default="fx", help="the tracer of the A/B runs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by the process's CPU time (with --threads 1: the work "
+                             "done, whatever else loads the machine)")
     args = parser.parse_args()
     if args.ab:
-        _ab(args.ab, args.model, args.size, args.tracer, args.repeats)
+        _ab(args.ab, args.model, args.size, args.tracer, args.repeats, args.threads)
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        _CLOCK[0] = time.process_time
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(args.model, weights=None).eval()
@@ -101,6 +121,8 @@ def main() -> None:
             model, (torch.randn(2, *dim),), dynamic_shapes=({0: batch},)),
         "convert fx": lambda: ins.convert(model, input_dim=dim, tracer="fx"),
         "convert export": lambda: ins.convert(model, input_dim=dim, tracer="export"),
+        "convert fx unchecked": lambda: ins.convert(model, input_dim=dim, tracer="fx",
+                                                    check=False),
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.repeats):
@@ -111,10 +133,10 @@ def main() -> None:
     for name, seconds in median.items():
         print(f"  {name:20s} {seconds:7.3f} s")
     forward_s = median["forward (1 sample)"]
-    for tracer in ("fx", "export"):
-        extra = median[f"convert {tracer}"] - median[f"{tracer} trace"]
-        print(f"  convert {tracer}: {median[f'convert {tracer}'] / forward_s:5.1f} forwards in all, "
-              f"{extra / forward_s:5.1f} forwards besides tracing")
+    for name, tracer in (("fx", "fx"), ("export", "export"), ("fx unchecked", "fx")):
+        extra = median[f"convert {name}"] - median[f"{tracer} trace"]
+        print(f"  convert {name:12s}: {median[f'convert {name}'] / forward_s:5.2f} forwards in all, "
+              f"{extra / forward_s:5.2f} forwards besides tracing")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 import innsight as ins
 
@@ -380,3 +381,56 @@ def test_user_model_is_unchanged_and_independent(cnn2d, outputs_match):
         for p in cnn2d.parameters():  # the user keeps training their model
             p.add_(1.0)
     outputs_match(conv.model(x), expected, FLOAT_TOL)
+
+
+# ---- what conversion runs ---------------------------------------------------------------------
+
+
+def real_forwards_of(module: nn.Module) -> list[int]:
+    """A counter of the calls of ``module`` on real tensors (not meta or fake ones: the
+    shape propagation's), as a list of one int."""
+    count = [0]
+
+    def hook(_module, inputs, _output):
+        x = inputs[0]
+        count[0] += not x.is_meta and not isinstance(x, FakeTensor)
+
+    module.register_forward_hook(hook)
+    return count
+
+
+def test_only_the_dry_run_runs_the_original_on_data(cnn2d):
+    """Shapes come from a pass on the meta device: the original runs on real data once,
+    in the dry run (one sample)."""
+    calls = real_forwards_of(cnn2d.bn1)
+    ins.convert(cnn2d, input_dim=[3, 12, 12])
+    assert calls == [1]
+
+
+def test_check_false_runs_no_forward_and_skips_the_dry_run(cnn2d, module_from, outputs_match):
+    """``check=False``: the original never runs on data and the converted model has the
+    shapes of a checked conversion and reproduces the original; a conversion the dry run
+    refuses (an in-place update it does not follow) goes through unnoticed."""
+    calls = real_forwards_of(cnn2d.bn1)
+    conv = ins.convert(cnn2d, input_dim=[3, 12, 12], check=False)
+    assert calls == [0]
+    checked = ins.convert(cnn2d, input_dim=[3, 12, 12]).model
+    for layer, reference in zip(conv.model.layers, checked.layers, strict=True):
+        assert (layer.input_dim, layer.output_dim) == (reference.input_dim, reference.output_dim)
+    x = torch.randn(3, 3, 12, 12)
+    with torch.no_grad():
+        outputs_match(conv.model(x), cnn2d(x), FLOAT_TOL)
+
+    def forward(m, x):
+        h = m.fc(x)
+        return h + h.relu_()  # relu_ also changes the first summand
+
+    wrong = module_from(forward, fc=nn.Linear(4, 4))
+    with pytest.raises(ins.ConversionError, match="differs"):
+        ins.convert(wrong, input_dim=[4])
+    ins.convert(wrong, input_dim=[4], check=False)
+
+
+def test_check_must_be_a_bool(cnn2d):
+    with pytest.raises(TypeError, match="`check` must be True or False, got 'no'"):
+        ins.convert(cnn2d, input_dim=[3, 12, 12], check="no")

@@ -52,7 +52,7 @@ class ConvertedModel(nn.Module):
             for i in range(len(self.layers))
         ]
         self._input_position = {node: k for k, node in enumerate(self.input_nodes)}
-        self._free_after = _last_uses(self.input_layers, keep=set(self.output_nodes))
+        self._free_after = last_uses(self.input_layers, keep=set(self.output_nodes))
         self._may_overwrite = [self._may_overwrite_first_input(i) for i in range(len(self.layers))]
         # Follows .to(dtype) / .to(device) so inputs can be moved to match.
         self.register_buffer("_dtype_marker", torch.zeros(()), persistent=False)
@@ -275,7 +275,7 @@ class ConvertedModel(nn.Module):
         return value
 
 
-def _last_uses(input_layers: Sequence[tuple[int, ...]], keep: set[int]) -> list[list[int]]:
+def last_uses(input_layers: Sequence[tuple[int, ...]], keep: set[int]) -> list[list[int]]:
     """For each layer, the nodes whose value is no longer needed once it has run."""
     last_reader = {}
     for i, reads in enumerate(input_layers):

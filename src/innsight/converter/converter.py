@@ -123,6 +123,13 @@ class Converter:
         looks them up), ``"int"`` (integers that are not explained: attention masks,
         token type ids, position ids) or ``"extra"`` (real numbers that are not
         explained). Inputs that are not explained are given per call as ``extra_args``.
+    check
+        Whether the conversion ends with its dry run (the default): one random sample
+        through the converted model and through the original, whose outputs must
+        agree. ``False`` skips both forward passes (the layers' shapes then come from a
+        pass without data on the meta device): for models too large to run twice, at
+        the risk of a wrong conversion going unnoticed. Models without an original to
+        run (a model dict) are never checked.
 
     Attributes
     ----------
@@ -140,8 +147,11 @@ class Converter:
         tracer: str = "auto",
         text_input: str | None = None,
         input_kinds: Any = None,
+        check: bool = True,
     ) -> None:
         torch_dtype = resolve_dtype(dtype)
+        if not isinstance(check, bool):
+            raise TypeError(f"`check` must be True or False, got {describe(check)}.")
         options: dict[str, Any] = {}
         if input_kinds is not None:
             if not isinstance(model, nn.Module) or accepts_keras(model) or accepts_huggingface(model):
@@ -166,9 +176,9 @@ class Converter:
                 f"of type {type(model).__name__}."
             )
         description, run_original = describer(model, input_dim, tracer, **options)
-        if run_original is None:
+        if run_original is None or not check:
             self.model: ConvertedModel = build_model(description, torch_dtype, input_names,
-                                                     output_names)
+                                                     output_names, on_meta=not check)
         else:
             self.model = _build_checked(description, torch_dtype, input_names, output_names,
                                         model, run_original)

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from innsight._validation import as_dim_list, describe
-from innsight.converter.converted_model import ConvertedModel
+from innsight.converter.converted_model import ConvertedModel, last_uses
 from innsight.converter.names import check_names, default_names
+from innsight.converter.on_meta import OnMeta
 from innsight.layers import LAYER_TYPES, Layer
 
 TOP_KEYS = ("input_dim", "input_nodes", "input_names", "output_nodes", "output_names", "layers")
@@ -39,25 +40,37 @@ def build_model(
     dtype: torch.dtype,
     input_names: Any = None,
     output_names: Any = None,
+    on_meta: bool = False,
 ) -> ConvertedModel:
     """Check ``description`` and build its :class:`ConvertedModel` in ``dtype``.
 
-    ``input_names``/``output_names`` override the names in the description.
+    ``input_names``/``output_names`` override the names in the description. The
+    layers' shapes come from one pass of zeros; with ``on_meta``, on the meta device (no
+    arithmetic; for descriptions of a traced model: meta kernels check less than real
+    ones, a softmax along an axis the tensor lacks passes), where every layer runs there.
     """
-    return build_model_on(description, dtype, None, input_names, output_names)[0]
+    return _build(description, dtype, None, input_names, output_names, on_meta)[0]
 
 
 def build_model_on(
     description: Mapping[str, Any],
     dtype: torch.dtype,
-    sample: list[torch.Tensor] | None,
+    sample: list[torch.Tensor],
     input_names: Any = None,
     output_names: Any = None,
 ) -> tuple[ConvertedModel, list[torch.Tensor]]:
     """:func:`build_model`, and the model's outputs ``(1, *output_dim)`` for ``sample``
-    (one tensor ``(1, *input_dim)`` per input; zeros where ``None``), from the one
-    forward pass that infers the layers' shapes (a front-end's dry run compares them
-    with the original's)."""
+    (one tensor ``(1, *input_dim)`` per input), from the one forward pass that infers
+    the layers' shapes (a front-end's dry run compares them with the original's)."""
+    return _build(description, dtype, sample, input_names, output_names)
+
+
+def _build(
+    description: Mapping[str, Any], dtype: torch.dtype, sample: list[torch.Tensor] | None,
+    input_names: Any, output_names: Any, on_meta: bool = False,
+) -> tuple[ConvertedModel, list[torch.Tensor]]:
+    """The model of ``description`` and its outputs for ``sample`` (zeros where ``None``;
+    see :func:`build_model` for ``on_meta``)."""
     if not isinstance(description, Mapping):
         raise TypeError(f"A model description must be a dict, got {describe(description)}.")
     unknown = sorted(set(description) - set(TOP_KEYS))
@@ -79,8 +92,14 @@ def build_model_on(
         layers.append(layer_cls.from_params(entry["type"], params, where))
         names.append(name)
     reads = [tuple(entry["input_layers"]) for entry in entries]
-    sample = sample or [torch.zeros(1, *dim, dtype=dtype) for dim in input_dim]
-    values = _record_shapes(layers, names, reads, input_nodes, sample, dtype, offset)
+    for layer in layers:
+        layer.to(dtype)
+    graph = (layers, names, reads, input_nodes, output_nodes, offset, dtype)
+    if sample is None and on_meta:
+        values = _shapes_on_meta(*graph, input_dim)
+    else:
+        values = _record_shapes(*graph, sample or [torch.zeros(1, *dim, dtype=dtype)
+                                                   for dim in input_dim])
 
     in_dims = [layers[i].output_dim for i in input_nodes]
     out_dims = [layers[i].output_dim for i in output_nodes]
@@ -93,7 +112,7 @@ def build_model_on(
         input_names=_names(input_names, description.get("input_names"), in_dims, "input_names", False),
         output_names=_names(output_names, description.get("output_names"), out_dims, "output_names", True),
     )
-    return model.to(dtype), [values[i] for i in output_nodes]
+    return model.to(dtype), values
 
 
 def model_to_dict(model: ConvertedModel) -> dict[str, Any]:
@@ -219,22 +238,37 @@ def _indices(value: Any, where: str, n_layers: int) -> list[int]:
     return [int(v) for v in value]
 
 
+def _shapes_on_meta(
+    layers: list[Layer], names: list[str], reads: list[tuple[int, ...]], input_nodes: list[int],
+    output_nodes: list[int], offset: int, dtype: torch.dtype, input_dim: list[tuple[int, ...]],
+) -> list[torch.Tensor]:
+    """:func:`_record_shapes` of zeros on the meta device (no arithmetic), or for real
+    where a layer cannot run there (it reads values)."""
+    graph = (layers, names, reads, input_nodes, output_nodes, offset, dtype)
+    try:
+        with OnMeta():
+            return _record_shapes(*graph, [torch.zeros(1, *dim, dtype=dtype, device="meta")
+                                           for dim in input_dim])
+    except Exception:  # a layer that reads values; the real run below reports any error
+        return _record_shapes(*graph, [torch.zeros(1, *dim, dtype=dtype) for dim in input_dim])
+
+
 def _record_shapes(
     layers: list[Layer],
     names: list[str],
     reads: list[tuple[int, ...]],
     input_nodes: list[int],
-    sample: list[torch.Tensor],
-    dtype: torch.dtype,
+    output_nodes: list[int],
     offset: int,
+    dtype: torch.dtype,
+    sample: list[torch.Tensor],
 ) -> list[torch.Tensor]:
-    """Run the layers in ``dtype`` and in order on ``sample`` (one tensor ``(1, *input_dim)``
+    """Run the layers (in ``dtype``) in order on ``sample`` (one tensor ``(1, *input_dim)``
     per input), set each layer's ``input_dim``/``output_dim`` from the shapes seen, and
-    return every layer's value. ``offset`` layers were put in front of the user's;
-    messages count without them."""
+    return the values of ``output_nodes`` (the others are freed after their last use).
+    ``offset`` layers were put in front of the user's; messages count without them."""
     values: list[torch.Tensor | None] = [None] * len(layers)
-    for layer in layers:
-        layer.to(dtype)
+    free_after = last_uses(reads, keep=set(output_nodes))
     for k, node in enumerate(input_nodes):
         values[node] = sample[k].to(layers[node].value_dtype(dtype))
         layers[node].input_dim = [tuple(sample[k].shape[1:])]
@@ -255,7 +289,9 @@ def _record_shapes(
             raise ValueError(f"layers[{i - offset}] ('{names[i]}') does not keep the batch axis.")
         layer.output_dim = tuple(out.shape[1:])
         values[i] = out
-    return values
+        for j in free_after[i]:
+            values[j] = None
+    return [values[i] for i in output_nodes]
 
 
 def _names(given: Any, described: Any, dims: list[tuple[int, ...]], arg_name: str, output: bool) -> list:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innsight._validation import as_dim_list
+from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_fx import InputSpec, describe_torch
 
 #: What a text model may take (``text_input``).
@@ -171,9 +172,15 @@ def _embedding_dims(model: nn.Module, input_dim: Any) -> list[int]:
 
 def _output_dims(model: nn.Module, run_original: Callable[[list[Tensor]], list[Tensor]],
                  description: dict[str, Any]) -> list[tuple[int, ...]]:
-    """The shape of one sample of each output, from the original on one zero input."""
+    """The shape of one sample of each output, from the original on one zero input: on
+    the meta device (no arithmetic), or for real where the model reads values."""
     dtype = next(model.parameters()).dtype
     kinds = [description["layers"][node].get("dtype", "float") for node in description["input_nodes"]]
     inputs = [torch.zeros(1, *d, dtype=dtype if kind == "float" else torch.int64)
               for d, kind in zip(description["input_dim"], kinds)]
-    return [tuple(out.shape[1:]) for out in run_original(inputs)]
+    try:
+        with OnMeta():
+            outputs = run_original([x.to("meta") for x in inputs])
+    except Exception:  # an operation that reads values; the real run reports any error
+        outputs = run_original(inputs)
+    return [tuple(out.shape[1:]) for out in outputs]

@@ -28,6 +28,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from innsight._torch_modules import any_training, eval_mode, in_float64, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
     FUNCTIONS,
@@ -152,14 +153,11 @@ def describe_torch(
 def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
                     dims: list[tuple[int, ...]], specs: list[InputSpec]) -> dict[str, Any]:
     """The model dict of a traced graph of ``model``, after one run on random inputs that
-    records every node's shape (on fake tensors where the graph allows)."""
+    records every node's shape (on meta or fake tensors where the graph allows)."""
     examples = random_inputs(model, dims, TRACE_BATCH, specs)
     try:
         with torch.no_grad():
-            try:
-                _ShapeAndValueProp(graph_module, fake=True).propagate(*examples)
-            except Exception:  # an operation fake tensors cannot run (reading data)
-                _ShapeAndValueProp(graph_module, fake=False).propagate(*examples)
+            _propagate(graph_module, examples)
     except Exception as err:  # the user's model raised: report it with the shapes we used
         cause = err.__cause__ or err  # the interpreter wraps the model's own error
         message = (f"Running {type(model).__name__} on random inputs of shape(s) "
@@ -300,6 +298,25 @@ TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]], list[InputSpec]],
 }
 
 
+#: How :class:`_ShapeAndValueProp` runs the tensors that depend on the inputs' values,
+#: cheapest first: on the meta device (shapes only, through meta kernels), as fake tensors
+#: (shapes only, more operations, slower dispatch), or for real.
+PROPAGATIONS = ("meta", "fake", "real")
+
+
+def _propagate(graph_module: fx.GraphModule, examples: list[Tensor]) -> None:
+    """Record shapes, dependencies and constants of every node of ``graph_module`` (see
+    :class:`_ShapeAndValueProp`), by the cheapest of :data:`PROPAGATIONS` that runs the
+    graph; the error of the real run where none does."""
+    for on in PROPAGATIONS:
+        try:
+            _ShapeAndValueProp(graph_module, on).propagate(*examples)
+            return
+        except Exception:  # an operation without data cannot run (it reads values)
+            if on == PROPAGATIONS[-1]:
+                raise
+
+
 class _ShapeAndValueProp(fx.Interpreter):
     """Records tensor shapes (``meta["tensor_meta"]``), non-tensor values such as sizes
     (``meta["static_value"]``) that later index or scale tensors, what each value depends
@@ -308,30 +325,36 @@ class _ShapeAndValueProp(fx.Interpreter):
     an ``arange`` position table, a mask expanded to the batch, a tensor without entries
     such as the slice ``x[:, :0]`` of no prefix tokens), so that those fold into constants.
 
-    With ``fake=True`` the tensors that depend on the inputs' values are fake tensors
-    (shapes and dtypes, no data, no compute): recording costs no forward pass. Only the
-    constants are computed for real.
+    ``on`` (one of :data:`PROPAGATIONS`) says how the tensors that depend on the inputs'
+    values are run: ``"meta"`` and ``"fake"`` keep shapes and dtypes, no data (recording
+    costs no forward pass); only the constants are computed for real.
     """
 
-    def __init__(self, graph_module: fx.GraphModule, fake: bool) -> None:
+    def __init__(self, graph_module: fx.GraphModule, on: str) -> None:
         super().__init__(graph_module)
-        self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+        self.mode: OnMeta | FakeTensorMode | None = (
+            OnMeta() if on == "meta" else
+            FakeTensorMode(allow_non_fake_inputs=True) if on == "fake" else None)
+        self.device = torch.device("cpu")  # of the inputs: where real stand-ins go
 
     def propagate(self, *inputs: Tensor) -> Any:
-        if self.fake_mode is not None:
-            inputs = tuple(self.fake_mode.from_tensor(x) for x in inputs)
+        self.device = inputs[0].device if inputs else self.device
+        if isinstance(self.mode, FakeTensorMode):
+            inputs = tuple(self.mode.from_tensor(x) for x in inputs)
+        elif self.mode is not None:
+            inputs = tuple(x.to("meta") for x in inputs)
         return self.run(*inputs)
 
     def run_node(self, n: fx.Node) -> Any:
         n.meta["depends_on"] = _depends_on(n)
-        if self.fake_mode is not None and n.meta["depends_on"] == "values":
-            with self.fake_mode:
+        if self.mode is not None and n.meta["depends_on"] == "values":
+            with self.mode:
                 result = super().run_node(n)
         else:
             result = super().run_node(n)
         if isinstance(result, Tensor) and result.numel() == 0:
             n.meta["depends_on"] = "nothing"  # no entries whose values could depend on anything
-            result = _real_stand_in(result)
+            result = self._real_stand_in(result)
         if isinstance(result, Tensor) and n.meta["depends_on"] != "values":
             n.meta["constant_value"] = result.detach()
         if isinstance(result, Tensor) or (
@@ -343,19 +366,19 @@ class _ShapeAndValueProp(fx.Interpreter):
         return result
 
     def fetch_args_kwargs_from_env(self, n: fx.Node) -> tuple[tuple, dict]:
-        """The operands of ``n``; where ``n`` reads only the type or shape of a fake
-        operand (``x.new_zeros(size)``), a real empty stand-in of that operand."""
+        """The operands of ``n``; where ``n`` reads only the type or shape of a meta or
+        fake operand (``x.new_zeros(size)``), a real empty stand-in of that operand."""
         args, kwargs = super().fetch_args_kwargs_from_env(n)
-        if self.fake_mode is None or n.meta["depends_on"] == "values":
+        if self.mode is None or n.meta["depends_on"] == "values":
             return args, kwargs
-        return fx.node.map_aggregate((args, kwargs), _real_stand_in)
+        return fx.node.map_aggregate((args, kwargs), self._real_stand_in)
 
-
-def _real_stand_in(value: Any) -> Any:
-    """A real tensor of ``value``'s shape and dtype (its data unset) for a fake tensor."""
-    if isinstance(value, FakeTensor):
-        return torch.empty(value.shape, dtype=value.dtype, device=value.device)
-    return value
+    def _real_stand_in(self, value: Any) -> Any:
+        """A real tensor of ``value``'s shape and dtype (its data unset) for a meta or fake
+        tensor, on the inputs' device."""
+        if isinstance(value, Tensor) and (value.is_meta or isinstance(value, FakeTensor)):
+            return torch.empty(value.shape, dtype=value.dtype, device=self.device)
+        return value
 
 
 #: What a traced value may depend on, from least to most.
