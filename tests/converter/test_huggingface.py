@@ -125,6 +125,9 @@ def test_text_model_takes_token_ids_and_is_explained_per_token(name, dtype):
     if dtype == "double":
         model = model.double()
     conv = ins.convert(model, input_dim=[6], dtype=dtype)
+    # the padding mask is made additive once and read by every attention layer
+    made = [n for n in conv.model.layer_names if n.endswith("_mask_additive")]
+    assert len(made) == 1, made
     ids, mask = _token_inputs()
     extras = [torch.zeros_like(ids)] if len(conv.input_dim) == 3 else []  # token types
     with torch.no_grad():

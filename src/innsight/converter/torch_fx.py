@@ -473,6 +473,8 @@ class _Translator:
         self.layer_names: set[str] = set()
         self.layer_of_node: dict[fx.Node, int] = {}
         self.splits: dict[fx.Node, Split] = {}
+        #: Per boolean attention mask node, the helper layer adding it to the scores.
+        self.additive_masks: dict[fx.Node, int] = {}
         self.outputs: dict[fx.Node, Outputs] = {}
         #: Constants expanded to the batch: one sample's value and where the batch axis is.
         self.batch_constants: dict[fx.Node, tuple[Tensor, BatchAxis]] = {}

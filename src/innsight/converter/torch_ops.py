@@ -755,10 +755,14 @@ def _additive_mask(t: Any, node: fx.Node, given: fx.Node) -> int:
     negative float32 where not (exp of it is 0 in every precision), a float one as it is."""
     if given.meta["tensor_meta"].dtype != torch.bool:
         return t.layer(given)
-    additive = t.emit(node, "Helper", [given], suffix="_mask_additive", op="aten.where.Scalar",
-                      args=[{"input": 0}, 0.0, torch.finfo(torch.float32).min])
-    return t.emit(node, "Helper", [additive], suffix="_mask", op="aten._to_copy.default",
-                  args=[{"input": 0}], kwargs={"dtype": {"dtype": "float32"}})
+    if given not in t.additive_masks:  # made once, read by every attention call
+        additive = t.emit(node, "Helper", [given], suffix="_mask_additive",
+                          op="aten.where.Scalar",
+                          args=[{"input": 0}, 0.0, torch.finfo(torch.float32).min])
+        t.additive_masks[given] = t.emit(
+            node, "Helper", [additive], suffix="_mask", op="aten._to_copy.default",
+            args=[{"input": 0}], kwargs={"dtype": {"dtype": "float32"}})
+    return t.additive_masks[given]
 
 
 def _attention_mask(t: Any, node: fx.Node, n_queries: int, n_keys: int) -> Tensor | None:
