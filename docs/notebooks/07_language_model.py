@@ -255,10 +255,11 @@ books.round(4)
 
 # %%
 np.testing.assert_allclose(books["tokens + absorbed"], books["logit"], rtol=1e-6)
-assert set(absorbing["rule"]) == {"linearise"}   # only the softmax layers absorb
+assert set(absorbing["type"]) == {"ScaledDotProductAttention"}  # only attention absorbs
 
 # %% [markdown]
-# Only the softmax layers absorb (the Llama has no biases). CP-LRP, which gives the
+# Only the attention layers absorb, through their softmax (its rule shows as
+# `weights: linearise`; the Llama has no biases). CP-LRP, which gives the
 # softmax nothing, conserves: with the epsilon rule at a tiny epsilon the token
 # relevances alone add up to the logit.
 
