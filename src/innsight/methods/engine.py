@@ -107,22 +107,62 @@ def mean_gradients(
     Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
     """
     n_data = data[0].shape[0]
-    n_rows = n_data * n
-    # Target-major sums keep each target's accumulation contiguous.
-    sums = [x.new_zeros(len(targets), *x.shape) for x in data]
-    for chunk_rows in row_chunks(n_rows, batch_size, verbose):
+    # per input layer and target, per chunk: (first sample, sums of its samples' rows)
+    parts: list[list[list[tuple[int, Tensor]]]] = [[[] for _ in range(len(targets))] for _ in data]
+    for chunk_rows in row_chunks(n_data * n, batch_size, verbose):
         rows = torch.arange(chunk_rows.start, chunk_rows.stop, device=data[0].device)
         sample = rows // n
-        chunk = Chunk(sample, rows % n, [x[sample] for x in data], generator)
-        inputs, multipliers = augment(chunk)
+        # with one copy per sample, a chunk's samples are a slice of the data: no gather
+        own = [x[chunk_rows] if n == 1 else x[sample] for x in data]
+        inputs, multipliers = augment(Chunk(sample, rows % n, own, generator))
         for t, grads in enumerate(gradients(model_fn, inputs, targets, sample)):
             for k, grad in enumerate(grads):
-                if grad is None:
-                    continue  # this input does not reach this output: its gradient is 0
-                if multipliers is not None:
+                if grad is None:  # this input does not reach this output: its gradient is 0
+                    grad = inputs[k].new_zeros(inputs[k].shape)
+                elif multipliers is not None:
                     grad = grad * multipliers[k]
-                sums[k][t].index_add_(0, sample, grad)
-    return [s.movedim(0, -1) / n for s in sums]
+                parts[k][t].append((chunk_rows.start // n, sample_sums(grad, chunk_rows.start, n)))
+    means = [[_combined(p, n_data).div_(n) if n > 1 else _combined(p, n_data) for p in layer]
+             for layer in parts]
+    # target-major stacking keeps each target's copy contiguous
+    return [joined([m.unsqueeze(0) for m in layer], dim=0).movedim(0, -1) for layer in means]
+
+
+def sample_sums(grad: Tensor, start: int, n: int) -> Tensor:
+    """Stacked rows ``start..start + rows`` (``grad`` ``(rows, *dim)``, ``n`` rows per
+    sample) summed per sample they touch, ``(samples, *dim)``, the first and last sample
+    possibly in part: one reshaped sum over the whole samples, no scatter."""
+    rows = grad.shape[0]
+    if n == 1:
+        return grad
+    first, last = start // n, (start + rows - 1) // n
+    if first == last:
+        return grad.sum(0, keepdim=True)
+    head = (first + 1) * n - start  # rows of the first sample
+    tail = start + rows - last * n  # rows of the last sample
+    whole = grad[head:rows - tail].view(-1, n, *grad.shape[1:]).sum(1)
+    return torch.cat([grad[:head].sum(0, keepdim=True), whole,
+                      grad[rows - tail:].sum(0, keepdim=True)])
+
+
+def _combined(parts: list[tuple[int, Tensor]], n_data: int) -> Tensor:
+    """The chunks' per-sample sums ``(first sample, (samples, *dim))`` as ``(n_data, *dim)``:
+    concatenated where each sample lies in one chunk, else added where they overlap."""
+    if len(parts) == 1:
+        return parts[0][1]
+    disjoint = all(first + len(sums) == following
+                   for (first, sums), (following, _) in zip(parts, parts[1:]))
+    if disjoint:
+        return torch.cat([sums for _, sums in parts])
+    total = parts[0][1].new_zeros(n_data, *parts[0][1].shape[1:])
+    for first, sums in parts:
+        total[first:first + len(sums)] += sums
+    return total
+
+
+def joined(tensors: Sequence[Tensor], dim: int) -> Tensor:
+    """``torch.cat`` without the copy of a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim=dim)
 
 
 def gradients(
