@@ -107,8 +107,12 @@ def mean_gradients(
     Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
     """
     n_data = data[0].shape[0]
-    # per input layer and target, per chunk: (first sample, sums of its samples' rows)
-    parts: list[list[list[tuple[int, Tensor]]]] = [[[] for _ in range(len(targets))] for _ in data]
+    n_targets = len(targets)
+    single = n_data * n <= batch_size  # one chunk: its per-sample sums are the result
+    # per input layer: target-major sums (n_targets, n_data, *dim), each target's rows
+    # contiguous; with one copy per sample each row is written once, so no zero fill
+    new = torch.Tensor.new_empty if n == 1 else torch.Tensor.new_zeros
+    sums = [[] if single else new(x, n_targets, *x.shape) for x in data]
     for chunk_rows in row_chunks(n_data * n, batch_size, verbose):
         rows = torch.arange(chunk_rows.start, chunk_rows.stop, device=data[0].device)
         sample = rows // n
@@ -121,11 +125,19 @@ def mean_gradients(
                     grad = inputs[k].new_zeros(inputs[k].shape)
                 elif multipliers is not None:
                     grad = grad * multipliers[k]
-                parts[k][t].append((chunk_rows.start // n, sample_sums(grad, chunk_rows.start, n)))
-    means = [[_combined(p, n_data).div_(n) if n > 1 else _combined(p, n_data) for p in layer]
-             for layer in parts]
-    # target-major stacking keeps each target's copy contiguous
-    return [joined([m.unsqueeze(0) for m in layer], dim=0).movedim(0, -1) for layer in means]
+                block = sample_sums(grad, chunk_rows.start, n)
+                if single:
+                    sums[k].append(block.unsqueeze(0))
+                    continue
+                first = chunk_rows.start // n
+                into = sums[k][t, first:first + block.shape[0]]
+                if n == 1:
+                    into.copy_(block)
+                else:
+                    into.add_(block)
+    if single:
+        sums = [joined(per_target, dim=0) for per_target in sums]
+    return [(s.div_(n) if n > 1 else s).movedim(0, -1) for s in sums]
 
 
 def sample_sums(grad: Tensor, start: int, n: int) -> Tensor:
@@ -143,21 +155,6 @@ def sample_sums(grad: Tensor, start: int, n: int) -> Tensor:
     whole = grad[head:rows - tail].view(-1, n, *grad.shape[1:]).sum(1)
     return torch.cat([grad[:head].sum(0, keepdim=True), whole,
                       grad[rows - tail:].sum(0, keepdim=True)])
-
-
-def _combined(parts: list[tuple[int, Tensor]], n_data: int) -> Tensor:
-    """The chunks' per-sample sums ``(first sample, (samples, *dim))`` as ``(n_data, *dim)``:
-    concatenated where each sample lies in one chunk, else added where they overlap."""
-    if len(parts) == 1:
-        return parts[0][1]
-    disjoint = all(first + len(sums) == following
-                   for (first, sums), (following, _) in zip(parts, parts[1:]))
-    if disjoint:
-        return torch.cat([sums for _, sums in parts])
-    total = parts[0][1].new_zeros(n_data, *parts[0][1].shape[1:])
-    for first, sums in parts:
-        total[first:first + len(sums)] += sums
-    return total
 
 
 def joined(tensors: Sequence[Tensor], dim: int) -> Tensor:
