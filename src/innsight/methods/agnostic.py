@@ -33,13 +33,14 @@ from innsight.methods.base import (
     resolve_device,
 )
 from innsight.methods.data import prepare_like, to_channels_first, user_dim
-from innsight.methods.engine import evaluate, row_chunks, target_values
+from innsight.methods.engine import evaluate, joined, row_chunks, target_values
 from innsight.methods.opaque_model import OpaqueModel, PredFun
 
 
 def as_features(inputs: list[Tensor]) -> Tensor:
-    """Input layers ``(n, *dim_k)`` as one feature matrix ``(n, p)``."""
-    return torch.cat([x.flatten(1) for x in inputs], dim=1)
+    """Input layers ``(n, *dim_k)`` as one feature matrix ``(n, p)`` (a view of a single
+    contiguous input layer, no copy)."""
+    return joined([x.flatten(1) for x in inputs], dim=1)
 
 
 def from_features(features: Tensor, like: list[Tensor]) -> list[Tensor]:

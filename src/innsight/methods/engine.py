@@ -107,22 +107,59 @@ def mean_gradients(
     Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
     """
     n_data = data[0].shape[0]
-    n_rows = n_data * n
-    # Target-major sums keep each target's accumulation contiguous.
-    sums = [x.new_zeros(len(targets), *x.shape) for x in data]
-    for chunk_rows in row_chunks(n_rows, batch_size, verbose):
+    n_targets = len(targets)
+    single = n_data * n <= batch_size  # one chunk: its per-sample sums are the result
+    # per input layer: target-major sums (n_targets, n_data, *dim), each target's rows
+    # contiguous; with one copy per sample each row is written once, so no zero fill
+    new = torch.Tensor.new_empty if n == 1 else torch.Tensor.new_zeros
+    sums = [[] if single else new(x, n_targets, *x.shape) for x in data]
+    for chunk_rows in row_chunks(n_data * n, batch_size, verbose):
         rows = torch.arange(chunk_rows.start, chunk_rows.stop, device=data[0].device)
         sample = rows // n
-        chunk = Chunk(sample, rows % n, [x[sample] for x in data], generator)
-        inputs, multipliers = augment(chunk)
+        # with one copy per sample, a chunk's samples are a slice of the data: no gather
+        own = [x[chunk_rows] if n == 1 else x[sample] for x in data]
+        inputs, multipliers = augment(Chunk(sample, rows % n, own, generator))
         for t, grads in enumerate(gradients(model_fn, inputs, targets, sample)):
             for k, grad in enumerate(grads):
-                if grad is None:
-                    continue  # this input does not reach this output: its gradient is 0
-                if multipliers is not None:
+                if grad is None:  # this input does not reach this output: its gradient is 0
+                    grad = inputs[k].new_zeros(inputs[k].shape)
+                elif multipliers is not None:
                     grad = grad * multipliers[k]
-                sums[k][t].index_add_(0, sample, grad)
-    return [s.movedim(0, -1) / n for s in sums]
+                block = sample_sums(grad, chunk_rows.start, n)
+                if single:
+                    sums[k].append(block.unsqueeze(0))
+                    continue
+                first = chunk_rows.start // n
+                into = sums[k][t, first:first + block.shape[0]]
+                if n == 1:
+                    into.copy_(block)
+                else:
+                    into.add_(block)
+    if single:
+        sums = [joined(per_target, dim=0) for per_target in sums]
+    return [(s.div_(n) if n > 1 else s).movedim(0, -1) for s in sums]
+
+
+def sample_sums(grad: Tensor, start: int, n: int) -> Tensor:
+    """Stacked rows ``start..start + rows`` (``grad`` ``(rows, *dim)``, ``n`` rows per
+    sample) summed per sample they touch, ``(samples, *dim)``, the first and last sample
+    possibly in part: one reshaped sum over the whole samples, no scatter."""
+    rows = grad.shape[0]
+    if n == 1:
+        return grad
+    first, last = start // n, (start + rows - 1) // n
+    if first == last:
+        return grad.sum(0, keepdim=True)
+    head = (first + 1) * n - start  # rows of the first sample
+    tail = start + rows - last * n  # rows of the last sample
+    whole = grad[head:rows - tail].view(-1, n, *grad.shape[1:]).sum(1)
+    return torch.cat([grad[:head].sum(0, keepdim=True), whole,
+                      grad[rows - tail:].sum(0, keepdim=True)])
+
+
+def joined(tensors: Sequence[Tensor], dim: int) -> Tensor:
+    """``torch.cat`` without the copy of a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim=dim)
 
 
 def gradients(

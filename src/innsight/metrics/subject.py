@@ -23,7 +23,7 @@ from torch import Tensor
 
 from innsight.methods.agnostic import Players, as_features, feature_players, from_features
 from innsight.methods.base import InterpretingMethod, Setup
-from innsight.methods.engine import progress, target_values
+from innsight.methods.engine import joined, progress, target_values
 from innsight.methods.result import Result
 
 #: ``make(outer, inner) -> model inputs (len(outer) * len(inner), p)``, outer-major.
@@ -34,22 +34,17 @@ def _per_input(values: list[list[Tensor] | None]) -> list[Tensor]:
     """``values[o][k]`` ``(n, *dim_k, n_o)`` as one tensor ``(n, *dim_k, n_targets)`` per
     input layer, the output layers' nodes one after the other."""
     blocks = [layer for layer in values if layer is not None]
-    return [_joined([layer[k] for layer in blocks], dim=-1) for k in range(len(blocks[0]))]
+    return [joined([layer[k] for layer in blocks], dim=-1) for k in range(len(blocks[0]))]
 
 
 def flat_values(values: list[Tensor]) -> Tensor:
     """Per input layer ``(n, *dim_k, n_targets)`` as features ``(n, p, n_targets)``."""
-    return _joined([v.flatten(1, -2) for v in values], dim=1)
+    return joined([v.flatten(1, -2) for v in values], dim=1)
 
 
 def _cat(blocks: list[Tensor | None] | None) -> Tensor | None:
     kept = [b for b in blocks or [] if b is not None]
-    return _joined(kept, dim=-1) if kept else None
-
-
-def _joined(tensors: list[Tensor], dim: int) -> Tensor:
-    """``torch.cat`` without the copy of a single tensor."""
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+    return joined(kept, dim=-1) if kept else None
 
 
 @dataclass
