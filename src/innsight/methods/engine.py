@@ -152,7 +152,7 @@ def sample_sums(grad: Tensor, start: int, n: int) -> Tensor:
         return grad.sum(0, keepdim=True)
     head = (first + 1) * n - start  # rows of the first sample
     tail = start + rows - last * n  # rows of the last sample
-    whole = grad[head:rows - tail].view(-1, n, *grad.shape[1:]).sum(1)
+    whole = grad[head:rows - tail].reshape(-1, n, *grad.shape[1:]).sum(1)
     return torch.cat([grad[:head].sum(0, keepdim=True), whole,
                       grad[rows - tail:].sum(0, keepdim=True)])
 
