@@ -107,6 +107,72 @@ def test_invariant_to_batch_size_and_batch_mates(conv, images):
                                    expected.sort_values(keys)["value"], rtol=1e-3, atol=1e-6)
 
 
+def test_one_node_per_sample_scores_each_samples_node(conv, images):
+    """``targets=`` (one node per sample): every metric scores sample i at its node, as
+    the same node explained among all nodes does (the perturbed rows follow their
+    samples; the draws do not depend on the nodes)."""
+    nodes = [2, 0, 3, 1, 2]
+    metrics = [ins.metrics.Deletion(features_in_step=16), ins.metrics.Insertion(baseline="mean"),
+               ins.metrics.FaithfulnessCorrelation(n=9), ins.metrics.Infidelity(n=6),
+               ins.metrics.ROAD(noise=0.0), "sensitivity_max", "sensitivity_avg", "sparseness"]
+    per_sample = ins.evaluate(ins.run_grad(conv, images, targets=nodes, times_input=True),
+                              metrics, seed=0).sort_values(["metric", "data"])
+    every = ins.evaluate(ins.run_grad(conv, images, output_idx=[0, 1, 2, 3], times_input=True),
+                         metrics, seed=0)
+    picked = every[every["output_node"] == every["data"].map(lambda i: f"Y{nodes[i] + 1}")]
+    picked = picked.sort_values(["metric", "data"])
+    assert len(per_sample) == len(metrics) * 5 and set(per_sample["output_node"]) == {"targets"}
+    np.testing.assert_array_equal(per_sample["metric"], picked["metric"])
+    np.testing.assert_allclose(per_sample["value"], picked["value"], rtol=1e-4, atol=1e-6)
+
+
+def test_random_logit_of_one_node_per_sample_draws_another_node():
+    """A linear model's gradient of node k is its weight row k: the random-logit score of
+    sample i is the rank correlation of row ``targets[i]`` with another row, never with
+    itself; targets that are no nodes have no other node to draw."""
+    torch.manual_seed(0)
+    model = nn.Linear(12, 5).eval()
+    conv = ins.convert(model, input_dim=[12])
+    x, nodes = torch.randn(6, 12), [4, 4, 0, 1, 3, 2]
+    scores = ins.evaluate(ins.run_grad(conv, x, targets=nodes),
+                          [ins.metrics.RandomLogit(absolute=False)], seed=0)
+    rank = model.weight.detach().argsort(1).argsort(1).double()
+    rank = rank - rank.mean(1, keepdim=True)
+    correlation = (rank @ rank.T) / (rank.norm(dim=1)[:, None] * rank.norm(dim=1)[None])
+    for i, value in enumerate(scores["value"]):
+        others = [correlation[nodes[i], j].item() for j in range(5) if j != nodes[i]]
+        assert min(abs(value - c) for c in others) < 1e-6
+    with pytest.raises(ValueError, match="'random_logit' compares.*target_weights"):
+        ins.evaluate(ins.run_grad(conv, x, target_weights=torch.ones(5)), ["random_logit"])
+
+
+def test_model_arguments_per_sample_follow_the_perturbed_rows():
+    """A torch module with a per-sample argument (``extra_args``): each perturbed row runs
+    with its sample's argument. f_i(x) = s_i w.x: deletion with baseline 0 removes s_i w_j
+    x_j per step, and the gradient s_i w does not change under noise (sensitivity 0)."""
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(6, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            return (x @ self.w * scale)[:, None]
+
+    model = Scaled().eval()
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+    scale = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    grad = ins.torch_grad(model, x, return_object=True, extra_args=(scale,))
+    scores = ins.evaluate(grad, [ins.metrics.Deletion(features_in_step=1), "sensitivity_max"],
+                          seed=0)
+    assert (scores[scores["metric"] == "sensitivity_max"]["value"].abs() < 1e-6).all()
+    curves = scores.attrs["curves"].sort_values(["data", "step"])
+    terms = (scale[:, None] * model.w.detach() * x)  # each feature's part of f_i
+    order = (scale[:, None] * model.w.detach()).argsort(dim=1, descending=True, stable=True)
+    removed = terms.gather(1, order).cumsum(1)
+    expected = torch.cat([terms.sum(1, keepdim=True), terms.sum(1, keepdim=True) - removed], 1)
+    np.testing.assert_allclose(curves["value"], expected.flatten().numpy(), atol=1e-5)
+
+
 def test_seed_reproduces_and_methods_share_draws(conv, images):
     res = ins.run_grad(conv, images, output_idx=0)
     metrics = ["faithfulness_correlation", "infidelity", "sensitivity_avg"]

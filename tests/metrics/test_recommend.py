@@ -98,6 +98,23 @@ def test_linear_model_ranking_is_the_closed_forms(conv):
     ins.metrics.plot_table(scores)  # the scores are an evaluate frame
 
 
+def test_targets_reach_every_candidate():
+    """``targets="predicted"`` is passed on: each candidate's scores are those of the
+    method run with it and evaluated."""
+    torch.manual_seed(0)
+    conv = ins.convert(nn.Linear(P, 3).double().eval(), input_dim=[P], dtype="double")
+    metrics = [ins.metrics.Deletion(features_in_step=1), "sparseness"]
+    ranking, best = ins.recommend(conv, X, methods=["Gradient", "DeepLift"], metrics=metrics,
+                                  seed=0, dtype="double", targets="predicted")
+    assert best.get_result().shape[-1] == 1
+    table = ranking.set_index("method")
+    for name, run in (("Gradient", ins.run_grad), ("DeepLift", ins.run_deeplift)):
+        scores = ins.evaluate(run(conv, X, targets="predicted", dtype="double"), metrics, seed=0)
+        for metric in ("deletion", "sparseness"):
+            expected = scores[scores["metric"] == metric]["value"].mean()
+            assert table.loc[name, metric] == pytest.approx(expected, abs=1e-12)
+
+
 def test_default_methods_and_metrics(conv):
     ranking, best = ins.recommend(conv, X, seed=1)
     assert set(ranking["method"]) == set(recommender.DEFAULT_METHODS)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,12 @@ class Targets:
         """The mean over the rows of ``outputs`` (e.g. references) of the columns, for
         every sample: ``(1 or n_data, n_targets)``."""
         return self.values(outputs, None).mean(0, keepdim=True)
+
+    def for_rows(self, sample: Tensor) -> Targets:
+        """These targets for new data whose row ``i`` was made from the data sample
+        ``sample[i]`` (``sample`` ``(rows,)``): the same for every kind but per-sample
+        targets, which explain at each row its sample's node."""
+        return self
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,6 +125,11 @@ class PerSampleTargets(Targets):
         nodes = self.nodes[sample]
         out[0, rows, nodes] = base[rows, nodes] if isinstance(base, Tensor) else base
         return out
+
+    def for_rows(self, sample: Tensor) -> Targets:
+        labels = self.sample_labels
+        return replace(self, nodes=self.nodes[sample.to(self.nodes.device)],
+                       sample_labels=None if labels is None else [labels[i] for i in sample.tolist()])
 
     def mean_values(self, outputs: Sequence[Tensor], n_data: int) -> Tensor:
         # linear: the mean of the selected node is the selected node of the mean

@@ -90,7 +90,8 @@ def curve_outputs(subject: Subject, rank: Tensor, counts: Tensor, metric: str,
     def make(curves: slice, steps: slice) -> Tensor:
         return inputs(curves, steps, turn[curves, None] < counts[None, steps, None])
 
-    out = subject.evaluate_blocks(n * n_targets, len(counts), make, metric)
+    out = subject.evaluate_blocks(n * n_targets, len(counts), make, metric,
+                                  outer_per_sample=n_targets)
     # each row's own target: (n, n_targets, m, n_targets) -> (n, n_targets, m)
     return out.view(n, n_targets, len(counts), n_targets).diagonal(dim1=1, dim2=3).transpose(1, 2)
 

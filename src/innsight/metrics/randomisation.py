@@ -10,7 +10,8 @@
   lower is better (an explanation that ignores the model keeps similarity 1).
 - :class:`RandomLogit` (Sixt et al. 2020; Quantus' ``RandomLogit``): each explained
   output node's explanation against that of another node of the same output layer
-  drawn at random (one draw per node, shared by the samples); lower is better.
+  drawn at random (one draw per node, shared by the samples; with one node per sample,
+  ``targets=``, one draw per sample); lower is better.
 
 Similarity (:mod:`innsight.metrics.similarity`) is the Spearman rank correlation
 (average ranks for ties) of the absolute values over all input entries
@@ -34,6 +35,7 @@ from innsight.metrics.base import Curve, Metric, Scores, check_choice
 from innsight.metrics.similarity import spearman, ssim
 from innsight.metrics.subject import Subject
 from innsight.methods.engine import row_chunks
+from innsight.methods.targets import PerSampleTargets
 from innsight.outputs import OutputSelection
 
 SIMILARITIES = ("spearman", "ssim")
@@ -141,16 +143,31 @@ class RandomLogit(_Similarity):
         generator = subject.generator()
         sizes = [len(labels) for labels in
                  OutputSelection.whole_model(setup.model.output_names).labels]
-        others: list[list[int]] = []
-        for layer, indices in enumerate(setup.selection.indices):
-            size = sizes[layer]
-            if indices and size < 2:
-                raise ValueError(f"metric 'random_logit' needs output layers with two or more "
-                                 f"nodes; output layer {layer} of {subject.name!r} has {size}.")
-            draws = torch.randint(max(size - 1, 1), (len(indices),), generator=generator,
-                                  device=generator.device).tolist()
-            others.append([d + (d >= i) for d, i in zip(draws, indices)])
-        selection = OutputSelection(others, [[str(i) for i in layer] for layer in others],
-                                    computed=True)
-        values = subject.explain(selection=selection, generator=subject.generator(1))
+        targets = setup.custom_targets
+        if targets is None:
+            others = [_others(torch.tensor(indices, dtype=torch.long), sizes[layer], layer,
+                              subject.name, generator).tolist()
+                      for layer, indices in enumerate(setup.selection.indices)]
+            changes: dict = {"selection": OutputSelection(
+                others, [[str(i) for i in layer] for layer in others], computed=True)}
+        elif isinstance(targets, PerSampleTargets):
+            changes = {"custom_targets": PerSampleTargets(targets.layer, _others(
+                targets.nodes, sizes[targets.layer], targets.layer, subject.name, generator))}
+        else:
+            raise ValueError(f"metric 'random_logit' compares the explanations of output "
+                             f"nodes; {subject.name!r} explains weighted sums or a function "
+                             "of the outputs (`target_weights=`, `target_fun=`).")
+        values = subject.explain(generator=subject.generator(1), **changes)
         return Scores(self.similar(subject, values))
+
+
+def _others(nodes: Tensor, size: int, layer: int, name: str,
+            generator: torch.Generator) -> Tensor:
+    """For each of ``nodes`` ``(k,)`` of an output layer of ``size`` nodes, another node
+    of it drawn uniformly, ``(k,)``."""
+    if len(nodes) and size < 2:
+        raise ValueError(f"metric 'random_logit' needs output layers with two or more "
+                         f"nodes; output layer {layer} of {name!r} has {size}.")
+    draws = torch.randint(max(size - 1, 1), (len(nodes),), generator=generator,
+                          device=generator.device).to(nodes.device)
+    return draws + (draws >= nodes).long()

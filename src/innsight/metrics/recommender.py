@@ -50,7 +50,8 @@ RECOMMEND_METRICS = ("deletion", "insertion", "faithfulness_correlation", "sensi
                      "sparseness")
 
 #: Shared method arguments ``recommend`` passes on to every candidate.
-PASSED_ON = ("channels_first", "output_idx", "output_label", "ignore_last_act", "dtype")
+PASSED_ON = ("channels_first", "output_idx", "output_label", "targets", "target_weights",
+             "target_fun", "ignore_last_act", "dtype")
 
 
 def recommend(
@@ -100,6 +101,7 @@ def recommend(
         given) makes the methods, the metrics and the search reproducible.
     **method_args
         Shared arguments for every candidate: ``output_idx``, ``output_label``,
+        ``targets`` (e.g. ``"predicted"``), ``target_weights``, ``target_fun``,
         ``channels_first``, ``ignore_last_act``, ``dtype``.
 
     Returns

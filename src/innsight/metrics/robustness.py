@@ -65,6 +65,7 @@ class Sensitivity(Metric):
         x = subject.data(self.label)
         noise = torch.empty((self.n, *x.shape), device=x.device, dtype=x.dtype).uniform_(
             -self.radius, self.radius, generator=subject.generator())
-        values = subject.explain((x + noise).flatten(0, 1), generator=subject.generator(1))
+        sample = torch.arange(len(x), device=x.device).repeat(self.n)  # noisy copy-major
+        values = subject.explain((x + noise).flatten(0, 1), sample, subject.generator(1))
         change = (values.view(self.n, *subject.values.shape) - subject.values).norm(dim=2)
         return (change / subject.values.norm(dim=1)).transpose(0, 1)

@@ -131,19 +131,22 @@ class Subject:
         """The features (or groups of them, ``feature_groups`` as for SHAP) perturbed together."""
         return feature_players(self.model_setup("feature groups"), feature_groups)
 
-    def outputs(self, features: Tensor) -> Tensor:
-        """The explained output nodes ``(rows, n_targets)`` at ``features`` ``(rows, p)``."""
+    def outputs(self, features: Tensor, sample: Tensor) -> Tensor:
+        """The explained output nodes ``(rows, n_targets)`` at ``features`` ``(rows, p)``
+        made from the data samples ``sample`` ``(rows,)`` (per-sample targets and model
+        arguments follow them)."""
         setup = self.model_setup("outputs")
         with torch.no_grad():
-            return target_values(setup.model_fn(from_features(features, setup.data)),
-                                 setup.targets)
+            return target_values(setup.model_fn(from_features(features, setup.data), sample),
+                                 setup.targets, sample)
 
     def evaluate_blocks(self, n_outer: int, n_inner: int, make: BlockMaker,
-                        desc: str) -> Tensor:
+                        desc: str, outer_per_sample: int = 1) -> Tensor:
         """The outputs ``(n_outer * n_inner, n_targets)`` at the rows ``(outer, inner)``
         (outer-major, e.g. sample and perturbation) that ``make`` builds block by block:
         as many whole outer rows as fit into ``batch_size``, or pieces of one where
-        ``n_inner`` does not fit. Whole blocks let ``make`` broadcast instead of gathering."""
+        ``n_inner`` does not fit. Whole blocks let ``make`` broadcast instead of gathering.
+        Outer row ``o`` was made from the data sample ``o // outer_per_sample``."""
         size = self.batch_size
         if n_inner <= size:
             per = size // n_inner
@@ -152,19 +155,33 @@ class Subject:
         else:
             blocks = [(slice(o, o + 1), slice(i, min(i + size, n_inner)))
                       for o in range(n_outer) for i in range(0, n_inner, size)]
-        return torch.cat([self.outputs(make(outer, inner))
+        device = self.values.device
+
+        def sample(outer: slice, inner: slice) -> Tensor:
+            outers = torch.arange(outer.start, outer.stop, device=device) // outer_per_sample
+            return outers.repeat_interleave(inner.stop - inner.start)
+
+        return torch.cat([self.outputs(make(outer, inner), sample(outer, inner))
                           for outer, inner in progress(blocks, len(blocks), self.verbose, desc)])
 
-    def explain(self, features: Tensor | None = None, generator: torch.Generator | None = None,
-                **changes: Any) -> Tensor:
-        """The method's values ``(n_data, p, n_targets)`` again, at other inputs ``features``
-        ``(n_data, p)`` and/or with other setup fields (``model=...``, ``selection=...``)."""
+    def explain(self, features: Tensor | None = None, sample: Tensor | None = None,
+                generator: torch.Generator | None = None, **changes: Any) -> Tensor:
+        """The method's values ``(rows, p, n_targets)`` again, at other inputs ``features``
+        ``(rows, p)`` made from the data samples ``sample`` ``(rows,)`` (``None``: row ``i``
+        is sample ``i``), and/or with other setup fields (``model=...``, ``selection=...``,
+        ``custom_targets=...``)."""
         setup = self.model_setup("re-explanation")
         if not isinstance(self.result, InterpretingMethod):
             raise ValueError(f"re-explaining needs the method object itself, got "
                              f"{type(self.result).__name__} for {self.name!r}.")
         if features is not None:
             changes["data"] = from_features(features, setup.data)
+        if sample is not None:
+            model = changes.get("model", setup.model)
+            if model.per_sample:
+                changes["model"] = RowsOfSamples(model, sample)
+            changes["custom_targets"] = changes.get("custom_targets",
+                                                    setup.targets).for_rows(sample)
         new = replace(setup, generator=generator or self.generator(), **changes)
         return flat_values(self.result._explain(new, **self.result.args).values)
 
@@ -173,3 +190,22 @@ class Subject:
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
+
+
+class RowsOfSamples:
+    """``model`` (one with per-sample arguments, ``model.per_sample``) for data whose row
+    ``i`` was made from the data sample ``rows[i]`` (``rows`` ``(n_rows,)``): ``run_nodes``
+    passes each row its sample's arguments; everything else is ``model``'s."""
+
+    def __init__(self, model: Any, rows: Tensor) -> None:
+        self.model, self.rows = model, rows
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("model", "rows"):  # not set yet (copies build the object bare)
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def run_nodes(self, inputs: list[Tensor], nodes: Any,
+                  sample: Tensor | None = None) -> list[Tensor]:
+        rows = self.rows if sample is None else self.rows[sample.to(self.rows.device)]
+        return self.model.run_nodes(inputs, nodes, rows)
