@@ -21,8 +21,8 @@ aten = torch.ops.aten
 SAME_SHAPE = (F.batch_norm, aten.batch_norm.default)
 
 #: Elementwise functions whose result has the shape and dtype of their first operand
-#: where that is a floating-point tensor and every other tensor operand has its shape
-#: and dtype (activations, in-place ones included, and sums): answered so without
+#: where that is a contiguous floating-point tensor and every other tensor operand has
+#: its shape and dtype (activations, in-place ones included, and sums): answered so without
 #: their meta kernels, most of which are Python decompositions (``torch._refs``) that
 #: cost ten times a convolution's.
 ELEMENTWISE = frozenset({
@@ -30,8 +30,7 @@ ELEMENTWISE = frozenset({
     F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardtanh, F.hardswish, F.hardsigmoid,
     F.mish, F.selu, F.celu, F.softplus, F.softsign, F.logsigmoid, F.tanhshrink,
     torch.sigmoid, torch.tanh, torch.exp, Tensor.sigmoid, Tensor.tanh, Tensor.exp,
-    torch.add, Tensor.add, Tensor.add_, Tensor.__add__, Tensor.__iadd__,
-    torch.mul, Tensor.mul, Tensor.__mul__,
+    torch.add, Tensor.add, Tensor.add_, torch.mul, Tensor.mul, Tensor.mul_,  # x + y: Tensor.add
     aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default,
     aten.gelu.default, aten.silu.default, aten.silu_.default, aten.sigmoid.default,
     aten.tanh.default, aten.hardswish.default, aten.hardsigmoid.default,
@@ -48,9 +47,10 @@ class OnMeta(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if (func in SAME_SHAPE and _per_channel(args, kwargs)) or (
-                func in ELEMENTWISE and _same_as_first(args, kwargs)):
+        if func in SAME_SHAPE and _per_channel(args, kwargs):
             return _empty_like(args[0])
+        if func in ELEMENTWISE and _same_as_first(args, kwargs):
+            return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")
         return func(*[_as_meta(a) for a in args], **{k: _as_meta(v) for k, v in kwargs.items()})
 
 
@@ -64,10 +64,10 @@ def _per_channel(args: tuple, kwargs: dict) -> bool:
 
 
 def _same_as_first(args: tuple, kwargs: dict) -> bool:
-    """Whether ``args[0]`` is a floating-point tensor and every other tensor operand has
-    its shape and dtype (no ``out=``)."""
+    """Whether ``args[0]`` is a contiguous floating-point tensor and every other tensor
+    operand has its shape and dtype (no ``out=``)."""
     if not args or not isinstance(args[0], Tensor) or not args[0].is_floating_point() or (
-            "out" in kwargs):
+            not args[0].is_contiguous() or "out" in kwargs):
         return False
     first = args[0]
     return all(t.shape == first.shape and t.dtype == first.dtype
