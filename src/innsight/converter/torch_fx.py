@@ -398,8 +398,9 @@ class _ShapeAndValueProp(fx.Interpreter):
             n.meta["constant_value"] = result.detach()
         if isinstance(result, Tensor) or (
                 isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)):
-            n.meta["tensor_meta"] = fx.node.map_aggregate(
-                result, lambda r: _extract_tensor_metadata(r) if isinstance(r, Tensor) else r)
+            n.meta["tensor_meta"] = fx.node.map_aggregate(  # shapes and dtypes are read
+                result, lambda r: _extract_tensor_metadata(r, include_contiguity=False)
+                if isinstance(r, Tensor) else r)
         else:
             n.meta["static_value"] = result
         return result
