@@ -260,9 +260,10 @@ def _unlifted(exported: torch.export.ExportedProgram) -> fx.GraphModule:
     """The graph of ``exported`` reading its parameters, buffers and constant tensors as
     attributes (``get_attr`` nodes) instead of taking them as inputs, as
     ``exported.module()`` does, without that module's copy of the graph and its code
-    generation (the front-end only reads and interprets the graph). ``exported`` gives
-    up its graph. Where the graph has other lifted inputs or outputs (effect tokens,
-    buffer mutations), ``exported.module()``."""
+    generation: the front-end only reads the graph and interprets it node by node, so
+    the module's code is left as it was (call it through ``fx.Interpreter`` only).
+    ``exported`` gives up its graph. Where the graph has other lifted inputs or outputs
+    (effect tokens, buffer mutations), ``exported.module()``."""
     signature = exported.graph_signature
     kinds = {spec.kind.name for spec in signature.input_specs}
     if not kinds <= {"USER_INPUT", *_LIFTED} or any(
@@ -287,7 +288,6 @@ def _unlifted(exported: torch.export.ExportedProgram) -> fx.GraphModule:
         attribute.meta = node.meta
         node.replace_all_uses_with(attribute)
         graph.erase_node(node)
-    graph_module.recompile()
     return graph_module
 
 
