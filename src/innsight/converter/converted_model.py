@@ -47,10 +47,7 @@ class ConvertedModel(nn.Module):
         self.output_nodes = list(output_nodes)
         self.input_names = input_names
         self.output_names = output_names
-        self.output_layers = [
-            tuple(j for j, reads in enumerate(self.input_layers) if i in reads)
-            for i in range(len(self.layers))
-        ]
+        self.output_layers = readers_of(self.input_layers)
         self._input_position = {node: k for k, node in enumerate(self.input_nodes)}
         self._free_after = last_uses(self.input_layers, keep=set(self.output_nodes))
         self._may_overwrite = [self._may_overwrite_first_input(i) for i in range(len(self.layers))]
@@ -273,6 +270,15 @@ class ConvertedModel(nn.Module):
             raise ValueError(f"{what} holds token ids from {int(value.min())} to "
                              f"{int(value.max())}; the embedding's vocabulary is 0..{vocab - 1}.")
         return value
+
+
+def readers_of(input_layers: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """For each layer, the layers that read it, in order (each once)."""
+    readers: list[list[int]] = [[] for _ in input_layers]
+    for j, reads in enumerate(input_layers):
+        for i in dict.fromkeys(reads):
+            readers[i].append(j)
+    return [tuple(found) for found in readers]
 
 
 def last_uses(input_layers: Sequence[tuple[int, ...]], keep: set[int]) -> list[list[int]]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from innsight._validation import as_dim_list, describe
-from innsight.converter.converted_model import ConvertedModel, last_uses
+from innsight.converter.converted_model import ConvertedModel, last_uses, readers_of
 from innsight.converter.names import check_names, default_names
 from innsight.converter.on_meta import OnMeta
 from innsight.layers import LAYER_TYPES, Layer
@@ -204,10 +204,11 @@ def _graph_entries(
             raise ValueError(
                 f"layers[{i}] of type '{entry['type']}' reads {n_reads} layer(s), expected {expected}."
             )
+    readers = readers_of([entry["input_layers"] for entry in entries])
     for i, entry in enumerate(entries):
         if "output_layers" in entry:
             given = sorted(_indices(entry["output_layers"], f"layers[{i}]['output_layers']", len(entries)))
-            actual = [j for j, e in enumerate(entries) if i in e["input_layers"]]
+            actual = list(readers[i])
             if given != actual:
                 raise ValueError(
                     f"layers[{i}]['output_layers'] is {given}, but the layers reading it are {actual}."

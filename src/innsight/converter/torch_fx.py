@@ -249,7 +249,46 @@ def _export(model: nn.Module, dims: list[tuple[int, ...]],
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. "
             f"{DIRECT_METHODS_HINT}"
         ) from err
-    return _inline_wrappers(exported.module())
+    return _inline_wrappers(_unlifted(exported))
+
+
+#: The lifted inputs of an exported graph that :func:`_unlifted` turns into attributes.
+_LIFTED = ("PARAMETER", "BUFFER", "CONSTANT_TENSOR")
+
+
+def _unlifted(exported: torch.export.ExportedProgram) -> fx.GraphModule:
+    """The graph of ``exported`` reading its parameters, buffers and constant tensors as
+    attributes (``get_attr`` nodes) instead of taking them as inputs, as
+    ``exported.module()`` does, without that module's copy of the graph and its code
+    generation: the front-end only reads the graph and interprets it node by node, so
+    the module's code is left as it was (call it through ``fx.Interpreter`` only).
+    ``exported`` gives up its graph. Where the graph has other lifted inputs or outputs
+    (effect tokens, buffer mutations), ``exported.module()``."""
+    signature = exported.graph_signature
+    kinds = {spec.kind.name for spec in signature.input_specs}
+    if not kinds <= {"USER_INPUT", *_LIFTED} or any(
+            spec.kind.name != "USER_OUTPUT" for spec in signature.output_specs):
+        return exported.module()
+    graph_module = exported.graph_module
+    graph = graph_module.graph
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+    first_call = next(node for node in graph.nodes if node.op != "placeholder")
+    for k, (node, spec) in enumerate(zip(placeholders, signature.input_specs, strict=True)):
+        if spec.kind.name == "USER_INPUT":
+            continue
+        value = (exported.state_dict[spec.target] if spec.target in exported.state_dict
+                 else exported.constants[spec.target])
+        name = f"_lifted_{k}"
+        if isinstance(value, nn.Parameter):
+            graph_module.register_parameter(name, value)
+        else:
+            graph_module.register_buffer(name, value)
+        with graph.inserting_before(first_call):
+            attribute = graph.get_attr(name)
+        attribute.meta = node.meta
+        node.replace_all_uses_with(attribute)
+        graph.erase_node(node)
+    return graph_module
 
 
 def _wrapped_call(node: fx.Node) -> tuple[fx.Node, tuple] | None:
@@ -359,8 +398,9 @@ class _ShapeAndValueProp(fx.Interpreter):
             n.meta["constant_value"] = result.detach()
         if isinstance(result, Tensor) or (
                 isinstance(result, (tuple, list)) and any(isinstance(r, Tensor) for r in result)):
-            n.meta["tensor_meta"] = fx.node.map_aggregate(
-                result, lambda r: _extract_tensor_metadata(r) if isinstance(r, Tensor) else r)
+            n.meta["tensor_meta"] = fx.node.map_aggregate(  # shapes and dtypes are read
+                result, lambda r: _extract_tensor_metadata(r, include_contiguity=False)
+                if isinstance(r, Tensor) else r)
         else:
             n.meta["static_value"] = result
         return result

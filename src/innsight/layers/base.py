@@ -110,13 +110,19 @@ class Layer(RuleLayer, nn.Module):
 
 
 def frozen_param(value: Any, name: str) -> nn.Parameter:
-    """A weight tensor that takes no gradient (methods differentiate inputs only)."""
-    array = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    """A weight tensor that takes no gradient (methods differentiate inputs only): a copy
+    of ``value`` (made once: nested lists and integers are copied by their conversion
+    alone), integers as the default float dtype."""
+    if isinstance(value, torch.Tensor):
+        array, copied = value.detach(), False
+    else:  # np.asarray copies nested lists, not an array
+        array, copied = torch.as_tensor(np.asarray(value)), isinstance(value, (list, tuple))
     if not array.is_floating_point():
-        array = array.to(torch.get_default_dtype())
+        array, copied = array.to(torch.get_default_dtype()), True
+    array = array if copied else array.clone()
     if not torch.isfinite(array.sum()) and not torch.isfinite(array).all():  # sum: one pass
         raise ValueError(f"`{name}` contains NaN or infinite values.")
-    return nn.Parameter(array.clone(), requires_grad=False)
+    return nn.Parameter(array, requires_grad=False)
 
 
 def as_int(value: Any, name: str) -> int:
