@@ -32,6 +32,7 @@ from innsight.methods.engine import (
     row_chunks,
     target_values,
 )
+from innsight.methods.heads import target_columns
 from innsight.methods.layer_attribution import AttributedLayer, at_layer, layer_node
 from innsight.methods.model_inputs import ModelInputs, needs_start, per_token
 from innsight.methods.model_interface import ExplainableModel, TorchModule
@@ -102,11 +103,17 @@ class Setup:
         made from the data samples ``sample`` ``(rows,)``."""
         return self.model.run_nodes(inputs, self.explained, sample)
 
-    def outputs_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
+    def target_columns(self, inputs: list[Tensor], sample: Tensor) -> Tensor:
+        """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
+        samples ``sample``, differentiable; from a few units of the output layers where
+        the targets pick them (:mod:`~innsight.methods.heads`)."""
+        return target_columns(self.model, self.explained, self.targets, inputs, sample)
+
+    def outputs_at(self, inputs: list[Tensor], sample: Tensor) -> Tensor:
         """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
         samples ``sample``, without gradients."""
-        outputs = evaluate(self.model_fn, inputs, self.batch_size, sample)
-        return target_values(outputs, self.targets, sample)
+        return evaluate(lambda xs, rows: [self.target_columns(xs, rows)], inputs,
+                        self.batch_size, sample)[0]
 
     def mean_outputs_at(self, refs: list[Tensor]) -> Tensor:
         """Per sample, the mean over the rows of ``refs`` (references, per input layer
@@ -125,6 +132,10 @@ class Setup:
 
     def outputs_at_data(self) -> OutputsAtData:
         """The explained outputs and predictions at the data, from one pass."""
+        if self.prediction_nodes == self.explained:  # through sparse heads where they fit
+            sample = torch.arange(self.data[0].shape[0], device=self.data[0].device)
+            explained = self.outputs_at(self.data, sample)
+            return OutputsAtData(explained, explained)
         nodes = self.explained + self.prediction_nodes
         at_data = evaluate(lambda xs, sample: self.model.run_nodes(xs, nodes, sample),
                            self.data, self.batch_size)

@@ -177,8 +177,9 @@ def reference_inputs(setup: Setup, x_ref: Any) -> list[Tensor]:
 
 def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
     """The mean gradients of ``recipe`` over the data of ``setup``, with their goal."""
-    values = mean_gradients(setup.model_fn, setup.data, setup.targets, recipe.augment, recipe.n,
-                            setup.batch_size, setup.generator, setup.verbose)
+    values = mean_gradients(setup.target_columns, len(setup.targets), setup.data,
+                            recipe.augment, recipe.n, setup.batch_size, setup.generator,
+                            setup.verbose)
     if not recipe.has_goal:
         return Explanation(values)
     at_data = setup.outputs_at_data()
