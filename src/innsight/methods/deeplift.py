@@ -65,19 +65,16 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int
         layer = setup.layer
         with torch.no_grad():
             if layer is not None and layer.start:  # references at the layer, inputs as given
-                both = model.node_values([torch.cat([x, x]) for x in xs], given={
+                both = heads.node_values(model, [torch.cat([x, x]) for x in xs], given={
                     layer.node: torch.cat([layer.activations[sample], x_refs[0]])})
             else:
-                both = model.node_values([torch.cat(pair) for pair in zip(xs, x_refs)])
+                both = heads.node_values(model, [torch.cat(pair) for pair in zip(xs, x_refs)])
         at_x = [None if v is None else v[:b] for v in both]
         at_ref = [None if v is None else v[b:] for v in both]
-        del both  # the heads' full values go with their restriction
-        f = target_values([at_x[node] for node in explained], setup.targets, sample)
-        goal = f - target_values([at_ref[node] for node in explained], setup.targets, sample)
-        preds = target_values([at_x[node] for node in setup.prediction_nodes], setup.targets,
-                              sample)
-        heads.restrict(at_x)
-        heads.restrict(at_ref)
+        f = heads.columns([at_x[node] for node in explained], setup.targets, sample)
+        goal = f - heads.columns([at_ref[node] for node in explained], setup.targets, sample)
+        preds = f if setup.prediction_nodes == explained else target_values(
+            [at_x[node] for node in setup.prediction_nodes], setup.targets, sample)
         splits = _splits(model, heads, nodes, at_x, at_ref) if rule.splits else None
 
         def step(i: int, m: Any) -> list[Any]:

@@ -10,9 +10,10 @@ its input, and every method's first step back through it touches only them.
 - Gradient methods compute the explained columns from the head's input through the
   restricted head (:func:`target_columns`): the full logits are neither computed nor
   differentiated (the gradient of a picked logit ``z[t, v]`` is ``W[v]`` at token ``t``).
-- Rule-based walks (LRP, DeepLift) start at the restricted head's output
-  (:class:`Heads`): its values, the start and the rules' quotients (``r / z``) exist for
-  the picked units only, not as ``(n_targets, tokens x vocab)`` arrays.
+- Rule-based walks (LRP, DeepLift, ConnectionWeights) compute the head's values at the
+  picked units only (:meth:`Heads.node_values`) and start there (:func:`walk_starts`):
+  the logits, the start and the rules' quotients (``r / z``) exist for the picked units
+  only, never as ``(n_targets, tokens x vocab)`` arrays.
 
 Both give the same numbers as the dense start: each output unit of a dense layer depends
 on its own weight row only.
@@ -36,18 +37,13 @@ from innsight.methods.targets import Picks, Targets
 @dataclass(frozen=True)
 class Head:
     """An explained layer ``node`` (reading node ``source``) as ``layer``, restricted to
-    its output units ``units`` ``(J,)``; ``picks`` are the targets' entries numbered over
+    the output units the targets pick; ``picks`` are the targets' entries numbered over
     the restricted layer's flattened output ``(*lead, J)``."""
 
     node: int
     source: int
     layer: Any
-    units: Tensor
     picks: Picks
-
-    def restrict(self, value: Tensor) -> Tensor:
-        """The full layer's output ``(rows, *lead, units)`` at the picked units only."""
-        return value.index_select(-1, self.units)
 
 
 class Heads(dict[int, Head]):
@@ -60,18 +56,31 @@ class Heads(dict[int, Head]):
                 return head.layer
         return model.layers[i]
 
-    def restrict(self, values: list[Any]) -> None:
-        """Replace the heads' values in ``values`` (one per node, ``None`` where not kept)
-        by those at the picked units, in place."""
+    def node_values(self, model: ConvertedModel, inputs: list[Tensor],
+                    keep: set[int] | None = None,
+                    given: dict[int, Tensor] | None = None) -> list[Tensor | None]:
+        """``model.node_values`` (every node's value, or with ``keep`` only those kept),
+        the heads' at the picked units only: the full outputs are not computed where
+        nothing else needs them."""
+        if not self:
+            return model.node_values(inputs, given=given, keep=keep)
+        nodes = {head.node for head in self.values()}
+        keep = set(range(len(model.layers))) if keep is None else keep
+        values = model.node_values(inputs, given=given, keep=keep - nodes | {
+            head.source for head in self.values()})
         for head in self.values():
-            if values[head.node] is not None:
-                values[head.node] = head.restrict(values[head.node])
+            values[head.node] = head.layer(values[head.source])
+        return values
 
-    def columns(self, sources: Sequence[Tensor], n_targets: int) -> Tensor:
-        """The explained columns ``(rows, n_targets)`` from the heads' inputs ``sources``
-        (in the order of the heads), through the restricted heads."""
-        return sum(head.picks.values(head.layer(x).flatten(1), n_targets)
-                   for head, x in zip(self.values(), sources))
+    def columns(self, outputs: Sequence[Tensor | None], targets: Targets,
+                sample: Tensor) -> Tensor:
+        """The explained columns ``(rows, n_targets)`` from the explained outputs (per
+        output layer; a head's at its picked units) at rows made from the data samples
+        ``sample``."""
+        if not self:
+            return targets.values(outputs, sample)
+        return sum(head.picks.values(outputs[o].flatten(1), len(targets))
+                   for o, head in self.items())
 
 
 def _graph(model: Any) -> tuple[ConvertedModel | None, int | None]:
@@ -102,7 +111,7 @@ def sparse_heads(model: Any, explained: Sequence[int], targets: Targets,
         layer = graph.layers[node].on_units(units)
         if layer is None or node == cut or len(graph.input_layers[node]) != 1:
             return Heads()
-        heads[o] = Head(node, graph.input_layers[node][0], layer, units,
+        heads[o] = Head(node, graph.input_layers[node][0], layer,
                         picks.renumbered(picks.node // width * len(units) + unit))
     return heads
 
@@ -116,7 +125,10 @@ def target_columns(model: Any, explained: Sequence[int], targets: Targets,
     if not heads:
         return targets.values(model.run_nodes(inputs, explained, sample), sample)
     sources = model.run_nodes(inputs, [head.source for head in heads.values()], sample)
-    return heads.columns(sources, len(targets))
+    outputs: list[Tensor | None] = [None] * len(explained)
+    for (o, head), source in zip(heads.items(), sources):
+        outputs[o] = head.layer(source)
+    return heads.columns(outputs, targets, sample)
 
 
 def walk_starts(model: ConvertedModel, explained: Sequence[int], targets: Targets,

@@ -198,11 +198,10 @@ def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -
 
     def walk_chunk(sample: Tensor, copy: Tensor, heads: Heads) -> ChunkWalk:
         with torch.no_grad():
-            values = model.node_values([x[sample] for x in setup.data], keep=stored)
-        f = target_values([values[node] for node in setup.explained], setup.targets, sample)
-        preds = target_values([values[node] for node in setup.prediction_nodes],
-                              setup.targets, sample)
-        heads.restrict(values)
+            values = heads.node_values(model, [x[sample] for x in setup.data], keep=stored)
+        f = heads.columns([values[node] for node in setup.explained], setup.targets, sample)
+        preds = f if setup.prediction_nodes == setup.explained else target_values(
+            [values[node] for node in setup.prediction_nodes], setup.targets, sample)
 
         def step(i: int, r: Tensor) -> list[Tensor | None]:
             reads = model.input_layers[i]
