@@ -109,11 +109,11 @@ class Setup:
         the targets pick them (:mod:`~innsight.methods.heads`)."""
         return target_columns(self.model, self.explained, self.targets, inputs, sample)
 
-    def outputs_at(self, inputs: list[Tensor], sample: Tensor) -> Tensor:
+    def outputs_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
         """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
         samples ``sample``, without gradients."""
-        return evaluate(lambda xs, rows: [self.target_columns(xs, rows)], inputs,
-                        self.batch_size, sample)[0]
+        outputs = evaluate(self.model_fn, inputs, self.batch_size, sample)
+        return target_values(outputs, self.targets, sample)
 
     def mean_outputs_at(self, refs: list[Tensor]) -> Tensor:
         """Per sample, the mean over the rows of ``refs`` (references, per input layer
@@ -133,8 +133,8 @@ class Setup:
     def outputs_at_data(self) -> OutputsAtData:
         """The explained outputs and predictions at the data, from one pass."""
         if self.prediction_nodes == self.explained:  # through sparse heads where they fit
-            sample = torch.arange(self.data[0].shape[0], device=self.data[0].device)
-            explained = self.outputs_at(self.data, sample)
+            (explained,) = evaluate(lambda xs, rows: [self.target_columns(xs, rows)],
+                                    self.data, self.batch_size)
             return OutputsAtData(explained, explained)
         nodes = self.explained + self.prediction_nodes
         at_data = evaluate(lambda xs, sample: self.model.run_nodes(xs, nodes, sample),

@@ -141,11 +141,14 @@ def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
     like = setup.data[0] if setup.layer is None else setup.layer.activations
     sums = [like.new_zeros(len(targets), n_data, *model.layers[node].output_dim) for node in ends]
     goal, f_data, preds = (like.new_zeros(n_data, len(targets)) for _ in range(3))
+    # The whole explained layers: values attributed to one of them, or predictions read
+    # from some of them and from other layers too
+    whole = stop_at in explained or (setup.prediction_nodes != explained
+                                     and bool(set(setup.prediction_nodes) & set(explained)))
     for rows in row_chunks(n_data * n_copies, chunk_rows, setup.verbose):
         row = torch.arange(rows.start, rows.stop, device=goal.device)
         sample, copy = row // n_copies, row % n_copies
-        heads = Heads() if stop_at in explained else sparse_heads(model, explained, targets,
-                                                                 sample)
+        heads = Heads() if whole else sparse_heads(model, explained, targets, sample)
         walk = walk_chunk(sample, copy, heads)
         start = walk_starts(model, explained, targets, heads, sample, goal, walk.start)
         record = None if records is None else records.recorder(model, walk.finish, sample)
