@@ -104,12 +104,13 @@ def sparse_heads(model: Any, explained: Sequence[int], targets: Targets,
         if not targets.uses(o):
             continue
         picks = targets.picks(o, sample)
-        if picks is None:
+        dim = graph.layers[node].output_dim
+        if picks is None or not dim or node == cut or len(graph.input_layers[node]) != 1:
             return Heads()
-        width = graph.layers[node].output_dim[-1]
+        width = dim[-1]
         units, unit = torch.unique(picks.node % width, return_inverse=True)
         layer = graph.layers[node].on_units(units)
-        if layer is None or node == cut or len(graph.input_layers[node]) != 1:
+        if layer is None:
             return Heads()
         heads[o] = Head(node, graph.input_layers[node][0], layer,
                         picks.renumbered(picks.node // width * len(units) + unit))
