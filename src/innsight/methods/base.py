@@ -109,6 +109,14 @@ class Setup:
         the targets pick them (:mod:`~innsight.methods.heads`)."""
         return target_columns(self.model, self.explained, self.targets, inputs, sample)
 
+    def columns_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
+        """:meth:`target_columns` without gradients, in chunks of ``batch_size`` rows
+        (``sample`` default: row ``i`` is sample ``i``): the logits a target picks, not
+        all, for goals and predictions. (Perturbation methods take :meth:`outputs_at`,
+        the same numbers to float rounding, whatever the targets.)"""
+        return evaluate(lambda xs, rows: [self.target_columns(xs, rows)], inputs,
+                        self.batch_size, sample)[0]
+
     def outputs_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
         """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
         samples ``sample``, without gradients."""
@@ -133,8 +141,7 @@ class Setup:
     def outputs_at_data(self) -> OutputsAtData:
         """The explained outputs and predictions at the data, from one pass."""
         if self.prediction_nodes == self.explained:  # through sparse heads where they fit
-            (explained,) = evaluate(lambda xs, rows: [self.target_columns(xs, rows)],
-                                    self.data, self.batch_size)
+            explained = self.columns_at(self.data)
             return OutputsAtData(explained, explained)
         nodes = self.explained + self.prediction_nodes
         at_data = evaluate(lambda xs, sample: self.model.run_nodes(xs, nodes, sample),

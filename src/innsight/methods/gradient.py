@@ -118,7 +118,7 @@ class PathPoints:
 
     def goal(self, setup: Setup, f_data: Tensor) -> Tensor:
         sample = torch.arange(f_data.shape[0], device=f_data.device)
-        return f_data - setup.outputs_at([r[sample % r.shape[0]] for r in self.refs], sample)
+        return f_data - setup.columns_at([r[sample % r.shape[0]] for r in self.refs], sample)
 
 
 @dataclass(frozen=True)
