@@ -325,6 +325,16 @@ def test_sparse_weights_through_a_dense_output_layer_equal_the_dense_ones(seeded
     if run is ins.run_grad:  # and the dense weights are autograd's
         assert_close(expected.get_result()[..., 0],
                      autograd(lambda v: model(v) @ dense[0], x))
+    # Two explained layers, the first read by the second: it stays whole (the walk from
+    # the second passes through it), and the results still agree.
+    names = conv.model.layer_names
+    layers = [names[i] for i, layer in enumerate(conv.model.layers) if layer.type_name == "Dense"]
+    both = [torch.zeros(8, dtype=torch.float64), dense[0]]
+    both[0][[1, 6]] = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    expected = run(conv, x, output_layer=layers, target_weights=both, **RUN)
+    result = run(conv, x, output_layer=layers, target_weights=[w.to_sparse() for w in both],
+                 **RUN)
+    assert_close(result.get_result()[0][0], expected.get_result()[0][0], 1e-12)
 
 
 def test_weights_per_output_layer(two_in_two_out):

@@ -95,7 +95,8 @@ def sparse_heads(model: Any, explained: Sequence[int], targets: Targets,
                  sample: Tensor) -> Heads:
     """The explained layers restricted to the units ``targets`` pick, for rows made from
     the data samples ``sample`` ``(rows,)``: every output layer the targets use must be
-    one whose values are picks and whose layer restricts its units (else none is)."""
+    one whose values are picks, whose layer restricts its units and which no other
+    explained node depends on or is (else none is restricted)."""
     graph, cut = _graph(model)
     heads = Heads()
     if graph is None:
@@ -105,7 +106,9 @@ def sparse_heads(model: Any, explained: Sequence[int], targets: Targets,
             continue
         picks = targets.picks(o, sample)
         dim = graph.layers[node].output_dim
-        if picks is None or not dim or node == cut or len(graph.input_layers[node]) != 1:
+        others = [n for k, n in enumerate(explained) if k != o]
+        if (picks is None or not dim or node == cut or len(graph.input_layers[node]) != 1
+                or node in graph.needed(others)):  # another explained node reads it whole
             return Heads()
         width = dim[-1]
         units, unit = torch.unique(picks.node % width, return_inverse=True)
