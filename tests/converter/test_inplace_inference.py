@@ -131,3 +131,29 @@ def test_values_kept_for_a_method_are_not_overwritten() -> None:
         for node in range(1, len(conv.model.layers)):
             kept = conv.model.run_nodes(x, [node])[0]
             torch.testing.assert_close(kept, every[node].detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_cls", MODELS, ids=lambda cls: cls.__name__)
+def test_run_nodes_runs_only_the_layers_the_nodes_need(model_cls: type) -> None:
+    """Asking for a node runs the layers it depends on, none after it (e.g. no LM head
+    for the embedding's output), with the same values as the whole pass."""
+    torch.manual_seed(0)
+    model = model_cls().eval()
+    dim = _input_dim(model)
+    conv = ins.convert(model, input_dim=dim, dtype="double")
+    x = torch.randn(3, *dim, dtype=torch.float64)
+    every = conv.model.node_values(x)
+    ran: list[int] = []
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: ran.append(k))
+             for k, layer in enumerate(conv.model.layers)]
+    try:
+        for node in range(len(conv.model.layers)):
+            ran.clear()
+            with torch.no_grad():
+                (value,) = conv.model.run_nodes(x, [node])
+            # (a layer writing into a dead input's memory runs without hooks: a subset)
+            assert ran and set(ran) <= conv.model.needed([node])
+            torch.testing.assert_close(value, every[node], rtol=0, atol=0)
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -397,3 +397,81 @@ def test_the_attention_layer_follows_its_rules_written_out(softmax_rule):
     actual = layer.relevance(r, [q, k, v, b], layer(q, k, v, b), rule)
     for got, expected in zip(actual, (r_q, r_k, r_v, r_b)):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+#: Methods whose walk or gradient starts at a few logits of the LM head, and their args.
+HEAD_METHODS = {
+    "gradient": (ins.run_grad, {}),
+    "epsilon": (ins.run_lrp, {"rule_name": "epsilon"}),
+    "attnlrp": (ins.run_lrp, {"rule_name": "attnlrp", "keep_layers": True}),
+    "alpha_beta": (ins.run_lrp, {"rule_name": "alpha_beta", "rule_param": 2}),
+    "deeplift": (ins.run_deeplift, {"keep_layers": True}),
+    "intgrad": (ins.run_intgrad, {"n": 4}),
+}
+
+
+@pytest.mark.parametrize("model_name", ["llama_tied", "gpt2"])
+@pytest.mark.parametrize("method", list(HEAD_METHODS))
+def test_sparse_starts_through_the_lm_head_equal_the_dense_start(model_name, method,
+                                                                  monkeypatch):
+    # Sparse targets go back through the LM head's picked weight rows only (a restricted
+    # Dense layer); dense weights over all tokens x vocab logits take the whole head. Both
+    # must agree to float64 rounding, with the head tied to the embedding (GPT-2 ties it
+    # by default) and with per-sample and per-node targets too.
+    from innsight.layers.dense import Dense
+
+    restricted = []
+    on_units = Dense.on_units
+    monkeypatch.setattr(Dense, "on_units",
+                        lambda self, units: restricted.append(len(units)) or on_units(self, units))
+    torch.manual_seed(0)
+    model = (tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=1, tie_word_embeddings=True,
+                                                **_TEXT)) if model_name == "llama_tied"
+             else MODELS["gpt2"]()).eval().double()
+    conv = ins.convert(model, input_dim=[TOKENS], dtype="double")
+    ids = _ids()
+    run, args = HEAD_METHODS[method]
+    n = TOKENS * VOCAB
+    nodes = [(TOKENS - 1) * VOCAB + TOKEN, 2 * VOCAB + 9, (TOKENS - 1) * VOCAB + 9]
+    dense = torch.zeros(2, n, dtype=torch.float64)
+    dense[0, nodes[0]], dense[1, nodes[1]], dense[1, nodes[2]] = 1.0, 2.0, -0.5
+    asked = [({"target_weights": dense.numpy()}, {"target_weights": dense.to_sparse()}),
+             ({"target_weights": np.eye(n)[nodes]}, {"output_idx": nodes}),
+             ({"target_weights": np.eye(n)[nodes[:2]]}, {"targets": nodes[:2]})]
+    for dense_args, sparse_args in asked:
+        restricted.clear()
+        expected = run(conv, ids, dtype="double", verbose=False, **args, **dense_args)
+        assert not restricted
+        result = run(conv, ids, dtype="double", verbose=False, **args, **sparse_args)
+        assert restricted and max(restricted) <= 2
+        want = expected.get_result("torch_tensor")
+        if "targets" in sparse_args:  # sample i explains node i: the diagonal
+            want = want[[0, 1], ..., [0, 1]].unsqueeze(-1)
+        got = result.get_result("torch_tensor")
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10 * want.abs().max())
+        if "targets" in sparse_args:
+            continue
+        torch.testing.assert_close(result.preds[0], expected.preds[0], rtol=1e-12, atol=0)
+        if expected.decomp_goal is not None:
+            torch.testing.assert_close(result.decomp_goal[0], expected.decomp_goal[0])
+        if args.get("keep_layers"):  # every layer's totals, the head's included
+            columns = ["value_in", "value_out"]
+            report, wanted = result.layer_report(), expected.layer_report()
+            np.testing.assert_allclose(report[columns], wanted[columns], rtol=0,
+                                       atol=1e-10 * wanted[columns].abs().max().max())
+
+
+def test_sparse_starts_attributed_to_the_lm_head_itself_take_the_whole_head():
+    # Values for the head's own output: no restriction (the values have its full shape).
+    conv = _ids_converted()
+    head = conv.model.layer_names[conv.model.output_nodes[0]]
+    sparse = torch.zeros(1, TOKENS * VOCAB, dtype=torch.float64)
+    sparse[0, 2 * VOCAB + 9] = 1.0
+    for run in (ins.run_grad, ins.run_lrp):
+        result = run(conv, _ids(), target_weights=sparse.to_sparse(), attribute_to=head,
+                     dtype="double", verbose=False)
+        values = result.get_result("torch_tensor")
+        assert values.shape == (2, TOKENS, VOCAB, 1)
+        expected = torch.zeros_like(values)
+        expected[:, 2, 9] = 1.0 if run is ins.run_grad else result.preds[0]
+        torch.testing.assert_close(values, expected)

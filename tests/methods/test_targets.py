@@ -308,6 +308,35 @@ def test_sparse_weights_equal_the_dense_ones(seeded, run):
                                         else ["target_weights_1", "target_weights_2"]]
 
 
+@pytest.mark.parametrize("run", [ins.run_grad, ins.run_lrp, ins.run_deeplift, ins.run_cw])
+def test_sparse_weights_through_a_dense_output_layer_equal_the_dense_ones(seeded, run):
+    # A dense output layer is walked back through its picked weight rows only (the
+    # LM-head path of `innsight.methods.heads`, here on a plain converted MLP taking real
+    # inputs); dense weights go through the whole layer.
+    model = seeded(lambda: nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 30))).double()
+    conv = ins.convert(model, input_dim=[5], dtype="double")
+    x = randn(4, 5, seed=3)
+    dense = torch.zeros(2, 30, dtype=torch.float64)
+    dense[0, [3, 17]] = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    dense[1, 17] = 0.5
+    expected = run(conv, x, target_weights=dense, **RUN)
+    result = run(conv, x, target_weights=dense.to_sparse(), **RUN)
+    assert_close(result.get_result(), expected.get_result(), 1e-12)
+    if run is ins.run_grad:  # and the dense weights are autograd's
+        assert_close(expected.get_result()[..., 0],
+                     autograd(lambda v: model(v) @ dense[0], x))
+    # Two explained layers, the first read by the second: it stays whole (the walk from
+    # the second passes through it), and the results still agree.
+    names = conv.model.layer_names
+    layers = [names[i] for i, layer in enumerate(conv.model.layers) if layer.type_name == "Dense"]
+    both = [torch.zeros(8, dtype=torch.float64), dense[0]]
+    both[0][[1, 6]] = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    expected = run(conv, x, output_layer=layers, target_weights=both, **RUN)
+    result = run(conv, x, output_layer=layers, target_weights=[w.to_sparse() for w in both],
+                 **RUN)
+    assert_close(result.get_result()[0][0], expected.get_result()[0][0], 1e-12)
+
+
 def test_weights_per_output_layer(two_in_two_out):
     model = two_in_two_out.double()
     conv = ins.convert(model, input_dim=[(2, 6, 6), (4,)], dtype="double")

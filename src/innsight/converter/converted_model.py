@@ -81,8 +81,8 @@ class ConvertedModel(nn.Module):
     def run_nodes(self, x: Tensor | Sequence[Tensor], nodes: Sequence[int],
                   sample: Tensor | None = None,
                   given: Mapping[int, Tensor] | None = None) -> list[Tensor]:
-        """The values of the layers ``nodes`` for ``x``; all other values are freed early.
-        ``sample`` (the data sample of each row, for models with per-sample arguments) is
+        """The values of the layers ``nodes`` for ``x``; only the layers they need run, and
+        all other values are freed early. ``sample`` (the data sample of each row, for models with per-sample arguments) is
         not needed here.
 
         ``given`` replaces the values of some layers ``{layer: (batch, *output_dim)}``
@@ -129,8 +129,8 @@ class ConvertedModel(nn.Module):
                     keep: set[int] | None = None) -> list[Tensor | None]:
         """The output of every layer for ``x``, in layer order (for backward walks);
         ``given`` replaces the values of some layers (see :meth:`run_nodes`). With
-        ``keep``, only those layers' values (and the model outputs) are kept, the
-        others ``None``."""
+        ``keep``, only the layers those need run and only their values (and the model
+        outputs among them) are kept, the others ``None``."""
         return self._run(self.check_input(x), keep=keep, given=given)
 
     @property
@@ -194,14 +194,13 @@ class ConvertedModel(nn.Module):
 
     def _run(self, inputs: list[Tensor], keep: set[int] | None,
              given: Mapping[int, Tensor] | None = None) -> list[Any]:
-        """Every layer's value; with ``keep`` given, values are freed after their last
-        use unless they are model outputs or in ``keep``. Without autograd, layers
-        that may reuse a dead input's memory do (as in-place ops in torch models).
-        Layers in ``given`` take that value; with ``keep`` and ``given``, only the
-        layers that ``keep`` needs run."""
+        """Every layer's value; with ``keep`` given, only the layers that ``keep`` needs
+        run, and values are freed after their last use unless they are model outputs or
+        in ``keep``. Without autograd, layers that may reuse a dead input's memory do (as
+        in-place ops in torch models). Layers in ``given`` take that value."""
         values: list[Any] = [None] * len(self.layers)
         overwrite = keep is not None and not torch.is_grad_enabled()
-        needed = None if not given or keep is None else self.needed(keep, stop=set(given))
+        needed = None if keep is None else self.needed(keep, stop=set(given or ()))
         for i, (layer, reads) in enumerate(zip(self.layers, self.input_layers)):
             if given and i in given:
                 values[i] = given[i]

@@ -47,6 +47,13 @@ class Dense(LinearMap, Layer):
     def rule_bias(self) -> Tensor | None:
         return self.bias
 
+    def on_units(self, units: Tensor) -> Dense:
+        layer = Dense(self.type_name, self.weight[units],
+                      None if self.bias is None else self.bias[units])
+        layer.input_dim = self.input_dim
+        layer.output_dim = (*self.output_dim[:-1], len(units))
+        return layer
+
     def _map(self, x: Tensor, weight: Tensor | None) -> Tensor:
         return F.linear(x, self.weight if weight is None else weight)
 

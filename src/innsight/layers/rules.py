@@ -314,6 +314,13 @@ class RuleLayer:
         """ConnectionWeights: the products of weights from the output back to each input."""
         raise RuleError(self.no_rule("cw"))
 
+    def on_units(self, units: Tensor) -> RuleLayer | None:
+        """This layer computing only the units ``units`` ``(J,)`` of its output's last axis
+        (output ``(batch, ..., J)``), with the same rules: walks that start at a few
+        output nodes go back through it (a language model's head, ``vocab`` units per
+        token). ``None`` where the layer has no such restriction."""
+        return None
+
 
 class Mover(RuleLayer):
     """Layers that only move, copy or drop values: every rule moves the upstream back

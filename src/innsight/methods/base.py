@@ -32,6 +32,7 @@ from innsight.methods.engine import (
     row_chunks,
     target_values,
 )
+from innsight.methods.heads import target_columns
 from innsight.methods.layer_attribution import AttributedLayer, at_layer, layer_node
 from innsight.methods.model_inputs import ModelInputs, needs_start, per_token
 from innsight.methods.model_interface import ExplainableModel, TorchModule
@@ -102,6 +103,20 @@ class Setup:
         made from the data samples ``sample`` ``(rows,)``."""
         return self.model.run_nodes(inputs, self.explained, sample)
 
+    def target_columns(self, inputs: list[Tensor], sample: Tensor) -> Tensor:
+        """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
+        samples ``sample``, differentiable; from a few units of the output layers where
+        the targets pick them (:mod:`~innsight.methods.heads`)."""
+        return target_columns(self.model, self.explained, self.targets, inputs, sample)
+
+    def columns_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
+        """:meth:`target_columns` without gradients, in chunks of ``batch_size`` rows
+        (``sample`` default: row ``i`` is sample ``i``): the logits a target picks, not
+        all, for goals and predictions. (Perturbation methods take :meth:`outputs_at`,
+        the same numbers to float rounding, whatever the targets.)"""
+        return evaluate(lambda xs, rows: [self.target_columns(xs, rows)], inputs,
+                        self.batch_size, sample)[0]
+
     def outputs_at(self, inputs: list[Tensor], sample: Tensor | None = None) -> Tensor:
         """The explained quantities ``(rows, n_targets)`` at ``inputs`` made from the data
         samples ``sample``, without gradients."""
@@ -125,6 +140,9 @@ class Setup:
 
     def outputs_at_data(self) -> OutputsAtData:
         """The explained outputs and predictions at the data, from one pass."""
+        if self.prediction_nodes == self.explained:  # through sparse heads where they fit
+            explained = self.columns_at(self.data)
+            return OutputsAtData(explained, explained)
         nodes = self.explained + self.prediction_nodes
         at_data = evaluate(lambda xs, sample: self.model.run_nodes(xs, nodes, sample),
                            self.data, self.batch_size)

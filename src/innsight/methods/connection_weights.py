@@ -19,7 +19,8 @@ from torch import Tensor
 
 from innsight._validation import check_bool
 from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
-from innsight.methods.reverse_walk import check_rules, reverse_walk, starts
+from innsight.methods.heads import sparse_heads, walk_starts
+from innsight.methods.reverse_walk import check_rules, reverse_walk
 from innsight.methods.targets import NodeTargets, PerSampleTargets
 from innsight.outputs import Target
 
@@ -35,10 +36,11 @@ def explain_connection_weights(setup: Setup, times_input: bool) -> list[Tensor]:
     if per_sample:  # one walk for the distinct nodes, then each sample's node
         nodes, of_sample = targets.nodes.unique(return_inverse=True)
         targets = NodeTargets(tuple(Target(targets.layer, int(j)) for j in nodes))
-    ones = starts(model, explained, targets, torch.zeros(1, dtype=torch.long, device=like.device),
-                  like, lambda o: 1.0)
+    sample = torch.zeros(1, dtype=torch.long, device=like.device)
+    heads = sparse_heads(model, explained, targets, sample)
+    ones = walk_starts(model, explained, targets, heads, sample, like, lambda o: 1.0)
     paths = reverse_walk(model, explained, ones,
-                         lambda i, m: model.layers[i].weight_paths(m))
+                         lambda i, m: heads.layer(model, i).weight_paths(m))
     values = []
     for x, w in zip(setup.data, paths):
         w = x.new_zeros(len(targets), 1, *x.shape[1:]) if w is None else w

@@ -29,6 +29,7 @@ from innsight.methods.base import (
 from innsight.methods.data import prepare_like
 from innsight.methods.engine import target_values
 from innsight.methods.gradient import reference_inputs
+from innsight.methods.heads import Heads
 from innsight.methods.layer_report import LayerRecords
 from innsight.methods.reverse_walk import ChunkWalk, ancestors, check_rules, explain_by_walk
 
@@ -58,43 +59,47 @@ def explain_deeplift(setup: Setup, rule: DeepLiftRule, refs: RefsFn, n_refs: int
     check_rules(model, explained, "deeplift", lambda i: rule)
     nodes = ancestors(model, explained)
 
-    def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
+    def walk_chunk(sample: Tensor, copy: Tensor, heads: Heads) -> ChunkWalk:
         b = len(sample)
         xs, x_refs = [x[sample] for x in setup.data], refs(sample, copy)
         layer = setup.layer
         with torch.no_grad():
             if layer is not None and layer.start:  # references at the layer, inputs as given
-                both = model.node_values([torch.cat([x, x]) for x in xs], given={
+                both = heads.node_values(model, [torch.cat([x, x]) for x in xs], given={
                     layer.node: torch.cat([layer.activations[sample], x_refs[0]])})
             else:
-                both = model.node_values([torch.cat(pair) for pair in zip(xs, x_refs)])
+                both = heads.node_values(model, [torch.cat(pair) for pair in zip(xs, x_refs)])
         at_x = [None if v is None else v[:b] for v in both]
         at_ref = [None if v is None else v[b:] for v in both]
-        splits = _splits(model, nodes, at_x, at_ref) if rule.splits else None
+        f = heads.columns([at_x[node] for node in explained], setup.targets, sample)
+        goal = f - heads.columns([at_ref[node] for node in explained], setup.targets, sample)
+        preds = f if setup.prediction_nodes == explained else target_values(
+            [at_x[node] for node in setup.prediction_nodes], setup.targets, sample)
+        splits = _splits(model, heads, nodes, at_x, at_ref) if rule.splits else None
 
         def step(i: int, m: Any) -> list[Any]:
             reads = model.input_layers[i]
-            return model.layers[i].contribution(
+            return heads.layer(model, i).contribution(
                 m, [at_x[j] for j in reads], [at_ref[j] for j in reads], at_x[i], at_ref[i],
                 rule, None if splits is None else [splits[j] for j in reads])
 
-        goal = (target_values([at_x[node] for node in explained], setup.targets, sample)
-                - target_values([at_ref[node] for node in explained], setup.targets, sample))
-        return ChunkWalk(at_x, lambda o: 1.0, step,
+        return ChunkWalk(lambda o: 1.0, step,
                          lambda node, m: _times_difference(
                              m, at_x[node] - at_ref[node], None if splits is None else splits[node]),
-                         goal)
+                         goal, f, preds)
 
     records = None if not keep_layers else LayerRecords(
         model, len(setup.targets), setup.data[0].shape[0], lambda i: rule.name)
     return explain_by_walk(setup, n_refs, max(1, setup.batch_size // 2), walk_chunk, records)
 
 
-def _splits(model: Any, nodes: list[int], at_x: list[Any], at_ref: list[Any]) -> dict[int, Pair]:
-    """Reveal-cancel: every needed node's difference as positive and negative parts."""
+def _splits(model: Any, heads: Heads, nodes: list[int], at_x: list[Any],
+            at_ref: list[Any]) -> dict[int, Pair]:
+    """Reveal-cancel: every needed node's difference as positive and negative parts (a
+    head's at its picked units)."""
     splits: dict[int, Pair] = {}
     for i in nodes:
-        reads, layer = model.input_layers[i], model.layers[i]
+        reads, layer = model.input_layers[i], heads.layer(model, i)
         if reads and layer.splits_pairs:
             splits[i] = layer.split_delta([splits[j] for j in reads], at_x[i], at_ref[i])
         else:

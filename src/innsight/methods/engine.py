@@ -27,6 +27,10 @@ from innsight.methods.targets import Targets
 #: and the data sample ``(rows,)`` each row was made from in, one tensor
 #: ``(rows, *out_dim)`` per output layer out.
 ModelFn = Callable[[list[Tensor], Tensor | None], list[Tensor]]
+#: ``columns_fn(inputs, sample) -> (rows, n_targets)``: the explained quantities at
+#: ``inputs`` (one tensor ``(rows, *dim)`` per input layer) made from the data samples
+#: ``sample`` ``(rows,)``, differentiable.
+ColumnsFn = Callable[[list[Tensor], Tensor], Tensor]
 
 
 #: Memory one chunk may take by default (inputs, gradients, activations), by device
@@ -93,9 +97,9 @@ def row_chunks(n_rows: int, size: int, verbose: bool = False,
 
 
 def mean_gradients(
-    model_fn: ModelFn,
+    columns_fn: ColumnsFn,
+    n_targets: int,
     data: Sequence[Tensor],
-    targets: Targets,
     augment: Augmenter,
     n: int,
     batch_size: int,
@@ -107,7 +111,6 @@ def mean_gradients(
     Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
     """
     n_data = data[0].shape[0]
-    n_targets = len(targets)
     single = n_data * n <= batch_size  # one chunk: its per-sample sums are the result
     # per input layer: target-major sums (n_targets, n_data, *dim), each target's rows
     # contiguous; with one copy per sample each row is written once, so no zero fill
@@ -119,7 +122,7 @@ def mean_gradients(
         # with one copy per sample, a chunk's samples are a slice of the data: no gather
         own = [x[chunk_rows] if n == 1 else x[sample] for x in data]
         inputs, multipliers = augment(Chunk(sample, rows % n, own, generator))
-        for t, grads in enumerate(gradients(model_fn, inputs, targets, sample)):
+        for t, grads in enumerate(gradients(columns_fn, n_targets, inputs, sample)):
             for k, grad in enumerate(grads):
                 if grad is None:  # this input does not reach this output: its gradient is 0
                     grad = inputs[k].new_zeros(inputs[k].shape)
@@ -163,10 +166,11 @@ def joined(tensors: Sequence[Tensor], dim: int) -> Tensor:
 
 
 def gradients(
-    model_fn: ModelFn, inputs: Sequence[Tensor], targets: Targets, sample: Tensor
+    columns_fn: ColumnsFn, n_targets: int, inputs: Sequence[Tensor], sample: Tensor
 ) -> Iterator[tuple[Tensor | None, ...]]:
-    """Per target, its gradient w.r.t. every input ``(rows, *dim)``, from one forward pass
-    (``sample``: the data sample of each row, which per-sample targets select by).
+    """Per target (column of ``columns_fn``), its gradient w.r.t. every input ``(rows,
+    *dim)``, from one forward pass (``sample``: the data sample of each row, which
+    per-sample targets select by).
 
     Rows are independent samples, so the gradient of a target summed over rows
     gives each row's own gradient. ``None`` marks an input the target does not reach.
@@ -174,11 +178,11 @@ def gradients(
     # Graphs are recorded even where the caller turned autograd off.
     with torch.inference_mode(False), torch.enable_grad():
         xs = [(x.clone() if x.is_inference() else x.detach()).requires_grad_(True) for x in inputs]
-        columns = targets.values(model_fn(xs, sample), sample)
-        scalars = [columns[:, t].sum() for t in range(len(targets))]
+        columns = columns_fn(xs, sample)
+        scalars = [columns[:, t].sum() for t in range(n_targets)]
     for t, scalar in enumerate(scalars):
         yield torch.autograd.grad(
-            scalar, xs, retain_graph=t < len(targets) - 1, allow_unused=True
+            scalar, xs, retain_graph=t < n_targets - 1, allow_unused=True
         )
 
 

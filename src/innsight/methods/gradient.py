@@ -118,7 +118,7 @@ class PathPoints:
 
     def goal(self, setup: Setup, f_data: Tensor) -> Tensor:
         sample = torch.arange(f_data.shape[0], device=f_data.device)
-        return f_data - setup.outputs_at([r[sample % r.shape[0]] for r in self.refs], sample)
+        return f_data - setup.columns_at([r[sample % r.shape[0]] for r in self.refs], sample)
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,9 @@ def reference_inputs(setup: Setup, x_ref: Any) -> list[Tensor]:
 
 def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
     """The mean gradients of ``recipe`` over the data of ``setup``, with their goal."""
-    values = mean_gradients(setup.model_fn, setup.data, setup.targets, recipe.augment, recipe.n,
-                            setup.batch_size, setup.generator, setup.verbose)
+    values = mean_gradients(setup.target_columns, len(setup.targets), setup.data,
+                            recipe.augment, recipe.n, setup.batch_size, setup.generator,
+                            setup.verbose)
     if not recipe.has_goal:
         return Explanation(values)
     at_data = setup.outputs_at_data()

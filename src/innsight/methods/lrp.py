@@ -25,6 +25,7 @@ from innsight.layers import LAYER_TYPES
 from innsight.layers.lrp_rules import LRP_PRESETS, LRP_RULES, LrpRule
 from innsight.methods.base import Explanation, InterpretingMethod, Setup, runner
 from innsight.methods.engine import target_values
+from innsight.methods.heads import Heads
 from innsight.methods.layer_report import LayerRecords
 from innsight.methods.reverse_walk import ChunkWalk, check_rules, explain_by_walk
 
@@ -195,23 +196,25 @@ def explain_lrp(setup: Setup, rules: list[LrpRule], keep_layers: bool = False) -
     read = walk_values(model, setup.explained, rules) | kept
     stored = stored_values(model, read, kept)
 
-    def walk_chunk(sample: Tensor, copy: Tensor) -> ChunkWalk:
+    def walk_chunk(sample: Tensor, copy: Tensor, heads: Heads) -> ChunkWalk:
         with torch.no_grad():
-            values = model.node_values([x[sample] for x in setup.data], keep=stored)
-        outputs = [values[node] for node in setup.explained]
-        f = target_values(outputs, setup.targets, sample)
+            values = heads.node_values(model, [x[sample] for x in setup.data], keep=stored)
+        f = heads.columns([values[node] for node in setup.explained], setup.targets, sample)
+        preds = f if setup.prediction_nodes == setup.explained else target_values(
+            [values[node] for node in setup.prediction_nodes], setup.targets, sample)
 
         def step(i: int, r: Tensor) -> list[Tensor | None]:
             reads = model.input_layers[i]
             if model.layers[i].reads_values:
                 recompute(model, values, [i, *reads], read)
-            backs = model.layers[i].relevance(r, [values[j] for j in reads], values[i], rules[i])
+            backs = heads.layer(model, i).relevance(r, [values[j] for j in reads], values[i],
+                                                    rules[i])
             if i not in kept:
                 values[i] = None  # the layers still to visit come before it: none reads it
             return backs
 
-        return ChunkWalk(values, lambda o: outputs[o].reshape(len(sample), -1), step,
-                         lambda node, r: r, f)
+        return ChunkWalk(lambda o: values[setup.explained[o]].reshape(len(sample), -1), step,
+                         lambda node, r: r, f, f, preds)
 
     records = None
     if keep_layers:

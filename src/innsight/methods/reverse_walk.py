@@ -13,7 +13,6 @@ nothing reaches are skipped. One walk explains every output.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,9 @@ from torch import Tensor
 from innsight.converter import ConvertedModel
 from innsight.layers.rules import RULE_PATHS, Pair
 from innsight.methods.base import Explanation, OutputsAtData, Setup
-from innsight.methods.engine import row_chunks, target_values
+from innsight.methods.engine import row_chunks
+from innsight.methods.heads import Heads, sparse_heads, walk_starts
 from innsight.methods.layer_report import LayerRecords
-from innsight.methods.targets import Targets
 
 #: ``step(i, upstream) -> one upstream per input of layer i``.
 Step = Callable[[int, Any], Sequence[Any]]
@@ -62,22 +61,6 @@ def check_rules(model: ConvertedModel, nodes: Sequence[int], method: str,
                 f"{i}, '{model.layer_names[i]}'). Use a gradient-based method instead, e.g. "
                 f"Gradient or IntegratedGradient."
             )
-
-
-def starts(model: ConvertedModel, explained: Sequence[int], targets: Targets,
-           sample: Tensor, like: Tensor, base: Callable[[int], Tensor | float]) -> list[Tensor | None]:
-    """Per explained node, ``(n_targets, rows, *dim)``: each target's weights over the
-    node's entries times ``base(o)`` (a number, or the rows' values ``(rows, n_nodes)``
-    of output layer ``o``); ``None`` for output layers no target uses. ``sample`` holds
-    the data sample of each row."""
-    out: list[Tensor | None] = []
-    for o, node in enumerate(explained):
-        dim = model.layers[node].output_dim
-        n_nodes = math.prod(dim)
-        start = targets.start(o, sample, n_nodes, base(o), like)
-        out.append(None if start is None
-                   else start.contiguous().view(len(targets), len(sample), *dim))
-    return out
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -120,31 +103,36 @@ def reverse_walk(model: ConvertedModel, explained: Sequence[int], start: Sequenc
 class ChunkWalk:
     """One chunk of rows of a rule-based method, after its forward pass.
 
-    ``values`` holds every node's value at the rows' data ``(rows, *dim)``;
     ``start(o)`` what the targets' weights over output layer ``o``'s entries multiply to
-    start the walk (a number, or ``(rows, n_nodes)`` values);
-    ``step`` a layer's backward; ``finish(node, upstream)`` turns the upstream reaching
-    a node (an input layer, or the layer attributed to) into values ``(n_targets, rows,
-    *dim)``; ``goal`` is what the rows' values should sum to, ``(rows, n_targets)``.
+    start the walk (a number, or ``(rows, n_nodes)`` values, at the picked units of a
+    restricted head); ``step`` a layer's backward (a head's through its restricted
+    layer); ``finish(node, upstream)`` turns the upstream reaching a node (an input
+    layer, or the layer attributed to) into values ``(n_targets, rows, *dim)``; ``goal``
+    is what the rows' values should sum to, ``(rows, n_targets)``; ``explained`` and
+    ``preds`` the explained quantities and the predictions at the rows' data, each
+    ``(rows, n_targets)``.
     """
 
-    values: list[Tensor]
     start: Callable[[int], Tensor | float]
     step: Step
     finish: Callable[[int, Any], Tensor]
     goal: Tensor
+    explained: Tensor
+    preds: Tensor
 
 
 def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
-                    walk_chunk: Callable[[Tensor, Tensor], ChunkWalk],
+                    walk_chunk: Callable[[Tensor, Tensor, Heads], ChunkWalk],
                     records: LayerRecords | None = None) -> Explanation:
     """Values per input layer ``(n_data, *dim, n_targets)`` (or, attributing to a layer,
     ``[(n_data, *layer_dim, n_targets)]``), averaged over each sample's ``n_copies``
     rows (e.g. DeepSHAP's references), their goal, the outputs at the data, and the
     per-layer totals in ``records`` where given.
 
-    Rows ``(sample, copy)`` go through ``walk_chunk(sample, copy)`` in chunks of at most
-    ``chunk_rows`` rows, and back through one reverse walk per chunk.
+    Rows ``(sample, copy)`` go through ``walk_chunk(sample, copy, heads)`` in chunks of
+    at most ``chunk_rows`` rows, and back through one reverse walk per chunk, which
+    starts at the ``heads`` (:func:`~innsight.methods.heads.sparse_heads`: the output
+    layers restricted to the units the targets pick) where there are any.
     """
     model, explained, targets = setup.model, setup.explained, setup.targets
     n_data = setup.data[0].shape[0]
@@ -153,11 +141,16 @@ def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
     like = setup.data[0] if setup.layer is None else setup.layer.activations
     sums = [like.new_zeros(len(targets), n_data, *model.layers[node].output_dim) for node in ends]
     goal, f_data, preds = (like.new_zeros(n_data, len(targets)) for _ in range(3))
+    # The whole explained layers: values attributed to one of them, or predictions read
+    # from some of them and from other layers too
+    whole = stop_at in explained or (setup.prediction_nodes != explained
+                                     and bool(set(setup.prediction_nodes) & set(explained)))
     for rows in row_chunks(n_data * n_copies, chunk_rows, setup.verbose):
         row = torch.arange(rows.start, rows.stop, device=goal.device)
         sample, copy = row // n_copies, row % n_copies
-        walk = walk_chunk(sample, copy)
-        start = starts(model, explained, targets, sample, goal, walk.start)
+        heads = Heads() if whole else sparse_heads(model, explained, targets, sample)
+        walk = walk_chunk(sample, copy, heads)
+        start = walk_starts(model, explained, targets, heads, sample, goal, walk.start)
         record = None if records is None else records.recorder(model, walk.finish, sample)
         for k, upstream in enumerate(reverse_walk(model, explained, start, walk.step, stop_at,
                                                   record)):
@@ -165,10 +158,8 @@ def explain_by_walk(setup: Setup, n_copies: int, chunk_rows: int,
                 sums[k].index_add_(1, sample, walk.finish(ends[k], upstream))
         goal.index_add_(0, sample, walk.goal)
         first = copy == 0  # one row per sample passes on its outputs
-        f_data[sample[first]] = target_values([walk.values[i] for i in explained], targets,
-                                              sample)[first]
-        preds[sample[first]] = target_values([walk.values[i] for i in setup.prediction_nodes],
-                                             targets, sample)[first]
+        f_data[sample[first]] = walk.explained[first]
+        preds[sample[first]] = walk.preds[first]
     if records is not None:
         records.scale(1 / n_copies)
     return Explanation([s.movedim(0, -1) / n_copies for s in sums], goal / n_copies,

@@ -16,8 +16,9 @@ outputs (gradient methods differentiate these values). The linear kinds also giv
 start of the reverse walk of the rule-based methods (LRP, DeepLift, ConnectionWeights):
 their weights over each output layer's flattened nodes times a base (the outputs, or a
 number). Targets that pick single nodes (node and per-sample targets, sparse
-``target_weights``) write only those entries, never a dense ``(n_targets, n_nodes)``
-array of weights: a language model's logits have ``tokens x vocab`` nodes.
+``target_weights``) give those entries as :class:`Picks`, never a dense ``(n_targets,
+n_nodes)`` array of weights: a language model's logits have ``tokens x vocab`` nodes
+(:mod:`innsight.methods.heads` starts there from the picked logits only).
 """
 
 from __future__ import annotations
@@ -42,6 +43,47 @@ def _flat(output: Tensor) -> Tensor:
     return output.reshape(output.shape[0], -1)
 
 
+@dataclass(frozen=True)
+class Picks:
+    """The entries a sparse start picks at one output layer: entry ``e`` gives column
+    ``column[e]`` of row ``row[e]`` its node ``node[e]`` (flattened) times ``weight[e]``;
+    the ``(column, row, node)`` triples are distinct. All ``(n_entries,)``."""
+
+    column: Tensor
+    row: Tensor
+    node: Tensor
+    weight: Tensor
+
+    @classmethod
+    def every_row(cls, column: Tensor, node: Tensor, weight: Tensor, rows: int) -> Picks:
+        """The entries ``(column[j], node[j], weight[j])`` in each of ``rows`` rows."""
+        row = torch.arange(rows, device=node.device).repeat_interleave(len(node))
+        return cls(column.repeat(rows), row, node.repeat(rows), weight.repeat(rows))
+
+    def renumbered(self, node: Tensor) -> Picks:
+        """The same entries at other node indices ``node`` (e.g. of a restricted layer)."""
+        return Picks(self.column, self.row, node, self.weight)
+
+    def dense(self, k: int, rows: int, n_nodes: int, base: Tensor | float,
+              like: Tensor) -> Tensor:
+        """``(k, rows, n_nodes)``: zero but at the entries, which hold their weight times
+        ``base`` there (a number or ``(rows, n_nodes)``), on ``like``'s dtype and device."""
+        value = self.weight.to(like.dtype)
+        if isinstance(base, Tensor):
+            value = value * base[self.row, self.node]
+        else:
+            value = value * base
+        return like.new_zeros(k, rows, n_nodes).index_put_(
+            (self.column, self.row, self.node), value, accumulate=True)
+
+    def values(self, flat: Tensor, k: int) -> Tensor:
+        """The columns ``(rows, k)`` of the nodes ``flat`` ``(rows, n_nodes)``
+        (differentiable)."""
+        value = self.weight.to(flat.dtype) * flat[self.row, self.node]
+        return flat.new_zeros(flat.shape[0], k).index_put((self.row, self.column), value,
+                                                          accumulate=True)
+
+
 class Targets:
     """Base of the four kinds: ``len()`` columns, their ``values`` and ``weights``."""
 
@@ -56,6 +98,16 @@ class Targets:
         ``sample`` ``(rows,)`` the data sample of each row."""
         raise NotImplementedError
 
+    def uses(self, o: int) -> bool:
+        """Whether a column depends on output layer ``o``."""
+        return True
+
+    def picks(self, o: int, sample: Tensor) -> Picks | None:
+        """The entries the columns pick at output layer ``o`` for rows made from the data
+        samples ``sample`` ``(rows,)``; ``None`` where no column uses that layer or the
+        columns are no sparse picks (dense weights, a function)."""
+        return None
+
     def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
               like: Tensor) -> Tensor | None:
         """The start of a reverse walk at output layer ``o``, ``(n_targets, rows,
@@ -63,7 +115,9 @@ class Targets:
         ``base`` (a number, or the rows' values ``(rows, n_nodes)``), on ``like``'s dtype
         and device; ``None`` where no column uses that layer, a TypeError for targets
         that are not linear. ``sample`` ``(rows,)`` holds each row's data sample."""
-        raise NotImplementedError
+        picks = self.picks(o, sample)
+        return None if picks is None else picks.dense(len(self), len(sample), n_nodes, base,
+                                                      like)
 
     def mean_values(self, outputs: Sequence[Tensor], n_data: int) -> Tensor:
         """The mean over the rows of ``outputs`` (e.g. references) of the columns, for
@@ -89,14 +143,16 @@ class NodeTargets(Targets):
     def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
         return torch.stack([_flat(outputs[t.layer])[:, t.index] for t in self.nodes], dim=1)
 
-    def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
-              like: Tensor) -> Tensor | None:
+    def uses(self, o: int) -> bool:
+        return any(target.layer == o for target in self.nodes)
+
+    def picks(self, o: int, sample: Tensor) -> Picks | None:
         mine = [(t, target.index) for t, target in enumerate(self.nodes) if target.layer == o]
         if not mine:
             return None
-        column, node = torch.tensor(mine, device=like.device).T
-        return _picked(len(self), column, node, like.new_ones(len(mine)), len(sample),
-                       n_nodes, base, like)
+        column, node = torch.tensor(mine, device=sample.device).T
+        return Picks.every_row(column, node, torch.ones(len(mine), device=sample.device),
+                               len(sample))
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,15 +172,15 @@ class PerSampleTargets(Targets):
                              "they cannot be evaluated at rows that are no data samples.")
         return _flat(outputs[self.layer]).gather(1, self.nodes[sample, None])
 
-    def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
-              like: Tensor) -> Tensor | None:
+    def uses(self, o: int) -> bool:
+        return o == self.layer
+
+    def picks(self, o: int, sample: Tensor) -> Picks | None:
         if o != self.layer:
             return None
-        out = like.new_zeros(1, len(sample), n_nodes)
-        rows = torch.arange(len(sample), device=like.device)
-        nodes = self.nodes[sample]
-        out[0, rows, nodes] = base[rows, nodes] if isinstance(base, Tensor) else base
-        return out
+        rows = torch.arange(len(sample), device=sample.device)
+        return Picks(torch.zeros_like(rows), rows, self.nodes[sample],
+                     torch.ones(len(sample), device=sample.device))
 
     def for_rows(self, sample: Tensor) -> Targets:
         labels = self.sample_labels
@@ -152,17 +208,22 @@ class WeightTargets(Targets):
         return sum((w @ _flat(out).T).T for out, w in zip(outputs, self.weights_per_layer)
                    if w is not None)
 
+    def uses(self, o: int) -> bool:
+        return self.weights_per_layer[o] is not None
+
+    def picks(self, o: int, sample: Tensor) -> Picks | None:
+        w = self.weights_per_layer[o]
+        if w is None or not w.is_sparse:
+            return None
+        column, node = w.indices()
+        return Picks.every_row(column, node, w.values(), len(sample))
+
     def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
               like: Tensor) -> Tensor | None:
         w = self.weights_per_layer[o]
-        if w is None:
-            return None
-        w = w.to(like.dtype)
-        if w.is_sparse:
-            column, node = w.indices()
-            return _picked(len(self), column, node, w.values(), len(sample), n_nodes, base,
-                           like)
-        return (w[:, None] * base).expand(len(self), len(sample), n_nodes)
+        if w is None or w.is_sparse:
+            return super().start(o, sample, n_nodes, base, like)
+        return (w.to(like.dtype)[:, None] * base).expand(len(self), len(sample), n_nodes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,17 +242,6 @@ class FunctionTargets(Targets):
     def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
               like: Tensor) -> Tensor | None:
         raise TypeError("`target_fun` has no weights over the output nodes.")
-
-
-def _picked(k: int, column: Tensor, node: Tensor, weight: Tensor, rows: int, n_nodes: int,
-            base: Tensor | float, like: Tensor) -> Tensor:
-    """``(k, rows, n_nodes)``, zero but at the entries ``(column[j], :, node[j])``, which
-    hold ``weight[j]`` times ``base`` there (``base`` a number or ``(rows, n_nodes)``);
-    ``(column, node)`` pairs are distinct."""
-    out = like.new_zeros(k, rows, n_nodes)
-    picked = weight[:, None] * (base[:, node].T if isinstance(base, Tensor) else base)
-    out[column, :, node] = picked.to(like.dtype)
-    return out
 
 
 def _call_fun(fun: TargetFun, outputs: Sequence[Tensor]) -> Tensor:
