@@ -241,11 +241,10 @@ def _few_removed(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor,
     at most half the pixels) from the Cholesky factor of the leading block of ``L`` in
     removal order.
 
-    With ``m`` the largest count and ``L = U^T U`` over all pixels in removal order, the
-    removed values of a row are ``x_R - U_RR^{-1} h_R`` for ``h = U x``; ``h``'s first
-    ``m`` entries are ``U_m x_m + U_m^{-T} L_{m,rest} x_rest`` (``U_m`` the factor of
-    the leading ``m`` block): one factor and one small solve per image, and a solve of
-    a leading block of ``U_m`` per row.
+    With ``L = U^T U`` over all pixels in removal order, the removed values of a row
+    are ``x_R - U_RR^{-1} h_R`` for ``h = U x = U^{-T} L x``. Up to the largest count
+    ``m`` this needs only the factor ``U_m`` of the leading ``m`` block of ``L``: one
+    factor and one small solve per image, and a solve of a leading block per row.
     """
     q, c, h, w = x.shape
     n = h * w
@@ -258,17 +257,13 @@ def _few_removed(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor,
     upper = torch.linalg.cholesky(matrix[:, :-1].view(q, m, m)).mT
     flat = x.reshape(q, c, n)
     leading = order[:, None, :m].expand(-1, c, -1)
-    rest = (turn >= m).to(x.dtype)[:, None]  # (q, 1, N)
-    coupling = -_neighbours((flat * rest).view(-1, h, w)).view(q, c, n).gather(2, leading)
-    ordered = flat.gather(2, leading)  # (q, C, m)
-    h_vector = upper @ ordered.mT.contiguous() + torch.linalg.solve_triangular(
-        upper.mT, coupling.mT, upper=False)  # (q, m, C)
-    slot, sizes, runs = _runs(owner, count, q)
-    solved = x.new_zeros(q, m, sizes.shape[1], c)
-    for run, e in runs:
-        solved[:, :e, run] = _leading_solve(upper[:, :e, :e], h_vector[:, :e, None],
-                                            sizes[:, run])
-    rows = ordered[owner]
+    maps = flat.view(-1, h, w)
+    laplacian = (_neighbours(torch.ones_like(maps[:1])) * maps - _neighbours(maps)).view(
+        q, c, n).gather(2, leading)  # (L x) in removal order, (q, C, m)
+    h_vector = torch.linalg.solve_triangular(upper.mT, laplacian.mT, upper=False)  # (q, m, C)
+    slot, sizes, _ = _runs(owner, count, q)
+    solved = _leading_solve(upper, h_vector[:, :, None], sizes)
+    rows = flat.gather(2, leading)[owner]  # (r, C, m)
     values = torch.where(torch.arange(m, device=x.device) < count[:, None, None],
                          rows - solved[owner, :, slot].mT, rows)
     return flat[owner].scatter(2, leading[owner], values)
@@ -304,11 +299,12 @@ def _few_kept(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor, count: Tens
     last = (sizes - 1).clamp_min(0)[:, :, None]  # (q, slots, 1)
     mu = ((a * b).cumsum(1).gather(1, last.expand(-1, -1, c))
           / b.square().cumsum(1).gather(1, last))  # (q, slots, C)
-    potential = x.new_empty(q, n, sizes.shape[1], c)
-    for run, e in runs:
-        charge = _leading_solve(upper[:, :e, :e], a[:, :e, None] - mu[:, None, run] * b[
-            :, :e, None], sizes[:, run])  # (q, e, s, C)
-        potential[:, :, run] = (green[:, :e].mT @ charge.flatten(2)).view(q, n, -1, c)
-    imputed = potential.add_(mu[:, None])[owner, :, slot].mT  # (r, C, N)
+    charge = _leading_solve(upper, a[:, :, None] - mu[:, None] * b[:, :, None], sizes)
+    potential = x.new_empty(q, sizes.shape[1], c, n)
+    for run, e in runs:  # the rows of G that the run's charges need
+        potential[:, run] = (charge[:, :e, run].flatten(2).mT @ green[:, :e]).view(
+            q, -1, c, n)
+    potential.add_(mu[..., None])
+    imputed = potential.view(-1, c, n).index_select(0, owner * sizes.shape[1] + slot)
     removed = (turn[owner] < count[:, None])[:, None]  # (r, 1, N)
     return torch.where(removed, imputed, flat[owner])
