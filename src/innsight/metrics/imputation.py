@@ -136,6 +136,9 @@ def _conjugate_gradients(unknown: Tensor, rhs: Tensor, v: Tensor, max_steps: int
 DENSE_PIXELS = 2048
 #: Bytes of factors held at once by the dense solves.
 FACTOR_BYTES = 2**27
+#: Runs of steps per image on the kept side, each multiplied by as many rows of
+#: ``L^+`` as its largest kept count needs.
+RUNS = 4
 
 
 def _laplacian_entries(h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -198,26 +201,17 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
     return out
 
 
-#: Runs of rows per image that share one leading block of a factor in a solve.
-RUNS = 4
-
-
-def _runs(owner: Tensor, size: Tensor, q: int) -> tuple[Tensor, Tensor, list[tuple[slice, int]]]:
-    """Each row's slot among its image's rows, in the order of their ``size`` ``(r,)``;
-    the size at each ``(image, slot)`` ``(q, slots)``, 0 where an image has fewer rows;
-    and :data:`RUNS` runs of slots, each with the largest size in it (how much of a
-    factor its rows need)."""
+def _slots(owner: Tensor, size: Tensor, q: int) -> tuple[Tensor, Tensor]:
+    """Each row's slot among its image's rows, in the order of their ``size`` ``(r,)``,
+    and the size at each ``(image, slot)`` ``(q, slots)``, 0 where an image has fewer
+    rows."""
     size = size.long()
     by_owner = (owner * (int(size.max()) + 1) + size).argsort()
     per_image = torch.bincount(owner, minlength=q)
     first = per_image.cumsum(0) - per_image
     slot = torch.empty_like(owner)
     slot[by_owner] = torch.arange(len(owner), device=owner.device) - first[owner[by_owner]]
-    sizes = size.new_zeros(q, int(per_image.max())).index_put_((owner, slot), size)
-    largest = sizes.amax(0).tolist()
-    step = -(-len(largest) // RUNS)
-    return slot, sizes, [(slice(a, a + step), max(largest[a:a + step]))
-                         for a in range(0, len(largest), step)]
+    return slot, size.new_zeros(q, int(per_image.max())).index_put_((owner, slot), size)
 
 
 def _leading_solve(upper: Tensor, rhs: Tensor, sizes: Tensor) -> Tensor:
@@ -261,7 +255,7 @@ def _few_removed(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor,
     laplacian = (_neighbours(torch.ones_like(maps[:1])) * maps - _neighbours(maps)).view(
         q, c, n).gather(2, leading)  # (L x) in removal order, (q, C, m)
     h_vector = torch.linalg.solve_triangular(upper.mT, laplacian.mT, upper=False)  # (q, m, C)
-    slot, sizes, _ = _runs(owner, count, q)
+    slot, sizes = _slots(owner, count, q)
     solved = _leading_solve(upper, h_vector[:, :, None], sizes)
     rows = flat.gather(2, leading)[owner]  # (r, C, m)
     values = torch.where(torch.arange(m, device=x.device) < count[:, None, None],
@@ -295,13 +289,16 @@ def _few_kept(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor, count: Tens
     ab = torch.linalg.solve_triangular(upper.mT, torch.cat([values, torch.ones_like(
         values[..., :1])], 2), upper=False)  # (q, m, C + 1)
     a, b = ab[..., :-1], ab[..., -1:]
-    slot, sizes, runs = _runs(owner, kept, q)
+    slot, sizes = _slots(owner, kept, q)
     last = (sizes - 1).clamp_min(0)[:, :, None]  # (q, slots, 1)
     mu = ((a * b).cumsum(1).gather(1, last.expand(-1, -1, c))
           / b.square().cumsum(1).gather(1, last))  # (q, slots, C)
     charge = _leading_solve(upper, a[:, :, None] - mu[:, None] * b[:, :, None], sizes)
     potential = x.new_empty(q, sizes.shape[1], c, n)
-    for run, e in runs:  # the rows of G that the run's charges need
+    largest = sizes.amax(0).tolist()
+    step = -(-len(largest) // RUNS)
+    for a in range(0, len(largest), step):  # runs of slots, with the rows of G they need
+        run, e = slice(a, a + step), max(largest[a:a + step])
         potential[:, run] = (charge[:, :e, run].flatten(2).mT @ green[:, :e]).view(
             q, -1, c, n)
     potential.add_(mu[..., None])
