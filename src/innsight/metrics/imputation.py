@@ -170,8 +170,9 @@ def _pseudo_inverse(h: int, w: int, device: torch.device, dtype: torch.dtype) ->
     i, j, value = _laplacian_entries(h, w, device)
     matrix = torch.full((n, n), 1 / n, dtype=torch.float64, device=device)
     matrix.index_put_((i, j), value, accumulate=True)
-    inverse = torch.cholesky_inverse(torch.linalg.cholesky(matrix))  # column-major
-    return (inverse - 1 / n).to(dtype, memory_format=torch.contiguous_format)
+    eye = torch.eye(n, dtype=torch.float64, device=device)
+    inverse = torch.cholesky_solve(eye, torch.linalg.cholesky(matrix))  # cholesky_inverse is slower
+    return (inverse - 1 / n).to(dtype).contiguous()
 
 
 def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) -> Tensor:
