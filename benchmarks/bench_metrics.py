@@ -1,7 +1,7 @@
 """Metrics against Quantus and against the bare batched forward passes, in one process.
 
 Usage: python benchmarks/bench_metrics.py [--repeats 5] [--metrics ROAD "ROAD (grey)" ...]
-       [--no-quantus] [--clock cpu]
+       [--no-quantus] [--clock cpu] [--threads 1]
 
 The model: 3x32x32 images, conv 16-32 with max pooling, dense 10 (the CNN of
 bench_agnostic.py); 16 images, float32; one explanation (gradient x input of
@@ -116,7 +116,12 @@ def main() -> None:
                         help="time innsight against the floors only")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or the process's CPU time (steadier under load)")
+    parser.add_argument("--threads", type=int,
+                        help="torch's threads (default its own); under load from other jobs "
+                             "one thread is steadier: two stall in every LAPACK call")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = args.repeats
     torch.manual_seed(0)
     model = small_cnn()
