@@ -120,6 +120,18 @@ def test_stepped_imputation_at_the_largest_dense_size():
         np.testing.assert_allclose(ours[row].double().numpy(), expected, rtol=0, atol=1e-4)
 
 
+def test_stepped_imputation_restores_the_thread_count():
+    """It runs on one torch thread and gives the caller's setting back."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stepped_imputation(torch.randn(1, 1, 4, 4), torch.randperm(16)[None],
+                           torch.zeros(2, dtype=torch.long), torch.tensor([3, 12]))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_noise_goes_onto_the_removed_pixels_only():
     x = torch.randn(3, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     turn = torch.rand(3, 25, generator=torch.Generator().manual_seed(1)).argsort(1).argsort(1)

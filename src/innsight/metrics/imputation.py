@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from innsight._threads import one_thread
+
 
 def _neighbours(maps: Tensor) -> Tensor:
     """``sum_j w_ij maps_j`` over each pixel's neighbours inside the image: ``(m, H, W)``."""
@@ -183,22 +185,25 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
 
     Rows that remove at most half of the pixels are solved from the removed side
     (:func:`_few_removed`), the others from the kept side (:func:`_few_kept`): each
-    factorises one matrix of at most half the pixels per image for all its rows.
+    factorises one matrix of at most half the pixels per image for all its rows. On
+    one torch thread: on a shared two-core machine under load, two stalled in every
+    call (ROAD's imputation took four to seven times as long).
     """
     q, c, h, w = x.shape
     out = x.index_select(0, owner)  # rows start as their images
     half = h * w // 2
     order = turn.argsort(dim=1)  # the pixel at each position
     group = max(1, FACTOR_BYTES // (h * w * h * w * x.element_size()))
-    for start in range(0, q, group):  # images in groups of bounded memory
-        stop = min(start + group, q)
-        mine = (owner >= start) & (owner < stop)
-        for side, rows in ((_few_removed, mine & (count > 0) & (count <= half)),
-                           (_few_kept, mine & (count > half))):
-            rows = rows.nonzero().flatten()
-            if len(rows):
-                out[rows] = side(x[start:stop], turn[start:stop], order[start:stop],
-                                 owner[rows] - start, count[rows]).view(-1, c, h, w)
+    with one_thread():  # one LAPACK call per image and step of the solve: see its docs
+        for start in range(0, q, group):  # images in groups of bounded memory
+            stop = min(start + group, q)
+            mine = (owner >= start) & (owner < stop)
+            for side, rows in ((_few_removed, mine & (count > 0) & (count <= half)),
+                               (_few_kept, mine & (count > half))):
+                rows = rows.nonzero().flatten()
+                if len(rows):
+                    out[rows] = side(x[start:stop], turn[start:stop], order[start:stop],
+                                     owner[rows] - start, count[rows]).view(-1, c, h, w)
     return out
 
 
