@@ -1,7 +1,7 @@
 """Metrics against Quantus and against the bare batched forward passes, in one process.
 
 Usage: python benchmarks/bench_metrics.py [--repeats 5] [--metrics ROAD "ROAD (grey)" ...]
-       [--no-quantus] [--clock cpu]
+       [--no-quantus] [--clock cpu] [--threads 1]
 
 The model: 3x32x32 images, conv 16-32 with max pooling, dense 10 (the CNN of
 bench_agnostic.py); 16 images, float32; one explanation (gradient x input of
@@ -14,7 +14,8 @@ ranks channel entries but imputes pixels), so it is timed on a greyscale twin
 (1x32x32 images, the same CNN with one input channel): "ROAD (grey)". Quantus
 records whether the predicted class survives and we record the output, but both
 impute 16 x 49 or 50 images and evaluate them; its imputation is a direct sparse
-solve per image and step, ours one dense Cholesky factor per image for all its steps.
+solve per image and step, ours two dense Cholesky factors of half the pixels per image
+for all its steps.
 Faithfulness correlation: 100 random subsets of 307 entries per sample (Quantus with
 the same counts); infidelity: 50 Gaussian perturbations per sample (Quantus'
 infidelity perturbs patches instead, so it is not timed); max-sensitivity: 10 noisy
@@ -115,7 +116,12 @@ def main() -> None:
                         help="time innsight against the floors only")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or the process's CPU time (steadier under load)")
+    parser.add_argument("--threads", type=int,
+                        help="torch's threads (default its own); under load from other jobs "
+                             "one thread is steadier: two stall in every LAPACK call")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = args.repeats
     torch.manual_seed(0)
     model = small_cnn()

@@ -16,8 +16,6 @@ ready for ``innsight convert`` and ``innsight explain``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from innsight._import_order import import_keras
+from innsight._threads import one_thread
 
 SEED = 0
 #: The digits whose explanations the figures show: the first test sample of each.
@@ -62,18 +61,6 @@ class Task:
     def keras_layout(self, x: np.ndarray) -> np.ndarray:
         """``x`` in the Keras model's layout (channels last for images)."""
         return np.moveaxis(x, 1, -1) if self.is_image else x
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Train with one torch thread: on small batches, OpenMP threads that spin against
-    other work slowed training on two cores from 0.3 s to 10 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_test: int) -> tuple[np.ndarray, ...]:
