@@ -155,6 +155,9 @@ def test_text_model_takes_token_ids_and_is_explained_per_token(name, dtype):
     values = deeplift.get_result("torch_tensor")
     assert values.shape == (3, 6, 3)
     torch.testing.assert_close(values.sum(1).to(goal.dtype), goal, **tol)
+    if dtype == "double":  # reveal-cancel too (the masks made from ids carry no parts)
+        reveal = ins.run_deeplift(conv, ids, rule_name="reveal_cancel", **args)
+        torch.testing.assert_close(reveal.get_result("torch_tensor").sum(1), goal, **tol)
 
 
 def test_token_results_follow_the_aggregation_rules_and_references():

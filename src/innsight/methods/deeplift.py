@@ -100,7 +100,10 @@ def _splits(model: Any, heads: Heads, nodes: list[int], at_x: list[Any],
     splits: dict[int, Pair] = {}
     for i in nodes:
         reads, layer = model.input_layers[i], heads.layer(model, i)
-        if reads and layer.splits_pairs:
+        if not at_x[i].is_floating_point():  # a mask or ids: no relevance passes it
+            splits[i] = sign_split(torch.zeros(at_x[i].shape, dtype=model.dtype,
+                                               device=at_x[i].device))
+        elif reads and layer.splits_pairs:
             splits[i] = layer.split_delta([splits[j] for j in reads], at_x[i], at_ref[i])
         else:
             splits[i] = sign_split(at_x[i] - at_ref[i])
