@@ -33,6 +33,7 @@ from method_checks import (
 from torch import Tensor, nn
 
 import innsight as ins
+from innsight._threads import one_thread
 from innsight.methods.base import METHODS
 
 #: The direct torch methods, explained on the original model.
@@ -170,13 +171,11 @@ def _problem(name: str) -> Problem:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
+def on_one_thread() -> Iterator[None]:
     """These models are tiny: torch's worker threads only cost (twentyfold on a shared
     2-core machine), so the module runs on one and restores the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
