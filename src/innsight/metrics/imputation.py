@@ -138,8 +138,9 @@ def _conjugate_gradients(unknown: Tensor, rhs: Tensor, v: Tensor, max_steps: int
 DENSE_PIXELS = 2048
 #: Bytes of factors held at once by the dense solves.
 FACTOR_BYTES = 2**27
-#: Rows of a factor per block of the solves and products of leading blocks.
-BLOCK = 64
+#: Runs of slots per image on the kept side, each multiplied by as many rows of
+#: ``L^+`` as its largest kept count needs.
+RUNS = 4
 
 
 def _laplacian_entries(h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -189,7 +190,7 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
     call (ROAD's imputation took four to seven times as long).
     """
     q, c, h, w = x.shape
-    n = h * w
+    n, half = h * w, h * w // 2
     out = x.index_select(0, owner).view(-1, c, n)  # rows start as their images
     order = turn.argsort(dim=1)  # the pixel at each position
     group = max(1, FACTOR_BYTES // (n * n * x.element_size()))
@@ -197,8 +198,8 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
         for start in range(0, q, group):  # images in groups of bounded memory
             stop = min(start + group, q)
             mine = (owner >= start) & (owner < stop)
-            for rows, size, side in ((mine & (count > 0) & (count <= n // 2), count, _few_removed),
-                                     (mine & (count > n // 2), n - count, _few_kept)):
+            for rows, size, side in ((mine & (count > 0) & (count <= half), count, _few_removed),
+                                     (mine & (count > half), n - count, _few_kept)):
                 rows = rows.nonzero().flatten()
                 if len(rows):
                     slot, sizes = _slots(owner[rows] - start, size[rows], stop - start)
@@ -222,48 +223,34 @@ def _slots(owner: Tensor, size: Tensor, q: int) -> tuple[Tensor, Tensor]:
     return slot, size.new_zeros(q, int(per_image.max())).index_put_((owner, slot), size)
 
 
-def _blocks(e: int, sizes: Tensor) -> list[tuple[int, int, int]]:
-    """The blocks ``(start, stop, first)`` of :data:`BLOCK` of the leading ``e`` rows,
-    each with the first slot that any image's leading block of ``sizes`` ``(q, slots)``
-    reaches into it (all later slots, their sizes ascending per image)."""
-    largest = sizes.amax(0).flip(0).cummax(0).values.flip(0)  # of this slot or a later
-    starts = torch.arange(0, e, BLOCK, device=sizes.device)
-    first = (largest <= starts[:, None]).sum(1).tolist()
-    return [(a, min(a + BLOCK, e), f) for a, f in zip(starts.tolist(), first, strict=True)]
-
-
 def _leading_solve(upper: Tensor, rhs: Tensor, sizes: Tensor) -> Tensor:
-    """``U_k^{-1} b_k`` ``(q, e, slots, C)`` for the slots of each image: ``U_k`` the
+    """``(U_k^{-1} b_k)^T`` ``(q, slots, C, e)`` for the slots of each image: ``U_k`` the
     leading ``sizes`` ``(q, slots)`` block of the image's upper factor ``upper``
-    ``(q, e, e)``, ``b_k`` as many leading entries of ``rhs`` ``(q, e, slots or 1, C)``;
+    ``(q, e, e)``, ``b_k`` as many leading entries of ``rhs`` ``(q, slots or 1, C, e)``;
     0 beyond.
 
-    Back substitution keeps the zeros below a leading block, so one blocked solve of the
-    whole factor per image serves all its slots; a block of rows solves only the slots
-    that reach into it.
+    Back substitution keeps the zeros below a leading block: one solve of the whole
+    factor per image serves all its slots, ``slots C`` right-hand sides, solved from the
+    right (``X U^T = B^T``: faster than from the left for that many).
     """
-    q, e, _, c = rhs.shape
-    inside = torch.arange(e, device=rhs.device)[None, :, None, None] < sizes[:, None, :, None]
-    solution = torch.where(inside, rhs, 0.0).view(q, e, -1)  # (q, e, slots C), solved in place
-    for start, stop, first in reversed(_blocks(e, sizes)):
-        part = solution[:, start:stop, first * c:]
-        if stop < e:
-            part.baddbmm_(upper[:, start:stop, stop:], solution[:, stop:, first * c:], alpha=-1)
-        part.copy_(torch.linalg.solve_triangular(upper[:, start:stop, start:stop], part,
-                                                 upper=True))
-    return solution.view(q, e, -1, c)
+    q, _, c, e = rhs.shape
+    inside = torch.arange(e, device=rhs.device) < sizes[:, :, None, None]
+    rhs = torch.where(inside, rhs, 0.0).reshape(q, -1, e)
+    return torch.linalg.solve_triangular(upper.mT, rhs, upper=False, left=False).view(
+        q, -1, c, e)
 
 
 def _leading_product(rows: Tensor, solution: Tensor, sizes: Tensor) -> Tensor:
-    """``rows_k^T s_k`` ``(q, slots, C, N)`` for the slots of each image: ``rows_k`` the
+    """``s_k^T rows_k`` ``(q, slots, C, N)`` for the slots of each image: ``rows_k`` the
     leading ``sizes`` ``(q, slots)`` rows of ``rows`` ``(q, e, N)``, ``s_k`` the
-    solution of that slot ``(q, e, slots, C)``, 0 beyond its size."""
-    q, e, slots, c = solution.shape
-    product = solution.new_zeros(q, slots * c, rows.shape[2])
-    flat = solution.view(q, e, -1)
-    for start, stop, first in _blocks(e, sizes):
-        product[:, first * c:].baddbmm_(flat[:, start:stop, first * c:].mT, rows[:, start:stop])
-    return product.view(q, slots, c, -1)
+    solution of that slot ``(q, slots, C, e)``, 0 beyond its size. In :data:`RUNS` runs
+    of slots, each multiplied by as many rows as its largest size needs."""
+    q, slots, c, e = solution.shape
+    largest = sizes.amax(0).tolist()
+    step = -(-slots // RUNS)
+    return torch.cat([solution[:, a:a + step, :, :max(largest[a:a + step])].flatten(1, 2)
+                      @ rows[:, :max(largest[a:a + step])] for a in range(0, slots, step)],
+                     1).view(q, slots, c, -1)
 
 
 def _few_removed(x: Tensor, turn: Tensor, order: Tensor, sizes: Tensor) -> Tensor:
@@ -287,15 +274,15 @@ def _few_removed(x: Tensor, turn: Tensor, order: Tensor, sizes: Tensor) -> Tenso
         1, index, value.to(x.dtype).expand(q, -1))
     upper = torch.linalg.cholesky(matrix[:, :-1].view(q, m, m)).mT
     leading = order[:, None, :m].expand(-1, c, -1)
-    maps = x.view(-1, h, w)
-    flat = x.view(q, c, n)
+    maps = x.reshape(-1, h, w)
+    flat = maps.view(q, c, n)
     laplacian = (_neighbours(torch.ones_like(maps[:1])) * maps - _neighbours(maps)).view(
         q, c, n).gather(2, leading)  # (L x) in removal order, (q, C, m)
-    h_vector = torch.linalg.solve_triangular(upper.mT, laplacian.mT.neg(), upper=False)
-    solved = _leading_solve(upper, h_vector[:, :, None], sizes)  # -U_RR^{-1} h_R, (q, m, S, C)
+    h_vector = torch.linalg.solve_triangular(upper.mT, laplacian.neg().mT, upper=False).mT
+    solved = _leading_solve(upper, h_vector[:, None], sizes)  # -U_RR^{-1} h_R, (q, S, C, m)
     slots = sizes.shape[1]
     return flat[:, None].repeat(1, slots, 1, 1).scatter_add_(
-        3, leading[:, None].expand(-1, slots, -1, -1), solved.permute(0, 2, 3, 1))
+        3, leading[:, None].expand(-1, slots, -1, -1), solved)
 
 
 def _few_kept(x: Tensor, turn: Tensor, order: Tensor, sizes: Tensor) -> Tensor:
@@ -314,20 +301,20 @@ def _few_kept(x: Tensor, turn: Tensor, order: Tensor, sizes: Tensor) -> Tensor:
     """
     q, c, h, w = x.shape
     n = h * w
-    flat = x.view(q, c, n)
+    flat = x.reshape(q, c, n)
     m = int(sizes.max())
     pixels = order.flip(1)[:, :m]  # (q, m): the kept pixels, last removed first
     green = _pseudo_inverse(h, w, x.device, x.dtype).index_select(
         0, pixels.flatten()).view(q, m, n)  # its rows at the kept pixels
     upper = torch.linalg.cholesky(green.gather(2, pixels[:, None].expand(-1, m, -1))).mT
-    values = flat.gather(2, pixels[:, None].expand(-1, c, -1)).mT  # (q, m, C)
+    values = flat.gather(2, pixels[:, None].expand(-1, c, -1))  # (q, C, m)
     ab = torch.linalg.solve_triangular(upper.mT, torch.cat([values, torch.ones_like(
-        values[..., :1])], 2), upper=False)  # (q, m, C + 1)
-    a, b = ab[..., :-1], ab[..., -1:]
-    last = (sizes - 1).clamp_min(0)[:, :, None]  # (q, slots, 1)
-    mu = ((a * b).cumsum(1).gather(1, last.expand(-1, -1, c))
-          / b.square().cumsum(1).gather(1, last))  # (q, slots, C)
-    charge = _leading_solve(upper, a[:, :, None] - mu[:, None] * b[:, :, None], sizes)
+        values[:, :1])], 1).mT, upper=False).mT  # (q, C + 1, m)
+    a, b = ab[:, :-1], ab[:, -1:]
+    last = (sizes - 1).clamp_min(0)[:, None]  # (q, 1, slots)
+    mu = ((a * b).cumsum(2).gather(2, last.expand(-1, c, -1))
+          / b.square().cumsum(2).gather(2, last)).mT  # (q, slots, C)
+    charge = _leading_solve(upper, a[:, None] - mu[..., None] * b[:, None], sizes)
     potential = _leading_product(green, charge, sizes).add_(mu[..., None])
     removed = turn[:, None, None] < (n - sizes)[:, :, None, None]  # (q, slots, 1, N)
     return torch.where(removed, potential, flat[:, None])
