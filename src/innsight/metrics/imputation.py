@@ -245,7 +245,7 @@ def _leading_product(rows: Tensor, solution: Tensor, sizes: Tensor) -> Tensor:
     leading ``sizes`` ``(q, slots)`` rows of ``rows`` ``(q, e, N)``, ``s_k`` the
     solution of that slot ``(q, slots, C, e)``, 0 beyond its size. In :data:`RUNS` runs
     of slots, each multiplied by as many rows as its largest size needs."""
-    q, slots, c, e = solution.shape
+    q, slots, c, _ = solution.shape
     largest = sizes.amax(0).tolist()
     step = -(-slots // RUNS)
     return torch.cat([solution[:, a:a + step, :, :max(largest[a:a + step])].flatten(1, 2)
