@@ -39,6 +39,7 @@ is symmetric and positive definite while some pixel is kept.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -185,28 +186,40 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
 
     Rows that remove at most half of the pixels are solved from the removed side
     (:func:`_few_removed`), the others from the kept side (:func:`_few_kept`): each
-    factorises one matrix of at most half the pixels per image for all its rows. On
-    one torch thread: on a shared two-core machine under load, two stalled in every
-    call (ROAD's imputation took four to seven times as long).
+    factorises one matrix of at most half the pixels per image for all its rows.
+
+    Groups of images go to as many Python threads as torch has threads, each running
+    torch on one thread: no thread waits for another inside a call (on a shared two-core
+    machine under load, two torch threads stalled in every LAPACK call and ROAD's
+    imputation took four to seven times as long).
     """
     q, c, h, w = x.shape
     n, half = h * w, h * w // 2
     out = x.index_select(0, owner).view(-1, c, n)  # rows start as their images
     order = turn.argsort(dim=1)  # the pixel at each position
-    group = max(1, FACTOR_BYTES // (n * n * x.element_size()))
-    with one_thread():  # one LAPACK call per image and step of the solve: see its docs
-        for start in range(0, q, group):  # images in groups of bounded memory
-            stop = min(start + group, q)
-            mine = (owner >= start) & (owner < stop)
-            for rows, size, side in ((mine & (count > 0) & (count <= half), count, _few_removed),
-                                     (mine & (count > half), n - count, _few_kept)):
-                rows = rows.nonzero().flatten()
-                if len(rows):
-                    slot, sizes = _slots(owner[rows] - start, size[rows], stop - start)
-                    images = side(x[start:stop], turn[start:stop], order[start:stop],
-                                  sizes)  # (images, slots, C, N)
-                    out[rows] = images.flatten(0, 1)[(owner[rows] - start) * sizes.shape[1]
-                                                     + slot]
+    workers = min(torch.get_num_threads(), q)
+    group = max(1, min(FACTOR_BYTES // (workers * n * n * x.element_size()), -(-q // workers)))
+
+    def impute(start: int) -> None:  # the images from start on, a group of bounded memory
+        torch.set_num_threads(1)  # a new thread starts with the default
+        stop = min(start + group, q)
+        mine = (owner >= start) & (owner < stop)
+        for rows, size, side in ((mine & (count > 0) & (count <= half), count, _few_removed),
+                                 (mine & (count > half), n - count, _few_kept)):
+            rows = rows.nonzero().flatten()
+            if len(rows):
+                slot, sizes = _slots(owner[rows] - start, size[rows], stop - start)
+                images = side(x[start:stop], turn[start:stop], order[start:stop],
+                              sizes)  # (images, slots, C, N)
+                out[rows] = images.flatten(0, 1)[(owner[rows] - start) * sizes.shape[1] + slot]
+
+    with one_thread():  # see the docs
+        if workers == 1:
+            for start in range(0, q, group):
+                impute(start)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(impute, range(0, q, group)))
     return out.view(-1, c, h, w)
 
 
