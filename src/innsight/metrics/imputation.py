@@ -188,8 +188,8 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
     (:func:`_few_removed`), the others from the kept side (:func:`_few_kept`): each
     factorises one matrix of at most half the pixels per image for all its rows.
 
-    Groups of images go to as many Python threads as torch has threads, each running
-    torch on one thread: no thread waits for another inside a call (on a shared two-core
+    On the CPU, groups of images go to as many Python threads as torch has threads,
+    each running torch on one thread: no thread waits for another inside a call (on a shared two-core
     machine under load, two torch threads stalled in every LAPACK call and ROAD's
     imputation took four to seven times as long).
     """
@@ -197,7 +197,7 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
     n, half = h * w, h * w // 2
     out = x.index_select(0, owner).view(-1, c, n)  # rows start as their images
     order = turn.argsort(dim=1)  # the pixel at each position
-    workers = min(torch.get_num_threads(), q)
+    workers = min(torch.get_num_threads(), q) if x.device.type == "cpu" else 1
     group = max(1, min(FACTOR_BYTES // (workers * n * n * x.element_size()), -(-q // workers)))
 
     def impute(start: int) -> None:  # the images from start on, a group of bounded memory
