@@ -317,9 +317,11 @@ def _few_kept(x: Tensor, turn: Tensor, order: Tensor, sizes: Tensor) -> Tensor:
     flat = x.reshape(q, c, n)
     m = int(sizes.max())
     pixels = order.flip(1)[:, :m]  # (q, m): the kept pixels, last removed first
-    green = _pseudo_inverse(h, w, x.device, x.dtype).index_select(
-        0, pixels.flatten()).view(q, m, n)  # its rows at the kept pixels
-    upper = torch.linalg.cholesky(green.gather(2, pixels[:, None].expand(-1, m, -1))).mT
+    inverse = _pseudo_inverse(h, w, x.device, x.dtype)
+    green = inverse.index_select(0, pixels.flatten()).view(q, m, n)  # its rows at the kept pixels
+    kept = pixels.int()  # G_KK from G (in cache) rather than from its rows just gathered
+    upper = torch.linalg.cholesky(inverse.view(-1).index_select(
+        0, (kept[:, :, None] * n + kept[:, None, :]).view(-1)).view(q, m, m)).mT
     values = flat.gather(2, pixels[:, None].expand(-1, c, -1))  # (q, C, m)
     ab = torch.linalg.solve_triangular(upper.mT, torch.cat([values, torch.ones_like(
         values[:, :1])], 1).mT, upper=False).mT  # (q, C + 1, m)
