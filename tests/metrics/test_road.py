@@ -97,12 +97,20 @@ def bench_sized_steps():
     return images, turn, owner, count, np.stack(expected)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-11), (torch.float32, 5e-5)])
-def test_stepped_imputation_of_32x32_images(bench_sized_steps, dtype, atol):
-    """The documented accuracy at the benchmark's image size, on both sides of half."""
+def test_stepped_imputation_of_32x32_images(bench_sized_steps, dtype, atol, threads):
+    """The documented accuracy at the benchmark's image size, on both sides of half, with
+    the images on one Python thread and on two."""
     images, turn, owner, count, expected = bench_sized_steps
-    ours = stepped_imputation(torch.tensor(images, dtype=dtype), torch.tensor(turn),
-                              torch.tensor(owner), torch.tensor(count, dtype=torch.int32))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ours = stepped_imputation(torch.tensor(images, dtype=dtype), torch.tensor(turn),
+                                  torch.tensor(owner), torch.tensor(count, dtype=torch.int32))
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
     np.testing.assert_allclose(ours.double().numpy(), expected, rtol=0, atol=atol)
 
 
@@ -121,12 +129,12 @@ def test_stepped_imputation_at_the_largest_dense_size():
 
 
 def test_stepped_imputation_restores_the_thread_count():
-    """It runs on one torch thread and gives the caller's setting back."""
+    """It runs torch on one thread per Python thread and gives the caller's setting back."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        stepped_imputation(torch.randn(1, 1, 4, 4), torch.randperm(16)[None],
-                           torch.zeros(2, dtype=torch.long), torch.tensor([3, 12]))
+        stepped_imputation(torch.randn(2, 1, 4, 4), torch.stack([torch.randperm(16)] * 2),
+                           torch.tensor([0, 1, 1]), torch.tensor([3, 12, 5]))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)

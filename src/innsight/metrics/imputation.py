@@ -39,6 +39,7 @@ is symmetric and positive definite while some pixel is kept.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -138,7 +139,7 @@ def _conjugate_gradients(unknown: Tensor, rhs: Tensor, v: Tensor, max_steps: int
 DENSE_PIXELS = 2048
 #: Bytes of factors held at once by the dense solves.
 FACTOR_BYTES = 2**27
-#: Runs of steps per image on the kept side, each multiplied by as many rows of
+#: Runs of slots per image on the kept side, each multiplied by as many rows of
 #: ``L^+`` as its largest kept count needs.
 RUNS = 4
 
@@ -185,26 +186,41 @@ def stepped_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor) ->
 
     Rows that remove at most half of the pixels are solved from the removed side
     (:func:`_few_removed`), the others from the kept side (:func:`_few_kept`): each
-    factorises one matrix of at most half the pixels per image for all its rows. On
-    one torch thread: on a shared two-core machine under load, two stalled in every
-    call (ROAD's imputation took four to seven times as long).
+    factorises one matrix of at most half the pixels per image for all its rows.
+
+    On the CPU, groups of images go to as many Python threads as torch has threads,
+    each running torch on one thread: no thread waits for another inside a call (on a shared two-core
+    machine under load, two torch threads stalled in every LAPACK call and ROAD's
+    imputation took four to seven times as long).
     """
     q, c, h, w = x.shape
-    out = x.index_select(0, owner)  # rows start as their images
-    half = h * w // 2
+    n, half = h * w, h * w // 2
+    out = x.index_select(0, owner).view(-1, c, n)  # rows start as their images
     order = turn.argsort(dim=1)  # the pixel at each position
-    group = max(1, FACTOR_BYTES // (h * w * h * w * x.element_size()))
-    with one_thread():  # one LAPACK call per image and step of the solve: see its docs
-        for start in range(0, q, group):  # images in groups of bounded memory
-            stop = min(start + group, q)
-            mine = (owner >= start) & (owner < stop)
-            for side, rows in ((_few_removed, mine & (count > 0) & (count <= half)),
-                               (_few_kept, mine & (count > half))):
-                rows = rows.nonzero().flatten()
-                if len(rows):
-                    out[rows] = side(x[start:stop], turn[start:stop], order[start:stop],
-                                     owner[rows] - start, count[rows]).view(-1, c, h, w)
-    return out
+    workers = min(torch.get_num_threads(), q) if x.device.type == "cpu" else 1
+    group = max(1, min(FACTOR_BYTES // (workers * n * n * x.element_size()), -(-q // workers)))
+
+    def impute(start: int) -> None:  # the images from start on, a group of bounded memory
+        torch.set_num_threads(1)  # a new thread starts with the default
+        stop = min(start + group, q)
+        mine = (owner >= start) & (owner < stop)
+        for rows, size, side in ((mine & (count > 0) & (count <= half), count, _few_removed),
+                                 (mine & (count > half), n - count, _few_kept)):
+            rows = rows.nonzero().flatten()
+            if len(rows):
+                slot, sizes = _slots(owner[rows] - start, size[rows], stop - start)
+                images = side(x[start:stop], turn[start:stop], order[start:stop],
+                              sizes)  # (images, slots, C, N)
+                out[rows] = images.flatten(0, 1)[(owner[rows] - start) * sizes.shape[1] + slot]
+
+    with one_thread():  # see the docs
+        if workers == 1:
+            for start in range(0, q, group):
+                impute(start)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(impute, range(0, q, group)))
+    return out.view(-1, c, h, w)
 
 
 def _slots(owner: Tensor, size: Tensor, q: int) -> tuple[Tensor, Tensor]:
@@ -221,57 +237,71 @@ def _slots(owner: Tensor, size: Tensor, q: int) -> tuple[Tensor, Tensor]:
 
 
 def _leading_solve(upper: Tensor, rhs: Tensor, sizes: Tensor) -> Tensor:
-    """``U_k^{-1} b_k`` ``(q, e, slots, C)`` for the slots of each image: ``U_k`` the
+    """``(U_k^{-1} b_k)^T`` ``(q, slots, C, e)`` for the slots of each image: ``U_k`` the
     leading ``sizes`` ``(q, slots)`` block of the image's upper factor ``upper``
-    ``(q, e, e)``, ``b_k`` as many leading entries of ``rhs`` ``(q, e, slots or 1, C)``;
+    ``(q, e, e)``, ``b_k`` as many leading entries of ``rhs`` ``(q, slots or 1, C, e)``;
     0 beyond.
 
-    A back substitution keeps the zeros below the leading block: one solve of the
-    whole factor per image serves all its slots, ``(e, slots C)`` right-hand sides.
+    Back substitution keeps the zeros below a leading block: one solve of the whole
+    factor per image serves all its slots, ``slots C`` right-hand sides, solved from the
+    right (``X U^T = B^T``: faster than from the left for that many).
     """
-    q, e, _, c = rhs.shape
-    inside = torch.arange(e, device=rhs.device)[None, :, None, None] < sizes[:, None, :, None]
-    rhs = torch.where(inside, rhs, 0.0).view(q, e, -1)
-    return torch.linalg.solve_triangular(upper, rhs, upper=True).view(q, e, -1, c)
+    q, _, c, e = rhs.shape
+    inside = torch.arange(e, device=rhs.device) < sizes[:, :, None, None]
+    rhs = torch.where(inside, rhs, 0.0).reshape(q, -1, e)
+    return torch.linalg.solve_triangular(upper.mT, rhs, upper=False, left=False).view(
+        q, -1, c, e)
 
 
-def _few_removed(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor,
-                 count: Tensor) -> Tensor:
-    """Imputed rows ``(r, C, H W)`` (arguments as :func:`stepped_imputation`, ``count``
-    at most half the pixels) from the Cholesky factor of the leading block of ``L`` in
-    removal order.
+def _leading_product(rows: Tensor, solution: Tensor, sizes: Tensor) -> Tensor:
+    """``s_k^T rows_k`` ``(q, slots, C, N)`` for the slots of each image: ``rows_k`` the
+    leading ``sizes`` ``(q, slots)`` rows of ``rows`` ``(q, e, N)``, ``s_k`` the
+    solution of that slot ``(q, slots, C, e)``, 0 beyond its size. In :data:`RUNS` runs
+    of slots, each multiplied by as many rows as its largest size needs."""
+    q, slots, c, _ = solution.shape
+    largest = sizes.amax(0).tolist()
+    step = -(-slots // RUNS)
+    return torch.cat([solution[:, a:a + step, :, :max(largest[a:a + step])].flatten(1, 2)
+                      @ rows[:, :max(largest[a:a + step])] for a in range(0, slots, step)],
+                     1).view(q, slots, c, -1)
 
-    With ``L = U^T U`` over all pixels in removal order, the removed values of a row
-    are ``x_R - U_RR^{-1} h_R`` for ``h = U x = U^{-T} L x``. Up to the largest count
+
+def _few_removed(x: Tensor, turn: Tensor, order: Tensor, sizes: Tensor) -> Tensor:
+    """Imputed images ``(q, slots, C, N)`` of ``x`` ``(q, C, H, W)`` (``turn`` and its
+    ``order`` ``(q, N)``) with the first ``sizes`` ``(q, slots)`` (at most half) of the
+    pixels in removal order removed, from the Cholesky factor of the leading block of
+    ``L`` in removal order.
+
+    With ``L = U^T U`` over all pixels in removal order, the removed values of a slot
+    are ``x_R - U_RR^{-1} h_R`` for ``h = U x = U^{-T} L x``. Up to the largest size
     ``m`` this needs only the factor ``U_m`` of the leading ``m`` block of ``L``: one
-    factor and one small solve per image, and a solve of a leading block per row.
+    factor and one small solve per image, and a solve of a leading block per slot.
     """
     q, c, h, w = x.shape
     n = h * w
-    m = int(count.max())
+    m = int(sizes.max())
     i, j, value = _laplacian_entries(h, w, x.device)
     ti, tj = turn[:, i].long(), turn[:, j].long()
     index = torch.where((ti < m) & (tj < m), ti * m + tj, m * m)  # the rest to a spare entry
     matrix = torch.zeros(q, m * m + 1, dtype=x.dtype, device=x.device).scatter_(
         1, index, value.to(x.dtype).expand(q, -1))
     upper = torch.linalg.cholesky(matrix[:, :-1].view(q, m, m)).mT
-    flat = x.reshape(q, c, n)
     leading = order[:, None, :m].expand(-1, c, -1)
-    maps = flat.view(-1, h, w)
+    maps = x.reshape(-1, h, w)
+    flat = maps.view(q, c, n)
     laplacian = (_neighbours(torch.ones_like(maps[:1])) * maps - _neighbours(maps)).view(
         q, c, n).gather(2, leading)  # (L x) in removal order, (q, C, m)
-    h_vector = torch.linalg.solve_triangular(upper.mT, laplacian.mT, upper=False)  # (q, m, C)
-    slot, sizes = _slots(owner, count, q)
-    solved = _leading_solve(upper, h_vector[:, :, None], sizes)
-    rows = flat.gather(2, leading)[owner]  # (r, C, m)
-    values = torch.where(torch.arange(m, device=x.device) < count[:, None, None],
-                         rows - solved[owner, :, slot].mT, rows)
-    return flat[owner].scatter(2, leading[owner], values)
+    h_vector = torch.linalg.solve_triangular(upper.mT, laplacian.neg().mT, upper=False).mT
+    solved = _leading_solve(upper, h_vector[:, None], sizes)  # -U_RR^{-1} h_R, (q, S, C, m)
+    slots = sizes.shape[1]
+    return flat[:, None].repeat(1, slots, 1, 1).scatter_add_(
+        3, leading[:, None].expand(-1, slots, -1, -1), solved)
 
 
-def _few_kept(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor, count: Tensor) -> Tensor:
-    """Imputed rows ``(r, C, H W)`` (arguments as :func:`stepped_imputation`, ``count``
-    more than half the pixels) from the pseudo-inverse ``G = L^+`` (the same for every
+def _few_kept(x: Tensor, turn: Tensor, order: Tensor, sizes: Tensor) -> Tensor:
+    """Imputed images ``(q, slots, C, N)`` of ``x`` ``(q, C, H, W)`` (``turn`` and its
+    ``order`` ``(q, N)``) with the last ``sizes`` ``(q, slots)`` (fewer than half) of the
+    pixels in removal order kept, from the pseudo-inverse ``G = L^+`` (the same for every
     image).
 
     A harmonic image is ``G f + mu`` for charges ``f`` on the kept pixels ``K`` that sum
@@ -279,35 +309,27 @@ def _few_kept(x: Tensor, turn: Tensor, order: Tensor, owner: Tensor, count: Tens
     (``G_KK`` is positive definite while some pixel is removed). In reverse removal
     order ``G_KK`` is a leading block; with ``G = V^T V`` there, ``a = V^{-T} x`` and
     ``b = V^{-T} 1`` (one solve per image) give ``mu`` from prefix sums of ``a b`` and
-    ``b b`` and ``f = V_KK^{-1} (a - mu b)_K`` (one solve of a leading block per row);
-    then one product with rows of ``G`` per row.
+    ``b b`` and ``f = V_KK^{-1} (a - mu b)_K`` (a solve of a leading block per slot);
+    then one product with the leading rows of ``G`` per slot.
     """
     q, c, h, w = x.shape
     n = h * w
     flat = x.reshape(q, c, n)
-    kept = n - count
-    m = int(kept.max())
+    m = int(sizes.max())
     pixels = order.flip(1)[:, :m]  # (q, m): the kept pixels, last removed first
-    green = _pseudo_inverse(h, w, x.device, x.dtype).index_select(
-        0, pixels.flatten()).view(q, m, n)  # its rows at the kept pixels
-    upper = torch.linalg.cholesky(green.gather(2, pixels[:, None].expand(-1, m, -1))).mT
-    values = flat.gather(2, pixels[:, None].expand(-1, c, -1)).mT  # (q, m, C)
+    inverse = _pseudo_inverse(h, w, x.device, x.dtype)
+    green = inverse.index_select(0, pixels.flatten()).view(q, m, n)  # its rows at the kept pixels
+    kept = pixels.int()  # G_KK from G (in cache) rather than from its rows just gathered
+    upper = torch.linalg.cholesky(inverse.view(-1).index_select(
+        0, (kept[:, :, None] * n + kept[:, None, :]).view(-1)).view(q, m, m)).mT
+    values = flat.gather(2, pixels[:, None].expand(-1, c, -1))  # (q, C, m)
     ab = torch.linalg.solve_triangular(upper.mT, torch.cat([values, torch.ones_like(
-        values[..., :1])], 2), upper=False)  # (q, m, C + 1)
-    a, b = ab[..., :-1], ab[..., -1:]
-    slot, sizes = _slots(owner, kept, q)
-    last = (sizes - 1).clamp_min(0)[:, :, None]  # (q, slots, 1)
-    mu = ((a * b).cumsum(1).gather(1, last.expand(-1, -1, c))
-          / b.square().cumsum(1).gather(1, last))  # (q, slots, C)
-    charge = _leading_solve(upper, a[:, :, None] - mu[:, None] * b[:, :, None], sizes)
-    potential = x.new_empty(q, sizes.shape[1], c, n)
-    largest = sizes.amax(0).tolist()
-    step = -(-len(largest) // RUNS)
-    for a in range(0, len(largest), step):  # runs of slots, with the rows of G they need
-        run, e = slice(a, a + step), max(largest[a:a + step])
-        potential[:, run] = (charge[:, :e, run].flatten(2).mT @ green[:, :e]).view(
-            q, -1, c, n)
-    potential.add_(mu[..., None])
-    imputed = potential.view(-1, c, n).index_select(0, owner * sizes.shape[1] + slot)
-    removed = (turn[owner] < count[:, None])[:, None]  # (r, 1, N)
-    return torch.where(removed, imputed, flat[owner])
+        values[:, :1])], 1).mT, upper=False).mT  # (q, C + 1, m)
+    a, b = ab[:, :-1], ab[:, -1:]
+    last = (sizes - 1).clamp_min(0)[:, None]  # (q, 1, slots)
+    mu = ((a * b).cumsum(2).gather(2, last.expand(-1, c, -1))
+          / b.square().cumsum(2).gather(2, last)).mT  # (q, slots, C)
+    charge = _leading_solve(upper, a[:, None] - mu[..., None] * b[:, None], sizes)
+    potential = _leading_product(green, charge, sizes).add_(mu[..., None])
+    removed = turn[:, None, None] < (n - sizes)[:, :, None, None]  # (q, slots, 1, N)
+    return torch.where(removed, potential, flat[:, None])
