@@ -88,6 +88,16 @@ class Conv(LinearMap, Layer):
     def _convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self._pre_pad is not None:
             x = F.pad(x, self._pre_pad)
+        if (x.ndim == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
+                and not torch.is_grad_enabled()):
+            # Forwards without gradients (metrics' perturbed inputs, walks' forward passes,
+            # predictions): oneDNN's 2D convolutions on the CPU run about twice as fast on
+            # channels-last inputs (a small CNN's forwards of 512 images: 0.09 -> 0.043 s),
+            # and the layers after them keep that layout or copy. Differentiated passes
+            # keep torch's default layout, so gradients round as autograd's on the
+            # original model (the other layout's rounding moves ReLU kinks: 7.6e-3 on a
+            # ResNet-18's input gradient in float32).
+            x = x.contiguous(memory_format=torch.channels_last)
         return self._conv(
             x, weight, bias, self.stride, self._conv_padding, self.dilation, self.groups
         )
