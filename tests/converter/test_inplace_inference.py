@@ -157,3 +157,15 @@ def test_run_nodes_runs_only_the_layers_the_nodes_need(model_cls: type) -> None:
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def test_outputs_come_in_the_default_layout():
+    """Convolutions without gradients compute channels last on the CPU; the model's
+    outputs still come contiguous (a user's ``.view`` works) and equal the original's."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    conv = ins.convert(model, input_dim=[3, 8, 8])
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, expected = conv.model(x), model(x)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

@@ -71,8 +71,9 @@ class ConvertedModel(nn.Module):
         return self._dtype_marker.device
 
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor | list[Tensor]:
-        """Outputs for ``x``: one tensor ``(batch, *output_dim[0])`` or a list per output."""
-        outputs = self.run_nodes(x, self.output_nodes)
+        """Outputs for ``x``: one tensor ``(batch, *output_dim[0])`` or a list per output,
+        in torch's default layout (convolutions without gradients compute channels last)."""
+        outputs = [out.contiguous() for out in self.run_nodes(x, self.output_nodes)]
         return outputs[0] if len(outputs) == 1 else outputs
 
     #: The graph takes no per-sample arguments besides its inputs (see ``run_nodes``).
@@ -82,8 +83,8 @@ class ConvertedModel(nn.Module):
                   sample: Tensor | None = None,
                   given: Mapping[int, Tensor] | None = None) -> list[Tensor]:
         """The values of the layers ``nodes`` for ``x``; only the layers they need run, and
-        all other values are freed early. ``sample`` (the data sample of each row, for models with per-sample arguments) is
-        not needed here.
+        all other values are freed early. ``sample`` (the data sample of each row, for
+        models with per-sample arguments) is not needed here.
 
         ``given`` replaces the values of some layers ``{layer: (batch, *output_dim)}``
         (layer attribution): layers needed only to compute them are not run.
