@@ -86,6 +86,23 @@ def test_gradient_times_input_is_gradient_times_input(request, as_dtype, make_da
     close(res.get_result(), expected, tolerances[dtype], f"{name} gradient x input")
 
 
+@pytest.mark.parametrize("ignore_last_act, passes", [(False, 1), (True, 2)])
+def test_gradient_reads_predictions_from_its_own_forward(softmax_cnn, make_data, close,
+                                                          ignore_last_act, passes):
+    """A plain Gradient runs the model once over the data when the predictions are the
+    explained outputs (the softmax, ``ignore_last_act=False``); explaining the logits of
+    a softmax model needs one pass more for the predictions. Either way the predictions
+    are the original model's outputs."""
+    conv = ins.convert(softmax_cnn, input_dim=[2, 8, 8])
+    calls = []
+    conv.model.layers[1].register_forward_hook(lambda *_: calls.append(1))
+    x = make_data(5, 2, 8, 8, dtype=torch.float32)
+    res = ins.run_grad(conv, x, ignore_last_act=ignore_last_act, verbose=False)
+    assert len(calls) == passes
+    with torch.no_grad():
+        close(res.preds[0], softmax_cnn(x), 1e-6, "predictions")
+
+
 # ---- IntegratedGradient ----------------------------------------------------------------
 
 

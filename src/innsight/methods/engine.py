@@ -105,10 +105,13 @@ def mean_gradients(
     batch_size: int,
     generator: torch.Generator,
     verbose: bool = False,
-) -> list[Tensor]:
+    keep_columns: bool = False,
+) -> tuple[list[Tensor], Tensor | None]:
     """Mean over each sample's ``n`` rows of ``grad(target) * multiplier``.
 
-    Returns one tensor ``(n_data, *dim, n_targets)`` per input layer.
+    Returns one tensor ``(n_data, *dim, n_targets)`` per input layer, and with
+    ``keep_columns`` the explained quantities at every row ``(n_data * n, n_targets)``
+    from the same forward passes (else ``None``).
     """
     n_data = data[0].shape[0]
     single = n_data * n <= batch_size  # one chunk: its per-sample sums are the result
@@ -116,13 +119,17 @@ def mean_gradients(
     # contiguous; with one copy per sample each row is written once, so no zero fill
     new = torch.Tensor.new_empty if n == 1 else torch.Tensor.new_zeros
     sums = [[] if single else new(x, n_targets, *x.shape) for x in data]
+    kept_columns = []
     for chunk_rows in row_chunks(n_data * n, batch_size, verbose):
         rows = torch.arange(chunk_rows.start, chunk_rows.stop, device=data[0].device)
         sample = rows // n
         # with one copy per sample, a chunk's samples are a slice of the data: no gather
         own = [x[chunk_rows] if n == 1 else x[sample] for x in data]
         inputs, multipliers = augment(Chunk(sample, rows % n, own, generator))
-        for t, grads in enumerate(gradients(columns_fn, n_targets, inputs, sample)):
+        columns, per_target = gradients(columns_fn, n_targets, inputs, sample)
+        if keep_columns:
+            kept_columns.append(columns)
+        for t, grads in enumerate(per_target):
             for k, grad in enumerate(grads):
                 if grad is None:  # this input does not reach this output: its gradient is 0
                     grad = inputs[k].new_zeros(inputs[k].shape)
@@ -140,7 +147,8 @@ def mean_gradients(
                     into.add_(block)
     if single:
         sums = [joined(per_target, dim=0) for per_target in sums]
-    return [(s.div_(n) if n > 1 else s).movedim(0, -1) for s in sums]
+    values = [(s.div_(n) if n > 1 else s).movedim(0, -1) for s in sums]
+    return values, joined(kept_columns, dim=0) if keep_columns else None
 
 
 def sample_sums(grad: Tensor, start: int, n: int) -> Tensor:
@@ -167,8 +175,9 @@ def joined(tensors: Sequence[Tensor], dim: int) -> Tensor:
 
 def gradients(
     columns_fn: ColumnsFn, n_targets: int, inputs: Sequence[Tensor], sample: Tensor
-) -> Iterator[tuple[Tensor | None, ...]]:
-    """Per target (column of ``columns_fn``), its gradient w.r.t. every input ``(rows,
+) -> tuple[Tensor, Iterator[tuple[Tensor | None, ...]]]:
+    """The explained quantities ``(rows, n_targets)`` (``columns_fn`` at ``inputs``, no
+    longer differentiable) and, per target, its gradient w.r.t. every input ``(rows,
     *dim)``, from one forward pass (``sample``: the data sample of each row, which
     per-sample targets select by).
 
@@ -180,10 +189,13 @@ def gradients(
         xs = [(x.clone() if x.is_inference() else x.detach()).requires_grad_(True) for x in inputs]
         columns = columns_fn(xs, sample)
         scalars = [columns[:, t].sum() for t in range(n_targets)]
-    for t, scalar in enumerate(scalars):
-        yield torch.autograd.grad(
-            scalar, xs, retain_graph=t < n_targets - 1, allow_unused=True
-        )
+
+    def per_target() -> Iterator[tuple[Tensor | None, ...]]:
+        for t, scalar in enumerate(scalars):
+            yield torch.autograd.grad(
+                scalar, xs, retain_graph=t < n_targets - 1, allow_unused=True
+            )
+    return columns.detach(), per_target()
 
 
 def evaluate(model_fn: ModelFn, data: Sequence[Tensor], batch_size: int,

@@ -19,6 +19,7 @@ from innsight._validation import check_bool, describe, is_number
 from innsight.methods.base import (
     Explanation,
     InterpretingMethod,
+    OutputsAtData,
     Setup,
     check_positive_int,
     runner,
@@ -29,10 +30,13 @@ from innsight.methods.engine import Chunk, mean_gradients
 class GradientRecipe(Protocol):
     """How one gradient method stacks, weights and averages gradients; ``goal(setup,
     f_data)`` is what the values of each sample should sum to (``(n_data, n_targets)``)
-    from the explained quantities ``f_data`` at the data, where ``has_goal``."""
+    from the explained quantities ``f_data`` at the data, where ``has_goal``.
+    ``rows_are_data``: the rows differentiated are the data samples themselves, so their
+    forward passes give the explained quantities at the data."""
 
     n: int
     has_goal: ClassVar[bool]
+    rows_are_data: ClassVar[bool]
 
     def augment(self, chunk: Chunk) -> tuple[list[Tensor], list[Tensor] | None]: ...
 
@@ -49,6 +53,7 @@ class PlainGradient:
     """The gradient at each sample (times the sample with ``times_input``)."""
 
     has_goal: ClassVar[bool] = False
+    rows_are_data: ClassVar[bool] = True
 
     times_input: bool
     n: int = 1
@@ -62,6 +67,7 @@ class NoisyCopies:
     """SmoothGrad: ``n`` copies ``x + e``, ``e ~ N(0, s^2)`` with ``s`` per sample and input layer."""
 
     has_goal: ClassVar[bool] = False
+    rows_are_data: ClassVar[bool] = False
 
     n: int
     sigma: list[Tensor]  # per input layer, (n_data,)
@@ -95,6 +101,7 @@ class PathPoints:
     """IntegratedGradient: right Riemann points ``x' + (k/n)(x - x')``, ``k = 1..n``."""
 
     has_goal: ClassVar[bool] = True
+    rows_are_data: ClassVar[bool] = False
 
     n: int
     refs: list[Tensor]  # per input layer, (1 or n_data, *dim)
@@ -126,6 +133,7 @@ class ReferenceDraws:
     """ExpectedGradient: ``(x - r) * grad f(r + a(x - r))``, ``r`` from ``data_ref``, ``a ~ U(0,1)``."""
 
     has_goal: ClassVar[bool] = True
+    rows_are_data: ClassVar[bool] = False
 
     n: int
     data_ref: list[Tensor]  # per input layer, (n_ref, *dim)
@@ -177,12 +185,17 @@ def reference_inputs(setup: Setup, x_ref: Any) -> list[Tensor]:
 
 def explain_gradients(recipe: GradientRecipe, setup: Setup) -> Explanation:
     """The mean gradients of ``recipe`` over the data of ``setup``, with their goal."""
-    values = mean_gradients(setup.target_columns, len(setup.targets), setup.data,
-                            recipe.augment, recipe.n, setup.batch_size, setup.generator,
-                            setup.verbose)
+    values, columns = mean_gradients(setup.target_columns, len(setup.targets), setup.data,
+                                     recipe.augment, recipe.n, setup.batch_size,
+                                     setup.generator, setup.verbose,
+                                     keep_columns=recipe.rows_are_data)
+    # The forward passes at the data give the predictions where they are the explained
+    # quantities: no pass more for them (about a quarter of a plain gradient's time).
+    at_data = (OutputsAtData(columns, columns)
+               if columns is not None and setup.prediction_nodes == setup.explained else None)
     if not recipe.has_goal:
-        return Explanation(values)
-    at_data = setup.outputs_at_data()
+        return Explanation(values, at_data=at_data)
+    at_data = at_data or setup.outputs_at_data()
     return Explanation(values, recipe.goal(setup, at_data.explained), at_data)
 
 
