@@ -141,10 +141,11 @@ class GradCAM(InterpretingMethod):
                 f"{len(size)}-d spatial grid (C, {', '.join('.' * len(size))}) nor patch tokens; "
                 "Grad-CAM needs one (default: the last such layer).")
         at = at_layer(setup, node, cut=True)
-        grads = explain_gradients(PlainGradient(False), at).values[0]
-        maps = upsample(cam(grid.to_map(at.data[0]), grid.to_map(grads), plus_plus), size)
+        gradients = explain_gradients(PlainGradient(False), at)
+        maps = upsample(cam(grid.to_map(at.data[0]), grid.to_map(gradients.values[0]),
+                            plus_plus), size)
         names = [[f"Grad-CAM ({name})"], *model.input_names[0][1:]]
-        return Explanation([maps], input_names=[names])
+        return Explanation([maps], at_data=gradients.at_data, input_names=[names])
 
 
 run_gradcam = runner(GradCAM, "run_gradcam")
