@@ -4,10 +4,12 @@ Usage: python benchmarks/bench_gradients.py [--repeats 5]
 
 Cases: (a) a small CNN on 32x32 images, batch 8, n=50, with 1 and 10
 explained outputs; (b) an iris-size MLP, 150 samples, 4 features, 3 outputs,
-n=50. The raw floor of a method is the least any implementation does: build
-its stacked batch with plain torch (n noisy copies of every sample for
-SmoothGrad, n path points for IntegratedGradient), run one forward pass of
-it through the original model and one backward pass per output. A second
+n=50; (c) the plain Gradient of a torchvision resnet18 on 8 images of 224x224,
+one output. The raw floor of a method is the least any implementation does:
+build its stacked batch with plain torch (the samples themselves for Gradient,
+n noisy copies of every sample for SmoothGrad, n path points for
+IntegratedGradient), run one forward pass of it through the original model and
+one backward pass per output. A second
 floor row does the backward passes as one batched vector-Jacobian product
 (``is_grads_batched=True``) to show which of the two is faster here. Prints
 the median seconds of each, the ratio innsight / floor of the same method and
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torchvision
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 from torch import nn
 
@@ -71,6 +74,12 @@ def raw_floor(model: nn.Module, stack: Callable[[torch.Tensor], torch.Tensor], x
         torch.autograd.grad(out[:, j].sum(), stacked, retain_graph=j < n_outputs - 1)
 
 
+def captum_gradient(model: nn.Module, x: torch.Tensor, n_outputs: int) -> None:
+    explainer = Saliency(model)
+    for j in range(n_outputs):
+        explainer.attribute(x, target=j, abs=False)
+
+
 def captum_smoothgrad(model: nn.Module, x: torch.Tensor, n_outputs: int) -> None:
     explainer = NoiseTunnel(Saliency(model))
     for j in range(n_outputs):
@@ -99,35 +108,38 @@ def median_times(fns: dict[str, Callable[[], None]], repeats: int,
     return {label: statistics.median(values) for label, values in times.items()}
 
 
-def run_case(name: str, model: nn.Module, x: torch.Tensor, n_outputs: int, repeats: int) -> None:
+#: method -> (its stacked batch, innsight's call, Captum's call)
+METHODS = {
+    "Gradient": (torch.clone, lambda conv, x, idx: ins.run_grad(
+        conv, x, output_idx=idx, verbose=False), captum_gradient),
+    "SmoothGrad": (noisy_copies, lambda conv, x, idx: ins.run_smoothgrad(
+        conv, x, n=N, output_idx=idx, verbose=False), captum_smoothgrad),
+    "IntegratedGradient": (path_points, lambda conv, x, idx: ins.run_intgrad(
+        conv, x, n=N, output_idx=idx, verbose=False), captum_intgrad),
+}
+
+
+def run_case(name: str, model: nn.Module, x: torch.Tensor, n_outputs: int, repeats: int,
+             methods: tuple[str, ...] = tuple(METHODS)) -> None:
     conv = ins.convert(model, input_dim=list(x.shape[1:]))
     idx = list(range(n_outputs))
-    timings = {
-        "SmoothGrad floor (backward per output)":
-            lambda: raw_floor(model, noisy_copies, x, n_outputs, batched=False),
-        "SmoothGrad floor (batched VJP)":
-            lambda: raw_floor(model, noisy_copies, x, n_outputs, batched=True),
-        "innsight SmoothGrad":
-            lambda: ins.run_smoothgrad(conv, x, n=N, output_idx=idx, verbose=False),
-        "Captum NoiseTunnel(Saliency)": lambda: captum_smoothgrad(model, x, n_outputs),
-        "IntGrad floor (backward per output)":
-            lambda: raw_floor(model, path_points, x, n_outputs, batched=False),
-        "innsight IntegratedGradient":
-            lambda: ins.run_intgrad(conv, x, n=N, output_idx=idx, verbose=False),
-        "Captum IntegratedGradients": lambda: captum_intgrad(model, x, n_outputs),
-    }
+    timings = {}
+    for method in methods:
+        stack, ours, theirs = METHODS[method]
+        timings[f"{method} floor (backward per output)"] = (
+            lambda stack=stack: raw_floor(model, stack, x, n_outputs, batched=False))
+        timings[f"{method} floor (batched VJP)"] = (
+            lambda stack=stack: raw_floor(model, stack, x, n_outputs, batched=True))
+        timings[f"innsight {method}"] = lambda ours=ours: ours(conv, x, idx)
+        timings[f"Captum {method}"] = lambda theirs=theirs: theirs(model, x, n_outputs)
     seconds = median_times(timings, repeats)
     print(f"\n{name}: {x.shape[0]} samples of {list(x.shape[1:])}, n={N}, {n_outputs} output(s)")
     for label, value in seconds.items():
         print(f"  {label:40s} {value * 1000:9.1f} ms")
-    for ours, floor, theirs in (
-        ("innsight SmoothGrad", "SmoothGrad floor (backward per output)",
-         "Captum NoiseTunnel(Saliency)"),
-        ("innsight IntegratedGradient", "IntGrad floor (backward per output)",
-         "Captum IntegratedGradients"),
-    ):
-        print(f"  {ours}: {seconds[ours] / seconds[floor]:.2f}x its floor; "
-              f"Captum takes {seconds[theirs] / seconds[ours]:.1f}x as long")
+    for method in methods:
+        ours = seconds[f"innsight {method}"]
+        print(f"  innsight {method}: {ours / seconds[f'{method} floor (backward per output)']:.2f}x "
+              f"its floor; Captum takes {seconds[f'Captum {method}'] / ours:.1f}x as long")
 
 
 def main() -> None:
@@ -140,6 +152,8 @@ def main() -> None:
     run_case("(a) small CNN", cnn, images, 1, args.repeats)
     run_case("(a) small CNN", cnn, images, 10, args.repeats)
     run_case("(b) iris MLP", iris_mlp(), torch.randn(150, 4), 3, args.repeats)
+    run_case("(c) resnet18", torchvision.models.resnet18().eval(), torch.randn(8, 3, 224, 224),
+             1, args.repeats, methods=("Gradient",))
 
 
 if __name__ == "__main__":

@@ -367,9 +367,8 @@ class InterpretingMethod(Result):
             target_weights=target_weights)
         selection = chosen.selection
         if batch_size is None:
-            batch_size = default_batch_size(
-                model.input_dim, len(chosen.targets), torch_dtype.itemsize, torch_device
-            )
+            batch_size = default_batch_size(model.input_dim, len(chosen.targets),
+                                            torch_dtype.itemsize)
         setup = Setup(
             model=model,
             explained=explained,
@@ -507,8 +506,7 @@ def what_to_explain(model: ExplainableModel, data: list[Tensor], ignore_last_act
         explained, names = model.explained_nodes(ignore_last_act), model.output_names
     else:
         explained, names = model.layer_outputs(output_layer)
-    rows = batch_size or default_batch_size(model.input_dim, 1, data[0].dtype.itemsize,
-                                            data[0].device)
+    rows = batch_size or default_batch_size(model.input_dim, 1, data[0].dtype.itemsize)
     first = torch.zeros(1, dtype=torch.long, device=data[0].device)
     chosen = choose_targets(
         names, **target_args, n_data=data[0].shape[0],
