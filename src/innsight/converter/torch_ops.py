@@ -850,15 +850,17 @@ _CELLS: dict[str, Callable[..., tuple[int, int | None]]] = {
 
 def _emit_recurrent(t: Any, node: fx.Node, cell: str, source: fx.Node, hx: Any,
                     weights: Sequence[Any], has_biases: bool, num_layers: int,
-                    dropout: float, train: bool, bidirectional: bool,
-                    batch_first: bool) -> tuple[int, int, int | None]:
+                    dropout: float, train: bool, bidirectional: bool, batch_first: bool,
+                    finals: Sequence[bool] = (False, False),
+                    ) -> tuple[int, int | None, int | None]:
     """A recurrent layer (arguments as ``aten.lstm.input`` and its kin take them; ``cell``
     as in :data:`_CELLS`) unrolled over time, every layer and direction (see
     :mod:`innsight.converter.recurrent`): the output sequence ``(*lead, L, D * H)``, the
-    last hidden states ``(*lead, num_layers * D, H)`` and, for an LSTM, the last cell
-    states (else ``None``). ``hx``: the initial state(s) (``(h_0, c_0)`` of an LSTM):
-    ``None``, constants or tensors ``(num_layers * D, batch, H)``. One sample of ``source``
-    is ``(*lead, L, E)``: ``lead`` holds entries folded into the batch axis."""
+    last hidden states ``(*lead, num_layers * D, H)`` and an LSTM's last cell states, each
+    of the two where ``finals`` asks for it (else ``None``). ``hx``: the initial state
+    (``(h_0, c_0)`` of an LSTM), ``None`` or ``(num_layers * D, batch, H)`` (see
+    :func:`_initial_state`). One sample of ``source`` is ``(*lead, L, E)``: ``lead``
+    holds entries folded into the batch axis."""
     name = type(t.module(node)).__name__ if node.op == "call_module" else str(node.target)
     directions = 2 if bidirectional else 1
     per_cell = 4 if has_biases else 2
@@ -896,31 +898,33 @@ def _emit_recurrent(t: Any, node: fx.Node, cell: str, source: fx.Node, hx: Any,
                                   bool(d), part, states)
             end = 0 if d else shape[-2] - 1
             sequences.append(seq)
-            last_h.append(emit("Slice", [seq], f"{part}_h_n", ranges=[
-                *[[0, n, 1] for n in lead], [end, end + 1, 1], [0, hidden, 1]]))
-            last_c += [c] if c is not None else []
+            last_h += [emit("Slice", [seq], f"{part}_h_n", ranges=[
+                *[[0, n, 1] for n in lead], [end, end + 1, 1], [0, hidden, 1]])] * finals[0]
+            last_c += [c] * (finals[1] and c is not None)
         source = sequences[0] if directions == 1 else emit(
             "Concatenate", sequences, f"l{layer}_directions", axis=len(lead) + 1)
         shape = (*lead, shape[-2], hidden * directions)
-    h_n = last_h[0] if len(last_h) == 1 else emit("Concatenate", last_h, "h_n", axis=len(lead))
+    h_n = None if not last_h else last_h[0] if len(last_h) == 1 else emit(
+        "Concatenate", last_h, "h_n", axis=len(lead))
     return source, h_n, stack_states(emit, last_c, lead, hidden, "c_n") if last_c else None
 
 
 def _initial_state(t: Any, node: fx.Node, emit: Emit, state: Any, source: fx.Node,
                    shape: Sequence[int], hidden: int, k: int, part: str) -> int | None:
     """Entry ``k`` (layer and direction) of an initial state ``(num_layers * D, batch, H)``
-    as ``(*lead, H)``: ``None`` for zeros, a constant state, or a slice of a tensor."""
-    if state is not None and t.is_tensor(state):
+    as ``(*lead, H)``: ``None`` for zeros (or no state), a constant expanded to the batch,
+    or a slice of a tensor computed from the inputs."""
+    if t.is_tensor(state):
         lead = shape[:-2]
         picked = t.emit(node, "Slice", [state], suffix=f"_{part}_in",
                         ranges=[*[[0, n, 1] for n in lead], [k, k + 1, 1], [0, hidden, 1]])
         return emit("Reshape", [picked], part, shape=[*lead, hidden])
-    value = t.batch_constants.get(state, (None,))[0] if isinstance(state, fx.Node) else None
-    if state is not None and value is None:
-        raise t.unsupported(node, "an initial state that is neither a tensor computed from "
-                            "the inputs nor a constant expanded to the batch")
-    if value is None or not bool(value.any()):
+    value = t.batch_constants[state][0] if state in t.batch_constants else t.constant(state)
+    if state is None or isinstance(value, Tensor) and not bool(value.any()):
         return None
+    if state not in t.batch_constants:
+        raise t.unsupported(node, "an initial state that is neither zero, a constant "
+                            "expanded to the batch nor a tensor computed from the inputs")
     if value.ndim == 3:  # entries folded into the batch: one state for all of them
         if not bool((value == value[:1]).all()):
             raise t.unsupported(node, "a constant initial state that differs between "
@@ -931,10 +935,11 @@ def _initial_state(t: Any, node: fx.Node, emit: Emit, state: Any, source: fx.Nod
 
 @_register(MODULES, nn.RNN, nn.LSTM, nn.GRU)
 def _recurrent(t: Any, node: fx.Node) -> Outputs:
-    """``nn.RNN``/``nn.LSTM``/``nn.GRU`` (see :func:`_emit_recurrent`) in a ``torch.fx``
-    graph: the output sequence (element 0) converts, the final states (element 1, batch
-    axis second) do not (``out[:, -1]`` is the last hidden state of a single-direction
-    layer); ``batch_first=True`` only."""
+    """``nn.RNN``/``nn.LSTM``/``nn.GRU`` with ``batch_first=True`` and zero initial states,
+    unrolled over time, every layer and direction: the output sequence (element 0)
+    converts, the final states (element 1, batch axis second) do not (``out[:, -1]`` is
+    the last hidden state of a single-direction layer; through ``torch.export`` they
+    convert, and so do other initial states)."""
     m = t.module(node)
     cell = m.nonlinearity if isinstance(m, nn.RNN) else type(m).__name__
     sequence, _, _ = _emit_recurrent(
@@ -943,23 +948,24 @@ def _recurrent(t: Any, node: fx.Node) -> Outputs:
     return Outputs((sequence, None))
 
 
-def _aten_recurrent(cell: str) -> Handler:
-    """Handler of ``aten.lstm.input``, ``aten.gru.input``, ``aten.rnn_<act>.input`` of a
-    ``torch.export`` graph (see :func:`_emit_recurrent`): the output sequence, the last
-    hidden states and an LSTM's last cell states, each with its batch axis where
-    torch puts it (second for the states)."""
-
-    @_follows_batch_axis("any")  # batch_first=False: the batch axis second
-    def handler(t: Any, node: fx.Node) -> Outputs:
-        return Outputs(_emit_recurrent(t, node, cell, *node.args)[:3 if cell == "LSTM" else 2])
-
-    return handler
+#: The recurrent ATen operations of a ``torch.export`` graph and their cells (see
+#: :data:`_CELLS`).
+_ATEN_CELLS = {getattr(getattr(torch.ops.aten, packet, None), "input", None): cell
+               for packet, cell in (("lstm", "LSTM"), ("gru", "GRU"), ("rnn_tanh", "tanh"),
+                                    ("rnn_relu", "relu"))}
 
 
-for _packet, _cell in (("lstm", "LSTM"), ("gru", "GRU"), ("rnn_tanh", "tanh"),
-                       ("rnn_relu", "relu")):
-    _register(FUNCTIONS, getattr(getattr(torch.ops.aten, _packet, None), "input", None))(
-        _aten_recurrent(_cell))
+@_register(FUNCTIONS, *_ATEN_CELLS)
+@_follows_batch_axis("any")  # time first (batch_first=False) and the states: batch second
+def _aten_recurrent(t: Any, node: fx.Node) -> Outputs:
+    """A recurrent layer (``nn.RNN``/``nn.LSTM``/``nn.GRU``) unrolled over time, every layer
+    and direction, ``batch_first`` or time first, also over sequences folded into the
+    batch axis, from zero, constant or computed initial states: the output sequence, the
+    last hidden states and an LSTM's last cell states (where the model reads them)."""
+    cell = _ATEN_CELLS[node.target]
+    read = [any(user.args[1] == i and user.users for user in node.users) for i in (1, 2)]
+    outputs = _emit_recurrent(t, node, cell, *node.args, finals=read)
+    return Outputs(outputs if cell == "LSTM" else outputs[:2])
 
 
 def _n_spatial(t: Any, node: fx.Node) -> int:
