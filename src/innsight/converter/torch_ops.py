@@ -876,8 +876,8 @@ def _emit_recurrent(t: Any, node: fx.Node, cell: str, source: fx.Node, hx: Any,
         raise t.unsupported(
             node, f"{name} with batch_first={batch_first} on samples of shape "
             f"{list(source.meta['tensor_meta'].shape)} (batch axis at {batch.position})",
-            "The input must be (batch, time steps, features), time steps first where "
-            "batch_first=False. ")
+            "The input must be (batch, time steps, features), or (time steps, batch, "
+            "features) with batch_first=False through torch.export (tracer='export'). ")
     weights = [w if isinstance(w, Tensor) else t.constant(w) for w in weights]
     if any(not isinstance(w, Tensor) for w in weights):
         raise t.unsupported(node, f"{name} with weights computed from the model input")
