@@ -73,8 +73,9 @@ def emit_constant_state(emit: Emit, source: Any, shape: Sequence[int], hidden: i
 def _initial(emit: Emit, source: Any, shape: Sequence[int], hidden: int, given: int | None,
              part: str) -> int:
     """The layer ``given`` holding an initial state, or zeros ``(*lead, H)``."""
-    return emit_constant_state(emit, source, shape, hidden, None, part) if given is None \
-        else given
+    if given is None:
+        return emit_constant_state(emit, source, shape, hidden, None, part)
+    return given
 
 
 def stack_states(emit: Emit, states: list[int], lead: Sequence[int], hidden: int,
