@@ -398,7 +398,7 @@ def _unroll(t: Any, node: Any, op: Any, x: Value, source: int, reverse: bool,
     bias = to_numpy(cell.bias) if cell.use_bias else None
     hidden = recurrent.shape[1]
     if kind == "LSTM":
-        return emit_lstm(emit, source, x.shape, kernel, recurrent, bias, None, reverse, "")
+        return emit_lstm(emit, source, x.shape, kernel, recurrent, bias, None, reverse, "")[0]
     if kind == "GRU":
         b_in, b_rec = (None, None) if bias is None else (_gru_blocks(bias[0], hidden),
                                                          _gru_blocks(bias[1], hidden))

@@ -151,7 +151,7 @@ for _op_type in _CELLS:
 #: act_name, reverse, part) -> hidden states (L, H)``.
 _UNROLL = {
     "RNN": emit_rnn,
-    "LSTM": lambda *args: emit_lstm(*args[:7], *args[8:]),
+    "LSTM": lambda *args: emit_lstm(*args[:7], *args[8:])[0],
     "GRU": lambda *args: emit_gru(*args[:7], *args[8:]),
 }
 

@@ -241,8 +241,11 @@ def _export(model: nn.Module, dims: list[tuple[int, ...]],
     examples = tuple(random_inputs(model, dims, TRACE_BATCH, specs))
     batch = torch.export.Dim("batch")
     try:
-        exported = torch.export.export(model, examples,
-                                       dynamic_shapes=tuple({0: batch} for _ in examples))
+        with warnings.catch_warnings():  # nn.RNN's ``_flat_weights``, which export re-reads
+            # from the parameters, which the graph takes: nothing is lost
+            warnings.filterwarnings("ignore", "The tensor attributes .*_flat_weights")
+            exported = torch.export.export(model, examples,
+                                           dynamic_shapes=tuple({0: batch} for _ in examples))
     except Exception as err:  # export raises many kinds of errors for code it cannot follow
         raise ConversionError(
             f"torch.export cannot export {type(model).__name__} with a free batch size: "

@@ -30,7 +30,13 @@ from innsight.converter.einsum import (
 )
 from innsight.converter.errors import ConversionError
 from innsight.converter.normalization import emit_group_norm
-from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
+from innsight.converter.recurrent import (
+    emit_constant_state,
+    emit_gru,
+    emit_lstm,
+    emit_rnn,
+    stack_states,
+)
 
 
 @dataclass(frozen=True)
@@ -828,44 +834,138 @@ def _multihead_attention(t: Any, node: fx.Node) -> Outputs:
 # ---- recurrent layers -------------------------------------------------------------------
 
 
+#: Per cell (``"LSTM"``, ``"GRU"``, or an Elman RNN's activation ``"tanh"``/``"relu"``):
+#: one direction unrolled, ``(emit, source, shape, (w_ih, w_hh, b_ih, b_hh), reverse, part,
+#: initial states) -> (hidden states (*lead, L, H), last cell state or None)``.
+_CELLS: dict[str, Callable[..., tuple[int, int | None]]] = {
+    "LSTM": lambda emit, x, shape, w, reverse, part, states: emit_lstm(
+        emit, x, shape, *w, reverse, part, *states),
+    "GRU": lambda emit, x, shape, w, reverse, part, states: (
+        emit_gru(emit, x, shape, *w, reverse, part, *states[:1]), None),
+    **{act: lambda emit, x, shape, w, reverse, part, states, act=act: (
+        emit_rnn(emit, x, shape, *w, act, reverse, part, *states[:1]), None)
+       for act in ("tanh", "relu")},
+}
+
+
+def _emit_recurrent(t: Any, node: fx.Node, cell: str, source: fx.Node, hx: Any,
+                    weights: Sequence[Any], has_biases: bool, num_layers: int,
+                    dropout: float, train: bool, bidirectional: bool, batch_first: bool,
+                    finals: Sequence[bool] = (False, False),
+                    ) -> tuple[int, int | None, int | None]:
+    """A recurrent layer (arguments as ``aten.lstm.input`` and its kin take them; ``cell``
+    as in :data:`_CELLS`) unrolled over time, every layer and direction (see
+    :mod:`innsight.converter.recurrent`): the output sequence ``(*lead, L, D * H)``, the
+    last hidden states ``(*lead, num_layers * D, H)`` and an LSTM's last cell states, each
+    of the two where ``finals`` asks for it (else ``None``). ``hx``: the initial state
+    (``(h_0, c_0)`` of an LSTM), ``None`` or ``(num_layers * D, batch, H)`` (see
+    :func:`_initial_state`). One sample of ``source`` is ``(*lead, L, E)``: ``lead``
+    holds entries folded into the batch axis."""
+    name = type(t.module(node)).__name__ if node.op == "call_module" else str(node.target)
+    directions = 2 if bidirectional else 1
+    per_cell = 4 if has_biases else 2
+    if len(weights) != num_layers * directions * per_cell:
+        raise t.unsupported(node, f"{name} with proj_size",
+                            "Recurrent layers without projections convert. ")
+    if train and dropout:
+        raise t.unsupported(node, f"{name} with dropout in training",
+                            "Convert the model in eval mode. ")
+    batch = t.batch_axis(source)
+    shape = t.shape(source)
+    if batch.position != (0 if batch_first else 1) or len(shape) != 2 + (batch.merged > 1):
+        raise t.unsupported(
+            node, f"{name} with batch_first={batch_first} on samples of shape "
+            f"{list(source.meta['tensor_meta'].shape)} (batch axis at {batch.position})",
+            "The input must be (batch, time steps, features), or (time steps, batch, "
+            "features) with batch_first=False through torch.export (tracer='export'). ")
+    weights = [w if isinstance(w, Tensor) else t.constant(w) for w in weights]
+    if any(not isinstance(w, Tensor) for w in weights):
+        raise t.unsupported(node, f"{name} with weights computed from the model input")
+    emit, lead = _emitter(t, node), shape[:-2]
+    given = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+    hidden = weights[1].shape[1]
+    last_h: list[int] = []
+    last_c: list[int] = []
+    for layer in range(num_layers):
+        sequences = []
+        for d in range(directions):
+            k = layer * directions + d
+            part = f"l{layer}" + ("_reverse" if d else "")
+            w = weights[k * per_cell:(k + 1) * per_cell]
+            states = [_initial_state(t, node, emit, state, source, shape, hidden, k,
+                                     f"{part}_{kind}0") for state, kind in zip(given, "hc")]
+            seq, c = _CELLS[cell](emit, source, shape, (*w, *[None] * (4 - per_cell)),
+                                  bool(d), part, states)
+            end = 0 if d else shape[-2] - 1
+            sequences.append(seq)
+            last_h += [emit("Slice", [seq], f"{part}_h_n", ranges=[
+                *[[0, n, 1] for n in lead], [end, end + 1, 1], [0, hidden, 1]])] * finals[0]
+            last_c += [c] * (finals[1] and c is not None)
+        source = sequences[0] if directions == 1 else emit(
+            "Concatenate", sequences, f"l{layer}_directions", axis=len(lead) + 1)
+        shape = (*lead, shape[-2], hidden * directions)
+    h_n = None if not last_h else last_h[0] if len(last_h) == 1 else emit(
+        "Concatenate", last_h, "h_n", axis=len(lead))
+    return source, h_n, stack_states(emit, last_c, lead, hidden, "c_n") if last_c else None
+
+
+def _initial_state(t: Any, node: fx.Node, emit: Emit, state: Any, source: fx.Node,
+                   shape: Sequence[int], hidden: int, k: int, part: str) -> int | None:
+    """Entry ``k`` (layer and direction) of an initial state ``(num_layers * D, batch, H)``
+    as ``(*lead, H)``: ``None`` for zeros (or no state), a constant expanded to the batch,
+    or a slice of a tensor computed from the inputs."""
+    if t.is_tensor(state):
+        lead = shape[:-2]
+        picked = t.emit(node, "Slice", [state], suffix=f"_{part}_in",
+                        ranges=[*[[0, n, 1] for n in lead], [k, k + 1, 1], [0, hidden, 1]])
+        return emit("Reshape", [picked], part, shape=[*lead, hidden])
+    value = t.batch_constants[state][0] if state in t.batch_constants else t.constant(state)
+    if state is None or isinstance(value, Tensor) and not bool(value.any()):
+        return None
+    if state not in t.batch_constants:
+        raise t.unsupported(node, "an initial state that is neither zero, a constant "
+                            "expanded to the batch nor a tensor computed from the inputs")
+    if value.ndim == 3:  # entries folded into the batch: one state for all of them
+        if not bool((value == value[:1]).all()):
+            raise t.unsupported(node, "a constant initial state that differs between "
+                                "sequences of one sample")
+        value = value[0]
+    return emit_constant_state(emit, source, shape, hidden, value[k], part)
+
+
 @_register(MODULES, nn.RNN, nn.LSTM, nn.GRU)
 def _recurrent(t: Any, node: fx.Node) -> Outputs:
-    """``nn.RNN``/``nn.LSTM``/``nn.GRU`` with ``batch_first=True`` and zero initial states
-    unrolled over time (see :mod:`innsight.converter.recurrent`): every layer and direction;
-    the output sequence (element 0) converts, the final states (element 1, batch axis
-    second) do not (``out[:, -1]`` is the last hidden state of a single-direction layer)."""
+    """``nn.RNN``/``nn.LSTM``/``nn.GRU`` with ``batch_first=True`` and zero initial states,
+    unrolled over time, every layer and direction: the output sequence (element 0)
+    converts, the final states (element 1, batch axis second) do not (``out[:, -1]`` is
+    the last hidden state of a single-direction layer; through ``torch.export`` they
+    convert, and so do other initial states)."""
     m = t.module(node)
-    if not m.batch_first:
-        raise t.unsupported(node, f"{type(m).__name__} with batch_first=False",
-                            "Its input has the time axis first; use batch_first=True. ")
-    if getattr(m, "proj_size", 0):
-        raise t.unsupported(node, "LSTM with proj_size")
-    source, shape = node.args[0], t.shape(node.args[0])
-    if len(shape) != 2:
-        raise t.unsupported(node, f"{type(m).__name__} on samples of shape {list(shape)}",
-                            "Samples must be (time steps, features). ")
-    emit = _emitter(t, node)
-    for layer in range(m.num_layers):
-        directions = []
-        for suffix in [f"_l{layer}", f"_l{layer}_reverse"][:2 if m.bidirectional else 1]:
-            w_ih, w_hh = getattr(m, "weight_ih" + suffix), getattr(m, "weight_hh" + suffix)
-            b_ih = getattr(m, "bias_ih" + suffix) if m.bias else None
-            b_hh = getattr(m, "bias_hh" + suffix) if m.bias else None
-            reverse, part = suffix.endswith("reverse"), suffix[1:]
-            if isinstance(m, nn.GRU):
-                directions.append(emit_gru(emit, source, shape, w_ih, w_hh, b_ih, b_hh,
-                                           reverse, part))
-                continue
-            if isinstance(m, nn.LSTM):
-                directions.append(emit_lstm(emit, source, shape, w_ih, w_hh, b_ih, b_hh,
-                                            reverse, part))
-            else:
-                directions.append(emit_rnn(emit, source, shape, w_ih, w_hh, b_ih, b_hh,
-                                           m.nonlinearity, reverse, part))
-        source = directions[0] if len(directions) == 1 else emit(
-            "Concatenate", directions, f"l{layer}_directions", axis=1)
-        shape = (shape[0], m.hidden_size * len(directions))
-    return Outputs((source, None))
+    cell = m.nonlinearity if isinstance(m, nn.RNN) else type(m).__name__
+    sequence, _, _ = _emit_recurrent(
+        t, node, cell, node.args[0], arg(node, 1, "hx", None), m._flat_weights, m.bias,
+        m.num_layers, m.dropout, m.training, m.bidirectional, m.batch_first)
+    return Outputs((sequence, None))
+
+
+#: The recurrent ATen operations of a ``torch.export`` graph and their cells (see
+#: :data:`_CELLS`).
+_ATEN_CELLS = {getattr(getattr(torch.ops.aten, packet, None), "input", None): cell
+               for packet, cell in (("lstm", "LSTM"), ("gru", "GRU"), ("rnn_tanh", "tanh"),
+                                    ("rnn_relu", "relu"))}
+
+
+@_register(FUNCTIONS, *_ATEN_CELLS)
+@_follows_batch_axis("any")  # time first (batch_first=False) and the states: batch second
+def _aten_recurrent(t: Any, node: fx.Node) -> Outputs:
+    """A recurrent layer (``nn.RNN``/``nn.LSTM``/``nn.GRU``) unrolled over time, every layer
+    and direction, ``batch_first`` or time first, also over sequences folded into the
+    batch axis, from zero, constant or computed initial states: the output sequence, the
+    last hidden states and an LSTM's last cell states (where the model reads them)."""
+    cell = _ATEN_CELLS[node.target]
+    read = [any(user.args[1] == i and user.users for user in node.users) for i in (1, 2)]
+    outputs = _emit_recurrent(t, node, cell, *node.args, finals=read)
+    return Outputs(outputs if cell == "LSTM" else outputs[:2])
 
 
 def _n_spatial(t: Any, node: fx.Node) -> int:
