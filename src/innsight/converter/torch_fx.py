@@ -28,6 +28,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from innsight._torch_modules import any_training, eval_mode, in_float64, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.mutations import rewrite_updates
 from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
@@ -155,6 +156,7 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
     """The model dict of a traced graph of ``model``, after one run on random inputs that
     records every node's shape (on meta or fake tensors where the graph allows)."""
     examples = random_inputs(model, dims, TRACE_BATCH, specs)
+    rewrite_updates(graph_module, _where)  # before the shapes: it adds nodes
     try:
         with torch.no_grad():
             _propagate(graph_module, examples)

@@ -29,6 +29,7 @@ from innsight.converter.einsum import (
     unused_letter,
 )
 from innsight.converter.errors import ConversionError
+from innsight.converter.mutations import assign_into
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
 
@@ -1776,7 +1777,24 @@ def _getitem(t: Any, node: fx.Node) -> int:
 def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any, suffix: str = "",
                   shape: list[int] | None = None) -> int:
     """``x[:, a:b, i, None, ...]``: a Slice, then a Reshape (to ``shape``, by default the
-    node's sample shape) where axes vanish or appear; layer names end in ``suffix``.
+    node's sample shape) where axes vanish or appear; layer names end in ``suffix``."""
+    ranges, reshaped = _index_ranges(t, node, source, index)
+    sample_shape = t.shape(source)
+    result: fx.Node | int = source
+    if ranges != [[0, size, 1] for size in sample_shape]:
+        result = t.emit(node, "Slice", [source], suffix=suffix + ("_slice" if reshaped else ""),
+                        ranges=ranges)
+    if reshaped:
+        result = t.emit(node, "Reshape", [result], suffix=suffix,
+                        shape=list(t.shape(node) if shape is None else shape))
+    return result if isinstance(result, int) else t.layer(result)
+
+
+def _index_ranges(t: Any, node: fx.Node, source: fx.Node,
+                  index: Any) -> tuple[list[list[int]], bool]:
+    """The ``[start, stop, step]`` that the basic index ``index`` (slices, ints, ``None``,
+    ``...``) of ``source`` takes along each sample axis as its layer holds it, and whether
+    the index drops or adds axes (ints, ``None``).
 
     The index runs over the traced tensor's axes; it must take the whole batch axis,
     wherever that is (see ``BatchAxis``)."""
@@ -1808,15 +1826,64 @@ def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any, suffix: st
             ranges.append([start, max(start, stop), step])
     if any(start >= stop for start, stop, _ in ranges):
         raise t.unsupported(node, f"the index {index!r}", "It selects no entries. ")
-    reshaped = any(e is None or isinstance(e, int) for e in entries)
-    result: fx.Node | int = source
-    if ranges != [[0, size, 1] for size in sample_shape]:
-        result = t.emit(node, "Slice", [source], suffix=suffix + ("_slice" if reshaped else ""),
-                        ranges=ranges)
-    if reshaped:
-        result = t.emit(node, "Reshape", [result], suffix=suffix,
-                        shape=list(t.shape(node) if shape is None else shape))
+    return ranges, any(e is None or isinstance(e, int) for e in entries)
+
+
+@_register(FUNCTIONS, assign_into)
+def _assign_into(t: Any, node: fx.Node) -> int:
+    """``assign_into(base, value, index)`` (an in-place update written back, see
+    :mod:`~innsight.converter.mutations`): ``base`` with ``value`` in the block that the
+    basic ``index`` takes, as Slices of ``base`` around the block joined with ``value``
+    by a Concatenate along each axis the index narrows (innermost first)."""
+    base, value, index = node.args
+    ranges, _ = _index_ranges(t, node, base, t.static(index))
+    if any(step != 1 for _, _, step in ranges):
+        raise t.unsupported(node, f"an in-place update of the strided view {index!r}")
+    if not t.is_tensor(value):
+        raise t.unsupported(node, "an in-place update with a value that is not a tensor "
+                            "computed from the inputs")
+    block = [stop - start for start, stop, _ in ranges]
+    if list(t.shape(value)) != block:
+        if math.prod(t.shape(value)) != math.prod(block):
+            raise t.unsupported(node, f"an in-place update that broadcasts a value of shape "
+                                f"{list(t.shape(value))} to the view's {block}")
+        value = t.emit(node, "Reshape", [value], suffix="_value", shape=block)
+    sizes = t.shape(base)
+    narrowed = [axis for axis, size in enumerate(sizes) if ranges[axis][:2] != [0, size]]
+    result = value
+    for k in reversed(range(len(narrowed))):  # the block within base narrowed on axes < k
+        axis = narrowed[k]
+        start, stop, _ = ranges[axis]
+
+        def around(lower: int, upper: int, side: str, axis: int = axis, k: int = k) -> int:
+            piece = [ranges[a] if a in narrowed[:k] else [0, size, 1]
+                     for a, size in enumerate(sizes)]
+            piece[axis] = [lower, upper, 1]
+            return t.emit(node, "Slice", [base], suffix=f"_{side}{axis}", ranges=piece)
+
+        parts = ([around(0, start, "before")] if start > 0 else []) + [result] + (
+            [around(stop, sizes[axis], "after")] if stop < sizes[axis] else [])
+        result = t.emit(node, "Concatenate", parts, suffix=f"_{axis}", axis=axis)
     return result if isinstance(result, int) else t.layer(result)
+
+
+@_follows_batch_axis("same")
+def _copy_into(t: Any, node: fx.Node) -> int:
+    """``dst.copy_(src)`` (``aten.copy_``, ``aten.copy``): the updated ``dst`` holds
+    ``src`` (a broadcast of ``src`` is refused)."""
+    destination, source = node.args[:2]
+    if not t.is_tensor(source):
+        raise t.unsupported(node, "copying a value that is not a tensor computed from the "
+                            "inputs into a tensor")
+    if t.shape(source) != t.shape(destination):
+        raise t.unsupported(node, f"copying a tensor of shape {list(t.shape(source))} into "
+                            f"one of shape {list(t.shape(destination))} (a broadcast)")
+    return t.layer(source)
+
+
+_register(METHODS, "copy_")(_copy_into)
+_register(FUNCTIONS, getattr(torch.ops.aten.copy_, "default", None),
+          getattr(torch.ops.aten.copy, "default", None))(_copy_into)
 
 
 # ---- ATen operations of a torch.export graph ------------------------------------------

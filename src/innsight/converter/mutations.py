@@ -1,0 +1,219 @@
+"""In-place updates in a traced graph, rewritten into the new tensors they make.
+
+A traced graph may update a tensor in place: ``attn[:, :, 1:, 1:] = attn[:, :, 1:, 1:] +
+rel`` exports as ``aten.copy_`` into a ``slice`` of ``attn`` (MViTv2's relative position
+embedding); ``x.relu_()``, ``x += y`` and modules with ``inplace=True`` update ``x``. The
+converter maps every node to a layer that computes a new tensor, so a node that reads
+the updated tensor later (``attn.softmax(-1)``) must read the node of the update instead.
+:func:`rewrite_updates` makes it so before the graph is translated: where the update
+goes through views of slices and single entries (``x[:, 1:]``, ``x[:, 0]``), it writes
+the updated view back into the tensor with :func:`assign_into`; where a view that the
+converter cannot write back (a reshape, a permutation) is updated and the tensor or
+another view of it is read later, it refuses with a ``ConversionError`` naming the
+update, so that no reader is silently left with the value before the update.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+
+
+def assign_into(base: Tensor, value: Tensor, index: Any) -> Tensor:
+    """``base`` with ``base[index] = value``, as a new tensor (the functional form of an
+    in-place update of a view of ``base``)."""
+    result = base.clone()
+    result[index] = value
+    return result
+
+
+#: Functions of the ``operator`` module that update their first operand in place.
+_AUGMENTED = {operator.iadd, operator.isub, operator.imul, operator.itruediv,
+              operator.ifloordiv, operator.imod, operator.ipow, operator.imatmul,
+              operator.iand, operator.ior, operator.ixor, operator.ilshift, operator.irshift}
+
+#: torch.fx methods and functions (by name) whose result may share memory with their
+#: first operand: an update of one is seen through the other.
+_MAY_ALIAS = {
+    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "squeeze",
+    "unsqueeze", "transpose", "permute", "t", "expand", "expand_as", "narrow", "select",
+    "movedim", "moveaxis", "swapaxes", "swapdims", "contiguous", "detach", "diagonal",
+    "unfold", "as_strided", "unbind", "split", "chunk", "tensor_split", "getitem",
+    "getattr", "to", "float", "double", "type_as", "dropout", "dropout1d", "dropout2d",
+    "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+}
+#: Operations (by name) that return several views (``getitem`` picks one).
+_SPLITS = {"unbind", "split", "chunk", "tensor_split", "split_with_sizes"}
+#: Modules that may return their input itself (or a view of it).
+_MAY_ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                      nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Flatten, nn.Unflatten)
+
+#: An ATen slice ``end`` at least this large runs to the end of its axis (``x[a:]``).
+_TO_THE_END = 2**62
+
+#: A view that :func:`assign_into` cannot write back (a reshape, a permutation).
+_OPAQUE = object()
+
+
+def rewrite_updates(graph_module: fx.GraphModule, where: Callable[[fx.Node], str]) -> None:
+    """Makes every node that reads a tensor after an in-place update of it (or of a view
+    of it) read the updated tensor (see the module docs); ``where(node)`` names a node
+    in the errors. Raises ``ConversionError`` for an update that is read afterwards
+    through a view it cannot write back."""
+    modules = dict(graph_module.named_modules())
+    for node in list(graph_module.graph.nodes):
+        updated = _updated(modules, node)
+        if updated is not None:
+            _rewrite(graph_module.graph, node, updated, modules, where)
+
+
+def _rewrite(graph: fx.Graph, update: fx.Node, updated: fx.Node,
+             modules: dict[str, nn.Module], where: Callable[[fx.Node], str]) -> None:
+    """Makes the nodes after ``update`` read its result where they read ``updated`` (or
+    the tensor ``updated`` is a view of); ``update``'s own result is already the updated
+    view."""
+    position = {node: k for k, node in enumerate(graph.nodes)}
+    chain, root = [], updated  # the views from the updated one back to their tensor
+    while (index := _view_index(root, modules)) is not None:
+        chain.append((root, index))
+        root = root.args[0]
+    after = position[update]
+    views = _aliases(root, modules) - {root}
+    for view in views:
+        readers = [u for u in view.users if u is not update and position[u] > after]
+        if position[view] < after and readers:
+            raise _refusal(where, update, f"the view '{view.name}' of the tensor it updates "
+                           f"is read afterwards by node '{readers[0].name}'")
+    readers = [u for u in root.users if u is not update and position[u] > after]
+    if not readers:
+        return  # only the update's own result carries the new values
+    if any(index is _OPAQUE for _, index in chain):
+        raise _refusal(where, update, f"it updates a view of node '{root.name}' that "
+                       f"cannot be written back, and node '{readers[0].name}' reads that "
+                       "tensor afterwards")
+    new = update
+    for view, index in chain:  # the updated view, written back into its source
+        with graph.inserting_after(new):
+            new = graph.call_function(assign_into, (view.args[0], new, index))
+        new.meta = {key: value for key, value in update.meta.items()
+                    if key in ("nn_module_stack", "stack_trace")}
+        if "val" in view.args[0].meta:  # the source's shape and symbolic batch axis
+            new.meta["val"] = view.args[0].meta["val"]
+    for reader in readers:
+        reader.replace_input_with(root, new)
+
+
+def _refusal(where: Callable[[fx.Node], str], update: fx.Node, why: str) -> ConversionError:
+    return ConversionError(
+        f"{where(update)}: the in-place update {_name(update)} is not supported by the "
+        f"converter: {why}. Converted layers compute new tensors; write the update out of "
+        f"place (x = x + y, torch.cat, an inplace=False module). {DIRECT_METHODS_HINT}")
+
+
+def _name(node: Any) -> str:
+    """``add_`` for the method ``"add_"``, the function ``torch.add_`` and the ATen overload
+    ``aten.add_.Tensor``."""
+    if not isinstance(node, fx.Node):
+        return ""
+    target = node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", repr(target))
+    return name.split(".")[0]
+
+
+def _updated(modules: dict[str, nn.Module], node: fx.Node) -> fx.Node | None:
+    """The node whose tensor ``node`` updates in place (its first operand), or ``None``."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
+        return None
+    target = node.target
+    if node.op == "call_module":
+        inplace = getattr(modules.get(target), "inplace", False) is True
+    elif node.op == "call_method":
+        inplace = target.endswith("_") and not target.startswith("_")
+    elif node.op != "call_function":
+        inplace = False
+    elif isinstance(target, torch._ops.OpOverload):  # ATen says which operand it writes
+        first = target._schema.arguments[0] if target._schema.arguments else None
+        inplace = bool(first is not None and first.alias_info and first.alias_info.is_write)
+    else:
+        name = getattr(target, "__name__", "")
+        inplace = (target in _AUGMENTED or (name.endswith("_") and not name.startswith("_"))
+                   or _inplace_flag(target, node))
+    return node.args[0] if inplace else None
+
+
+def _inplace_flag(function: Callable, node: fx.Node) -> bool:
+    """Whether a call ``F.relu(x, inplace=True)`` has its ``inplace`` flag set."""
+    try:
+        bound = inspect.signature(function).bind(*node.args, **node.kwargs)
+    except (TypeError, ValueError):  # a builtin without a signature, or another form
+        return node.kwargs.get("inplace") is True
+    return bound.arguments.get("inplace") is True
+
+
+def _may_alias(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node``'s result may share memory with its first operand."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
+        return False
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), _MAY_ALIAS_MODULES)
+    if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+        returns = node.target._schema.returns
+        return bool(returns) and returns[0].alias_info is not None and not (
+            returns[0].alias_info.is_write)
+    return node.op in ("call_function", "call_method") and _name(node) in _MAY_ALIAS
+
+
+def _aliases(root: fx.Node, modules: dict[str, nn.Module]) -> set[fx.Node]:
+    """``root`` and the nodes that may share its memory (views of views, items of a
+    split)."""
+    found, stack = {root}, [root]
+    while stack:
+        for user in stack.pop().users:
+            if user not in found and user.args and user.args[0] in found and (
+                    _may_alias(user, modules)):
+                found.add(user)
+                stack.append(user)
+    return found
+
+
+def _view_index(node: fx.Node, modules: dict[str, nn.Module]) -> Any:
+    """The index ``i`` such that ``node``'s tensor is the view ``source[i]`` of its first
+    operand (``aten.slice``, ``aten.select``, ``x[1:, 0]``); :data:`_OPAQUE` for another
+    view (a reshape, a permutation, an item of a split); ``None`` where ``node`` is no
+    view."""
+    if not _may_alias(node, modules):
+        return None
+    if node.op == "call_function" and node.target is torch.ops.aten.slice.Tensor:
+        defaults = [0, None, None, 1]  # dim, start, end, step
+        dim, start, end, step = [*node.args[1:], *defaults[len(node.args) - 1:]]
+        whole = start in (None, 0) and (end is None or end >= _TO_THE_END) and step == 1
+        return _at_axis(dim, slice(None) if whole else slice(start, end, step))
+    if node.op == "call_function" and node.target is torch.ops.aten.select.int:
+        return _at_axis(node.args[1], node.args[2])
+    if node.target is operator.getitem and _is_basic_index(node.args[1]) and (
+            _name(node.args[0]) not in _SPLITS):
+        return node.args[1]
+    return _OPAQUE
+
+
+def _at_axis(dim: Any, entry: Any) -> Any:
+    """The index that takes ``entry`` along axis ``dim`` (``Ellipsis`` first where ``dim``
+    counts from the end)."""
+    if not isinstance(dim, int):
+        return _OPAQUE
+    return (*[slice(None)] * dim, entry) if dim >= 0 else (
+        Ellipsis, entry, *[slice(None)] * (-dim - 1))
+
+
+def _is_basic_index(index: Any) -> bool:
+    """Whether ``index`` takes slices and single entries only (no tensors, lists)."""
+    entries = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(e, (int, slice, type(None), type(Ellipsis))) and not isinstance(
+        e, bool) for e in entries)
