@@ -62,23 +62,52 @@ _TO_THE_END = 2**62
 _OPAQUE = object()
 
 
-def rewrite_updates(graph_module: fx.GraphModule, where: Callable[[fx.Node], str]) -> None:
+class UpdatingTracer(fx.Tracer):
+    """``torch.fx``'s tracer, recording augmented assignments (``x += y``) and item
+    assignments (``x[i] = y``) as the in-place ``operator`` calls they are: ``torch.fx``'s
+    own proxies record ``x += y`` as ``x = x + y`` (which leaves other names of ``x``
+    with the old values) and cannot record ``x[i] = y``."""
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _UpdatingProxy(node, self)
+
+
+class _UpdatingProxy(fx.Proxy):
+    """A proxy whose augmented and item assignments are recorded (see
+    :class:`UpdatingTracer`)."""
+
+
+def _recorder(function: Callable) -> Callable:
+    def record(self: fx.Proxy, *operands: Any) -> fx.Proxy:
+        return self.tracer.create_proxy("call_function", function, (self, *operands), {})
+
+    return record
+
+
+for _function in (*_AUGMENTED, operator.setitem):
+    setattr(_UpdatingProxy, f"__{_function.__name__}__", _recorder(_function))
+
+
+def rewrite_updates(graph_module: fx.GraphModule, where: Callable[[fx.Node], str]) -> bool:
     """Makes every node that reads a tensor after an in-place update of it (or of a view
-    of it) read the updated tensor (see the module docs); ``where(node)`` names a node
-    in the errors. Raises ``ConversionError`` for an update that is read afterwards
-    through a view it cannot write back."""
+    of it) read the updated tensor (see the module docs), on a graph whose shapes are
+    recorded (``meta["tensor_meta"]``); ``where(node)`` names a node in the errors.
+    Returns whether it added nodes (whose shapes are then to be recorded). Raises
+    ``ConversionError`` for an update that is read afterwards through a view it cannot
+    write back."""
     modules = dict(graph_module.named_modules())
+    added = False
     for node in list(graph_module.graph.nodes):
         updated = _updated(modules, node)
         if updated is not None:
-            _rewrite(graph_module.graph, node, updated, modules, where)
+            added |= _rewrite(graph_module.graph, node, updated, modules, where)
+    return added
 
 
 def _rewrite(graph: fx.Graph, update: fx.Node, updated: fx.Node,
-             modules: dict[str, nn.Module], where: Callable[[fx.Node], str]) -> None:
-    """Makes the nodes after ``update`` read its result where they read ``updated`` (or
-    the tensor ``updated`` is a view of); ``update``'s own result is already the updated
-    view."""
+             modules: dict[str, nn.Module], where: Callable[[fx.Node], str]) -> bool:
+    """Makes the nodes after ``update`` read the updated tensor where they read
+    ``updated`` (or the tensor ``updated`` is a view of); whether it added nodes."""
     position = {node: k for k, node in enumerate(graph.nodes)}
     chain, root = [], updated  # the views from the updated one back to their tensor
     while (index := _view_index(root, modules)) is not None:
@@ -93,21 +122,31 @@ def _rewrite(graph: fx.Graph, update: fx.Node, updated: fx.Node,
                            f"is read afterwards by node '{readers[0].name}'")
     readers = [u for u in root.users if u is not update and position[u] > after]
     if not readers:
-        return  # only the update's own result carries the new values
+        return False  # only the update's own result carries the new values
     if any(index is _OPAQUE for _, index in chain):
         raise _refusal(where, update, f"it updates a view of node '{root.name}' that "
                        f"cannot be written back, and node '{readers[0].name}' reads that "
                        "tensor afterwards")
-    new = update
+    new = update  # the updated view: the update's result, or ``x`` after ``x[i] = y``
+    if update.target is operator.setitem:
+        new = _insert_assign(graph, new, updated, update.args[2], update.args[1])
     for view, index in chain:  # the updated view, written back into its source
-        with graph.inserting_after(new):
-            new = graph.call_function(assign_into, (view.args[0], new, index))
-        new.meta = {key: value for key, value in update.meta.items()
-                    if key in ("nn_module_stack", "stack_trace")}
-        if "val" in view.args[0].meta:  # the source's shape and symbolic batch axis
-            new.meta["val"] = view.args[0].meta["val"]
+        new = _insert_assign(graph, new, view.args[0], new, index)
     for reader in readers:
         reader.replace_input_with(root, new)
+    return True
+
+
+def _insert_assign(graph: fx.Graph, after: fx.Node, base: fx.Node, value: Any,
+                   index: Any) -> fx.Node:
+    """A node ``assign_into(base, value, index)`` right after ``after``."""
+    with graph.inserting_after(after):
+        node = graph.call_function(assign_into, (base, value, index))
+    node.meta = {key: value for key, value in after.meta.items()
+                 if key in ("nn_module_stack", "stack_trace")}
+    if "val" in base.meta:  # torch.export's fake tensor: the shape, the symbolic batch axis
+        node.meta["val"] = base.meta["val"]
+    return node
 
 
 def _refusal(where: Callable[[fx.Node], str], update: fx.Node, why: str) -> ConversionError:
@@ -129,8 +168,9 @@ def _name(node: Any) -> str:
 
 def _updated(modules: dict[str, nn.Module], node: fx.Node) -> fx.Node | None:
     """The node whose tensor ``node`` updates in place (its first operand), or ``None``."""
-    if not node.args or not isinstance(node.args[0], fx.Node):
-        return None
+    if not node.args or not hasattr(getattr(node.args[0], "meta", {}).get("tensor_meta"),
+                                    "shape"):
+        return None  # not a tensor (``n += 1`` on a size)
     target = node.target
     if node.op == "call_module":
         inplace = getattr(modules.get(target), "inplace", False) is True
@@ -143,7 +183,8 @@ def _updated(modules: dict[str, nn.Module], node: fx.Node) -> fx.Node | None:
         inplace = bool(first is not None and first.alias_info and first.alias_info.is_write)
     else:
         name = getattr(target, "__name__", "")
-        inplace = (target in _AUGMENTED or (name.endswith("_") and not name.startswith("_"))
+        inplace = (target in _AUGMENTED or target is operator.setitem
+                   or (name.endswith("_") and not name.startswith("_"))
                    or _inplace_flag(target, node))
     return node.args[0] if inplace else None
 
@@ -177,7 +218,7 @@ def _aliases(root: fx.Node, modules: dict[str, nn.Module]) -> set[fx.Node]:
     while stack:
         for user in stack.pop().users:
             if user not in found and user.args and user.args[0] in found and (
-                    _may_alias(user, modules)):
+                    "tensor_meta" in user.meta and _may_alias(user, modules)):
                 found.add(user)
                 stack.append(user)
     return found

@@ -28,7 +28,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from innsight._torch_modules import any_training, eval_mode, in_float64, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
-from innsight.converter.mutations import rewrite_updates
+from innsight.converter.mutations import UpdatingTracer, rewrite_updates
 from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
@@ -156,7 +156,15 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
     """The model dict of a traced graph of ``model``, after one run on random inputs that
     records every node's shape (on meta or fake tensors where the graph allows)."""
     examples = random_inputs(model, dims, TRACE_BATCH, specs)
-    rewrite_updates(graph_module, _where)  # before the shapes: it adds nodes
+    _record_shapes(model, graph_module, examples)
+    if rewrite_updates(graph_module, _where):  # the nodes it added
+        _record_shapes(model, graph_module, examples)
+    return _Translator(graph_module, dims, specs).describe()
+
+
+def _record_shapes(model: nn.Module, graph_module: fx.GraphModule,
+                   examples: list[Tensor]) -> None:
+    """:func:`_propagate`, where the model raises with a message naming the inputs."""
     try:
         with torch.no_grad():
             _propagate(graph_module, examples)
@@ -169,7 +177,6 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
         if _fails_on(model, examples):  # the inputs are wrong, not the trace: no chain
             raise InputsRefused.hiding(message, err) from None
         raise ConversionError(message) from err
-    return _Translator(graph_module, dims, specs).describe()
 
 
 class InputsRefused(ConversionError):
@@ -229,7 +236,9 @@ def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
         )
     concrete = {p.name: p.default for p in positional[n_inputs:]}
     try:
-        return fx.symbolic_trace(model, concrete_args=concrete or None)
+        tracer = UpdatingTracer()
+        graph = tracer.trace(model, concrete_args=concrete or None)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as err:  # fx raises many kinds of errors for untraceable code
         raise ConversionError(
             f"torch.fx cannot trace {type(model).__name__}: {err}. Models whose forward "
