@@ -56,7 +56,7 @@ _MAY_ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dr
                       nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Flatten, nn.Unflatten)
 
 #: An ATen slice ``end`` at least this large runs to the end of its axis (``x[a:]``).
-_TO_THE_END = 2**62
+TO_THE_END = 2**62
 
 #: A view that :func:`assign_into` cannot write back (a reshape, a permutation).
 _OPAQUE = object()
@@ -205,9 +205,10 @@ def _may_alias(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules.get(node.target), _MAY_ALIAS_MODULES)
     if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
-        returns = node.target._schema.returns
-        return bool(returns) and returns[0].alias_info is not None and not (
-            returns[0].alias_info.is_write)
+        returns = node.target._schema.returns  # (aten.dropout returns its input in eval)
+        if bool(returns) and returns[0].alias_info is not None and not (
+                returns[0].alias_info.is_write):
+            return True
     return node.op in ("call_function", "call_method") and _name(node) in _MAY_ALIAS
 
 
@@ -234,7 +235,7 @@ def _view_index(node: fx.Node, modules: dict[str, nn.Module]) -> Any:
     if node.op == "call_function" and node.target is torch.ops.aten.slice.Tensor:
         defaults = [0, None, None, 1]  # dim, start, end, step
         dim, start, end, step = [*node.args[1:], *defaults[len(node.args) - 1:]]
-        whole = start in (None, 0) and (end is None or end >= _TO_THE_END) and step == 1
+        whole = start in (None, 0) and (end is None or end >= TO_THE_END) and step == 1
         return _at_axis(dim, slice(None) if whole else slice(start, end, step))
     if node.op == "call_function" and node.target is torch.ops.aten.select.int:
         return _at_axis(node.args[1], node.args[2])

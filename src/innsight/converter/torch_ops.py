@@ -29,7 +29,7 @@ from innsight.converter.einsum import (
     unused_letter,
 )
 from innsight.converter.errors import ConversionError
-from innsight.converter.mutations import assign_into
+from innsight.converter.mutations import TO_THE_END, assign_into
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import emit_gru, emit_lstm, emit_rnn
 
@@ -621,7 +621,7 @@ def _functional_layer_norm(t: Any, node: fx.Node) -> int:
 # ---- attention ------------------------------------------------------------------
 
 
-@_register(FUNCTIONS, torch.matmul, torch.bmm, operator.matmul)
+@_register(FUNCTIONS, torch.matmul, torch.bmm, operator.matmul, operator.imatmul)
 @_register(METHODS, "matmul", "bmm")
 @_follows_batch_axis("same")
 def matrix_product(t: Any, node: fx.Node) -> int:
@@ -1178,7 +1178,7 @@ for _name, _functions, _sign in [
     _register(METHODS, _name, f"{_name}_")(_handler)
 
 
-@_register(FUNCTIONS, torch.pow, operator.pow, torch.square)
+@_register(FUNCTIONS, torch.pow, operator.pow, operator.ipow, torch.square)
 @_register(METHODS, "pow", "square")
 @_follows_batch_axis("same")
 def _pow(t: Any, node: fx.Node) -> int:
@@ -1851,20 +1851,23 @@ def _assign_into(t: Any, node: fx.Node) -> int:
     sizes = t.shape(base)
     narrowed = [axis for axis, size in enumerate(sizes) if ranges[axis][:2] != [0, size]]
     result = value
-    for k in reversed(range(len(narrowed))):  # the block within base narrowed on axes < k
-        axis = narrowed[k]
-        start, stop, _ = ranges[axis]
-
-        def around(lower: int, upper: int, side: str, axis: int = axis, k: int = k) -> int:
-            piece = [ranges[a] if a in narrowed[:k] else [0, size, 1]
-                     for a, size in enumerate(sizes)]
-            piece[axis] = [lower, upper, 1]
-            return t.emit(node, "Slice", [base], suffix=f"_{side}{axis}", ranges=piece)
-
-        parts = ([around(0, start, "before")] if start > 0 else []) + [result] + (
-            [around(stop, sizes[axis], "after")] if stop < sizes[axis] else [])
-        result = t.emit(node, "Concatenate", parts, suffix=f"_{axis}", axis=axis)
+    for k in reversed(range(len(narrowed))):  # the block of base narrowed on axes before
+        axis, (start, stop, _) = narrowed[k], ranges[narrowed[k]]
+        outer = [ranges[a] if a in narrowed[:k] else [0, size, 1] for a, size in enumerate(sizes)]
+        before = [_slice_along(t, node, base, outer, axis, 0, start)] if start > 0 else []
+        after = ([_slice_along(t, node, base, outer, axis, stop, sizes[axis])]
+                 if stop < sizes[axis] else [])
+        result = t.emit(node, "Concatenate", [*before, result, *after], suffix=f"_{axis}",
+                        axis=axis)
     return result if isinstance(result, int) else t.layer(result)
+
+
+def _slice_along(t: Any, node: fx.Node, base: fx.Node, ranges: list[list[int]], axis: int,
+                 start: int, stop: int) -> int:
+    """A Slice of ``base`` taking ``ranges``, with ``start:stop`` along ``axis``."""
+    ranges = [list(r) for r in ranges]
+    ranges[axis] = [start, stop, 1]
+    return t.emit(node, "Slice", [base], suffix=f"_{axis}_{start}", ranges=ranges)
 
 
 @_follows_batch_axis("same")
@@ -1897,9 +1900,6 @@ def _select(t: Any, node: fx.Node) -> int:
     return _index_tensor(t, node, source, (*[slice(None)] * (dim % _ndim(source)), position))
 
 
-#: The ``end`` of an ATen slice that runs to the end of its axis (``x[a:]``).
-_TO_THE_END = 2**62
-
 
 @_follows_batch_axis("any")
 def _slice_op(t: Any, node: fx.Node) -> int:
@@ -1908,7 +1908,7 @@ def _slice_op(t: Any, node: fx.Node) -> int:
     source = node.args[0]
     dim, start, end, step = (t.static(arg(node, position, name, default)) for position, name, default
                              in ((1, "dim", 0), (2, "start", None), (3, "end", None), (4, "step", 1)))
-    whole = start in (None, 0) and (end is None or end >= _TO_THE_END) and step == 1
+    whole = start in (None, 0) and (end is None or end >= TO_THE_END) and step == 1
     entry = slice(None) if whole else slice(start, end, step)
     return _index_tensor(t, node, source, (*[slice(None)] * (dim % _ndim(source)), entry))
 
