@@ -154,12 +154,15 @@ def _earlier_view_read_later(m, x):
 
 #: Updates read afterwards that the converter cannot write back, with the operation its
 #: refusal names: a view through a reshape, a view taken before the update and read
-#: after it, an update that no layer computes (a mask fill), a broadcast copy.
+#: after it, an update that no layer computes (a mask fill), a broadcast copy, an
+#: assignment at tensor indices.
 REFUSED = {
     "reshaped view": (_reused(lambda h, g, m: h.unsqueeze(1).mul_(2.0)), "mul_"),
     "earlier view read later": (_earlier_view_read_later, "relu_"),
     "masked_fill_": (_reused(lambda h, g, m: h.masked_fill_(m.mask, 0.0)), "masked_fill_"),
     "broadcast copy_": (_reused(lambda h, g, m: h[:, 2:].copy_(g[:, :1])), "copy"),
+    "x[:, i] = y": (_reused(lambda h, g, m: operator.setitem(h, (slice(None), m.index),
+                                                             g[:, :2])), "index"),
 }
 
 
@@ -168,7 +171,8 @@ REFUSED = {
 def test_update_that_cannot_be_followed_is_refused(tracer, name, module_from):
     forward, op = REFUSED[name]
     model = module_from(forward, fc=nn.Linear(5, 6), g=nn.Linear(5, 6), fc2=nn.Linear(6, 6),
-                        mask=torch.tensor([True, False, True, False, False, True]))
+                        mask=torch.tensor([True, False, True, False, False, True]),
+                        index=torch.tensor([4, 1]))
     for check in (True, False):
         with pytest.raises(ins.ConversionError, match=op) as info:
             ins.convert(model, input_dim=[5], tracer=tracer, check=check)

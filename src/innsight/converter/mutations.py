@@ -141,7 +141,8 @@ def _insert_assign(graph: fx.Graph, after: fx.Node, base: fx.Node, value: Any,
                    index: Any) -> fx.Node:
     """A node ``assign_into(base, value, index)`` right after ``after``."""
     with graph.inserting_after(after):
-        node = graph.call_function(assign_into, (base, value, index))
+        node = graph.create_node("call_function", assign_into, (base, value, index),
+                                 name=f"{after.name}_written_back")
     node.meta = {key: value for key, value in after.meta.items()
                  if key in ("nn_module_stack", "stack_trace")}
     if "val" in base.meta:  # torch.export's fake tensor: the shape, the symbolic batch axis
@@ -168,10 +169,17 @@ def _name(node: Any) -> str:
 
 def _updated(modules: dict[str, nn.Module], node: fx.Node) -> fx.Node | None:
     """The node whose tensor ``node`` updates in place (its first operand), or ``None``."""
-    if not node.args or not hasattr(getattr(node.args[0], "meta", {}).get("tensor_meta"),
-                                    "shape"):
-        return None  # not a tensor (``n += 1`` on a size)
+    written = _written(modules, node)
+    if not hasattr(getattr(written, "meta", {}).get("tensor_meta"), "shape"):
+        return None  # nothing, or not a tensor (``n += 1`` on a size)
+    return written
+
+
+def _written(modules: dict[str, nn.Module], node: fx.Node) -> Any:
+    """The operand that ``node`` writes to, or ``None``."""
     target = node.target
+    if not node.args:
+        return None
     if node.op == "call_module":
         inplace = getattr(modules.get(target), "inplace", False) is True
     elif node.op == "call_method":

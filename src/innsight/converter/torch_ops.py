@@ -1836,6 +1836,9 @@ def _assign_into(t: Any, node: fx.Node) -> int:
     basic ``index`` takes, as Slices of ``base`` around the block joined with ``value``
     by a Concatenate along each axis the index narrows (innermost first)."""
     base, value, index = node.args
+    entries = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(e, fx.Node) and "tensor_meta" in e.meta for e in entries):
+        raise t.unsupported(node, "an in-place update at tensor indices (advanced indexing)")
     ranges, _ = _index_ranges(t, node, base, t.static(index))
     if any(step != 1 for _, _, step in ranges):
         raise t.unsupported(node, f"an in-place update of the strided view {index!r}")
