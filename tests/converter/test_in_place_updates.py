@@ -131,6 +131,14 @@ UPDATES = {
 }
 
 
+def _one_item_of_a_split(m, x):
+    """``q, k = x.chunk(2, 1); q *= 2``: ``k`` is read afterwards but does not overlap
+    with ``q`` (``q`` itself is read through its own node)."""
+    q, k = m.fc(x).chunk(2, 1)
+    q *= 2.0
+    return q * k + k
+
+
 @pytest.mark.parametrize("tracer", TRACERS)
 @pytest.mark.parametrize("name", list(UPDATES))
 def test_update_of_a_tensor_read_afterwards(tracer, name, module_from, assert_converts,
@@ -164,6 +172,12 @@ REFUSED = {
     "x[:, i] = y": (_reused(lambda h, g, m: operator.setitem(h, (slice(None), m.index),
                                                              g[:, :2])), "index"),
 }
+
+
+def test_update_of_one_item_of_a_split_leaves_the_others(module_from, assert_converts):
+    """Under torch.fx (torch.export runs the model with autograd, which refuses in-place
+    updates of a split's items)."""
+    assert_converts(module_from(_one_item_of_a_split, fc=nn.Linear(5, 6)), [5], tracer="fx")
 
 
 @pytest.mark.parametrize("tracer", TRACERS)

@@ -114,7 +114,9 @@ def _rewrite(graph: fx.Graph, update: fx.Node, updated: fx.Node,
         chain.append((root, index))
         root = root.args[0]
     after = position[update]
-    views = _aliases(root, modules) - {root}
+    items = {view.args[0]: view.args[1] for view, _ in chain  # of a split: the one taken
+             if view.target is operator.getitem and _name(view.args[0]) in _SPLITS}
+    views = _aliases(root, modules, items) - {root}
     for view in views:
         readers = [u for u in view.users if u is not update and position[u] > after]
         if position[view] < after and readers:
@@ -220,16 +222,23 @@ def _may_alias(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op in ("call_function", "call_method") and _name(node) in _MAY_ALIAS
 
 
-def _aliases(root: fx.Node, modules: dict[str, nn.Module]) -> set[fx.Node]:
+def _aliases(root: fx.Node, modules: dict[str, nn.Module],
+             items: dict[fx.Node, Any]) -> set[fx.Node]:
     """``root`` and the nodes that may share its memory (views of views, items of a
-    split)."""
+    split), but of the splits in ``items`` only the item it names (the other items do
+    not overlap with it)."""
     found, stack = {root}, [root]
     while stack:
         for user in stack.pop().users:
-            if user not in found and user.args and user.args[0] in found and (
-                    "tensor_meta" in user.meta and _may_alias(user, modules)):
-                found.add(user)
-                stack.append(user)
+            source = user.args[0] if user.args else None
+            if user in found or source not in found or "tensor_meta" not in user.meta or (
+                    not _may_alias(user, modules)):
+                continue
+            if user.target is operator.getitem and source in items and (
+                    user.args[1] != items[source]):
+                continue
+            found.add(user)
+            stack.append(user)
     return found
 
 
