@@ -453,6 +453,19 @@ def outputs_match() -> Callable[[Any, Any, float], None]:
     return assert_outputs_match
 
 
+def traced_apart(h: Tensor) -> Tensor:
+    """``h + relu(h)`` in a traced graph, ``2 relu(h)`` when the model runs: a forward
+    whose graph computes something else than the model (as ``h + h.relu_()`` was once
+    converted), so its conversion is wrong and only the dry run can tell."""
+    return h + h.relu() if isinstance(h, torch.fx.Proxy) else 2 * h.relu()
+
+
+@pytest.fixture
+def converts_wrongly() -> Callable[[Tensor], Tensor]:
+    """:func:`traced_apart`."""
+    return traced_apart
+
+
 @pytest.fixture
 def module_from() -> Callable[..., nn.Module]:
     """``module_from(fn, **attributes)``: a one-input module with forward ``fn(self, x)``

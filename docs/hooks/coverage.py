@@ -147,9 +147,12 @@ def torch_section() -> str:
         "traced call through the tables below: module types, then functions, tensor "
         "methods and the ATen operations of an exported graph (one row per handler). "
         "Operations on values that do not depend on the input's values (parameters, "
-        "position tables, masks built from shapes) fold into constants first. A call that "
-        "no row names is refused with an error that names it and where it sits in the "
-        "model.",
+        "position tables, masks built from shapes) fold into constants first. An in-place "
+        "update that is read afterwards (`x.relu_()`, `x += y`, `x[:, 1:] = y`, `copy_` "
+        "into a slice) becomes the new tensor it makes (the updated block joined with the "
+        "rest by `assign_into`); one through a view that cannot be written back (a "
+        "reshape, a permutation) is refused. A call that no row names is refused with an "
+        "error that names it and where it sits in the model.",
         "### Modules",
         table(["module", "note"], sorted(module_rows)),
         "### Functions, tensor methods and ATen operations",

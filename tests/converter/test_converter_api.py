@@ -407,10 +407,11 @@ def test_only_the_dry_run_runs_the_original_on_data(cnn2d):
     assert calls == [1]
 
 
-def test_check_false_runs_no_forward_and_skips_the_dry_run(cnn2d, module_from, outputs_match):
+def test_check_false_runs_no_forward_and_skips_the_dry_run(cnn2d, module_from, outputs_match,
+                                                       converts_wrongly):
     """``check=False``: the original never runs on data and the converted model has the
     shapes of a checked conversion and reproduces the original; a conversion the dry run
-    refuses (an in-place update it does not follow) goes through unnoticed."""
+    refuses (a graph that computes something else than the model) goes through unnoticed."""
     calls = real_forwards_of(cnn2d.bn1)
     conv = ins.convert(cnn2d, input_dim=[3, 12, 12], check=False)
     assert calls == [0]
@@ -421,11 +422,7 @@ def test_check_false_runs_no_forward_and_skips_the_dry_run(cnn2d, module_from, o
     with torch.no_grad():
         outputs_match(conv.model(x), cnn2d(x), FLOAT_TOL)
 
-    def forward(m, x):
-        h = m.fc(x)
-        return h + h.relu_()  # relu_ also changes the first summand
-
-    wrong = module_from(forward, fc=nn.Linear(4, 4))
+    wrong = module_from(lambda m, x: converts_wrongly(m.fc(x)), fc=nn.Linear(4, 4))
     with pytest.raises(ins.ConversionError, match="differs"):
         ins.convert(wrong, input_dim=[4])
     ins.convert(wrong, input_dim=[4], check=False)

@@ -13,6 +13,7 @@ whole, whose ATen form moves the batch axis) and ``torch.export`` where that fai
 from __future__ import annotations
 
 import inspect
+import math
 import operator
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from innsight._torch_modules import any_training, eval_mode, in_float64, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
+from innsight.converter.mutations import UpdatingTracer, rewrite_updates
 from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
@@ -155,6 +157,15 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
     """The model dict of a traced graph of ``model``, after one run on random inputs that
     records every node's shape (on meta or fake tensors where the graph allows)."""
     examples = random_inputs(model, dims, TRACE_BATCH, specs)
+    _record_shapes(model, graph_module, examples)
+    if rewrite_updates(graph_module, _where):  # the nodes it added
+        _record_shapes(model, graph_module, examples)
+    return _Translator(graph_module, dims, specs).describe()
+
+
+def _record_shapes(model: nn.Module, graph_module: fx.GraphModule,
+                   examples: list[Tensor]) -> None:
+    """:func:`_propagate`, where the model raises with a message naming the inputs."""
     try:
         with torch.no_grad():
             _propagate(graph_module, examples)
@@ -167,7 +178,6 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
         if _fails_on(model, examples):  # the inputs are wrong, not the trace: no chain
             raise InputsRefused.hiding(message, err) from None
         raise ConversionError(message) from err
-    return _Translator(graph_module, dims, specs).describe()
 
 
 class InputsRefused(ConversionError):
@@ -227,7 +237,9 @@ def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
         )
     concrete = {p.name: p.default for p in positional[n_inputs:]}
     try:
-        return fx.symbolic_trace(model, concrete_args=concrete or None)
+        tracer = UpdatingTracer()
+        graph = tracer.trace(model, concrete_args=concrete or None)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as err:  # fx raises many kinds of errors for untraceable code
         raise ConversionError(
             f"torch.fx cannot trace {type(model).__name__}: {err}. Models whose forward "
@@ -420,7 +432,7 @@ class _ShapeAndValueProp(fx.Interpreter):
         """A real tensor of ``value``'s shape and dtype (its data unset) for a meta or fake
         tensor, on the inputs' device."""
         if isinstance(value, Tensor) and (value.is_meta or isinstance(value, FakeTensor)):
-            return torch.empty(value.shape, dtype=value.dtype, device=self.device)
+            return torch.zeros(value.shape, dtype=value.dtype, device=self.device)
         return value
 
 
@@ -439,16 +451,32 @@ def _depends_on(node: fx.Node) -> str:
     to the batch), ``"values"`` for the rest."""
     if node.op == "get_attr":
         return "nothing"
-    if node.op not in ("call_function", "call_method") or _is_random(node):
+    single = _normalizes_single_entries(node)
+    if (node.op not in ("call_function", "call_method") and not single) or _is_random(node):
         return "values"
     operands = node.all_input_nodes
     name = node.args[1] if node.target is getattr else _target_name(node.target)
     if name.startswith("new_") or name in _TYPE_READERS:  # x.new_zeros(size): x's dtype
         operands = operands[1:]
     found = [a.meta.get("depends_on", "values") for a in operands]
-    if name in _SHAPE_READERS:
+    if name in _SHAPE_READERS or single:
         found = [min(f, "shapes", key=DEPENDENCIES.index) for f in found]
     return max(found, key=DEPENDENCIES.index, default="nothing")
+
+
+def _normalizes_single_entries(node: fx.Node) -> bool:
+    """Whether ``node`` is a layer norm over axes of one entry (``nn.LayerNorm(1)``, as in
+    timm's CSATv2): ``x - mean(x)`` is exactly 0 there, so the result is its bias
+    (or 0) whatever the values."""
+    if node.op == "call_module":
+        module = node.graph.owning_module.get_submodule(node.target)
+        shape = module.normalized_shape if isinstance(module, nn.LayerNorm) else None
+    elif node.op == "call_function" and _target_name(node.target) == "layer_norm":
+        shape = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
+    else:
+        return False
+    return isinstance(shape, (list, tuple)) and all(isinstance(n, int) for n in shape) and (
+        math.prod(shape) == 1)
 
 
 def _target_name(target: Any) -> str:

@@ -29,6 +29,7 @@ from innsight.converter.einsum import (
     unused_letter,
 )
 from innsight.converter.errors import ConversionError
+from innsight.converter.mutations import TO_THE_END, assign_into
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import (
     emit_constant_state,
@@ -626,7 +627,7 @@ def _functional_layer_norm(t: Any, node: fx.Node) -> int:
 # ---- attention ------------------------------------------------------------------
 
 
-@_register(FUNCTIONS, torch.matmul, torch.bmm, operator.matmul)
+@_register(FUNCTIONS, torch.matmul, torch.bmm, operator.matmul, operator.imatmul)
 @_register(METHODS, "matmul", "bmm")
 @_follows_batch_axis("same")
 def matrix_product(t: Any, node: fx.Node) -> int:
@@ -1277,7 +1278,7 @@ for _name, _functions, _sign in [
     _register(METHODS, _name, f"{_name}_")(_handler)
 
 
-@_register(FUNCTIONS, torch.pow, operator.pow, torch.square)
+@_register(FUNCTIONS, torch.pow, operator.pow, operator.ipow, torch.square)
 @_register(METHODS, "pow", "square")
 @_follows_batch_axis("same")
 def _pow(t: Any, node: fx.Node) -> int:
@@ -1876,7 +1877,24 @@ def _getitem(t: Any, node: fx.Node) -> int:
 def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any, suffix: str = "",
                   shape: list[int] | None = None) -> int:
     """``x[:, a:b, i, None, ...]``: a Slice, then a Reshape (to ``shape``, by default the
-    node's sample shape) where axes vanish or appear; layer names end in ``suffix``.
+    node's sample shape) where axes vanish or appear; layer names end in ``suffix``."""
+    ranges, reshaped = _index_ranges(t, node, source, index)
+    sample_shape = t.shape(source)
+    result: fx.Node | int = source
+    if ranges != [[0, size, 1] for size in sample_shape]:
+        result = t.emit(node, "Slice", [source], suffix=suffix + ("_slice" if reshaped else ""),
+                        ranges=ranges)
+    if reshaped:
+        result = t.emit(node, "Reshape", [result], suffix=suffix,
+                        shape=list(t.shape(node) if shape is None else shape))
+    return result if isinstance(result, int) else t.layer(result)
+
+
+def _index_ranges(t: Any, node: fx.Node, source: fx.Node,
+                  index: Any) -> tuple[list[list[int]], bool]:
+    """The ``[start, stop, step]`` that the basic index ``index`` (slices, ints, ``None``,
+    ``...``) of ``source`` takes along each sample axis as its layer holds it, and whether
+    the index drops or adds axes (ints, ``None``).
 
     The index runs over the traced tensor's axes; it must take the whole batch axis,
     wherever that is (see ``BatchAxis``)."""
@@ -1908,15 +1926,70 @@ def _index_tensor(t: Any, node: fx.Node, source: fx.Node, index: Any, suffix: st
             ranges.append([start, max(start, stop), step])
     if any(start >= stop for start, stop, _ in ranges):
         raise t.unsupported(node, f"the index {index!r}", "It selects no entries. ")
-    reshaped = any(e is None or isinstance(e, int) for e in entries)
-    result: fx.Node | int = source
-    if ranges != [[0, size, 1] for size in sample_shape]:
-        result = t.emit(node, "Slice", [source], suffix=suffix + ("_slice" if reshaped else ""),
-                        ranges=ranges)
-    if reshaped:
-        result = t.emit(node, "Reshape", [result], suffix=suffix,
-                        shape=list(t.shape(node) if shape is None else shape))
+    return ranges, any(e is None or isinstance(e, int) for e in entries)
+
+
+@_register(FUNCTIONS, assign_into)
+def _assign_into(t: Any, node: fx.Node) -> int:
+    """``assign_into(base, value, index)`` (an in-place update written back, see
+    :mod:`~innsight.converter.mutations`): ``base`` with ``value`` in the block that the
+    basic ``index`` takes, as Slices of ``base`` around the block joined with ``value``
+    by a Concatenate along each axis the index narrows (innermost first)."""
+    base, value, index = node.args
+    entries = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(e, fx.Node) and "tensor_meta" in e.meta for e in entries):
+        raise t.unsupported(node, "an in-place update at tensor indices (advanced indexing)")
+    ranges, _ = _index_ranges(t, node, base, t.static(index))
+    if any(step != 1 for _, _, step in ranges):
+        raise t.unsupported(node, f"an in-place update of the strided view {index!r}")
+    if not t.is_tensor(value):
+        raise t.unsupported(node, "an in-place update with a value that is not a tensor "
+                            "computed from the inputs")
+    block = [stop - start for start, stop, _ in ranges]
+    if list(t.shape(value)) != block:
+        if math.prod(t.shape(value)) != math.prod(block):
+            raise t.unsupported(node, f"an in-place update that broadcasts a value of shape "
+                                f"{list(t.shape(value))} to the view's {block}")
+        value = t.emit(node, "Reshape", [value], suffix="_value", shape=block)
+    sizes = t.shape(base)
+    narrowed = [axis for axis, size in enumerate(sizes) if ranges[axis][:2] != [0, size]]
+    result = value
+    for k in reversed(range(len(narrowed))):  # the block of base narrowed on axes before
+        axis, (start, stop, _) = narrowed[k], ranges[narrowed[k]]
+        outer = [ranges[a] if a in narrowed[:k] else [0, size, 1] for a, size in enumerate(sizes)]
+        before = [_slice_along(t, node, base, outer, axis, 0, start)] if start > 0 else []
+        after = ([_slice_along(t, node, base, outer, axis, stop, sizes[axis])]
+                 if stop < sizes[axis] else [])
+        result = t.emit(node, "Concatenate", [*before, result, *after], suffix=f"_{axis}",
+                        axis=axis)
     return result if isinstance(result, int) else t.layer(result)
+
+
+def _slice_along(t: Any, node: fx.Node, base: fx.Node, ranges: list[list[int]], axis: int,
+                 start: int, stop: int) -> int:
+    """A Slice of ``base`` taking ``ranges``, with ``start:stop`` along ``axis``."""
+    ranges = [list(r) for r in ranges]
+    ranges[axis] = [start, stop, 1]
+    return t.emit(node, "Slice", [base], suffix=f"_{axis}_{start}", ranges=ranges)
+
+
+@_follows_batch_axis("same")
+def _copy_into(t: Any, node: fx.Node) -> int:
+    """``dst.copy_(src)`` (``aten.copy_``, ``aten.copy``): the updated ``dst`` holds
+    ``src`` (a broadcast of ``src`` is refused)."""
+    destination, source = node.args[:2]
+    if not t.is_tensor(source):
+        raise t.unsupported(node, "copying a value that is not a tensor computed from the "
+                            "inputs into a tensor")
+    if t.shape(source) != t.shape(destination):
+        raise t.unsupported(node, f"copying a tensor of shape {list(t.shape(source))} into "
+                            f"one of shape {list(t.shape(destination))} (a broadcast)")
+    return t.layer(source)
+
+
+_register(METHODS, "copy_")(_copy_into)
+_register(FUNCTIONS, getattr(torch.ops.aten.copy_, "default", None),
+          getattr(torch.ops.aten.copy, "default", None))(_copy_into)
 
 
 # ---- ATen operations of a torch.export graph ------------------------------------------
@@ -1930,9 +2003,6 @@ def _select(t: Any, node: fx.Node) -> int:
     return _index_tensor(t, node, source, (*[slice(None)] * (dim % _ndim(source)), position))
 
 
-#: The ``end`` of an ATen slice that runs to the end of its axis (``x[a:]``).
-_TO_THE_END = 2**62
-
 
 @_follows_batch_axis("any")
 def _slice_op(t: Any, node: fx.Node) -> int:
@@ -1941,7 +2011,7 @@ def _slice_op(t: Any, node: fx.Node) -> int:
     source = node.args[0]
     dim, start, end, step = (t.static(arg(node, position, name, default)) for position, name, default
                              in ((1, "dim", 0), (2, "start", None), (3, "end", None), (4, "step", 1)))
-    whole = start in (None, 0) and (end is None or end >= _TO_THE_END) and step == 1
+    whole = start in (None, 0) and (end is None or end >= TO_THE_END) and step == 1
     entry = slice(None) if whole else slice(start, end, step)
     return _index_tensor(t, node, source, (*[slice(None)] * (dim % _ndim(source)), entry))
 
