@@ -28,7 +28,8 @@ pixel flipping, 16 x 49 for ROAD), batched as innsight batches them, the inputs
 built beforehand, through the original model (and, printed below the table, through
 the converted graph, which innsight evaluates); of faithfulness correlation and
 infidelity the bare forwards of the samples and their perturbed copies; of a
-sensitivity the autograd gradient x input of every noisy copy (weights frozen).
+sensitivity the autograd gradient x input of every noisy copy (weights frozen), the
+noise drawn beforehand (a second floor, printed below the table, draws it in the call).
 Sparseness and complexity need no model. Rounds alternate between all timed functions;
 the table holds medians.
 """
@@ -92,14 +93,17 @@ def perturbed_floor(model: torch.nn.Module, x: torch.Tensor, n: int):
     return forwards(model, torch.cat([x, copies]))
 
 
-def gradient_floor(model: torch.nn.Module, x: torch.Tensor, n: int):
+def gradient_floor(model: torch.nn.Module, x: torch.Tensor, n: int, draw: bool = False):
     """Gradient x input of class ``CLASS`` by autograd on ``n`` noisy copies of each sample
     (a sensitivity's re-explanations), ``BATCH`` rows at a time, the weights frozen (no
-    autograd bookkeeping for them, as in the converted graph)."""
+    autograd bookkeeping for them, as in the converted graph); the noise drawn beforehand,
+    or with ``draw`` inside the timed call."""
     model = copy.deepcopy(model).requires_grad_(False)
-    noisy = x.repeat_interleave(n, 0) + 0.2 * (2 * torch.rand(len(x) * n, *x.shape[1:]) - 1)
+    made = x.repeat_interleave(n, 0) + 0.2 * (2 * torch.rand(len(x) * n, *x.shape[1:]) - 1)
 
     def run() -> None:
+        noisy = made if not draw else x.repeat(n, 1, 1, 1) + torch.empty(
+            n * len(x), *x.shape[1:]).uniform_(-0.2, 0.2)
         for start in range(0, len(noisy), BATCH):
             rows = noisy[start:start + BATCH].requires_grad_(True)
             grad, = torch.autograd.grad(model(rows)[:, CLASS].sum(), rows)
@@ -185,6 +189,8 @@ def main() -> None:
     fns = {f"floor {name}": fn for name, fn in floors.items() if name in ours}
     if "pixel flipping" in ours:
         fns["floor converted pixel flipping"] = floor_fn(conv.model, x, values)
+    if "max-sensitivity" in ours:
+        fns["floor drawing max-sensitivity"] = gradient_floor(model, x, NOISY, draw=True)
     for name in ours:
         fns[f"innsight {name}"] = lambda m=ours[name], r=results[name]: ins.evaluate(
             r, [m], batch_size=BATCH)
@@ -211,6 +217,10 @@ def main() -> None:
         converted = times["floor converted pixel flipping"]
         print(f"pixel flipping floor through the converted graph: {converted:.4f} s (innsight / "
               f"it: {times['innsight pixel flipping'] / converted:.2f})")
+    if "max-sensitivity" in ours:
+        drawing = times["floor drawing max-sensitivity"]
+        print(f"max-sensitivity floor drawing its noise in the timed call: {drawing:.4f} s "
+              f"(innsight / it: {times['innsight max-sensitivity'] / drawing:.2f})")
 
 
 if __name__ == "__main__":
