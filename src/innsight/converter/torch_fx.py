@@ -29,6 +29,7 @@ from innsight._torch_modules import any_training, eval_mode, in_float64, output_
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.on_meta import OnMeta
+from innsight.converter.torch_gqa import group_key_value_heads
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
     FUNCTIONS,
@@ -153,7 +154,8 @@ def describe_torch(
 def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
                     dims: list[tuple[int, ...]], specs: list[InputSpec]) -> dict[str, Any]:
     """The model dict of a traced graph of ``model``, after one run on random inputs that
-    records every node's shape (on meta or fake tensors where the graph allows)."""
+    records every node's shape (on meta or fake tensors where the graph allows) and with
+    grouped-query attention kept grouped (:mod:`~innsight.converter.torch_gqa`)."""
     examples = random_inputs(model, dims, TRACE_BATCH, specs)
     try:
         with torch.no_grad():
@@ -167,6 +169,7 @@ def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
         if _fails_on(model, examples):  # the inputs are wrong, not the trace: no chain
             raise InputsRefused.hiding(message, err) from None
         raise ConversionError(message) from err
+    group_key_value_heads(graph_module.graph)
     return _Translator(graph_module, dims, specs).describe()
 
 
