@@ -2,10 +2,11 @@
 ``target_weights``, peak memory and CPU time per method.
 
 Usage: python benchmarks/bench_token_targets.py [--tokens 512] [--vocab 32000]
-       [--hidden 64] [--targets 2] [--methods gradient attnlrp intgrad deeplift]
-       [--steps 8] [--before PATH/TO/OTHER/src]
+       [--hidden 64] [--heads 2] [--kv-heads 1] [--targets 2]
+       [--methods gradient attnlrp intgrad deeplift] [--steps 8] [--before PATH/TO/OTHER/src]
 
-A random-weight Llama (1 layer, hidden ``--hidden``) is converted with token ids; each
+A random-weight Llama (1 layer, hidden ``--hidden``, ``--heads`` query heads sharing
+``--kv-heads`` key and value heads) is converted with token ids; each
 method explains the logits of ``--targets`` (position, token) pairs near the end of
 one sequence, float32: ``gradient`` (``run_grad``), ``attnlrp`` (``run_lrp`` with
 ``rule_name="attnlrp"``), ``intgrad`` (``run_intgrad`` with ``n=--steps``), ``deeplift``
@@ -57,7 +58,7 @@ def child(method: str, kind: str, args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
     lm = tf.LlamaForCausalLM(tf.LlamaConfig(
         vocab_size=vocab, hidden_size=args.hidden, intermediate_size=2 * args.hidden,
-        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        num_hidden_layers=1, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
         max_position_embeddings=tokens)).eval()
     conv = ins.convert(lm, input_dim=[tokens])
     ids = torch.randint(0, vocab, (1, tokens))
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--kv-heads", type=int, default=1)
     parser.add_argument("--targets", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8, help="IntegratedGradient's n")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
@@ -99,10 +102,10 @@ def main() -> None:
     runs = [("dense", "dense", here), ("sparse", "sparse", here)]
     if args.before:
         runs.append(("before", "sparse", args.before))
-    shared = [f"--{key}={getattr(args, key)}" for key in ("tokens", "vocab", "hidden",
-                                                           "targets", "steps")]
-    print(f"{args.tokens} tokens, vocab {args.vocab}, hidden {args.hidden}, "
-          f"{args.targets} targets, float32")
+    shared = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in (
+        "tokens", "vocab", "hidden", "heads", "kv_heads", "targets", "steps")]
+    print(f"{args.tokens} tokens, vocab {args.vocab}, hidden {args.hidden}, heads "
+          f"{args.heads} (kv {args.kv_heads}), {args.targets} targets, float32")
     for method in args.methods:
         rows = {}
         for label, kind, src in runs:
