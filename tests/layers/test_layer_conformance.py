@@ -1054,6 +1054,13 @@ LAYER_ERRORS = [
     ("attention_key_width", {"type": "ScaledDotProductAttention", "scale": 1.0},
      [(2, 3), (2, 4), (2, 4)],
      _shape_error("ScaledDotProductAttention", "[[2, 3], [2, 4], [2, 4]]", 3)),
+    ("attention_heads_not_grouped", {"type": "ScaledDotProductAttention", "scale": 1.0},
+     [(3, 2, 4), (2, 5, 4), (2, 5, 4)],
+     _shape_error("ScaledDotProductAttention", "[[3, 2, 4], [2, 5, 4], [2, 5, 4]]", 3)
+     + r".*heads a multiple of kv_heads"),
+    ("attention_key_value_heads", {"type": "ScaledDotProductAttention", "scale": 1.0},
+     [(4, 2, 4), (2, 5, 4), (1, 5, 4)],
+     _shape_error("ScaledDotProductAttention", "[[4, 2, 4], [2, 5, 4], [1, 5, 4]]", 3)),
     ("attention_scale", {"type": "ScaledDotProductAttention", "scale": "big"},
      [(2, 3), (2, 3), (2, 3)],
      _where("ScaledDotProductAttention", 3) + r": `scale` must be a finite number"),

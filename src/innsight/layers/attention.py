@@ -130,7 +130,7 @@ class ScaledDotProductAttention(Layer):
         grouped = _group(q, k) > 1
         if not (q.ndim == k.ndim == v.ndim >= 3 and q.shape[-1] == k.shape[-1]
                 and k.shape[-2] == v.shape[-2] and k.shape[-3] == v.shape[-3]
-                and (not grouped or q.shape[-3] % k.shape[-3] == 0)):
+                and (q.ndim < 4 or q.shape[-3] % k.shape[-3] == 0 or q.shape[-3] == 1)):
             raise ValueError(
                 f"ScaledDotProductAttention needs q (..., heads, L, E), k (..., kv_heads, S, "
                 f"E), v (..., kv_heads, S, Ev) [and bias broadcastable to (..., heads, L, S)] "
