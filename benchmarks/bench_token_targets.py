@@ -17,7 +17,9 @@ only (:mod:`innsight.methods.heads`); with ``--before``, ``sparse`` again on the
 sources at that path (e.g. ``git archive main src | tar -x -C /tmp/main``), the code
 before a change. Each runs in a child process of its own; peak memory is the peak
 resident set size above the level before the run (the kernel's high-water mark, reset
-with ``/proc/self/clear_refs``, Linux only). Prints every row and the ratios of
+with ``/proc/self/clear_refs``, Linux only), with glibc told to map every block of 64 KiB
+or more apart (``MALLOC_MMAP_THRESHOLD_``), so that freed tensors leave the resident set
+at once and the peak is that of the live tensors, the same from run to run. Prints every row and the ratios of
 ``sparse`` to the others; the values must agree.
 """
 
@@ -109,7 +111,8 @@ def main() -> None:
     for method in args.methods:
         rows = {}
         for label, kind, src in runs:
-            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(src),
+                   "MALLOC_MMAP_THRESHOLD_": "65536"}
             done = subprocess.run([sys.executable, __file__, *shared, "--child", method, kind],
                                   capture_output=True, text=True, check=True, env=env)
             rows[label] = json.loads(done.stdout.strip().splitlines()[-1])
