@@ -2,10 +2,11 @@
 ``target_weights``, peak memory and CPU time per method.
 
 Usage: python benchmarks/bench_token_targets.py [--tokens 512] [--vocab 32000]
-       [--hidden 64] [--targets 2] [--methods gradient attnlrp intgrad deeplift]
-       [--steps 8] [--before PATH/TO/OTHER/src]
+       [--hidden 64] [--heads 2] [--kv-heads 1] [--targets 2]
+       [--methods gradient attnlrp intgrad deeplift] [--steps 8] [--before PATH/TO/OTHER/src]
 
-A random-weight Llama (1 layer, hidden ``--hidden``) is converted with token ids; each
+A random-weight Llama (1 layer, hidden ``--hidden``, ``--heads`` query heads sharing
+``--kv-heads`` key and value heads) is converted with token ids; each
 method explains the logits of ``--targets`` (position, token) pairs near the end of
 one sequence, float32: ``gradient`` (``run_grad``), ``attnlrp`` (``run_lrp`` with
 ``rule_name="attnlrp"``), ``intgrad`` (``run_intgrad`` with ``n=--steps``), ``deeplift``
@@ -16,7 +17,9 @@ only (:mod:`innsight.methods.heads`); with ``--before``, ``sparse`` again on the
 sources at that path (e.g. ``git archive main src | tar -x -C /tmp/main``), the code
 before a change. Each runs in a child process of its own; peak memory is the peak
 resident set size above the level before the run (the kernel's high-water mark, reset
-with ``/proc/self/clear_refs``, Linux only). Prints every row and the ratios of
+with ``/proc/self/clear_refs``, Linux only), with glibc told to map every block of 64 KiB
+or more apart (``MALLOC_MMAP_THRESHOLD_``), so that freed tensors leave the resident set
+at once and the peak is that of the live tensors, the same from run to run. Prints every row and the ratios of
 ``sparse`` to the others; the values must agree.
 """
 
@@ -57,7 +60,7 @@ def child(method: str, kind: str, args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
     lm = tf.LlamaForCausalLM(tf.LlamaConfig(
         vocab_size=vocab, hidden_size=args.hidden, intermediate_size=2 * args.hidden,
-        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        num_hidden_layers=1, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
         max_position_embeddings=tokens)).eval()
     conv = ins.convert(lm, input_dim=[tokens])
     ids = torch.randint(0, vocab, (1, tokens))
@@ -86,6 +89,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--kv-heads", type=int, default=1)
     parser.add_argument("--targets", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8, help="IntegratedGradient's n")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
@@ -99,14 +104,15 @@ def main() -> None:
     runs = [("dense", "dense", here), ("sparse", "sparse", here)]
     if args.before:
         runs.append(("before", "sparse", args.before))
-    shared = [f"--{key}={getattr(args, key)}" for key in ("tokens", "vocab", "hidden",
-                                                           "targets", "steps")]
-    print(f"{args.tokens} tokens, vocab {args.vocab}, hidden {args.hidden}, "
-          f"{args.targets} targets, float32")
+    shared = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in (
+        "tokens", "vocab", "hidden", "heads", "kv_heads", "targets", "steps")]
+    print(f"{args.tokens} tokens, vocab {args.vocab}, hidden {args.hidden}, heads "
+          f"{args.heads} (kv {args.kv_heads}), {args.targets} targets, float32")
     for method in args.methods:
         rows = {}
         for label, kind, src in runs:
-            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(src),
+                   "MALLOC_MMAP_THRESHOLD_": "65536"}
             done = subprocess.run([sys.executable, __file__, *shared, "--child", method, kind],
                                   capture_output=True, text=True, check=True, env=env)
             rows[label] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -51,6 +51,11 @@ _CAUSAL = np.triu(np.full((4, 4), np.finfo(np.float32).min), 1)
 _PADDING = np.array([[0.0, 0.0, 0.0, -1e9]] * 4)
 
 
+def _repeated(x: Tensor, group: int) -> Tensor:
+    """Key or value heads ``(B, kv_heads, S, E)`` copied for each query head they serve."""
+    return x.repeat_interleave(group, dim=1)
+
+
 def _attention(scores: Tensor, v: Tensor) -> Tensor:
     """``softmax(scores) @ v`` written out."""
     weights = scores.exp() / scores.exp().sum(-1, keepdim=True)
@@ -681,6 +686,14 @@ CASES: list[LayerCase] = [
     LayerCase("attention_mask_and_bias", "ScaledDotProductAttention",
               {"scale": 1.0, "mask": _PADDING}, ((4, 3), (4, 3), (4, 2), (4, 4)),
               lambda q, k, v, b: _attention(q @ k.mT + _t(_PADDING) + b, v)),
+    # grouped-query attention: each key and value head serves two query heads in a row
+    LayerCase("attention_grouped", "ScaledDotProductAttention", {"scale": 0.4},
+              ((4, 3, 2), (2, 5, 2), (2, 5, 3)),
+              lambda q, k, v: _attention(0.4 * q @ _repeated(k, 2).mT, _repeated(v, 2))),
+    LayerCase("attention_grouped_causal_and_bias", "ScaledDotProductAttention",
+              {"scale": 0.5, "mask": _CAUSAL}, ((6, 4, 3), (2, 4, 3), (2, 4, 2), (1, 4, 4)),
+              lambda q, k, v, b: _attention(0.5 * q @ _repeated(k, 3).mT + _t(_CAUSAL) + b,
+                                            _repeated(v, 3))),
     # reductions
     LayerCase("mean_spatial", "Mean", {"axes": [1, 2]}, ((3, 4, 5),),
               lambda x: x.sum((2, 3)) / 20),
@@ -1041,6 +1054,13 @@ LAYER_ERRORS = [
     ("attention_key_width", {"type": "ScaledDotProductAttention", "scale": 1.0},
      [(2, 3), (2, 4), (2, 4)],
      _shape_error("ScaledDotProductAttention", "[[2, 3], [2, 4], [2, 4]]", 3)),
+    ("attention_heads_not_grouped", {"type": "ScaledDotProductAttention", "scale": 1.0},
+     [(3, 2, 4), (2, 5, 4), (2, 5, 4)],
+     _shape_error("ScaledDotProductAttention", "[[3, 2, 4], [2, 5, 4], [2, 5, 4]]", 3)
+     + r".*heads a multiple of kv_heads"),
+    ("attention_key_value_heads", {"type": "ScaledDotProductAttention", "scale": 1.0},
+     [(4, 2, 4), (2, 5, 4), (1, 5, 4)],
+     _shape_error("ScaledDotProductAttention", "[[4, 2, 4], [2, 5, 4], [1, 5, 4]]", 3)),
     ("attention_scale", {"type": "ScaledDotProductAttention", "scale": "big"},
      [(2, 3), (2, 3), (2, 3)],
      _where("ScaledDotProductAttention", 3) + r": `scale` must be a finite number"),

@@ -36,6 +36,7 @@ from torch import Tensor
 
 import innsight as ins
 from innsight.layers import LAYER_TYPES, Layer
+from innsight.layers.attention import _grouped, _ungrouped
 from innsight.layers.lrp_rules import LRP_RULES, Flat, LrpRule, WSquare
 from innsight.layers.merge import FrozenMatMul
 from innsight.layers.normalization import FrozenLayerNorm
@@ -91,11 +92,28 @@ FROZEN_MAPS: dict[str, Callable[[Any, list[Tensor]], list[tuple[int, LinearMap]]
     "LayerNorm": lambda layer, xs: [(0, FrozenLayerNorm(layer, xs[0]))],
     "MatMul": lambda layer, xs: [(0, FrozenMatMul(layer.type_name, layer.input_dim[0], xs[1], 0)),
                                  (1, FrozenMatMul(layer.type_name, layer.input_dim[1], xs[0], 1))],
-    # The values through the attention weights held fixed (the AH-rule).
+    # The values through the attention weights held fixed (the AH-rule), the weights in
+    # the grouped layout of grouped-query attention.
     "ScaledDotProductAttention": lambda layer, xs: [
-        (2, FrozenMatMul(layer.type_name, layer.input_dim[2], layer._steps(*xs[:2], xs[3:])[2],
-                         1))],
+        (2, _QueryHeads(FrozenMatMul(layer.type_name, layer.input_dim[2],
+                                     layer._steps(*xs[:2], xs[3:])[2], 1),
+                        xs[0].shape[-3] // xs[1].shape[-3] if xs[0].ndim > 3 else 1))],
 }
+
+
+class _QueryHeads:
+    """A map ``inner`` into the grouped layout of grouped-query attention (see
+    :func:`innsight.layers.attention._grouped`) seen in the query-head layout."""
+
+    def __init__(self, inner: LinearMap, group: int) -> None:
+        self.inner, self.group = inner, group
+
+    def lin(self, x: Tensor, part: str) -> Tensor | None:
+        y = self.inner.lin(x, part)
+        return None if y is None else _ungrouped(y, self.group)
+
+    def lin_t(self, s: Tensor, part: str) -> Tensor | None:
+        return self.inner.lin_t(_grouped(s, self.group), part)
 
 #: ``rule_param`` for the rules without a usable default.
 RULE_PARAMS: dict[str, Any] = {"z_box": (-4.0, 4.0)}

@@ -31,6 +31,7 @@ from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
 from innsight.converter.mutations import UpdatingTracer, rewrite_updates
 from innsight.converter.on_meta import OnMeta
+from innsight.converter.torch_gqa import group_key_value_heads
 from innsight.converter.torch_ops import (
     BATCH_AXIS_HANDLERS,
     FUNCTIONS,
@@ -155,11 +156,13 @@ def describe_torch(
 def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
                     dims: list[tuple[int, ...]], specs: list[InputSpec]) -> dict[str, Any]:
     """The model dict of a traced graph of ``model``, after one run on random inputs that
-    records every node's shape (on meta or fake tensors where the graph allows)."""
+    records every node's shape (on meta or fake tensors where the graph allows) and with
+    grouped-query attention kept grouped (:mod:`~innsight.converter.torch_gqa`)."""
     examples = random_inputs(model, dims, TRACE_BATCH, specs)
     _record_shapes(model, graph_module, examples)
     if rewrite_updates(graph_module, _where):  # the nodes it added
         _record_shapes(model, graph_module, examples)
+    group_key_value_heads(graph_module.graph)
     return _Translator(graph_module, dims, specs).describe()
 
 

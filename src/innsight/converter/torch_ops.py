@@ -722,8 +722,9 @@ def _emitter(t: Any, node: fx.Node) -> Emit:
 @_follows_batch_axis("same")
 def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     """``F.scaled_dot_product_attention`` with a constant mask (a padding mask expanded to
-    the batch, boolean or additive), ``is_causal`` or neither; ``enable_gqa`` repeats
-    each key and value head for its group of query heads."""
+    the batch, boolean or additive), ``is_causal`` or neither; with ``enable_gqa`` the
+    attention layer reads the key and value heads as they are, each serving its group of
+    query heads."""
     q, k, v = (arg(node, i, name) for i, name in enumerate(("query", "key", "value")))
     if arg(node, 4, "dropout_p", 0.0) != 0.0:
         raise t.unsupported(node, "scaled_dot_product_attention with dropout_p > 0",
@@ -744,8 +745,6 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
         raise t.unsupported(node, "an attention mask computed from the inputs' values",
                             "Additive float masks of the scores' full shape convert. ")
     mask = None if computed else _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
-    if arg(node, 7, "enable_gqa", False):
-        k, v = (_repeat_heads(t, node, x, t.shape(q)[-3], name) for x, name in ((k, "k"), (v, "v")))
     return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)),
                           mask=mask, bias=given if computed else None)
 
@@ -792,18 +791,6 @@ def _attention_mask(t: Any, node: fx.Node, n_queries: int, n_keys: int) -> Tenso
         blocked = torch.finfo(torch.float32).min
         return torch.zeros(allowed.shape).masked_fill(~allowed, blocked)
     return None if not bool(allowed.any()) else allowed
-
-
-def _repeat_heads(t: Any, node: fx.Node, x: fx.Node, n_heads: int, name: str) -> int:
-    """Key or value heads ``(..., heads_kv, S, E)`` repeated for grouped queries: head
-    ``h`` serves query heads ``h * group`` to ``(h + 1) * group - 1``."""
-    shape = t.shape(x)
-    group = n_heads // shape[-3]
-    if group == 1:
-        return t.layer(x)
-    copies = t.emit(node, "Concatenate", [x] * group, suffix=f"_{name}_copies", axis=len(shape) - 2)
-    return t.emit(node, "Reshape", [copies], suffix=f"_{name}_heads",
-                  shape=[*shape[:-3], n_heads, *shape[-2:]])
 
 
 @_register(MODULES, nn.MultiheadAttention)

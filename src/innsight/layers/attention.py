@@ -47,6 +47,30 @@ def _softmax(x: Tensor) -> Tensor:
     return torch.softmax(x, dim=-1)
 
 
+def _group(q: Tensor, k: Tensor) -> int:
+    """How many query heads share each key head (axis ``-3``; 1 without a head axis)."""
+    if q.ndim < 4 or k.ndim < 4 or not 0 < k.shape[-3] < q.shape[-3]:
+        return 1
+    return q.shape[-3] // k.shape[-3]
+
+
+def _grouped(x: Tensor, group: int) -> Tensor:
+    """``x (..., heads, L, X)`` in query-head layout as ``(..., heads / group, group * L,
+    X)``: the rows of the query heads that share one key and value head stacked, so that
+    one matrix product per key head serves its whole group (a view where ``x`` allows)."""
+    if group == 1:
+        return x
+    return x.unflatten(-3, (x.shape[-3] // group, group)).flatten(-3, -2)
+
+
+def _ungrouped(x: Tensor, group: int) -> Tensor:
+    """Inverse of :func:`_grouped`: ``(..., kv_heads, group * L, X)`` as ``(...,
+    kv_heads * group, L, X)``."""
+    if group == 1:
+        return x
+    return x.unflatten(-2, (group, x.shape[-2] // group)).flatten(-4, -3)
+
+
 class ScaledDotProductAttention(Layer):
     """Attention over the last two sample axes of ``q (batch, ..., L, E)``, ``k (batch,
     ..., S, E)``, ``v (batch, ..., S, Ev)`` and an optional ``bias`` broadcastable to ``(batch, ...,
@@ -54,6 +78,14 @@ class ScaledDotProductAttention(Layer):
     mask + bias) @ v``, ``(batch, ..., L, Ev)``. Parameters: ``scale`` (a number) and an
     optional constant ``mask`` broadcastable to the scores ``(..., L, S)`` of one sample
     (a causal or padding mask: 0 where attending, a large negative number where not).
+
+    Grouped-query attention: ``k`` and ``v`` may have fewer heads (axis ``-3``) than ``q``,
+    a divisor of them; key and value head ``h`` serve the ``group = q heads / kv heads``
+    consecutive query heads ``h * group`` to ``(h + 1) * group - 1`` (torch's
+    ``enable_gqa``, Hugging Face's ``repeat_kv``), without copies of ``k`` and ``v`` per
+    query head: the forward pass runs torch's kernel with ``enable_gqa``, the rules
+    stack each group's query rows (``(..., kv_heads, group * L, E)``), and the relevance
+    and multipliers of ``k`` and ``v`` sum over the query heads of their group.
 
     LRP: the layer's rule (type keys ``"ScaledDotProductAttention"`` and ``"MatMul"``) is
     the rule of its two matrix products; a rule that holds an operand (every rule but
@@ -95,17 +127,22 @@ class ScaledDotProductAttention(Layer):
         self.causal = self.mask is not None and _is_causal(self.mask)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+        grouped = _group(q, k) > 1
         if not (q.ndim == k.ndim == v.ndim >= 3 and q.shape[-1] == k.shape[-1]
-                and k.shape[-2] == v.shape[-2]):
+                and k.shape[-2] == v.shape[-2] and k.shape[-3] == v.shape[-3]
+                and (q.ndim < 4 or q.shape[-3] % k.shape[-3] == 0 or q.shape[-3] == 1)):
             raise ValueError(
-                f"ScaledDotProductAttention needs q (..., L, E), k (..., S, E), v (..., S, Ev) "
-                f"[and bias broadcastable to (..., L, S)] of the same rank, got "
+                f"ScaledDotProductAttention needs q (..., heads, L, E), k (..., kv_heads, S, "
+                f"E), v (..., kv_heads, S, Ev) [and bias broadcastable to (..., heads, L, S)] "
+                f"of the same rank, heads a multiple of kv_heads, got "
                 f"{[list(x.shape[1:]) for x in (q, k, v, bias) if x is not None]}."
             )
         if bias is None and self.causal:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                                  enable_gqa=grouped)
         add = self.mask if bias is None else bias if self.mask is None else bias + self.mask
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=self.scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=self.scale,
+                                              enable_gqa=grouped)
 
     def get_params(self) -> dict[str, Any]:
         return {"scale": self.scale, "mask": self.mask}
@@ -119,13 +156,16 @@ class ScaledDotProductAttention(Layer):
 
     def _steps(self, q: Tensor, k: Tensor, bias: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """The scaled query ``q * scale``, the scores ``z`` (softmax input, ``(B, ..., L,
-        S)``) and the attention weights ``softmax(z)``."""
-        qs = q * self.scale
+        S)``) and the attention weights ``softmax(z)``, each in the grouped layout of
+        :func:`_grouped` (the query-head layout where ``k`` has as many heads as ``q``)."""
+        group = _group(q, k)
+        qs = _grouped(q, group) * self.scale
         z = qs @ k.mT
+        scores = _ungrouped(z, group)  # a view of z in the query-head layout
         if self.mask is not None:
-            z.add_(self.mask)
+            scores.add_(self.mask)
         for b in bias:
-            z.add_(b)
+            scores.add_(b)
         return qs, z, _softmax(z)
 
     def linearised(self, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -162,10 +202,13 @@ class ScaledDotProductAttention(Layer):
 
     def _relevance_written_out(self, r: Tensor, xs: list[Tensor], y: Tensor, rule: LrpRule,
                                weights_rule: LrpRule) -> list[Tensor]:
-        """The relevance with the scores and weights ``(T, B, ..., L, S)`` written out."""
+        """The relevance with the scores and weights ``(T, B, ..., L, S)`` written out (in
+        the grouped layout of :func:`_grouped`)."""
         q, k, v, *bias = xs
+        group = _group(q, k)
         qs, z, w = self._steps(q, k, bias)
-        q_dim, k_dim, v_dim = self.input_dim[:3]
+        r, y = _grouped(r, group), _grouped(y, group)
+        q_dim, k_dim, v_dim = tuple(qs.shape[1:]), *self.input_dim[1:3]
         s_dim = (*q_dim[:-1], k_dim[-2])
         if rule.holds_operand:
             r_v = rule.relevance(FrozenMatMul(self.type_name, v_dim, w, 1), r, v, y)
@@ -181,18 +224,21 @@ class ScaledDotProductAttention(Layer):
         k_t = (*k_dim[:-2], k_dim[-1], k_dim[-2])
         r_k = rule.relevance(FrozenMatMul(self.type_name, k_t, qs, 1), half, k.mT, z).mT
         del half
-        return [r_q, r_k, r_v] + [sum_to(divide(r_z, z) * b, b.shape) for b in bias]
+        s_z = _ungrouped(divide(r_z, z), group) if bias else None
+        return [_ungrouped(r_q, group), r_k, r_v] + [sum_to(s_z * b, b.shape) for b in bias]
 
     def contribution(self, m: Multipliers, xs: list[Tensor], refs: list[Tensor], y: Tensor,
                      y_ref: Tensor, rule: DeepLiftRule,
                      splits: list[Pair] | None) -> list[Multipliers]:
-        n = collapse(m, y - y_ref)
         (q, k, v, *bias), (q_ref, k_ref, v_ref, *bias_ref) = xs, refs
+        group = _group(q, k)
+        n = _grouped(collapse(m, y - y_ref), group)
         qs, z, w = self._steps(q, k, bias)
         qs_ref, z_ref, w_ref = self._steps(q_ref, k_ref, bias_ref)
         m_v = ((w + w_ref) / 2).mT @ n
         m_z = rescaled_gradient(_softmax, n @ ((v + v_ref) / 2).mT, z, z_ref, w - w_ref)
-        m_q = (m_z @ ((k + k_ref) / 2)) * self.scale
+        m_q = _ungrouped((m_z @ ((k + k_ref) / 2)) * self.scale, group)
         m_k = m_z.mT @ ((qs + qs_ref) / 2)
+        m_z = _ungrouped(m_z, group)
         return [sum_to(m_q, q.shape), sum_to(m_k, k.shape), sum_to(m_v, v.shape)] + [
             sum_to(m_z, b.shape) for b in bias]
