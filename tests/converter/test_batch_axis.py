@@ -311,45 +311,6 @@ def test_operations_on_a_moved_batch_axis_are_refused_by_name(module_from, fn, w
         ins.convert(module_from(lambda m, x: fn(x)), input_dim=[5, 6], tracer="export")
 
 
-class ScalarAttention(nn.Module):
-    """timm's CSATv2 spatial attention (``SpatialTransformerBlock``) on ``(B, 1, 5, 5)``: a
-    layer norm over the one channel (its bias, whatever the input), a convolutional
-    position term, scalar queries, keys and values per position, and ``q @ k^T`` of
-    ``(B, N)`` tensors, which contracts the batch axis: every sample has the same queries
-    and keys, so the attention output is one constant for all samples, added to the
-    input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, 3, padding=1)
-        self.norm = nn.LayerNorm(1)
-        self.pos = nn.Conv2d(1, 1, 3, padding=1)
-        self.qkv = nn.Linear(1, 3, bias=False)
-        nn.init.normal_(self.norm.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, 2, 5, 5)
-        x = self.conv(x)
-        t = self.norm(x.flatten(2).transpose(1, 2))  # (B, 25, 1)
-        t = self.pos(t.transpose(1, 2).reshape(-1, 1, 5, 5)).flatten(2).transpose(1, 2)
-        q, k, v = self.qkv(t).unbind(-1)  # (B, 25) each
-        t = ((q @ k.transpose(-1, -2)).softmax(dim=-1) @ v).unsqueeze(-1)
-        return torch.tanh(x + t.transpose(1, 2).reshape(-1, 1, 5, 5)).flatten(1)
-
-
-def test_layer_norm_over_one_entry_folds_into_its_bias(outputs_match, explained_exactly):
-    """CSATv2's product over the batch axis acts on constants: it folds into one (computed
-    in the model's precision, so a float32 model converts to float64 with float32's
-    rounding of it; the float64 checks take the model in float64)."""
-    model = ScalarAttention().eval()
-    x = torch.randn(3, 2, 5, 5)
-    conv = ins.convert(model, input_dim=[2, 5, 5])  # torch.fx cannot, torch.export can
-    assert "LayerNorm" not in [type(layer).__name__ for layer in conv.model.layers]
-    with torch.no_grad():
-        outputs_match(conv.model(x), model(x), 1e-6)
-        outputs_match(conv.model(x[:1]), model(x)[:1], 1e-6)  # no batch mates either way
-    explained_exactly(model, [2, 5, 5], tracer="export")
-
-
 class PooledWindows(nn.Module):
     """Channels-first operations on windows merged into the batch axis (TNT's pixel
     embedding, MViT's pooled attention, LeViT's ``BatchNorm1d`` on ``(B * N, C)``): each

@@ -13,7 +13,6 @@ whole, whose ATen form moves the batch axis) and ``torch.export`` where that fai
 from __future__ import annotations
 
 import inspect
-import math
 import operator
 import warnings
 from collections.abc import Callable, Sequence
@@ -454,32 +453,16 @@ def _depends_on(node: fx.Node) -> str:
     to the batch), ``"values"`` for the rest."""
     if node.op == "get_attr":
         return "nothing"
-    single = _normalizes_single_entries(node)
-    if (node.op not in ("call_function", "call_method") and not single) or _is_random(node):
+    if node.op not in ("call_function", "call_method") or _is_random(node):
         return "values"
     operands = node.all_input_nodes
     name = node.args[1] if node.target is getattr else _target_name(node.target)
     if name.startswith("new_") or name in _TYPE_READERS:  # x.new_zeros(size): x's dtype
         operands = operands[1:]
     found = [a.meta.get("depends_on", "values") for a in operands]
-    if name in _SHAPE_READERS or single:
+    if name in _SHAPE_READERS:
         found = [min(f, "shapes", key=DEPENDENCIES.index) for f in found]
     return max(found, key=DEPENDENCIES.index, default="nothing")
-
-
-def _normalizes_single_entries(node: fx.Node) -> bool:
-    """Whether ``node`` is a layer norm over axes of one entry (``nn.LayerNorm(1)``, as in
-    timm's CSATv2): ``x - mean(x)`` is exactly 0 there, so the result is its bias
-    (or 0) whatever the values."""
-    if node.op == "call_module":
-        module = node.graph.owning_module.get_submodule(node.target)
-        shape = module.normalized_shape if isinstance(module, nn.LayerNorm) else None
-    elif node.op == "call_function" and _target_name(node.target) == "layer_norm":
-        shape = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
-    else:
-        return False
-    return isinstance(shape, (list, tuple)) and all(isinstance(n, int) for n in shape) and (
-        math.prod(shape) == 1)
 
 
 def _target_name(target: Any) -> str:
