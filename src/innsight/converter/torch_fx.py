@@ -390,9 +390,13 @@ class _ShapeAndValueProp(fx.Interpreter):
             OnMeta() if on == "meta" else
             FakeTensorMode(allow_non_fake_inputs=True) if on == "fake" else None)
         self.device = torch.device("cpu")  # of the inputs: where real stand-ins go
+        #: Placeholders still to come that the inputs fill; the rest are arguments left
+        #: at their defaults (``torch.fx`` keeps one per ``concrete_args`` entry).
+        self.unfilled = 0
 
     def propagate(self, *inputs: Tensor) -> Any:
         self.device = inputs[0].device if inputs else self.device
+        self.unfilled = len(inputs)
         if isinstance(self.mode, FakeTensorMode):
             inputs = tuple(self.mode.from_tensor(x) for x in inputs)
         elif self.mode is not None:
@@ -400,7 +404,11 @@ class _ShapeAndValueProp(fx.Interpreter):
         return self.run(*inputs)
 
     def run_node(self, n: fx.Node) -> Any:
-        n.meta["depends_on"] = _depends_on(n)
+        if n.op == "placeholder":  # an input, or an argument bound to its default
+            n.meta["depends_on"] = "values" if self.unfilled else "nothing"
+            self.unfilled -= bool(self.unfilled)
+        else:
+            n.meta["depends_on"] = _depends_on(n)
         if self.mode is not None and n.meta["depends_on"] == "values":
             with self.mode:
                 result = super().run_node(n)
@@ -557,6 +565,8 @@ class _Translator:
         input_nodes = []
         for node in graph.nodes:
             if node.op == "placeholder":
+                if len(input_nodes) == len(self.specs):
+                    continue  # an argument at its default: a constant (see _ShapeAndValueProp)
                 spec = self.specs[len(input_nodes)]
                 input_nodes.append(self.emit(node, "Input", [], **spec.params()))
                 self.layer_of_node[node] = input_nodes[-1]
