@@ -151,7 +151,11 @@ def torch_section() -> str:
         "update that is read afterwards (`x.relu_()`, `x += y`, `x[:, 1:] = y`, `copy_` "
         "into a slice) becomes the new tensor it makes (the updated block joined with the "
         "rest by `assign_into`); one through a view that cannot be written back (a "
-        "reshape, a permutation) is refused. A call that no row names is refused with an "
+        "reshape, a permutation) is refused. A forward that updates its own parameters or "
+        "buffers in place converts as one call from the state they had (conversion runs "
+        "on copies of them and leaves the model as it was); a buffer update that torch.fx "
+        "runs instead of recording (`self.steps += 1`) is refused by the buffer's name "
+        "under `tracer='fx'`. A call that no row names is refused with an "
         "error that names it and where it sits in the model.",
         "### Modules",
         table(["module", "note"], sorted(module_rows)),

@@ -5,7 +5,7 @@ methods that explain raw modules (the direct ``torch_*`` methods, LIME and SHAP)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,6 +47,23 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             else:
                 for module, flag in flags.items():
                     module.training = flag
+
+
+@contextmanager
+def kept(tensors: Iterable[Tensor]) -> Iterator[list[Tensor]]:
+    """The values of ``tensors`` (parameters, buffers of a user's module) back after the
+    duration, where something updated them in place (a forward's ``self.steps += 1``).
+    Yields a list that holds, after the duration, the tensors that were updated."""
+    saved = [(tensor, tensor._version, tensor.detach().clone()) for tensor in tensors]
+    updated: list[Tensor] = []
+    try:
+        yield updated
+    finally:
+        with torch.no_grad():
+            for tensor, version, values in saved:
+                if tensor._version != version:
+                    tensor.copy_(values)
+                    updated.append(tensor)
 
 
 @contextmanager

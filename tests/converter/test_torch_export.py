@@ -173,3 +173,34 @@ def test_a_region_with_autocast_disabled_is_inlined(explained_exactly, assert_co
     assert any("wrap_with_autocast" in str(node.target) for node in wrapped.graph.nodes)
     assert_converts(model, [4], tracer="export")
     explained_exactly(model, [4], tracer="export")
+
+
+class DefaultArguments(nn.Module):
+    """Attention whose forward takes more arguments than the model inputs, left at their
+    defaults (as timm's VitaMin): ``torch.fx`` keeps a placeholder for each of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False, scale: float = 0.5, *rest: torch.Tensor,
+                **options: float) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        out = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+        return out.flatten(1)
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_arguments_left_at_their_defaults_are_bound_to_them(tracer, assert_converts,
+                                                             explained_exactly):
+    torch.manual_seed(0)
+    model = DefaultArguments().eval()
+    if tracer == "fx":  # the pattern: placeholders beyond the model input
+        traced = torch.fx.symbolic_trace(
+            model, concrete_args={"attn_mask": None, "is_causal": False, "scale": 0.5})
+        assert sum(node.op == "placeholder" for node in traced.graph.nodes) > 1
+    conv = assert_converts(model, [4, 8], tracer=tracer)
+    assert len(conv.model.input_dim) == 1
+    explained_exactly(model, [4, 8], tracer=tracer)

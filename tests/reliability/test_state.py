@@ -9,6 +9,7 @@ results of each method run alone.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import warnings
@@ -115,6 +116,59 @@ def test_conversion_leaves_the_model_as_it_was(train, dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the train-mode warning
         ins.convert(model, input_dim=[2, 6, 6], dtype=dtype)
+    assert_unchanged(model, before)
+
+
+class UpdatesItsState(nn.Module):
+    """Input (4,), output (3,): updates a parameter and a buffer in place in its forward
+    (through operations ``torch.fx`` records), the output reads the updated parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+        self.scale = nn.Parameter(torch.full((3,), 1.5), requires_grad=False)
+        self.register_buffer("cache", torch.zeros(3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.scale.mul_(2)
+        h = self.fc(x) * self.scale
+        self.cache.copy_(h[0])
+        return h
+
+
+class CountsItsCalls(UpdatesItsState):
+    """:class:`UpdatesItsState` that also counts its calls in a buffer, ``steps += 1``,
+    which ``torch.fx`` runs on the buffer instead of recording it; the output reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("steps", torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.steps += 1
+        return super().forward(x) + self.steps
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export", "auto"])
+@pytest.mark.parametrize("model_class", [UpdatesItsState, CountsItsCalls])
+def test_conversion_leaves_a_model_updating_its_state_as_it_was(model_class, tracer):
+    """The converted model computes what one call of the forward computes from the state
+    before conversion (a copy of the model, called once, is the reference), or torch.fx
+    refuses the update it cannot record by the buffer's name; either way the model is as
+    it was."""
+    model = model_class().eval()
+    before = snapshot(model)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = copy.deepcopy(model)(x)
+    if model_class is CountsItsCalls and tracer == "fx":
+        with pytest.raises(ins.ConversionError, match=r"updates the buffer\(s\) \['steps'\]"):
+            ins.convert(model, input_dim=[4], tracer=tracer)
+    else:
+        conv = ins.convert(model, input_dim=[4], tracer=tracer)
+        with torch.no_grad():
+            torch.testing.assert_close(conv.model(x), expected, rtol=1e-6, atol=1e-6)
     assert_unchanged(model, before)
 
 

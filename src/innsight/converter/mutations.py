@@ -104,6 +104,24 @@ def rewrite_updates(graph_module: fx.GraphModule, where: Callable[[fx.Node], str
     return added
 
 
+def written_attributes(graph_module: fx.GraphModule) -> set[str]:
+    """The attributes (``get_attr`` targets: parameters, buffers, constant tensors) that
+    the graph updates in place, directly or through views of them."""
+    modules = dict(graph_module.named_modules())
+    found = set()
+    for node in graph_module.graph.nodes:
+        views, stack = {node}, [node] if node.op == "get_attr" else []
+        while stack:
+            for user in stack.pop().users:
+                written = _written(modules, user)
+                if isinstance(written, fx.Node) and written in views:
+                    found.add(node.target)
+                elif user not in views and _may_alias(user, modules) and user.args[0] in views:
+                    views.add(user)
+                    stack.append(user)
+    return found
+
+
 def _rewrite(graph: fx.Graph, update: fx.Node, updated: fx.Node,
              modules: dict[str, nn.Module], where: Callable[[fx.Node], str]) -> bool:
     """Makes the nodes after ``update`` read the updated tensor where they read

@@ -25,10 +25,10 @@ from torch import Tensor, fx, nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from innsight._torch_modules import any_training, eval_mode, in_float64, output_list
+from innsight._torch_modules import any_training, eval_mode, in_float64, kept, output_list
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
-from innsight.converter.mutations import UpdatingTracer, rewrite_updates
+from innsight.converter.mutations import UpdatingTracer, rewrite_updates, written_attributes
 from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_gqa import group_key_value_heads
 from innsight.converter.torch_ops import (
@@ -133,17 +133,20 @@ def describe_torch(
         )
     with eval_mode(model):
         if graph_module is not None:
-            description = _describe_graph(model, graph_module, dims, specs)
+            description, written = _describe_graph(model, graph_module, dims, specs)
         elif tracer == "auto":
-            description = _describe_fx_or_export(model, dims, specs)
+            description, written = _describe_fx_or_export(model, dims, specs)
         else:
-            description = _describe_graph(model, TRACE[tracer](model, dims, specs), dims, specs)
+            description, written = _describe_graph(model, TRACE[tracer](model, dims, specs),
+                                                   dims, specs)
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
         """The model's outputs; in float64 where an input is float64 (the dry run's
-        re-check of an ill-conditioned model)."""
+        re-check of an ill-conditioned model); what its forward updates in place is
+        restored afterwards."""
         double = any(x.dtype == torch.float64 for x in inputs)
-        with eval_mode(model), torch.no_grad(), in_float64(model) if double else nullcontext():
+        with kept(written), eval_mode(model), torch.no_grad(), (
+                in_float64(model) if double else nullcontext()):
             try:
                 return output_list(model(*inputs), "the model's output")
             except TypeError as err:
@@ -152,32 +155,44 @@ def describe_torch(
     return description, run_original
 
 
+#: A model dict and the parameters and buffers of the model its forward updates in place.
+Described = tuple[dict[str, Any], list[Tensor]]
+
+
 def _describe_graph(model: nn.Module, graph_module: fx.GraphModule,
-                    dims: list[tuple[int, ...]], specs: list[InputSpec]) -> dict[str, Any]:
+                    dims: list[tuple[int, ...]], specs: list[InputSpec]) -> Described:
     """The model dict of a traced graph of ``model``, after one run on random inputs that
-    records every node's shape (on meta or fake tensors where the graph allows) and with
-    grouped-query attention kept grouped (:mod:`~innsight.converter.torch_gqa`)."""
+    records every node's shape (on meta or fake tensors where the graph allows; on
+    copies of the tensors the graph updates in place) and with grouped-query attention
+    kept grouped (:mod:`~innsight.converter.torch_gqa`), and those tensors of ``model``."""
     examples = random_inputs(model, dims, TRACE_BATCH, specs)
-    _record_shapes(model, graph_module, examples)
+    written = written_attributes(graph_module)
+    _record_shapes(model, graph_module, examples, written)
     if rewrite_updates(graph_module, _where):  # the nodes it added
-        _record_shapes(model, graph_module, examples)
+        _record_shapes(model, graph_module, examples, written)
     group_key_value_heads(graph_module.graph)
-    return _Translator(graph_module, dims, specs).describe()
+    return _Translator(graph_module, dims, specs).describe(), _attributes(graph_module, written)
+
+
+def _attributes(graph_module: fx.GraphModule, targets: set[str]) -> list[Tensor]:
+    """The tensors that the ``get_attr`` targets ``targets`` of ``graph_module`` name."""
+    return [operator.attrgetter(target)(graph_module) for target in sorted(targets)]
 
 
 def _record_shapes(model: nn.Module, graph_module: fx.GraphModule,
-                   examples: list[Tensor]) -> None:
+                   examples: list[Tensor], written: set[str]) -> None:
     """:func:`_propagate`, where the model raises with a message naming the inputs."""
     try:
         with torch.no_grad():
-            _propagate(graph_module, examples)
+            _propagate(graph_module, examples, written)
     except Exception as err:  # the user's model raised: report it with the shapes we used
         cause = err.__cause__ or err  # the interpreter wraps the model's own error
         message = (f"Running {type(model).__name__} on random inputs of shape(s) "
                    f"{[list(x.shape) for x in examples]} (batch of {TRACE_BATCH} + "
                    f"`input_dim`) failed: {cause}. Check `input_dim` (no batch axis, "
                    "channels first).")
-        if _fails_on(model, examples):  # the inputs are wrong, not the trace: no chain
+        if _fails_on(model, examples, _attributes(graph_module, written)):
+            # the inputs are wrong, not the trace: no chain
             raise InputsRefused.hiding(message, err) from None
         raise ConversionError(message) from err
 
@@ -187,10 +202,11 @@ class InputsRefused(ConversionError):
     says so; the model's error is :attr:`ConversionError.internal`)."""
 
 
-def _fails_on(model: nn.Module, examples: list[Tensor]) -> bool:
-    """Whether ``model`` raises on ``examples`` (then no tracer can help)."""
+def _fails_on(model: nn.Module, examples: list[Tensor], written: list[Tensor]) -> bool:
+    """Whether ``model`` raises on ``examples`` (then no tracer can help); the tensors
+    ``written`` that its forward updates in place are restored afterwards."""
     try:
-        with torch.no_grad(), eval_mode(model):
+        with kept(written), torch.no_grad(), eval_mode(model):
             model(*examples)
     except Exception:  # any error the user's code raises
         return True
@@ -198,7 +214,7 @@ def _fails_on(model: nn.Module, examples: list[Tensor]) -> bool:
 
 
 def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]],
-                           specs: list[InputSpec]) -> dict[str, Any]:
+                           specs: list[InputSpec]) -> Described:
     """``tracer="auto"``: the graph of ``torch.fx``, or where it cannot be traced or
     converted, the graph of ``torch.export``; both reasons where neither converts."""
     try:
@@ -238,15 +254,24 @@ def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
             f"takes {len(positional)} input(s) ({', '.join(p.name for p in positional)})."
         )
     concrete = {p.name: p.default for p in positional[n_inputs:]}
-    try:
-        tracer = UpdatingTracer()
-        graph = tracer.trace(model, concrete_args=concrete or None)
-        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    buffers = dict(model.named_buffers())
+    try:  # torch.fx runs operations on buffers (``self.steps += 1``) for real: undone
+        with kept(buffers.values()) as updated:
+            tracer = UpdatingTracer()
+            graph = tracer.trace(model, concrete_args=concrete or None)
     except Exception as err:  # fx raises many kinds of errors for untraceable code
         raise ConversionError(
             f"torch.fx cannot trace {type(model).__name__}: {err}. Models whose forward "
             f"branches on tensor values cannot be converted. {DIRECT_METHODS_HINT}"
         ) from err
+    if updated:
+        names = [name for name, buffer in buffers.items() if any(buffer is u for u in updated)]
+        raise ConversionError(
+            f"torch.fx cannot trace {type(model).__name__}: its forward updates the "
+            f"buffer(s) {names} in place by operations that torch.fx runs instead of "
+            f"recording them (torch.export records them: tracer='export'). "
+            f"{DIRECT_METHODS_HINT}")
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 def _export(model: nn.Module, dims: list[tuple[int, ...]],
@@ -360,13 +385,15 @@ TRACE: dict[str, Callable[[nn.Module, list[tuple[int, ...]], list[InputSpec]],
 PROPAGATIONS = ("meta", "fake", "real")
 
 
-def _propagate(graph_module: fx.GraphModule, examples: list[Tensor]) -> None:
+def _propagate(graph_module: fx.GraphModule, examples: list[Tensor],
+               written: set[str]) -> None:
     """Record shapes, dependencies and constants of every node of ``graph_module`` (see
-    :class:`_ShapeAndValueProp`), by the cheapest of :data:`PROPAGATIONS` that runs the
-    graph; the error of the real run where none does."""
+    :class:`_ShapeAndValueProp`; ``written``: the attributes it updates in place), by the
+    cheapest of :data:`PROPAGATIONS` that runs the graph; the error of the real run where
+    none does."""
     for on in PROPAGATIONS:
         try:
-            _ShapeAndValueProp(graph_module, on).propagate(*examples)
+            _ShapeAndValueProp(graph_module, on, written).propagate(*examples)
             return
         except Exception:  # an operation without data cannot run (it reads values)
             if on == PROPAGATIONS[-1]:
@@ -383,26 +410,46 @@ class _ShapeAndValueProp(fx.Interpreter):
 
     ``on`` (one of :data:`PROPAGATIONS`) says how the tensors that depend on the inputs'
     values are run: ``"meta"`` and ``"fake"`` keep shapes and dtypes, no data (recording
-    costs no forward pass); only the constants are computed for real.
+    costs no forward pass); only the constants are computed for real. The attributes in
+    ``written``, which the graph updates in place, are read as copies (one per attribute),
+    so that the user's model stays as it was.
     """
 
-    def __init__(self, graph_module: fx.GraphModule, on: str) -> None:
+    def __init__(self, graph_module: fx.GraphModule, on: str, written: set[str]) -> None:
         super().__init__(graph_module)
+        self.copies: dict[str, Tensor] = {}
+        self.written = written
         self.mode: OnMeta | FakeTensorMode | None = (
             OnMeta() if on == "meta" else
             FakeTensorMode(allow_non_fake_inputs=True) if on == "fake" else None)
         self.device = torch.device("cpu")  # of the inputs: where real stand-ins go
+        #: Placeholders still to come that the inputs fill; the rest are arguments left
+        #: at their defaults (``torch.fx`` keeps one per ``concrete_args`` entry).
+        self.unfilled = 0
 
     def propagate(self, *inputs: Tensor) -> Any:
         self.device = inputs[0].device if inputs else self.device
+        self.unfilled = len(inputs)
         if isinstance(self.mode, FakeTensorMode):
             inputs = tuple(self.mode.from_tensor(x) for x in inputs)
         elif self.mode is not None:
             inputs = tuple(x.to("meta") for x in inputs)
         return self.run(*inputs)
 
+    def get_attr(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        value = super().get_attr(target, args, kwargs)
+        if target not in self.written:
+            return value
+        if target not in self.copies:
+            self.copies[target] = value.detach().clone()
+        return self.copies[target]
+
     def run_node(self, n: fx.Node) -> Any:
-        n.meta["depends_on"] = _depends_on(n)
+        if n.op == "placeholder":  # an input, or an argument bound to its default
+            n.meta["depends_on"] = "values" if self.unfilled else "nothing"
+            self.unfilled -= bool(self.unfilled)
+        else:
+            n.meta["depends_on"] = _depends_on(n)
         if self.mode is not None and n.meta["depends_on"] == "values":
             with self.mode:
                 result = super().run_node(n)
@@ -543,6 +590,8 @@ class _Translator:
         input_nodes = []
         for node in graph.nodes:
             if node.op == "placeholder":
+                if len(input_nodes) == len(self.specs):
+                    continue  # an argument at its default: a constant (see _ShapeAndValueProp)
                 spec = self.specs[len(input_nodes)]
                 input_nodes.append(self.emit(node, "Input", [], **spec.params()))
                 self.layer_of_node[node] = input_nodes[-1]
