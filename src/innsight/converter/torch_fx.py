@@ -525,6 +525,8 @@ class _Translator:
         needed = _ancestors(output)
         input_nodes = []
         for node in graph.nodes:
+            if node.op == "placeholder" and len(input_nodes) == len(self.specs):
+                continue  # an optional argument fixed to its default by ``_trace``
             if node.op == "placeholder":
                 spec = self.specs[len(input_nodes)]
                 input_nodes.append(self.emit(node, "Input", [], **spec.params()))
