@@ -7,8 +7,8 @@
 For each family (a timm model module, or a torchvision classifier) the smallest
 model by name is built without pretrained weights, converted, and its output
 compared with the original's on random inputs. Before converting, every
-floating-point parameter that is entirely zero gets seeded random values (see
-``randomise_zero_parameters``): timm zero-initialises classifier heads and the
+floating-point parameter but a bias that is entirely zero gets seeded random values
+(see ``randomise_zero_parameters``): timm zero-initialises classifier heads and the
 last norm scale of residual branches, and a zero head or branch makes every
 comparison read 0 whatever the conversion computes. Prints one row per model:
 ``converted`` with the largest deviation relative to the output scale and the
@@ -188,9 +188,9 @@ ZERO_PARAMETER_SCALE = 0.2
 
 
 def randomise_zero_parameters(model: torch.nn.Module, seed: int = 0) -> int:
-    """Give every floating-point parameter of ``model`` that is entirely zero normal values
-    in place; returns how many parameters it changed. Buffers (batch norm's running
-    statistics) stay as they are.
+    """Give every floating-point parameter of ``model`` that is entirely zero, biases
+    excepted, normal values in place; returns how many parameters it changed. Buffers
+    (batch norm's running statistics) stay as they are.
 
     Notes
     -----
@@ -199,13 +199,20 @@ def randomise_zero_parameters(model: torch.nn.Module, seed: int = 0) -> int:
     converted head or branch would still reproduce the original exactly. The values
     have ``ZERO_PARAMETER_SCALE`` times the spread of a standard init (``1 / sqrt(fan_in)``
     for a parameter with two or more dimensions, ``fan_in`` as in torch's initialisers;
-    1 for a vector or scalar such as a norm scale or bias): large enough to make every
-    branch count, small enough to keep deep residual stacks finite and non-saturated."""
+    1 for a vector or scalar such as a norm scale): large enough to make every branch
+    count, small enough to keep deep residual stacks finite. Biases (``bias``,
+    ``*_bias``) keep their standard zero init: through a randomly initialised network
+    with batch norm's unit running statistics the input's signal shrinks with depth,
+    and random biases (even at 0.02) swamp it, leaving outputs that vary with the
+    input by 1e-7 of their size (tiny_vit, nextvit, lcnetv2, regnetv), which hides
+    a wrong conversion as well as a zero head does."""
     generator = torch.Generator().manual_seed(seed)
     changed = 0
     with torch.no_grad():
-        for parameter in model.parameters():
-            if not parameter.is_floating_point() or parameter.numel() == 0 or parameter.any():
+        for name, parameter in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if (leaf == "bias" or leaf.endswith("_bias") or not parameter.is_floating_point()
+                    or parameter.numel() == 0 or parameter.any()):
                 continue
             fan_in = parameter[0].numel() if parameter.dim() >= 2 else 1
             values = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
