@@ -6,7 +6,11 @@
 
 For each family (a timm model module, or a torchvision classifier) the smallest
 model by name is built without pretrained weights, converted, and its output
-compared with the original's on random inputs. Prints one row per model:
+compared with the original's on random inputs. Before converting, every
+floating-point parameter but a bias that is entirely zero gets seeded random values
+(see ``randomise_zero_parameters``): timm zero-initialises classifier heads and the
+last norm scale of residual branches, and a zero head or branch makes every
+comparison read 0 whatever the conversion computes. Prints one row per model:
 ``converted`` with the largest deviation relative to the output scale and the
 method checks (Gradient against autograd on the original, DeepLift's sum
 against its goal, both as the largest deviation relative to their scale, and
@@ -150,27 +154,71 @@ def _alarm(signum: int, frame: Any) -> None:
 
 
 def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
-          seconds: int) -> tuple[str, str]:
-    """(status, detail) of converting one model at ``size`` x ``size`` pixels."""
+          seconds: int) -> tuple[str, str, int | None]:
+    """(status, detail, how many all-zero parameters were randomised, None where the model
+    did not build) of converting one model at ``size`` x ``size`` pixels."""
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(seconds)
+    randomised = None
     try:
         model = make(size).eval()
+        randomised = randomise_zero_parameters(model)
         size = _working_size(model, size)
         conv = ins.convert(model, input_dim=[3, size, size], tracer=tracer)
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
             expected, actual = model(x), conv.model(x)
         expected, actual = _first(expected), _first(actual)
-        return "converted", f"{_relative(actual, expected):.1e}  " + _method_checks(model, conv, x)
+        detail = f"{_relative(actual, expected):.1e}  " + _method_checks(model, conv, x)
+        return "converted", detail, randomised
     except ins.ConversionError as err:
-        return "refused", _last_reason(str(err))[:160]
+        return "refused", _last_reason(str(err))[:160], randomised
     except _Timeout:
-        return "timeout", f"more than {seconds} s"
+        return "timeout", f"more than {seconds} s", randomised
     except Exception as err:  # the model itself failed to build or run: not our refusal
-        return "crashed", f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+        message = str(err).splitlines()[0][:120] if str(err) else ""
+        return "crashed", f"{type(err).__name__}: {message}", randomised
     finally:
         signal.alarm(0)
+
+
+#: Standard deviation of the values given to an all-zero parameter, relative to a standard
+#: init (``1 / sqrt(fan_in)`` for a weight, 1 for a norm scale or other vector).
+ZERO_PARAMETER_SCALE = 0.2
+
+
+def randomise_zero_parameters(model: torch.nn.Module, seed: int = 0) -> int:
+    """Give every floating-point parameter of ``model`` that is entirely zero, biases
+    excepted, normal values in place; returns how many parameters it changed. Buffers
+    (batch norm's running statistics) stay as they are.
+
+    Notes
+    -----
+    A zero classifier head makes the output identically 0 and a zero last norm scale
+    (timm's ``zero_init_last``) makes a residual branch add exactly 0, so a wrongly
+    converted head or branch would still reproduce the original exactly. The values
+    have ``ZERO_PARAMETER_SCALE`` times the spread of a standard init (``1 / sqrt(fan_in)``
+    for a parameter with two or more dimensions, ``fan_in`` as in torch's initialisers;
+    1 for a vector or scalar such as a norm scale): large enough to make every branch
+    count, small enough to keep deep residual stacks finite. Biases (``bias``,
+    ``*_bias``) keep their standard zero init: through a randomly initialised network
+    with batch norm's unit running statistics the input's signal shrinks with depth,
+    and random biases (even at 0.02) swamp it, leaving outputs that vary with the
+    input by 1e-7 of their size (tiny_vit, nextvit, lcnetv2, regnetv), which hides
+    a wrong conversion as well as a zero head does."""
+    generator = torch.Generator().manual_seed(seed)
+    changed = 0
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if (leaf == "bias" or leaf.endswith("_bias") or not parameter.is_floating_point()
+                    or parameter.numel() == 0 or parameter.any()):
+                continue
+            fan_in = parameter[0].numel() if parameter.dim() >= 2 else 1
+            values = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            parameter.copy_(values * (ZERO_PARAMETER_SCALE / fan_in ** 0.5))
+            changed += 1
+    return changed
 
 
 def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -263,15 +311,17 @@ def main() -> None:
         if k % parts != part:
             continue
         start = time.perf_counter()
+        randomised = None
         if args.zoo == "keras":
             status, detail = check_keras(make, size, args.float64, args.seconds)
         else:
-            status, detail = check(make, size, args.tracer, args.seconds)
+            status, detail, randomised = check(make, size, args.tracer, args.seconds)
         counts[status] = counts.get(status, 0) + 1
         seconds = time.perf_counter() - start
-        rows.append({"model": name, "status": status, "seconds": round(seconds, 1),
-                     "detail": detail})
-        print(f"{name:45s} {status:9s} {seconds:6.1f} s  {detail}", flush=True)
+        row = {"model": name, "status": status, "seconds": round(seconds, 1), "detail": detail}
+        rows.append(row if randomised is None else {**row, "randomised": randomised})
+        zeros = "" if randomised is None else f"  ({randomised} zero parameters randomised)"
+        print(f"{name:45s} {status:9s} {seconds:6.1f} s  {detail}{zeros}", flush=True)
     print("counts:", ", ".join(f"{status} {n}" for status, n in sorted(counts.items())))
     if args.out:
         with open(args.out, "w") as file:

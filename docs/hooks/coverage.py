@@ -299,18 +299,22 @@ def zoo_section(path: Path = ZOO_SWEEP) -> str:
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
     return "\n\n".join([
         "## timm models",
-        (f"One model per timm family ({len(rows)}), random weights, {sweep['size']} x "
+        (f"One model per timm family ({len(rows)}), random weights (every parameter but a "
+         "bias that timm initialises to all zeros, such as a classifier head or the last "
+         "norm scale of a residual branch, drawn at random: a zero head or branch would "
+         f"hide a wrong conversion), {sweep['size']} x "
         f"{sweep['size']} pixels (or the model's own size), `tracer=\"{sweep['tracer']}\"`, "
         f"torch {sweep['torch']}: {summary}. *Detail* gives, for a converted model, the "
         "largest deviation of its output from the original's relative to the output scale, "
         "of its Gradient from autograd on the original, and of DeepLift's sum from "
         "`f(x) - f(0)` relative to the larger of `|f(x)|` and `|f(0)|`, and whether LRP "
-        "epsilon runs; for a refused one, the reason. "
+        "epsilon runs; for a refused one, the reason. *Zeros* counts those "
+        "parameters (— for a row from an older sweep that kept them at zero). "
         "`python benchmarks/coverage.py timm --out docs/data/coverage_timm.json` "
          "refreshes it."),
-        table(["model", "status", "detail"],
-              [[f"`{row['model']}`", row["status"], row["detail"].replace("|", "\\|")]
-               for row in rows]),
+        table(["model", "status", "zeros", "detail"],
+              [[f"`{row['model']}`", row["status"], str(row.get("randomised", "—")),
+                row["detail"].replace("|", "\\|")] for row in rows]),
     ])
 
 

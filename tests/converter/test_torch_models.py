@@ -96,6 +96,24 @@ def test_scalar_output_per_sample_matches_original(assert_converts, torch_seed):
     assert conv.output_dim == [()]
 
 
+def test_optional_forward_argument_matches_original(assert_converts, explained_exactly,
+                                                    torch_seed):
+    """``forward(x, mask=None)`` (timm's Hiera): torch.fx keeps the default-valued
+    argument as a graph input, which is not a model input."""
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x, mask=None):
+            return self.fc(x if mask is None else x * mask).tanh()
+
+    conv = assert_converts(Masked().eval(), [4], tracer="fx")
+    assert conv.input_dim == [(4,)]
+    explained_exactly(Masked().eval(), [4], tracer="fx")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_matches_original(assert_converts, zoo_model, name):
