@@ -177,14 +177,15 @@ def _refusal(where: Callable[[fx.Node], str], update: fx.Node, why: str) -> Conv
         f"place (x = x + y, torch.cat, an inplace=False module). {DIRECT_METHODS_HINT}")
 
 
-def _name(node: Any) -> str:
+def target_name(target: Any) -> str:
     """``add_`` for the method ``"add_"``, the function ``torch.add_`` and the ATen overload
-    ``aten.add_.Tensor``."""
-    if not isinstance(node, fx.Node):
-        return ""
-    target = node.target
-    name = target if isinstance(target, str) else getattr(target, "__name__", repr(target))
-    return name.split(".")[0]
+    ``aten.add_.Tensor``: the name of what a traced call calls."""
+    return target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
+
+
+def _name(node: Any) -> str:
+    """:func:`target_name` of ``node``'s target; ``""`` for anything but a node."""
+    return target_name(node.target) if isinstance(node, fx.Node) else ""
 
 
 def _updated(modules: dict[str, nn.Module], node: fx.Node) -> fx.Node | None:

@@ -25,10 +25,21 @@ from torch import Tensor, fx, nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from innsight._torch_modules import any_training, eval_mode, in_float64, kept, output_list
+from innsight._torch_modules import (
+    any_training,
+    eval_mode,
+    in_float64,
+    kept,
+    output_list,
+)
 from innsight._validation import as_dim_list
 from innsight.converter.errors import DIRECT_METHODS_HINT, ConversionError
-from innsight.converter.mutations import UpdatingTracer, rewrite_updates, written_attributes
+from innsight.converter.mutations import (
+    UpdatingTracer,
+    rewrite_updates,
+    target_name,
+    written_attributes,
+)
 from innsight.converter.on_meta import OnMeta
 from innsight.converter.torch_gqa import group_key_value_heads
 from innsight.converter.torch_ops import (
@@ -503,18 +514,13 @@ def _depends_on(node: fx.Node) -> str:
     if node.op not in ("call_function", "call_method") or _is_random(node):
         return "values"
     operands = node.all_input_nodes
-    name = node.args[1] if node.target is getattr else _target_name(node.target)
+    name = node.args[1] if node.target is getattr else target_name(node.target)
     if name.startswith("new_") or name in _TYPE_READERS:  # x.new_zeros(size): x's dtype
         operands = operands[1:]
     found = [a.meta.get("depends_on", "values") for a in operands]
     if name in _SHAPE_READERS:
         found = [min(f, "shapes", key=DEPENDENCIES.index) for f in found]
     return max(found, key=DEPENDENCIES.index, default="nothing")
-
-
-def _target_name(target: Any) -> str:
-    """``new_zeros`` for the method ``"new_zeros"`` and for ``aten.new_zeros.default``."""
-    return target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
 
 
 #: Calls that return their operand's values in its shape (a view of the token ids).
@@ -527,7 +533,7 @@ _DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
 
 def _is_random(node: fx.Node) -> bool:
     """Whether a call draws random numbers (its value would not fold into a constant)."""
-    name = _target_name(node.target)
+    name = target_name(node.target)
     if name in _DROPOUTS:
         training = node.args[2] if len(node.args) > 2 else node.kwargs.get(
             "training", node.kwargs.get("train", True))
@@ -624,14 +630,14 @@ class _Translator:
                 self._fold_batch_constant(node)
             return
         source = node.args[0] if node.args else None
-        if (source in self.token_inputs and _target_name(node.target) in _SAME_VALUES
+        if (source in self.token_inputs and target_name(node.target) in _SAME_VALUES
                 and node.meta["tensor_meta"].shape == source.meta["tensor_meta"].shape):
             self.token_inputs.add(node)  # input_ids.view(-1, tokens): the same ids
             self.layer_of_node[node] = self.layer(source)
             return
         if self._is_helper(node):
             self.helpers.add(node)
-            if _target_name(node.target) in _DROPOUTS and not _is_random(node):
+            if target_name(node.target) in _DROPOUTS and not _is_random(node):
                 self.layer_of_node[node] = self.layer(node.args[0])  # dropout switched off
                 return
             if node.target is operator.getitem:  # one tensor of a helper returning several
@@ -691,7 +697,7 @@ class _Translator:
         ``aten.embedding``)."""
         if node.op == "call_module":
             return isinstance(self.module(node), nn.Embedding)
-        return node.op == "call_function" and _target_name(node.target) == "embedding"
+        return node.op == "call_function" and target_name(node.target) == "embedding"
 
     def _emit_helper(self, node: fx.Node, item: int | None = None,
                      named: fx.Node | None = None) -> int:

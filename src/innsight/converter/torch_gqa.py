@@ -16,6 +16,8 @@ import operator
 
 from torch import fx
 
+from innsight.converter.mutations import target_name
+
 #: Calls that merge the repeated axis into the heads axis, and copies that may sit
 #: between them and the expansion (``torch.export`` writes ``reshape`` as either).
 _RESHAPES = {"reshape", "view", "_unsafe_view"}
@@ -29,8 +31,7 @@ def _name(node: object) -> str:
     ``aten.reshape.default``; ``""`` for anything but a call."""
     if not isinstance(node, fx.Node) or node.op not in ("call_function", "call_method"):
         return ""
-    target = node.target
-    return target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
+    return target_name(node.target)
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:

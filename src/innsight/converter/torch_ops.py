@@ -29,7 +29,7 @@ from innsight.converter.einsum import (
     unused_letter,
 )
 from innsight.converter.errors import ConversionError
-from innsight.converter.mutations import TO_THE_END, assign_into
+from innsight.converter.mutations import TO_THE_END, assign_into, target_name
 from innsight.converter.normalization import emit_group_norm
 from innsight.converter.recurrent import (
     emit_constant_state,
@@ -2187,8 +2187,7 @@ def _embedding_scale(t: Any, node: fx.Node) -> tuple[fx.Node | None, float]:
     """The one use of an embedding lookup that multiplies it by a constant number
     (Gemma's ``embed_scale``), and that number; ``(None, 1.0)`` where there is none."""
     users = list(node.users)
-    target = users[0].target if users else None
-    name = target if isinstance(target, str) else getattr(target, "__name__", "").split(".")[0]
+    name = target_name(users[0].target) if users else ""
     if len(users) != 1 or name not in ("mul", "__mul__"):
         return None, 1.0
     operands = [a for a in users[0].args if a is not node]
