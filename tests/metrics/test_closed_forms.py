@@ -127,6 +127,9 @@ def test_sensitivity(x):
     metrics = ["sensitivity_max", "sensitivity_avg"]
     gradient = ins.evaluate(ins.run_grad(conv, data, dtype="double"), metrics, seed=0)
     np.testing.assert_allclose(gradient["value"], 0, atol=1e-12)  # the gradient is constant
+    # connection weights do not depend on the input (one row shared by all samples)
+    weights = ins.evaluate(ins.run_cw(conv, data, dtype="double"), metrics, seed=0)
+    np.testing.assert_allclose(weights["value"], 0, atol=1e-12)
     # grad x input changes by w * e: ||w * e|| / ||w * x||, e ~ U(-r, r) per entry, which
     # concentrates at r ||w|| / sqrt(3) over 400 entries
     radius = 0.1

@@ -63,9 +63,10 @@ class Sensitivity(Metric):
     def _ratios(self, subject: Subject) -> Tensor:
         """``||values(x + e_j) - values(x)|| / ||values(x)||``, ``(n_data, n, n_targets)``."""
         x = subject.data(self.label)
-        noise = torch.empty((self.n, *x.shape), device=x.device, dtype=x.dtype).uniform_(
-            -self.radius, self.radius, generator=subject.generator())
+        # the noise is made in place: a fresh tensor of its size costs more than the addition
+        noisy = torch.empty((self.n, *x.shape), device=x.device, dtype=x.dtype).uniform_(
+            -self.radius, self.radius, generator=subject.generator()).add_(x)
         sample = torch.arange(len(x), device=x.device).repeat(self.n)  # noisy copy-major
-        values = subject.explain((x + noise).flatten(0, 1), sample, subject.generator(1))
+        values = subject.explain(noisy.flatten(0, 1), sample, subject.generator(1))
         change = (values.view(self.n, *subject.values.shape) - subject.values).norm(dim=2)
         return (change / subject.values.norm(dim=1)).transpose(0, 1)
