@@ -11,8 +11,11 @@ floating-point parameter but a bias that is entirely zero gets seeded random val
 (see ``randomise_zero_parameters``): timm zero-initialises classifier heads and the
 last norm scale of residual branches, and a zero head or branch makes every
 comparison read 0 whatever the conversion computes. Prints one row per model:
-``converted`` with the largest deviation relative to the output scale and the
-method checks (Gradient against autograd on the original, DeepLift's sum
+``converted`` with the largest deviation relative to the output scale, the same for
+the difference between the outputs of two inputs (``between``: a model whose output
+hardly depends on its input would hide a wrong conversion of what does; in brackets
+how far the two outputs lie apart, relative to their scale: near float32's rounding,
+``between`` cannot be small), and the method checks (Gradient against autograd on the original, DeepLift's sum
 against its goal, both as the largest deviation relative to their scale, and
 whether LRP epsilon runs), ``refused`` with the first line of the
 ConversionError (which names the operation), or ``crashed`` with the exception
@@ -169,7 +172,10 @@ def check(make: Callable[[int], torch.nn.Module], size: int, tracer: str,
         with torch.no_grad():
             expected, actual = model(x), conv.model(x)
         expected, actual = _first(expected), _first(actual)
-        detail = f"{_relative(actual, expected):.1e}  " + _method_checks(model, conv, x)
+        between = _relative(actual[0] - actual[1], expected[0] - expected[1])
+        dependence = _relative(expected[0], expected[1])  # how much the output moves at all
+        detail = (f"{_relative(actual, expected):.1e}  between {between:.1e} (of "
+                  f"{dependence:.1e})  " + _method_checks(model, conv, x))
         return "converted", detail, randomised
     except ins.ConversionError as err:
         return "refused", _last_reason(str(err))[:160], randomised
