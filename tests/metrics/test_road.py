@@ -17,7 +17,13 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 import innsight as ins
-from innsight.metrics.imputation import linear_imputation, noisy_imputation, stepped_imputation
+from innsight.metrics.imputation import (
+    DENSE_PIXELS,
+    iterative_imputation,
+    linear_imputation,
+    noisy_imputation,
+    stepped_imputation,
+)
 
 
 def reference_imputation(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
@@ -48,19 +54,39 @@ def reference_imputation(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_imputation_solves_the_papers_equations():
+@pytest.mark.parametrize("impute", [linear_imputation, iterative_imputation])
+def test_imputation_solves_the_papers_equations(impute):
     rng = np.random.default_rng(0)
     images = rng.normal(size=(5, 2, 7, 6))
     removed = rng.random((5, 7, 6)) < np.array([0.0, 0.2, 0.5, 0.9, 0.97])[:, None, None]
     removed[4] = True
     removed[4, 0, 0] = False  # one kept corner: everything else from it
-    ours = linear_imputation(torch.tensor(images), torch.tensor(removed)).numpy()
+    ours = impute(torch.tensor(images), torch.tensor(removed)).numpy()
     for i in range(5):
         np.testing.assert_allclose(ours[i], reference_imputation(images[i], removed[i]),
                                    atol=1e-7)
     np.testing.assert_array_equal(ours[0], images[0])  # nothing removed, nothing changed
     np.testing.assert_allclose(ours[4], images[4][:, :1, :1] * np.ones((1, 7, 6)), atol=1e-7)
 
+
+
+def test_large_images_with_a_large_hole():
+    """Beyond DENSE_PIXELS a curve's rows are solved one by one: a block of 30 x 30
+    pixels removed from 48 x 48 images, and scattered pixels, in float32 as ROAD gets
+    them (conjugate gradients took hundreds of steps for such a hole)."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 3, 48, 48)).astype(np.float32)
+    assert 48 * 48 > DENSE_PIXELS
+    offset = np.abs(np.arange(48) - 23.5)
+    centre = np.maximum(offset[:, None], offset[None, :]).ravel()  # image 1: a growing block
+    turn = np.stack([rng.permutation(48 * 48), centre.argsort(kind="stable").argsort()])
+    owner, count = torch.tensor([0, 0, 1]), torch.tensor([1000, 2200, 900])
+    ours = noisy_imputation(torch.tensor(images), torch.tensor(turn), owner, count).numpy()
+    for row, (k, n) in enumerate(zip(owner.tolist(), count.tolist())):
+        removed = (turn[k] < n).reshape(48, 48)
+        np.testing.assert_allclose(ours[row], reference_imputation(images[k].astype(np.float64),
+                                                                   removed), atol=1e-5)
+    assert (turn[1] < 900).reshape(48, 48)[9:39, 9:39].all()  # the block of 30 x 30
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-11), (torch.float32, 1e-5)])
 def test_stepped_imputation_solves_the_papers_equations(dtype, atol):

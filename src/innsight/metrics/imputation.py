@@ -26,20 +26,27 @@ is symmetric and positive definite while some pixel is kept.
   equal a direct sparse solve to about 1e-12 in float64; in float32, on data of unit
   scale, to about 2e-5 for 32x32 images (1e-4 at 2048 pixels).
 - Larger images (one dense factor would not fit), and any masks in
-  :func:`linear_imputation`: conjugate gradients on all rows of a batch at once, until
-  every residual is below ``sqrt(eps(dtype))`` of its right-hand side, starting from
-  the mean of each removed pixel's kept neighbours (the image's mean where it has
-  none); maps that have converged leave the iteration. In float64 the imputed values
-  then equal a direct sparse solve to about 1e-7; in float32, on data of unit scale, to
-  about 5e-3 where almost every pixel is removed (below the default noise of 0.01; pass
-  float64 data for more). The neighbour sum is separable: ``[1, 2, 1]`` along each
-  axis minus four times the centre, over twelve.
+  :func:`linear_imputation`: on the CPU, one sparse LU factorisation of each row's
+  system (scipy's SuperLU in float64), exact to rounding.
+  Conjugate gradients, which need no scipy and batch all rows, converge within tens of
+  steps where the removed pixels are scattered but take hundreds for a large hole (the
+  connected regions that the relevance of real images removes): half of a 224 x 224
+  image removed as one block took 10 s per step's map, against 0.4 s for its LU.
+- On other devices, conjugate gradients on all rows of a batch at once, until every
+  residual is below ``sqrt(eps(dtype))`` of its right-hand side, starting from the mean
+  of each removed pixel's kept neighbours (the image's mean where it has none); maps
+  that have converged leave the iteration. In float64 the imputed values then equal a
+  direct sparse solve to about 1e-7; in float32, on data of unit scale, to about 5e-3
+  where almost every pixel is removed (below the default noise of 0.01; pass float64
+  data for more). The neighbour sum is separable: ``[1, 2, 1]`` along each axis minus
+  four times the centre, over twelve.
 """
 
 from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +83,47 @@ def noisy_imputation(x: Tensor, turn: Tensor, owner: Tensor, count: Tensor, nois
 
 def linear_imputation(x: Tensor, removed: Tensor) -> Tensor:
     """``x`` ``(r, C, H, W)`` with the pixels ``removed`` ``(r, H, W)`` (bool, not all of an
-    image) imputed from their neighbours by conjugate gradients; see the module docs."""
+    image) imputed from their neighbours: by sparse direct solves on the CPU
+    (:func:`sparse_imputation`), by conjugate gradients elsewhere
+    (:func:`iterative_imputation`); see the module docs."""
+    if x.device.type == "cpu":
+        return sparse_imputation(x, removed)
+    return iterative_imputation(x, removed)
+
+
+def sparse_imputation(x: Tensor, removed: Tensor) -> Tensor:
+    """:func:`linear_imputation` on the CPU: one sparse LU factorisation (scipy's SuperLU,
+    column minimum-degree order) per row, its channels the right-hand sides, solved in
+    float64. Each row's system is a sparse matrix of its own and there is no batched
+    sparse solver to hand them to, so the rows are solved one after the other (SuperLU
+    holds the GIL: threads gained nothing)."""
+    from scipy.sparse.linalg import splu
+
+    r, c, h, w = x.shape
+    laplacian = _sparse_laplacian(h, w)
+    values = x.detach().reshape(r, c, h * w).transpose(1, 2).double().numpy()  # (r, H W, C)
+    masks = removed.reshape(r, h * w).numpy()
+    out = values.copy()
+
+    for mask, row, imputed in zip(masks, values, out):
+        rows = laplacian[mask]
+        if rows.shape[0]:
+            rhs = -(rows[:, ~mask] @ row[~mask])
+            imputed[mask] = splu(rows[:, mask].tocsc(), permc_spec="COLAMD").solve(rhs)
+    return torch.from_numpy(out).to(x.dtype).transpose(1, 2).reshape(r, c, h, w)
+
+
+@functools.lru_cache(maxsize=4)
+def _sparse_laplacian(h: int, w: int) -> Any:
+    """``L`` ``(H W, H W)`` (:func:`_laplacian_entries`) as a scipy CSR matrix."""
+    from scipy.sparse import csr_matrix
+
+    i, j, value = _laplacian_entries(h, w, torch.device("cpu"))
+    return csr_matrix((value.numpy(), (i.numpy(), j.numpy())), shape=(h * w, h * w))
+
+
+def iterative_imputation(x: Tensor, removed: Tensor) -> Tensor:
+    """:func:`linear_imputation` by conjugate gradients on all rows of a batch at once."""
     r, c, h, w = x.shape
     unknown = removed[:, None].expand(r, c, h, w).reshape(r * c, h, w).to(x.dtype)
     maps = x.reshape(r * c, h, w)
