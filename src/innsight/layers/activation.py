@@ -219,8 +219,10 @@ def rescaled_gradient(fn: Callable[[Tensor], Tensor], n: Tensor, x: Tensor, x_re
     """DeepLift multipliers ``(T, B, *dim)`` of a non-elementwise ``fn`` (softmax): the
     gradient at the midpoint of ``x`` and ``x_ref``, scaled per sample and target so that
     the contributions ``dx * m`` sum to ``n * dy``."""
-    grad = vjp_at(fn, (x + x_ref) / 2, n)
     dx = x - x_ref
+    # x_ref + dx / 2, not (x + x_ref) / 2: masked scores near the dtype's minimum would
+    # overflow to -inf in the sum, and a row of them to NaN weights
+    grad = vjp_at(fn, x_ref + dx / 2, n)
     wanted = (n * dy).flatten(2).sum(2)
     got = (grad * dx).flatten(2).sum(2)
     size = (grad * dx).abs().flatten(2).sum(2)
