@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from innsight.layers.activation import rescaled_gradient, softmax_linearised
+from innsight.layers.activation import MASKED, rescaled_gradient, softmax_linearised
 from innsight.layers.base import Layer, frozen_param
 from innsight.layers.lrp_rules import Linearise, LrpRule
 from innsight.layers.merge import FrozenMatMul
@@ -31,9 +31,6 @@ from innsight.layers.rules import (
     unfold,
 )
 
-#: Mask entries at or below this count as "not attending" (``-inf`` after the softmax).
-_MASKED = -1e30
-
 #: What a query row yields whose every score is masked (``masked_rows``): the softmax of
 #: its masked scores as they are (an additive mask of finite numbers: about uniform
 #: weights), or no weights at all, hence a zero output (torch's
@@ -46,13 +43,13 @@ def _is_causal(mask: Tensor) -> bool:
     if mask.ndim < 2 or mask.shape[-1] != mask.shape[-2]:
         return False
     above = torch.ones(mask.shape[-2:], dtype=torch.bool, device=mask.device).triu(1)
-    return bool((mask.masked_fill(above, 0) == 0).all() and (mask[..., above] <= _MASKED).all())
+    return bool((mask.masked_fill(above, 0) == 0).all() and (mask[..., above] <= MASKED).all())
 
 
 def _attending(scores: Tensor) -> Tensor:
     """Whether each query row of ``scores (..., L, S)`` (masks included) attends to some
     key: ``(..., L, 1)``."""
-    return (scores > _MASKED).any(-1, keepdim=True)
+    return (scores > MASKED).any(-1, keepdim=True)
 
 
 def _group(q: Tensor, k: Tensor) -> int:
