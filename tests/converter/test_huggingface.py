@@ -302,12 +302,19 @@ def _left_padded() -> tuple[torch.Tensor, torch.Tensor]:
     return ids.masked_fill(mask == 0, 0), mask
 
 
+def _at(logits: torch.Tensor, targets: list[tuple[int, int]]) -> torch.Tensor:
+    """``logits (batch, tokens, vocabulary)`` at the (position, token) ``targets``, as
+    ``(batch, targets)``."""
+    return torch.stack([logits[:, p, c] for p, c in targets], -1).detach()
+
+
 @pytest.mark.parametrize(("name", "impl", "dtype"), _PADDED_CASES)
 def test_left_padded_causal_lm_matches_at_every_position(name, impl, dtype):
     """At a padded position the original adds its mask's minimum to every score (eager:
     softmax of equal scores, uniform weights) or passes a boolean mask to torch's kernel
-    (sdpa: no weights, a zero output); the converted model does the same, and the
-    methods through it stay finite."""
+    (sdpa: no weights, a zero output); the converted model does the same. References:
+    the original's logits, autograd on it, DeepLift's sum to f(x) - f(0) and, without
+    biases, LRP's conservation."""
     torch.manual_seed(0)
     build, double_tol = _CAUSAL_LMS[name]
     model = build(impl).eval()
@@ -334,9 +341,11 @@ def test_left_padded_causal_lm_matches_at_every_position(name, impl, dtype):
     # DeepLift from zero embeddings sums to f(x) - f(0) of the original
     with torch.no_grad():
         at_zero = model(inputs_embeds=torch.zeros_like(embeds), attention_mask=mask).logits
-    goal = torch.stack([(logits - at_zero)[:, p, c] for p, c in targets], -1).detach()
     deeplift = ins.run_deeplift(conv, ids, **args).get_result("torch_tensor")
-    torch.testing.assert_close(deeplift.sum(1), goal, **gtol)
-    for rule_name in ("simple", "attnlrp"):
-        lrp = ins.run_lrp(conv, ids, rule_name=rule_name, **args).get_result("torch_tensor")
-        assert torch.isfinite(lrp).all(), rule_name
+    torch.testing.assert_close(deeplift.sum(1), _at(logits - at_zero, targets), **gtol)
+    lrp = {rule_name: ins.run_lrp(conv, ids, rule_name=rule_name, **args)
+           .get_result("torch_tensor") for rule_name in ("simple", "attnlrp")}
+    assert all(torch.isfinite(values).all() for values in lrp.values())
+    if not any(param.endswith("bias") for param, _ in model.named_parameters()):  # Llama
+        # the AH-rule conserves: the values sum to the logits, padded positions included
+        torch.testing.assert_close(lrp["simple"].sum(1), _at(logits, targets), **tol)
