@@ -52,11 +52,11 @@ def _hardswish(x: Tensor) -> Tensor:
     return x * _hardsigmoid(x)
 
 
-#: Activation name in the dict format -> how to compute it. ``axis`` counts
-#: sample axes (0 = channels), never the batch axis.
 #: Scores at or below this count as masked ("not attending": ``-inf`` after a softmax).
 MASKED = -1e30
 
+#: Activation name in the dict format -> how to compute it. ``axis`` counts
+#: sample axes (0 = channels), never the batch axis.
 ACTIVATIONS: dict[str, ActivationSpec] = {
     "relu": ActivationSpec(F.relu, fn_=F.relu_),
     "relu6": ActivationSpec(F.relu6, fn_=lambda x: F.hardtanh_(x, 0.0, 6.0)),
