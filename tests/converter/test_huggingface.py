@@ -272,3 +272,80 @@ def test_lrp_conserves_relevance_without_biases(name):
     scale = logits.abs().max()
     assert (sums - logits).abs().max() <= 1e-6 * scale
     assert result.layer_report()["absorbed"].abs().max() <= 1e-6 * scale
+
+
+# ---- left padding: padded positions of a causal LM attend to no key --------------------
+
+#: Causal LMs by name: build from the attention implementation, and the tolerance of
+#: float64 logits (Llama's RMSNorm computes in float32 inside a float64 model).
+_CAUSAL_LMS = {
+    "llama": (lambda impl: tf.LlamaForCausalLM(tf.LlamaConfig(
+        num_key_value_heads=1, pad_token_id=0, attn_implementation=impl, **_TEXT)), 1e-6),
+    "gpt2": (lambda impl: tf.GPT2LMHeadModel(tf.GPT2Config(
+        vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=32, pad_token_id=0,
+        attn_implementation=impl)), 1e-10),
+}
+#: Attention implementations and dtypes; Llama's eager attention in float64 is left out:
+#: its softmax casts the scores to float32, where the float64 minimum of its mask is
+#: -inf, so that the original's logits of a left-padded sample are NaN.
+_PADDED_CASES = [(name, impl, dtype) for name in _CAUSAL_LMS for impl in ("eager", "sdpa")
+                 for dtype in ("float", "double")
+                 if (name, impl, dtype) != ("llama", "eager", "double")]
+
+
+def _left_padded() -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids with pad ids (0) before the first two tokens of sample 0 and the first
+    of sample 1, and their mask: under the causal mask these positions attend to no key."""
+    ids = torch.randint(2, 50, (3, 6), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[0, :2] = mask[1, :1] = 0
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def _at(logits: torch.Tensor, targets: list[tuple[int, int]]) -> torch.Tensor:
+    """``logits (batch, tokens, vocabulary)`` at the (position, token) ``targets``, as
+    ``(batch, targets)``."""
+    return torch.stack([logits[:, p, c] for p, c in targets], -1).detach()
+
+
+@pytest.mark.parametrize(("name", "impl", "dtype"), _PADDED_CASES)
+def test_left_padded_causal_lm_matches_at_every_position(name, impl, dtype):
+    """At a padded position the original adds its mask's minimum to every score (eager:
+    softmax of equal scores, uniform weights) or passes a boolean mask to torch's kernel
+    (sdpa: no weights, a zero output); the converted model does the same. References:
+    the original's logits, autograd on it, DeepLift's sum to f(x) - f(0) and, without
+    biases, LRP's conservation."""
+    torch.manual_seed(0)
+    build, double_tol = _CAUSAL_LMS[name]
+    model = build(impl).eval()
+    assert model.config._attn_implementation == impl
+    model = model.double() if dtype == "double" else model
+    conv = ins.convert(model, input_dim=[6], dtype=dtype)
+    ids, mask = _left_padded()
+    tol = {"rtol": double_tol, "atol": double_tol} if dtype == "double" else {
+        "rtol": 1e-5, "atol": 1e-5}
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(conv.model([ids, mask]).view(3, 6, 50), expected, **tol)
+    # Gradient at a real position (5) and a padded one (0) == autograd on the original
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeds, attention_mask=mask).logits
+    targets = [(5, 7), (0, 3)]
+    grads = torch.stack([torch.autograd.grad(logits[:, p, c].sum(), embeds, retain_graph=True)[0]
+                         for p, c in targets], -1)
+    args = {"extra_args": {"attention_mask": mask}, "dtype": dtype, "verbose": False,
+            "output_idx": [p * 50 + c for p, c in targets]}
+    grad = ins.run_grad(conv, ids, keep_embedding_dim=True, **args).get_result("torch_tensor")
+    gtol = {"rtol": 1e-4, "atol": 1e-6} if dtype == "float" else tol
+    torch.testing.assert_close(grad, grads, **gtol)
+    # DeepLift from zero embeddings sums to f(x) - f(0) of the original
+    with torch.no_grad():
+        at_zero = model(inputs_embeds=torch.zeros_like(embeds), attention_mask=mask).logits
+    deeplift = ins.run_deeplift(conv, ids, **args).get_result("torch_tensor")
+    torch.testing.assert_close(deeplift.sum(1), _at(logits - at_zero, targets), **gtol)
+    lrp = {rule_name: ins.run_lrp(conv, ids, rule_name=rule_name, **args)
+           .get_result("torch_tensor") for rule_name in ("simple", "attnlrp")}
+    assert all(torch.isfinite(values).all() for values in lrp.values())
+    if not any(param.endswith("bias") for param, _ in model.named_parameters()):  # Llama
+        # the AH-rule conserves: the values sum to the logits, padded positions included
+        torch.testing.assert_close(lrp["simple"].sum(1), _at(logits, targets), **tol)

@@ -420,6 +420,19 @@ def token() -> nn.Parameter:
     return nn.Parameter(torch.randn(1, 1, 4))
 
 
+def left_padded() -> torch.Tensor:
+    """Which of 5 keys each of 5 queries attends to: causal, the first key masked too
+    (left padding), so that the first query attends to no key."""
+    return torch.ones(5, 5, dtype=torch.bool).tril() & (torch.arange(5) > 0)
+
+
+def left_padded_additive() -> nn.Parameter:
+    """:func:`left_padded` as an additive mask of finite numbers (0 and the float32
+    minimum): the query attending to no key takes the softmax of its shifted scores."""
+    additive = torch.zeros(5, 5).masked_fill(~left_padded(), torch.finfo(torch.float32).min)
+    return nn.Parameter(additive, requires_grad=False)
+
+
 ATTENTION = [
     case("nn.MultiheadAttention", lambda m, x: m.mha(x, x, x, need_weights=False)[0], [5, 8],
          mha=lambda: nn.MultiheadAttention(8, 2, batch_first=True)),
@@ -430,6 +443,12 @@ ATTENTION = [
     case("F.scaled_dot_product_attention",
          lambda m, x: F.scaled_dot_product_attention(x, m.k(x), m.v(x)), [2, 5, 4],
          k=lambda: nn.Linear(4, 4), v=lambda: nn.Linear(4, 3)),
+    case("F.scaled_dot_product_attention-bool-mask-query-attending-no-key",
+         lambda m, x: F.scaled_dot_product_attention(x, x, x, attn_mask=m.mask), [5, 4],
+         mask=left_padded),
+    case("F.scaled_dot_product_attention-float-mask-query-attending-no-key",
+         lambda m, x: F.scaled_dot_product_attention(x, x, x, attn_mask=m.mask), [5, 4],
+         mask=left_padded_additive),
     case("F.scaled_dot_product_attention-scale",
          lambda m, a, b: F.scaled_dot_product_attention(a, b, b, scale=0.3), [[5, 4], [3, 4]]),
     case("a@b", lambda m, a, b: a @ b, [[2, 3, 4], [2, 4, 5]]),

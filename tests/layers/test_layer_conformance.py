@@ -49,6 +49,10 @@ def _t(value: Any) -> Tensor:
 #: that masks the last key.
 _CAUSAL = np.triu(np.full((4, 4), np.finfo(np.float32).min), 1)
 _PADDING = np.array([[0.0, 0.0, 0.0, -1e9]] * 4)
+#: The causal mask with its first key masked too (left padding): the first query
+#: attends to no key.
+_LEFT_PADDED = _CAUSAL.copy()
+_LEFT_PADDED[:, 0] = np.finfo(np.float32).min
 
 
 def _repeated(x: Tensor, group: int) -> Tensor:
@@ -686,6 +690,12 @@ CASES: list[LayerCase] = [
     LayerCase("attention_mask_and_bias", "ScaledDotProductAttention",
               {"scale": 1.0, "mask": _PADDING}, ((4, 3), (4, 3), (4, 2), (4, 4)),
               lambda q, k, v, b: _attention(q @ k.mT + _t(_PADDING) + b, v)),
+    # a query attending to no key gets no weights, as in torch's kernel with booleans
+    LayerCase("attention_row_attending_no_key", "ScaledDotProductAttention",
+              {"scale": 0.5, "mask": _LEFT_PADDED, "masked_rows": "zero"},
+              ((2, 4, 3), (2, 4, 3), (2, 4, 2)),
+              lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
+                  q, k, v, attn_mask=torch.as_tensor(_LEFT_PADDED == 0), scale=0.5)),
     # grouped-query attention: each key and value head serves two query heads in a row
     LayerCase("attention_grouped", "ScaledDotProductAttention", {"scale": 0.4},
               ((4, 3, 2), (2, 5, 2), (2, 5, 3)),
@@ -1054,6 +1064,10 @@ LAYER_ERRORS = [
     ("attention_key_width", {"type": "ScaledDotProductAttention", "scale": 1.0},
      [(2, 3), (2, 4), (2, 4)],
      _shape_error("ScaledDotProductAttention", "[[2, 3], [2, 4], [2, 4]]", 3)),
+    ("attention_masked_rows", {"type": "ScaledDotProductAttention", "scale": 1.0,
+                               "masked_rows": "uniform"}, [(2, 3), (2, 3), (2, 3)],
+     _where("ScaledDotProductAttention", 3)
+     + r": `masked_rows` must be one of \['softmax', 'zero'\], got 'uniform'"),
     ("attention_heads_not_grouped", {"type": "ScaledDotProductAttention", "scale": 1.0},
      [(3, 2, 4), (2, 5, 4), (2, 5, 4)],
      _shape_error("ScaledDotProductAttention", "[[3, 2, 4], [2, 5, 4], [2, 5, 4]]", 3)

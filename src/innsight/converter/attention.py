@@ -22,16 +22,20 @@ Emit = Callable[..., int]
 
 
 def emit_attention(emit: Emit, q: Any, k: Any, v: Any, scale: float, part: str = "",
-                   mask: Tensor | None = None, bias: Any = None) -> int:
+                   mask: Tensor | None = None, bias: Any = None,
+                   masked_rows: str = "softmax") -> int:
     """``softmax(scale * q @ k^T + mask + bias) @ v`` over the last two sample axes of
     ``q (..., L, E)``, ``k (..., S, E)`` and ``v (..., S, Ev)``, as one
     :class:`~innsight.layers.attention.ScaledDotProductAttention` layer named ``part``
     (its softmax, the part ``weights``, is held fixed under LRP by default: the
     AH-rule). ``mask`` is a constant added to the scores (a causal or padding mask: 0
     where attending, a large negative number where not); ``bias`` a tensor computed
-    from the inputs added to them (a relative position term)."""
+    from the inputs added to them (a relative position term, or a mask made from the
+    masks given per call); ``masked_rows`` what a query row that attends to no key
+    yields (the layer's parameter: ``"zero"`` where the original masked with booleans)."""
     reads = [q, k, v] if bias is None else [q, k, v, bias]
-    return emit("ScaledDotProductAttention", reads, part, scale=float(scale), mask=mask)
+    return emit("ScaledDotProductAttention", reads, part, scale=float(scale), mask=mask,
+                masked_rows=masked_rows)
 
 
 def emit_multi_head_attention(emit: Emit, inputs: Sequence[Any], lengths: Sequence[int],

@@ -736,9 +736,10 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
     for x in (q, k, v):
         t.axis(x, -2)  # refuses a batch axis moved among the tokens or features
     given = arg(node, 3, "attn_mask", None)
+    rows = _masked_rows(given)
     if given in t.helpers:  # a padding mask from the masks given per call
         return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)),
-                              bias=_additive_mask(t, node, given))
+                              bias=_additive_mask(t, node, given), masked_rows=rows)
     computed = t.is_tensor(given)  # an additive bias from the inputs (relative positions)
     if computed and (t.shape(given) != (*t.shape(q)[:-1], t.shape(k)[-2])
                      or node.meta["tensor_meta"].dtype != given.meta["tensor_meta"].dtype):
@@ -746,7 +747,15 @@ def _scaled_dot_product_attention(t: Any, node: fx.Node) -> int:
                             "Additive float masks of the scores' full shape convert. ")
     mask = None if computed else _attention_mask(t, node, t.shape(q)[-2], t.shape(k)[-2])
     return emit_attention(_emitter(t, node), q, k, v, _scale(node, t.shape(q)),
-                          mask=mask, bias=given if computed else None)
+                          mask=mask, bias=given if computed else None, masked_rows=rows)
+
+
+def _masked_rows(mask: Any) -> str:
+    """What torch's kernel gives a query that ``attn_mask`` lets attend to no key (the
+    attention layer's ``masked_rows``): no weights, a zero output, under a boolean mask;
+    the softmax of its masked scores under an additive mask of finite numbers."""
+    meta = mask.meta.get("tensor_meta") if isinstance(mask, fx.Node) else None
+    return "zero" if meta is not None and meta.dtype == torch.bool else "softmax"
 
 
 def _scale(node: fx.Node, query_shape: tuple[int, ...]) -> float:

@@ -52,6 +52,9 @@ def _hardswish(x: Tensor) -> Tensor:
     return x * _hardsigmoid(x)
 
 
+#: Scores at or below this count as masked ("not attending": ``-inf`` after a softmax).
+MASKED = -1e30
+
 #: Activation name in the dict format -> how to compute it. ``axis`` counts
 #: sample axes (0 = channels), never the batch axis.
 ACTIVATIONS: dict[str, ActivationSpec] = {
@@ -218,9 +221,14 @@ def rescaled_gradient(fn: Callable[[Tensor], Tensor], n: Tensor, x: Tensor, x_re
                       dy: Tensor) -> Tensor:
     """DeepLift multipliers ``(T, B, *dim)`` of a non-elementwise ``fn`` (softmax): the
     gradient at the midpoint of ``x`` and ``x_ref``, scaled per sample and target so that
-    the contributions ``dx * m`` sum to ``n * dy``."""
-    grad = vjp_at(fn, (x + x_ref) / 2, n)
+    the contributions ``dx * m`` sum to ``n * dy``. Entries masked in both (at or below
+    :data:`MASKED`) get none: their mask absorbs in floating point what is added to it
+    (``dx = 0``), so a multiplier there (a row of masked scores has a nonzero gradient)
+    would reach the summands of the scores without a difference to pay for it."""
     dx = x - x_ref
+    # x_ref + dx / 2, not (x + x_ref) / 2: masked scores near the dtype's minimum would
+    # overflow to -inf in the sum, and a row of them to NaN weights
+    grad = vjp_at(fn, x_ref + dx / 2, n).masked_fill_((x <= MASKED) & (x_ref <= MASKED), 0.0)
     wanted = (n * dy).flatten(2).sum(2)
     got = (grad * dx).flatten(2).sum(2)
     size = (grad * dx).abs().flatten(2).sum(2)

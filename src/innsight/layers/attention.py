@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from innsight.layers.activation import rescaled_gradient, softmax_linearised
+from innsight.layers.activation import MASKED, rescaled_gradient, softmax_linearised
 from innsight.layers.base import Layer, frozen_param
 from innsight.layers.lrp_rules import Linearise, LrpRule
 from innsight.layers.merge import FrozenMatMul
@@ -31,8 +31,11 @@ from innsight.layers.rules import (
     unfold,
 )
 
-#: Mask entries at or below this count as "not attending" (``-inf`` after the softmax).
-_MASKED = -1e30
+#: What a query row yields whose every score is masked (``masked_rows``): the softmax of
+#: its masked scores as they are (an additive mask of finite numbers: about uniform
+#: weights), or no weights at all, hence a zero output (torch's
+#: ``scaled_dot_product_attention`` with a boolean or ``-inf`` mask).
+MASKED_ROWS = ("softmax", "zero")
 
 
 def _is_causal(mask: Tensor) -> bool:
@@ -40,11 +43,13 @@ def _is_causal(mask: Tensor) -> bool:
     if mask.ndim < 2 or mask.shape[-1] != mask.shape[-2]:
         return False
     above = torch.ones(mask.shape[-2:], dtype=torch.bool, device=mask.device).triu(1)
-    return bool((mask.masked_fill(above, 0) == 0).all() and (mask[..., above] <= _MASKED).all())
+    return bool((mask.masked_fill(above, 0) == 0).all() and (mask[..., above] <= MASKED).all())
 
 
-def _softmax(x: Tensor) -> Tensor:
-    return torch.softmax(x, dim=-1)
+def _attending(scores: Tensor) -> Tensor:
+    """Whether each query row of ``scores (..., L, S)`` (masks included) attends to some
+    key: ``(..., L, 1)``."""
+    return (scores > MASKED).any(-1, keepdim=True)
 
 
 def _group(q: Tensor, k: Tensor) -> int:
@@ -77,7 +82,12 @@ class ScaledDotProductAttention(Layer):
     L, S)``, computed from the inputs (a relative position term): ``softmax(scale * q @ k^T +
     mask + bias) @ v``, ``(batch, ..., L, Ev)``. Parameters: ``scale`` (a number) and an
     optional constant ``mask`` broadcastable to the scores ``(..., L, S)`` of one sample
-    (a causal or padding mask: 0 where attending, a large negative number where not).
+    (a causal or padding mask: 0 where attending, a large negative number where not);
+    ``masked_rows``, what a query row whose every score is masked (at or below ``-1e30``,
+    such as a padded position under a causal and padding mask) yields: ``"softmax"``
+    (default) the softmax of its masked scores as they are, as with a finite additive
+    mask; ``"zero"`` no attention weights, so a zero output, as torch's kernel gives for a
+    boolean mask.
 
     Grouped-query attention: ``k`` and ``v`` may have fewer heads (axis ``-3``) than ``q``,
     a divisor of them; key and value head ``h`` serve the ``group = q heads / kv heads``
@@ -107,7 +117,7 @@ class ScaledDotProductAttention(Layer):
     min_inputs = 3
     max_inputs = 4
     required = ("scale",)
-    optional = {"mask": None}
+    optional = {"mask": None, "masked_rows": "softmax"}
     rule_paths = frozenset({"lrp", "deeplift"})
     no_rule_reason = "a product of two tensors has no weights to follow"
     takes_lrp_rule = True
@@ -115,12 +125,16 @@ class ScaledDotProductAttention(Layer):
     rule_keys = ("MatMul",)
     rule_parts = (RulePart("weights", "Activation", "Softmax", "activation", "pass"),)
 
-    def __init__(self, type_name: str, scale: Any, mask: Any) -> None:
+    def __init__(self, type_name: str, scale: Any, mask: Any, masked_rows: str) -> None:
         super().__init__(type_name)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(
                 scale):
             raise ValueError(f"`scale` must be a finite number, got {scale!r}.")
+        if not isinstance(masked_rows, str) or masked_rows not in MASKED_ROWS:
+            raise ValueError(f"`masked_rows` must be one of {list(MASKED_ROWS)}, got "
+                             f"{masked_rows!r}.")
         self.scale = float(scale)
+        self.masked_rows = masked_rows
         self.mask = None if mask is None else frozen_param(mask, "mask")
         #: A causal mask runs as such (``is_causal``), so that fused kernels skip the
         #: masked half rather than read the mask.
@@ -141,11 +155,14 @@ class ScaledDotProductAttention(Layer):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
                                                   enable_gqa=grouped)
         add = self.mask if bias is None else bias if self.mask is None else bias + self.mask
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=self.scale,
-                                              enable_gqa=grouped)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=self.scale,
+                                             enable_gqa=grouped)
+        if self.masked_rows == "zero" and add is not None:
+            out = out.masked_fill(~_attending(add), 0.0)
+        return out
 
     def get_params(self) -> dict[str, Any]:
-        return {"scale": self.scale, "mask": self.mask}
+        return {"scale": self.scale, "mask": self.mask, "masked_rows": self.masked_rows}
 
     def rule_key(self) -> str:
         return "MatMul"
@@ -166,7 +183,16 @@ class ScaledDotProductAttention(Layer):
             scores.add_(self.mask)
         for b in bias:
             scores.add_(b)
-        return qs, z, _softmax(z)
+        return qs, z, self._weights(z)
+
+    def _weights(self, z: Tensor) -> Tensor:
+        """The attention weights ``softmax(z)`` of the scores ``z (..., L, S)``; under
+        ``masked_rows="zero"`` none in a row whose every score is masked."""
+        if self.masked_rows == "softmax":
+            return torch.softmax(z, dim=-1)
+        attending = _attending(z)
+        return torch.softmax(z.masked_fill(~attending, 0.0), dim=-1).masked_fill(~attending,
+                                                                                 0.0)
 
     def linearised(self, r: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """The softmax part linearised at its input (the rule ``linearise``)."""
@@ -236,7 +262,7 @@ class ScaledDotProductAttention(Layer):
         qs, z, w = self._steps(q, k, bias)
         qs_ref, z_ref, w_ref = self._steps(q_ref, k_ref, bias_ref)
         m_v = ((w + w_ref) / 2).mT @ n
-        m_z = rescaled_gradient(_softmax, n @ ((v + v_ref) / 2).mT, z, z_ref, w - w_ref)
+        m_z = rescaled_gradient(self._weights, n @ ((v + v_ref) / 2).mT, z, z_ref, w - w_ref)
         m_q = _ungrouped((m_z @ ((k + k_ref) / 2)) * self.scale, group)
         m_k = m_z.mT @ ((qs + qs_ref) / 2)
         m_z = _ungrouped(m_z, group)
