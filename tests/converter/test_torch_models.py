@@ -235,3 +235,28 @@ def test_double_conversion_folds_constants_in_float64(torch_seed, outputs_match,
     assert torch.get_default_dtype() == torch.float32
     for name, tensor in model.state_dict().items():
         assert tensor.dtype == torch.float32 and torch.equal(tensor, tensors[name]), name
+
+
+class Float32Attribute(nn.Module):
+    """A float32 tensor attribute that is no parameter or buffer (``model.double()``
+    leaves it float32), multiplied with a parameter: the model cannot run in float64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.proj = torch.randn(5, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ (self.proj @ self.fc.weight.T)
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_double_conversion_of_a_model_that_cannot_run_in_float64(torch_seed, outputs_match,
+                                                                 tracer):
+    """It is traced in its own precision: its constant is computed in float32, then cast."""
+    model = Float32Attribute().eval()
+    conv = ins.convert(model, input_dim=[5], tracer=tracer, dtype="double")
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        outputs_match(conv.model(x), x @ (model.proj.double() @ model.fc.weight.double().T),
+                      1e-6)

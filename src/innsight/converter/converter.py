@@ -191,7 +191,7 @@ class Converter:
         # of the graph of torch.fx fails (to trace, to convert, or its dry run)
         tracers = AUTO_TRACERS if tracer == "auto" and describer is _describe_module else [tracer]
         failures: list[ConversionError] = []
-        for attempt in tracers:  # the describer is called here: its warnings point above
+        for attempt in tracers:  # called here, not in a helper: warnings count the frames
             try:
                 description, run_original = describer(model, input_dim, attempt, torch_dtype,
                                                       **options)

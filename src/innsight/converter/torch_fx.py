@@ -131,7 +131,9 @@ def describe_torch(
     ``dtype`` is the precision of the conversion: for float64, the model is traced and
     run in float64 (see :func:`~innsight._torch_modules.computing_in`), so that the
     constants it computes in its forward fold in float64, as the model computes them
-    in float64.
+    in float64; a model that cannot be traced so (a float32 tensor attribute that is
+    no parameter or buffer, used with one) is traced in its own precision, its
+    constants then cast to float64 when the layers are built.
     """
     if tracer not in TRACE:
         raise ValueError(f"`tracer` must be one of {list(TRACERS)}, got {tracer!r}.")
@@ -151,12 +153,19 @@ def describe_torch(
             UserWarning,
             stacklevel=4,  # Converter -> its front-end table -> here
         )
-    with eval_mode(model), computing_in(model, dtype):
+    def described() -> Described:
         if graph_module is not None:
-            description, written = _describe_graph(model, graph_module, dims, specs)
-        else:
-            description, written = _describe_graph(model, TRACE[tracer](model, dims, specs),
-                                                   dims, specs)
+            return _describe_graph(model, graph_module, dims, specs)
+        return _describe_graph(model, TRACE[tracer](model, dims, specs), dims, specs)
+
+    with eval_mode(model):
+        try:
+            with computing_in(model, dtype):
+                description, written = described()
+        except ConversionError:
+            if dtype != torch.float64 or graph_module is not None:
+                raise  # (a graph given is not traced anew, and may have been rewritten)
+            description, written = described()  # the error of the model's own precision
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
         """The model's outputs; in float64 where an input is float64 (the dry run's
