@@ -204,7 +204,7 @@ class Converter:
                 return
             except ConversionError as error:
                 if len(tracers) == 1 or isinstance(error, InputsRefused):
-                    raise  # no tracer can help inputs that the model refuses
+                    raise  # one tracer asked for, or inputs that no tracer can help
                 failures.append(error)
         fx_error, export_error = failures
         raise ConversionError(

@@ -153,6 +153,7 @@ def describe_torch(
             UserWarning,
             stacklevel=4,  # Converter -> its front-end table -> here
         )
+
     def described() -> Described:
         if graph_module is not None:
             return _describe_graph(model, graph_module, dims, specs)
