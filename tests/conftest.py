@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -363,11 +364,25 @@ def assert_outputs_match(actual: Any, expected: Any, rel_tol: float) -> None:
         )
 
 
+@contextmanager
+def float64_default() -> Iterator[None]:
+    """Float64 as torch's default dtype for the duration: with ``model.double()``, the
+    model in float64 throughout, the tensors its forward creates (``torch.arange(n) *
+    0.1``, ``torch.tensor(0.5)``) too, as a conversion in double computes them."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(default)
+
+
 def check_conversion(model: nn.Module, input_dim: Any, batch: int = 3,
                      **convert_kwargs: Any) -> ins.Converter:
     """Convert ``model`` in float and in double precision; both converted models
     must reproduce the original's forward (the double one against
-    ``copy.deepcopy(model).double()`` on float64 inputs). Returns the float converter."""
+    ``copy.deepcopy(model).double()`` on float64 inputs, run with float64 as the default
+    dtype: see :func:`float64_default`). Returns the float converter."""
     dims = dim_list(input_dim)
     single = len(dims) == 1
 
@@ -382,8 +397,9 @@ def check_conversion(model: nn.Module, input_dim: Any, batch: int = 3,
     assert conv64.model.dtype == torch.float64
     reference = copy.deepcopy(model).double()
     xs64 = random_inputs(dims, batch, torch.float64, seed=321)
-    with torch.no_grad():
+    with torch.no_grad(), float64_default():
         expected = reference(*xs64)
+    with torch.no_grad():
         actual = conv64.model(xs64[0] if single else xs64)
     assert_outputs_match(actual, expected, DOUBLE_TOL)
     return conv
@@ -448,15 +464,22 @@ def assert_converts() -> Callable[..., ins.Converter]:
 
 
 @pytest.fixture
+def default_float64() -> Callable[[], Any]:
+    """:func:`float64_default`."""
+    return float64_default
+
+
+@pytest.fixture
 def outputs_match() -> Callable[[Any, Any, float], None]:
     """:func:`assert_outputs_match`."""
     return assert_outputs_match
 
 
 def traced_apart(h: Tensor) -> Tensor:
-    """``h + relu(h)`` in a traced graph, ``2 relu(h)`` when the model runs: a forward
-    whose graph computes something else than the model (as ``h + h.relu_()`` was once
-    converted), so its conversion is wrong and only the dry run can tell."""
+    """``h + relu(h)`` in a graph of ``torch.fx``, ``2 relu(h)`` when the model runs (and
+    in a graph of ``torch.export``): a forward whose graph computes something else than
+    the model (as ``h + h.relu_()`` was once converted), so its conversion with
+    ``tracer="fx"`` is wrong and only the dry run can tell."""
     return h + h.relu() if isinstance(h, torch.fx.Proxy) else 2 * h.relu()
 
 

@@ -69,27 +69,39 @@ def kept(tensors: Iterable[Tensor]) -> Iterator[list[Tensor]]:
 @contextmanager
 def in_float64(model: nn.Module) -> Iterator[None]:
     """The module's floating-point parameters and buffers in float64 for the duration,
-    then its own tensors back (the same ``Parameter`` objects, their values untouched).
-    For the converter's dry run, which re-runs a float32 original in float64; the model
-    must not be used by another thread meanwhile."""
-    saved: list[tuple[Any, str, Tensor]] = []  # (owner, attribute or buffer name, tensor)
+    then their own values back (the same tensor objects throughout, so that a traced
+    graph holding them holds the model's own). For the converter, which traces a model
+    for a float64 conversion and re-runs a float32 original in float64 in its dry run;
+    the model must not be used by another thread meanwhile."""
+    saved: list[tuple[Tensor, Tensor]] = []  # (the model's tensor, its own data)
     try:
-        for param in model.parameters():
-            if param.is_floating_point() and param.dtype != torch.float64:
-                saved.append((param, "data", param.data))
-                param.data = param.data.double()
-        for module in model.modules():
-            for name, buffer in module._buffers.items():
-                if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float64:
-                    saved.append((module._buffers, name, buffer))
-                    module._buffers[name] = buffer.double()
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point() and tensor.dtype != torch.float64:
+                saved.append((tensor, tensor.data))
+                tensor.data = tensor.data.double()
         yield
     finally:
-        for owner, name, tensor in reversed(saved):
-            if isinstance(owner, dict):
-                owner[name] = tensor
-            else:
-                owner.data = tensor
+        for tensor, data in reversed(saved):
+            tensor.data = data
+
+
+@contextmanager
+def computing_in(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """For ``dtype`` float64: the module in float64 (:func:`in_float64`) and float64 as
+    torch's default dtype for the duration, so that whatever its forward computes from
+    its parameters and buffers or creates (``torch.arange(n) * 0.1``, ``torch.tensor``)
+    is float64 from the start; for other dtypes, nothing changes. The default dtype is
+    global: no other thread may create tensors meanwhile."""
+    if dtype != torch.float64:
+        yield
+        return
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with in_float64(model):
+            yield
+    finally:
+        torch.set_default_dtype(default)
 
 
 def output_list(output: Any, what: str) -> list[Tensor]:

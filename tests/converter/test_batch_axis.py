@@ -158,8 +158,8 @@ def test_windows_merged_into_the_batch_axis_convert(explained_exactly, assert_co
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tracer", ["fx", "export"])
 def test_input_independent_tables_fold_into_constants(outputs_match, tracer, dtype):
-    """The table is computed once, at the model's precision (a float32 model's table
-    stays float32 in a float64 conversion: convert ``model.double()`` for a float64 one)."""
+    """The table is computed once, at the precision of the conversion (of a float32
+    model too: see ``test_double_conversion_folds_constants_in_float64``)."""
     torch.manual_seed(0)
     model = SinusoidalPositions().eval().to(dtype)
     conv = ins.convert(model, input_dim=[5, 6], tracer=tracer,

@@ -424,8 +424,8 @@ def test_check_false_runs_no_forward_and_skips_the_dry_run(cnn2d, module_from, o
 
     wrong = module_from(lambda m, x: converts_wrongly(m.fc(x)), fc=nn.Linear(4, 4))
     with pytest.raises(ins.ConversionError, match="differs"):
-        ins.convert(wrong, input_dim=[4])
-    ins.convert(wrong, input_dim=[4], check=False)
+        ins.convert(wrong, input_dim=[4], tracer="fx")
+    ins.convert(wrong, input_dim=[4], tracer="fx", check=False)
 
 
 def test_check_must_be_a_bool(cnn2d):

@@ -359,7 +359,7 @@ def test_model_whose_output_shape_depends_on_batch_size(module_from):
 def test_graph_that_computes_something_else_is_caught_by_dry_run(module_from,
                                                                  converts_wrongly):
     model = module_from(lambda m, x: converts_wrongly(m.fc(x)), fc=nn.Linear(4, 4))
-    assert_refused(model, [4], "differs", WAY_OUT)
+    assert_refused(model, [4], "differs", WAY_OUT, tracer="fx")
 
 
 def cancelling_fc() -> nn.Linear:
@@ -394,7 +394,7 @@ def test_dry_run_refuses_a_wrong_conversion_of_a_noisy_model(module_from, conver
         return converts_wrongly(m.fc(x)[:, :1] - m.fc(x)[:, 1:]).float()
 
     message = assert_refused(module_from(forward, fc=cancelling_fc()), [64], "differs",
-                             "in float64", WAY_OUT)
+                             "in float64", WAY_OUT, tracer="fx")
     assert "the tolerance is 0.0001" in message
 
 
@@ -463,11 +463,11 @@ def test_dry_run_refuses_a_wrong_conversion_of_a_chaotic_model(module_from, conv
         right = 2 * exact.relu()  # what the model computes
         wrong = exact + exact.relu()  # what the traced graph computes
     assert (right - wrong).abs().max() < 10 * noise
-    assert_refused(model, [16], "differs", "in float64", WAY_OUT)
+    assert_refused(model, [16], "differs", "in float64", WAY_OUT, tracer="fx")
 
 
 def test_dry_run_refuses_a_wrong_conversion_of_a_model_with_small_outputs(module_from,
                                                                           converts_wrongly):
     """Outputs of about 1e-6 are compared relative to their own magnitude, not to 1."""
     model = module_from(lambda m, x: converts_wrongly(1e-6 * m.fc(x)), fc=nn.Linear(4, 4))
-    assert_refused(model, [4], "differs", WAY_OUT)
+    assert_refused(model, [4], "differs", WAY_OUT, tracer="fx")

@@ -1,8 +1,9 @@
 """Torch models through ``torch.export`` (``ins.convert(..., tracer=...)``).
 
 Every operation form of ``test_torch_ops.py`` is also converted from its
-``torch.export`` graph there; here: the choice of tracer, models that only
-``torch.export`` can trace, and a model zoo network traced both ways.
+``torch.export`` graph there; here: the choice of tracer (``"auto"`` falling back to
+``torch.export``), models that only ``torch.export`` can trace or convert, and a model
+zoo network traced both ways.
 References: the original module's forward pass and torch autograd.
 """
 
@@ -78,7 +79,36 @@ def test_auto_names_both_reasons_where_neither_tracer_converts():
     with pytest.raises(ins.ConversionError) as info:
         ins.convert(ValueBranch().eval(), input_dim=[4])
     message = str(info.value)
-    assert "torch.fx cannot trace ValueBranch" in message
+    assert "Traced with torch.fx (tracer='fx'): torch.fx cannot trace ValueBranch" in message
+    assert "Traced with torch.export instead (tracer='export'): torch.export cannot export" \
+        in message
+    assert "ins.torch_grad" in message  # the way out
+
+
+def _hooked(hook) -> nn.Sequential:
+    """A small MLP whose first layer has the forward hook ``hook``: ``torch.fx`` traces
+    modules without their hooks (its graph converts, but computes something else than
+    the model), ``torch.export`` runs them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    model[0].register_forward_hook(hook)
+    return model
+
+
+def test_auto_falls_back_to_export_where_the_fx_conversion_fails_its_dry_run(assert_converts):
+    model = _hooked(lambda module, inputs, output: 2 * output + 1)
+    with pytest.raises(ins.ConversionError, match="output 0 differs from the original's"):
+        ins.convert(model, input_dim=[4], tracer="fx")
+    assert_converts(model, [4])  # tracer="auto", float and double
+
+
+def test_auto_names_both_failures_where_fx_fails_its_dry_run_and_export_cannot_export():
+    model = _hooked(lambda module, inputs, output: output + 1 if output.sum() > 0 else output - 1)
+    with pytest.raises(ins.ConversionError) as info:
+        ins.convert(model, input_dim=[4])
+    message = str(info.value)
+    assert "Traced with torch.fx (tracer='fx'): The converted model's output 0 differs" \
+        in message
     assert "Traced with torch.export instead (tracer='export'): torch.export cannot export" \
         in message
     assert "ins.torch_grad" in message  # the way out

@@ -7,6 +7,9 @@ The reference is always the original model's own forward pass, in float32
 
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -190,3 +193,70 @@ def test_segmentation_model_matches_original_and_its_gradient(zoo_model, name, t
     xg = x.clone().requires_grad_(True)
     (reference,) = torch.autograd.grad(model(xg)["out"].flatten(1)[:, node].sum(), xg)
     assert (grad - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+class FoldedConstants(nn.Module):
+    """Tensors that do not depend on the input, which the converter folds into
+    constants: computed from float32 parameters and buffers (``w.exp() / 3``, a product
+    of two buffers) or created in forward (``arange(n) * 0.1``, a scale
+    ``torch.tensor(1 / sqrt(d))``); an integer index and a boolean mask among them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6))
+        self.register_buffer("a", torch.rand(6) + 0.5)
+        self.register_buffer("b", torch.rand(6) + 0.5)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.w.exp() / 3
+        ramp = torch.arange(6) * 0.1
+        scale = torch.tensor(1 / math.sqrt(6))
+        h = (x * gate + ramp) * scale * (self.a * self.b)
+        h = h * (torch.arange(6) % 3 != 0)
+        return self.fc(h[:, torch.arange(5, -1, -1)])
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_double_conversion_folds_constants_in_float64(torch_seed, outputs_match,
+                                                      default_float64, tracer):
+    """A float32 model converted in double reproduces the model in float64 throughout
+    (its float64 copy, run with float64 as the default dtype) to float64 rounding: the
+    constants its forward computes are computed in float64, not cast from float32 (which
+    deviates by about 1e-8); the model and the default dtype are left as they were."""
+    model = FoldedConstants().eval()
+    tensors = {name: t.clone() for name, t in model.state_dict().items()}
+    conv = ins.convert(model, input_dim=[6], tracer=tracer, dtype="double")
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with torch.no_grad(), default_float64():
+        expected = copy.deepcopy(model).double()(x)
+    with torch.no_grad():
+        outputs_match(conv.model(x), expected, 1e-12)
+    assert torch.get_default_dtype() == torch.float32
+    for name, tensor in model.state_dict().items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, tensors[name]), name
+
+
+class Float32Attribute(nn.Module):
+    """A float32 tensor attribute that is no parameter or buffer (``model.double()``
+    leaves it float32), multiplied with a parameter: the model cannot run in float64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.proj = torch.randn(5, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ (self.proj @ self.fc.weight.T)
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_double_conversion_of_a_model_that_cannot_run_in_float64(torch_seed, outputs_match,
+                                                                 tracer):
+    """It is traced in its own precision: its constant is computed in float32, then cast."""
+    model = Float32Attribute().eval()
+    conv = ins.convert(model, input_dim=[5], tracer=tracer, dtype="double")
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        outputs_match(conv.model(x), x @ (model.proj.double() @ model.fc.weight.double().T),
+                      1e-6)

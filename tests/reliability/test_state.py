@@ -227,13 +227,15 @@ def test_a_conversion_failing_half_way_leaves_the_model_as_it_was(dtype):
 
 
 def test_a_conversion_whose_dry_run_fails_leaves_the_model_as_it_was():
+    """With ``tracer="fx"``: ``"auto"`` would convert it with torch.export after the
+    failed dry run, as the model fails once only."""
     model = FailsOnCall(fail_at=2)  # traced (no call), the shape run passes, the dry run raises
     before = snapshot(model.net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with pytest.raises((ins.ConversionError, RuntimeError), match="fails half way"):
             for _ in range(3):  # whichever call of conversion fails
-                ins.convert(model, input_dim=[2, 6, 6])
+                ins.convert(model, input_dim=[2, 6, 6], tracer="fx")
     assert_unchanged(model.net, before)
 
 

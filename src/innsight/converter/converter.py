@@ -23,7 +23,9 @@ from innsight.converter.names import Names
 from innsight.converter.onnx_front import accepts_onnx, describe_onnx
 from innsight.converter.sklearn_front import accepts_sklearn, describe_sklearn
 from innsight.converter.torch_fx import (
+    AUTO_TRACERS,
     InputSpec,
+    InputsRefused,
     describe_torch,
     input_specs,
     random_inputs,
@@ -37,8 +39,9 @@ DRY_RUN_BATCH = 1
 #: (in float32, or, where float32 rounding exceeds it, in float64: see ``_dry_run_refusal``).
 DRY_RUN_TOLERANCE = 1e-4
 
-#: ``describe(model, input_dim, tracer) -> (model dict, run the original or None)``.
-Describer = Callable[[Any, Any, str],
+#: ``describe(model, input_dim, tracer, dtype) -> (model dict, run the original or
+#: None)``; ``dtype``: the precision of the conversion.
+Describer = Callable[[Any, Any, str, torch.dtype],
                      tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]] | None]]
 
 
@@ -57,9 +60,10 @@ def _describe_dict(model: dict[str, Any], input_dim: Any) -> tuple[dict[str, Any
 
 
 def _traced_as_given(describe: Callable[[Any, Any], Any]) -> Describer:
-    """A front-end that builds its own graph: ``tracer`` has no choice to make there."""
+    """A front-end that builds its own graph in the model's precision: ``tracer`` has no
+    choice to make there."""
 
-    def describe_as_given(model: Any, input_dim: Any, tracer: str) -> Any:
+    def describe_as_given(model: Any, input_dim: Any, tracer: str, dtype: torch.dtype) -> Any:
         if tracer != "auto":
             raise ValueError(f"`tracer` chooses how a torch nn.Module is traced; leave it "
                              f"'auto' for {type(model).__name__}, got {tracer!r}.")
@@ -68,13 +72,17 @@ def _traced_as_given(describe: Callable[[Any, Any], Any]) -> Describer:
     return describe_as_given
 
 
+def _describe_module(model: nn.Module, input_dim: Any, tracer: str, dtype: torch.dtype,
+                     **options: Any) -> Any:
+    return describe_torch(model, input_dim, tracer=tracer, dtype=dtype, **options)
+
+
 #: Front-ends: (does it take this model?, describe it as a model dict).
 FRONTENDS: list[tuple[Callable[[Any], bool], Describer]] = [
     # first: a Keras model may be an nn.Module too
     (accepts_keras, _traced_as_given(describe_keras)),
     (accepts_huggingface, describe_huggingface),
-    (lambda model: isinstance(model, nn.Module), lambda model, input_dim, tracer, **options:
-     describe_torch(model, input_dim, tracer=tracer, **options)),
+    (lambda model: isinstance(model, nn.Module), _describe_module),
     (lambda model: isinstance(model, dict), _traced_as_given(_describe_dict)),
     (accepts_onnx, _traced_as_given(describe_onnx)),
     (accepts_sklearn, _traced_as_given(describe_sklearn)),
@@ -102,13 +110,17 @@ class Converter:
         Labels per input/output layer and axis; default ``X1..`` (tabular),
         ``C1../L1..`` (signals), ``C1../H1../W1..`` (images) and ``Y1..`` (outputs).
     dtype
-        ``"float"`` or ``"double"``: the precision of the converted model.
+        ``"float"`` or ``"double"``: the precision of the converted model. A torch model
+        converted in ``"double"`` is traced in float64 (its parameters and buffers, and
+        torch's default dtype, for the duration), so that the constants its forward
+        computes (``self.w.exp()``, ``torch.arange(n) * 0.1``) are float64 from the start.
     tracer
         How a torch model becomes a graph: ``"fx"`` (``torch.fx`` symbolic tracing;
         module calls stay whole), ``"export"`` (``torch.export``: ATen operations,
         through Python control flow that ``torch.fx`` cannot follow), or ``"auto"``
         (``torch.fx`` first, ``torch.export`` where that cannot trace or convert the
-        model). Other models leave it ``"auto"``.
+        model or its conversion fails the dry run; an error names both failures where
+        neither converts). Other models leave it ``"auto"``.
     text_input
         What a Hugging Face text model takes: ``"ids"`` (the default: token ids
         ``(batch, tokens)``, with ``attention_mask`` (and ``token_type_ids`` where the
@@ -175,13 +187,29 @@ class Converter:
                 f"model dict, got {describe(model)} "
                 f"of type {type(model).__name__}."
             )
-        description, run_original = describer(model, input_dim, tracer, **options)
-        if run_original is None or not check:
-            self.model: ConvertedModel = build_model(description, torch_dtype, input_names,
-                                                     output_names, on_meta=not check)
-        else:
-            self.model = _build_checked(description, torch_dtype, input_names, output_names,
-                                        model, run_original)
+        # "auto" for a torch nn.Module: torch.fx, then torch.export where the conversion
+        # of the graph of torch.fx fails (to trace, to convert, or its dry run)
+        tracers = AUTO_TRACERS if tracer == "auto" and describer is _describe_module else [tracer]
+        failures: list[ConversionError] = []
+        for attempt in tracers:  # called here, not in a helper: warnings count the frames
+            try:
+                description, run_original = describer(model, input_dim, attempt, torch_dtype,
+                                                      **options)
+                if run_original is None or not check:
+                    self.model: ConvertedModel = build_model(
+                        description, torch_dtype, input_names, output_names, on_meta=not check)
+                else:
+                    self.model = _build_checked(description, torch_dtype, input_names,
+                                                output_names, model, run_original)
+                return
+            except ConversionError as error:
+                if len(tracers) == 1 or isinstance(error, InputsRefused):
+                    raise  # one tracer asked for, or inputs that no tracer can help
+                failures.append(error)
+        fx_error, export_error = failures
+        raise ConversionError(
+            f"Traced with torch.fx (tracer='fx'): {fx_error}\nTraced with torch.export "
+            f"instead (tracer='export'): {export_error}") from export_error
 
     @property
     def input_dim(self) -> list[tuple[int, ...]]:

@@ -68,11 +68,13 @@ class _TokenLogits(nn.Module):
 
 
 def describe_huggingface(
-    model: nn.Module, input_dim: Any, tracer: str, text_input: str = "ids",
+    model: nn.Module, input_dim: Any, tracer: str, dtype: torch.dtype,
+    text_input: str = "ids",
 ) -> tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]]]:
     """The model dict of ``model``'s logits as a function of its images or, for a text
     model, of its token ids (``input_dim`` ``[tokens]``) with its masks, or of its input
-    embeddings (``text_input="embeddings"``; ``[tokens]`` or ``[tokens, hidden]``)."""
+    embeddings (``text_input="embeddings"``; ``[tokens]`` or ``[tokens, hidden]``), for a
+    conversion in ``dtype``."""
     input_name, specs = model.main_input_name, None
     tracer = "export" if tracer == "auto" else tracer
     if input_name == "input_ids" and text_input == "ids":
@@ -87,7 +89,7 @@ def describe_huggingface(
         wrapped = _Logits(model, input_name)
     with _fused_activations():
         description, run_original = describe_torch(wrapped, input_dim, tracer=tracer,
-                                                   inputs=specs)
+                                                   inputs=specs, dtype=dtype)
     if specs is not None:
         names = ["input_ids", *_extra_inputs(model)]
         for node, name in zip(description["input_nodes"], names):

@@ -6,8 +6,9 @@ with ``torch.export`` (``tracer="export"``: ATen operations, through Python
 control flow that ``torch.fx`` cannot follow), run once on random inputs to
 record the shape of every intermediate tensor, and each graph node is then
 mapped to layer entries by the op registry of :mod:`innsight.converter.torch_ops`.
-``tracer="auto"`` tries ``torch.fx`` first (its graphs keep attention modules
-whole, whose ATen form moves the batch axis) and ``torch.export`` where that fails.
+``tracer="auto"`` (see :class:`~innsight.converter.converter.Converter`) tries
+``torch.fx`` first (its graphs keep attention modules whole, whose ATen form moves the
+batch axis) and ``torch.export`` where that fails.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from innsight._torch_modules import (
     any_training,
+    computing_in,
     eval_mode,
     in_float64,
     kept,
@@ -61,6 +63,8 @@ TRACE_BATCH = 2
 
 #: How a torch model may be traced (see the module docs).
 TRACERS = ("auto", "fx", "export")
+#: The tracers that ``tracer="auto"`` tries, in order.
+AUTO_TRACERS = ("fx", "export")
 
 
 @dataclass(frozen=True)
@@ -114,17 +118,24 @@ def input_specs(model: nn.Module, kinds: Any, n_inputs: int) -> list[InputSpec]:
 
 def describe_torch(
     model: nn.Module, input_dim: Any, graph_module: fx.GraphModule | None = None,
-    tracer: str = "auto", inputs: Sequence[InputSpec] | None = None,
+    tracer: str = "fx", inputs: Sequence[InputSpec] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[dict[str, Any], Callable[[list[Tensor]], list[Tensor]]]:
     """The model dict of ``model`` and a function running the original on inputs.
 
     ``graph_module`` is a graph of ``model`` that a front-end built itself (ONNX
-    through onnx2torch); without it, ``model`` is traced by ``tracer``. ``inputs``
-    says what each input holds (default: real numbers, all explained); values computed
-    from integer inputs become :class:`~innsight.layers.tokens.Helper` layers, which
-    needs ``tracer="export"``.
+    through onnx2torch); without it, ``model`` is traced by ``tracer`` (``"fx"`` or
+    ``"export"``). ``inputs`` says what each input holds (default: real numbers, all
+    explained); values computed from integer inputs become
+    :class:`~innsight.layers.tokens.Helper` layers, which needs ``tracer="export"``.
+    ``dtype`` is the precision of the conversion: for float64, the model is traced and
+    run in float64 (see :func:`~innsight._torch_modules.computing_in`), so that the
+    constants it computes in its forward fold in float64, as the model computes them
+    in float64; a model that cannot be traced so (a float32 tensor attribute that is
+    no parameter or buffer, used with one) is traced in its own precision, its
+    constants then cast to float64 when the layers are built.
     """
-    if tracer not in TRACERS:
+    if tracer not in TRACE:
         raise ValueError(f"`tracer` must be one of {list(TRACERS)}, got {tracer!r}.")
     if input_dim is None:
         raise ValueError(
@@ -142,14 +153,20 @@ def describe_torch(
             UserWarning,
             stacklevel=4,  # Converter -> its front-end table -> here
         )
-    with eval_mode(model):
+
+    def described() -> Described:
         if graph_module is not None:
-            description, written = _describe_graph(model, graph_module, dims, specs)
-        elif tracer == "auto":
-            description, written = _describe_fx_or_export(model, dims, specs)
-        else:
-            description, written = _describe_graph(model, TRACE[tracer](model, dims, specs),
-                                                   dims, specs)
+            return _describe_graph(model, graph_module, dims, specs)
+        return _describe_graph(model, TRACE[tracer](model, dims, specs), dims, specs)
+
+    with eval_mode(model):
+        try:
+            with computing_in(model, dtype):
+                description, written = described()
+        except ConversionError:
+            if dtype != torch.float64 or graph_module is not None:
+                raise  # (a graph given is not traced anew, and may have been rewritten)
+            description, written = described()  # the error of the model's own precision
 
     def run_original(inputs: list[Tensor]) -> list[Tensor]:
         """The model's outputs; in float64 where an input is float64 (the dry run's
@@ -222,23 +239,6 @@ def _fails_on(model: nn.Module, examples: list[Tensor], written: list[Tensor]) -
     except Exception:  # any error the user's code raises
         return True
     return False
-
-
-def _describe_fx_or_export(model: nn.Module, dims: list[tuple[int, ...]],
-                           specs: list[InputSpec]) -> Described:
-    """``tracer="auto"``: the graph of ``torch.fx``, or where it cannot be traced or
-    converted, the graph of ``torch.export``; both reasons where neither converts."""
-    try:
-        return _describe_graph(model, _trace(model, len(dims)), dims, specs)
-    except InputsRefused:
-        raise
-    except ConversionError as fx_error:
-        try:
-            return _describe_graph(model, _export(model, dims, specs), dims, specs)
-        except ConversionError as export_error:
-            raise ConversionError(
-                f"{fx_error}\nTraced with torch.export instead (tracer='export'): {export_error}"
-            ) from export_error
 
 
 def random_inputs(model: nn.Module, dims: Sequence[tuple[int, ...]], batch: int,
