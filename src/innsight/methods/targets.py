@@ -108,6 +108,12 @@ class Targets:
         columns are no sparse picks (dense weights, a function)."""
         return None
 
+    def picked_nodes(self, o: int, sample: Tensor) -> Tensor | None:
+        """The flattened nodes of output layer ``o`` that :meth:`picks` holds (each at
+        least once), ``None`` where it holds none."""
+        picks = self.picks(o, sample)
+        return None if picks is None else picks.node
+
     def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
               like: Tensor) -> Tensor | None:
         """The start of a reverse walk at output layer ``o``, ``(n_targets, rows,
@@ -153,6 +159,11 @@ class NodeTargets(Targets):
         column, node = torch.tensor(mine, device=sample.device).T
         return Picks.every_row(column, node, torch.ones(len(mine), device=sample.device),
                                len(sample))
+
+    def picked_nodes(self, o: int, sample: Tensor) -> Tensor | None:
+        # the same nodes in every row: no picks for all rows
+        mine = [target.index for target in self.nodes if target.layer == o]
+        return torch.tensor(mine, device=sample.device) if mine else None
 
 
 @dataclass(frozen=True, eq=False)
