@@ -23,6 +23,7 @@ n_nodes)`` array of weights: a language model's logits have ``tokens x vocab`` n
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -147,7 +148,11 @@ class NodeTargets(Targets):
         return len(self.nodes)
 
     def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
-        return torch.stack([_flat(outputs[t.layer])[:, t.index] for t in self.nodes], dim=1)
+        # one gather per output layer (the nodes come layer by layer): its backward pass
+        # scatters into one zero tensor instead of summing one per node
+        blocks = [_flat(outputs[layer])[:, [t.index for t in nodes]]
+                  for layer, nodes in itertools.groupby(self.nodes, lambda t: t.layer)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
     def uses(self, o: int) -> bool:
         return any(target.layer == o for target in self.nodes)
