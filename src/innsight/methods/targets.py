@@ -153,9 +153,10 @@ class NodeTargets(Targets):
         return len(self.nodes)
 
     def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
-        # one gather per output layer (the nodes come layer by layer): its backward pass
-        # scatters into one zero tensor instead of summing one per node
-        blocks = [_flat(outputs[layer])[:, [t.index for t in nodes]]
+        # one index_select per output layer (the nodes come layer by layer): its backward
+        # pass adds into one zero tensor instead of summing one per node
+        blocks = [_flat(outputs[layer]).index_select(1, torch.tensor(
+                      [t.index for t in nodes], device=outputs[layer].device))
                   for layer, nodes in itertools.groupby(self.nodes, lambda t: t.layer)]
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
