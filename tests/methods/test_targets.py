@@ -337,6 +337,36 @@ def test_sparse_weights_through_a_dense_output_layer_equal_the_dense_ones(seeded
     assert_close(result.get_result()[0][0], expected.get_result()[0][0], 1e-12)
 
 
+def test_a_head_with_every_unit_picked_is_not_restricted(seeded):
+    # `sparse_heads` restricts a dense output layer to the units the targets pick; where
+    # they pick every unit it starts densely (no restriction, no picks), and both ways
+    # give autograd's gradients.
+    from innsight.methods.heads import sparse_heads
+    from innsight.methods.targets import NodeTargets, PerSampleTargets
+    from innsight.outputs import Target
+
+    model = seeded(lambda: nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))).double()
+    conv = ins.convert(model, input_dim=[5], dtype="double")
+    explained, sample = conv.model.explained_nodes(True), torch.arange(4)
+    every = NodeTargets(tuple(Target(0, j) for j in (2, 0, 1)))
+    assert not sparse_heads(conv.model, explained, every, sample)
+    some = NodeTargets((Target(0, 2), Target(0, 0)))
+    head = sparse_heads(conv.model, explained, some, sample)[0]
+    assert head.layer.output_dim == (2,)
+    per_sample = PerSampleTargets(0, torch.tensor([0, 1, 2, 1]))
+    assert not sparse_heads(conv.model, explained, per_sample, sample)
+    assert len(sparse_heads(conv.model, explained, per_sample, sample[:2])[0].picks.node) == 2
+
+    x = randn(4, 5, seed=4)
+    for idx in ([2, 0, 1], [2, 0]):
+        result = ins.run_grad(conv, x, output_idx=idx, **RUN).get_result()
+        for t, j in enumerate(idx):
+            assert_close(result[..., t], autograd(lambda v, j=j: model(v)[:, j], x))
+    result = ins.run_grad(conv, x, targets=[0, 1, 2, 1], **RUN).get_result()
+    assert_close(result[..., 0], autograd(
+        lambda v: model(v).gather(1, torch.tensor([[0], [1], [2], [1]]))[:, 0], x))
+
+
 def test_weights_per_output_layer(two_in_two_out):
     model = two_in_two_out.double()
     conv = ins.convert(model, input_dim=[(2, 6, 6), (4,)], dtype="double")

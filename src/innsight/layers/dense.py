@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from innsight.layers.base import Layer, frozen_param
 from innsight.layers.rules import LinearMap
@@ -48,8 +48,13 @@ class Dense(LinearMap, Layer):
         return self.bias
 
     def on_units(self, units: Tensor) -> Dense:
-        layer = Dense(self.type_name, self.weight[units],
-                      None if self.bias is None else self.bias[units])
+        # The picked rows of weights checked at construction: new tensors (the indexing
+        # copies), neither copied nor checked again.
+        layer = Dense.__new__(Dense)
+        Layer.__init__(layer, self.type_name)
+        layer.weight = nn.Parameter(self.weight[units], requires_grad=False)
+        layer.bias = (None if self.bias is None
+                      else nn.Parameter(self.bias[units], requires_grad=False))
         layer.input_dim = self.input_dim
         layer.output_dim = (*self.output_dim[:-1], len(units))
         return layer

@@ -302,8 +302,13 @@ class InterpretingMethod(Result):
         e.g. ``ins.SmoothGrad.get_tunables()["noise_level"] == (float, 0.05, 0.95)``."""
         return copy.deepcopy(cls.tunables)
 
+    #: The method's own keyword arguments: those of its ``_explain`` (found once per class).
+    own_arg_names: ClassVar[tuple[str, ...]] = ()
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.own_arg_names = tuple(name for name in inspect.signature(cls._explain).parameters
+                                  if name not in ("self", "setup"))
         if "method_name" in vars(cls):  # shared bases (no name of their own) are no methods
             METHODS[cls.method_name] = cls
 
@@ -464,7 +469,7 @@ class InterpretingMethod(Result):
 
     def _check_own_args(self, own_args: dict[str, Any]) -> None:
         """Refuse keywords that are neither shared nor this method's own, by name."""
-        own = [name for name in inspect.signature(self._explain).parameters if name != "setup"]
+        own = list(self.own_arg_names)
         unknown = sorted(set(own_args) - set(own))
         if unknown:
             shared = [p.name for p in inspect.signature(InterpretingMethod.__init__).parameters

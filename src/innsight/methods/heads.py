@@ -96,27 +96,38 @@ def sparse_heads(model: Any, explained: Sequence[int], targets: Targets,
     """The explained layers restricted to the units ``targets`` pick, for rows made from
     the data samples ``sample`` ``(rows,)``: every output layer the targets use must be
     one whose values are picks, whose layer restricts its units and which no other
-    explained node depends on or is (else none is restricted)."""
+    explained node depends on or is (else none is restricted). Where the targets pick
+    every unit of every such layer, none is restricted either: the dense start gives the
+    same numbers without the picks (a small model's few outputs)."""
     graph, cut = _graph(model)
-    heads = Heads()
     if graph is None:
-        return heads
+        return Heads()
+    plans = []  # (output layer, node, width, picked units, the layer restricted to them)
     for o, node in enumerate(explained):
         if not targets.uses(o):
             continue
-        picks = targets.picks(o, sample)
+        nodes = targets.picked_nodes(o, sample)
         dim = graph.layers[node].output_dim
         others = [n for k, n in enumerate(explained) if k != o]
-        if (picks is None or not dim or node == cut or len(graph.input_layers[node]) != 1
+        if (nodes is None or not dim or node == cut or len(graph.input_layers[node]) != 1
                 or node in graph.needed(others)):  # another explained node reads it whole
             return Heads()
         width = dim[-1]
-        units, unit = torch.unique(picks.node % width, return_inverse=True)
-        layer = graph.layers[node].on_units(units)
+        units = torch.unique(nodes % width)
+        # every unit picked: the layer is its own restriction
+        layer = graph.layers[node] if len(units) == width else graph.layers[node].on_units(units)
         if layer is None:
             return Heads()
-        heads[o] = Head(node, graph.input_layers[node][0], layer,
-                        picks.renumbered(picks.node // width * len(units) + unit))
+        plans.append((o, node, width, units, layer))
+    heads = Heads()
+    if all(len(units) == width for _, _, width, units, _ in plans):
+        return heads
+    for o, node, width, units, layer in plans:
+        picks = targets.picks(o, sample)
+        if len(units) < width:  # the picked nodes numbered over the restricted output
+            unit = torch.searchsorted(units, picks.node % width)
+            picks = picks.renumbered(picks.node // width * len(units) + unit)
+        heads[o] = Head(node, graph.input_layers[node][0], layer, picks)
     return heads
 
 

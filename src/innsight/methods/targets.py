@@ -23,6 +23,7 @@ n_nodes)`` array of weights: a language model's logits have ``tokens x vocab`` n
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -57,8 +58,13 @@ class Picks:
     @classmethod
     def every_row(cls, column: Tensor, node: Tensor, weight: Tensor, rows: int) -> Picks:
         """The entries ``(column[j], node[j], weight[j])`` in each of ``rows`` rows."""
-        row = torch.arange(rows, device=node.device).repeat_interleave(len(node))
-        return cls(column.repeat(rows), row, node.repeat(rows), weight.repeat(rows))
+        n = len(node)
+
+        def tiled(v: Tensor) -> Tensor:  # expand and copy: a third of the ops of ``repeat``
+            return v.expand(rows, n).reshape(-1)
+
+        row = torch.arange(rows, device=node.device).unsqueeze(1)
+        return cls(tiled(column), tiled(row), tiled(node), tiled(weight))
 
     def renumbered(self, node: Tensor) -> Picks:
         """The same entries at other node indices ``node`` (e.g. of a restricted layer)."""
@@ -108,6 +114,12 @@ class Targets:
         columns are no sparse picks (dense weights, a function)."""
         return None
 
+    def picked_nodes(self, o: int, sample: Tensor) -> Tensor | None:
+        """The flattened nodes of output layer ``o`` that :meth:`picks` holds (each at
+        least once), ``None`` where it holds none."""
+        picks = self.picks(o, sample)
+        return None if picks is None else picks.node
+
     def start(self, o: int, sample: Tensor, n_nodes: int, base: Tensor | float,
               like: Tensor) -> Tensor | None:
         """The start of a reverse walk at output layer ``o``, ``(n_targets, rows,
@@ -141,7 +153,12 @@ class NodeTargets(Targets):
         return len(self.nodes)
 
     def values(self, outputs: Sequence[Tensor], sample: Tensor | None) -> Tensor:
-        return torch.stack([_flat(outputs[t.layer])[:, t.index] for t in self.nodes], dim=1)
+        # one index_select per output layer (the nodes come layer by layer): its backward
+        # pass adds into one zero tensor instead of summing one per node
+        blocks = [_flat(outputs[layer]).index_select(1, torch.tensor(
+                      [t.index for t in nodes], device=outputs[layer].device))
+                  for layer, nodes in itertools.groupby(self.nodes, lambda t: t.layer)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
     def uses(self, o: int) -> bool:
         return any(target.layer == o for target in self.nodes)
@@ -153,6 +170,11 @@ class NodeTargets(Targets):
         column, node = torch.tensor(mine, device=sample.device).T
         return Picks.every_row(column, node, torch.ones(len(mine), device=sample.device),
                                len(sample))
+
+    def picked_nodes(self, o: int, sample: Tensor) -> Tensor | None:
+        # the same nodes in every row: no picks for all rows
+        mine = [target.index for target in self.nodes if target.layer == o]
+        return torch.tensor(mine, device=sample.device) if mine else None
 
 
 @dataclass(frozen=True, eq=False)
